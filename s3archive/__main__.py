@@ -1,0 +1,3 @@
+from s3archive.cli.main import main
+
+main()

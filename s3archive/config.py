@@ -1,0 +1,319 @@
+"""The configuration file (TOML): schema, defaults, strict validation.
+
+Every bad value fails here, before any S3 call, with one line that names the
+file, the key and the value (exit code 2).  ``pickers.d/`` and
+``snapshots.d/`` live next to the configuration file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from s3archive.clock import Clock, utc_now
+from s3archive.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/s3archive/config.toml")
+CONFIG_ENV = "S3ARCHIVE_CONFIG"
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+TIERS = ("daily", "weekly", "monthly", "yearly")
+MAX_RETENTION_DAYS = 36500
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str
+    prefix: str = ""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    profile: str | None = None
+    credentials_file: Path | None = None
+    role_arn: str | None = None
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    mode: str = "GOVERNANCE"
+    daily_days: int = 14
+    weekly_days: int = 63
+    monthly_days: int = 400
+    yearly_days: int = 1830
+    until: datetime | None = None
+    slack_days: int = 7
+    repack_below: float = 0.2
+    max_days: int = 3660
+    legal_hold: bool = False
+
+    def days_for(self, tier: str) -> int:
+        return int(getattr(self, f"{tier}_days"))
+
+
+@dataclass(frozen=True)
+class ContentSettings:
+    compression_level: int = 3
+    pack_size_mib: int = 16
+    one_file_system: bool = True
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    picker_timeout: float = 300.0
+    snapshot_timeout: float = 3600.0
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    cache_dir: Path = Path("/var/cache/s3archive")
+    state_file: Path = Path("/var/lib/s3archive/last-run.json")
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    prometheus_textfile: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    s3: S3Settings
+    host_name: str
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    content: ContentSettings = field(default_factory=ContentSettings)
+    sources: SourceSettings = field(default_factory=SourceSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+    allow_unlocked_bucket: bool = False
+
+    @property
+    def pickers_dir(self) -> Path:
+        return self.path.parent / "pickers.d"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.path.parent / "snapshots.d"
+
+
+def default_config_path() -> Path:
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+# ---------------------------------------------------------------- validation
+
+class _Reader:
+    """Reads one table of the TOML document, remembering what was consumed."""
+
+    def __init__(self, path: Path, section: str, table: Any):
+        self.path = path
+        self.section = section
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table, not {table!r}")
+        self.table = table
+        self.seen: set[str] = set()
+
+    def name(self, key: str) -> str:
+        return f"{self.section}.{key}" if self.section else key
+
+    def fail(self, key: str, value: Any, why: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.name(key)} = {value!r}: {why}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        self.seen.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(key, value, f"must be {_kind_names(kinds)}")
+        if not isinstance(value, kinds):
+            raise self.fail(key, value, f"must be {_kind_names(kinds)}")
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise self.fail(key, value, problem)
+        return value
+
+    def finish(self, allowed_tables: tuple[str, ...] = ()) -> None:
+        for key in self.table:
+            if key not in self.seen and key not in allowed_tables:
+                known = ", ".join(sorted(self.seen)) or "none"
+                raise ConfigError(
+                    f"{self.path}: unknown key {self.name(key)!r} (known: {known})")
+
+
+def _kind_names(kinds: tuple[type, ...]) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number",
+             str: "a string", list: "a list", datetime: "a date-time", date: "a date"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _in_range(low: float, high: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if low <= value <= high else f"must be between {low} and {high}"
+    return check
+
+
+def _non_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def load_config(path: Path | None = None, *, clock: Clock = utc_now) -> Config:
+    """Read and validate the configuration file; raise ConfigError on any flaw."""
+    path = Path(path) if path is not None else default_config_path()
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found "
+                          f"(use --config or ${CONFIG_ENV})") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied reading the configuration") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    return parse_config(document, path, clock=clock)
+
+
+def parse_config(document: dict[str, Any], path: Path, *, clock: Clock = utc_now) -> Config:
+    sections = ("s3", "host", "retention", "content", "sources", "local", "report")
+    top = _Reader(path, "", document)
+    allow_unlocked = top.get("allow_unlocked_bucket", bool, False)
+    for name in sections:
+        top.seen.add(name)
+    top.finish()
+    tables = {name: _Reader(path, name, document.get(name, {})) for name in sections}
+
+    s3 = _parse_s3(tables["s3"], path)
+    host = tables["host"]
+    host_name = host.get("name", str, None, _check_host_name) or socket.gethostname()
+    retention = _parse_retention(tables["retention"], clock)
+    content = _parse_content(tables["content"])
+    src = tables["sources"]
+    sources = SourceSettings(
+        picker_timeout=float(src.get("picker_timeout", (int, float), 300, _in_range(1, 86400))),
+        snapshot_timeout=float(src.get("snapshot_timeout", (int, float), 3600, _in_range(1, 7 * 86400))),
+    )
+    loc = tables["local"]
+    local = LocalSettings(
+        cache_dir=_path(loc.get("cache_dir", str, "/var/cache/s3archive", _non_empty), path),
+        state_file=_path(loc.get("state_file", str, "/var/lib/s3archive/last-run.json", _non_empty), path),
+    )
+    rep = tables["report"]
+    textfile = rep.get("prometheus_textfile", str, None, _non_empty)
+    report = ReportSettings(prometheus_textfile=_path(textfile, path) if textfile else None)
+    for reader in tables.values():
+        reader.finish()
+    return Config(path=path, s3=s3, host_name=host_name, retention=retention, content=content,
+                  sources=sources, local=local, report=report,
+                  allow_unlocked_bucket=allow_unlocked)
+
+
+def _path(value: str, config_path: Path) -> Path:
+    candidate = Path(value)
+    return candidate if candidate.is_absolute() else config_path.parent / candidate
+
+
+def _check_host_name(value: str) -> str | None:
+    if not value or "/" in value or value in (".", "..") or any(ord(c) < 33 for c in value):
+        return "must be a non-empty name without '/', spaces or control characters"
+    return None
+
+
+def _check_bucket(value: str) -> str | None:
+    if not (3 <= len(value) <= 63) or not all(c.islower() or c.isdigit() or c in ".-" for c in value):
+        return "is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')"
+    return None
+
+
+def _check_prefix(value: str) -> str | None:
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        return "must not start or end with '/' (e.g. \"backups/site1\")"
+    return None
+
+
+def _parse_s3(reader: _Reader, path: Path) -> S3Settings:
+    bucket = reader.get("bucket", str, None, _check_bucket)
+    if bucket is None:
+        raise ConfigError(f"{path}: s3.bucket is missing (the bucket to archive into)")
+    prefix = reader.get("prefix", str, "", _check_prefix)
+    region = reader.get("region", str, "us-east-1", _non_empty)
+    endpoint = reader.get("endpoint_url", str, None,
+                          lambda v: None if v.startswith(("http://", "https://"))
+                          else "must start with http:// or https://")
+    profile = reader.get("profile", str, None, _non_empty)
+    credentials = reader.get("credentials_file", str, None, _non_empty)
+    role_arn = reader.get("role_arn", str, None,
+                          lambda v: None if v.startswith("arn:") else "must be an IAM role ARN")
+    chosen = [k for k, v in (("profile", profile), ("credentials_file", credentials),
+                             ("role_arn", role_arn)) if v]
+    if len(chosen) > 1:
+        raise ConfigError(f"{path}: s3.{chosen[0]} and s3.{chosen[1]} are exclusive: choose one")
+    return S3Settings(bucket=bucket, prefix=prefix, region=region, endpoint_url=endpoint,
+                      profile=profile,
+                      credentials_file=_path(credentials, path) if credentials else None,
+                      role_arn=role_arn)
+
+
+def _parse_retention(reader: _Reader, clock: Clock) -> RetentionSettings:
+    defaults = RetentionSettings()
+    mode = reader.get("mode", str, defaults.mode,
+                      lambda v: None if v in LOCK_MODES else "must be GOVERNANCE or COMPLIANCE")
+    days_range = _in_range(1, MAX_RETENTION_DAYS)
+    given_days = {tier: reader.get(f"{tier}_days", int, None, days_range) for tier in TIERS}
+    until_raw = reader.get("until", (str, datetime, date), None)
+    max_days = reader.get("max_days", int, defaults.max_days, days_range)
+    until: datetime | None = None
+    if until_raw is not None:
+        named = [f"retention.{t}_days" for t, v in given_days.items() if v is not None]
+        if named:
+            raise reader.fail("until", until_raw, f"is exclusive with {', '.join(named)}: "
+                              "choose a fixed date or retention days, not both")
+        until = _parse_until(reader, until_raw)
+        now = clock()
+        if until <= now:
+            raise reader.fail("until", until_raw, "lies in the past")
+        if (until - now).days > max_days:
+            raise reader.fail("until", until_raw, f"is more than retention.max_days={max_days} ahead")
+    days = {t: (v if v is not None else defaults.days_for(t)) for t, v in given_days.items()}
+    for tier, value in days.items():
+        if until is None and value > max_days:
+            raise reader.fail(f"{tier}_days", value, f"exceeds retention.max_days = {max_days}")
+    slack = reader.get("slack_days", int, defaults.slack_days, _in_range(0, 3650))
+    repack = reader.get("repack_below", (int, float), defaults.repack_below, _in_range(0, 1))
+    hold = reader.get("legal_hold", bool, False)
+    return RetentionSettings(mode=mode, until=until, slack_days=slack, repack_below=float(repack),
+                             max_days=max_days, legal_hold=hold,
+                             **{f"{t}_days": v for t, v in days.items()})
+
+
+def _parse_until(reader: _Reader, value: Any) -> datetime:
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time(0, 0))
+    else:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise reader.fail("until", value, "is not an ISO date or date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _parse_content(reader: _Reader) -> ContentSettings:
+    level = reader.get("compression_level", int, 3, _in_range(1, 22))
+    pack = reader.get("pack_size_mib", int, 16, _in_range(1, 512))
+    one_fs = reader.get("one_file_system", bool, True)
+    exclude = reader.get("exclude", list, [])
+    for item in exclude:
+        if not isinstance(item, str) or not item:
+            raise reader.fail("exclude", exclude, "must be a list of non-empty glob strings")
+    return ContentSettings(compression_level=level, pack_size_mib=pack, one_file_system=one_fs,
+                           exclude=tuple(exclude))

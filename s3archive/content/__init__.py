@@ -1,0 +1,1 @@
+"""Content: chunking, per-chunk encoding, packing."""

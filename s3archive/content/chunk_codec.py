@@ -1,0 +1,77 @@
+"""Per-chunk encoding: a zstd frame, or the plain bytes when zstd does not pay.
+
+A chunk's identity is the SHA-256 of its plain bytes; compression comes after
+and never changes the identity.  Decoding checks the hash, so a bad chunk is
+noticed before its bytes are used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+
+import zstandard
+
+from s3archive.errors import IntegrityError
+
+ZSTD = "zstd"
+RAW = "raw"
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedChunk:
+    hash: str
+    size: int
+    encoding: str
+    data: bytes  # the stored bytes
+
+
+def chunk_hash(plain: bytes | memoryview) -> str:
+    return hashlib.sha256(plain).hexdigest()
+
+
+class ChunkCodec:
+    """Thread-safe: each thread gets its own zstd contexts."""
+
+    def __init__(self, level: int = 3, min_saving: float = 0.03):
+        self.level = level
+        self.min_saving = min_saving
+        self._local = threading.local()
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        comp = getattr(self._local, "compressor", None)
+        if comp is None:
+            comp = self._local.compressor = zstandard.ZstdCompressor(
+                level=self.level, write_content_size=True, write_checksum=False)
+        return comp
+
+    def encode(self, plain: bytes | memoryview, digest: str | None = None) -> EncodedChunk:
+        plain = bytes(plain)
+        digest = digest or chunk_hash(plain)
+        packed = self._compressor().compress(plain)
+        if len(packed) <= len(plain) * (1 - self.min_saving):
+            return EncodedChunk(digest, len(plain), ZSTD, packed)
+        return EncodedChunk(digest, len(plain), RAW, plain)
+
+
+_decompressors = threading.local()
+
+
+def decode_chunk(stored: bytes, encoding: str, size: int, expected_hash: str) -> bytes:
+    """The plain bytes of a stored chunk; IntegrityError unless they match the hash."""
+    if encoding == RAW:
+        plain = stored
+    elif encoding == ZSTD:
+        dctx = getattr(_decompressors, "dctx", None)
+        if dctx is None:
+            dctx = _decompressors.dctx = zstandard.ZstdDecompressor()
+        try:
+            plain = dctx.decompress(stored, max_output_size=size)
+        except zstandard.ZstdError as err:
+            raise IntegrityError(f"chunk {expected_hash[:12]}: cannot decompress: {err}") from None
+    else:
+        raise IntegrityError(f"chunk {expected_hash[:12]}: unknown encoding {encoding!r}")
+    if len(plain) != size or chunk_hash(plain) != expected_hash:
+        raise IntegrityError(f"chunk {expected_hash[:12]}: content does not match its hash")
+    return plain

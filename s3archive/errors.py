@@ -1,0 +1,59 @@
+"""Domain exceptions and the exit codes they map to.
+
+Everything the tool raises on purpose derives from :class:`S3ArchiveError`;
+the CLI edge (``s3archive.cli.main``) is the only place that turns them into
+a one-line message and an exit code.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the operation failed; for archive: no manifest was written
+EXIT_USAGE = 2  # bad command line or configuration
+EXIT_PARTIAL = 3  # manifest written, but some sources failed (warnings)
+
+
+class S3ArchiveError(Exception):
+    """Base of all expected failures; ``str(err)`` is the message for users."""
+
+    exit_code = EXIT_FAILED
+
+
+class ConfigError(S3ArchiveError):
+    """The configuration file or a command-line value is invalid."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(S3ArchiveError):
+    exit_code = EXIT_USAGE
+
+
+class StoreError(S3ArchiveError):
+    """An S3 request failed for good (after retries)."""
+
+
+class NoSuchVersion(StoreError):
+    """The object version does not exist (deleted, or never written)."""
+
+
+class BucketNotLocked(S3ArchiveError):
+    """The bucket has no Object Lock and the configuration does not allow that."""
+
+    exit_code = EXIT_USAGE
+
+
+class ManifestError(S3ArchiveError):
+    """A manifest from the bucket is malformed or hostile."""
+
+
+class RunLocked(S3ArchiveError):
+    """Another archive run holds the lock of this configuration."""
+
+
+class RunNotFound(S3ArchiveError):
+    pass
+
+
+class IntegrityError(S3ArchiveError):
+    """Data read back does not match its recorded hash."""

@@ -1,0 +1,1 @@
+"""The manifest of one run: model, and codec (strict: bucket content is untrusted)."""

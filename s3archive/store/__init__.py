@@ -1,0 +1,1 @@
+"""Object storage: the interface, the S3 implementation and wrappers."""
