@@ -66,6 +66,10 @@ def encode_entry(entry: Entry) -> dict[str, Any]:
         obj["chunks"] = encode_chunks(entry.chunks)
         if entry.extents is not None:
             obj["extents"] = [list(e) for e in entry.extents]
+        if entry.ino is not None:
+            obj["ino"] = entry.ino
+        if entry.ctime_ns is not None:
+            obj["ctime_ns"] = entry.ctime_ns
     return obj
 
 
@@ -86,8 +90,11 @@ def encode_header(header: Header) -> dict[str, Any]:
 
 
 def encode_pack(pack: PackRef) -> dict[str, Any]:
-    return {"type": "pack", "id": pack.id, "key": pack.key, "version_id": pack.version_id,
-            "size": pack.size}
+    obj = {"type": "pack", "id": pack.id, "key": pack.key, "version_id": pack.version_id,
+           "size": pack.size}
+    if pack.locked_until is not None:
+        obj["locked_until"] = isoformat(pack.locked_until)
+    return obj
 
 
 def encode_warning(warning: Warning_) -> dict[str, Any]:
@@ -270,6 +277,8 @@ def decode_entry(line: _Line, pack_count: int) -> Entry:
             covered = entry.size
         if data != covered:
             raise line.fail(f"chunks hold {data} bytes, the file needs {covered}")
+        entry.ino = line.get("ino", int, False)
+        entry.ctime_ns = line.get("ctime_ns", int, False)
     return entry
 
 
@@ -306,7 +315,8 @@ def decode_header(line: _Line) -> Header:
 
 def decode_pack(line: _Line, expected_id: int) -> PackRef:
     pack = PackRef(id=line.nat("id"), key=line.get("key", str),
-                   version_id=line.get("version_id", str), size=line.nat("size"))
+                   version_id=line.get("version_id", str), size=line.nat("size"),
+                   locked_until=line.time("locked_until") if "locked_until" in line.obj else None)
     if pack.id != expected_id:
         raise line.fail(f"pack ids must count up from 0 (expected {expected_id})")
     if not _PACK_KEY.match(pack.key) or pack.key[6:8] != pack.key[9:11]:

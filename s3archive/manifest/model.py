@@ -40,6 +40,8 @@ class PackRef:
     key: str  # relative to the prefix: packs/<h[0:2]>/<sha256 of body>
     version_id: str
     size: int
+    # the retain-until this run made sure the version is locked to (>= the run's)
+    locked_until: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -62,6 +64,8 @@ class Entry:
     xattrs: dict[str, bytes] = field(default_factory=dict)
     chunks: list[ChunkRef] = field(default_factory=list)
     extents: list[tuple[int, int]] | None = None  # data extents of a sparse file
+    ino: int | None = None  # inode and ctime of files: let a new cache recognise them
+    ctime_ns: int | None = None
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""Where backup content comes from: pickers, the filesystem walker, snapshotters."""
