@@ -50,7 +50,7 @@ def run_pickers(directory: Path, timeout: float) -> PickResult:
         for path, issue in parse_picker_output(output):
             if issue:
                 result.warnings.append(Warning_("picker", f"{picker.name}: {issue}", path))
-            else:
+            elif path is not None:
                 result.paths.append(path)
     return result
 
@@ -82,7 +82,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def parse_picker_output(output: bytes) -> list[tuple[bytes, str | None]]:
+def parse_picker_output(output: bytes) -> list[tuple[bytes | None, str | None]]:
     """Paths from a picker's stdout: NUL-separated if it has a NUL, else lines.
 
     Paths stay bytes (no decoding: non-UTF-8 names are fine).  A relative
@@ -95,7 +95,7 @@ def parse_picker_output(output: bytes) -> list[tuple[bytes, str | None]]:
         if not path.strip():
             continue
         if not path.startswith(b"/"):
-            items.append((path, f"ignored relative path {path[:200]!r}"))
+            items.append((None, f"ignored relative path {path[:200]!r}"))
             continue
         items.append((os.path.normpath(path), None))
     return items

@@ -1,0 +1,212 @@
+"""Deduplicate, encode, pack and upload chunks, keeping both cores busy.
+
+The producer (the archiver's thread) hashes each chunk and asks the index;
+a new chunk goes to an encoder pool (zstd releases the GIL), the packer, and
+when a pack is full, to an uploader pool.  Bytes in flight are bounded, so
+memory stays flat however much data passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from s3archive.content.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
+from s3archive.content.packer import ChunkLocation, Pack, Packer
+from s3archive.local_cache import CachedChunk, CachedPack
+from s3archive.store.base import ObjectLock, ObjectStore
+
+log = logging.getLogger(__name__)
+
+Location = ChunkLocation | CachedChunk
+
+
+@dataclass
+class WriterStats:
+    chunks_new: int = 0
+    chunks_reused: int = 0
+    bytes_new: int = 0  # plain bytes of new chunks
+    bytes_uploaded: int = 0
+    packs_uploaded: int = 0
+
+
+class _Budget:
+    """A byte budget: producers wait while too much is in flight."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def take(self, amount: int) -> None:
+        with self._cond:
+            while self.used > 0 and self.used + amount > self.limit:
+                self._cond.wait()
+            self.used += amount
+
+    def give(self, amount: int) -> None:
+        with self._cond:
+            self.used -= amount
+            self._cond.notify_all()
+
+
+@dataclass
+class ChunkWriter:
+    store: ObjectStore
+    lookup_cached: Callable[[str], CachedChunk | None]
+    record_pack: Callable[[CachedPack, list[CachedChunk]], None]
+    codec: ChunkCodec
+    pack_size: int
+    lock: ObjectLock | None
+    dry_run: bool = False
+    encoders: int = 2
+    uploaders: int = 4
+    inflight_bytes: int = 48 << 20
+    locations: dict[str, Location] = field(default_factory=dict)
+    stats: WriterStats = field(default_factory=WriterStats)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reserved: set[str] = set()
+        self._encode_pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="encode")
+        self._upload_pool = ThreadPoolExecutor(self.uploaders, thread_name_prefix="upload")
+        self._budget = _Budget(self.inflight_bytes)
+        self._pack_slots = threading.BoundedSemaphore(self.uploaders + 1)
+        self._futures: list[Future] = []
+        self._uploads: list[Future] = []
+        self._error: BaseException | None = None
+        self.packer = Packer(self.pack_size, self._sealed)
+
+    # ---------------------------------------------------------- producing
+    def add(self, plain: bytes) -> tuple[str, int]:
+        """Store ``plain`` once; returns its (hash, size)."""
+        self._raise_failure()
+        digest = chunk_hash(plain)
+        if not self._claim(digest):
+            return digest, len(plain)
+        self._budget.take(len(plain))
+        self._futures.append(self._encode_pool.submit(self._encode, plain, digest))
+        self._trim_futures()
+        return digest, len(plain)
+
+    def add_stored(self, digest: str, size: int, encoding: str, stored: bytes) -> None:
+        """Put an already encoded (and verified) chunk into a new pack (rewrites)."""
+        self._raise_failure()
+        with self._lock:
+            self.locations.pop(digest, None)
+        location = self.packer.add(EncodedChunk(digest, size, encoding, stored))
+        with self._lock:
+            self.locations[digest] = location
+
+    def _claim(self, digest: str) -> bool:
+        """True when the chunk is new and this caller must encode it."""
+        with self._lock:
+            if digest in self.locations or digest in self._reserved:
+                self.stats.chunks_reused += 1
+                return False
+        cached = self.lookup_cached(digest)
+        with self._lock:
+            if digest in self.locations or digest in self._reserved:
+                self.stats.chunks_reused += 1
+                return False
+            if cached is not None:
+                self.locations[digest] = cached
+                self.stats.chunks_reused += 1
+                return False
+            self._reserved.add(digest)
+            return True
+
+    def reuse(self, digest: str) -> bool:
+        """Reference a chunk known to exist (file cache hit); False if it is unknown."""
+        with self._lock:
+            if digest in self.locations or digest in self._reserved:
+                self.stats.chunks_reused += 1
+                return True
+        cached = self.lookup_cached(digest)
+        if cached is None:
+            return False
+        with self._lock:
+            self.locations.setdefault(digest, cached)
+            self.stats.chunks_reused += 1
+        return True
+
+    def _encode(self, plain: bytes, digest: str) -> None:
+        try:
+            encoded = self.codec.encode(plain, digest)
+            location = self.packer.add(encoded)
+            with self._lock:
+                self.locations[digest] = location
+                self._reserved.discard(digest)
+                self.stats.chunks_new += 1
+                self.stats.bytes_new += len(plain)
+        except BaseException as err:  # surfaced to the producer by _raise_failure
+            self._fail(err)
+        finally:
+            self._budget.give(len(plain))
+
+    def _trim_futures(self) -> None:
+        if len(self._futures) > 256:
+            self._futures = [f for f in self._futures if not f.done()]
+
+    # ---------------------------------------------------------- uploading
+    def _sealed(self, pack: Pack, body: bytes) -> None:
+        self._pack_slots.acquire()
+        self._uploads.append(self._upload_pool.submit(self._upload, pack, body))
+
+    def _upload(self, pack: Pack, body: bytes) -> None:
+        try:
+            assert pack.key is not None
+            if self.dry_run:
+                pack.version_id = "dry-run"
+            else:
+                result = self.store.put(pack.key, body, self.lock)
+                pack.version_id = result.version_id
+                self.record_pack(
+                    CachedPack(pack.key, result.version_id, len(body),
+                               self.lock.mode if self.lock else None,
+                               self.lock.retain_until if self.lock else _UNLOCKED_UNTIL),
+                    [CachedChunk(h, pack.key, off, stored, size, enc)
+                     for h, off, stored, size, enc in pack.chunks])
+            with self._lock:
+                self.stats.bytes_uploaded += len(body)
+                self.stats.packs_uploaded += 1
+            log.debug("uploaded %s (%d bytes, %d chunks)", pack.key, len(body), len(pack.chunks))
+        except BaseException as err:
+            self._fail(err)
+        finally:
+            self._pack_slots.release()
+
+    # ---------------------------------------------------------- finishing
+    def _fail(self, err: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = err
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def drain(self) -> None:
+        """Wait until every chunk so far is encoded, packed and uploaded."""
+        for future in self._futures:
+            future.result()
+        self._futures = []
+        self._raise_failure()
+        self.packer.flush()
+        for future in self._uploads:
+            future.result()
+        self._uploads = []
+        self._raise_failure()
+
+    def close(self) -> None:
+        self._encode_pool.shutdown(wait=True, cancel_futures=True)
+        self._upload_pool.shutdown(wait=True, cancel_futures=True)
+
+
+# Packs in a bucket without Object Lock (allow_unlocked_bucket) have no lease
+# to renew: the cache treats them as lasting, and nothing protects them.
+_UNLOCKED_UNTIL = datetime(9999, 12, 31, tzinfo=timezone.utc)
