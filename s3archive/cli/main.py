@@ -17,6 +17,8 @@ from s3archive.errors import EXIT_FAILED, EXIT_USAGE, S3ArchiveError
 # Each module listed here exposes ``COMMANDS``: a list of click commands.
 COMMAND_MODULES = (
     "archive",
+    "restore",
+    "setup",
 )
 
 log = logging.getLogger("s3archive")

@@ -1,0 +1,1 @@
+"""Restore: plan (which entries, which byte ranges), download, write the tree."""
