@@ -1,0 +1,183 @@
+"""Setup commands: ``create-resources`` (bucket and IAM) and ``write-config``
+(this host's configuration, credentials, pickers, snapshotters, systemd)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from s3archive.config import MAX_RETENTION_DAYS, RetentionSettings
+from s3archive.errors import EXIT_FAILED
+from s3archive.setup.spec import BucketSpec, default_stack_name
+
+_DAYS = click.IntRange(1, MAX_RETENTION_DAYS)
+_DEFAULTS = RetentionSettings()
+
+
+@click.command("create-resources")
+@click.option("--bucket", required=True, help="Bucket to create (or configure, if yours).")
+@click.option("--region", default="us-east-1", show_default=True)
+@click.option("--endpoint-url", default=None,
+              help="S3-compatible endpoint (every service is asked there).")
+@click.option("--method", type=click.Choice(["cloudformation", "s3-api"]), default=None,
+              help="Default: cloudformation on AWS, s3-api with --endpoint-url.")
+@click.option("--stack-name", default=None, help="Default: s3archive-BUCKET.")
+@click.option("--lock-mode", type=click.Choice(["GOVERNANCE", "COMPLIANCE"]),
+              default="GOVERNANCE", show_default=True)
+@click.option("--default-retention-days", type=_DAYS, default=1, show_default=True,
+              help="The bucket's default retention (a safety net: s3archive locks every PUT).")
+@click.option("--max-retention-days", type=_DAYS, default=_DEFAULTS.max_days, show_default=True,
+              help="The bucket policy denies locks longer than this.")
+@click.option("--kms-key-id", default=None, help="SSE-KMS key (default: SSE-S3).")
+@click.option("--no-bucket-policy", is_flag=True,
+              help="Skip the bucket policy (moto applies every Deny to every caller).")
+@click.option("--iam/--no-iam", "with_iam", default=None,
+              help="s3-api method: also create the IAM policies, roles and groups "
+                   "(default: on without --endpoint-url). CloudFormation always does.")
+@click.option("--print-template", is_flag=True,
+              help="Print the CloudFormation template and exit (no AWS call).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def create_resources_command(bucket: str, region: str, endpoint_url: str | None,
+                             method: str | None, stack_name: str | None, lock_mode: str,
+                             default_retention_days: int, max_retention_days: int,
+                             kms_key_id: str | None, no_bucket_policy: bool,
+                             with_iam: bool | None, print_template: bool, as_json: bool) -> None:
+    """Create the Object Lock bucket, its policy and the backup, restore and
+    audit IAM roles and groups; then read the bucket back and report every
+    difference from what was asked.
+
+    \b
+    Exit codes: 0 ok (differences are listed); 1 the bucket has no Object
+    Lock or no versioning, or a request failed; 2 usage error.
+    """
+    from s3archive.setup import cloudformation
+    from s3archive.setup.create_resources import create_resources, default_method
+
+    spec = BucketSpec(bucket=bucket, region=region, lock_mode=lock_mode,
+                      default_retention_days=default_retention_days,
+                      max_retention_days=max_retention_days, kms_key_id=kms_key_id,
+                      bucket_policy=not no_bucket_policy, endpoint_url=endpoint_url)
+    if print_template:
+        click.echo(cloudformation.render(BucketSpec(**{**spec.__dict__, "endpoint_url": None})),
+                   nl=False)
+        return
+    method = method or default_method(endpoint_url)
+    iam = with_iam if with_iam is not None else endpoint_url is None
+    result = create_resources(spec, method, stack_name=stack_name or default_stack_name(bucket),
+                              with_iam=iam)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_create_result(result)
+    if result.check.fatal:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _print_create_result(result: object) -> None:
+    from s3archive.setup.create_resources import CreateResult
+
+    assert isinstance(result, CreateResult)
+    if result.setup is not None:
+        click.echo(f"bucket {result.check.bucket}: "
+                   f"{'created' if result.setup.created else 'already yours, configured'}")
+        for item in result.setup.rejected:
+            click.echo(f"  rejected by the store: {item}", err=True)
+        for note in result.setup.notes:
+            click.echo(f"  note: {note}", err=True)
+    for key, value in sorted(result.outputs.items()):
+        click.echo(f"{key}: {value}")
+    if not result.check.differences:
+        click.echo(f"check: bucket {result.check.bucket} is configured as asked")
+    for difference in result.check.differences:
+        level = "error" if difference.fatal else "warning"
+        click.echo(f"s3archive: {level}: bucket {result.check.bucket}: {difference}", err=True)
+
+
+@click.command("write-config")
+@click.option("--bucket", required=True)
+@click.option("--region", default="us-east-1", show_default=True)
+@click.option("--endpoint-url", default=None)
+@click.option("--host-name", default=None, help="Default: this machine's host name at run time.")
+@click.option("--lock-mode", type=click.Choice(["GOVERNANCE", "COMPLIANCE"]),
+              default=_DEFAULTS.mode, show_default=True)
+@click.option("--daily-days", type=_DAYS, default=_DEFAULTS.daily_days, show_default=True)
+@click.option("--weekly-days", type=_DAYS, default=_DEFAULTS.weekly_days, show_default=True)
+@click.option("--monthly-days", type=_DAYS, default=_DEFAULTS.monthly_days, show_default=True)
+@click.option("--yearly-days", type=_DAYS, default=_DEFAULTS.yearly_days, show_default=True)
+@click.option("--max-retention-days", type=_DAYS, default=_DEFAULTS.max_days, show_default=True)
+@click.option("--slack-days", type=click.IntRange(0, 3650), default=_DEFAULTS.slack_days,
+              show_default=True)
+@click.option("--profile", default=None, help="Use this AWS profile (exclusive).")
+@click.option("--credentials-file", type=click.Path(path_type=Path), default=None,
+              help="Use this credentials file (exclusive).")
+@click.option("--role-arn", default=None, help="Assume this role (exclusive).")
+@click.option("--create-user", default=None, metavar="NAME",
+              help="Create IAM user NAME in the backup group; write its new key to the "
+                   "credentials file (uses your own credentials for IAM).")
+@click.option("--backup-group", default=None, help="Default: the one create-resources made.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write everything below DIR (images, tests); never enables.")
+@click.option("--no-enable", is_flag=True, help="Do not enable the timer; print the commands.")
+@click.option("--force", is_flag=True, help="Overwrite files the operator changed.")
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              default=Path("/var/cache/s3archive"), show_default=True)
+@click.option("--state-file", type=click.Path(path_type=Path),
+              default=Path("/var/lib/s3archive/last-run.json"), show_default=True)
+def write_config_command(bucket: str, region: str, endpoint_url: str | None,
+                         host_name: str | None, lock_mode: str, daily_days: int,
+                         weekly_days: int, monthly_days: int, yearly_days: int,
+                         max_retention_days: int, slack_days: int, profile: str | None,
+                         credentials_file: Path | None, role_arn: str | None,
+                         create_user: str | None, backup_group: str | None, root: Path | None,
+                         no_enable: bool, force: bool, cache_dir: Path, state_file: Path) -> None:
+    """Write /etc/s3archive (config.toml, credentials, pickers.d/, snapshots.d/)
+    and the systemd service and daily timer, then enable the timer.
+
+    Files the operator changed are never overwritten without --force (exit 2
+    names them). Examples in pickers.d/ and snapshots.d/ are installed
+    disabled: enable one with chmod +x.
+
+    \b
+    Exit codes: 0 ok; 1 an IAM or systemctl call failed; 2 usage error or
+    files changed by the operator.
+    """
+    from s3archive.setup.host_config import HostOptions, write_config
+
+    retention = RetentionSettings(mode=lock_mode, daily_days=daily_days, weekly_days=weekly_days,
+                                  monthly_days=monthly_days, yearly_days=yearly_days,
+                                  max_days=max_retention_days, slack_days=slack_days)
+    options = HostOptions(bucket=bucket, region=region, endpoint_url=endpoint_url,
+                          host_name=host_name, retention=retention, profile=profile,
+                          credentials_file=credentials_file, role_arn=role_arn,
+                          create_user=create_user, backup_group=backup_group,
+                          root=root.resolve() if root else None, enable=not no_enable,
+                          force=force, cache_dir=cache_dir, state_file=state_file)
+    result = write_config(options, create_key=_key_maker(region, endpoint_url))
+    for outcome in result.outcomes:
+        click.echo(f"{outcome.action:11} {result.root / outcome.target.relative_to('/')}")
+    if result.user:
+        click.echo(f"IAM user {result.user}: new access key {result.access_key_id} "
+                   "written to the credentials file")
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    if result.enabled:
+        click.echo("enabled: s3archive.timer")
+    else:
+        click.echo("to enable the daily timer, run:")
+        for command in result.commands:
+            click.echo("  " + " ".join(command))
+
+
+def _key_maker(region: str, endpoint_url: str | None):  # type: ignore[no-untyped-def]
+    def create_key(user: str, group: str):  # type: ignore[no-untyped-def]
+        from s3archive.setup.clients import AdminClients
+        from s3archive.setup.iam_setup import create_user_with_key
+
+        iam = AdminClients(region=region, endpoint_url=endpoint_url).service("iam")
+        return create_user_with_key(iam, user, group)
+    return create_key
+
+
+COMMANDS = [create_resources_command, write_config_command]

@@ -1,0 +1,191 @@
+"""``write-config``: the host's configuration, credentials, pickers,
+snapshotters and systemd units, written without clobbering operator edits."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from s3archive.config import RetentionSettings, parse_config
+from s3archive.errors import ConfigError, UsageError
+from s3archive.setup import systemd_units
+from s3archive.setup.data_files import example_scripts
+from s3archive.setup.iam_setup import AccessKey
+from s3archive.setup.spec import backup_group_name
+from s3archive.setup.tracked_files import PlannedFile, TrackedWriter, WriteOutcome
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path("/etc/s3archive")
+CONFIG_NAME = "config.toml"
+CREDENTIALS_NAME = "credentials"
+RECORD_NAME = ".written-by-s3archive.json"
+EXAMPLE_DIRS = {"pickers.d": "pickers.d.example", "snapshots.d": "snapshots.d.example"}
+
+
+@dataclass(frozen=True)
+class HostOptions:
+    bucket: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    host_name: str | None = None
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    profile: str | None = None
+    credentials_file: Path | None = None  # a path on the host (not below --root)
+    role_arn: str | None = None
+    create_user: str | None = None
+    backup_group: str | None = None
+    root: Path | None = None
+    enable: bool = True
+    force: bool = False
+    cache_dir: Path = Path("/var/cache/s3archive")
+    state_file: Path = Path("/var/lib/s3archive/last-run.json")
+
+    def __post_init__(self) -> None:
+        chosen = [name for name, value in (("--profile", self.profile),
+                                           ("--credentials-file", self.credentials_file),
+                                           ("--role-arn", self.role_arn)) if value]
+        if len(chosen) > 1:
+            raise UsageError(f"{chosen[0]} and {chosen[1]} are exclusive: choose one")
+        if self.create_user and (self.profile or self.role_arn):
+            raise UsageError(f"--create-user writes a credentials file: it cannot be combined "
+                             f"with {'--profile' if self.profile else '--role-arn'}")
+        for option, path in (("--credentials-file", self.credentials_file),
+                             ("--cache-dir", self.cache_dir), ("--state-file", self.state_file)):
+            if path is not None and not path.is_absolute():
+                raise UsageError(f"{option} {path}: must be an absolute path")
+
+    @property
+    def credentials_target(self) -> Path | None:
+        if self.credentials_file is not None:
+            return self.credentials_file
+        return CONFIG_DIR / CREDENTIALS_NAME if self.create_user else None
+
+
+@dataclass
+class WriteConfigResult:
+    root: Path
+    outcomes: list[WriteOutcome]
+    enabled: bool
+    commands: list[list[str]]
+    user: str | None = None
+    access_key_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def render_config(options: HostOptions) -> str:
+    r = options.retention
+    lines = ["# s3archive configuration, written by `s3archive write-config`.",
+             "# pickers.d/ and snapshots.d/ beside this file choose what is archived.",
+             "", "[s3]", f"bucket = {_toml(options.bucket)}", f"region = {_toml(options.region)}"]
+    if options.endpoint_url:
+        lines.append(f"endpoint_url = {_toml(options.endpoint_url)}")
+    if options.profile:
+        lines.append(f"profile = {_toml(options.profile)}")
+    if options.role_arn:
+        lines.append(f"role_arn = {_toml(options.role_arn)}")
+    target = options.credentials_target
+    if target is not None:
+        # Relative to this file when it is the default, so --root images work.
+        shown = CREDENTIALS_NAME if target == CONFIG_DIR / CREDENTIALS_NAME else str(target)
+        lines.append(f"credentials_file = {_toml(shown)}")
+    lines += ["", "[host]"]
+    if options.host_name:
+        lines.append(f"name = {_toml(options.host_name)}")
+    else:
+        lines.append("# name = \"...\"  (default: this machine's host name)")
+    lines += ["", "[retention]", f"mode = {_toml(r.mode)}"]
+    if r.until is not None:
+        lines.append(f"until = {_toml(r.until.isoformat())}")
+    else:
+        lines += [f"{tier}_days = {r.days_for(tier)}"
+                  for tier in ("daily", "weekly", "monthly", "yearly")]
+    lines += [f"max_days = {r.max_days}", f"slack_days = {r.slack_days}",
+              "", "[local]", f"cache_dir = {_toml(str(options.cache_dir))}",
+              f"state_file = {_toml(str(options.state_file))}", ""]
+    return "\n".join(lines)
+
+
+def _toml(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a valid TOML basic string
+
+
+def validate_rendered(text: str, config_path: Path) -> None:
+    """The written file must load with the real parser."""
+    try:
+        parse_config(tomllib.loads(text), config_path)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"internal error: generated configuration is not TOML: {err}") from None
+
+
+def plan_files(options: HostOptions, credentials: bytes | None) -> list[PlannedFile]:
+    files = [PlannedFile(CONFIG_DIR / CONFIG_NAME, render_config(options).encode(), 0o644)]
+    target = options.credentials_target
+    if target is not None and credentials is not None:
+        files.append(PlannedFile(target, credentials, 0o600))
+    for directory, source in EXAMPLE_DIRS.items():
+        for name, text in example_scripts(source).items():
+            # Installed but not executable: the operator enables one with chmod +x.
+            files.append(PlannedFile(CONFIG_DIR / directory / name, text.encode(), 0o644,
+                                     keep_mode=True))
+    unit_settings = systemd_units.UnitSettings(
+        executable=systemd_units.find_executable(), config_path=CONFIG_DIR / CONFIG_NAME,
+        cache_dir=options.cache_dir, state_dir=options.state_file.parent)
+    for name, text in systemd_units.render_units(unit_settings).items():
+        files.append(PlannedFile(systemd_units.UNIT_DIR / name, text.encode(), 0o644))
+    return files
+
+
+def credentials_text(key_id: str, secret: str, token: str | None = None) -> bytes:
+    lines = ["# s3archive credentials (keep mode 0600)", "[default]",
+             f"aws_access_key_id = {key_id}", f"aws_secret_access_key = {secret}"]
+    if token:
+        lines.append(f"aws_session_token = {token}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def write_config(options: HostOptions,
+                 create_key: Callable[[str, str], AccessKey] | None = None,
+                 run: Callable[[list[str]], Any] = subprocess.run) -> WriteConfigResult:
+    """Write everything; ``create_key(user, group)`` makes the IAM user's key."""
+    root = options.root or Path("/")
+    validate_rendered(render_config(options), root / CONFIG_DIR.relative_to("/") / CONFIG_NAME)
+    writer = TrackedWriter(root, root / CONFIG_DIR.relative_to("/") / RECORD_NAME)
+    notes: list[str] = []
+    target = options.credentials_target
+    placeholder = b"\0 credentials not yet created \0"
+    credentials: bytes | None = None
+    if options.create_user:
+        credentials = placeholder
+    elif target is not None and not writer.host_path(target).exists():
+        notes.append(f"{writer.host_path(target)} does not exist: create it (mode 0600) "
+                     "with aws_access_key_id and aws_secret_access_key in [default]")
+    # Every conflict is reported before anything (an IAM user included) is made.
+    writer.check(plan_files(options, credentials), options.force)
+    access: AccessKey | None = None
+    if options.create_user:
+        if create_key is None:
+            raise UsageError("--create-user needs IAM access")
+        group = options.backup_group or backup_group_name(options.bucket)
+        access = create_key(options.create_user, group)
+        credentials = credentials_text(access.access_key_id, access.secret_access_key)
+    outcomes = writer.write(plan_files(options, credentials))
+    commands = systemd_units.enable_commands()
+    enabled = False
+    if options.enable and options.root is None and systemd_units.systemd_is_running():
+        for command in commands:
+            completed = run(command, check=False)
+            if completed.returncode != 0:
+                raise UsageError(f"{' '.join(command)} failed with exit status "
+                                 f"{completed.returncode}")
+        enabled = True
+    return WriteConfigResult(root=root, outcomes=outcomes, enabled=enabled, commands=commands,
+                             user=access.user_name if access else None,
+                             access_key_id=access.access_key_id if access else None,
+                             notes=notes)
+

@@ -1,0 +1,93 @@
+"""What ``create-resources`` is asked to build, and the names derived from it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from s3archive.config import LOCK_MODES, MAX_RETENTION_DAYS
+from s3archive.errors import UsageError
+
+ROLE_KINDS = ("backup", "restore", "audit")
+MANIFEST_PREFIX = "runs/"
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    """The bucket, its protections and its IAM, as requested on the command line."""
+
+    bucket: str
+    region: str = "us-east-1"
+    lock_mode: str = "GOVERNANCE"
+    default_retention_days: int = 1
+    max_retention_days: int = 3660
+    kms_key_id: str | None = None
+    bucket_policy: bool = True
+    # S3-compatible stores (an endpoint URL is set) do not populate every
+    # condition key AWS does; see policies.bucket_policy.
+    endpoint_url: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_bucket_name(self.bucket)
+        if self.lock_mode not in LOCK_MODES:
+            raise UsageError(f"--lock-mode {self.lock_mode!r}: must be GOVERNANCE or COMPLIANCE")
+        for option, value in (("--default-retention-days", self.default_retention_days),
+                              ("--max-retention-days", self.max_retention_days)):
+            if not 1 <= value <= MAX_RETENTION_DAYS:
+                raise UsageError(f"{option} {value}: must be between 1 and {MAX_RETENTION_DAYS}")
+        if self.default_retention_days > self.max_retention_days:
+            raise UsageError(f"--default-retention-days {self.default_retention_days} exceeds "
+                             f"--max-retention-days {self.max_retention_days}")
+
+    @property
+    def partition(self) -> str:
+        return partition_of(self.region)
+
+    @property
+    def bucket_arn(self) -> str:
+        return f"arn:{self.partition}:s3:::{self.bucket}"
+
+    @property
+    def names(self) -> "ResourceNames":
+        return ResourceNames.for_bucket(self.bucket)
+
+
+@dataclass(frozen=True)
+class ResourceNames:
+    """IAM names derived from the bucket name (the same for both methods)."""
+
+    bucket: str
+    groups: dict[str, str]
+    roles: dict[str, str]
+    policies: dict[str, str]
+
+    @classmethod
+    def for_bucket(cls, bucket: str) -> "ResourceNames":
+        # Role names are limited to 64 characters, group and policy names to 128.
+        stem = bucket.replace(".", "-")
+        return cls(bucket=bucket,
+                   groups={k: f"s3archive-{stem}-{k}" for k in ROLE_KINDS},
+                   roles={k: f"{stem[:44]}-s3archive-{k}" for k in ROLE_KINDS},
+                   policies={k: f"s3archive-{stem}-{k}" for k in ROLE_KINDS})
+
+
+def backup_group_name(bucket: str) -> str:
+    return ResourceNames.for_bucket(bucket).groups["backup"]
+
+
+def default_stack_name(bucket: str) -> str:
+    return "s3archive-" + re.sub(r"[^A-Za-z0-9-]", "-", bucket)
+
+
+def partition_of(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def validate_bucket_name(name: str) -> None:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name) or ".." in name:
+        raise UsageError(f"--bucket {name!r}: not a valid S3 bucket name "
+                         "(3-63 characters of a-z, 0-9, '.', '-')")

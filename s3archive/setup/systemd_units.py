@@ -1,0 +1,62 @@
+"""The systemd service and timer, rendered from ``data/systemd/``."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from s3archive.errors import UsageError
+from s3archive.setup.data_files import data_text
+
+SERVICE_NAME = "s3archive.service"
+TIMER_NAME = "s3archive.timer"
+UNIT_DIR = Path("/etc/systemd/system")
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    executable: str  # absolute path, or "PYTHON -m s3archive"
+    config_path: Path
+    cache_dir: Path
+    state_dir: Path
+
+
+def find_executable() -> str:
+    """The absolute path of the s3archive command that runs now."""
+    beside = Path(sys.executable).parent / "s3archive"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("s3archive")
+    if found:
+        return str(Path(found).resolve())
+    return f"{shlex.quote(sys.executable)} -m s3archive"
+
+
+def render_units(settings: UnitSettings) -> dict[str, str]:
+    """unit file name -> text."""
+    paths = " ".join(_escape(p) for p in (settings.cache_dir, settings.state_dir))
+    service = (data_text("systemd", SERVICE_NAME)
+               .replace("@S3ARCHIVE@", settings.executable)
+               .replace("@CONFIG@", _escape(settings.config_path))
+               .replace("@READ_WRITE_PATHS@", paths))
+    return {SERVICE_NAME: service, TIMER_NAME: data_text("systemd", TIMER_NAME)}
+
+
+def enable_commands() -> list[list[str]]:
+    return [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", TIMER_NAME]]
+
+
+def systemd_is_running() -> bool:
+    """True on a live systemd host (sd_booted(3))."""
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+
+
+def _escape(path: Path) -> str:
+    text = str(path)
+    if any(c.isspace() or c in "\"'\\%$" for c in text):
+        raise UsageError(f"{text}: paths with spaces or quoting characters are not supported "
+                         "in the systemd unit")
+    return text
