@@ -42,9 +42,9 @@ def open_run(store: ObjectStore, spec: str, host: str | None,
 
 # ------------------------------------------------------------------ summaries
 
-# The archiver's trailer statistics, under the names it may use for them.
-_NEW_DATA_KEYS = ("new_bytes_stored", "bytes_new_stored", "new_stored_bytes", "stored_new",
-                  "new_bytes", "bytes_new", "uploaded_bytes", "bytes_uploaded")
+def _stat(stats: dict[str, Any], key: str) -> int | None:
+    value = stats.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @dataclass
@@ -59,7 +59,8 @@ class RunSummary:
     legal_hold: bool | None  # the manifest's current hold (HEAD); None when unknown
     files: int
     logical_bytes: int
-    new_bytes: int | None
+    new_bytes: int | None  # plain bytes of chunks this run added (trailer stats)
+    uploaded_bytes: int | None  # stored bytes it uploaded
     warnings: int
     snapshots: int
     version_id: str
@@ -85,7 +86,8 @@ class RunSummary:
                 "retain_until": isoformat(self.retain_until) if self.retain_until else None,
                 "lock_mode": self.lock_mode, "legal_hold": self.legal_hold,
                 "files": self.files, "logical_bytes": self.logical_bytes,
-                "new_bytes": self.new_bytes, "warnings": self.warnings,
+                "new_bytes": self.new_bytes, "uploaded_bytes": self.uploaded_bytes,
+                "warnings": self.warnings,
                 "snapshots": self.snapshots, "status": self.status,
                 "version_id": self.version_id, "error": self.error}
 
@@ -93,7 +95,6 @@ class RunSummary:
 def summarize(manifest: Manifest, run: RunRef, legal_hold: bool | None) -> RunSummary:
     files = [e for e in manifest.entries if e.kind == FILE]
     stats = manifest.trailer.stats
-    new = next((stats[k] for k in _NEW_DATA_KEYS if isinstance(stats.get(k), int)), None)
     return RunSummary(host=run.host, run_id=run.run_id, started=manifest.header.started,
                       finished=manifest.trailer.finished, tier=manifest.header.tier,
                       retain_until=manifest.header.retain_until,
@@ -101,7 +102,9 @@ def summarize(manifest: Manifest, run: RunRef, legal_hold: bool | None) -> RunSu
                       files=len(files) + sum(1 for e in manifest.entries if e.kind == HARDLINK),
                       logical_bytes=sum(e.size for e in files)
                       + sum(s.size for s in manifest.snapshots),
-                      new_bytes=new, warnings=len(manifest.trailer.warnings),
+                      new_bytes=_stat(stats, "bytes_new"),
+                      uploaded_bytes=_stat(stats, "bytes_uploaded"),
+                      warnings=len(manifest.trailer.warnings),
                       snapshots=len(manifest.snapshots), version_id=run.version_id)
 
 
@@ -116,6 +119,7 @@ def run_summaries(store: ObjectStore, host: str | None, workers: int = 8) -> lis
             return RunSummary(host=run.host, run_id=run.run_id, started=run.last_modified,
                               finished=None, tier="?", retain_until=None, lock_mode=None,
                               legal_hold=None, files=0, logical_bytes=0, new_bytes=None,
+                              uploaded_bytes=None,
                               warnings=0, snapshots=0, version_id=run.version_id,
                               error=str(err))
         try:

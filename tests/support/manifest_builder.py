@@ -48,7 +48,8 @@ class RunBuilder:
                  lock_mode: str | None = "GOVERNANCE", retain_until: datetime | None = None,
                  pack_lock_until: datetime | None = None, chunk_size: int = 64 << 10,
                  pack_size: int = 1 << 20, tier: str = "daily",
-                 started: datetime | None = None):
+                 started: datetime | None = None, pack_lock_mode: str | None = "",
+                 legal_hold: bool = False):
         now = datetime.now(timezone.utc).replace(microsecond=0)
         self.store = store
         self.host = host
@@ -57,6 +58,8 @@ class RunBuilder:
         self.lock_mode = lock_mode
         self.retain_until = retain_until or now + timedelta(days=1)
         self.pack_lock_until = pack_lock_until or self.retain_until
+        self.pack_lock_mode = lock_mode if pack_lock_mode == "" else pack_lock_mode
+        self.legal_hold = legal_hold
         self.chunk_size = chunk_size
         self.pack_size = pack_size
         self.tier = tier
@@ -68,7 +71,6 @@ class RunBuilder:
         self.stats: dict[str, int] = {}
         self._known: dict[str, ChunkRef] = {}
         self._buffer = bytearray()
-        self._pending: list[tuple[int, ChunkRef]] = []  # (index into _refs, ref) of the open pack
 
     # ------------------------------------------------------------ content
 
@@ -94,8 +96,9 @@ class RunBuilder:
             return None
         body = bytes(self._buffer)
         key = pack_key(hashlib.sha256(body).hexdigest())
-        lock = ObjectLock(self.lock_mode, self.pack_lock_until) if self.lock_mode else None
-        put = self.store.put(key, body, lock)
+        lock = ObjectLock(self.pack_lock_mode, self.pack_lock_until) \
+            if self.pack_lock_mode else None
+        put = self.store.put(key, body, lock, legal_hold=self.legal_hold)
         pack = PackRef(id=len(self.packs), key=key, version_id=put.version_id, size=len(body))
         self.packs.append(pack)
         self._buffer = bytearray()
@@ -214,7 +217,7 @@ class RunBuilder:
         manifest = manifest or self.manifest(sort)
         key = run_key(self.host, self.run_id)
         lock = ObjectLock(self.lock_mode, self.retain_until) if self.lock_mode else None
-        put = self.store.put(key, encode_manifest(manifest), lock)
+        put = self.store.put(key, encode_manifest(manifest), lock, legal_hold=self.legal_hold)
         return RunInfo(self.host, self.run_id, key, put.version_id, manifest)
 
 
