@@ -18,6 +18,9 @@ from s3archive.errors import EXIT_FAILED, EXIT_USAGE, S3ArchiveError
 COMMAND_MODULES = (
     "archive",
     "restore",
+    "inspect",
+    "verify",
+    "hold",
     "setup",
 )
 
