@@ -27,7 +27,8 @@ class MotoServer:
     def set_iam_enforcement(self, on: bool) -> None:
         body = b"0" if on else b"inf"
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset-auth",
-                                         data=body, method="POST")
+                                         data=body, method="POST",
+                                         headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
 
