@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from s3archive.catalog import RunRef, list_runs, load_manifest, resolve_run
 from s3archive.clock import isoformat
-from s3archive.errors import S3ArchiveError
+from s3archive.errors import RunNotFound, S3ArchiveError
 from s3archive.human import json_path
 from s3archive.manifest.model import FILE, HARDLINK, Entry, Manifest
 from s3archive.store.base import ObjectStore
@@ -26,12 +26,20 @@ def pick_run(store: ObjectStore, spec: str, host: str | None,
              default_host: str | None) -> RunRef:
     """``spec`` is a run id, a unique prefix of one, or ``latest``.
 
-    ``latest`` means the newest run of ``host`` (default: this host); an id or
-    prefix is looked up on ``host`` when given, else on every host.
+    ``latest`` means the newest run of ``host`` (default: this host).  An id
+    or prefix is looked up on ``host`` when given; otherwise this host's runs
+    are preferred and every host's are searched when none of them matches.
     """
-    if spec == "latest":
+    if spec == "latest" or host is not None:
         host = host or default_host
-    return resolve_run(list_runs(store, host), spec, host)
+        return resolve_run(list_runs(store, host), spec, host)
+    runs = list_runs(store)
+    if default_host is not None:
+        try:
+            return resolve_run(runs, spec, default_host)
+        except RunNotFound:
+            pass
+    return resolve_run(runs, spec, None)
 
 
 def open_run(store: ObjectStore, spec: str, host: str | None,
