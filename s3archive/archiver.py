@@ -438,9 +438,12 @@ class _Run:
                 continue
             decision = decide_pack(key, cached.retain_until, cached.size, used[key], needed,
                                    self.cfg.retention.repack_below)
-            if decision.action == "keep":
+            # S3 turns a GOVERNANCE lock in force into COMPLIANCE only with a governance
+            # bypass: a COMPLIANCE run copies what it needs into COMPLIANCE packs instead
+            weaker = self.retention.mode == "COMPLIANCE" and cached.lock_mode != "COMPLIANCE"
+            if decision.action == "keep" and not weaker:
                 packs[key] = (cached.version_id, cached.size, cached.retain_until)
-            elif decision.action == "rewrite":
+            elif decision.action == "rewrite" or weaker:
                 rewrite.append(key)
             else:
                 until = self._extend(cached, missing)
