@@ -48,8 +48,16 @@ def configure_bucket(s3: Any, spec: BucketSpec, account_id: str | None) -> Setup
             ObjectLockConfiguration=lock_configuration(spec))
     attempt("encryption", s3.put_bucket_encryption,
             ServerSideEncryptionConfiguration=encryption_configuration(spec))
+    # Ceph RGW 16 denies every PUT, the owner's too, once BlockPublicAcls is
+    # on: S3-compatible stores get the other three settings only.
+    block_acls = spec.endpoint_url is None
+    if not block_acls:
+        report.notes.append("public access block: BlockPublicAcls left off for an "
+                            "S3-compatible store (Ceph RGW 16 then denies every PUT); "
+                            "IgnorePublicAcls still ignores any public ACL")
     attempt("public access block", s3.put_public_access_block,
-            PublicAccessBlockConfiguration=dict(BlockPublicAcls=True, IgnorePublicAcls=True,
+            PublicAccessBlockConfiguration=dict(BlockPublicAcls=block_acls,
+                                                IgnorePublicAcls=True,
                                                 BlockPublicPolicy=True,
                                                 RestrictPublicBuckets=True))
     attempt("object ownership", s3.put_bucket_ownership_controls,
