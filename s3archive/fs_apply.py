@@ -23,6 +23,11 @@ from typing import Callable
 
 from s3archive.manifest.model import DIR, SYMLINK, Entry
 
+try:
+    import posix1e
+except ImportError:  # pragma: no cover - pylibacl is a dependency
+    posix1e = None
+
 log = logging.getLogger(__name__)
 
 Warn = Callable[[bytes, str], None]
@@ -73,7 +78,6 @@ class MetadataApplier:
         self.warn = warn
         self.owners = OwnerMap(numeric=numeric_owner)
         self.is_root = os.geteuid() == 0 if is_root is None else is_root
-        self._acl_module: object | None = None
         self._acl_missing_warned = False
 
     # ---------------------------------------------------------- by descriptor
@@ -129,27 +133,17 @@ class MetadataApplier:
     def _apply_acls(self, entry: Entry, where: str) -> None:
         if not entry.acl_access and not (entry.kind == DIR and entry.acl_default):
             return
-        posix1e = self._posix1e()
         if posix1e is None:
+            if not self._acl_missing_warned:
+                self._acl_missing_warned = True
+                self.warn(b"", "pylibacl is not installed: ACLs are not restored")
             return
         if entry.acl_access:
-            self._try(entry, "access ACL", _set_acl, posix1e, where, entry.acl_access,
+            self._try(entry, "access ACL", _set_acl, where, entry.acl_access,
                       posix1e.ACL_TYPE_ACCESS)
         if entry.kind == DIR and entry.acl_default:
-            self._try(entry, "default ACL", _set_acl, posix1e, where, entry.acl_default,
+            self._try(entry, "default ACL", _set_acl, where, entry.acl_default,
                       posix1e.ACL_TYPE_DEFAULT)
-
-    def _posix1e(self):  # type: ignore[no-untyped-def]
-        if self._acl_module is None:
-            try:
-                import posix1e
-            except ImportError:
-                if not self._acl_missing_warned:
-                    self._acl_missing_warned = True
-                    self.warn(b"", "pylibacl is not installed: ACLs are not restored")
-                return None
-            self._acl_module = posix1e
-        return self._acl_module
 
     # -------------------------------------------------------------- failures
 
@@ -163,7 +157,7 @@ class MetadataApplier:
             self.warn(entry.path, f"cannot set {what}: {err}")
 
 
-def _set_acl(posix1e, where: str, text: str, kind: int) -> None:  # type: ignore[no-untyped-def]
+def _set_acl(where: str, text: str, kind: int) -> None:
     try:
         acl = posix1e.ACL(text=text)
     except OSError as err:
