@@ -1,0 +1,511 @@
+"""Archive benchmark: s3archive against restic on the same tree, each on its own fresh RGW.
+
+    python bench/bench_archive.py [--scale 1.0] [--workdir DIR] [--no-restic] [--json OUT]
+
+Builds the deterministic tree of ``bench/dataset.py`` once, then for each tool
+runs three steps as subprocesses: the initial run, a run with no change, and a
+run after a ~1 % mutation (``dataset.mutate``).  Each tool gets its own
+single-node Ceph RGW (``tests/support/rgw.py``) with the usage log switched on,
+so requests and bytes are counted *by the server* the same way for both tools.
+
+Measured per step: wall seconds; the child's user+sys CPU seconds and peak RSS
+(``os.wait4`` of that child, which includes its reaped children); CPU
+utilisation (CPU seconds / wall / cores); the whole machine's CPU busy share
+(``/proc/stat``, RGW included) and the RGW daemons' CPU seconds; requests by
+RGW usage category and bytes received by RGW (``radosgw-admin usage show``
+deltas); plus each tool's own summary (s3archive ``archive --json``: requests
+by operation, bytes and packs uploaded; restic ``backup --json``: files and
+data added).  See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests" / "support"))
+
+from dataset import make_tree, mutate  # noqa: E402
+from rgw import RGWCluster, rgw_available  # noqa: E402
+
+CORES = os.cpu_count() or 1
+TICK = os.sysconf("SC_CLK_TCK")
+STEPS = ("initial", "no-change", "mutation")
+MIB = 1 << 20
+
+
+# ------------------------------------------------------------------ the server side
+
+class CountingRGW(RGWCluster):
+    """An RGW cluster whose usage log counts every request (flushed each second)."""
+
+    def _config_text(self) -> str:
+        # The base text ends inside [client.rgw.a]: these lines belong to radosgw.
+        return super()._config_text() + (
+            "rgw enable usage log = true\n"
+            "rgw usage log tick interval = 1\n"
+            "rgw usage log flush threshold = 1\n"
+        )
+
+    def usage(self) -> dict[str, dict[str, int]]:
+        """Cumulative {category: {ops, bytes_received, bytes_sent}} over all users."""
+        raw = json.loads(self.admin("usage", "show", "--show-log-entries=false"))
+        totals: dict[str, dict[str, int]] = {}
+        for user in raw.get("summary", []):
+            for cat in user.get("categories", []):
+                slot = totals.setdefault(cat["category"],
+                                         {"ops": 0, "bytes_received": 0, "bytes_sent": 0})
+                for key in slot:
+                    slot[key] += int(cat.get(key, 0))
+        return totals
+
+    def settled_usage(self, timeout: float = 15.0) -> dict[str, dict[str, int]]:
+        """Usage once two reads a flush interval apart agree (the log lags ~1 s)."""
+        deadline = time.monotonic() + timeout
+        previous = self.usage()
+        while True:
+            time.sleep(1.2)
+            current = self.usage()
+            if current == previous or time.monotonic() > deadline:
+                return current
+            previous = current
+
+    def daemon_cpu_seconds(self) -> float:
+        return sum(_proc_cpu_seconds(pid) for pid in self.pids)
+
+
+def _usage_delta(before: dict, after: dict) -> dict[str, dict[str, int]]:
+    delta = {}
+    for cat, now in after.items():
+        old = before.get(cat, {})
+        d = {k: v - old.get(k, 0) for k, v in now.items()}
+        if d["ops"]:
+            delta[cat] = d
+    return dict(sorted(delta.items()))
+
+
+# ------------------------------------------------------------------ CPU accounting
+
+def _proc_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def _cpu_times() -> list[tuple[int, int]]:
+    """(busy, total) jiffies for each core from /proc/stat."""
+    result = []
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            values = [int(v) for v in line.split()[1:]]
+            idle = values[3] + (values[4] if len(values) > 4 else 0)
+            total = sum(values[:8])
+            result.append((total - idle, total))
+    return result
+
+
+class CoreSampler(threading.Thread):
+    """Samples per-core busy share every ``interval`` s while a step runs."""
+
+    def __init__(self, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.samples: list[list[float]] = []
+        self._stop_event = threading.Event()
+        self.first = _cpu_times()
+        self.last = self.first
+
+    def run(self) -> None:
+        previous = self.first
+        while not self._stop_event.wait(self.interval):
+            now = _cpu_times()
+            self.samples.append([(b1 - b0) / max(1, t1 - t0)
+                                 for (b0, t0), (b1, t1) in zip(previous, now)])
+            previous = now
+
+    def finish(self) -> dict[str, float]:
+        self._stop_event.set()
+        self.join()
+        self.last = _cpu_times()
+        busy = sum(b1 - b0 for (b0, _), (b1, _) in zip(self.first, self.last))
+        total = sum(t1 - t0 for (_, t0), (_, t1) in zip(self.first, self.last))
+        both = [s for s in self.samples if s and min(s) >= 0.75]
+        return {
+            "machine_busy": busy / max(1, total),
+            "machine_cpu_s": busy / TICK,
+            "both_cores_busy_share": len(both) / len(self.samples) if self.samples else 0.0,
+        }
+
+
+# ------------------------------------------------------------------ one measured step
+
+@dataclass
+class Step:
+    tool: str
+    step: str
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    user_s: float = 0.0
+    sys_s: float = 0.0
+    peak_rss_mib: float = 0.0
+    cpu_util: float = 0.0  # cpu_s / wall / cores
+    machine_busy: float = 0.0  # all processes, RGW included
+    both_cores_busy_share: float = 0.0  # share of 0.5 s samples with every core >= 75 %
+    rgw_cpu_s: float = 0.0
+    other_cpu_s: float = 0.0  # everything else on the machine (noise: other jobs)
+    load_before: float = 0.0  # 1-minute load average when the step started
+    exit_code: int = 0
+    requests_rgw: dict[str, int] = field(default_factory=dict)
+    requests_total_rgw: int = 0
+    put_requests_rgw: int = 0
+    bytes_received_rgw: int = 0
+    requests_tool: dict[str, int] = field(default_factory=dict)
+    put_requests_tool: int | None = None
+    bytes_uploaded_tool: int | None = None
+    packs_uploaded: int | None = None
+    files_changed: int | None = None  # read again (new or changed)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_put(category: str) -> bool:
+    return category.startswith(("put_", "create_", "init_multipart", "complete_multipart",
+                                "post_", "copy_obj"))
+
+
+def measure(tool: str, step: str, command: list[str], env: dict[str, str], cluster: CountingRGW,
+            logdir: Path, cwd: Path | None = None) -> tuple[Step, str]:
+    """Run ``command`` once; return its measurements and its stdout."""
+    result = Step(tool, step)
+    stem = f"{tool}-{step}"
+    usage_before = cluster.settled_usage()
+    rgw_before = cluster.daemon_cpu_seconds()
+    result.load_before = os.getloadavg()[0]
+    sampler = CoreSampler()
+    out_path, err_path = logdir / f"{stem}.stdout", logdir / f"{stem}.stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        sampler.start()
+        began = time.monotonic()
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                   env=env, cwd=cwd)
+        _, status, usage = os.wait4(process.pid, 0)
+        result.wall_s = time.monotonic() - began
+        process.returncode = os.waitstatus_to_exitcode(status)
+    cores = sampler.finish()
+    result.rgw_cpu_s = cluster.daemon_cpu_seconds() - rgw_before
+    result.exit_code = process.returncode
+    result.user_s, result.sys_s = usage.ru_utime, usage.ru_stime
+    result.cpu_s = usage.ru_utime + usage.ru_stime
+    result.peak_rss_mib = usage.ru_maxrss / 1024  # KiB on Linux
+    result.cpu_util = result.cpu_s / result.wall_s / CORES
+    result.machine_busy = cores["machine_busy"]
+    result.both_cores_busy_share = cores["both_cores_busy_share"]
+    result.other_cpu_s = max(0.0, cores["machine_cpu_s"] - result.cpu_s - result.rgw_cpu_s)
+    delta = _usage_delta(usage_before, cluster.settled_usage())
+    result.requests_rgw = {cat: d["ops"] for cat, d in delta.items()}
+    result.requests_total_rgw = sum(result.requests_rgw.values())
+    result.put_requests_rgw = sum(n for cat, n in result.requests_rgw.items() if _is_put(cat))
+    result.bytes_received_rgw = sum(d["bytes_received"] for d in delta.values())
+    stdout = out_path.read_text(errors="replace")
+    if process.returncode != 0:
+        tail = err_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{stem}: {' '.join(command)} exited with {process.returncode}\n{tail}")
+    return result, stdout
+
+
+# ------------------------------------------------------------------ the two tools
+
+def _fresh_cluster(workdir: Path, name: str, tree_bytes: int) -> CountingRGW:
+    directory = workdir / f"rgw-{name}"
+    shutil.rmtree(directory, ignore_errors=True)
+    memstore = max(4 << 30, 8 * tree_bytes)  # memstore holds ~2x the live data, in RAM
+    began = time.monotonic()
+    cluster = CountingRGW(directory, memstore_bytes=memstore).start()
+    _log(f"RGW for {name} up at {cluster.endpoint_url} in {time.monotonic() - began:.1f}s")
+    return cluster
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "RESTIC_", "S3ARCHIVE_"))}
+
+
+class S3Archive:
+    name = "s3archive"
+    bucket = "bench-s3archive"
+
+    def __init__(self, workdir: Path, tree: Path, cluster: CountingRGW):
+        self.cluster = cluster
+        self.home = workdir / "s3archive"
+        shutil.rmtree(self.home, ignore_errors=True)
+        (self.home / "pickers.d").mkdir(parents=True)
+        cluster.client().create_bucket(Bucket=self.bucket, ObjectLockEnabledForBucket=True)
+        credentials = self.home / "credentials"
+        credentials.write_text(f"[default]\naws_access_key_id = {cluster.access_key}\n"
+                               f"aws_secret_access_key = {cluster.secret_key}\n")
+        credentials.chmod(0o600)
+        picker = self.home / "pickers.d" / "10-bench-tree"
+        picker.write_text(f"#!/bin/sh\necho '{tree}'\n")
+        picker.chmod(0o755)
+        self.config = self.home / "config.toml"
+        self.config.write_text(
+            f'[s3]\nbucket = "{self.bucket}"\nendpoint_url = "{cluster.endpoint_url}"\n'
+            f'region = "{cluster.region}"\ncredentials_file = "{credentials}"\n'
+            f'\n[host]\nname = "bench"\n'
+            f'\n[local]\ncache_dir = "{self.home / "cache"}"\n'
+            f'state_file = "{self.home / "state" / "last-run.json"}"\n')
+        self.env = _base_env()
+        self.env["PYTHONPATH"] = str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")
+
+    def run(self, step: str, logdir: Path) -> Step:
+        command = [sys.executable, "-m", "s3archive", "--config", str(self.config),
+                   "archive", "--json"]
+        result, stdout = measure(self.name, step, command, self.env, self.cluster, logdir,
+                                 cwd=REPO)
+        summary = json.loads(stdout.strip().splitlines()[-1])
+        result.summary = {k: v for k, v in summary.items() if k != "warnings"}
+        result.summary["warnings"] = len(summary.get("warnings", []))
+        result.requests_tool = dict(summary.get("requests", {}))
+        result.put_requests_tool = sum(n for op, n in result.requests_tool.items()
+                                       if op.startswith("Put"))
+        result.bytes_uploaded_tool = summary.get("bytes_uploaded")
+        result.packs_uploaded = summary.get("packs_uploaded")
+        result.files_changed = summary.get("files", 0) - summary.get("files_unchanged", 0)
+        return result
+
+
+class Restic:
+    name = "restic"
+    bucket = "bench-restic"
+    password = "bench-password"
+
+    def __init__(self, workdir: Path, tree: Path, cluster: CountingRGW):
+        self.cluster = cluster
+        self.tree = tree
+        self.cache = workdir / "restic-cache"
+        shutil.rmtree(self.cache, ignore_errors=True)  # fresh per benchmark, kept across steps
+        self.repo = f"s3:{cluster.endpoint_url}/{self.bucket}"
+        cluster.client().create_bucket(Bucket=self.bucket)
+        self.env = _base_env()
+        self.env.update(AWS_ACCESS_KEY_ID=cluster.access_key,
+                        AWS_SECRET_ACCESS_KEY=cluster.secret_key,
+                        AWS_DEFAULT_REGION=cluster.region,
+                        RESTIC_PASSWORD=self.password)
+        began = time.monotonic()
+        subprocess.run(["restic", "-r", self.repo, "--cache-dir", str(self.cache), "init"],
+                       env=self.env, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        _log(f"restic init in {time.monotonic() - began:.1f}s")
+
+    def run(self, step: str, logdir: Path) -> Step:
+        command = ["restic", "-r", self.repo, "--cache-dir", str(self.cache), "backup",
+                   "--json", "--host", "bench", str(self.tree)]
+        result, stdout = measure(self.name, step, command, self.env, self.cluster, logdir)
+        summary: dict[str, Any] = {}
+        for line in stdout.splitlines():
+            if '"summary"' in line:
+                summary = json.loads(line)
+        result.summary = summary
+        result.bytes_uploaded_tool = summary.get("data_added")
+        result.files_changed = summary.get("files_new", 0) + summary.get("files_changed", 0)
+        return result
+
+
+# ------------------------------------------------------------------ report
+
+def _fmt(value: Any, kind: str = "") -> str:
+    if value is None:
+        return "-"
+    if kind == "s":
+        return f"{value:.2f}"
+    if kind == "pct":
+        return f"{100 * value:.0f} %"
+    if kind == "mb":
+        return f"{value / 1e6:.1f}"
+    if kind == "mib":
+        return f"{value:.0f}"
+    return str(value)
+
+
+def table(results: list[Step]) -> str:
+    columns = [(r.tool, r.step) for r in results]
+    by = {(r.tool, r.step): r for r in results}
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, getter, kind: str = "") -> None:
+        rows.append((label, [_fmt(getter(by[c]), kind) for c in columns]))
+
+    row("wall s", lambda r: r.wall_s, "s")
+    row("CPU s (user+sys)", lambda r: r.cpu_s, "s")
+    row("  user s", lambda r: r.user_s, "s")
+    row("  sys s", lambda r: r.sys_s, "s")
+    row(f"CPU util (of {CORES} cores)", lambda r: r.cpu_util, "pct")
+    row("machine busy (incl. RGW)", lambda r: r.machine_busy, "pct")
+    row("all cores >=75 % (share)", lambda r: r.both_cores_busy_share, "pct")
+    row("RGW CPU s", lambda r: r.rgw_cpu_s, "s")
+    row("other processes' CPU s", lambda r: r.other_cpu_s, "s")
+    row("load avg at start", lambda r: r.load_before, "s")
+    row("peak RSS MiB", lambda r: r.peak_rss_mib, "mib")
+    row("files read (new/changed)", lambda r: r.files_changed)
+    row("MB uploaded (RGW received)", lambda r: r.bytes_received_rgw, "mb")
+    row("MB uploaded (tool says)", lambda r: r.bytes_uploaded_tool, "mb")
+    row("packs uploaded", lambda r: r.packs_uploaded)
+    row("requests (RGW)", lambda r: r.requests_total_rgw)
+    row("  PUT-like (RGW)", lambda r: r.put_requests_rgw)
+    categories = sorted({cat for r in results for cat in r.requests_rgw})
+    for cat in categories:
+        row(f"  {cat}", lambda r, cat=cat: r.requests_rgw.get(cat, 0))
+    ops = sorted({op for r in results for op in r.requests_tool})
+    if ops:
+        rows.append(("s3archive says:", ["" for _ in columns]))
+        for op in ops:
+            row(f"  {op}", lambda r, op=op: r.requests_tool.get(op) if r.tool == "s3archive"
+                else None)
+    width = max(len(label) for label, _ in rows)
+    heads = [f"{tool[:9]} {step[:9]}" for tool, step in columns]
+    cell = max(11, *(len(h) for h in heads))
+    lines = [" " * width + " | " + " | ".join(h.rjust(cell) for h in heads)]
+    lines.append("-" * len(lines[0]))
+    for label, cells in rows:
+        lines.append(label.ljust(width) + " | " + " | ".join(c.rjust(cell) for c in cells))
+    return "\n".join(lines)
+
+
+def targets(results: list[Step]) -> list[tuple[str, bool | None, str]]:
+    by = {(r.tool, r.step): r for r in results}
+    checks: list[tuple[str, bool | None, str]] = []
+    for step in ("initial", "no-change"):
+        ours, theirs = by.get(("s3archive", step)), by.get(("restic", step))
+        if ours and theirs:
+            checks.append((f"{step} wall <= restic", ours.wall_s <= theirs.wall_s,
+                           f"{ours.wall_s:.2f}s vs {theirs.wall_s:.2f}s"))
+    for step in STEPS:
+        ours = by.get(("s3archive", step))
+        if ours and ours.packs_uploaded is not None:
+            puts = max(ours.put_requests_tool or 0, ours.put_requests_rgw)
+            limit = 2 * ours.packs_uploaded + 10
+            checks.append((f"{step} PUTs < 2 x packs + 10", puts < limit,
+                           f"{puts} PUTs (s3archive {ours.put_requests_tool}, RGW "
+                           f"{ours.put_requests_rgw}), limit {limit}"))
+    ours_rss = max((r.peak_rss_mib for r in results if r.tool == "s3archive"), default=None)
+    theirs_rss = max((r.peak_rss_mib for r in results if r.tool == "restic"), default=None)
+    if ours_rss is not None and theirs_rss is not None:
+        checks.append(("peak RSS < restic", ours_rss < theirs_rss,
+                       f"{ours_rss:.0f} MiB vs {theirs_rss:.0f} MiB"))
+    ours = by.get(("s3archive", "initial"))
+    if ours:
+        checks.append(("both cores busy (initial)", ours.machine_busy >= 0.8,
+                       f"machine {100 * ours.machine_busy:.0f} % busy, s3archive alone "
+                       f"{100 * ours.cpu_util:.0f} % of {CORES} cores, all cores >=75 % in "
+                       f"{100 * ours.both_cores_busy_share:.0f} % of samples"))
+    return checks
+
+
+# ------------------------------------------------------------------ main
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="dataset scale (1.0 = ~700 MB; 0.05 for a quick run)")
+    parser.add_argument("--seed", type=int, default=1, help="dataset seed")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="tree, caches, RGW data and logs (default: a new temp dir, "
+                             "removed at the end unless --keep)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary workdir")
+    parser.add_argument("--no-restic", action="store_true", help="benchmark s3archive only")
+    parser.add_argument("--json", type=Path, default=None, help="write all results as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if reason := rgw_available():
+        print(f"bench: {reason}", file=sys.stderr)
+        return 2
+    use_restic = not args.no_restic and shutil.which("restic") is not None
+    if not args.no_restic and not use_restic:
+        _log("restic is not installed: benchmarking s3archive only")
+    temporary = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="s3archive-bench-")) if temporary \
+        else args.workdir.resolve()
+    if workdir == REPO or REPO in workdir.parents:
+        print(f"bench: --workdir {workdir} is inside the repository; choose another",
+              file=sys.stderr)
+        return 2
+    workdir.mkdir(parents=True, exist_ok=True)
+    logdir = workdir / "logs"
+    logdir.mkdir(exist_ok=True)
+    tree = workdir / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    clusters: list[CountingRGW] = []
+    results: list[Step] = []
+    report: dict[str, Any] = {"scale": args.scale, "seed": args.seed, "cores": CORES,
+                              "workdir": str(workdir)}
+    try:
+        began = time.monotonic()
+        report["dataset"] = make_tree(tree, args.scale, args.seed)
+        report["dataset"]["build_s"] = round(time.monotonic() - began, 2)
+        _log(f"tree: {report['dataset']['files']} files, "
+             f"{report['dataset']['bytes'] / 1e6:.0f} MB in {report['dataset']['build_s']}s")
+        size = report["dataset"]["bytes"]
+        tools: list[Any] = []
+        cluster = _fresh_cluster(workdir, "s3archive", size)
+        clusters.append(cluster)
+        tools.append(S3Archive(workdir, tree, cluster))
+        if use_restic:
+            cluster = _fresh_cluster(workdir, "restic", size)
+            clusters.append(cluster)
+            tools.append(Restic(workdir, tree, cluster))
+        for step in STEPS:
+            if step == "mutation":
+                report["mutation"] = mutate(tree, seed=args.seed + 1000)
+                _log(f"mutated: {report['mutation']}")
+            for tool in tools:
+                _log(f"{tool.name} {step} ...")
+                result = tool.run(step, logdir)
+                results.append(result)
+                _log(f"{tool.name} {step}: {result.wall_s:.2f}s wall, {result.cpu_s:.2f}s CPU, "
+                     f"{result.peak_rss_mib:.0f} MiB peak RSS, "
+                     f"{result.requests_total_rgw} requests")
+    finally:
+        for cluster in clusters:
+            cluster.stop()
+        if temporary and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    order = [(t, s) for t in ("s3archive", "restic") for s in STEPS]
+    results.sort(key=lambda r: order.index((r.tool, r.step)))
+    print(f"\nscale {args.scale}: {report['dataset']['files']} files, "
+          f"{report['dataset']['bytes'] / 1e6:.0f} MB; {CORES} cores; "
+          f"mutation {report.get('mutation')}\n")
+    print(table(results))
+    checks = targets(results)
+    print("\ntargets:")
+    for label, ok, detail in checks:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {detail}")
+    report["results"] = [asdict(r) for r in results]
+    report["targets"] = [{"target": label, "ok": ok, "detail": detail}
+                         for label, ok, detail in checks]
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
