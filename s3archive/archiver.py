@@ -99,8 +99,10 @@ def describe_warning(warning: Warning_) -> str:
 
 class Archiver:
     def __init__(self, config: Config, store: ObjectStore, *, clock: Clock = utc_now,
-                 progress: Progress | None = None, dry_run: bool = False):
+                 progress: Progress | None = None, dry_run: bool = False,
+                 reuse_margin: timedelta = REUSE_MARGIN):
         self.config = config
+        self.reuse_margin = reuse_margin
         self.store = store
         self.clock = clock
         self.progress = progress or Progress()
@@ -122,9 +124,10 @@ class Archiver:
                 started = self.clock()
                 retention = plan_run_retention(cfg.retention, started,
                                                [_run_start(r) for r in runs])
+                run_id = new_run_id(started, {r.run_id for r in runs})
                 for attempt in (1, 2):
                     try:
-                        return _Run(self, cache, started, retention, locked).execute()
+                        return _Run(self, cache, run_id, started, retention, locked).execute()
                     except _PacksMissing as missing:
                         if attempt == 2:
                             raise StoreError(f"pack versions vanished twice: {missing}") from None
@@ -158,12 +161,22 @@ class Archiver:
             else:
                 learned = cache.rebuild_from_manifest(manifest)
                 log.info("rebuilt the local cache from run %s (%d files)", latest.run_id, learned)
-        lapsing = cache.packs_lapsing_before(self.clock() + REUSE_MARGIN)
+        lapsing = cache.packs_lapsing_before(self.clock() + self.reuse_margin)
         if lapsing:
             log.info("forgetting %d cached packs whose lock lapses soon", len(lapsing))
             cache.begin()
             cache.forget_packs(lapsing)
             cache.commit()
+
+
+def new_run_id(started: datetime, taken: set[str]) -> str:
+    """``20261121T235800Z``, with ``-1``, ``-2`` … if runs share the second."""
+    base = started.strftime(RUN_ID_FORMAT)
+    candidate, number = base, 0
+    while candidate in taken:
+        number += 1
+        candidate = f"{base}-{number}"
+    return candidate
 
 
 def _run_start(run: RunRef) -> datetime:
@@ -177,7 +190,7 @@ def _run_start(run: RunRef) -> datetime:
 class _Run:
     """One attempt of one run."""
 
-    def __init__(self, archiver: Archiver, cache: LocalCache, started: datetime,
+    def __init__(self, archiver: Archiver, cache: LocalCache, run_id: str, started: datetime,
                  retention: RunRetention, locked: bool):
         self.a = archiver
         self.cfg = archiver.config
@@ -185,7 +198,7 @@ class _Run:
         self.started = started
         self.retention = retention
         self.locked = locked
-        self.run_id = started.strftime(RUN_ID_FORMAT)
+        self.run_id = run_id
         self.warnings: list[Warning_] = []
         self.notes: dict[str, int] = {}
         self.summary = ArchiveSummary(run_id=self.run_id, host=self.cfg.host_name,

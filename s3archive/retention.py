@@ -18,9 +18,12 @@ from s3archive.config import RetentionSettings
 TIER_ORDER = ("daily", "weekly", "monthly", "yearly")
 FIXED_TIER = "until"
 
-# A cached pack whose lock ends within this margin is not reused: lifecycle
-# may remove it before an extension lands.
-REUSE_MARGIN = timedelta(days=1)
+# A cached pack whose lock ends within this margin of the run's start is not
+# reused: once its lock lapses, lifecycle may remove it before the run gets to
+# extend it.  (A locked version cannot be removed, so inside the margin reuse
+# is safe; should a pack vanish anyway, the run notices when it extends the
+# lock and writes the chunks again.)
+REUSE_MARGIN = timedelta(hours=1)
 
 
 @dataclass(frozen=True)

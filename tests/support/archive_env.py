@@ -38,6 +38,7 @@ class ArchiveEnv:
     bucket: str = field(default_factory=lambda: f"t-{secrets.token_hex(6)}")
     extra_config: str = ""
     locked_bucket: bool = True
+    pack_size_mib: int = 4
 
     def __post_init__(self) -> None:
         self.etc = self.root / "etc"
@@ -68,7 +69,7 @@ class ArchiveEnv:
             f'credentials_file = "credentials"\n'
             f'[host]\nname = "{host}"\n'
             f'[retention]\n{retention}\n'
-            f'[content]\npack_size_mib = 4\n'
+            f'[content]\npack_size_mib = {self.pack_size_mib}\n'
             f'[local]\ncache_dir = "{self.cache_dir}"\nstate_file = "{self.root}/state/last-run.json"\n')
 
     def picker(self, name: str, body: str) -> Path:
