@@ -2,7 +2,7 @@
 
 Ceph's RADOS Gateway (Debian packages, ceph 16.2) enforces Object Lock like
 AWS, so it is the endpoint that proves s3archive's retention behaviour
-(see ``/work/shared/RGW.md`` for the facts behind every setting below).
+(``RGW.md`` in the shared design notes gives the facts behind the settings).
 
 One cluster is one monitor, one OSD on ``memstore`` (all data in RAM) and one
 radosgw, all under one directory with their own free ports, so two clusters
@@ -10,11 +10,14 @@ can run side by side (e.g. to benchmark s3archive against restic)::
 
     with RGWCluster() as rgw:
         s3 = rgw.client()
-        s3.create_bucket(Bucket="b", ObjectLockEnabledForBucket=True)
+        s3.create_bucket(Bucket="backups", ObjectLockEnabledForBucket=True)
 
 Lifecycle runs in test time: ``rgw lc debug interval = 10`` makes a lifecycle
-"day" 10 seconds and the lifecycle thread passes over every bucket every 10 s
-(at any hour). Object Lock retain-until dates stay real time.
+"day" 10 seconds, at any hour; Object Lock retain-until dates stay real time.
+radosgw's single lifecycle thread wakes every 10 s but acts on a given bucket
+only about every 20 s, so a due version goes after 10-30 s. To act at once,
+run ``cluster.admin("lc", "process")``: it processes every bucket with a
+lifecycle configuration synchronously (about 2 s).
 
 Daemons are stopped by PID (SIGTERM, SIGKILL after a grace period), radosgw
 first, then the OSD, then the monitor. Clusters still running when the
@@ -49,7 +52,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -76,6 +79,9 @@ STOP_GRACE_SECONDS = 15.0
 _PORT_RANGE = (10000, 32000)
 _PORT_BLOCK = 12  # mon, rgw, then the OSD's messengers ("ms bind port min/max")
 _LOG_TAIL_LINES = 40
+# What a cluster creates in its directory; a reused directory is cleared of these.
+_OWN_SUBDIRS = ("run", "log", "mon", "osd")
+_OWN_FILES = ("ceph.conf", "monmap")
 
 
 class RGWError(RuntimeError):
@@ -408,8 +414,18 @@ class RGWCluster:
         else:
             self.directory = Path(self._directory_arg).resolve()
             self.directory.mkdir(parents=True, exist_ok=True)
-        for sub in ("run", "log", "mon/a", "osd/0"):
+        self._clear_previous_run()
+        for sub in _OWN_SUBDIRS:
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        (self.directory / "mon" / "a").mkdir()
+        (self.directory / "osd" / "0").mkdir()
+
+    def _clear_previous_run(self) -> None:
+        """Remove what an earlier cluster left in a reused directory (only ours)."""
+        for sub in _OWN_SUBDIRS:
+            shutil.rmtree(self._dir / sub, ignore_errors=True)
+        for name in _OWN_FILES:
+            (self._dir / name).unlink(missing_ok=True)
 
     def _write_config(self) -> None:
         self.conf_path.write_text(self._config_text())
@@ -427,11 +443,13 @@ admin socket = {d}/run/$name.asok
 log file = {d}/log/$name.log
 mon data = {d}/mon/$id
 osd data = {d}/osd/$id
+# no cephx on loopback; radosgw then needs "ms mon client mode = crc secure"
 auth cluster required = none
 auth service required = none
 auth client required = none
 ms mon client mode = crc secure
 ms bind msgr1 = false
+# fast paxos: each pool creation waits one proposal (start-up ~12 s -> ~1 s)
 paxos propose interval = 0.05
 paxos min wait = 0.01
 osd pool default size = 1
@@ -443,19 +461,23 @@ osd crush chooseleaf type = 0
 mon allow pool size one = true
 mon max pg per osd = 1000
 mon warn on pool no redundancy = false
+# a lifecycle "day" is 10 s; one LC thread: several contend for the shard
+# locks, and a loser sleeps 5 s uninterruptibly (slow, unpredictable stop)
 rgw lc debug interval = 10
+rgw lc max worker = 1
 rgw gc obj min wait = 10
 rgw gc processor period = 10
 
 [osd]
+# data in RAM; a misspelt objectstore silently falls back to bluestore
 osd objectstore = memstore
 memstore device bytes = {self.memstore_bytes}
 ms bind port min = {osd_ports[0]}
 ms bind port max = {osd_ports[-1]}
 
 [client.admin]
+# CLI runs (ceph, radosgw-admin) may overlap: no admin socket for them
 admin socket =
-log file = {d}/log/$name.$pid.log
 
 [client.rgw.a]
 rgw frontends = beast endpoint=127.0.0.1:{self.rgw_port}
@@ -539,7 +561,7 @@ rgw frontends = beast endpoint=127.0.0.1:{self.rgw_port}
             )
         return done.stdout
 
-    def _wait_for(self, ready: Any, what: str) -> None:
+    def _wait_for(self, ready: Callable[[], bool], what: str) -> None:
         """Poll ``ready()`` until true; fail fast if a daemon dies."""
         deadline = time.monotonic() + self.start_timeout
         while not ready():

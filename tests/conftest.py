@@ -1,0 +1,28 @@
+"""Shared pytest fixtures and markers for the s3archive test suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from support.rgw import RGWCluster, rgw_available
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: takes tens of seconds (e.g. RGW lifecycle in test time)"
+    )
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator[RGWCluster]:
+    """One throw-away Ceph RGW cluster for the whole session (a real S3).
+
+    Skips with the reason when the Ceph binaries are not installed.
+    """
+    reason = rgw_available()
+    if reason is not None:
+        pytest.skip(reason)
+    with RGWCluster() as cluster:
+        yield cluster
