@@ -1,0 +1,191 @@
+"""Restore benchmark: s3archive restore against restic restore of the same tree, on RGW.
+
+    python bench/bench_restore.py [--scale 1.0] [--workdir DIR] [--no-restic]
+                                  [--workers N] [--no-check] [--json OUT]
+
+Builds the deterministic tree of ``bench/dataset.py`` (~700 MB at scale 1),
+backs it up once with each tool (each on its own fresh single-node RGW with
+the usage log on, as in ``bench_archive.py``), then measures the restore of
+that backup into an empty directory as a subprocess: wall seconds, MB/s
+(tree bytes / wall), requests counted by RGW and by s3archive itself, bytes
+sent by RGW, CPU seconds and peak RSS of the restoring process (``wait4``).
+Each restored tree is compared with the source (``rsync -naHAXS -c``) unless
+``--no-check``.  Target: s3archive at least as fast as restic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests" / "support"))
+
+from bench_archive import (CORES, CountingRGW, Restic, S3Archive, Step,  # noqa: E402
+                           _fresh_cluster, measure)
+from dataset import make_tree  # noqa: E402
+from rgw import rgw_available  # noqa: E402
+
+
+def _log(message: str) -> None:
+    print(f"[bench-restore {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _check(tree: Path, restored: Path) -> str:
+    """rsync's itemized differences (empty when the trees agree)."""
+    done = subprocess.run(["rsync", "-naHAXS", "--numeric-ids", "-c", "--delete",
+                           f"{tree}/", f"{restored}/", "--itemize-changes"],
+                          capture_output=True, text=True, errors="replace")
+    return done.stdout + (done.stderr if done.returncode else "")
+
+
+def restore_s3archive(tool: S3Archive, target: Path, logdir: Path,
+                      workers: int) -> tuple[Step, dict[str, Any]]:
+    command = [sys.executable, "-m", "s3archive", "--config", str(tool.config), "restore",
+               "latest", "--target", str(target), "--workers", str(workers), "--json"]
+    result, stdout = measure("s3archive", "restore", command, tool.env, tool.cluster, logdir,
+                             cwd=REPO)
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    result.requests_tool = dict(summary.get("store", {}).get("requests", {}))
+    result.summary = {k: summary[k] for k in ("ok", "entries", "files", "bytes", "seconds",
+                                              "mb_per_s")}
+    return result, summary
+
+
+def restore_restic(tool: Restic, target: Path, logdir: Path) -> Step:
+    command = ["restic", "-r", tool.repo, "--cache-dir", str(tool.cache), "restore", "latest",
+               "--target", str(target)]
+    result, _ = measure("restic", "restore", command, tool.env, tool.cluster, logdir)
+    return result
+
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    heads = ["tool", "wall s", "MB/s", "requests (RGW)", "GET (RGW)", "MB sent (RGW)",
+             "CPU s", "peak RSS MiB", "check"]
+    lines = [[r["tool"], f"{r['wall_s']:.2f}", f"{r['mb_per_s']:.1f}", str(r["requests"]),
+              str(r["gets"]), f"{r['mb_sent'] / 1e6:.1f}", f"{r['cpu_s']:.2f}",
+              f"{r['peak_rss_mib']:.0f}", r["check"]] for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(heads)]
+    out = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
+    out += ["  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in lines]
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="dataset scale (1.0 = ~700 MB; 0.05 for a quick run)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="tree, restores, RGW data and logs (default: a temp dir, removed "
+                             "at the end unless --keep)")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--no-restic", action="store_true")
+    parser.add_argument("--workers", type=int, default=8, help="s3archive restore --workers")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the rsync comparison of the restored trees")
+    parser.add_argument("--json", type=Path, default=None, help="write all results as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if reason := rgw_available():
+        print(f"bench: {reason}", file=sys.stderr)
+        return 2
+    use_restic = not args.no_restic and shutil.which("restic") is not None
+    if not args.no_restic and not use_restic:
+        _log("restic is not installed: benchmarking s3archive only")
+    temporary = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="s3archive-bench-restore-")) if temporary \
+        else args.workdir.resolve()
+    if workdir == REPO or REPO in workdir.parents:
+        print(f"bench: --workdir {workdir} is inside the repository", file=sys.stderr)
+        return 2
+    workdir.mkdir(parents=True, exist_ok=True)
+    logdir = workdir / "logs"
+    logdir.mkdir(exist_ok=True)
+    tree = workdir / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    report: dict[str, Any] = {"scale": args.scale, "seed": args.seed, "cores": CORES,
+                              "workers": args.workers}
+    rows: list[dict[str, Any]] = []
+    clusters: list[CountingRGW] = []
+    try:
+        began = time.monotonic()
+        report["dataset"] = make_tree(tree, args.scale, args.seed)
+        size = report["dataset"]["bytes"]
+        _log(f"tree: {report['dataset']['files']} files, {size / 1e6:.0f} MB in "
+             f"{time.monotonic() - began:.1f}s")
+        tools: list[Any] = [("s3archive", S3Archive)]
+        if use_restic:
+            tools.append(("restic", Restic))
+        for name, kind in tools:
+            cluster = _fresh_cluster(workdir, name, size)
+            clusters.append(cluster)
+            tool = kind(workdir, tree, cluster)
+            _log(f"{name}: backing up ...")
+            backup = tool.run("initial", logdir)
+            _log(f"{name}: backup took {backup.wall_s:.1f}s")
+            target = workdir / f"restore-{name}"
+            shutil.rmtree(target, ignore_errors=True)
+            usage_before = cluster.settled_usage()
+            _log(f"{name}: restoring ...")
+            if name == "s3archive":
+                result, summary = restore_s3archive(tool, target, logdir, args.workers)
+                restored = Path(f"{target}{tree}")
+                if not summary.get("ok"):
+                    raise RuntimeError(f"s3archive restore not ok: {summary}")
+            else:
+                result = restore_restic(tool, target, logdir)
+                restored = Path(f"{target}{tree}")
+            usage_after = cluster.settled_usage()
+            sent = sum(now.get("bytes_sent", 0) - usage_before.get(cat, {}).get("bytes_sent", 0)
+                       for cat, now in usage_after.items())
+            gets = sum(n for cat, n in result.requests_rgw.items() if cat.startswith("get_obj"))
+            check = "skipped" if args.no_check else ("identical" if not _check(tree, restored)
+                                                     else "DIFFERS")
+            row = {"tool": name, "wall_s": result.wall_s, "mb_per_s": size / result.wall_s / 1e6,
+                   "requests": result.requests_total_rgw, "gets": gets, "mb_sent": sent,
+                   "cpu_s": result.cpu_s, "peak_rss_mib": result.peak_rss_mib, "check": check,
+                   "requests_rgw": result.requests_rgw, "requests_tool": result.requests_tool,
+                   "step": asdict(result)}
+            rows.append(row)
+            _log(f"{name}: restore {result.wall_s:.2f}s, {row['mb_per_s']:.1f} MB/s, "
+                 f"{row['requests']} requests, {row['peak_rss_mib']:.0f} MiB peak RSS, {check}")
+            shutil.rmtree(target, ignore_errors=True)
+            cluster.stop()
+    finally:
+        for cluster in clusters:
+            cluster.stop()
+        if temporary and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\nscale {args.scale}: {report['dataset']['files']} files, "
+          f"{report['dataset']['bytes'] / 1e6:.0f} MB; {CORES} cores; "
+          f"s3archive --workers {args.workers}\n")
+    print(table(rows))
+    by = {r["tool"]: r for r in rows}
+    if "restic" in by:
+        ours, theirs = by["s3archive"], by["restic"]
+        verdict = "PASS" if ours["wall_s"] <= theirs["wall_s"] else "FAIL"
+        print(f"\ntarget: [{verdict}] restore at least as fast as restic: "
+              f"{ours['mb_per_s']:.1f} vs {theirs['mb_per_s']:.1f} MB/s")
+    report["results"] = rows
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    return 0 if all(r["check"] != "DIFFERS" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
