@@ -20,7 +20,7 @@ from s3archive.errors import IntegrityError, UsageError
 from s3archive.fs_apply import MetadataApplier
 from s3archive.manifest.model import DIR, FILE, ChunkRef, Manifest, Snapshot
 from s3archive.restore.download import DEFAULT_WINDOW, DEFAULT_WORKERS, Downloader
-from s3archive.restore.plan import file_chunks, merge_reads, plan_entries
+from s3archive.restore.plan import batched_reads, file_chunks, plan_entries
 from s3archive.restore.tree import EntryFailed, TreeWriter
 from s3archive.store.base import ObjectStore
 
@@ -77,7 +77,7 @@ def restore_run(store: ObjectStore, manifest: Manifest, target: Path,
                   "restoring user")
     downloader = Downloader(store, manifest.packs, options.workers, options.window)
     results = ((r.ref, r.data, r.error)
-               for r in downloader.results(merge_reads(file_chunks(planned))))
+               for r in downloader.ordered(batched_reads(file_chunks(planned))))
     with TreeWriter(target, applier, overwrite=options.overwrite) as tree:
         for item in planned:
             entry = item.entry
@@ -114,14 +114,14 @@ def restore_run(store: ObjectStore, manifest: Manifest, target: Path,
 
 def snapshot_stream(store: ObjectStore, manifest: Manifest, name: str,
                     workers: int = DEFAULT_WORKERS,
-                    window: int = DEFAULT_WINDOW) -> Iterator[bytes]:
+                    window: int = DEFAULT_WINDOW) -> Iterator[bytes | memoryview]:
     """The bytes of snapshot ``name``, verified chunk by chunk.
 
     A bad chunk raises IntegrityError after the good bytes before it.
     """
     snap = find_snapshot(manifest, name)
     downloader = Downloader(store, manifest.packs, workers, window)
-    for result in downloader.results(merge_reads(snap.chunks)):
+    for result in downloader.ordered(batched_reads(snap.chunks)):
         if result.data is None:
             raise IntegrityError(f"snapshot {name}: {result.error}")
         yield result.data

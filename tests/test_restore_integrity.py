@@ -122,3 +122,35 @@ def test_downloader_bounds_bytes_in_flight_and_keeps_order() -> None:
     assert [r.data for r in results] == pieces
     # each request costs its stored plus plain bytes against the window
     assert 0 < store.peak <= 400_000 // 2
+
+
+def test_batches_sort_reads_by_pack_offset_and_serve_duplicates() -> None:
+    """Chunks packed out of path order (parallel archiving, dedup) still make few GETs."""
+    import hashlib
+    import random
+
+    from s3archive.restore.plan import batched_reads
+
+    pieces = [os.urandom(30_000) for _ in range(40)]
+    layout = list(range(40))
+    random.Random(7).shuffle(layout)  # the order the chunks lie in the pack
+    body, where = b"", {}
+    for index in layout:
+        where[index] = len(body)
+        body += pieces[index]
+    refs = [ChunkRef(hashlib.sha256(p).hexdigest(), len(p), 0, where[i], len(p), "raw")
+            for i, p in enumerate(pieces)]
+    wanted = refs + refs[:5]  # a duplicate file at the end
+    counting = SlowStore(body)
+    calls = []
+    original = counting.get
+    counting.get = lambda *a, **kw: calls.append(kw.get("byte_range") or a[2]) or original(*a, **kw)
+    downloader = Downloader(counting, [PackRef(0, "packs/00/" + "0" * 64, "v1", len(body))],
+                            workers=4, window=2_000_000)
+
+    results = list(downloader.ordered(batched_reads(wanted, batch_bytes=10 << 20,
+                                                    max_request=8 << 20)))
+
+    assert [r.data for r in results] == pieces + pieces[:5]
+    assert [r.ref for r in results] == wanted
+    assert len(calls) == 1  # one batch, one pack, back to back once sorted

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 from s3archive.content.chunk_codec import decode_chunk
 from s3archive.errors import IntegrityError, StoreError
 from s3archive.manifest.model import ChunkRef, PackRef
-from s3archive.restore.plan import ReadRequest
+from s3archive.restore.plan import ReadBatch, ReadRequest
 from s3archive.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ DEFAULT_WINDOW = 128 << 20
 @dataclass(frozen=True, slots=True)
 class ChunkResult:
     ref: ChunkRef
-    data: bytes | None  # the plain bytes, verified; None when ``error``
+    data: bytes | memoryview | None  # the plain bytes, verified; None when ``error``
     error: str | None = None
 
 
@@ -60,7 +60,8 @@ class Downloader:
             start = ref.offset - request.first
             stored = view[start:start + ref.stored]
             try:
-                plain = decode_chunk(bytes(stored), ref.encoding, ref.size, ref.hash)
+                # raw chunks stay views into the response body (no copy)
+                plain = decode_chunk(stored, ref.encoding, ref.size, ref.hash)  # type: ignore[arg-type]
             except IntegrityError as err:
                 results.append(ChunkResult(ref, None, f"pack {pack.key}: {err}"))
                 continue
@@ -90,6 +91,33 @@ class Downloader:
             finally:
                 for future, _ in pending:
                     future.cancel()
+
+    def ordered(self, batches: Iterable[ReadBatch]) -> Iterator[ChunkResult]:
+        """Every chunk of every batch in the batch's own order (duplicates included).
+
+        The GETs of later batches are issued while earlier ones are consumed;
+        a batch's results are held until its last chunk has been handed out.
+        """
+        queued: deque[ReadBatch] = deque()
+
+        def requests() -> Iterator[ReadRequest]:
+            for batch in batches:
+                queued.append(batch)
+                yield from batch.requests
+
+        stream = self.results(requests())
+        while True:
+            first = next(stream, None)
+            if first is None:
+                return
+            batch = queued.popleft()
+            got = {(first.ref.pack, first.ref.offset): first}
+            for _ in range(sum(len(r.chunks) for r in batch.requests) - 1):
+                result = next(stream)
+                got[(result.ref.pack, result.ref.offset)] = result
+            for ref in batch.chunks:
+                found = got[(ref.pack, ref.offset)]
+                yield found if found.ref is ref else ChunkResult(ref, found.data, found.error)
 
 
 def _cost(request: ReadRequest) -> int:

@@ -123,7 +123,7 @@ def merge_reads(chunks: Iterable[ChunkRef], max_request: int = 8 << 20,
     for ref in chunks:
         end = ref.offset + ref.stored - 1
         if (group and ref.pack == pack and last < ref.offset <= last + 1 + max_gap
-                and end - first + 1 <= max_request):
+                and end - first + 1 <= max_request):  # (an overlap starts a new request)
             group.append(ref)
             last = end
             continue
@@ -132,3 +132,39 @@ def merge_reads(chunks: Iterable[ChunkRef], max_request: int = 8 << 20,
         pack, first, last, group = ref.pack, ref.offset, end, [ref]
     if group:
         yield ReadRequest(pack, first, last, tuple(group))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBatch:
+    """Chunks in the order the writer needs them, and the GETs that fetch them.
+
+    The archiver packs chunks in the order its workers finish them, which is
+    close to, but not exactly, path order; and dedup points back to older
+    packs.  Sorting a batch's distinct chunks by (pack, offset) before merging
+    turns that into few large ranged GETs; the batch bounds what is held.
+    """
+
+    chunks: tuple[ChunkRef, ...]
+    requests: tuple[ReadRequest, ...]
+
+
+def batched_reads(chunks: Iterable[ChunkRef], batch_bytes: int = 32 << 20,
+                  max_request: int = 8 << 20, max_gap: int = 256 << 10) -> Iterator[ReadBatch]:
+    batch: list[ChunkRef] = []
+    distinct: dict[tuple[int, int], ChunkRef] = {}
+    held = 0
+
+    def flush() -> ReadBatch:
+        ordered = sorted(distinct.values(), key=lambda c: (c.pack, c.offset))
+        return ReadBatch(tuple(batch), tuple(merge_reads(ordered, max_request, max_gap)))
+
+    for ref in chunks:
+        batch.append(ref)
+        if (ref.pack, ref.offset) not in distinct:
+            distinct[(ref.pack, ref.offset)] = ref
+            held += ref.size
+        if held >= batch_bytes:
+            yield flush()
+            batch, distinct, held = [], {}, 0
+    if batch:
+        yield flush()

@@ -41,7 +41,7 @@ class FileResult:
     damage: list[str] = field(default_factory=list)  # why some ranges are missing
 
 
-ChunkSource = Iterator[tuple[ChunkRef, bytes | None, str | None]]
+ChunkSource = Iterator[tuple[ChunkRef, bytes | memoryview | None, str | None]]
 
 
 class TreeWriter:
