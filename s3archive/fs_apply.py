@@ -153,8 +153,8 @@ class MetadataApplier:
             func(*args, **kwargs)
         except OSError as err:
             self.warn(entry.path, f"cannot set {what}: {err.strerror or err}")
-        except ValueError as err:  # e.g. an ACL text pylibacl cannot parse
-            self.warn(entry.path, f"cannot set {what}: {err}")
+        except (ValueError, OverflowError) as err:  # an ACL text pylibacl cannot parse,
+            self.warn(entry.path, f"cannot set {what}: {err}")  # ids or times out of range
 
 
 def _set_acl(where: str, text: str, kind: int) -> None:

@@ -180,3 +180,30 @@ def test_symlink_entries_are_created_not_followed(env, tmp_path: Path,
     assert os.readlink(target / "abs") == str(outside / "victim")
     assert os.readlink(target / "rel") == "../outside/victim"
     assert (outside / "victim").read_bytes() == b"precious\n"
+
+
+def test_values_out_of_range_fail_their_entry_only(env, tmp_path: Path) -> None:
+    """What the decoder lets through but the OS refuses never stops the restore."""
+    from s3archive.manifest.model import BLOCKDEV, SYMLINK
+
+    builder = RunBuilder(env.store)
+    builder.dir(b"/")
+    builder.add(Entry(path=b"/bad-link", kind=SYMLINK, mode=0o777, uid=0, gid=0, mtime_ns=0,
+                      target=b"a\x00b"))
+    builder.add(Entry(path=b"/huge-dev", kind=BLOCKDEV, mode=0o600, uid=0, gid=0, mtime_ns=0,
+                      rdev=(2**40, 2**40)))
+    builder.file(b"/huge-ids", b"owner and time out of range\n", uid=2**40, gid=2**40,
+                 user=None, group=None, mtime_ns=10**30)
+    builder.file(b"/ok", b"fine\n")
+    run = builder.upload()
+    target = tmp_path / "target"
+
+    result = invoke(env, "restore", run.run_id, "--target", str(target))
+
+    assert result.exit_code == 1
+    assert "not restored: /bad-link: symlink target is empty or contains NUL" in result.stderr
+    if os.geteuid() == 0:
+        assert "not restored: /huge-dev: device number" in result.stderr
+    assert "warning: /huge-ids: cannot set mtime" in result.stderr
+    assert (target / "huge-ids").read_bytes() == b"owner and time out of range\n"
+    assert (target / "ok").read_bytes() == b"fine\n"

@@ -190,6 +190,8 @@ class TreeWriter:
         tmp = next(self._tmp_names)
         if entry.kind == SYMLINK:
             assert entry.target is not None
+            if not entry.target or b"\0" in entry.target:
+                raise EntryFailed("symlink target is empty or contains NUL")
             os.symlink(entry.target, tmp, dir_fd=parent)
         elif entry.kind == FIFO:
             os.mkfifo(tmp, 0o600, dir_fd=parent)
@@ -201,6 +203,8 @@ class TreeWriter:
             kind = stat.S_IFCHR if entry.kind == CHARDEV else stat.S_IFBLK
             try:
                 os.mknod(tmp, kind | 0o600, os.makedev(*entry.rdev), dir_fd=parent)
+            except (OverflowError, ValueError):
+                raise EntryFailed(f"device number {entry.rdev} out of range") from None
             except OSError as err:
                 raise EntryFailed(f"cannot create device node: {err.strerror}") from None
         else:
