@@ -78,6 +78,27 @@ class ReportSettings:
     prometheus_textfile: Path | None = None
 
 
+# S3 Standard list prices (us-east-1, USD) as defaults; storage per class
+# per GB-month, requests per 1,000.  An operator sets their own in [cost].
+STORAGE_CLASSES = ("STANDARD", "INTELLIGENT_TIERING", "STANDARD_IA", "ONEZONE_IA",
+                   "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE", "REDUCED_REDUNDANCY")
+DEFAULT_CLASS_PRICES = {"STANDARD_IA": 0.0125, "ONEZONE_IA": 0.01, "GLACIER_IR": 0.004,
+                        "GLACIER": 0.0036, "DEEP_ARCHIVE": 0.00099}
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    currency: str = "USD"
+    storage_gb_month: float = 0.023  # every class without its own price below
+    class_gb_month: tuple[tuple[str, float], ...] = tuple(sorted(DEFAULT_CLASS_PRICES.items()))
+    put_per_1000: float = 0.005  # PUT, COPY, POST, LIST (and PutObjectRetention)
+    get_per_1000: float = 0.0004  # GET, HEAD and other reads
+    runs_per_month: float = 30.0
+
+    def price_of(self, storage_class: str) -> float:
+        return dict(self.class_gb_month).get(storage_class, self.storage_gb_month)
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -88,6 +109,7 @@ class Config:
     sources: SourceSettings = field(default_factory=SourceSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
+    cost: CostSettings = field(default_factory=CostSettings)
     allow_unlocked_bucket: bool = False
 
     @property
@@ -150,7 +172,7 @@ class _Reader:
 
 def _kind_names(kinds: tuple[type, ...]) -> str:
     names = {bool: "true or false", int: "an integer", float: "a number",
-             str: "a string", list: "a list", datetime: "a date-time", date: "a date"}
+             str: "a string", list: "a list", dict: "a table", datetime: "a date-time", date: "a date"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 
 
@@ -181,7 +203,7 @@ def load_config(path: Path | None = None, *, clock: Clock = utc_now) -> Config:
 
 
 def parse_config(document: dict[str, Any], path: Path, *, clock: Clock = utc_now) -> Config:
-    sections = ("s3", "host", "retention", "content", "sources", "local", "report")
+    sections = ("s3", "host", "retention", "content", "sources", "local", "report", "cost")
     top = _Reader(path, "", document)
     allow_unlocked = top.get("allow_unlocked_bucket", bool, False)
     for name in sections:
@@ -207,11 +229,38 @@ def parse_config(document: dict[str, Any], path: Path, *, clock: Clock = utc_now
     rep = tables["report"]
     textfile = rep.get("prometheus_textfile", str, None, _non_empty)
     report = ReportSettings(prometheus_textfile=_path(textfile, path) if textfile else None)
-    for reader in tables.values():
-        reader.finish()
+    cost = _parse_cost(tables["cost"], path)
+    for name, reader in tables.items():
+        reader.finish(("class_gb_month",) if name == "cost" else ())
     return Config(path=path, s3=s3, host_name=host_name, retention=retention, content=content,
-                  sources=sources, local=local, report=report,
+                  sources=sources, local=local, report=report, cost=cost,
                   allow_unlocked_bucket=allow_unlocked)
+
+
+def _parse_cost(reader: _Reader, path: Path) -> CostSettings:
+    defaults = CostSettings()
+    price = _in_range(0, 1000)
+    currency = reader.get("currency", str, defaults.currency,
+                          lambda v: None if v.isalpha() and 1 <= len(v) <= 8
+                          else "must be a currency code such as \"USD\"")
+    storage = reader.get("storage_gb_month", (int, float), defaults.storage_gb_month, price)
+    put = reader.get("put_per_1000", (int, float), defaults.put_per_1000, price)
+    get = reader.get("get_per_1000", (int, float), defaults.get_per_1000, price)
+    runs = reader.get("runs_per_month", (int, float), defaults.runs_per_month,
+                      _in_range(0, 10000))
+    classes = dict(defaults.class_gb_month)
+    table = reader.get("class_gb_month", dict, {})
+    sub = _Reader(path, "cost.class_gb_month", table)
+    for name in table:
+        if name not in STORAGE_CLASSES:
+            raise sub.fail(name, table[name], f"unknown storage class (known: "
+                           f"{', '.join(STORAGE_CLASSES)})")
+        classes[name] = float(sub.get(name, (int, float), None, price))
+    sub.finish()
+    return CostSettings(currency=currency, storage_gb_month=float(storage),
+                        class_gb_month=tuple(sorted(classes.items())),
+                        put_per_1000=float(put), get_per_1000=float(get),
+                        runs_per_month=float(runs))
 
 
 def _path(value: str, config_path: Path) -> Path:

@@ -9,8 +9,12 @@ import click
 
 from s3archive.archiver import ArchiveSummary, Archiver
 from s3archive.cli.context import AppContext, pass_app
+from s3archive.clock import isoformat, utc_now
+from s3archive.config import Config
+from s3archive.errors import EXIT_FAILED, S3ArchiveError
 from s3archive.report import human_bytes, progress_for
 from s3archive.run_state import record_run
+from s3archive.store.counting_store import CountingStore
 from s3archive.store.factory import open_store
 
 
@@ -27,9 +31,20 @@ def archive(app: AppContext, as_json: bool, dry_run: bool) -> None:
     (the warnings are in the summary and in the manifest).
     """
     config = app.config()
-    store = open_store(config)
-    progress = progress_for(sys.stderr, quiet=as_json or app.verbosity < 0)
-    summary = Archiver(config, store, progress=progress, dry_run=dry_run).run()
+    started = isoformat(utc_now())
+    progress = progress_for(sys.stderr, quiet=as_json or app.verbosity < 0,
+                            verbose=app.verbosity > 0)
+    store: CountingStore | None = None
+    try:
+        store = open_store(config)
+        summary = Archiver(config, store, progress=progress, dry_run=dry_run).run()
+    except BaseException as err:
+        # Recorded for status, the state file and the metrics; then the one
+        # error-to-exit-code mapping in cli.main reports it as usual.
+        if not dry_run and not isinstance(err, (SystemExit, GeneratorExit)):
+            record_run(config, failed_summary(config, started, store, err),
+                       error=_describe(err))
+        raise
     if not dry_run:
         record_run(config, summary)
     if as_json:
@@ -37,6 +52,24 @@ def archive(app: AppContext, as_json: bool, dry_run: bool) -> None:
     elif app.verbosity >= 0:
         click.echo(format_summary(summary), err=True)
     sys.exit(summary.exit_code)
+
+
+def failed_summary(config: Config, started: str, store: CountingStore | None,
+                   err: BaseException) -> ArchiveSummary:
+    code = (err.exit_code if isinstance(err, S3ArchiveError)
+            else 130 if isinstance(err, KeyboardInterrupt) else EXIT_FAILED)
+    return ArchiveSummary(run_id="", host=config.host_name, started=started,
+                          finished=isoformat(utc_now()), exit_code=code,
+                          requests=store.snapshot()["requests"] if store else {})
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(err, S3ArchiveError):
+        return str(err)
+    from s3archive.store.errors import describe_error
+    return describe_error(err)
 
 
 def format_summary(s: ArchiveSummary) -> str:

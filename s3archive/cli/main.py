@@ -22,6 +22,9 @@ COMMAND_MODULES = (
     "verify",
     "hold",
     "setup",
+    "demo",
+    "status",
+    "cost",
 )
 
 log = logging.getLogger("s3archive")

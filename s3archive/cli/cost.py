@@ -1,0 +1,70 @@
+"""``s3archive cost``: storage by class, requests of the last runs, a monthly estimate."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from s3archive import human
+from s3archive.cli.context import AppContext, pass_app
+from s3archive.cost import estimate
+from s3archive.store.factory import open_store
+
+
+@click.command("cost")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@pass_app
+def cost_command(app: AppContext, as_json: bool) -> None:
+    """What the bucket costs: storage by class (every version counted), live
+    runs, the requests of this host's last runs, and a monthly estimate from
+    the [cost] price table of the configuration (default: S3 Standard list
+    prices, us-east-1).  Costs a few LIST requests and one GET per manifest.
+
+    \b
+    Exit codes: 0 ok; 1 the bucket could not be read; 2 usage or
+    configuration error.
+    """
+    config = app.config()
+    figures = estimate(config, open_store(config))
+    if as_json:
+        click.echo(json.dumps(figures, indent=1))
+        return
+    cur = figures["currency"]
+    click.echo(f"{figures['location']} (measured {figures['measured']})")
+    classes = figures["storage"]["classes"]
+    rows = [[name, entry["objects"], human.size(entry["bytes"]), human.size(entry["packs"]),
+             human.size(entry["manifests"]), human.size(entry["noncurrent"]),
+             f"{entry['price_gb_month']:g}", f"{entry['month']:.4f}"]
+            for name, entry in sorted(classes.items())]
+    if rows:
+        click.echo(human.table(["CLASS", "VERSIONS", "STORED", "PACKS", "MANIFESTS",
+                                "NONCURRENT", f"{cur}/GB-MONTH", f"{cur}/MONTH"], rows,
+                               right=(1, 2, 3, 4, 5, 6, 7)))
+    else:
+        click.echo("storage: the bucket holds nothing under this prefix")
+    runs = figures["runs"]
+    click.echo(f"runs: {runs['live']} live (still locked) of {runs['manifests']} manifests"
+               + (" — " + ", ".join(f"{h} {n}" for h, n in sorted(runs["by_host"].items()))
+                  if runs["by_host"] else ""))
+    recent = figures["recent_runs"]
+    if recent:
+        click.echo(f"last {len(recent)} runs of this host:")
+        click.echo(human.table(
+            ["RUN", "RESULT", "REQUESTS", "UPLOADED", f"{cur}"],
+            [[r["run_id"] or "(failed)", r["result"], r["total_requests"],
+              human.size(r["bytes_uploaded"]), f"{r['cost']:.6f}"] for r in recent],
+            right=(2, 3, 4)))
+    else:
+        click.echo("no run history on this host yet (archive records it next to the state file)")
+    month = figures["monthly"]
+    prices = figures["prices"]
+    click.echo(f"monthly estimate: {cur} {month['total']:.2f} = storage {month['storage']:.2f} "
+               f"+ requests {month['requests']:.2f} ({month['requests_per_run']:g} requests a "
+               f"run x {prices['runs_per_month']:g} runs; PUT/LIST {prices['put_per_1000']:g}, "
+               f"GET {prices['get_per_1000']:g} per 1000)")
+    click.echo(f"  storage grows by up to {human.size(month['uploaded_per_month_bytes'])} a month "
+               "until the oldest runs' locks lapse and lifecycle expires what they alone held")
+
+
+COMMANDS = [cost_command]

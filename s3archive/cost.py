@@ -1,0 +1,128 @@
+"""``cost``: what the backups cost, before the bill does.
+
+Storage is measured, not guessed: one version listing of the bucket (under
+the prefix), every version counted (non-current versions are billed until
+lifecycle expires them), grouped by storage class and by kind (packs,
+manifests, other).  Requests come from the local run history (exact counts
+of the last runs).  Prices come from ``[cost]`` in the configuration
+(defaults: S3 Standard list prices, us-east-1).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterator
+
+from s3archive.clock import isoformat, utc_now
+from s3archive.config import Config, CostSettings
+from s3archive.inspect import run_summaries
+from s3archive.run_state import read_history
+from s3archive.store.counting_store import CountingStore
+
+GIB = 1024 ** 3
+# Billed at the PUT/COPY/POST/LIST rate; every other request at the GET rate.
+WRITE_CLASS = frozenset({"PutObject", "PutObjectRetention", "PutObjectLegalHold", "CopyObject",
+                         "ListObjectVersions", "ListObjectsV2", "ListObjects", "PostObject"})
+FREE = frozenset({"DeleteObject"})
+RECENT_RUNS = 10
+
+
+def _versions(store: CountingStore, prefix: str) -> Iterator[dict[str, Any]]:
+    """Raw version rows (with StorageClass), through the counted store's client."""
+    inner = store.inner
+    kwargs: dict[str, Any] = {"Bucket": inner.bucket, "Prefix": prefix}
+    while True:
+        store._count("ListObjectVersions")
+        page = inner.client.list_object_versions(**kwargs)
+        yield from page.get("Versions", [])
+        for marker in page.get("DeleteMarkers", []):
+            yield {**marker, "DeleteMarker": True}
+        if not page.get("IsTruncated"):
+            return
+        kwargs["KeyMarker"] = page["NextKeyMarker"]
+        kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
+
+
+def storage_by_class(store: CountingStore, prefix: str) -> dict[str, Any]:
+    root = f"{prefix}/" if prefix else ""
+    classes: dict[str, dict[str, int]] = {}
+    markers = 0
+    for row in _versions(store, root):
+        if row.get("DeleteMarker"):
+            markers += 1
+            continue
+        key = row["Key"][len(root):]
+        kind = "packs" if key.startswith("packs/") else "manifests" if key.startswith("runs/") \
+            else "other"
+        entry = classes.setdefault(row.get("StorageClass") or "STANDARD",
+                                   {"objects": 0, "bytes": 0, "current": 0, "noncurrent": 0,
+                                    "packs": 0, "manifests": 0, "other": 0})
+        size = int(row.get("Size", 0))
+        entry["objects"] += 1
+        entry["bytes"] += size
+        entry["current" if row.get("IsLatest") else "noncurrent"] += size
+        entry[kind] += size
+    return {"classes": classes, "delete_markers": markers}
+
+
+def request_cost(requests: dict[str, int], prices: CostSettings) -> float:
+    writes = sum(n for op, n in requests.items() if op in WRITE_CLASS)
+    reads = sum(n for op, n in requests.items() if op not in WRITE_CLASS and op not in FREE)
+    return writes / 1000 * prices.put_per_1000 + reads / 1000 * prices.get_per_1000
+
+
+def recent_runs(config: Config, count: int = RECENT_RUNS) -> list[dict[str, Any]]:
+    rows = []
+    for record in read_history(config)[-count:]:
+        requests = {k: int(v) for k, v in (record.get("requests") or {}).items()}
+        rows.append({"run_id": record.get("run_id"), "finished": record.get("finished"),
+                     "result": record.get("result"), "requests": requests,
+                     "total_requests": sum(requests.values()),
+                     "bytes_uploaded": record.get("bytes_uploaded", 0),
+                     "cost": round(request_cost(requests, config.cost), 6)})
+    return rows
+
+
+def live_runs(store: CountingStore, now: datetime) -> dict[str, Any]:
+    summaries = run_summaries(store, None)
+    live = [s for s in summaries if s.retain_until is not None and s.retain_until > now]
+    hosts: dict[str, int] = {}
+    for s in live:
+        hosts[s.host] = hosts.get(s.host, 0) + 1
+    return {"manifests": len(summaries), "live": len(live), "by_host": hosts,
+            "lapsed": len(summaries) - len(live)}
+
+
+def estimate(config: Config, store: CountingStore, now: datetime | None = None) -> dict[str, Any]:
+    now = now or utc_now()
+    prices = config.cost
+    storage = storage_by_class(store, store.inner.prefix.rstrip("/"))
+    runs = live_runs(store, now)
+    recent = recent_runs(config)
+    storage_month = 0.0
+    for name, entry in storage["classes"].items():
+        entry["gib"] = round(entry["bytes"] / GIB, 6)
+        entry["price_gb_month"] = prices.price_of(name)
+        entry["month"] = round(entry["bytes"] / GIB * prices.price_of(name), 6)
+        storage_month += entry["month"]
+    succeeded = [r for r in recent if r["result"] in ("ok", "warnings")] or recent
+    per_run = (sum(r["cost"] for r in succeeded) / len(succeeded)) if succeeded else 0.0
+    requests_per_run = (sum(r["total_requests"] for r in succeeded) / len(succeeded)
+                        if succeeded else 0.0)
+    upload_per_run = (sum(r["bytes_uploaded"] or 0 for r in succeeded) / len(succeeded)
+                      if succeeded else 0.0)
+    requests_month = per_run * prices.runs_per_month
+    return {
+        "measured": isoformat(now), "location": store.location, "currency": prices.currency,
+        "prices": {"storage_gb_month": prices.storage_gb_month,
+                   "class_gb_month": dict(prices.class_gb_month),
+                   "put_per_1000": prices.put_per_1000, "get_per_1000": prices.get_per_1000,
+                   "runs_per_month": prices.runs_per_month},
+        "storage": storage, "runs": runs, "recent_runs": recent,
+        "monthly": {"storage": round(storage_month, 4),
+                    "requests": round(requests_month, 4),
+                    "total": round(storage_month + requests_month, 4),
+                    "requests_per_run": round(requests_per_run, 1),
+                    "uploaded_per_month_bytes": int(upload_per_run * prices.runs_per_month)},
+        "listing_requests": store.snapshot()["requests"],
+    }
