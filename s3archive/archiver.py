@@ -10,37 +10,33 @@ The archiver returns an :class:`ArchiveSummary` and prints nothing.
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
 import logging
 import os
-import stat
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from s3archive import __version__
 from s3archive.catalog import RunRef, list_runs, load_manifest
 from s3archive.clock import Clock, isoformat, utc_now
 from s3archive.config import Config
-from s3archive.content.chunk_codec import ChunkCodec, decode_chunk
+from s3archive.content.chunk_codec import ChunkCodec
 from s3archive.content.chunk_writer import ChunkWriter
 from s3archive.content.chunker import CHUNKER_PARAMS, Chunker
-from s3archive.content.packer import ChunkLocation
 from s3archive.errors import (EXIT_OK, EXIT_PARTIAL, BucketNotLocked, ManifestError,
-                              NoSuchVersion, S3ArchiveError, StoreError)
+                              NoSuchVersion, StoreError)
 from s3archive.local_cache import CachedChunk, CachedPack, FileKey, LocalCache, cache_path
 from s3archive.manifest import codec
-from s3archive.manifest.model import (DIR, FILE, HARDLINK, SYMLINK, Entry, Header, PackRef,
-                                      Snapshot, Trailer, Warning_, run_key)
+from s3archive.manifest.assembly import ManifestAssembler
+from s3archive.manifest.model import (FILE, HARDLINK, SYMLINK, Entry, Header, Snapshot, Trailer,
+                                      Warning_, run_key)
+from s3archive.pack_lease import PackLease, PacksMissing
 from s3archive.report import Progress
-from s3archive.retention import (REUSE_MARGIN, RunRetention, decide_pack, plan_run_retention,
-                                 stronger_mode)
+from s3archive.retention import REUSE_MARGIN, RunRetention, plan_run_retention
 from s3archive.sources import fs_metadata
+from s3archive.sources.entries import Vanished, describe_entry
+from s3archive.sources.file_reader import Unreadable, read_file
 from s3archive.sources.pickers import executables, run_pickers
 from s3archive.sources.snapshotters import run_snapshotter
 from s3archive.sources.walker import WalkItem, Walker, WalkOptions
@@ -48,7 +44,6 @@ from s3archive.store.base import ObjectLock, ObjectStore
 
 log = logging.getLogger(__name__)
 RUN_ID_FORMAT = "%Y%m%dT%H%M%SZ"
-FLOCK_WAIT_S = 2.0
 
 
 @dataclass
@@ -82,14 +77,6 @@ class ArchiveSummary:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class _PacksMissing(Exception):
-    """Packs the cache believed in are gone: forget them and run again."""
-
-    def __init__(self, keys: set[str]):
-        super().__init__(", ".join(sorted(keys)))
-        self.keys = keys
 
 
 def describe_warning(warning: Warning_) -> str:
@@ -128,12 +115,14 @@ class Archiver:
                 for attempt in (1, 2):
                     try:
                         return _Run(self, cache, run_id, started, retention, locked).execute()
-                    except _PacksMissing as missing:
+                    except PacksMissing as missing:
                         if attempt == 2:
                             raise StoreError(f"pack versions vanished twice: {missing}") from None
                         log.warning("packs known to the cache are gone (%s); forgetting them "
                                     "and starting over", missing)
+                        cache.begin()
                         cache.forget_packs(missing.keys)
+                        cache.commit()
                 raise AssertionError("unreachable")
             finally:
                 cache.close()
@@ -206,24 +195,16 @@ class _Run:
                                       retain_until=isoformat(retention.retain_until),
                                       dry_run=archiver.dry_run)
         self.pack_lock = ObjectLock(retention.mode, retention.pack_until) if locked else None
-        import threading
-        self._cache_lock = threading.Lock()
         self.writer = ChunkWriter(
-            store=archiver.store, lookup_cached=self._lookup_cached, record_pack=self._record_pack,
+            store=archiver.store, lookup_cached=cache.get_chunk, record_pack=self._record_pack,
             codec=archiver.codec, pack_size=self.cfg.content.pack_size_mib << 20,
             lock=self.pack_lock, dry_run=archiver.dry_run)
         self.chunker = Chunker()
         self.hardlinks: dict[tuple[int, int], bytes] = {}
 
-    # -- cache access from several threads
-    def _lookup_cached(self, digest: str) -> CachedChunk | None:
-        with self._cache_lock:
-            return self.cache.get_chunk(digest)
-
     def _record_pack(self, pack: CachedPack, chunks: list[CachedChunk]) -> None:
-        with self._cache_lock:
-            self.cache.add_pack(pack)
-            self.cache.add_chunks(chunks)
+        self.cache.add_pack(pack)
+        self.cache.add_chunks(chunks)
 
     def warn(self, warning: Warning_) -> None:
         log.warning("%s", describe_warning(warning))
@@ -241,23 +222,25 @@ class _Run:
                 if picked.pickers_run == 0:
                     self.warn(Warning_("picker", f"no executable picker in {self.cfg.pickers_dir}"))
                 progress.phase("archiving files")
-                with self._cache_lock:
-                    self.cache.begin()
+                self.cache.begin()
                 self._walk(picked.paths, spool)
                 progress.phase("running snapshotters")
                 snapshots = self._snapshots()
                 progress.phase("uploading")
                 self.writer.drain()
                 progress.phase("securing retention")
-                packs_needed = self._secure_retention()
+                lease = PackLease(self.a.store, self.cache, self.writer, self.retention,
+                                  self.cfg.retention.repack_below, self.locked,
+                                  self.a.dry_run).secure()
+                self.summary.packs_extended = lease.extended
+                self.summary.packs_rewritten = lease.rewritten
                 progress.phase("writing manifest")
-                key = self._write_manifest(spool, snapshots, packs_needed)
+                key = self._write_manifest(spool, snapshots, lease.packs)
         finally:
             self.writer.close()
-            with self._cache_lock:
-                self.cache.commit()
+            self.cache.commit()
             progress.done()
-        return self._finish(key, snapshots)
+        return self._finish(key)
 
     # -- files
     def _walk(self, paths: list[bytes], spool: IO[bytes]) -> None:
@@ -277,29 +260,19 @@ class _Run:
             self.notes["sockets_skipped"] = self.notes.get("sockets_skipped", 0) + 1
             log.info("skipping socket %s", item.path.decode("utf-8", "backslashreplace"))
             return None
-        entry = Entry(path=item.path, kind=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
-                      gid=st.st_gid, mtime_ns=st.st_mtime_ns,
-                      user=fs_metadata.user_name(st.st_uid),
-                      group=fs_metadata.group_name(st.st_gid))
         try:
-            if kind == SYMLINK:
-                entry.target = os.readlink(item.path)
-            elif kind in ("chardev", "blockdev"):
-                entry.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
-            if kind != SYMLINK:
-                entry.acl_access, entry.acl_default = fs_metadata.read_acls(item.path, kind == DIR)
-            entry.xattrs = fs_metadata.read_xattrs(item.path)
-        except FileNotFoundError:
+            entry, problem = describe_entry(item.path, st)
+        except Vanished:
             self.warn(Warning_("file", "vanished during the walk", item.path))
             return None
-        except OSError as err:
-            self.warn(Warning_("file", f"metadata incomplete: {err.strerror or err}", item.path))
-        if kind == DIR:
+        if problem is not None:
+            self.warn(problem)
+        if kind == FILE:
+            return self._file(entry, st)
+        if kind == "dir":
             self.summary.dirs += 1
         elif kind == SYMLINK:
             self.summary.symlinks += 1
-        elif kind == FILE:
-            return self._file(entry, st)
         else:
             self.summary.others += 1
         return entry
@@ -322,8 +295,7 @@ class _Run:
     def _content(self, entry: Entry, st: os.stat_result) -> bool:
         """Fill the entry's chunks from the file cache or by reading the file."""
         key = FileKey(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        with self._cache_lock:
-            hit = self.cache.get_file(entry.path, key)
+        hit = self.cache.get_file(entry.path, key)
         if hit is not None:
             chunks, extents_text = hit
             if all(self.writer.reuse(digest) for digest, _ in chunks):
@@ -334,72 +306,27 @@ class _Run:
                 self.summary.files_unchanged += 1
                 return True
         for attempt in (1, 2):
-            outcome = self._read_file(entry, st)
-            if outcome is None:
+            try:
+                content = read_file(entry.path, st.st_ino, self.chunker, self.writer.add,
+                                    self.a.progress.read)
+            except Unreadable as problem:
+                self.warn(Warning_("file", str(problem), entry.path))
                 return False
-            changed, after = outcome
-            if not changed:
+            self.summary.bytes_read += content.bytes_read
+            if not content.changed:
                 break
             if attempt == 2:
                 self.warn(Warning_("file", "changed while being read (read twice); "
                                    "stored as read the second time", entry.path))
-        entry.ino, entry.ctime_ns = after.st_ino, after.st_ctime_ns
-        if not changed:
-            extents_text = None if entry.extents is None else \
-                ",".join(f"{o}:{n}" for o, n in entry.extents)
-            with self._cache_lock:
-                self.cache.put_file(entry.path, FileKey(after.st_dev, after.st_ino, after.st_size,
-                                                        after.st_mtime_ns, after.st_ctime_ns),
-                                    entry.chunks, extents_text)  # type: ignore[arg-type]
+        after = content.after
+        entry.size, entry.extents = content.size, content.extents
+        entry.chunks = content.chunks  # type: ignore[assignment]
+        entry.mtime_ns, entry.ino, entry.ctime_ns = after.st_mtime_ns, after.st_ino, after.st_ctime_ns
+        if not content.changed:
+            self.cache.put_file(entry.path, FileKey(after.st_dev, after.st_ino, after.st_size,
+                                                    after.st_mtime_ns, after.st_ctime_ns),
+                                content.chunks, _format_extents(content.extents))
         return True
-
-    def _read_file(self, entry: Entry, st: os.stat_result) -> tuple[bool, os.stat_result] | None:
-        """Read and chunk the file once; returns (changed while read, stat after)."""
-        try:
-            fd = _open_for_reading(entry.path)
-        except FileNotFoundError:
-            self.warn(Warning_("file", "vanished before it could be read", entry.path))
-            return None
-        except OSError as err:
-            self.warn(Warning_("file", f"cannot read: {err.strerror or err}", entry.path))
-            return None
-        try:
-            before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode) or before.st_ino != st.st_ino:
-                self.warn(Warning_("file", "was replaced while being read; skipped", entry.path))
-                return None
-            _try_shared_flock(fd)
-            extents = fs_metadata.data_extents(fd, before.st_size)
-            chunks: list[tuple[str, int]] = []
-            total = 0
-            for plain in self.a_chunker().file(fd, before.st_size, extents):
-                chunks.append(self.writer.add(plain))
-                total += len(plain)
-                self.a.progress.read(len(plain))
-            self.summary.bytes_read += total
-            after = os.fstat(fd)
-        except OSError as err:
-            self.warn(Warning_("file", f"read failed: {err.strerror or err}", entry.path))
-            return None
-        finally:
-            os.close(fd)
-        if extents is not None and total != sum(n for _, n in extents):
-            changed = True
-            extents = [(0, total)] if total else []
-            size = max(before.st_size, total)
-        else:
-            size = total if extents is None else before.st_size
-            changed = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != \
-                (before.st_size, before.st_mtime_ns, before.st_ctime_ns) or \
-                (extents is None and total != before.st_size)
-        entry.size = size
-        entry.extents = extents
-        entry.chunks = chunks  # type: ignore[assignment]
-        entry.mtime_ns = after.st_mtime_ns
-        return changed, after
-
-    def a_chunker(self) -> Chunker:
-        return self.chunker
 
     # -- snapshots
     def _snapshots(self) -> list[Snapshot]:
@@ -429,167 +356,36 @@ class _Run:
         self.summary.snapshots = len(snapshots)
         return snapshots
 
-    # -- retention of reused packs
-    def _secure_retention(self) -> dict[str, tuple[str, int, datetime]]:
-        """Extend or rewrite reused packs; returns key -> (version, size, locked_until)."""
-        used: dict[str, int] = {}
-        for location in self.writer.locations.values():
-            if isinstance(location, CachedChunk):
-                used[location.pack] = used.get(location.pack, 0) + location.stored
-        packs: dict[str, tuple[str, int, datetime]] = {}
-        rewrite: list[str] = []
-        missing: set[str] = set()
-        needed = self.retention.retain_until
-        for key in sorted(used):
-            with self._cache_lock:
-                cached = self.cache.get_pack(key)
-            if cached is None:
-                missing.add(key)
-                continue
-            if not self.locked:
-                packs[key] = (cached.version_id, cached.size, cached.retain_until)
-                continue
-            decision = decide_pack(key, cached.retain_until, cached.size, used[key], needed,
-                                   self.cfg.retention.repack_below)
-            # S3 turns a GOVERNANCE lock in force into COMPLIANCE only with a governance
-            # bypass: a COMPLIANCE run copies what it needs into COMPLIANCE packs instead
-            weaker = self.retention.mode == "COMPLIANCE" and cached.lock_mode != "COMPLIANCE"
-            if decision.action == "keep" and not weaker:
-                packs[key] = (cached.version_id, cached.size, cached.retain_until)
-            elif decision.action == "rewrite" or weaker:
-                rewrite.append(key)
-            else:
-                until = self._extend(cached, missing)
-                if until is not None:
-                    packs[key] = (cached.version_id, cached.size, until)
-        if missing:
-            raise _PacksMissing(missing)
-        if rewrite:
-            self._rewrite(rewrite)
-        return packs
-
-    def _extend(self, pack: CachedPack, missing: set[str]) -> datetime | None:
-        mode = stronger_mode(pack.lock_mode, self.retention.mode)
-        target = self.retention.pack_until
-        if self.a.dry_run:
-            return target
-        try:
-            self.a.store.extend_retention(pack.key, pack.version_id, ObjectLock(mode, target))
-        except NoSuchVersion:
-            missing.add(pack.key)
-            return None
-        except StoreError as err:
-            # The lock may already be later than we knew (never shorten): look.
-            try:
-                info = self.a.store.head(pack.key, pack.version_id)
-            except NoSuchVersion:
-                missing.add(pack.key)
-                return None
-            if info.retain_until is None or info.retain_until < self.retention.retain_until:
-                raise StoreError(f"cannot extend the lock of {pack.key}: {err}") from None
-            target, mode = info.retain_until, info.lock_mode or mode
-        self.summary.packs_extended += 1
-        with self._cache_lock:
-            self.cache.add_pack(CachedPack(pack.key, pack.version_id, pack.size, mode, target))
-        return target
-
-    def _rewrite(self, keys: list[str]) -> None:
-        """Copy the chunks this run needs out of packs that are not worth extending."""
-        by_pack: dict[str, list[tuple[str, CachedChunk]]] = {}
-        for digest, location in list(self.writer.locations.items()):
-            if isinstance(location, CachedChunk) and location.pack in keys:
-                by_pack.setdefault(location.pack, []).append((digest, location))
-        missing = set()
-        for key in keys:
-            with self._cache_lock:
-                pack = self.cache.get_pack(key)
-            assert pack is not None
-            items = sorted(by_pack.get(key, []), key=lambda item: item[1].offset)
-            try:
-                for start, end, group in _ranges(items):
-                    blob = self.a.store.get(key, pack.version_id, (start, end))
-                    for digest, chunk in group:
-                        stored = blob[chunk.offset - start: chunk.offset - start + chunk.stored]
-                        decode_chunk(stored, chunk.encoding, chunk.size, digest)
-                        self.writer.add_stored(digest, chunk.size, chunk.encoding, stored)
-            except NoSuchVersion:
-                missing.add(key)
-                continue
-            self.summary.packs_rewritten += 1
-        if missing:
-            raise _PacksMissing(missing)
-        self.writer.drain()
-
-    # -- manifest
+    # -- manifest: the commit point
     def _write_manifest(self, spool: IO[bytes], snapshots: list[Snapshot],
-                        reused: dict[str, tuple[str, int, datetime]]) -> str | None:
-        table: dict[str, PackRef] = {}
+                        reused: dict) -> str | None:
+        assembler = ManifestAssembler(self.writer.locations, reused,
+                                      self.pack_lock.retain_until if self.pack_lock else None)
+        header = Header(host=self.cfg.host_name, run_id=self.run_id, started=self.started,
+                        lock_mode=self.retention.mode if self.locked else None,
+                        retain_until=self.retention.retain_until, tier=self.retention.tier,
+                        tool=f"s3archive {__version__}",
+                        legal_hold=self.cfg.retention.legal_hold, chunker=CHUNKER_PARAMS)
 
-        def pack_id(key: str, version: str, size: int, until: datetime | None) -> int:
-            ref = table.get(key)
-            if ref is None:
-                ref = table[key] = PackRef(len(table), key, version, size, until)
-            return ref.id
-
-        def resolve(chunks: list[Any]) -> list[codec.ChunkRef]:
-            refs = []
-            for digest, size in chunks:
-                location = self.writer.locations[digest]
-                if isinstance(location, ChunkLocation):
-                    pack = location.pack
-                    pid = pack_id(pack.key, pack.version_id, pack.size,
-                                  self.pack_lock.retain_until if self.pack_lock else None)
-                    refs.append(codec.ChunkRef(digest, size, pid, location.offset,
-                                               location.stored, location.encoding))
-                else:
-                    version, psize, until = reused[location.pack]
-                    pid = pack_id(location.pack, version, psize, until)
-                    refs.append(codec.ChunkRef(digest, size, pid, location.offset,
-                                               location.stored, location.encoding))
-            return refs
-
-        spool.seek(0)
-        body = tempfile.TemporaryFile(prefix="s3archive-entries-resolved-")
-        with body:
-            for raw in spool:
-                obj = json.loads(raw)
-                if "chunks" in obj:
-                    obj["chunks"] = codec.encode_chunks(resolve(obj["chunks"]))
-                body.write(codec.dumps(obj))
-            for snap in snapshots:
-                snap.chunks = resolve(snap.chunks)  # type: ignore[arg-type]
-            header = Header(host=self.cfg.host_name, run_id=self.run_id, started=self.started,
-                            lock_mode=self.retention.mode if self.locked else None,
-                            retain_until=self.retention.retain_until, tier=self.retention.tier,
-                            tool=f"s3archive {__version__}",
-                            legal_hold=self.cfg.retention.legal_hold, chunker=CHUNKER_PARAMS)
+        def trailer() -> Trailer:
             self._fill_counts()
-            trailer = Trailer(finished=self.a.clock(), counts=self._counts(),
-                              stats=self._stats(), warnings=self.warnings)
-            with tempfile.TemporaryFile(prefix="s3archive-manifest-") as out:
-                writer = codec.ManifestWriter(out)
-                writer.write(codec.encode_header(header))
-                for ref in table.values():
-                    writer.write(codec.encode_pack(ref))
-                body.seek(0)
-                for line in body:
-                    writer.write_raw_line(line)
-                for snap in sorted(snapshots, key=lambda s: s.name):
-                    writer.write(codec.encode_snapshot(snap))
-                writer.write(codec.encode_trailer(trailer))
-                writer.close()
-                out.seek(0)
-                blob = out.read()
-        key = run_key(self.cfg.host_name, self.run_id)
+            return Trailer(finished=self.a.clock(), counts=self._counts(), stats=self._stats(),
+                           warnings=self.warnings)
+
+        with tempfile.TemporaryFile(prefix="s3archive-manifest-") as out:
+            assembler.write(out, header, spool, snapshots, trailer)
+            out.seek(0)
+            blob = out.read()
         if self.a.dry_run:
             return None
+        key = run_key(self.cfg.host_name, self.run_id)
+        hold = self.cfg.retention.legal_hold and self.locked
         lock = ObjectLock(self.retention.mode, self.retention.retain_until) if self.locked else None
-        self.a.store.put(key, blob, lock, legal_hold=self.cfg.retention.legal_hold and self.locked)
-        if self.cfg.retention.legal_hold and self.locked:
-            for ref in table.values():
+        self.a.store.put(key, blob, lock, legal_hold=hold)
+        if hold:
+            for ref in assembler.table.values():
                 self.a.store.set_legal_hold(ref.key, ref.version_id, True)
-        with self._cache_lock:
-            self.cache.set_meta("last_run_id", self.run_id)
+        self.cache.set_meta("last_run_id", self.run_id)
         return key
 
     def _fill_counts(self) -> None:
@@ -613,7 +409,7 @@ class _Run:
                 "bytes_uploaded": s.bytes_uploaded, "packs_uploaded": s.packs_uploaded,
                 "packs_extended": s.packs_extended, "packs_rewritten": s.packs_rewritten}
 
-    def _finish(self, key: str | None, snapshots: list[Snapshot]) -> ArchiveSummary:
+    def _finish(self, key: str | None) -> ArchiveSummary:
         self._fill_counts()
         s = self.summary
         s.finished = isoformat(self.a.clock())
@@ -636,48 +432,13 @@ def _spool_entry(entry: Entry) -> dict[str, Any]:
     return obj
 
 
+def _format_extents(extents: list[tuple[int, int]] | None) -> str | None:
+    return None if extents is None else ",".join(f"{o}:{n}" for o, n in extents)
+
+
 def _parse_extents(text: str | None) -> list[tuple[int, int]] | None:
     if text is None:
         return None
     if not text:
         return []
     return [tuple(int(v) for v in part.split(":")) for part in text.split(",")]  # type: ignore[misc]
-
-
-def _ranges(items: list[tuple[str, CachedChunk]], gap: int = 1 << 20
-            ) -> list[tuple[int, int, list[tuple[str, CachedChunk]]]]:
-    """Group chunks sorted by offset into ranged GETs (inclusive end)."""
-    groups: list[tuple[int, int, list[tuple[str, CachedChunk]]]] = []
-    for digest, chunk in items:
-        end = chunk.offset + chunk.stored - 1
-        if groups and chunk.offset - groups[-1][1] <= gap:
-            start, last, members = groups[-1]
-            groups[-1] = (start, max(last, end), members + [(digest, chunk)])
-        else:
-            groups.append((chunk.offset, end, [(digest, chunk)]))
-    return groups
-
-
-def _open_for_reading(path: bytes) -> int:
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        return os.open(path, flags | os.O_NOATIME)
-    except PermissionError:
-        return os.open(path, flags)  # O_NOATIME needs ownership or CAP_FOWNER
-
-
-def _try_shared_flock(fd: int) -> None:
-    """Politely wait a little for writers holding an exclusive advisory lock."""
-    deadline = time.monotonic() + FLOCK_WAIT_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return
-            time.sleep(0.05)
-        except OSError as err:
-            if err.errno in (errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP):
-                return
-            raise

@@ -14,14 +14,16 @@ might delete.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
 import struct
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from s3archive.clock import isoformat, parse_iso
 from s3archive.manifest.model import FILE, Manifest
@@ -85,11 +87,23 @@ def unpack_chunk_list(blob: bytes) -> list[tuple[str, int]]:
     return [(h.hex(), size) for h, size in _CHUNK_ITEM.iter_unpack(blob)]
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    @functools.wraps(method)
+    def wrapper(self: "LocalCache", *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 class LocalCache:
-    """One SQLite database per bucket/prefix/host.  Used from one thread at a time."""
+    """One SQLite database per bucket/prefix/host; thread-safe (one lock)."""
 
     def __init__(self, path: Path):
         self.path = path
+        self._lock = threading.RLock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -102,29 +116,36 @@ class LocalCache:
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         os.chmod(path, 0o600)
 
+    @_locked
     def close(self) -> None:
         self.db.close()
 
     # -- transactions
+    @_locked
     def begin(self) -> None:
         self.db.execute("BEGIN")
 
+    @_locked
     def commit(self) -> None:
         if self.db.in_transaction:
             self.db.execute("COMMIT")
 
     # -- meta
+    @_locked
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
+    @_locked
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    @_locked
     def is_empty(self) -> bool:
         return self.db.execute("SELECT 1 FROM packs LIMIT 1").fetchone() is None
 
     # -- packs
+    @_locked
     def add_pack(self, pack: CachedPack) -> None:
         self.db.execute(
             "INSERT INTO packs VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
@@ -133,11 +154,13 @@ class LocalCache:
             "WHERE packs.version_id = excluded.version_id OR excluded.retain_until >= packs.retain_until",
             (pack.key, pack.version_id, pack.size, pack.lock_mode, isoformat(pack.retain_until)))
 
+    @_locked
     def get_pack(self, key: str) -> CachedPack | None:
         row = self.db.execute("SELECT key, version_id, size, lock_mode, retain_until FROM packs "
                               "WHERE key=?", (key,)).fetchone()
         return CachedPack(row[0], row[1], row[2], row[3], parse_iso(row[4])) if row else None
 
+    @_locked
     def forget_packs(self, keys: Iterable[str]) -> None:
         """Drop packs and every chunk and file entry that points into them."""
         for key in keys:
@@ -156,22 +179,26 @@ class LocalCache:
                     break
         self.db.executemany("DELETE FROM files WHERE path=?", [(p,) for p in doomed])
 
+    @_locked
     def packs_lapsing_before(self, moment: datetime) -> list[str]:
         return [row[0] for row in self.db.execute(
             "SELECT key FROM packs WHERE retain_until < ?", (isoformat(moment),))]
 
     # -- chunks
+    @_locked
     def add_chunks(self, rows: Iterable[CachedChunk]) -> None:
         self.db.executemany(
             "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
             [(bytes.fromhex(c.hash), c.pack, c.offset, c.stored, c.size, c.encoding) for c in rows])
 
+    @_locked
     def get_chunk(self, digest: str) -> CachedChunk | None:
         row = self.db.execute("SELECT pack, offset, stored, size, encoding FROM chunks WHERE hash=?",
                               (bytes.fromhex(digest),)).fetchone()
         return CachedChunk(digest, *row) if row else None
 
     # -- files
+    @_locked
     def get_file(self, path: bytes, key: FileKey) -> tuple[list[tuple[str, int]], str | None] | None:
         row = self.db.execute(
             "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, extents FROM files WHERE path=?",
@@ -185,6 +212,7 @@ class LocalCache:
             return None
         return unpack_chunk_list(blob), extents
 
+    @_locked
     def put_file(self, path: bytes, key: FileKey, chunks: list[tuple[str, int]],
                  extents: str | None) -> None:
         self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -192,6 +220,7 @@ class LocalCache:
                          pack_chunk_list(chunks), extents))
 
     # -- rebuild
+    @_locked
     def rebuild_from_manifest(self, manifest: Manifest) -> int:
         """Fill the cache from a manifest; returns the number of files learned."""
         packs = {p.id: p for p in manifest.packs}

@@ -18,7 +18,7 @@ import zstandard
 
 from s3archive.clock import isoformat, parse_iso
 from s3archive.errors import ManifestError
-from s3archive.manifest.model import (DIR, ENCODINGS, FILE, FORMAT_VERSION, HARDLINK, KINDS,
+from s3archive.manifest.model import (ENCODINGS, FILE, FORMAT_VERSION, HARDLINK, KINDS,
                                       SYMLINK, ChunkRef, Entry, Header, Manifest, PackRef,
                                       Snapshot, Trailer, Warning_)
 

@@ -1,0 +1,76 @@
+"""Assemble the manifest of a run once every pack it needs is secured.
+
+During the walk, entry lines are spooled with their chunks as bare
+``(hash, size)`` pairs; only here, when every chunk's pack version is known,
+are they resolved into chunk references and the pack table is built (ids in
+order of first use).  Output: header, pack table, entries, snapshots,
+trailer, compressed with zstd.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import datetime
+from typing import IO, Any, Callable, Mapping
+
+from s3archive.content.packer import ChunkLocation
+from s3archive.local_cache import CachedChunk
+from s3archive.manifest import codec
+from s3archive.manifest.model import ChunkRef, Header, PackRef, Snapshot, Trailer
+from s3archive.pack_lease import LeasedPack
+
+
+class ManifestAssembler:
+    def __init__(self, locations: Mapping[str, ChunkLocation | CachedChunk],
+                 reused: Mapping[str, LeasedPack], new_packs_until: datetime | None):
+        self.locations = locations
+        self.reused = reused
+        self.new_packs_until = new_packs_until
+        self.table: dict[str, PackRef] = {}
+
+    def _pack_id(self, key: str, version: str, size: int, until: datetime | None) -> int:
+        ref = self.table.get(key)
+        if ref is None:
+            ref = self.table[key] = PackRef(len(self.table), key, version, size, until)
+        return ref.id
+
+    def resolve(self, chunks: list[Any]) -> list[ChunkRef]:
+        refs = []
+        for digest, size in chunks:
+            location = self.locations[digest]
+            if isinstance(location, ChunkLocation):
+                pack = location.pack
+                assert pack.key is not None and pack.version_id is not None
+                pid = self._pack_id(pack.key, pack.version_id, pack.size, self.new_packs_until)
+            else:
+                leased = self.reused[location.pack]
+                pid = self._pack_id(location.pack, leased.version_id, leased.size,
+                                    leased.locked_until)
+            refs.append(ChunkRef(digest, size, pid, location.offset, location.stored,
+                                 location.encoding))
+        return refs
+
+    def write(self, out: IO[bytes], header: Header, spool: IO[bytes], snapshots: list[Snapshot],
+              make_trailer: Callable[[], Trailer]) -> None:
+        """Resolve the spooled entries and snapshots, then write the whole manifest."""
+        spool.seek(0)
+        with tempfile.TemporaryFile(prefix="s3archive-entries-resolved-") as body:
+            for raw in spool:
+                obj = json.loads(raw)
+                if "chunks" in obj:
+                    obj["chunks"] = codec.encode_chunks(self.resolve(obj["chunks"]))
+                body.write(codec.dumps(obj))
+            resolved = [(snap, self.resolve(snap.chunks)) for snap in snapshots]
+            writer = codec.ManifestWriter(out)
+            writer.write(codec.encode_header(header))
+            for ref in self.table.values():
+                writer.write(codec.encode_pack(ref))
+            body.seek(0)
+            for line in body:
+                writer.write_raw_line(line)
+            for snap, refs in sorted(resolved, key=lambda item: item[0].name):
+                snap.chunks = refs
+                writer.write(codec.encode_snapshot(snap))
+            writer.write(codec.encode_trailer(make_trailer()))
+            writer.close()
