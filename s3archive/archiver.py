@@ -359,8 +359,7 @@ class _Run:
     # -- manifest: the commit point
     def _write_manifest(self, spool: IO[bytes], snapshots: list[Snapshot],
                         reused: dict) -> str | None:
-        assembler = ManifestAssembler(self.writer.locations, reused,
-                                      self.pack_lock.retain_until if self.pack_lock else None)
+        assembler = ManifestAssembler(self.writer.locations, reused, self.pack_lock)
         header = Header(host=self.cfg.host_name, run_id=self.run_id, started=self.started,
                         lock_mode=self.retention.mode if self.locked else None,
                         retain_until=self.retention.retain_until, tier=self.retention.tier,
@@ -381,10 +380,10 @@ class _Run:
         key = run_key(self.cfg.host_name, self.run_id)
         hold = self.cfg.retention.legal_hold and self.locked
         lock = ObjectLock(self.retention.mode, self.retention.retain_until) if self.locked else None
-        self.a.store.put(key, blob, lock, legal_hold=hold)
-        if hold:
+        if hold:  # packs first: a held manifest never points at unheld packs
             for ref in assembler.table.values():
                 self.a.store.set_legal_hold(ref.key, ref.version_id, True)
+        self.a.store.put(key, blob, lock, legal_hold=hold)
         self.cache.set_meta("last_run_id", self.run_id)
         return key
 

@@ -7,6 +7,7 @@ local state.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from s3archive.manifest.codec import decode_manifest
 from s3archive.manifest.model import Manifest
 from s3archive.store.base import ObjectStore
 
+log = logging.getLogger(__name__)
 _RUN_KEY = re.compile(r"^runs/(?P<host>[^/]+)/(?P<run_id>[^/]+)\.jsonl\.zst$")
 
 
@@ -47,12 +49,17 @@ def list_runs(store: ObjectStore, host: str | None = None) -> list[RunRef]:
 
 
 def resolve_run(runs: list[RunRef], spec: str, host: str | None) -> RunRef:
-    """A run id, a unique prefix of one, or ``latest`` (of ``host``)."""
+    """A run id, a unique prefix of one, or ``latest`` (of ``host``).
+
+    s3archive writes each run key once; should a key have several versions
+    (someone else wrote to it later), the first one is the run's.
+    """
     candidates = [r for r in runs if host is None or r.host == host]
     if spec == "latest":
         if not candidates:
             raise RunNotFound(f"no runs{' of host ' + host if host else ''} in the bucket")
-        return max(candidates, key=lambda r: (r.run_id, r.last_modified))
+        newest = max(r.run_id for r in candidates)
+        return _original([r for r in candidates if r.run_id == newest])
     exact = [r for r in candidates if r.run_id == spec]
     matches = exact or [r for r in candidates if r.run_id.startswith(spec)]
     if not matches:
@@ -60,7 +67,16 @@ def resolve_run(runs: list[RunRef], spec: str, host: str | None) -> RunRef:
     if len({(r.host, r.run_id) for r in matches}) > 1:
         names = ", ".join(sorted({r.run_id for r in matches})[:5])
         raise UsageError(f"run {spec!r} is ambiguous: {names}")
-    return max(matches, key=lambda r: r.last_modified)
+    return _original(matches)
+
+
+def _original(versions: list[RunRef]) -> RunRef:
+    first = min(versions, key=lambda r: r.last_modified)
+    if len(versions) > 1:
+        log.warning("%s has %d versions; using the first one written (%s): the later ones "
+                    "were not written by s3archive's run", first.key, len(versions),
+                    first.version_id)
+    return first
 
 
 def load_manifest(store: ObjectStore, run: RunRef) -> Manifest:

@@ -227,7 +227,7 @@ class LocalCache:
         self.begin()
         for pack in manifest.packs:
             self.add_pack(CachedPack(pack.key, pack.version_id, pack.size,
-                                     manifest.header.lock_mode,
+                                     pack.lock_mode or manifest.header.lock_mode,
                                      pack.locked_until or manifest.header.retain_until))
         learned = 0
         chunk_rows = []

@@ -37,7 +37,8 @@ class PacksMissing(Exception):
 class LeasedPack:
     version_id: str
     size: int
-    locked_until: datetime
+    locked_until: datetime | None  # None in a bucket without Object Lock
+    lock_mode: str | None
 
 
 @dataclass
@@ -71,7 +72,7 @@ class PackLease:
                 missing.add(key)
                 continue
             if not self.locked:
-                result.packs[key] = LeasedPack(cached.version_id, cached.size, cached.retain_until)
+                result.packs[key] = LeasedPack(cached.version_id, cached.size, None, None)
                 continue
             decision = decide_pack(key, cached.retain_until, cached.size, used[key],
                                    self.retention.retain_until, self.repack_below)
@@ -79,13 +80,14 @@ class PackLease:
             # bypass: a COMPLIANCE run copies what it needs into COMPLIANCE packs instead
             weaker = self.retention.mode == "COMPLIANCE" and cached.lock_mode != "COMPLIANCE"
             if decision.action == "keep" and not weaker:
-                result.packs[key] = LeasedPack(cached.version_id, cached.size, cached.retain_until)
+                result.packs[key] = LeasedPack(cached.version_id, cached.size,
+                                               cached.retain_until, cached.lock_mode)
             elif decision.action == "rewrite" or weaker:
                 rewrite.append(key)
             else:
-                until = self._extend(cached, missing)
-                if until is not None:
-                    result.packs[key] = LeasedPack(cached.version_id, cached.size, until)
+                lock = self._extend(cached, missing)
+                if lock is not None:
+                    result.packs[key] = LeasedPack(cached.version_id, cached.size, *lock)
                     result.extended += 1
         if missing:
             raise PacksMissing(missing)
@@ -93,11 +95,11 @@ class PackLease:
             result.rewritten = self._rewrite(rewrite)
         return result
 
-    def _extend(self, pack: CachedPack, missing: set[str]) -> datetime | None:
+    def _extend(self, pack: CachedPack, missing: set[str]) -> tuple[datetime, str] | None:
         mode = stronger_mode(pack.lock_mode, self.retention.mode)
         target = self.retention.pack_until
         if self.dry_run:
-            return target
+            return target, mode
         try:
             self.store.extend_retention(pack.key, pack.version_id, ObjectLock(mode, target))
         except NoSuchVersion:
@@ -114,7 +116,7 @@ class PackLease:
                 raise StoreError(f"cannot extend the lock of {pack.key}: {err}") from None
             target, mode = info.retain_until, info.lock_mode or mode
         self.cache.add_pack(CachedPack(pack.key, pack.version_id, pack.size, mode, target))
-        return target
+        return target, mode
 
     def _rewrite(self, keys: list[str]) -> int:
         """Copy the chunks this run needs out of packs not worth extending."""

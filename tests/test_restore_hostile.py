@@ -184,12 +184,10 @@ def test_symlink_entries_are_created_not_followed(env, tmp_path: Path,
 
 def test_values_out_of_range_fail_their_entry_only(env, tmp_path: Path) -> None:
     """What the decoder lets through but the OS refuses never stops the restore."""
-    from s3archive.manifest.model import BLOCKDEV, SYMLINK
+    from s3archive.manifest.model import BLOCKDEV
 
     builder = RunBuilder(env.store)
     builder.dir(b"/")
-    builder.add(Entry(path=b"/bad-link", kind=SYMLINK, mode=0o777, uid=0, gid=0, mtime_ns=0,
-                      target=b"a\x00b"))
     builder.add(Entry(path=b"/huge-dev", kind=BLOCKDEV, mode=0o600, uid=0, gid=0, mtime_ns=0,
                       rdev=(2**40, 2**40)))
     builder.file(b"/huge-ids", b"owner and time out of range\n", uid=2**40, gid=2**40,
@@ -201,9 +199,32 @@ def test_values_out_of_range_fail_their_entry_only(env, tmp_path: Path) -> None:
     result = invoke(env, "restore", run.run_id, "--target", str(target))
 
     assert result.exit_code == 1
-    assert "not restored: /bad-link: symlink target is empty or contains NUL" in result.stderr
     if os.geteuid() == 0:
         assert "not restored: /huge-dev: device number" in result.stderr
     assert "warning: /huge-ids: cannot set mtime" in result.stderr
     assert (target / "huge-ids").read_bytes() == b"owner and time out of range\n"
     assert (target / "ok").read_bytes() == b"fine\n"
+
+
+MALFORMED = {
+    "symlink-target-with-nul": (dict(kind="symlink", mode=0o777, target=b"a\x00b"),
+                                "target is empty or contains NUL"),
+    "device-without-rdev": (dict(kind="chardev", mode=0o600), "rdev must be [major, minor]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_entries_refuse_the_whole_manifest(env, tmp_path: Path, case: str) -> None:
+    fields, reason = MALFORMED[case]
+    builder = RunBuilder(env.store, run_id=f"malformed-{case}")
+    builder.dir(b"/")
+    builder.add(Entry(path=b"/bad", uid=0, gid=0, mtime_ns=0, **fields))
+    builder.file(b"/ok", b"fine\n")
+    run = builder.upload()
+    target = tmp_path / "target"
+
+    result = invoke(env, "restore", run.run_id, "--target", str(target))
+
+    assert result.exit_code == 1
+    assert reason in result.stderr and run.key in result.stderr
+    assert not target.exists() or os.listdir(target) == []

@@ -19,20 +19,23 @@ from s3archive.local_cache import CachedChunk
 from s3archive.manifest import codec
 from s3archive.manifest.model import ChunkRef, Header, PackRef, Snapshot, Trailer
 from s3archive.pack_lease import LeasedPack
+from s3archive.store.base import ObjectLock
 
 
 class ManifestAssembler:
     def __init__(self, locations: Mapping[str, ChunkLocation | CachedChunk],
-                 reused: Mapping[str, LeasedPack], new_packs_until: datetime | None):
+                 reused: Mapping[str, LeasedPack], new_packs_lock: ObjectLock | None):
         self.locations = locations
         self.reused = reused
-        self.new_packs_until = new_packs_until
+        self.new_until = new_packs_lock.retain_until if new_packs_lock else None
+        self.new_mode = new_packs_lock.mode if new_packs_lock else None
         self.table: dict[str, PackRef] = {}
 
-    def _pack_id(self, key: str, version: str, size: int, until: datetime | None) -> int:
+    def _pack_id(self, key: str, version: str, size: int, until: datetime | None,
+                 mode: str | None) -> int:
         ref = self.table.get(key)
         if ref is None:
-            ref = self.table[key] = PackRef(len(self.table), key, version, size, until)
+            ref = self.table[key] = PackRef(len(self.table), key, version, size, until, mode)
         return ref.id
 
     def resolve(self, chunks: list[Any]) -> list[ChunkRef]:
@@ -42,11 +45,12 @@ class ManifestAssembler:
             if isinstance(location, ChunkLocation):
                 pack = location.pack
                 assert pack.key is not None and pack.version_id is not None
-                pid = self._pack_id(pack.key, pack.version_id, pack.size, self.new_packs_until)
+                pid = self._pack_id(pack.key, pack.version_id, pack.size, self.new_until,
+                                    self.new_mode)
             else:
                 leased = self.reused[location.pack]
                 pid = self._pack_id(location.pack, leased.version_id, leased.size,
-                                    leased.locked_until)
+                                    leased.locked_until, leased.lock_mode)
             refs.append(ChunkRef(digest, size, pid, location.offset, location.stored,
                                  location.encoding))
         return refs

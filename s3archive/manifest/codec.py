@@ -18,12 +18,13 @@ import zstandard
 
 from s3archive.clock import isoformat, parse_iso
 from s3archive.errors import ManifestError
-from s3archive.manifest.model import (ENCODINGS, FILE, FORMAT_VERSION, HARDLINK, KINDS,
+from s3archive.manifest.model import (BLOCKDEV, CHARDEV, ENCODINGS, FILE, FORMAT_VERSION, HARDLINK, KINDS,
                                       SYMLINK, ChunkRef, Entry, Header, Manifest, PackRef,
                                       Snapshot, Trailer, Warning_)
 
-_HASH = re.compile(r"^[0-9a-f]{64}$")
-_PACK_KEY = re.compile(r"^packs/([0-9a-f]{2})/([0-9a-f]{64})$")
+_HASH = re.compile(r"[0-9a-f]{64}")
+_PACK_KEY = re.compile(r"packs/([0-9a-f]{2})/([0-9a-f]{64})")
+_MODE = re.compile(r"[0-7]{3,4}")
 
 
 # ------------------------------------------------------------------ encoding
@@ -94,6 +95,8 @@ def encode_pack(pack: PackRef) -> dict[str, Any]:
            "size": pack.size}
     if pack.locked_until is not None:
         obj["locked_until"] = isoformat(pack.locked_until)
+    if pack.lock_mode is not None:
+        obj["lock_mode"] = pack.lock_mode
     return obj
 
 
@@ -198,6 +201,10 @@ class _Line:
             raise self.fail(f"field {key!r} is not an ISO timestamp") from None
 
 
+def _is_nat(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def check_path(path: bytes) -> str | None:
     """Why an entry path is unacceptable, or None."""
     if not path.startswith(b"/"):
@@ -211,25 +218,27 @@ def check_path(path: bytes) -> str | None:
     return None
 
 
-def _decode_chunks(line: _Line, raw: Any, pack_count: int) -> list[ChunkRef]:
+def _decode_chunks(line: _Line, raw: Any, packs: list[PackRef]) -> list[ChunkRef]:
     if not isinstance(raw, list):
         raise line.fail("chunks must be a list")
     chunks = []
     for item in raw:
         if (not isinstance(item, list) or len(item) != 6
-                or not isinstance(item[0], str) or not _HASH.match(item[0])
+                or not isinstance(item[0], str) or not _HASH.fullmatch(item[0])
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in item[1:5])
                 or item[5] not in ENCODINGS):
             raise line.fail(f"malformed chunk reference {str(item)[:80]}")
-        if item[2] >= pack_count:
+        if item[2] >= len(packs):
             raise line.fail(f"chunk refers to pack {item[2]}, not in the pack table")
+        if item[3] + item[4] > packs[item[2]].size:
+            raise line.fail(f"chunk lies beyond the end of pack {item[2]}")
         if item[4] == 0 or (item[5] == "raw" and item[4] != item[1]):
             raise line.fail("chunk stored length is inconsistent")
         chunks.append(ChunkRef(*item))
     return chunks
 
 
-def decode_entry(line: _Line, pack_count: int) -> Entry:
+def decode_entry(line: _Line, packs: list[PackRef]) -> Entry:
     path = line.bytes_field("path")
     problem = check_path(path)
     if problem:
@@ -237,24 +246,24 @@ def decode_entry(line: _Line, pack_count: int) -> Entry:
     kind = line.get("kind", str)
     if kind not in KINDS:
         raise line.fail(f"unknown kind {kind!r}")
-    try:
-        mode = int(line.get("mode", str), 8)
-    except ValueError:
-        raise line.fail("mode is not octal") from None
-    if not 0 <= mode <= 0o7777:
-        raise line.fail("mode out of range")
+    mode_text = line.get("mode", str)
+    if not _MODE.fullmatch(mode_text):
+        raise line.fail(f"mode {mode_text[:10]!r} is not 3 or 4 octal digits")
+    mode = int(mode_text, 8)
     entry = Entry(path=path, kind=kind, mode=mode, uid=line.nat("uid"), gid=line.nat("gid"),
                   mtime_ns=line.get("mtime_ns", int), user=line.get("user", str, False),
                   group=line.get("group", str, False), size=line.nat("size", False),
                   target=line.bytes_field("target", required=kind in (SYMLINK, HARDLINK)),
                   acl_access=line.get("acl_access", str, False),
                   acl_default=line.get("acl_default", str, False))
-    if "rdev" in line.obj:
-        rdev = line.obj["rdev"]
+    if kind in (CHARDEV, BLOCKDEV) or "rdev" in line.obj:
+        rdev = line.obj.get("rdev")
         if (not isinstance(rdev, list) or len(rdev) != 2
-                or not all(isinstance(v, int) and v >= 0 for v in rdev)):
+                or not all(_is_nat(v) for v in rdev)):
             raise line.fail("rdev must be [major, minor]")
         entry.rdev = (rdev[0], rdev[1])
+    if entry.target is not None and (b"\0" in entry.target or not entry.target):
+        raise line.fail("target is empty or contains NUL")
     xattrs = line.get("xattrs", dict, False, {})
     for name, value in xattrs.items():
         if not isinstance(value, str) or not name or "\0" in name:
@@ -268,7 +277,7 @@ def decode_entry(line: _Line, pack_count: int) -> Entry:
         if problem:
             raise line.fail(f"hardlink target: {problem}")
     if kind == FILE:
-        entry.chunks = _decode_chunks(line, line.get("chunks", list), pack_count)
+        entry.chunks = _decode_chunks(line, line.get("chunks", list), packs)
         data = sum(c.size for c in entry.chunks)
         if "extents" in line.obj:
             entry.extents = _decode_extents(line, entry.size)
@@ -316,15 +325,18 @@ def decode_header(line: _Line) -> Header:
 def decode_pack(line: _Line, expected_id: int) -> PackRef:
     pack = PackRef(id=line.nat("id"), key=line.get("key", str),
                    version_id=line.get("version_id", str), size=line.nat("size"),
-                   locked_until=line.time("locked_until") if "locked_until" in line.obj else None)
+                   locked_until=line.time("locked_until") if "locked_until" in line.obj else None,
+                   lock_mode=line.get("lock_mode", str, False))
+    if pack.lock_mode not in (None, "GOVERNANCE", "COMPLIANCE"):
+        raise line.fail(f"unknown lock mode {pack.lock_mode!r}")
     if pack.id != expected_id:
         raise line.fail(f"pack ids must count up from 0 (expected {expected_id})")
-    if not _PACK_KEY.match(pack.key) or pack.key[6:8] != pack.key[9:11]:
+    if not _PACK_KEY.fullmatch(pack.key) or pack.key[6:8] != pack.key[9:11]:
         raise line.fail(f"bad pack key {pack.key!r}")
     return pack
 
 
-def decode_snapshot(line: _Line, pack_count: int) -> Snapshot:
+def decode_snapshot(line: _Line, packs: list[PackRef]) -> Snapshot:
     name = line.get("name", str)
     if not name or "/" in name or "\0" in name or name in (".", ".."):
         raise line.fail(f"bad snapshot name {name!r}")
@@ -334,7 +346,7 @@ def decode_snapshot(line: _Line, pack_count: int) -> Snapshot:
                     duration_s=float(line.get("duration_s", (int, float))),
                     description=line.get("description", str, False, ""),
                     restore_through=line.get("restore_through", str, False),
-                    chunks=_decode_chunks(line, line.get("chunks", list), pack_count))
+                    chunks=_decode_chunks(line, line.get("chunks", list), packs))
     if sum(c.size for c in snap.chunks) != snap.size:
         raise line.fail("snapshot chunks do not add up to its size")
     return snap
@@ -397,7 +409,7 @@ def decode_manifest(blob: bytes, where: str = "manifest") -> Manifest:
         if kind == "pack":
             packs.append(decode_pack(line, len(packs)))
         elif kind == "entry":
-            entry = decode_entry(line, len(packs))
+            entry = decode_entry(line, packs)
             if last_path is not None and _sort_key(entry.path) <= _sort_key(last_path):
                 raise line.fail(f"duplicate or unsorted path {entry.path!r}")
             _check_not_below_symlink(line, entry.path, symlinks)
@@ -410,7 +422,7 @@ def decode_manifest(blob: bytes, where: str = "manifest") -> Manifest:
             last_path = entry.path
             entries.append(entry)
         elif kind == "snapshot":
-            snap = decode_snapshot(line, len(packs))
+            snap = decode_snapshot(line, packs)
             if snapshots and snap.name <= snapshots[-1].name:
                 raise line.fail(f"duplicate or unsorted snapshot {snap.name!r}")
             snapshots.append(snap)

@@ -40,8 +40,9 @@ class PackRef:
     key: str  # relative to the prefix: packs/<h[0:2]>/<sha256 of body>
     version_id: str
     size: int
-    # the retain-until this run made sure the version is locked to (>= the run's)
+    # the lock this run made sure the version has: until (>= the run's) and mode
     locked_until: datetime | None = None
+    lock_mode: str | None = None
 
 
 @dataclass(slots=True)
