@@ -13,6 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any, BinaryIO
@@ -44,6 +47,8 @@ from s3archive.store.base import ObjectLock, ObjectStore
 
 log = logging.getLogger(__name__)
 RUN_ID_FORMAT = "%Y%m%dT%H%M%SZ"
+READERS = 2  # file reader threads: reading, chunking and hashing release the GIL
+MAX_PENDING = 1024  # entries waiting for their file to be read before the walk waits
 
 
 @dataclass
@@ -176,6 +181,13 @@ def _run_start(run: RunRef) -> datetime:
         return run.last_modified
 
 
+@dataclass
+class _ReadOutcome:
+    ok: bool = True
+    bytes_read: int = 0
+    warnings: list[Warning_] = field(default_factory=list)
+
+
 class _Run:
     """One attempt of one run."""
 
@@ -199,7 +211,7 @@ class _Run:
             store=archiver.store, lookup_cached=cache.get_chunk, record_pack=self._record_pack,
             codec=archiver.codec, pack_size=self.cfg.content.pack_size_mib << 20,
             lock=self.pack_lock, dry_run=archiver.dry_run)
-        self.chunker = Chunker()
+        self._chunkers = threading.local()
         self.hardlinks: dict[tuple[int, int], bytes] = {}
 
     def _record_pack(self, pack: CachedPack, chunks: list[CachedChunk]) -> None:
@@ -244,16 +256,41 @@ class _Run:
 
     # -- files
     def _walk(self, paths: list[bytes], spool: IO[bytes]) -> None:
+        """Walk in order; files are read by a pool, entries spooled in walk order."""
         options = WalkOptions(one_file_system=self.cfg.content.one_file_system,
                               exclude=self.cfg.content.exclude)
-        for item in Walker(options, self.warn).walk(paths):
-            entry = self._entry(item)
-            if entry is None:
-                continue
-            self.a.progress.file(item.path, entry.size)
-            spool.write(codec.dumps(_spool_entry(entry)))
+        pending: deque[tuple[Entry, Future[_ReadOutcome] | None]] = deque()
+        with ThreadPoolExecutor(READERS, thread_name_prefix="read") as readers:
+            for item in Walker(options, self.warn).walk(paths):
+                queued = self._entry(item, readers)
+                if queued is not None:
+                    pending.append(queued)
+                    self._spool_ready(pending, spool, wait=len(pending) > MAX_PENDING)
+            self._spool_ready(pending, spool, wait=True)
 
-    def _entry(self, item: WalkItem) -> Entry | None:
+    def _spool_ready(self, pending: deque[tuple[Entry, Future[_ReadOutcome] | None]],
+                     spool: IO[bytes], wait: bool) -> None:
+        while pending:
+            entry, job = pending[0]
+            if job is not None:
+                if not (wait or job.done()):
+                    return
+                outcome = job.result()
+                for warning in outcome.warnings:
+                    self.warn(warning)
+                self.summary.bytes_read += outcome.bytes_read
+                if not outcome.ok:
+                    pending.popleft()
+                    continue
+            pending.popleft()
+            if entry.kind == FILE:
+                self.summary.files += 1
+                self.summary.bytes_total += entry.size
+            self.a.progress.file(entry.path, entry.size)
+            spool.write(_spool_line(entry))
+
+    def _entry(self, item: WalkItem, readers: ThreadPoolExecutor
+               ) -> tuple[Entry, Future[_ReadOutcome] | None] | None:
         st = item.st
         kind = fs_metadata.kind_of(st.st_mode)
         if kind is None:
@@ -268,56 +305,73 @@ class _Run:
         if problem is not None:
             self.warn(problem)
         if kind == FILE:
-            return self._file(entry, st)
+            return self._file(entry, st, readers)
         if kind == "dir":
             self.summary.dirs += 1
         elif kind == SYMLINK:
             self.summary.symlinks += 1
         else:
             self.summary.others += 1
-        return entry
+        return entry, None
 
-    def _file(self, entry: Entry, st: os.stat_result) -> Entry | None:
+    def _file(self, entry: Entry, st: os.stat_result, readers: ThreadPoolExecutor
+              ) -> tuple[Entry, Future[_ReadOutcome] | None] | None:
         link_key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and link_key in self.hardlinks:
             entry.kind = HARDLINK
             entry.target = self.hardlinks[link_key]
             self.summary.others += 1
-            return entry
-        if not self._content(entry, st):
-            return None
+            return entry, None
+        if self._unchanged(entry, st):
+            if st.st_nlink > 1:
+                self.hardlinks[link_key] = entry.path
+            return entry, None
         if st.st_nlink > 1:
+            # read now: later names of the group must know whether this one made it
+            outcome = self._read(entry, st)
+            for warning in outcome.warnings:
+                self.warn(warning)
+            self.summary.bytes_read += outcome.bytes_read
+            if not outcome.ok:
+                return None
             self.hardlinks[link_key] = entry.path
-        self.summary.files += 1
-        self.summary.bytes_total += entry.size
-        return entry
+            return entry, None
+        return entry, readers.submit(self._read, entry, st)
 
-    def _content(self, entry: Entry, st: os.stat_result) -> bool:
-        """Fill the entry's chunks from the file cache or by reading the file."""
+    def _unchanged(self, entry: Entry, st: os.stat_result) -> bool:
+        """Fill the entry's chunks from the file cache, if it knows the file."""
         key = FileKey(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         hit = self.cache.get_file(entry.path, key)
-        if hit is not None:
-            chunks, extents_text = hit
-            if all(self.writer.reuse(digest) for digest, _ in chunks):
-                entry.size = st.st_size
-                entry.chunks = chunks  # type: ignore[assignment]  (hash, size) until assembly
-                entry.extents = _parse_extents(extents_text)
-                entry.ino, entry.ctime_ns = st.st_ino, st.st_ctime_ns
-                self.summary.files_unchanged += 1
-                return True
+        if hit is None:
+            return False
+        chunks, extents_text = hit
+        if not all(self.writer.reuse(digest) for digest, _ in chunks):
+            return False
+        entry.size = st.st_size
+        entry.chunks = chunks  # type: ignore[assignment]  (hash, size) until assembly
+        entry.extents = _parse_extents(extents_text)
+        entry.ino, entry.ctime_ns = st.st_ino, st.st_ctime_ns
+        self.summary.files_unchanged += 1
+        return True
+
+    def _read(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:
+        """Read a file (in a reader thread), once more if it changed meanwhile."""
+        outcome = _ReadOutcome()
         for attempt in (1, 2):
             try:
-                content = read_file(entry.path, st.st_ino, self.chunker, self.writer.add,
+                content = read_file(entry.path, st.st_ino, self._chunker(), self.writer.add,
                                     self.a.progress.read)
             except Unreadable as problem:
-                self.warn(Warning_("file", str(problem), entry.path))
-                return False
-            self.summary.bytes_read += content.bytes_read
+                outcome.warnings.append(Warning_("file", str(problem), entry.path))
+                outcome.ok = False
+                return outcome
+            outcome.bytes_read += content.bytes_read
             if not content.changed:
                 break
             if attempt == 2:
-                self.warn(Warning_("file", "changed while being read (read twice); "
-                                   "stored as read the second time", entry.path))
+                outcome.warnings.append(Warning_(
+                    "file", "changed while being read (read twice); stored as read the "
+                    "second time", entry.path))
         after = content.after
         entry.size, entry.extents = content.size, content.extents
         entry.chunks = content.chunks  # type: ignore[assignment]
@@ -326,7 +380,14 @@ class _Run:
             self.cache.put_file(entry.path, FileKey(after.st_dev, after.st_ino, after.st_size,
                                                     after.st_mtime_ns, after.st_ctime_ns),
                                 content.chunks, _format_extents(content.extents))
-        return True
+        return outcome
+
+    def _chunker(self) -> Chunker:
+        """pyfastcdc is not thread-safe: one chunker per thread."""
+        chunker = getattr(self._chunkers, "chunker", None)
+        if chunker is None:
+            chunker = self._chunkers.chunker = Chunker()
+        return chunker
 
     # -- snapshots
     def _snapshots(self) -> list[Snapshot]:
@@ -336,7 +397,7 @@ class _Run:
 
             def consume(reader: BinaryIO) -> int:
                 total = 0
-                for plain in self.chunker.stream(reader):
+                for plain in self._chunker().stream(reader):
                     chunks.append(self.writer.add(plain))
                     total += len(plain)
                     self.a.progress.read(len(plain))
@@ -421,14 +482,19 @@ class _Run:
         return s
 
 
-def _spool_entry(entry: Entry) -> dict[str, Any]:
-    """An entry line whose chunks are still (hash, size): locations come at assembly."""
+def _spool_line(entry: Entry) -> bytes:
+    """The entry's line without chunks, then a TAB and its ``hash:size`` list.
+
+    Chunk locations are known only at assembly (manifest/assembly.py); JSON
+    never contains a raw TAB, so the split there is unambiguous.
+    """
     chunks = entry.chunks
     entry.chunks = []
-    obj = codec.encode_entry(entry)
-    if entry.kind == FILE:
-        obj["chunks"] = [list(c) for c in chunks]
-    return obj
+    line = codec.dumps(codec.encode_entry(entry))[:-1]
+    if entry.kind != FILE:
+        return line + b"\n"
+    listed = ",".join(f"{digest}:{size}" for digest, size in chunks)  # type: ignore[misc]
+    return line + b"\t" + listed.encode("ascii") + b"\n"
 
 
 def _format_extents(extents: list[tuple[int, int]] | None) -> str | None:

@@ -12,7 +12,7 @@ import click
 
 from s3archive import __version__
 from s3archive.cli.context import AppContext
-from s3archive.errors import EXIT_FAILED, EXIT_USAGE, S3ArchiveError
+from s3archive.errors import EXIT_FAILED, S3ArchiveError
 
 # Each module listed here exposes ``COMMANDS``: a list of click commands.
 COMMAND_MODULES = (
@@ -100,5 +100,18 @@ for _name in COMMAND_MODULES:
         cli.add_command(_command)
 
 
+def _return_big_buffers_to_the_system() -> None:
+    """Serve allocations of 1 MiB and more with mmap (glibc), so freed chunk and
+    pack buffers go back to the system instead of piling up in the heap."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass  # not glibc: its defaults stay
+
+
 def main() -> None:
+    _return_big_buffers_to_the_system()
     cli(prog_name="s3archive")

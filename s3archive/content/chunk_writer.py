@@ -1,6 +1,6 @@
 """Deduplicate, encode, pack and upload chunks, keeping both cores busy.
 
-The producer (the archiver's thread) hashes each chunk and asks the index;
+Producers (the archiver's file readers, thread-safe) hash each chunk and ask the index;
 a new chunk goes to an encoder pool (zstd releases the GIL), the packer, and
 when a pack is full, to an uploader pool.  Bytes in flight are bounded, so
 memory stays flat however much data passes.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
@@ -32,6 +32,29 @@ class WriterStats:
     bytes_new: int = 0  # plain bytes of new chunks
     bytes_uploaded: int = 0
     packs_uploaded: int = 0
+
+
+class _Tasks:
+    """Counts submitted tasks until they finish; ``wait`` blocks until none is left."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._cond = threading.Condition()
+
+    def started(self) -> None:
+        with self._cond:
+            self.pending += 1
+
+    def finished(self) -> None:
+        with self._cond:
+            self.pending -= 1
+            if self.pending == 0:
+                self._cond.notify_all()
+
+    def wait(self) -> None:
+        with self._cond:
+            while self.pending:
+                self._cond.wait()
 
 
 class _Budget:
@@ -76,8 +99,8 @@ class ChunkWriter:
         self._upload_pool = ThreadPoolExecutor(self.uploaders, thread_name_prefix="upload")
         self._budget = _Budget(self.inflight_bytes)
         self._pack_slots = threading.BoundedSemaphore(self.uploaders + 1)
-        self._futures: list[Future] = []
-        self._uploads: list[Future] = []
+        self._encoding = _Tasks()
+        self._uploading = _Tasks()
         self._error: BaseException | None = None
         self.packer = Packer(self.pack_size, self._sealed)
 
@@ -89,8 +112,8 @@ class ChunkWriter:
         if not self._claim(digest):
             return digest, len(plain)
         self._budget.take(len(plain))
-        self._futures.append(self._encode_pool.submit(self._encode, plain, digest))
-        self._trim_futures()
+        self._encoding.started()
+        self._encode_pool.submit(self._encode, plain, digest)
         return digest, len(plain)
 
     def add_stored(self, digest: str, size: int, encoding: str, stored: bytes) -> None:
@@ -147,17 +170,15 @@ class ChunkWriter:
             self._fail(err)
         finally:
             self._budget.give(len(plain))
-
-    def _trim_futures(self) -> None:
-        if len(self._futures) > 256:
-            self._futures = [f for f in self._futures if not f.done()]
+            self._encoding.finished()
 
     # ---------------------------------------------------------- uploading
-    def _sealed(self, pack: Pack, body: bytes) -> None:
+    def _sealed(self, pack: Pack, body: bytearray) -> None:
         self._pack_slots.acquire()
-        self._uploads.append(self._upload_pool.submit(self._upload, pack, body))
+        self._uploading.started()
+        self._upload_pool.submit(self._upload, pack, body)
 
-    def _upload(self, pack: Pack, body: bytes) -> None:
+    def _upload(self, pack: Pack, body: bytearray) -> None:
         try:
             assert pack.key is not None
             if self.dry_run:
@@ -179,6 +200,7 @@ class ChunkWriter:
             self._fail(err)
         finally:
             self._pack_slots.release()
+            self._uploading.finished()
 
     # ---------------------------------------------------------- finishing
     def _fail(self, err: BaseException) -> None:
@@ -192,14 +214,10 @@ class ChunkWriter:
 
     def drain(self) -> None:
         """Wait until every chunk so far is encoded, packed and uploaded."""
-        for future in self._futures:
-            future.result()
-        self._futures = []
+        self._encoding.wait()
         self._raise_failure()
         self.packer.flush()
-        for future in self._uploads:
-            future.result()
-        self._uploads = []
+        self._uploading.wait()
         self._raise_failure()
 
     def close(self) -> None:

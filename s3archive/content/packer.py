@@ -39,7 +39,7 @@ class ChunkLocation:
 class Packer:
     """Thread-safe: chunks from many encoder threads go into the open pack."""
 
-    def __init__(self, target_size: int, on_sealed: Callable[[Pack, bytes], None]):
+    def __init__(self, target_size: int, on_sealed: Callable[[Pack, bytearray], None]):
         self.target_size = target_size
         self.on_sealed = on_sealed
         self._lock = threading.Lock()
@@ -51,7 +51,7 @@ class Packer:
         return Pack(number=self._count)
 
     def add(self, chunk: EncodedChunk) -> ChunkLocation:
-        sealed = None
+        full = None
         with self._lock:
             pack = self._open
             offset = len(pack.buffer)
@@ -59,24 +59,28 @@ class Packer:
             pack.chunks.append((chunk.hash, offset, len(chunk.data), chunk.size, chunk.encoding))
             location = ChunkLocation(pack, offset, len(chunk.data), chunk.size, chunk.encoding)
             if len(pack.buffer) >= self.target_size:
-                sealed = self._seal_locked()
-        if sealed is not None:
-            self.on_sealed(*sealed)
+                full = self._take_locked()
+        if full is not None:
+            self._seal(full)
         return location
 
-    def _seal_locked(self) -> tuple[Pack, bytes] | None:
+    def _take_locked(self) -> Pack | None:
         pack = self._open
         if not pack.buffer:
             return None
-        body = bytes(pack.buffer)
+        self._open = self._new_pack()
+        return pack
+
+    def _seal(self, pack: Pack) -> None:
+        """Name the full pack and hand its body over (no copy, outside the lock)."""
+        body = pack.buffer
         pack.buffer = bytearray()
         pack.size = len(body)
         pack.key = pack_key(hashlib.sha256(body).hexdigest())
-        self._open = self._new_pack()
-        return pack, body
+        self.on_sealed(pack, body)
 
     def flush(self) -> None:
         with self._lock:
-            sealed = self._seal_locked()
-        if sealed is not None:
-            self.on_sealed(*sealed)
+            full = self._take_locked()
+        if full is not None:
+            self._seal(full)

@@ -9,7 +9,6 @@ trailer, compressed with zstd.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from datetime import datetime
 from typing import IO, Any, Callable, Mapping
@@ -57,14 +56,21 @@ class ManifestAssembler:
 
     def write(self, out: IO[bytes], header: Header, spool: IO[bytes], snapshots: list[Snapshot],
               make_trailer: Callable[[], Trailer]) -> None:
-        """Resolve the spooled entries and snapshots, then write the whole manifest."""
+        """Resolve the spooled entries and snapshots, then write the whole manifest.
+
+        Spool lines are an entry's JSON without ``chunks``, then (files only) a
+        TAB and its chunks as ``hash:size,hash:size...`` in file order.
+        """
         spool.seek(0)
         with tempfile.TemporaryFile(prefix="s3archive-entries-resolved-") as body:
             for raw in spool:
-                obj = json.loads(raw)
-                if "chunks" in obj:
-                    obj["chunks"] = codec.encode_chunks(self.resolve(obj["chunks"]))
-                body.write(codec.dumps(obj))
+                line, tab, listed = raw.rstrip(b"\n").partition(b"\t")
+                if not tab:
+                    body.write(line + b"\n")
+                    continue
+                pairs = [item.split(b":") for item in listed.split(b",")] if listed else []
+                refs = self.resolve([(h.decode("ascii"), int(n)) for h, n in pairs])
+                body.write(line[:-1] + b',"chunks":' + _chunk_list(refs) + b"}\n")
             resolved = [(snap, self.resolve(snap.chunks)) for snap in snapshots]
             writer = codec.ManifestWriter(out)
             writer.write(codec.encode_header(header))
@@ -78,3 +84,9 @@ class ManifestAssembler:
                 writer.write(codec.encode_snapshot(snap))
             writer.write(codec.encode_trailer(make_trailer()))
             writer.close()
+
+
+def _chunk_list(refs: list[ChunkRef]) -> bytes:
+    """``[[hash,size,pack,offset,stored,"enc"],...]``: json.dumps output, made faster."""
+    return ("[" + ",".join(f'["{r.hash}",{r.size},{r.pack},{r.offset},{r.stored},"{r.encoding}"]'
+                           for r in refs) + "]").encode("ascii")

@@ -119,7 +119,7 @@ def dumps(obj: dict[str, Any]) -> bytes:
 class ManifestWriter:
     """Streams manifest lines through zstd into a binary file."""
 
-    def __init__(self, out: IO[bytes], level: int = 10):
+    def __init__(self, out: IO[bytes], level: int = 6):
         self._stream = zstandard.ZstdCompressor(level=level).stream_writer(out, closefd=False)
 
     def write(self, obj: dict[str, Any]) -> None:
@@ -133,7 +133,7 @@ class ManifestWriter:
         self._stream.close()
 
 
-def encode_manifest(manifest: Manifest, level: int = 10) -> bytes:
+def encode_manifest(manifest: Manifest, level: int = 6) -> bytes:
     """The whole manifest as compressed bytes (for small manifests and tests)."""
     out = io.BytesIO()
     writer = ManifestWriter(out, level)

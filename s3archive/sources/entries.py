@@ -28,9 +28,8 @@ def describe_entry(path: bytes, st: os.stat_result) -> tuple[Entry, Warning_ | N
             entry.target = os.readlink(path)
         elif kind in (CHARDEV, BLOCKDEV):
             entry.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
-        if kind != SYMLINK:
-            entry.acl_access, entry.acl_default = fs_metadata.read_acls(path, kind == DIR)
-        entry.xattrs = fs_metadata.read_xattrs(path)
+        entry.acl_access, entry.acl_default, entry.xattrs = \
+            fs_metadata.read_acls_and_xattrs(path, kind == DIR)
     except FileNotFoundError:
         raise Vanished(path) from None
     except OSError as err:

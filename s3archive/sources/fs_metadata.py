@@ -51,35 +51,25 @@ def group_name(gid: int) -> str | None:
         return None
 
 
-def read_acls(path: bytes, is_dir: bool) -> tuple[str | None, str | None]:
-    """Extended access ACL and default ACL (short text, numeric ids), or None."""
-    access = default = None
-    try:
-        acl = posix1e.ACL(file=path)
-        if len(list(acl)) > 3:  # more than user::, group::, other:: -> extended
-            access = _acl_text(acl)
-        if is_dir:
-            dacl = posix1e.ACL(filedef=path)
-            if len(list(dacl)) > 0:
-                default = _acl_text(dacl)
-    except OSError as err:
-        if err.errno not in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOENT):
-            raise
-    return access, default
+def read_acls_and_xattrs(path: bytes, is_dir: bool
+                         ) -> tuple[str | None, str | None, dict[str, bytes]]:
+    """Extended access ACL, default ACL (short text, numeric ids) and the other xattrs.
 
-
-def _acl_text(acl: posix1e.ACL) -> str:
-    return acl.to_any_text(options=_ACL_TEXT_OPTIONS, separator=b",").decode("ascii")
-
-
-def read_xattrs(path: bytes) -> dict[str, bytes]:
-    """Every extended attribute readable here, except the ACLs (kept apart)."""
+    One ``listxattr`` tells which exist: the kernel keeps an ACL as the xattr
+    ``system.posix_acl_access`` / ``_default`` only when it is more than the
+    mode bits, so most files cost a single system call here.
+    """
     try:
         names = xattr.listxattr(path, symlink=True)
     except OSError as err:
-        if err.errno in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOENT):
-            return {}
+        if err.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
+            return None, None, {}
         raise
+    access = default = None
+    if ACL_XATTRS[0] in names:
+        access = _acl_text(posix1e.ACL(file=path))
+    if is_dir and ACL_XATTRS[1] in names:
+        default = _acl_text(posix1e.ACL(filedef=path))
     values: dict[str, bytes] = {}
     for name in names:
         if name in ACL_XATTRS:
@@ -90,7 +80,11 @@ def read_xattrs(path: bytes) -> dict[str, bytes]:
             if err.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.ENOTSUP):
                 continue
             raise
-    return values
+    return access, default, values
+
+
+def _acl_text(acl: posix1e.ACL) -> str:
+    return acl.to_any_text(options=_ACL_TEXT_OPTIONS, separator=b",").decode("ascii")
 
 
 def data_extents(fd: int, size: int) -> list[tuple[int, int]] | None:
