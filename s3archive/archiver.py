@@ -18,7 +18,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Callable, Generic, TypeVar
 
 from s3archive import __version__
 from s3archive.catalog import RunRef, list_runs, load_manifest
@@ -40,7 +40,7 @@ from s3archive.retention import REUSE_MARGIN, RunRetention, plan_run_retention
 from s3archive.sources import fs_metadata
 from s3archive.sources.entries import Vanished, describe_entry
 from s3archive.sources.file_reader import Unreadable, read_file
-from s3archive.sources.pickers import executables, run_pickers
+from s3archive.sources.pickers import PickResult, executables, run_pickers
 from s3archive.sources.snapshotters import run_snapshotter
 from s3archive.sources.walker import WalkItem, Walker, WalkOptions
 from s3archive.store.base import ObjectLock, ObjectStore
@@ -106,6 +106,7 @@ class Archiver:
         from s3archive.run_lock import RunLock
 
         cfg = self.config
+        picking = _Background(run_pickers, cfg.pickers_dir, cfg.sources.picker_timeout)
         locked = self._check_bucket()
         db_path = cache_path(cfg.local.cache_dir, cfg.s3.bucket, cfg.s3.prefix, cfg.host_name)
         with RunLock(db_path.with_suffix(".lock")):
@@ -119,7 +120,13 @@ class Archiver:
                 run_id = new_run_id(started, {r.run_id for r in runs})
                 for attempt in (1, 2):
                     try:
-                        return _Run(self, cache, run_id, started, retention, locked).execute()
+                        return _Run(self, cache, run_id, started, retention, locked,
+                                    picking).execute()
+                    except CacheInconsistent as problem:
+                        if attempt == 2:
+                            raise StoreError(f"local cache {db_path}: {problem}") from None
+                        log.warning("local cache: %s; reading every file again", problem)
+                        cache.forget_files()
                     except PacksMissing as missing:
                         if attempt == 2:
                             raise StoreError(f"pack versions vanished twice: {missing}") from None
@@ -181,6 +188,36 @@ def _run_start(run: RunRef) -> datetime:
         return run.last_modified
 
 
+_T = TypeVar("_T")
+
+
+class _Background(Generic[_T]):
+    """Run a function in a daemon thread (pickers run while S3 is consulted)."""
+
+    def __init__(self, function: Callable[..., _T], *args: Any):
+        self._result: list[_T] = []
+        self._error: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                self._result.append(function(*args))
+            except BaseException as err:  # handed to the caller of result()
+                self._error.append(err)
+
+        self._thread = threading.Thread(target=target, name="pickers", daemon=True)
+        self._thread.start()
+
+    def result(self) -> _T:
+        self._thread.join()
+        if self._error:
+            raise self._error[0]
+        return self._result[0]
+
+
+class CacheInconsistent(Exception):
+    """The local cache contradicts itself; the run starts over without its file rows."""
+
+
 @dataclass
 class _ReadOutcome:
     ok: bool = True
@@ -192,8 +229,9 @@ class _Run:
     """One attempt of one run."""
 
     def __init__(self, archiver: Archiver, cache: LocalCache, run_id: str, started: datetime,
-                 retention: RunRetention, locked: bool):
+                 retention: RunRetention, locked: bool, picking: "_Background[PickResult]"):
         self.a = archiver
+        self.picking = picking
         self.cfg = archiver.config
         self.cache = cache
         self.started = started
@@ -228,7 +266,7 @@ class _Run:
         try:
             with tempfile.TemporaryFile(prefix="s3archive-entries-") as spool:
                 progress.phase("picking paths")
-                picked = run_pickers(self.cfg.pickers_dir, self.cfg.sources.picker_timeout)
+                picked = self.picking.result()
                 for warning in picked.warnings:
                     self.warn(warning)
                 if picked.pickers_run == 0:
@@ -240,6 +278,8 @@ class _Run:
                 snapshots = self._snapshots()
                 progress.phase("uploading")
                 self.writer.drain()
+                if self.writer.resolve_reused(self.cache.get_chunks):
+                    raise CacheInconsistent("file cache rows point at chunks it does not know")
                 progress.phase("securing retention")
                 lease = PackLease(self.a.store, self.cache, self.writer, self.retention,
                                   self.cfg.retention.repack_below, self.locked,
@@ -345,8 +385,8 @@ class _Run:
         if hit is None:
             return False
         chunks, extents_text = hit
-        if not all(self.writer.reuse(digest) for digest, _ in chunks):
-            return False
+        for digest, _ in chunks:
+            self.writer.reuse(digest)
         entry.size = st.st_size
         entry.chunks = chunks  # type: ignore[assignment]  (hash, size) until assembly
         entry.extents = _parse_extents(extents_text)

@@ -192,6 +192,24 @@ class LocalCache:
             [(bytes.fromhex(c.hash), c.pack, c.offset, c.stored, c.size, c.encoding) for c in rows])
 
     @_locked
+    def get_chunks(self, digests: Iterable[str]) -> dict[str, CachedChunk]:
+        """Many lookups at once (in batches of 500)."""
+        found: dict[str, CachedChunk] = {}
+        wanted = [bytes.fromhex(d) for d in digests]
+        for start in range(0, len(wanted), 500):
+            batch = wanted[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            for row in self.db.execute("SELECT hash, pack, offset, stored, size, encoding "
+                                       f"FROM chunks WHERE hash IN ({marks})", batch):
+                digest = row[0].hex()
+                found[digest] = CachedChunk(digest, *row[1:])
+        return found
+
+    @_locked
+    def forget_files(self) -> None:
+        self.db.execute("DELETE FROM files")
+
+    @_locked
     def get_chunk(self, digest: str) -> CachedChunk | None:
         row = self.db.execute("SELECT pack, offset, stored, size, encoding FROM chunks WHERE hash=?",
                               (bytes.fromhex(digest),)).fetchone()
@@ -200,6 +218,11 @@ class LocalCache:
     # -- files
     @_locked
     def get_file(self, path: bytes, key: FileKey) -> tuple[list[tuple[str, int]], str | None] | None:
+        """The chunks (hash, size) and extents of an unchanged file, or None.
+
+        Every chunk of a file row is in the chunk index: ``forget_packs``
+        removes the file rows that point into a forgotten pack.
+        """
         row = self.db.execute(
             "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, extents FROM files WHERE path=?",
             (path,)).fetchone()

@@ -95,6 +95,7 @@ class ChunkWriter:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._reserved: set[str] = set()
+        self._deferred: set[str] = set()
         self._encode_pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="encode")
         self._upload_pool = ThreadPoolExecutor(self.uploaders, thread_name_prefix="upload")
         self._budget = _Budget(self.inflight_bytes)
@@ -143,19 +144,27 @@ class ChunkWriter:
             self._reserved.add(digest)
             return True
 
-    def reuse(self, digest: str) -> bool:
-        """Reference a chunk known to exist (file cache hit); False if it is unknown."""
+    def reuse(self, digest: str) -> None:
+        """Reference a chunk the local cache knows (a file cache hit).
+
+        Its location is looked up later, in one batch (``resolve_reused``).
+        """
         with self._lock:
-            if digest in self.locations or digest in self._reserved:
-                self.stats.chunks_reused += 1
-                return True
-        cached = self.lookup_cached(digest)
-        if cached is None:
-            return False
-        with self._lock:
-            self.locations.setdefault(digest, cached)
             self.stats.chunks_reused += 1
-        return True
+            if digest not in self.locations and digest not in self._reserved:
+                self._deferred.add(digest)
+
+    def resolve_reused(self, lookup_many: Callable[[set[str]], dict[str, CachedChunk]]
+                       ) -> set[str]:
+        """Locate the chunks referenced through the file cache; returns those not found."""
+        with self._lock:
+            wanted = {d for d in self._deferred if d not in self.locations}
+            self._deferred.clear()
+        found = lookup_many(wanted)
+        with self._lock:
+            for digest, cached in found.items():
+                self.locations.setdefault(digest, cached)
+        return wanted - found.keys()
 
     def _encode(self, plain: bytes, digest: str) -> None:
         try:
