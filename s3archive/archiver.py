@@ -223,6 +223,24 @@ class _ReadOutcome:
     ok: bool = True
     bytes_read: int = 0
     warnings: list[Warning_] = field(default_factory=list)
+    cache_key: FileKey | None = None  # set when the file did not change while read
+
+
+@dataclass
+class _Queued:
+    """An entry waiting to be spooled in walk order.
+
+    Either an ``entry`` (its file maybe still being read by ``job``) or, for a
+    file-cache hit, its cached ``line`` and ``chunks``.
+    """
+
+    entry: Entry | None
+    job: Future[_ReadOutcome] | None = None
+    cache_key: FileKey | None = None
+    path: bytes = b""
+    size: int = 0
+    line: bytes = b""
+    chunks: list[tuple[str, int]] = field(default_factory=list)
 
 
 class _Run:
@@ -299,7 +317,7 @@ class _Run:
         """Walk in order; files are read by a pool, entries spooled in walk order."""
         options = WalkOptions(one_file_system=self.cfg.content.one_file_system,
                               exclude=self.cfg.content.exclude)
-        pending: deque[tuple[Entry, Future[_ReadOutcome] | None]] = deque()
+        pending: deque[_Queued] = deque()
         with ThreadPoolExecutor(READERS, thread_name_prefix="read") as readers:
             for item in Walker(options, self.warn).walk(paths):
                 queued = self._entry(item, readers)
@@ -308,35 +326,48 @@ class _Run:
                     self._spool_ready(pending, spool, wait=len(pending) > MAX_PENDING)
             self._spool_ready(pending, spool, wait=True)
 
-    def _spool_ready(self, pending: deque[tuple[Entry, Future[_ReadOutcome] | None]],
-                     spool: IO[bytes], wait: bool) -> None:
+    def _spool_ready(self, pending: deque[_Queued], spool: IO[bytes], wait: bool) -> None:
         while pending:
-            entry, job = pending[0]
-            if job is not None:
-                if not (wait or job.done()):
+            queued = pending[0]
+            if queued.job is not None:
+                if not (wait or queued.job.done()):
                     return
-                outcome = job.result()
+                outcome = queued.job.result()
                 for warning in outcome.warnings:
                     self.warn(warning)
                 self.summary.bytes_read += outcome.bytes_read
                 if not outcome.ok:
                     pending.popleft()
                     continue
+                queued.cache_key = outcome.cache_key
             pending.popleft()
-            if entry.kind == FILE:
-                self.summary.files += 1
-                self.summary.bytes_total += entry.size
-            self.a.progress.file(entry.path, entry.size)
-            spool.write(_spool_line(entry))
+            entry = queued.entry
+            if entry is not None:
+                queued.path, queued.size = entry.path, entry.size
+                queued.chunks = entry.chunks  # type: ignore[assignment]
+                queued.line = codec.dumps(codec.encode_entry(entry, with_chunks=False))[:-1]
+                if entry.kind != FILE:
+                    spool.write(queued.line + b"\n")
+                    self.a.progress.file(queued.path, 0)
+                    continue
+            self.summary.files += 1
+            self.summary.bytes_total += queued.size
+            self.a.progress.file(queued.path, queued.size)
+            spool.write(_spool_file_line(queued.line, queued.chunks))
+            if queued.cache_key is not None and entry is not None:
+                self.cache.put_file(queued.path, queued.cache_key, queued.line, queued.chunks)
 
-    def _entry(self, item: WalkItem, readers: ThreadPoolExecutor
-               ) -> tuple[Entry, Future[_ReadOutcome] | None] | None:
+    def _entry(self, item: WalkItem, readers: ThreadPoolExecutor) -> _Queued | None:
         st = item.st
         kind = fs_metadata.kind_of(st.st_mode)
         if kind is None:
             self.notes["sockets_skipped"] = self.notes.get("sockets_skipped", 0) + 1
             log.info("skipping socket %s", item.path.decode("utf-8", "backslashreplace"))
             return None
+        if kind == FILE:
+            unchanged = self._unchanged(item.path, st)
+            if unchanged is not None:
+                return unchanged
         try:
             entry, problem = describe_entry(item.path, st)
         except Vanished:
@@ -352,20 +383,16 @@ class _Run:
             self.summary.symlinks += 1
         else:
             self.summary.others += 1
-        return entry, None
+        return _Queued(entry)
 
     def _file(self, entry: Entry, st: os.stat_result, readers: ThreadPoolExecutor
-              ) -> tuple[Entry, Future[_ReadOutcome] | None] | None:
+              ) -> _Queued | None:
         link_key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and link_key in self.hardlinks:
             entry.kind = HARDLINK
             entry.target = self.hardlinks[link_key]
             self.summary.others += 1
-            return entry, None
-        if self._unchanged(entry, st):
-            if st.st_nlink > 1:
-                self.hardlinks[link_key] = entry.path
-            return entry, None
+            return _Queued(entry)
         if st.st_nlink > 1:
             # read now: later names of the group must know whether this one made it
             outcome = self._read(entry, st)
@@ -375,24 +402,28 @@ class _Run:
             if not outcome.ok:
                 return None
             self.hardlinks[link_key] = entry.path
-            return entry, None
-        return entry, readers.submit(self._read, entry, st)
+            return _Queued(entry, cache_key=outcome.cache_key)
+        return _Queued(entry, job=readers.submit(self._read, entry, st))
 
-    def _unchanged(self, entry: Entry, st: os.stat_result) -> bool:
-        """Fill the entry's chunks from the file cache, if it knows the file."""
+    def _unchanged(self, path: bytes, st: os.stat_result) -> _Queued | None:
+        """A file the cache knows, unchanged since (same inode, size, mtime, ctime).
+
+        Its manifest line is reused as it was: a changed owner, mode, ACL or
+        xattr would have changed its ctime.
+        """
+        link_key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and link_key in self.hardlinks:
+            return None  # a later name of a hardlink group: a hardlink entry
         key = FileKey(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        hit = self.cache.get_file(entry.path, key)
+        hit = self.cache.get_file(path, key)
         if hit is None:
-            return False
-        chunks, extents_text = hit
-        for digest, _ in chunks:
+            return None
+        for digest, _ in hit.chunks:
             self.writer.reuse(digest)
-        entry.size = st.st_size
-        entry.chunks = chunks  # type: ignore[assignment]  (hash, size) until assembly
-        entry.extents = _parse_extents(extents_text)
-        entry.ino, entry.ctime_ns = st.st_ino, st.st_ctime_ns
+        if st.st_nlink > 1:
+            self.hardlinks[link_key] = path
         self.summary.files_unchanged += 1
-        return True
+        return _Queued(None, path=path, size=st.st_size, line=hit.line, chunks=hit.chunks)
 
     def _read(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:
         """Read a file (in a reader thread), once more if it changed meanwhile."""
@@ -417,9 +448,8 @@ class _Run:
         entry.chunks = content.chunks  # type: ignore[assignment]
         entry.mtime_ns, entry.ino, entry.ctime_ns = after.st_mtime_ns, after.st_ino, after.st_ctime_ns
         if not content.changed:
-            self.cache.put_file(entry.path, FileKey(after.st_dev, after.st_ino, after.st_size,
-                                                    after.st_mtime_ns, after.st_ctime_ns),
-                                content.chunks, _format_extents(content.extents))
+            outcome.cache_key = FileKey(after.st_dev, after.st_ino, after.st_size,
+                                        after.st_mtime_ns, after.st_ctime_ns)
         return outcome
 
     def _chunker(self) -> Chunker:
@@ -522,28 +552,11 @@ class _Run:
         return s
 
 
-def _spool_line(entry: Entry) -> bytes:
-    """The entry's line without chunks, then a TAB and its ``hash:size`` list.
+def _spool_file_line(line: bytes, chunks: list[tuple[str, int]]) -> bytes:
+    """A file's line without chunks, then a TAB and its ``hash:size`` list.
 
     Chunk locations are known only at assembly (manifest/assembly.py); JSON
     never contains a raw TAB, so the split there is unambiguous.
     """
-    chunks = entry.chunks
-    entry.chunks = []
-    line = codec.dumps(codec.encode_entry(entry))[:-1]
-    if entry.kind != FILE:
-        return line + b"\n"
-    listed = ",".join(f"{digest}:{size}" for digest, size in chunks)  # type: ignore[misc]
+    listed = ",".join(f"{digest}:{size}" for digest, size in chunks)
     return line + b"\t" + listed.encode("ascii") + b"\n"
-
-
-def _format_extents(extents: list[tuple[int, int]] | None) -> str | None:
-    return None if extents is None else ",".join(f"{o}:{n}" for o, n in extents)
-
-
-def _parse_extents(text: str | None) -> list[tuple[int, int]] | None:
-    if text is None:
-        return None
-    if not text:
-        return []
-    return [tuple(int(v) for v in part.split(":")) for part in text.split(",")]  # type: ignore[misc]

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from s3archive.clock import isoformat, parse_iso
+from s3archive.manifest.codec import dumps, encode_entry
 from s3archive.manifest.model import FILE, Manifest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS packs (
@@ -41,7 +42,7 @@ CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks (pack);
 CREATE TABLE IF NOT EXISTS files (
     path BLOB PRIMARY KEY, dev INTEGER, ino INTEGER NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, chunks BLOB NOT NULL,
-    extents TEXT) WITHOUT ROWID;
+    line BLOB NOT NULL) WITHOUT ROWID;
 """
 _CHUNK_ITEM = struct.Struct(">32sQ")
 
@@ -63,6 +64,12 @@ class CachedPack:
     size: int
     lock_mode: str | None
     retain_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFile:
+    line: bytes  # the file's manifest line without chunks (JSON, no newline)
+    chunks: list[tuple[str, int]]  # (hash, plain size) in file order
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,30 +224,30 @@ class LocalCache:
 
     # -- files
     @_locked
-    def get_file(self, path: bytes, key: FileKey) -> tuple[list[tuple[str, int]], str | None] | None:
-        """The chunks (hash, size) and extents of an unchanged file, or None.
+    def get_file(self, path: bytes, key: FileKey) -> CachedFile | None:
+        """The cached line and chunks of an unchanged file, or None.
 
         Every chunk of a file row is in the chunk index: ``forget_packs``
         removes the file rows that point into a forgotten pack.
         """
         row = self.db.execute(
-            "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, extents FROM files WHERE path=?",
+            "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, line FROM files WHERE path=?",
             (path,)).fetchone()
         if row is None:
             return None
-        dev, ino, size, mtime_ns, ctime_ns, blob, extents = row
+        dev, ino, size, mtime_ns, ctime_ns, blob, line = row
         if (ino, size, mtime_ns, ctime_ns) != (key.ino, key.size, key.mtime_ns, key.ctime_ns):
             return None
         if dev is not None and dev != key.dev:
             return None
-        return unpack_chunk_list(blob), extents
+        return CachedFile(line, unpack_chunk_list(blob))
 
     @_locked
-    def put_file(self, path: bytes, key: FileKey, chunks: list[tuple[str, int]],
-                 extents: str | None) -> None:
+    def put_file(self, path: bytes, key: FileKey, line: bytes,
+                 chunks: list[tuple[str, int]]) -> None:
         self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (path, key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns,
-                         pack_chunk_list(chunks), extents))
+                         pack_chunk_list(chunks), line))
 
     # -- rebuild
     @_locked
@@ -261,11 +268,10 @@ class LocalCache:
                 chunk_rows.append(CachedChunk(c.hash, packs[c.pack].key, c.offset, c.stored,
                                               c.size, c.encoding))
             if entry.ino is not None and entry.ctime_ns is not None:
-                extents = None if entry.extents is None else \
-                    ",".join(f"{o}:{n}" for o, n in entry.extents)
+                chunks = [(c.hash, c.size) for c in entry.chunks]
+                line = dumps(encode_entry(entry, with_chunks=False))[:-1]
                 self.put_file(entry.path, FileKey(-1, entry.ino, entry.size, entry.mtime_ns,
-                                                  entry.ctime_ns),
-                              [(c.hash, c.size) for c in entry.chunks], extents)
+                                                  entry.ctime_ns), line, chunks)
                 learned += 1
         for snap in manifest.snapshots:
             for c in snap.chunks:

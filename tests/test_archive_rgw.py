@@ -35,6 +35,14 @@ def make_tree(root: Path) -> Path:
     return data
 
 
+def entries_below(env: ArchiveEnv, summary: dict, top: Path) -> dict:
+    prefix = os.fsencode(top)
+    entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
+    found = {p: e for p, e in entries.items() if p == prefix or p.startswith(prefix + b"/")}
+    assert len(found) > 10
+    return found
+
+
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -109,6 +117,7 @@ def test_unchanged_tree_reads_nothing_and_a_small_change_uploads_about_the_chang
     second = env.archive()
     assert second["bytes_read"] == 0
     assert second["files_unchanged"] == second["files"] == first["files"]
+    assert entries_below(env, second, data) == entries_below(env, first, data)
     assert second["packs_uploaded"] == 0 and second["bytes_uploaded"] == 0
     assert second["requests"].get("PutObject") == 1  # the manifest
 
@@ -169,13 +178,15 @@ def test_daily_dump_with_one_percent_changed_uploads_about_one_percent(
 
 
 def test_lost_cache_is_rebuilt_from_the_latest_manifest(env: ArchiveEnv, tmp_path: Path) -> None:
-    env.pick(make_tree(tmp_path))
+    data = make_tree(tmp_path)
+    env.pick(data)
     first = env.archive()
     shutil.rmtree(env.cache_dir)
     second = env.archive()
     assert second["packs_uploaded"] == 0 and second["bytes_uploaded"] == 0
     assert second["bytes_read"] == 0, "file identities come back from the manifest"
     assert second["files_unchanged"] == first["files"]
+    assert entries_below(env, second, data) == entries_below(env, first, data)
 
 
 def test_second_archive_on_the_same_config_is_refused(env: ArchiveEnv, tmp_path: Path) -> None:

@@ -43,7 +43,8 @@ def encode_chunks(chunks: list[ChunkRef]) -> list[list[Any]]:
     return [[c.hash, c.size, c.pack, c.offset, c.stored, c.encoding] for c in chunks]
 
 
-def encode_entry(entry: Entry) -> dict[str, Any]:
+def encode_entry(entry: Entry, with_chunks: bool = True) -> dict[str, Any]:
+    """The entry's line; ``with_chunks=False`` leaves ``chunks`` out (spooling)."""
     obj: dict[str, Any] = {"type": "entry"}
     _put_bytes(obj, "path", entry.path)
     obj.update(kind=entry.kind, mode=f"{entry.mode:04o}", uid=entry.uid, gid=entry.gid)
@@ -64,7 +65,8 @@ def encode_entry(entry: Entry) -> dict[str, Any]:
     if entry.xattrs:
         obj["xattrs"] = {k: base64.b64encode(v).decode("ascii") for k, v in sorted(entry.xattrs.items())}
     if entry.kind == FILE:
-        obj["chunks"] = encode_chunks(entry.chunks)
+        if with_chunks:
+            obj["chunks"] = encode_chunks(entry.chunks)
         if entry.extents is not None:
             obj["extents"] = [list(e) for e in entry.extents]
         if entry.ino is not None:

@@ -110,7 +110,14 @@ class ArchiveEnv:
         import zstandard
         body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         text = zstandard.ZstdDecompressor().stream_reader(body).read().decode()
-        return [json.loads(line) for line in text.splitlines()]
+        return [json.loads(line, object_pairs_hook=_no_duplicate_keys)
+                for line in text.splitlines()]
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), f"duplicate keys in a manifest line: {keys}"
+    return dict(pairs)
 
 
 def entries_by_path(lines: list[dict[str, Any]]) -> dict[bytes, dict[str, Any]]:
