@@ -17,6 +17,7 @@ from s3archive.errors import EXIT_FAILED, S3ArchiveError
 # Each module listed here exposes ``COMMANDS``: a list of click commands.
 COMMAND_MODULES = (
     "archive",
+    "prune",
     "restore",
     "inspect",
     "verify",

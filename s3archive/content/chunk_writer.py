@@ -87,8 +87,8 @@ class ChunkWriter:
     lock: ObjectLock | None
     dry_run: bool = False
     encoders: int = 2
-    uploaders: int = 4
-    inflight_bytes: int = 48 << 20
+    uploaders: int = 3
+    inflight_bytes: int = 24 << 20
     locations: dict[str, Location] = field(default_factory=dict)
     stats: WriterStats = field(default_factory=WriterStats)
 
@@ -99,7 +99,7 @@ class ChunkWriter:
         self._encode_pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="encode")
         self._upload_pool = ThreadPoolExecutor(self.uploaders, thread_name_prefix="upload")
         self._budget = _Budget(self.inflight_bytes)
-        self._pack_slots = threading.BoundedSemaphore(self.uploaders + 1)
+        self._pack_slots = threading.BoundedSemaphore(self.uploaders)
         self._encoding = _Tasks()
         self._uploading = _Tasks()
         self._error: BaseException | None = None

@@ -1,0 +1,73 @@
+"""prune: lifecycle's job for stores without lifecycle rules, and no more."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from s3archive.archiver import Archiver
+from s3archive.catalog import list_runs, load_manifest
+from s3archive.config import parse_config
+from s3archive.prune import prune
+from support.memory_store import FakeClock, MemoryStore
+
+DAY = timedelta(days=1)
+
+
+def archive(tmp_path: Path, store: MemoryStore, clock: FakeClock, days: int) -> None:
+    config_path = tmp_path / "etc" / "config.toml"
+    config = parse_config({
+        "s3": {"bucket": "prune-test"}, "host": {"name": "h"},
+        "retention": {"daily_days": days, "weekly_days": days, "monthly_days": days,
+                      "yearly_days": days, "slack_days": 0, "repack_below": 0.0},
+        "content": {"pack_size_mib": 1},
+        "local": {"cache_dir": str(tmp_path / "cache"), "state_file": str(tmp_path / "s.json")},
+    }, config_path, clock=clock)
+    summary = Archiver(config, store, clock=clock).run()
+    assert summary.exit_code == 0, summary.warnings
+
+
+def setup_tree(tmp_path: Path) -> Path:
+    (tmp_path / "etc" / "pickers.d").mkdir(parents=True)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    picker = tmp_path / "etc" / "pickers.d" / "10"
+    picker.write_text(f"#!/bin/sh\necho '{tree}'\n")
+    picker.chmod(0o755)
+    return tree
+
+
+def test_prune_deletes_only_lapsed_versions_no_live_run_needs(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    tree = setup_tree(tmp_path)
+    (tree / "kept").write_bytes(os.urandom(1 << 20))
+    (tree / "dropped").write_bytes(os.urandom(1 << 20))
+    archive(tmp_path, store, clock, days=2)  # run 1: both files, locked 2 days
+    first = list_runs(store)[0]
+    first_packs = {(p.key, p.version_id) for p in load_manifest(store, first).packs}
+    (tree / "dropped").unlink()
+    clock.advance(DAY)
+    archive(tmp_path, store, clock, days=10)  # run 2: "kept" only, extends its pack
+    second = list_runs(store)[1]
+    second_packs = {(p.key, p.version_id) for p in load_manifest(store, second).packs}
+    only_first = first_packs - second_packs
+    assert only_first and second_packs & first_packs
+
+    assert prune(store, clock=clock).deleted == [], "nothing has lapsed yet"
+    clock.advance(3 * DAY)  # run 1 lapsed; run 2 is live
+    preview = prune(store, clock=clock, dry_run=True)
+    assert set(preview.deleted) == only_first | {(first.key, first.version_id)}
+    assert {(v.key, v.version_id) for v in store.versions()} >= set(preview.deleted)
+
+    result = prune(store, clock=clock)
+    assert set(result.deleted) == set(preview.deleted)
+    assert (result.live_runs, result.lapsed_runs, result.problems) == (1, 1, [])
+    remaining = {(v.key, v.version_id) for v in store.versions()}
+    assert second_packs | {(second.key, second.version_id)} <= remaining
+    assert not (only_first & remaining)
+
+    clock.advance(30 * DAY)  # everything lapsed: the bucket empties
+    prune(store, clock=clock)
+    assert store.versions() == []
