@@ -225,3 +225,51 @@ def test_failed_run_writes_no_manifest_and_the_next_run_reuses_its_packs(
     monkeypatch.setattr(S3Store, "put", real_put)
     summary = env.archive()
     assert summary["packs_uploaded"] == 0 and summary["manifest_key"]
+
+
+def test_dry_run_reads_everything_and_writes_nothing(env: ArchiveEnv, tmp_path: Path) -> None:
+    env.pick(make_tree(tmp_path))
+    summary = env.archive("--dry-run")
+    assert summary["dry_run"] and summary["manifest_key"] is None
+    assert summary["bytes_read"] == summary["bytes_total"] > 20 * MiB
+    assert summary["requests"].get("PutObject", 0) == 0
+    assert env.versions() == []
+    real = env.archive()
+    assert real["bytes_read"] == real["bytes_total"], "a dry run leaves no file cache behind"
+
+
+def test_transient_s3_errors_are_retried_with_back_off(env: ArchiveEnv, tmp_path: Path,
+                                                       monkeypatch) -> None:
+    from botocore.awsrequest import AWSResponse
+
+    from s3archive.store import s3_store
+
+    attempts: list[str] = []
+    original = s3_store.make_client
+
+    class _Raw:
+        def stream(self, **_):
+            yield b"<Error><Code>SlowDown</Code><Message>try again</Message></Error>"
+
+    def flaky(request, **_):
+        if request.method == "PUT":
+            attempts.append(request.url)
+            if len(attempts) % 3 != 0:  # two failures before every success
+                return AWSResponse(request.url, 503, {}, _Raw())
+        return None
+
+    def flaky_client(*args, **kwargs):
+        client = original(*args, **kwargs)
+        client.meta.events.register("before-send.s3.PutObject", flaky)
+        return client
+
+    monkeypatch.setattr(s3_store, "make_client", flaky_client)
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "file").write_bytes(random_bytes(100_000, 9))
+    env.pick(small)
+    summary = env.archive()
+    puts = summary["packs_uploaded"] + 1
+    assert puts == 2
+    assert len(attempts) == 3 * puts
+    assert len(env.versions()) == puts
