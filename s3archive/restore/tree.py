@@ -2,9 +2,9 @@
 
 Every directory is opened relative to an open descriptor of its parent with
 ``O_DIRECTORY | O_NOFOLLOW`` (starting from the target's descriptor), every
-object is created with ``dir_fd`` under a temporary name (``O_EXCL |
-O_NOFOLLOW`` for files) and renamed into place, and no path string is ever
-resolved through the filesystem.  A symlink met where a directory should be
+object is created with ``dir_fd`` (files with ``O_EXCL | O_NOFOLLOW``: at
+their name in an empty target, else under a temporary name renamed into
+place), and no path string is ever resolved through the filesystem.  A symlink met where a directory should be
 is never followed: with ``--overwrite`` it is removed and replaced by the
 directory, otherwise the entries below it are refused.  Directory modes,
 ACLs and mtimes are applied last, deepest first, so a read-only directory
@@ -172,8 +172,6 @@ class TreeWriter:
                 raise EntryFailed(f"cannot move into place: {err.strerror}") from None
             self._remove(parent, name)
             os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
-        # rename() between two names of one inode does nothing: drop the temporary name
-        _unlink_quietly(parent, tmp)
 
     @staticmethod
     def _remove(parent: int, name: bytes) -> None:
@@ -229,39 +227,50 @@ class TreeWriter:
         finally:
             os.close(source_dir)
         self._place(parent, tmp, item.parts[-1])
+        # rename() between two names of one inode does nothing: drop the temporary name
+        _unlink_quietly(parent, tmp)
 
     # ----------------------------------------------------------------- files
 
     def write_file(self, item: PlannedEntry, chunks: ChunkSource) -> FileResult:
         """Create the file from ``chunks``: this file's chunks, in order.
 
-        Holes stay holes: the file is truncated to its size first and only the
-        data extents are written.  A bad chunk leaves its range as a hole and
-        is reported in ``damage``; the file is still placed.
+        Holes stay holes: a sparse file is truncated to its size first and
+        only its data extents are written.  A bad chunk leaves its range as a
+        hole and is reported in ``damage``; the file is still placed.  Into an
+        empty target the file is created at its name with ``O_EXCL |
+        O_NOFOLLOW``; with ``--overwrite`` under a temporary name, then renamed.
         """
         entry = item.entry
         parent = self.parent_fd(item.parts)
-        tmp = next(self._tmp_names)
+        name = next(self._tmp_names) if self.overwrite else item.parts[-1]
         result = FileResult()
-        fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=parent)
+        try:
+            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
+        except OSError as err:
+            raise EntryFailed(f"cannot create: {err.strerror}") from None
         try:
             try:
-                os.ftruncate(fd, entry.size)
+                if entry.extents is not None:
+                    os.ftruncate(fd, entry.size)
                 for offset, data, length, error in _placements(entry, chunks):
                     if data is None:
                         result.damage.append(f"bytes {offset}-{offset + length - 1}: {error}")
                         continue
                     _pwrite_all(fd, data, offset)
                     result.written += len(data)
+                if result.damage:
+                    os.ftruncate(fd, entry.size)  # a bad last chunk: keep the size
             except OSError as err:
                 raise EntryFailed(f"cannot write: {err.strerror}") from None
             self.applier.apply_fd(fd, entry)
         except BaseException:
             os.close(fd)
-            _unlink_quietly(parent, tmp)
+            _unlink_quietly(parent, name)
             raise
         os.close(fd)
-        self._place(parent, tmp, item.parts[-1])
+        if self.overwrite:
+            self._place(parent, name, item.parts[-1])
         return result
 
 
