@@ -78,6 +78,7 @@ def restore_run(store: ObjectStore, manifest: Manifest, target: Path,
     downloader = Downloader(store, manifest.packs, options.workers, options.window)
     results = ((r.ref, r.data, r.error)
                for r in downloader.ordered(batched_reads(file_chunks(planned))))
+    damaged: dict[tuple[bytes, ...], bytes] = {}  # restored parts -> path of damaged files
     with TreeWriter(target, applier, overwrite=options.overwrite) as tree:
         for item in planned:
             entry = item.entry
@@ -96,8 +97,12 @@ def restore_run(store: ObjectStore, manifest: Manifest, target: Path,
                     report.bytes_written += written.written
                     if written.damage:
                         report.damaged.append(Problem(entry.path, "; ".join(written.damage[:3])))
+                        damaged[item.parts] = entry.path
                 elif item.link_to is not None:
                     tree.make_hardlink(item)
+                    if item.link_to in damaged:
+                        report.damaged.append(Problem(entry.path, "another name of the damaged "
+                                                      f"{damaged[item.link_to]!r}"))
                 else:
                     tree.make_special(item)
             except EntryFailed as err:

@@ -62,6 +62,7 @@ def test_bad_chunks_damage_only_their_files(env, tmp_path: Path) -> None:
     for path, data in good.items():
         builder.file(path, data)
     bad = builder.file(b"/bad-hash", b"this chunk is recorded with a wrong hash" * 10)
+    builder.hardlink(b"/bad-hash-link", b"/bad-hash")
     wrong = dataclasses.replace(bad.chunks[0], hash="0" * 64)
     bad.chunks[0] = wrong
     gone = builder.file(b"/gone", b"its pack version is deleted" * 10)
@@ -77,7 +78,8 @@ def test_bad_chunks_damage_only_their_files(env, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "damaged: /bad-hash: " in result.stderr and "does not match its hash" in result.stderr
     assert "damaged: /gone: " in result.stderr and victim.key in result.stderr
-    assert "2 damaged, 0 not restored" in result.stderr
+    assert "damaged: /bad-hash-link: another name of the damaged b'/bad-hash'" in result.stderr
+    assert "3 damaged, 0 not restored" in result.stderr
     for path, data in good.items():
         assert (target / path.decode()[1:]).read_bytes() == data
     assert (target / "zz-after").read_bytes() == b"restored after the bad ones\n"
