@@ -237,6 +237,7 @@ class _Queued:
     entry: Entry | None
     job: Future[_ReadOutcome] | None = None
     cache_key: FileKey | None = None
+    cacheable: bool = True
     path: bytes = b""
     size: int = 0
     line: bytes = b""
@@ -290,6 +291,7 @@ class _Run:
                 if picked.pickers_run == 0:
                     self.warn(Warning_("picker", f"no executable picker in {self.cfg.pickers_dir}"))
                 progress.phase("archiving files")
+                self.cache.discard_pending_files()
                 self.cache.begin()
                 self._walk(picked.paths, spool)
                 progress.phase("running snapshotters")
@@ -319,12 +321,16 @@ class _Run:
                               exclude=self.cfg.content.exclude)
         pending: deque[_Queued] = deque()
         with ThreadPoolExecutor(READERS, thread_name_prefix="read") as readers:
-            for item in Walker(options, self.warn).walk(paths):
-                queued = self._entry(item, readers)
-                if queued is not None:
-                    pending.append(queued)
-                    self._spool_ready(pending, spool, wait=len(pending) > MAX_PENDING)
-            self._spool_ready(pending, spool, wait=True)
+            try:
+                for item in Walker(options, self.warn).walk(paths):
+                    queued = self._entry(item, readers)
+                    if queued is not None:
+                        pending.append(queued)
+                        self._spool_ready(pending, spool, wait=len(pending) > MAX_PENDING)
+                self._spool_ready(pending, spool, wait=True)
+            except BaseException:
+                readers.shutdown(wait=True, cancel_futures=True)  # do not read the queue
+                raise
 
     def _spool_ready(self, pending: deque[_Queued], spool: IO[bytes], wait: bool) -> None:
         while pending:
@@ -354,8 +360,10 @@ class _Run:
             self.summary.bytes_total += queued.size
             self.a.progress.file(queued.path, queued.size)
             spool.write(_spool_file_line(queued.line, queued.chunks))
-            if queued.cache_key is not None and entry is not None:
-                self.cache.put_file(queued.path, queued.cache_key, queued.line, queued.chunks)
+            if (queued.cache_key is not None and queued.cacheable and entry is not None
+                    and not self.a.dry_run):
+                self.cache.put_file(queued.path, queued.cache_key, queued.line, queued.chunks,
+                                    pending=True)
 
     def _entry(self, item: WalkItem, readers: ThreadPoolExecutor) -> _Queued | None:
         st = item.st
@@ -376,7 +384,10 @@ class _Run:
         if problem is not None:
             self.warn(problem)
         if kind == FILE:
-            return self._file(entry, st, readers)
+            queued = self._file(entry, st, readers)
+            if queued is not None and problem is not None:
+                queued.cacheable = False  # next run: read the metadata again
+            return queued
         if kind == "dir":
             self.summary.dirs += 1
         elif kind == SYMLINK:
@@ -447,7 +458,9 @@ class _Run:
         entry.size, entry.extents = content.size, content.extents
         entry.chunks = content.chunks  # type: ignore[assignment]
         entry.mtime_ns, entry.ino, entry.ctime_ns = after.st_mtime_ns, after.st_ino, after.st_ctime_ns
-        if not content.changed:
+        if not content.changed and after.st_ctime_ns == st.st_ctime_ns:
+            # (a ctime that moved since the walk may hide a metadata change
+            # the entry does not have: such a file is described afresh next time)
             outcome.cache_key = FileKey(after.st_dev, after.st_ino, after.st_size,
                                         after.st_mtime_ns, after.st_ctime_ns)
         return outcome
@@ -515,6 +528,7 @@ class _Run:
             for ref in assembler.table.values():
                 self.a.store.set_legal_hold(ref.key, ref.version_id, True)
         self.a.store.put(key, blob, lock, legal_hold=hold)
+        self.cache.commit_pending_files()
         self.cache.set_meta("last_run_id", self.run_id)
         return key
 

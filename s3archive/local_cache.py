@@ -112,6 +112,13 @@ class LocalCache:
         self.path = path
         self._lock = threading.RLock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        previous = os.umask(0o077)  # the database, its -wal and -shm: paths, xattrs
+        try:
+            self._open(path)
+        finally:
+            os.umask(previous)
+
+    def _open(self, path: Path) -> None:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -120,6 +127,9 @@ class LocalCache:
             self.db.executescript("DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS packs;"
                                   "DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS files;")
         self.db.executescript(_SCHEMA)
+        # rows of files read by a run that has not committed yet (per connection)
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS files_pending AS "
+                        "SELECT * FROM files WHERE 0")
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         os.chmod(path, 0o600)
 
@@ -244,10 +254,22 @@ class LocalCache:
 
     @_locked
     def put_file(self, path: bytes, key: FileKey, line: bytes,
-                 chunks: list[tuple[str, int]]) -> None:
-        self.db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 chunks: list[tuple[str, int]], pending: bool = False) -> None:
+        """Remember a file; ``pending`` rows count only after ``commit_pending_files``."""
+        table = "files_pending" if pending else "files"
+        self.db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (path, key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns,
                          pack_chunk_list(chunks), line))
+
+    @_locked
+    def commit_pending_files(self) -> None:
+        """The run's manifest is written: its files' rows become the file cache."""
+        self.db.execute("INSERT OR REPLACE INTO files SELECT * FROM files_pending")
+        self.db.execute("DELETE FROM files_pending")
+
+    @_locked
+    def discard_pending_files(self) -> None:
+        self.db.execute("DELETE FROM files_pending")
 
     # -- rebuild
     @_locked

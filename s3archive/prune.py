@@ -4,7 +4,9 @@ The bucket's lifecycle rules are the normal garbage collector.  Where a store
 has none, ``prune`` does their job, and no more: it deletes object versions
 whose lock has lapsed, that carry no legal hold, and that no live run needs.
 A run is live while its manifest version is locked or held; every pack
-version a live manifest references is kept whatever its own lock says.
+version a live manifest references is kept whatever its own lock says.  A
+version without any lock is never deleted, and a bucket without Object Lock
+is refused.
 Versions still locked cannot be deleted anyway (S3 refuses), so a run in
 progress — whose new packs are locked but not yet referenced — is safe.
 
@@ -20,7 +22,7 @@ from datetime import datetime
 
 from s3archive.catalog import list_runs, load_manifest
 from s3archive.clock import Clock, utc_now
-from s3archive.errors import ManifestError, NoSuchVersion, S3ArchiveError
+from s3archive.errors import ManifestError, NoSuchVersion, S3ArchiveError, UsageError
 from s3archive.store.base import ObjectInfo, ObjectStore, VersionEntry
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,17 @@ class PruneResult:
 
 
 def _lapsed(info: ObjectInfo, now: datetime) -> bool:
-    return not info.legal_hold and (info.retain_until is None or info.retain_until <= now)
+    """A lock that was there and has run out.  A version without any lock is
+    never taken for lapsed: nothing says how long it is needed."""
+    return (not info.legal_hold and info.retain_until is not None
+            and info.retain_until <= now)
 
 
 def prune(store: ObjectStore, *, dry_run: bool = False, clock: Clock = utc_now,
           workers: int = 8) -> PruneResult:
+    if not store.bucket_lock_config().enabled:
+        raise UsageError(f"{store.location} has no Object Lock: prune tells live runs from "
+                         "lapsed ones by their locks, and refuses to guess without them")
     now = clock()
     result = PruneResult(dry_run=dry_run)
     needed: set[tuple[str, str]] = set()

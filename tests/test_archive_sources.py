@@ -12,7 +12,6 @@ from pathlib import Path
 
 import posix1e
 import pytest
-import xattr
 
 from support.archive_env import ArchiveEnv, entries_by_path
 
@@ -51,9 +50,12 @@ def test_metadata_of_every_kind_of_entry_is_captured(env: ArchiveEnv, tmp_path: 
     acl_dir = src / "acl-dir"
     acl_dir.mkdir()
     posix1e.ACL(text="u::rwx,g::r-x,g:100:rwx,m::rwx,o::---").applyto(str(acl_dir), posix1e.ACL_TYPE_DEFAULT)
-    xattr.setxattr(str(src / "plain"), "user.binary", b"\x00\xff\x10")
-    xattr.setxattr(str(src / "plain"), "user.empty", b"")
-    xattr.setxattr(str(src / "plain"), "trusted.secret", b"t")
+    os.setxattr(src / "plain", "user.binary", b"\x00\xff\x10")
+    os.setxattr(src / "plain", "user.empty", b"")
+    os.setxattr(src / "plain", "trusted.secret", b"t")
+    (src / "odd-xattr").write_text("x")
+    os.setxattr(src / "odd-xattr", b"user.\xff", b"v")
+    os.setxattr(src / "odd-xattr", "user.fine", b"kept")
     sparse = src / "sparse"
     with open(sparse, "wb") as handle:
         handle.truncate(1 << 30)
@@ -62,9 +64,15 @@ def test_metadata_of_every_kind_of_entry_is_captured(env: ArchiveEnv, tmp_path: 
     subprocess.run(["python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); "
                     f"s.bind({str(src / 'sock')!r})"], check=True)
 
+    (src / "cache").mkdir()
+    os.mkfifo(src / "cache" / "CACHEDIR.TAG")  # must not hang the walk
+    (src / "cache" / "kept-inside").write_text("a fifo is no cache tag")
+
     env.pick(src)
     summary = env.archive()
-    assert summary["exit_code"] == 0, summary["warnings"]
+    assert summary["exit_code"] == 3
+    assert summary["warnings"] == [f"file: {src}/odd-xattr: metadata incomplete: xattr names "
+                                   "that are not UTF-8 left out: user.\\xff"]
     assert summary["bytes_read"] < 2 * MiB + 4096, "holes are not read"
     entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
     p = lambda name: os.fsencode(src / name)  # noqa: E731
@@ -86,6 +94,9 @@ def test_metadata_of_every_kind_of_entry_is_captured(env: ArchiveEnv, tmp_path: 
     assert (entries[p("null")]["kind"], entries[p("null")]["rdev"]) == ("chardev", [1, 3])
     assert (entries[p("loop")]["kind"], entries[p("loop")]["rdev"]) == ("blockdev", [7, 0])
     assert p("sock") not in entries
+    assert entries[p("cache/CACHEDIR.TAG")]["kind"] == "fifo"
+    assert p("cache/kept-inside") in entries
+    assert base64.b64decode(entries[p("odd-xattr")]["xattrs"]["user.fine"]) == b"kept"
     assert entries[odd]["kind"] == "file" and "path_b64" in entries[odd]
     assert entries[p("acl")]["acl_access"] == "u::rw-,u:1000:r--,g::r--,m::r--,o::---"
     assert entries[p("acl-dir")]["acl_default"] == "u::rwx,g::r-x,g:100:rwx,m::rwx,o::---"
@@ -196,3 +207,48 @@ def test_entries_that_vanish_during_the_walk_become_warnings(tmp_path: Path, mon
     assert os.fsencode(tmp_path / "here") in paths
     assert [(w.message, w.path) for w in warnings] == [
         ("vanished during the walk", os.fsencode(tmp_path / "gone-before-lstat"))]
+
+
+def test_a_snapshotter_whose_data_cannot_be_read_is_failed_not_timed_out(tmp_path: Path) -> None:
+    from s3archive.sources.snapshotters import run_snapshotter
+
+    script = tmp_path / "10-dump"
+    script.write_text("#!/bin/sh\nprintf 'data' >&\"$1\"\nsleep 5\n")
+    script.chmod(0o755)
+
+    def broken(reader) -> int:
+        raise OSError("disk on fire")
+
+    started = time.monotonic()
+    outcome = run_snapshotter(script, timeout=30, consume=broken)
+    assert time.monotonic() - started < 5, "the snapshotter is killed, not waited for"
+    assert outcome.status == "failed" and "disk on fire" in outcome.problem
+
+
+def test_an_error_while_consuming_kills_and_reaps_the_snapshotter(tmp_path: Path) -> None:
+    from s3archive.errors import StoreError
+    from s3archive.sources.snapshotters import run_snapshotter
+
+    script = tmp_path / "10-dump"
+    marker = tmp_path / "still-running"
+    script.write_text(f"#!/bin/sh\nprintf 'data' >&\"$1\"\nsleep 3\ntouch '{marker}'\n")
+    script.chmod(0o755)
+
+    def upload_fails(reader) -> int:
+        raise StoreError("PUT failed")
+
+    with pytest.raises(StoreError):
+        run_snapshotter(script, timeout=30, consume=upload_fails)
+    time.sleep(3.5)
+    assert not marker.exists(), "the snapshotter must not outlive the run"
+
+
+def test_executables_with_names_that_are_not_utf8_are_ignored(tmp_path: Path) -> None:
+    from s3archive.sources.pickers import executables
+
+    for name in (b"10-fine", b"20-caf\xe9"):
+        path = os.fsencode(tmp_path) + b"/" + name
+        with open(path, "w") as handle:
+            handle.write("#!/bin/sh\n")
+        os.chmod(path, 0o755)
+    assert [p.name for p in executables(tmp_path)] == ["10-fine"]

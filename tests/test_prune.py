@@ -71,3 +71,21 @@ def test_prune_deletes_only_lapsed_versions_no_live_run_needs(tmp_path: Path) ->
     clock.advance(30 * DAY)  # everything lapsed: the bucket empties
     prune(store, clock=clock)
     assert store.versions() == []
+
+
+def test_prune_refuses_a_bucket_without_object_lock(tmp_path: Path) -> None:
+    import pytest
+
+    from s3archive.errors import UsageError
+
+    class Unlocked(MemoryStore):
+        def bucket_lock_config(self):
+            from s3archive.store.base import BucketLockConfig
+            return BucketLockConfig(enabled=False)
+
+    clock = FakeClock()
+    store = Unlocked(clock)
+    store.put("packs/aa/" + "a" * 62, b"data", None)
+    with pytest.raises(UsageError, match="has no Object Lock"):
+        prune(store, clock=clock)
+    assert len(store.versions()) == 1

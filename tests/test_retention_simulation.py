@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import sqlite3
-import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path

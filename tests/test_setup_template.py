@@ -11,10 +11,8 @@ s3:object-lock-remaining-retention-days and s3:x-amz-object-lock-mode.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

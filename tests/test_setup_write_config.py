@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest

@@ -28,10 +28,14 @@ def describe_entry(path: bytes, st: os.stat_result) -> tuple[Entry, Warning_ | N
             entry.target = os.readlink(path)
         elif kind in (CHARDEV, BLOCKDEV):
             entry.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
-        entry.acl_access, entry.acl_default, entry.xattrs = \
+        entry.acl_access, entry.acl_default, entry.xattrs, skipped = \
             fs_metadata.read_acls_and_xattrs(path, kind == DIR)
     except FileNotFoundError:
         raise Vanished(path) from None
-    except OSError as err:
-        return entry, Warning_("file", f"metadata incomplete: {err.strerror or err}", path)
+    except (OSError, ValueError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return entry, Warning_("file", f"metadata incomplete: {why}", path)
+    if skipped:
+        return entry, Warning_("file", "metadata incomplete: xattr names that are not UTF-8 "
+                               f"left out: {', '.join(skipped)}", path)
     return entry, None

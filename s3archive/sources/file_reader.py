@@ -63,10 +63,10 @@ def read_file(path: bytes, expected_ino: int, chunker: Chunker,
     finally:
         os.close(fd)
     if extents is not None and total != sum(n for _, n in extents):
-        # holes moved while we read: keep what was read, as one dense extent
+        # the file shrank while we read: keep the extents as far as they were read
         changed = True
-        extents = [(0, total)] if total else []
-        size = max(before.st_size, total)
+        extents = clip_extents(extents, total)
+        size = max(after.st_size, extents[-1][0] + extents[-1][1] if extents else 0)
     else:
         size = total if extents is None else before.st_size
         changed = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != \
@@ -74,6 +74,17 @@ def read_file(path: bytes, expected_ino: int, chunker: Chunker,
             (extents is None and total != before.st_size)
     return FileContent(size=size, extents=extents, chunks=chunks, bytes_read=total,
                        changed=changed, after=after)
+
+
+def clip_extents(extents: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    """The first ``total`` bytes' worth of ``extents``."""
+    clipped = []
+    for offset, length in extents:
+        if total <= 0:
+            break
+        clipped.append((offset, min(length, total)))
+        total -= length
+    return clipped
 
 
 def _open_for_reading(path: bytes) -> int:

@@ -10,7 +10,6 @@ import stat
 from functools import lru_cache
 
 import posix1e
-import xattr
 
 from s3archive.manifest.model import (BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SYMLINK)
 
@@ -52,18 +51,20 @@ def group_name(gid: int) -> str | None:
 
 
 def read_acls_and_xattrs(path: bytes, is_dir: bool
-                         ) -> tuple[str | None, str | None, dict[str, bytes]]:
-    """Extended access ACL, default ACL (short text, numeric ids) and the other xattrs.
+                         ) -> tuple[str | None, str | None, dict[str, bytes], list[str]]:
+    """Extended access ACL, default ACL (short text, numeric ids), the other
+    xattrs, and what could not be recorded.
 
     One ``listxattr`` tells which exist: the kernel keeps an ACL as the xattr
     ``system.posix_acl_access`` / ``_default`` only when it is more than the
-    mode bits, so most files cost a single system call here.
+    mode bits, so most files cost a single system call here.  An xattr whose
+    name is not UTF-8 (any user can make one) is left out and reported.
     """
     try:
-        names = xattr.listxattr(path, symlink=True)
+        names = os.listxattr(path, follow_symlinks=False)
     except OSError as err:
         if err.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
-            return None, None, {}
+            return None, None, {}, []
         raise
     access = default = None
     if ACL_XATTRS[0] in names:
@@ -71,16 +72,22 @@ def read_acls_and_xattrs(path: bytes, is_dir: bool
     if is_dir and ACL_XATTRS[1] in names:
         default = _acl_text(posix1e.ACL(filedef=path))
     values: dict[str, bytes] = {}
+    skipped: list[str] = []
     for name in names:
         if name in ACL_XATTRS:
             continue
         try:
-            values[name] = xattr.getxattr(path, name, symlink=True)
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            skipped.append(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+            continue
+        try:
+            values[name] = os.getxattr(path, name, follow_symlinks=False)
         except OSError as err:
             if err.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.ENOTSUP):
                 continue
             raise
-    return access, default, values
+    return access, default, values, skipped
 
 
 def _acl_text(acl: posix1e.ACL) -> str:

@@ -25,13 +25,19 @@ def executables(directory: Path) -> list[Path]:
     """Executable regular files of a .d directory, in name order.
 
     Names starting with '.' or ending in '~', '.dpkg-*', '.rpmnew' etc. are
-    skipped, like run-parts does; a file that is not executable is disabled.
+    skipped, like run-parts does; a file that is not executable is disabled;
+    so is one whose name is not UTF-8 (it could not be named in the manifest).
     """
     if not directory.is_dir():
         return []
     found = []
     for item in sorted(directory.iterdir(), key=lambda p: p.name):
         name = item.name
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            log.warning("ignoring %s: its name is not UTF-8", os.fsencode(item))
+            continue
         if name.startswith(".") or name.endswith("~") or ".dpkg-" in name \
                 or name.endswith((".rpmnew", ".rpmsave", ".disabled", ".example")):
             continue

@@ -91,13 +91,16 @@ def run_snapshotter(path: Path, timeout: float,
     timed_out = threading.Event()
 
     def kill() -> None:
-        timed_out.set()
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
-    timer = threading.Timer(timeout, kill)
+    def time_out() -> None:
+        timed_out.set()
+        kill()
+
+    timer = threading.Timer(timeout, time_out)
     timer.daemon = True
     timer.start()
     outputs: dict[str, bytes] = {}
@@ -122,6 +125,10 @@ def run_snapshotter(path: Path, timeout: float,
         problem = f"reading its data failed: {err}"
         kill()
         returncode = _wait(pid)
+    except BaseException:  # e.g. an upload failed: the run ends, the child must too
+        kill()
+        _wait(pid)
+        raise
     finally:
         timer.cancel()
         if spool is not None:

@@ -142,8 +142,17 @@ class Walker:
 
     @staticmethod
     def _is_cachedir(path: bytes) -> bool:
+        """A regular file CACHEDIR.TAG with the signature (never a fifo, device or link)."""
         try:
-            with open(_join(path, CACHEDIR_TAG), "rb") as handle:
-                return handle.read(len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
+            fd = os.open(_join(path, CACHEDIR_TAG),
+                         os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError:
             return False
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            return os.pread(fd, len(CACHEDIR_SIGNATURE), 0) == CACHEDIR_SIGNATURE
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
