@@ -188,6 +188,19 @@ def _is_put(category: str) -> bool:
                                 "post_", "copy_obj"))
 
 
+def warm_page_cache(tree: Path) -> None:
+    """Read every file once, so neither tool pays for the other's cold cache."""
+    buffer = bytearray(1 << 20)
+    for directory, _, names in os.walk(tree):
+        for name in names:
+            try:
+                with open(os.path.join(directory, name), "rb", buffering=0) as handle:
+                    while handle.readinto(buffer):
+                        pass
+            except OSError:
+                pass
+
+
 def measure(tool: str, step: str, command: list[str], env: dict[str, str], cluster: CountingRGW,
             logdir: Path, cwd: Path | None = None) -> tuple[Step, str]:
     """Run ``command`` once; return its measurements and its stdout."""
@@ -481,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                 report["mutation"] = mutate(tree, seed=args.seed + 1000)
                 _log(f"mutated: {report['mutation']}")
             for tool in tools:
+                warm_page_cache(tree)  # both tools start from the same, cached tree
                 _log(f"{tool.name} {step} ...")
                 result = tool.run(step, logdir)
                 results.append(result)

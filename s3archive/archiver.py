@@ -265,10 +265,12 @@ class _Run:
                                       dry_run=archiver.dry_run)
         self.pack_lock = ObjectLock(retention.mode, retention.pack_until) if locked else None
         self.writer = ChunkWriter(
-            store=archiver.store, lookup_cached=cache.get_chunk, record_pack=self._record_pack,
+            store=archiver.store, lookup_cached=cache.get_chunk,
+            may_be_cached=cache.chunk_filter().may_contain, record_pack=self._record_pack,
             codec=archiver.codec, pack_size=self.cfg.content.pack_size_mib << 20,
             lock=self.pack_lock, dry_run=archiver.dry_run)
         self._chunkers = threading.local()
+        self._file_rows: list[tuple[bytes, FileKey, bytes, list[tuple[str, int]]]] = []
         self.hardlinks: dict[tuple[int, int], bytes] = {}
 
     def _record_pack(self, pack: CachedPack, chunks: list[CachedChunk]) -> None:
@@ -328,6 +330,8 @@ class _Run:
                         pending.append(queued)
                         self._spool_ready(pending, spool, wait=len(pending) > MAX_PENDING)
                 self._spool_ready(pending, spool, wait=True)
+                self.cache.put_files(self._file_rows, pending=True)
+                self._file_rows = []
             except BaseException:
                 readers.shutdown(wait=True, cancel_futures=True)  # do not read the queue
                 raise
@@ -362,8 +366,11 @@ class _Run:
             spool.write(_spool_file_line(queued.line, queued.chunks))
             if (queued.cache_key is not None and queued.cacheable and entry is not None
                     and not self.a.dry_run):
-                self.cache.put_file(queued.path, queued.cache_key, queued.line, queued.chunks,
-                                    pending=True)
+                self._file_rows.append((queued.path, queued.cache_key, queued.line,
+                                        queued.chunks))
+                if len(self._file_rows) >= 512:
+                    self.cache.put_files(self._file_rows, pending=True)
+                    self._file_rows = []
 
     def _entry(self, item: WalkItem, readers: ThreadPoolExecutor) -> _Queued | None:
         st = item.st

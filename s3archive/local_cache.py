@@ -14,6 +14,8 @@ might delete.
 
 from __future__ import annotations
 
+import array
+import bisect
 import functools
 import os
 import re
@@ -79,6 +81,25 @@ class FileKey:
     size: int
     mtime_ns: int
     ctime_ns: int
+
+
+class ChunkFilter:
+    """Which chunks the index held when the run started: 8 bytes a chunk.
+
+    ``may_contain`` answers without a lock or a query; a yes (or a rare false
+    positive) is confirmed by a lookup in the index.
+    """
+
+    def __init__(self, prefixes: Iterable[bytes]):
+        self._sorted = array.array("Q", sorted(int.from_bytes(p, "big") for p in prefixes))
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def may_contain(self, digest: str) -> bool:
+        value = int(digest[:16], 16)
+        index = bisect.bisect_left(self._sorted, value)
+        return index < len(self._sorted) and self._sorted[index] == value
 
 
 def cache_path(cache_dir: Path, bucket: str, prefix: str, host: str) -> Path:
@@ -223,6 +244,11 @@ class LocalCache:
         return found
 
     @_locked
+    def chunk_filter(self) -> "ChunkFilter":
+        """A snapshot of the chunk index, for lookups that need no lock."""
+        return ChunkFilter(row[0][:8] for row in self.db.execute("SELECT hash FROM chunks"))
+
+    @_locked
     def forget_files(self) -> None:
         self.db.execute("DELETE FROM files")
 
@@ -252,14 +278,19 @@ class LocalCache:
             return None
         return CachedFile(line, unpack_chunk_list(blob))
 
-    @_locked
     def put_file(self, path: bytes, key: FileKey, line: bytes,
                  chunks: list[tuple[str, int]], pending: bool = False) -> None:
         """Remember a file; ``pending`` rows count only after ``commit_pending_files``."""
+        self.put_files([(path, key, line, chunks)], pending)
+
+    @_locked
+    def put_files(self, rows: list[tuple[bytes, FileKey, bytes, list[tuple[str, int]]]],
+                  pending: bool = False) -> None:
         table = "files_pending" if pending else "files"
-        self.db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (path, key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns,
-                         pack_chunk_list(chunks), line))
+        self.db.executemany(
+            f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(path, key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns,
+              pack_chunk_list(chunks), line) for path, key, line, chunks in rows])
 
     @_locked
     def commit_pending_files(self) -> None:

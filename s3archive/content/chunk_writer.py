@@ -34,6 +34,11 @@ class WriterStats:
     packs_uploaded: int = 0
 
 
+# Chunks up to this size are encoded by the thread that read them: handing a
+# small chunk to the encoder pool costs more (locks, wake-ups) than zstd does.
+INLINE_BYTES = 256 * 1024
+
+
 class _Tasks:
     """Counts submitted tasks until they finish; ``wait`` blocks until none is left."""
 
@@ -81,6 +86,7 @@ class _Budget:
 class ChunkWriter:
     store: ObjectStore
     lookup_cached: Callable[[str], CachedChunk | None]
+    may_be_cached: Callable[[str], bool]  # cheap pre-check, False means surely not
     record_pack: Callable[[CachedPack, list[CachedChunk]], None]
     codec: ChunkCodec
     pack_size: int
@@ -112,6 +118,10 @@ class ChunkWriter:
         digest = chunk_hash(plain)
         if not self._claim(digest):
             return digest, len(plain)
+        if len(plain) <= INLINE_BYTES:
+            # small: encoding here is cheaper than handing it over to a thread
+            self._store_encoded(self.codec.encode(plain, digest), len(plain))
+            return digest, len(plain)
         self._budget.take(len(plain))
         self._encoding.started()
         self._encode_pool.submit(self._encode, plain, digest)
@@ -132,7 +142,7 @@ class ChunkWriter:
             if digest in self.locations or digest in self._reserved:
                 self.stats.chunks_reused += 1
                 return False
-        cached = self.lookup_cached(digest)
+        cached = self.lookup_cached(digest) if self.may_be_cached(digest) else None
         with self._lock:
             if digest in self.locations or digest in self._reserved:
                 self.stats.chunks_reused += 1
@@ -166,15 +176,17 @@ class ChunkWriter:
                 self.locations.setdefault(digest, cached)
         return wanted - found.keys()
 
+    def _store_encoded(self, encoded: EncodedChunk, plain_size: int) -> None:
+        location = self.packer.add(encoded)
+        with self._lock:
+            self.locations[encoded.hash] = location
+            self._reserved.discard(encoded.hash)
+            self.stats.chunks_new += 1
+            self.stats.bytes_new += plain_size
+
     def _encode(self, plain: bytes, digest: str) -> None:
         try:
-            encoded = self.codec.encode(plain, digest)
-            location = self.packer.add(encoded)
-            with self._lock:
-                self.locations[digest] = location
-                self._reserved.discard(digest)
-                self.stats.chunks_new += 1
-                self.stats.bytes_new += len(plain)
+            self._store_encoded(self.codec.encode(plain, digest), len(plain))
         except BaseException as err:  # surfaced to the producer by _raise_failure
             self._fail(err)
         finally:
@@ -201,10 +213,11 @@ class ChunkWriter:
                                self.lock.retain_until if self.lock else _UNLOCKED_UNTIL),
                     [CachedChunk(h, pack.key, off, stored, size, enc)
                      for h, off, stored, size, enc in pack.chunks])
+            del body
             with self._lock:
-                self.stats.bytes_uploaded += len(body)
+                self.stats.bytes_uploaded += pack.size
                 self.stats.packs_uploaded += 1
-            log.debug("uploaded %s (%d bytes, %d chunks)", pack.key, len(body), len(pack.chunks))
+            log.debug("uploaded %s (%d bytes, %d chunks)", pack.key, pack.size, len(pack.chunks))
         except BaseException as err:
             self._fail(err)
         finally:
