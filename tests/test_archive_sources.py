@@ -170,9 +170,11 @@ def test_files_that_change_while_read_are_read_twice_then_stored_with_a_warning(
     (src / "stable").write_text("stable")
     stop = threading.Event()
 
-    def writer() -> None:
+    def writer() -> None:  # a slow, bounded writer: at most 64 MiB, whatever happens
         with open(growing, "ab") as handle:
-            while not stop.is_set():
+            for _ in range(16384):
+                if stop.wait(0.0005):
+                    return
                 handle.write(b"y" * 4096)
                 handle.flush()
 

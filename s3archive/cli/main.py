@@ -105,10 +105,10 @@ def _return_big_buffers_to_the_system() -> None:
     """Serve allocations of 1 MiB and more with mmap (glibc), so freed chunk and
     pack buffers go back to the system instead of piling up in the heap.
 
-    Measured on the benchmark tree (bench/): peak RSS 150-165 MiB instead of
-    205-245 MiB, for about 2 s more system time per 700 MB of new data (fresh
-    pages are faulted in and zeroed).  Memory is the scarcer resource on the
-    hosts being backed up."""
+    Measured on the benchmark tree (bench/): peak RSS 155-165 MiB instead of
+    245-265 MiB, for about 0.5 s more system time per 700 MB of new data
+    (fresh pages are faulted in and zeroed).  Memory is the scarcer resource
+    on the hosts being backed up."""
     import ctypes
 
     try:

@@ -24,7 +24,7 @@ class EncodedChunk:
     hash: str
     size: int
     encoding: str
-    data: bytes  # the stored bytes
+    data: bytes | memoryview  # the stored bytes
 
 
 def chunk_hash(plain: bytes | memoryview) -> str:
@@ -47,7 +47,6 @@ class ChunkCodec:
         return comp
 
     def encode(self, plain: bytes | memoryview, digest: str | None = None) -> EncodedChunk:
-        plain = bytes(plain)
         digest = digest or chunk_hash(plain)
         packed = self._compressor().compress(plain)
         if len(packed) <= len(plain) * (1 - self.min_saving):

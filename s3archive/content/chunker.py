@@ -15,6 +15,7 @@ from pyfastcdc import FastCDC
 MIN_SIZE = 256 * 1024
 AVG_SIZE = 1024 * 1024
 MAX_SIZE = 4 * 1024 * 1024
+BLOCK_BYTES = 8 * 1024 * 1024  # files are read in blocks of this size (plus a carried piece)
 CHUNKER_PARAMS = {"algorithm": "fastcdc2020", "min": MIN_SIZE, "avg": AVG_SIZE, "max": MAX_SIZE}
 
 
@@ -29,15 +30,51 @@ class Chunker:
         for chunk in self._cdc.cut_stream(reader):
             yield bytes(chunk.data)
 
-    def file(self, fd: int, size: int, extents: list[tuple[int, int]] | None) -> Iterator[bytes]:
+    def file(self, fd: int, size: int, extents: list[tuple[int, int]] | None
+             ) -> Iterator[bytes | memoryview]:
         """Chunks of an open file: its data extents concatenated, or all of it."""
         if extents is None and size <= MIN_SIZE:
             data = _read_exactly(fd, 0, size + 1)  # one more byte shows growth
             if data:
                 yield data
             return
-        yield from self.stream(ExtentReader(fd, extents if extents is not None else [(0, size)],
-                                            follow_growth=extents is None))
+        # a dense file is read up to one byte past its size: that byte shows
+        # growth (the caller re-reads) without chasing a file that never stops
+        yield from self.blocks(ExtentReader(fd, extents if extents is not None
+                                            else [(0, size + 1)]))
+
+    def blocks(self, reader: "ExtentReader") -> Iterator[memoryview]:
+        """Chunks read block by block, as views into each block (no copies).
+
+        A block is never reused, so the views stay valid as long as someone
+        holds them.  A cut point found inside a block is where the stream
+        chunker would cut too (FastCDC decides from the bytes before a cut);
+        only the block's last piece, ended by the block's end, is carried
+        over and cut again with the next block.
+        """
+        carry: memoryview | bytes = b""
+        eof = False
+        while not eof:
+            # no bigger than what is left: a block is zero-filled, and most
+            # files are far smaller than a block
+            block = bytearray(len(carry) + min(BLOCK_BYTES, reader.remaining()))
+            block[:len(carry)] = carry
+            view = memoryview(block)
+            filled = len(carry)
+            while filled < len(block):
+                count = reader.readinto(view[filled:])
+                if count == 0:
+                    eof = True
+                    break
+                filled += count
+            if reader.remaining() == 0:
+                eof = True
+            if filled == 0:
+                return
+            chunks = [chunk.data for chunk in self._cdc.cut_buf(view[:filled])]
+            if not eof:
+                carry = chunks.pop()
+            yield from chunks
 
 
 def _read_exactly(fd: int, offset: int, length: int) -> bytes:
@@ -53,32 +90,29 @@ def _read_exactly(fd: int, offset: int, length: int) -> bytes:
 
 
 class ExtentReader:
-    """``readinto`` over the data extents of a file, in order.
+    """``readinto`` over the data extents of a file, in order; never past them."""
 
-    With ``follow_growth`` the last extent is read to the real end of file,
-    so a file that grew while read yields all its bytes (the caller notices
-    the size change and re-reads).
-    """
-
-    def __init__(self, fd: int, extents: list[tuple[int, int]], follow_growth: bool = False):
+    def __init__(self, fd: int, extents: list[tuple[int, int]]):
         self.fd = fd
         self.extents = list(extents)
-        self.follow_growth = follow_growth
         self.index = 0
         self.pos = self.extents[0][0] if self.extents else 0
         self.bytes_read = 0
 
+    def remaining(self) -> int:
+        """Bytes still to read (fewer if the file shrinks)."""
+        return max(0, sum(length for _, length in self.extents) - self.bytes_read)
+
     def readinto(self, buffer: memoryview) -> int:
         while self.index < len(self.extents):
             start, length = self.extents[self.index]
-            last = self.index == len(self.extents) - 1
             remaining = start + length - self.pos
-            if remaining <= 0 and not (last and self.follow_growth):
+            if remaining <= 0:
                 self.index += 1
                 if self.index < len(self.extents):
                     self.pos = self.extents[self.index][0]
                 continue
-            want = len(buffer) if (last and self.follow_growth) else min(len(buffer), remaining)
+            want = min(len(buffer), remaining)
             count = os.preadv(self.fd, [buffer[:want]], self.pos)
             if count == 0:  # end of file, maybe early: the file shrank (the caller checks)
                 self.index = len(self.extents)
