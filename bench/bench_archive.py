@@ -450,6 +450,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def open_workdir(given: Path | None, prefix: str) -> tuple[Path | None, bool]:
+    """The work directory (a new temporary one unless given) with logs/ in it;
+    None when the given one lies inside the repository."""
+    temporary = given is None
+    workdir = Path(tempfile.mkdtemp(prefix=prefix)) if given is None else given.resolve()
+    if workdir == REPO or REPO in workdir.parents:
+        print(f"bench: --workdir {workdir} is inside the repository; choose another",
+              file=sys.stderr)
+        return None, temporary
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
+    return workdir, temporary
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if reason := rgw_available():
@@ -458,16 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     use_restic = not args.no_restic and shutil.which("restic") is not None
     if not args.no_restic and not use_restic:
         _log("restic is not installed: benchmarking s3archive only")
-    temporary = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="s3archive-bench-")) if temporary \
-        else args.workdir.resolve()
-    if workdir == REPO or REPO in workdir.parents:
-        print(f"bench: --workdir {workdir} is inside the repository; choose another",
-              file=sys.stderr)
+    workdir, temporary = open_workdir(args.workdir, "s3archive-bench-")
+    if workdir is None:
         return 2
-    workdir.mkdir(parents=True, exist_ok=True)
     logdir = workdir / "logs"
-    logdir.mkdir(exist_ok=True)
     tree = workdir / "tree"
     shutil.rmtree(tree, ignore_errors=True)
     clusters: list[CountingRGW] = []

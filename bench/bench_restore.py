@@ -22,7 +22,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +32,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
-from bench_archive import (CORES, CountingRGW, Restic, S3Archive, Step,  # noqa: E402
+from bench_archive import (CORES, CountingRGW, Restic, S3Archive, Step, open_workdir,  # noqa: E402
                            _fresh_cluster, measure)
 from dataset import make_tree  # noqa: E402
 from rgw import rgw_available  # noqa: E402
@@ -147,15 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     use_restic = not args.no_restic and shutil.which("restic") is not None
     if not args.no_restic and not use_restic:
         _log("restic is not installed: benchmarking s3archive only")
-    temporary = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="s3archive-bench-restore-")) if temporary \
-        else args.workdir.resolve()
-    if workdir == REPO or REPO in workdir.parents:
-        print(f"bench: --workdir {workdir} is inside the repository", file=sys.stderr)
+    workdir, temporary = open_workdir(args.workdir, "s3archive-bench-restore-")
+    if workdir is None:
         return 2
-    workdir.mkdir(parents=True, exist_ok=True)
     logdir = workdir / "logs"
-    logdir.mkdir(exist_ok=True)
     tree = workdir / "tree"
     shutil.rmtree(tree, ignore_errors=True)
     report: dict[str, Any] = {"scale": args.scale, "seed": args.seed, "cores": CORES,
