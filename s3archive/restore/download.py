@@ -23,7 +23,9 @@ from s3archive.store.base import ObjectStore
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 8
-DEFAULT_WINDOW = 128 << 20
+# Bytes of chunk data in flight.  Measured on the benchmark tree: 32 MiB restores as
+# fast as 128 MiB did (150-175 MB/s) with a peak RSS of 153 MiB instead of 234 MiB.
+DEFAULT_WINDOW = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
