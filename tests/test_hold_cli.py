@@ -6,15 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from click.testing import CliRunner
 
-from s3archive.cli.main import cli
-from support.manifest_builder import RunBuilder, make_bucket_env
-
-
-def invoke(env, *args: str):
-    return CliRunner().invoke(cli, ["--config", str(env.config_path), *args],
-                              catch_exceptions=False)
+from support.manifest_builder import RunBuilder, invoke, make_bucket_env
 
 
 def held(env, key: str, version_id: str) -> bool:

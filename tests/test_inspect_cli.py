@@ -7,18 +7,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from s3archive.cli.main import cli
 from s3archive.manifest.model import Warning_
-from support.manifest_builder import RunBuilder, make_bucket_env
+from support.manifest_builder import RunBuilder, invoke, make_bucket_env
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
-
-
-def invoke(env, *args: str, input: str | None = None):
-    return CliRunner().invoke(cli, ["--config", str(env.config_path), *args],
-                              catch_exceptions=False, input=input)
 
 
 @pytest.fixture(scope="module")

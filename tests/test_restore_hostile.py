@@ -10,16 +10,9 @@ import os
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from s3archive.cli.main import cli
 from s3archive.manifest.model import FILE, Entry
-from support.manifest_builder import RunBuilder, make_bucket_env
-
-
-def invoke(env, *args: str):
-    return CliRunner().invoke(cli, ["--config", str(env.config_path), *args],
-                              catch_exceptions=False)
+from support.manifest_builder import RunBuilder, invoke, make_bucket_env
 
 
 def snapshot_dir(root: Path) -> dict[str, bytes | str]:

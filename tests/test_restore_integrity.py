@@ -10,18 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from s3archive.cli.main import cli
 from s3archive.manifest.model import ChunkRef, PackRef
 from s3archive.restore.download import Downloader
 from s3archive.restore.plan import merge_reads
-from support.manifest_builder import RunBuilder, make_bucket_env
-
-
-def invoke(env, *args: str):
-    return CliRunner().invoke(cli, ["--config", str(env.config_path), *args],
-                              catch_exceptions=False)
+from support.manifest_builder import RunBuilder, invoke, make_bucket_env
 
 
 @pytest.fixture

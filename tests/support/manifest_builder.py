@@ -470,3 +470,13 @@ def tree_differences(src: Path, dst: Path) -> dict[str, str]:
         out[name] = "" if a == b else (f"{name} differs:\n--- source\n{a.decode(errors='replace')}"
                                        f"\n--- restored\n{b.decode(errors='replace')}")
     return out
+
+
+def invoke(env: BucketEnv, *args: str, input: str | None = None) -> object:
+    """Run the real CLI in-process against ``env``'s configuration."""
+    from click.testing import CliRunner
+
+    from s3archive.cli.main import cli
+
+    return CliRunner().invoke(cli, ["--config", str(env.config_path), *args],
+                              catch_exceptions=False, input=input)
