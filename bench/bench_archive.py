@@ -450,6 +450,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def prepare(args: argparse.Namespace, prefix: str) -> tuple[Path | None, bool, bool]:
+    """Check RGW is installed, decide on restic, open the work directory:
+    (work directory or None to give up, whether it is temporary, use restic)."""
+    if reason := rgw_available():
+        print(f"bench: {reason}", file=sys.stderr)
+        return None, False, False
+    use_restic = not args.no_restic and shutil.which("restic") is not None
+    if not args.no_restic and not use_restic:
+        _log("restic is not installed: benchmarking s3archive only")
+    workdir, temporary = open_workdir(args.workdir, prefix)
+    return workdir, temporary, use_restic
+
+
 def open_workdir(given: Path | None, prefix: str) -> tuple[Path | None, bool]:
     """The work directory (a new temporary one unless given) with logs/ in it;
     None when the given one lies inside the repository."""
@@ -465,13 +478,7 @@ def open_workdir(given: Path | None, prefix: str) -> tuple[Path | None, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if reason := rgw_available():
-        print(f"bench: {reason}", file=sys.stderr)
-        return 2
-    use_restic = not args.no_restic and shutil.which("restic") is not None
-    if not args.no_restic and not use_restic:
-        _log("restic is not installed: benchmarking s3archive only")
-    workdir, temporary = open_workdir(args.workdir, "s3archive-bench-")
+    workdir, temporary, use_restic = prepare(args, "s3archive-bench-")
     if workdir is None:
         return 2
     logdir = workdir / "logs"

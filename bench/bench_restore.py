@@ -32,10 +32,9 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests" / "support"))
 
-from bench_archive import (CORES, CountingRGW, Restic, S3Archive, Step, open_workdir,  # noqa: E402
+from bench_archive import (CORES, CountingRGW, Restic, S3Archive, Step, prepare,  # noqa: E402
                            _fresh_cluster, measure)
 from dataset import make_tree  # noqa: E402
-from rgw import rgw_available  # noqa: E402
 
 
 def _log(message: str) -> None:
@@ -140,13 +139,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if reason := rgw_available():
-        print(f"bench: {reason}", file=sys.stderr)
-        return 2
-    use_restic = not args.no_restic and shutil.which("restic") is not None
-    if not args.no_restic and not use_restic:
-        _log("restic is not installed: benchmarking s3archive only")
-    workdir, temporary = open_workdir(args.workdir, "s3archive-bench-restore-")
+    workdir, temporary, use_restic = prepare(args, "s3archive-bench-restore-")
     if workdir is None:
         return 2
     logdir = workdir / "logs"
