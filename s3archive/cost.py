@@ -15,8 +15,8 @@ from typing import Any, Iterator
 
 from s3archive.clock import isoformat, utc_now
 from s3archive.config import Config, CostSettings
-from s3archive.inspect import run_summaries
-from s3archive.run_state import read_history
+from s3archive.browse import run_summaries
+from s3archive.archive.run_record import read_history
 from s3archive.store.counting_store import CountingStore
 
 GIB = 1024 ** 3

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from s3archive.catalog import list_runs, load_manifest
+from s3archive.repo.catalog import list_runs, load_manifest
 from s3archive.clock import Clock, utc_now
 from s3archive.errors import ManifestError, NoSuchVersion, S3ArchiveError, UsageError
 from s3archive.store.base import ObjectInfo, ObjectStore, VersionEntry

@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from s3archive.catalog import list_runs
+from s3archive.repo.catalog import list_runs
 from s3archive.clock import isoformat
 from s3archive.config import Config
 from s3archive.errors import S3ArchiveError
-from s3archive.local_cache import cache_path
-from s3archive.run_state import read_state
+from s3archive.archive.local_cache import cache_path
+from s3archive.archive.run_record import read_state
 from s3archive.store.counting_store import CountingStore
 
 TIMER = "s3archive.timer"

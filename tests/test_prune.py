@@ -6,8 +6,8 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from s3archive.archiver import Archiver
-from s3archive.catalog import list_runs, load_manifest
+from s3archive.archive.archiver import Archiver
+from s3archive.repo.catalog import list_runs, load_manifest
 from s3archive.config import parse_config
 from s3archive.prune import prune
 from support.memory_store import FakeClock, MemoryStore

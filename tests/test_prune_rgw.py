@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from support.archive_env import ArchiveEnv
-from test_archive_lifecycle import referenced_packs, until_in
+from support.lifecycle import referenced_packs, until_in
 
 
 def test_prune_removes_what_lapsed_and_keeps_live_runs_whole(rgw, tmp_path: Path) -> None:

@@ -7,13 +7,13 @@ import sys
 
 import click
 
-from s3archive.archiver import ArchiveSummary, Archiver
+from s3archive.archive.archiver import ArchiveSummary, Archiver
 from s3archive.cli.context import AppContext, pass_app
 from s3archive.clock import isoformat, utc_now
 from s3archive.config import Config
 from s3archive.errors import EXIT_FAILED, S3ArchiveError
-from s3archive.report import human_bytes, progress_for
-from s3archive.run_state import record_run
+from s3archive.progress import human_bytes, progress_for
+from s3archive.archive.run_record import record_run
 from s3archive.store.counting_store import CountingStore
 from s3archive.store.factory import open_store
 

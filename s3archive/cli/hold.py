@@ -7,8 +7,8 @@ import json
 import click
 
 from s3archive.cli.context import AppContext, pass_app
-from s3archive.inspect import pick_run
-from s3archive.legal_hold import HoldResult, hold_run, release_run
+from s3archive.browse import pick_run
+from s3archive.hold import HoldResult, hold_run, release_run
 from s3archive.store.factory import open_store
 
 host_option = click.option("--host", default=None,

@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "archive",
     "prune",
     "restore",
-    "inspect",
+    "browse",
     "verify",
     "hold",
     "setup",

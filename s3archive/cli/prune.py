@@ -9,7 +9,7 @@ import click
 
 from s3archive.cli.context import AppContext, pass_app
 from s3archive.prune import prune
-from s3archive.report import human_bytes
+from s3archive.progress import human_bytes
 from s3archive.store.factory import open_store
 
 

@@ -13,8 +13,8 @@ import click
 from s3archive import human
 from s3archive.cli.context import AppContext, pass_app
 from s3archive.errors import EXIT_FAILED, IntegrityError, UsageError
-from s3archive.inspect import open_run
-from s3archive.restorer import (Problem, RestoreOptions, find_snapshot, restore_run,
+from s3archive.browse import open_run
+from s3archive.restore.restorer import (Problem, RestoreOptions, find_snapshot, restore_run,
                                 snapshot_stream)
 from s3archive.store.factory import open_store
 

@@ -8,12 +8,12 @@ import sys
 import click
 
 from s3archive import human
-from s3archive.catalog import list_runs
+from s3archive.repo.catalog import list_runs
 from s3archive.cli.context import AppContext, pass_app
 from s3archive.errors import EXIT_FAILED, UsageError
-from s3archive.inspect import pick_run
+from s3archive.browse import pick_run
 from s3archive.store.factory import open_store
-from s3archive.verifier import RunVerification, Verifier, VerifyOptions
+from s3archive.verify import RunVerification, Verifier, VerifyOptions
 
 
 def _print_text(result: RunVerification, read_data: bool) -> None:

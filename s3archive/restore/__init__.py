@@ -1,1 +1,1 @@
-"""Restore: plan (which entries, which byte ranges), download, write the tree."""
+"""Restore: plan (which entries, which byte ranges), write the tree, apply metadata."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from s3archive.errors import UsageError
-from s3archive.manifest.codec import check_path
-from s3archive.manifest.model import DIR, FILE, HARDLINK, ChunkRef, Entry, Manifest
+from s3archive.format.manifest_codec import check_path
+from s3archive.format.model import DIR, FILE, HARDLINK, ChunkRef, Entry, Manifest
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from s3archive.errors import UsageError
-from s3archive.fs_apply import MetadataApplier
-from s3archive.manifest.model import BLOCKDEV, CHARDEV, FIFO, SYMLINK, ChunkRef, Entry
+from s3archive.restore.apply import MetadataApplier
+from s3archive.format.model import BLOCKDEV, CHARDEV, FIFO, SYMLINK, ChunkRef, Entry
 from s3archive.restore.plan import PlannedEntry
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from s3archive.content.chunk_codec import ChunkCodec
-from s3archive.manifest.codec import encode_manifest, entry_sort_key
-from s3archive.manifest.model import (BLOCKDEV, CHARDEV, DIR, FIFO, FILE, HARDLINK, SYMLINK,
+from s3archive.format.chunk_codec import ChunkCodec
+from s3archive.format.manifest_codec import encode_manifest, entry_sort_key
+from s3archive.format.model import (BLOCKDEV, CHARDEV, DIR, FIFO, FILE, HARDLINK, SYMLINK,
                                       ChunkRef, Entry, Header, Manifest, PackRef, Snapshot,
                                       Trailer, Warning_, pack_key, run_key)
 from s3archive.store.base import ObjectLock, ObjectStore

@@ -1,0 +1,252 @@
+"""Deduplicate, encode, pack and upload chunks, keeping both cores busy.
+
+Producers (the archiver's file readers, thread-safe) hash each chunk and ask the index;
+a new chunk goes to an encoder pool (zstd releases the GIL), the packer, and
+when a pack is full, to an uploader pool.  Bytes in flight are bounded, so
+memory stays flat however much data passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
+from s3archive.archive.packer import ChunkLocation, Pack, Packer
+from s3archive.archive.local_cache import CachedChunk, CachedPack
+from s3archive.store.base import ObjectLock, ObjectStore
+
+log = logging.getLogger(__name__)
+
+Location = ChunkLocation | CachedChunk
+
+
+@dataclass
+class WriterStats:
+    chunks_new: int = 0
+    chunks_reused: int = 0
+    bytes_new: int = 0  # plain bytes of new chunks
+    bytes_uploaded: int = 0
+    packs_uploaded: int = 0
+
+
+# Chunks up to this size are encoded by the thread that read them: handing a
+# small chunk to the encoder pool costs more (locks, wake-ups) than zstd does.
+INLINE_BYTES = 256 * 1024
+
+
+class _Tasks:
+    """Counts submitted tasks until they finish; ``wait`` blocks until none is left."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self._cond = threading.Condition()
+
+    def started(self) -> None:
+        with self._cond:
+            self.pending += 1
+
+    def finished(self) -> None:
+        with self._cond:
+            self.pending -= 1
+            if self.pending == 0:
+                self._cond.notify_all()
+
+    def wait(self) -> None:
+        with self._cond:
+            while self.pending:
+                self._cond.wait()
+
+
+class _Budget:
+    """A byte budget: producers wait while too much is in flight."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def take(self, amount: int) -> None:
+        with self._cond:
+            while self.used > 0 and self.used + amount > self.limit:
+                self._cond.wait()
+            self.used += amount
+
+    def give(self, amount: int) -> None:
+        with self._cond:
+            self.used -= amount
+            self._cond.notify_all()
+
+
+@dataclass
+class ChunkWriter:
+    store: ObjectStore
+    lookup_cached: Callable[[str], CachedChunk | None]
+    may_be_cached: Callable[[str], bool]  # cheap pre-check, False means surely not
+    record_pack: Callable[[CachedPack, list[CachedChunk]], None]
+    codec: ChunkCodec
+    pack_size: int
+    lock: ObjectLock | None
+    dry_run: bool = False
+    encoders: int = 2
+    uploaders: int = 3
+    inflight_bytes: int = 24 << 20
+    locations: dict[str, Location] = field(default_factory=dict)
+    stats: WriterStats = field(default_factory=WriterStats)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reserved: set[str] = set()
+        self._deferred: set[str] = set()
+        self._encode_pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="encode")
+        self._upload_pool = ThreadPoolExecutor(self.uploaders, thread_name_prefix="upload")
+        self._budget = _Budget(self.inflight_bytes)
+        self._pack_slots = threading.BoundedSemaphore(self.uploaders)
+        self._encoding = _Tasks()
+        self._uploading = _Tasks()
+        self._error: BaseException | None = None
+        self.packer = Packer(self.pack_size, self._sealed)
+
+    # ---------------------------------------------------------- producing
+    def add(self, plain: bytes) -> tuple[str, int]:
+        """Store ``plain`` once; returns its (hash, size)."""
+        self._raise_failure()
+        digest = chunk_hash(plain)
+        if not self._claim(digest):
+            return digest, len(plain)
+        if len(plain) <= INLINE_BYTES:
+            # small: encoding here is cheaper than handing it over to a thread
+            self._store_encoded(self.codec.encode(plain, digest), len(plain))
+            return digest, len(plain)
+        self._budget.take(len(plain))
+        self._encoding.started()
+        self._encode_pool.submit(self._encode, plain, digest)
+        return digest, len(plain)
+
+    def add_stored(self, digest: str, size: int, encoding: str, stored: bytes) -> None:
+        """Put an already encoded (and verified) chunk into a new pack (rewrites)."""
+        self._raise_failure()
+        with self._lock:
+            self.locations.pop(digest, None)
+        location = self.packer.add(EncodedChunk(digest, size, encoding, stored))
+        with self._lock:
+            self.locations[digest] = location
+
+    def _claim(self, digest: str) -> bool:
+        """True when the chunk is new and this caller must encode it."""
+        with self._lock:
+            if digest in self.locations or digest in self._reserved:
+                self.stats.chunks_reused += 1
+                return False
+        cached = self.lookup_cached(digest) if self.may_be_cached(digest) else None
+        with self._lock:
+            if digest in self.locations or digest in self._reserved:
+                self.stats.chunks_reused += 1
+                return False
+            if cached is not None:
+                self.locations[digest] = cached
+                self.stats.chunks_reused += 1
+                return False
+            self._reserved.add(digest)
+            return True
+
+    def reuse(self, digest: str) -> None:
+        """Reference a chunk the local cache knows (a file cache hit).
+
+        Its location is looked up later, in one batch (``resolve_reused``).
+        """
+        with self._lock:
+            self.stats.chunks_reused += 1
+            if digest not in self.locations and digest not in self._reserved:
+                self._deferred.add(digest)
+
+    def resolve_reused(self, lookup_many: Callable[[set[str]], dict[str, CachedChunk]]
+                       ) -> set[str]:
+        """Locate the chunks referenced through the file cache; returns those not found."""
+        with self._lock:
+            wanted = {d for d in self._deferred if d not in self.locations}
+            self._deferred.clear()
+        found = lookup_many(wanted)
+        with self._lock:
+            for digest, cached in found.items():
+                self.locations.setdefault(digest, cached)
+        return wanted - found.keys()
+
+    def _store_encoded(self, encoded: EncodedChunk, plain_size: int) -> None:
+        location = self.packer.add(encoded)
+        with self._lock:
+            self.locations[encoded.hash] = location
+            self._reserved.discard(encoded.hash)
+            self.stats.chunks_new += 1
+            self.stats.bytes_new += plain_size
+
+    def _encode(self, plain: bytes, digest: str) -> None:
+        try:
+            self._store_encoded(self.codec.encode(plain, digest), len(plain))
+        except BaseException as err:  # surfaced to the producer by _raise_failure
+            self._fail(err)
+        finally:
+            self._budget.give(len(plain))
+            self._encoding.finished()
+
+    # ---------------------------------------------------------- uploading
+    def _sealed(self, pack: Pack, body: bytearray) -> None:
+        self._pack_slots.acquire()
+        self._uploading.started()
+        self._upload_pool.submit(self._upload, pack, body)
+
+    def _upload(self, pack: Pack, body: bytearray) -> None:
+        try:
+            assert pack.key is not None
+            if self.dry_run:
+                pack.version_id = "dry-run"
+            else:
+                result = self.store.put(pack.key, body, self.lock)
+                pack.version_id = result.version_id
+                self.record_pack(
+                    CachedPack(pack.key, result.version_id, len(body),
+                               self.lock.mode if self.lock else None,
+                               self.lock.retain_until if self.lock else _UNLOCKED_UNTIL),
+                    [CachedChunk(h, pack.key, off, stored, size, enc)
+                     for h, off, stored, size, enc in pack.chunks])
+            del body
+            with self._lock:
+                self.stats.bytes_uploaded += pack.size
+                self.stats.packs_uploaded += 1
+            log.debug("uploaded %s (%d bytes, %d chunks)", pack.key, pack.size, len(pack.chunks))
+        except BaseException as err:
+            self._fail(err)
+        finally:
+            self._pack_slots.release()
+            self._uploading.finished()
+
+    # ---------------------------------------------------------- finishing
+    def _fail(self, err: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = err
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def drain(self) -> None:
+        """Wait until every chunk so far is encoded, packed and uploaded."""
+        self._encoding.wait()
+        self._raise_failure()
+        self.packer.flush()
+        self._uploading.wait()
+        self._raise_failure()
+
+    def close(self) -> None:
+        self._encode_pool.shutdown(wait=True, cancel_futures=True)
+        self._upload_pool.shutdown(wait=True, cancel_futures=True)
+
+
+# Packs in a bucket without Object Lock (allow_unlocked_bucket) have no lease
+# to renew: the cache treats them as lasting, and nothing protects them.
+_UNLOCKED_UNTIL = datetime(9999, 12, 31, tzinfo=timezone.utc)

@@ -1,0 +1,41 @@
+"""One walked path -> its manifest entry (everything but the file's content)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from s3archive.format.model import BLOCKDEV, CHARDEV, DIR, SYMLINK, Entry, Warning_
+from s3archive.archive.sources import fs_metadata
+
+
+class Vanished(Exception):
+    """The entry disappeared between the walk and reading its metadata."""
+
+
+def describe_entry(path: bytes, st: os.stat_result) -> tuple[Entry, Warning_ | None]:
+    """The entry of a non-socket path; the warning says what could not be read.
+
+    Raises Vanished when the path is gone.
+    """
+    kind = fs_metadata.kind_of(st.st_mode)
+    assert kind is not None, "sockets are filtered out by the caller"
+    entry = Entry(path=path, kind=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid,
+                  gid=st.st_gid, mtime_ns=st.st_mtime_ns,
+                  user=fs_metadata.user_name(st.st_uid), group=fs_metadata.group_name(st.st_gid))
+    try:
+        if kind == SYMLINK:
+            entry.target = os.readlink(path)
+        elif kind in (CHARDEV, BLOCKDEV):
+            entry.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+        entry.acl_access, entry.acl_default, entry.xattrs, skipped = \
+            fs_metadata.read_acls_and_xattrs(path, kind == DIR)
+    except FileNotFoundError:
+        raise Vanished(path) from None
+    except (OSError, ValueError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return entry, Warning_("file", f"metadata incomplete: {why}", path)
+    if skipped:
+        return entry, Warning_("file", "metadata incomplete: xattr names that are not UTF-8 "
+                               f"left out: {', '.join(skipped)}", path)
+    return entry, None

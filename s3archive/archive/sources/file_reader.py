@@ -1,0 +1,112 @@
+"""Read one regular file into chunks, noticing when it changes underneath.
+
+The file is opened without following symlinks and without updating its
+atime; a shared advisory ``flock`` is tried first (a writer that holds an
+exclusive one gets a short grace period); holes of sparse files are never
+read.  The caller re-reads a file that changed while read, once.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from s3archive.archive.chunker import Chunker
+from s3archive.archive.sources import fs_metadata
+
+FLOCK_WAIT_S = 2.0
+
+
+class Unreadable(Exception):
+    """The file could not be read; ``str()`` is the warning."""
+
+
+@dataclass
+class FileContent:
+    size: int
+    extents: list[tuple[int, int]] | None
+    chunks: list[tuple[str, int]]  # (hash, plain size), in file order
+    bytes_read: int
+    changed: bool  # size, mtime or ctime moved while it was read
+    after: os.stat_result
+
+
+def read_file(path: bytes, expected_ino: int, chunker: Chunker,
+              add_chunk: Callable[[bytes], tuple[str, int]],
+              on_read: Callable[[int], None] = lambda n: None) -> FileContent:
+    try:
+        fd = _open_for_reading(path)
+    except FileNotFoundError:
+        raise Unreadable("vanished before it could be read") from None
+    except OSError as err:
+        raise Unreadable(f"cannot read: {err.strerror or err}") from None
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode) or before.st_ino != expected_ino:
+            raise Unreadable("was replaced while being read; skipped")
+        _try_shared_flock(fd)
+        extents = fs_metadata.data_extents(fd, before.st_size)
+        chunks: list[tuple[str, int]] = []
+        total = 0
+        for plain in chunker.file(fd, before.st_size, extents):
+            chunks.append(add_chunk(plain))
+            total += len(plain)
+            on_read(len(plain))
+        after = os.fstat(fd)
+    except OSError as err:
+        raise Unreadable(f"read failed: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    if extents is not None and total != sum(n for _, n in extents):
+        # the file shrank while we read: keep the extents as far as they were read
+        changed = True
+        extents = clip_extents(extents, total)
+        size = max(after.st_size, extents[-1][0] + extents[-1][1] if extents else 0)
+    else:
+        size = total if extents is None else before.st_size
+        changed = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != \
+            (before.st_size, before.st_mtime_ns, before.st_ctime_ns) or \
+            (extents is None and total != before.st_size)
+    return FileContent(size=size, extents=extents, chunks=chunks, bytes_read=total,
+                       changed=changed, after=after)
+
+
+def clip_extents(extents: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
+    """The first ``total`` bytes' worth of ``extents``."""
+    clipped = []
+    for offset, length in extents:
+        if total <= 0:
+            break
+        clipped.append((offset, min(length, total)))
+        total -= length
+    return clipped
+
+
+def _open_for_reading(path: bytes) -> int:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_NOATIME)
+    except PermissionError:
+        return os.open(path, flags)  # O_NOATIME needs ownership or CAP_FOWNER
+
+
+def _try_shared_flock(fd: int) -> None:
+    """Politely wait a little for writers holding an exclusive advisory lock."""
+    deadline = time.monotonic() + FLOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
+        except OSError as err:
+            if err.errno in (errno.ENOLCK, errno.EINVAL, errno.EOPNOTSUPP):
+                return
+            raise

@@ -1,0 +1,158 @@
+"""Expand picked paths into filesystem entries, in manifest (component-wise) order.
+
+The walk starts at ``/`` and visits only what is needed: the picked roots,
+their whole trees, and the directories above them (recorded too, so a restore
+gets their owners and modes back).  Below a picked directory everything is
+included except excluded names, the contents of directories tagged with
+``CACHEDIR.TAG``, and — with ``one_file_system`` — other filesystems (a mount
+point is recorded as an empty directory unless it is picked itself).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from s3archive.format.model import Warning_
+
+CACHEDIR_TAG = b"CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+
+
+@dataclass(frozen=True)
+class WalkItem:
+    path: bytes
+    st: os.stat_result
+
+
+@dataclass
+class WalkOptions:
+    one_file_system: bool = True
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass
+class _Roots:
+    """The picked roots and every directory above them."""
+
+    roots: set[bytes] = field(default_factory=set)
+    # directory -> names of children that are roots or lie above roots
+    needed: dict[bytes, set[bytes]] = field(default_factory=dict)
+
+    def add(self, path: bytes) -> None:
+        self.roots.add(path)
+        child = path
+        while child != b"/":
+            parent, _, name = child.rpartition(b"/")
+            parent = parent or b"/"
+            self.needed.setdefault(parent, set()).add(name)
+            child = parent
+
+
+def normalise_root(path: bytes) -> bytes:
+    """Absolute, normalised, with symlinks above the last component resolved."""
+    path = os.path.normpath(b"/" + path.lstrip(b"/"))
+    if path == b"/":
+        return path
+    parent, _, name = path.rpartition(b"/")
+    real_parent = os.path.realpath(parent or b"/")
+    return os.path.join(real_parent, name)
+
+
+def _join(parent: bytes, name: bytes) -> bytes:
+    return parent + name if parent == b"/" else parent + b"/" + name
+
+
+class Walker:
+    def __init__(self, options: WalkOptions, warn: Callable[[Warning_], None]):
+        self.options = options
+        self.warn = warn
+        self._patterns = [(p.encode("utf-8", "surrogateescape"), "/" in p) for p in options.exclude]
+
+    def excluded(self, path: bytes, name: bytes) -> bool:
+        return any(fnmatch.fnmatchcase(path if full else name, pattern)
+                   for pattern, full in self._patterns)
+
+    def walk(self, picked: list[bytes]) -> Iterator[WalkItem]:
+        roots = _Roots()
+        for path in picked:
+            root = normalise_root(path)
+            try:
+                os.lstat(root)
+            except FileNotFoundError:
+                self.warn(Warning_("picker", "picked path does not exist", root))
+                continue
+            except OSError as err:
+                self.warn(Warning_("picker", f"cannot stat picked path: {err.strerror}", root))
+                continue
+            roots.add(root)
+        if not roots.roots:
+            return
+        yield from self._visit(b"/", roots, full=b"/" in roots.roots, root_dev=None)
+
+    def _lstat(self, path: bytes) -> os.stat_result | None:
+        try:
+            return os.lstat(path)
+        except FileNotFoundError:
+            self.warn(Warning_("file", "vanished during the walk", path))
+        except OSError as err:
+            self.warn(Warning_("file", f"cannot stat: {err.strerror}", path))
+        return None
+
+    def _visit(self, path: bytes, roots: _Roots, full: bool,
+               root_dev: int | None) -> Iterator[WalkItem]:
+        st = self._lstat(path)
+        if st is None:
+            return
+        yield WalkItem(path, st)
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        if path in roots.roots:
+            full, root_dev = True, st.st_dev
+        crosses = (full and self.options.one_file_system and root_dev is not None
+                   and st.st_dev != root_dev)
+        wanted = roots.needed.get(path, set())
+        if full and not crosses:
+            names = self._list(path)
+            if names is None:
+                names = sorted(wanted)
+            elif CACHEDIR_TAG in names and self._is_cachedir(path):
+                names = sorted({CACHEDIR_TAG} | wanted)
+        else:
+            names = sorted(wanted)
+        for name in names:
+            child = _join(path, name)
+            is_needed = name in wanted
+            if not is_needed and self.excluded(child, name):
+                continue
+            yield from self._visit(child, roots, full=(full and not crosses) or child in roots.roots,
+                                   root_dev=root_dev)
+
+    def _list(self, path: bytes) -> list[bytes] | None:
+        try:
+            return sorted(os.listdir(path))
+        except FileNotFoundError:
+            self.warn(Warning_("file", "directory vanished during the walk", path))
+        except OSError as err:
+            self.warn(Warning_("file", f"cannot list directory: {err.strerror}", path))
+        return None
+
+    @staticmethod
+    def _is_cachedir(path: bytes) -> bool:
+        """A regular file CACHEDIR.TAG with the signature (never a fifo, device or link)."""
+        try:
+            fd = os.open(_join(path, CACHEDIR_TAG),
+                         os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            return os.pread(fd, len(CACHEDIR_SIGNATURE), 0) == CACHEDIR_SIGNATURE
+        except OSError:
+            return False
+        finally:
+            os.close(fd)

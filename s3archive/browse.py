@@ -1,0 +1,257 @@
+"""Read-only views of runs: summaries for ``runs``, listings, ``show`` and ``diff``.
+
+Everything comes from the manifests in the bucket (every version under
+``runs/``), never from local state.  Functions return dataclasses or plain
+dicts; the CLI formats them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterator
+
+from s3archive.repo.catalog import RunRef, list_runs, load_manifest, resolve_run
+from s3archive.clock import isoformat
+from s3archive.errors import RunNotFound, S3ArchiveError
+from s3archive.human import json_path
+from s3archive.format.model import FILE, HARDLINK, Entry, Manifest
+from s3archive.store.base import ObjectStore
+
+
+# ------------------------------------------------------------------ picking a run
+
+def pick_run(store: ObjectStore, spec: str, host: str | None,
+             default_host: str | None) -> RunRef:
+    """``spec`` is a run id, a unique prefix of one, or ``latest``.
+
+    ``latest`` means the newest run of ``host`` (default: this host).  An id
+    or prefix is looked up on ``host`` when given; otherwise this host's runs
+    are preferred and every host's are searched when none of them matches.
+    """
+    if spec == "latest" or host is not None:
+        host = host or default_host
+        return resolve_run(list_runs(store, host), spec, host)
+    runs = list_runs(store)
+    if default_host is not None:
+        try:
+            return resolve_run(runs, spec, default_host)
+        except RunNotFound:
+            pass
+    return resolve_run(runs, spec, None)
+
+
+def open_run(store: ObjectStore, spec: str, host: str | None,
+             default_host: str | None) -> tuple[RunRef, Manifest]:
+    run = pick_run(store, spec, host, default_host)
+    return run, load_manifest(store, run)
+
+
+# ------------------------------------------------------------------ summaries
+
+def _stat(stats: dict[str, Any], key: str) -> int | None:
+    value = stats.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass
+class RunSummary:
+    host: str
+    run_id: str
+    started: datetime
+    finished: datetime | None
+    tier: str
+    retain_until: datetime | None
+    lock_mode: str | None
+    legal_hold: bool | None  # the manifest's current hold (HEAD); None when unknown
+    files: int
+    logical_bytes: int
+    new_bytes: int | None  # plain bytes of chunks this run added (trailer stats)
+    uploaded_bytes: int | None  # stored bytes it uploaded
+    warnings: int
+    snapshots: int
+    version_id: str
+    error: str | None = None  # the manifest could not be read
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.finished is None:
+            return None
+        return (self.finished - self.started).total_seconds()
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "unreadable"
+        return "with warnings" if self.warnings else "complete"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "run_id": self.run_id,
+                "started": isoformat(self.started),
+                "finished": isoformat(self.finished) if self.finished else None,
+                "duration_s": self.duration_s, "tier": self.tier,
+                "retain_until": isoformat(self.retain_until) if self.retain_until else None,
+                "lock_mode": self.lock_mode, "legal_hold": self.legal_hold,
+                "files": self.files, "logical_bytes": self.logical_bytes,
+                "new_bytes": self.new_bytes, "uploaded_bytes": self.uploaded_bytes,
+                "warnings": self.warnings,
+                "snapshots": self.snapshots, "status": self.status,
+                "version_id": self.version_id, "error": self.error}
+
+
+def summarize(manifest: Manifest, run: RunRef, legal_hold: bool | None) -> RunSummary:
+    files = [e for e in manifest.entries if e.kind == FILE]
+    stats = manifest.trailer.stats
+    return RunSummary(host=run.host, run_id=run.run_id, started=manifest.header.started,
+                      finished=manifest.trailer.finished, tier=manifest.header.tier,
+                      retain_until=manifest.header.retain_until,
+                      lock_mode=manifest.header.lock_mode, legal_hold=legal_hold,
+                      files=len(files) + sum(1 for e in manifest.entries if e.kind == HARDLINK),
+                      logical_bytes=sum(e.size for e in files)
+                      + sum(s.size for s in manifest.snapshots),
+                      new_bytes=_stat(stats, "bytes_new"),
+                      uploaded_bytes=_stat(stats, "bytes_uploaded"),
+                      warnings=len(manifest.trailer.warnings),
+                      snapshots=len(manifest.snapshots), version_id=run.version_id)
+
+
+def run_summaries(store: ObjectStore, host: str | None, workers: int = 8) -> list[RunSummary]:
+    """One summary per manifest version (of ``host``, or every host), oldest first."""
+    runs = list_runs(store, host)
+
+    def one(run: RunRef) -> RunSummary:
+        try:
+            manifest = load_manifest(store, run)
+        except S3ArchiveError as err:
+            return RunSummary(host=run.host, run_id=run.run_id, started=run.last_modified,
+                              finished=None, tier="?", retain_until=None, lock_mode=None,
+                              legal_hold=None, files=0, logical_bytes=0, new_bytes=None,
+                              uploaded_bytes=None,
+                              warnings=0, snapshots=0, version_id=run.version_id,
+                              error=str(err))
+        try:
+            hold: bool | None = store.head(run.key, run.version_id).legal_hold
+        except S3ArchiveError:
+            hold = None
+        return summarize(manifest, run, hold)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        summaries = list(pool.map(one, runs))
+    summaries.sort(key=lambda s: (s.started, s.host, s.run_id))
+    return summaries
+
+
+# ------------------------------------------------------------------ ls
+
+def select_entries(manifest: Manifest, prefix: bytes | None) -> Iterator[Entry]:
+    """Entries at or below ``prefix`` (every entry when None or ``/``)."""
+    if prefix:
+        prefix = b"/" + b"/".join(p for p in prefix.split(b"/") if p)
+    for entry in manifest.entries:
+        if (not prefix or prefix == b"/" or entry.path == prefix
+                or entry.path.startswith(prefix + b"/")):
+            yield entry
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    obj: dict[str, Any] = {**json_path(entry.path), "kind": entry.kind,
+                           "mode": f"{entry.mode:04o}", "uid": entry.uid, "gid": entry.gid,
+                           "user": entry.user, "group": entry.group, "mtime_ns": entry.mtime_ns}
+    if entry.kind == FILE:
+        obj["size"] = entry.size
+        obj["sparse"] = entry.extents is not None
+    if entry.target is not None:
+        obj.update(json_path(entry.target, "target"))
+    if entry.rdev is not None:
+        obj["rdev"] = list(entry.rdev)
+    if entry.acl_access:
+        obj["acl_access"] = entry.acl_access
+    if entry.acl_default:
+        obj["acl_default"] = entry.acl_default
+    if entry.xattrs:
+        obj["xattrs"] = sorted(entry.xattrs)
+    return obj
+
+
+# ------------------------------------------------------------------ diff
+
+CONTENT_FIELDS = ("kind", "size", "content", "target", "rdev", "extents")
+METADATA_FIELDS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "acl_access",
+                   "acl_default", "xattrs")
+
+
+@dataclass
+class Change:
+    path: bytes
+    change: str  # "added" | "removed" | "content" | "metadata"
+    fields: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"change": self.change, **json_path(self.path), "fields": self.fields}
+
+
+def _content_of(entry: Entry, files: dict[bytes, Entry]) -> Any:
+    if entry.kind == HARDLINK and entry.target in files:
+        entry = files[entry.target]
+    return tuple(c.hash for c in entry.chunks)
+
+
+def _field(entry: Entry, name: str, files: dict[bytes, Entry]) -> Any:
+    if name == "content":
+        return _content_of(entry, files)
+    if name == "size" and entry.kind == HARDLINK and entry.target in files:
+        return files[entry.target].size
+    if name == "target" and entry.kind == HARDLINK:
+        return None  # another name of the same content: compared by content
+    if name == "kind" and entry.kind == HARDLINK:
+        return FILE
+    return getattr(entry, name)
+
+
+def diff_manifests(old: Manifest, new: Manifest) -> list[Change]:
+    """Changes from ``old`` to ``new`` in path order."""
+    old_files = {e.path: e for e in old.entries if e.kind == FILE}
+    new_files = {e.path: e for e in new.entries if e.kind == FILE}
+    before = {e.path: e for e in old.entries}
+    after = {e.path: e for e in new.entries}
+    changes = []
+    for path in sorted(before.keys() | after.keys(), key=lambda p: tuple(p.split(b"/"))):
+        a, b = before.get(path), after.get(path)
+        if a is None:
+            changes.append(Change(path, "added"))
+        elif b is None:
+            changes.append(Change(path, "removed"))
+        else:
+            content = [f for f in CONTENT_FIELDS
+                       if _field(a, f, old_files) != _field(b, f, new_files)]
+            meta = [f for f in METADATA_FIELDS
+                    if _field(a, f, old_files) != _field(b, f, new_files)]
+            if content:
+                changes.append(Change(path, "content", content + meta))
+            elif meta:
+                changes.append(Change(path, "metadata", meta))
+    return changes
+
+
+def show_json(run: RunRef, manifest: Manifest, summary: RunSummary) -> dict[str, Any]:
+    header = manifest.header
+    return {
+        "host": header.host, "run_id": header.run_id, "key": run.key,
+        "version_id": run.version_id, "tool": header.tool, "format": header.format,
+        "started": isoformat(header.started), "finished": isoformat(manifest.trailer.finished),
+        "tier": header.tier, "lock_mode": header.lock_mode,
+        "retain_until": isoformat(header.retain_until),
+        "legal_hold_recorded": header.legal_hold, "legal_hold": summary.legal_hold,
+        "chunker": header.chunker, "packs": len(manifest.packs),
+        "pack_bytes": sum(p.size for p in manifest.packs),
+        "counts": manifest.trailer.counts, "stats": manifest.trailer.stats,
+        "summary": summary.to_json(),
+        "warnings": [{"source": w.source, "message": w.message,
+                      **(json_path(w.path) if w.path is not None else {})}
+                     for w in manifest.trailer.warnings],
+        "snapshots": [{"name": s.name, "status": s.status, "exit_status": s.exit_status,
+                       "size": s.size, "started": isoformat(s.started),
+                       "duration_s": s.duration_s, "description": s.description,
+                       "restore_through": s.restore_through} for s in manifest.snapshots],
+    }

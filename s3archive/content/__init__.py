@@ -1,1 +1,0 @@
-"""Content: chunking, per-chunk encoding, packing."""

@@ -1,1 +1,0 @@
-"""The manifest of one run: model, and codec (strict: bucket content is untrusted)."""

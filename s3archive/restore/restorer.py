@@ -1,0 +1,149 @@
+"""Restore a run (or chosen subtrees of it) into a target directory.
+
+The plan lists the entries in manifest order; the chunks of its files are
+fetched as merged ranged GETs of the pinned pack versions, in parallel within
+a memory window, checked against their SHA-256 and written in the same order.
+A bad chunk damages only its file: the file is named, everything else is
+restored, and the report says the restore failed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from s3archive.errors import IntegrityError, UsageError
+from s3archive.restore.apply import MetadataApplier
+from s3archive.format.model import DIR, FILE, ChunkRef, Manifest, Snapshot
+from s3archive.repo.pack_reader import DEFAULT_WINDOW, DEFAULT_WORKERS, Downloader
+from s3archive.restore.plan import batched_reads, file_chunks, plan_entries
+from s3archive.restore.tree import EntryFailed, TreeWriter
+from s3archive.store.base import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: bytes
+    message: str
+
+
+@dataclass
+class RestoreReport:
+    target: str
+    entries: int = 0
+    files: int = 0
+    bytes_written: int = 0
+    seconds: float = 0.0
+    damaged: list[Problem] = field(default_factory=list)  # files with bad or missing chunks
+    failed: list[Problem] = field(default_factory=list)  # entries not restored at all
+    warnings: list[Problem] = field(default_factory=list)  # metadata not applied
+    store: dict[str, Any] = field(default_factory=dict)  # requests and bytes
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged and not self.failed
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    overwrite: bool = False
+    numeric_owner: bool = False
+    workers: int = DEFAULT_WORKERS
+    window: int = DEFAULT_WINDOW
+
+
+def restore_run(store: ObjectStore, manifest: Manifest, target: Path,
+                selections: Iterable[bytes] = (),
+                options: RestoreOptions = RestoreOptions()) -> RestoreReport:
+    began = time.monotonic()
+    planned = plan_entries(manifest, selections)
+    report = RestoreReport(target=str(target))
+    seen_warnings: set[tuple[bytes, str]] = set()
+
+    def warn(path: bytes, message: str) -> None:
+        if (path, message) not in seen_warnings:
+            seen_warnings.add((path, message))
+            report.warnings.append(Problem(path, message))
+
+    applier = MetadataApplier(warn, numeric_owner=options.numeric_owner)
+    if not applier.is_root:
+        warn(b"", "not running as root: owners are not restored, files belong to the "
+                  "restoring user")
+    downloader = Downloader(store, manifest.packs, options.workers, options.window)
+    results = ((r.ref, r.data, r.error)
+               for r in downloader.ordered(batched_reads(file_chunks(planned))))
+    damaged: dict[tuple[bytes, ...], bytes] = {}  # restored parts -> path of damaged files
+    with TreeWriter(target, applier, overwrite=options.overwrite) as tree:
+        for item in planned:
+            entry = item.entry
+            report.entries += 1
+            try:
+                if entry.kind == DIR:
+                    tree.make_dir(item)
+                elif entry.kind == FILE and item.link_to is None:
+                    mine = itertools.islice(results, len(entry.chunks))
+                    try:
+                        written = tree.write_file(item, mine)
+                    finally:
+                        for _ in mine:  # keep the stream aligned after a failure
+                            pass
+                    report.files += 1
+                    report.bytes_written += written.written
+                    if written.damage:
+                        report.damaged.append(Problem(entry.path, "; ".join(written.damage[:3])))
+                        damaged[item.parts] = entry.path
+                elif item.link_to is not None:
+                    tree.make_hardlink(item)
+                    if item.link_to in damaged:
+                        report.damaged.append(Problem(entry.path, "another name of the damaged "
+                                                      f"{damaged[item.link_to]!r}"))
+                else:
+                    tree.make_special(item)
+            except EntryFailed as err:
+                report.failed.append(Problem(entry.path, str(err)))
+            except OSError as err:
+                report.failed.append(Problem(entry.path, err.strerror or str(err)))
+        tree.finish_dirs(lambda path, msg: report.failed.append(Problem(path, msg)))
+    report.seconds = time.monotonic() - began
+    snapshot = getattr(store, "snapshot", None)
+    if callable(snapshot):
+        report.store = snapshot()
+    return report
+
+
+def snapshot_stream(store: ObjectStore, manifest: Manifest, name: str,
+                    workers: int = DEFAULT_WORKERS,
+                    window: int = DEFAULT_WINDOW) -> Iterator[bytes | memoryview]:
+    """The bytes of snapshot ``name``, verified chunk by chunk.
+
+    A bad chunk raises IntegrityError after the good bytes before it.
+    """
+    snap = find_snapshot(manifest, name)
+    downloader = Downloader(store, manifest.packs, workers, window)
+    for result in downloader.ordered(batched_reads(snap.chunks)):
+        if result.data is None:
+            raise IntegrityError(f"snapshot {name}: {result.error}")
+        yield result.data
+
+
+def find_snapshot(manifest: Manifest, name: str) -> Snapshot:
+    snap = next((s for s in manifest.snapshots if s.name == name), None)
+    if snap is None:
+        names = ", ".join(s.name for s in manifest.snapshots) or "none"
+        raise UsageError(f"no snapshot {name!r} in run {manifest.header.run_id} "
+                         f"(snapshots: {names})")
+    return snap
+
+
+def chunks_of(manifest: Manifest) -> Iterator[ChunkRef]:
+    """Every chunk reference of a manifest (files and snapshots)."""
+    for entry in manifest.entries:
+        yield from entry.chunks
+    for snap in manifest.snapshots:
+        yield from snap.chunks

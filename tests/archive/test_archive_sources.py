@@ -1,0 +1,256 @@
+"""What the archiver records of the filesystem, and how it survives bad input."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import posix1e
+import pytest
+
+from support.archive_env import ArchiveEnv, entries_by_path
+
+MiB = 1 << 20
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (devices, trusted xattrs, chown)")
+
+
+@pytest.fixture
+def env(rgw, tmp_path: Path) -> ArchiveEnv:
+    return ArchiveEnv(tmp_path, rgw.endpoint_url, rgw.access_key, rgw.secret_key, rgw.client())
+
+
+@needs_root
+def test_metadata_of_every_kind_of_entry_is_captured(env: ArchiveEnv, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "plain").write_bytes(b"hello\n")
+    os.chown(src / "plain", 1234, 5678)  # owners that do not exist: numbers only
+    os.utime(src / "plain", ns=(1, 123_456_789_012_345_678))
+    (src / "setuid").write_bytes(b"#!/bin/sh\n")
+    os.chmod(src / "setuid", 0o4755)
+    (src / "sticky").mkdir()
+    os.chmod(src / "sticky", 0o1777)
+    os.link(src / "plain", src / "plain-link")
+    os.symlink("plain", src / "rel-link")
+    os.symlink("/nowhere/at/all", src / "dangling")
+    os.mkfifo(src / "fifo")
+    os.mknod(src / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    os.mknod(src / "loop", stat.S_IFBLK | 0o600, os.makedev(7, 0))
+    odd = os.fsencode(src) + b"/caf\xe9-\xff name"
+    with open(odd, "wb") as handle:
+        handle.write(b"latin-1 name")
+    acl_file = src / "acl"
+    acl_file.write_text("acl")
+    posix1e.ACL(text="u::rw-,u:1000:r--,g::r--,m::r--,o::---").applyto(str(acl_file))
+    acl_dir = src / "acl-dir"
+    acl_dir.mkdir()
+    posix1e.ACL(text="u::rwx,g::r-x,g:100:rwx,m::rwx,o::---").applyto(str(acl_dir), posix1e.ACL_TYPE_DEFAULT)
+    os.setxattr(src / "plain", "user.binary", b"\x00\xff\x10")
+    os.setxattr(src / "plain", "user.empty", b"")
+    os.setxattr(src / "plain", "trusted.secret", b"t")
+    (src / "odd-xattr").write_text("x")
+    os.setxattr(src / "odd-xattr", b"user.\xff", b"v")
+    os.setxattr(src / "odd-xattr", "user.fine", b"kept")
+    sparse = src / "sparse"
+    with open(sparse, "wb") as handle:
+        handle.truncate(1 << 30)
+        handle.seek(512 * MiB)
+        handle.write(os.urandom(MiB))
+    subprocess.run(["python3", "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); "
+                    f"s.bind({str(src / 'sock')!r})"], check=True)
+
+    (src / "cache").mkdir()
+    os.mkfifo(src / "cache" / "CACHEDIR.TAG")  # must not hang the walk
+    (src / "cache" / "kept-inside").write_text("a fifo is no cache tag")
+
+    env.pick(src)
+    summary = env.archive()
+    assert summary["exit_code"] == 3
+    assert summary["warnings"] == [f"file: {src}/odd-xattr: metadata incomplete: xattr names "
+                                   "that are not UTF-8 left out: user.\\xff"]
+    assert summary["bytes_read"] < 2 * MiB + 4096, "holes are not read"
+    entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
+    p = lambda name: os.fsencode(src / name)  # noqa: E731
+    assert entries[b"/"]["kind"] == "dir"
+    assert entries[os.fsencode(tmp_path)]["kind"] == "dir"
+    plain = entries[p("plain")]
+    assert (plain["kind"], plain["uid"], plain["gid"], plain["mode"]) == ("file", 1234, 5678, "0644")
+    assert "user" not in plain and plain["mtime_ns"] == 123_456_789_012_345_678
+    assert {k: base64.b64decode(v) for k, v in plain["xattrs"].items()} == {
+        "user.binary": b"\x00\xff\x10", "user.empty": b"", "trusted.secret": b"t"}
+    assert entries[p("plain-link")]["kind"] == "hardlink"
+    assert entries[p("plain-link")]["target"] == os.fsdecode(p("plain"))
+    assert entries[p("setuid")]["mode"] == "4755"
+    assert entries[p("sticky")]["mode"] == "1777"
+    assert entries[p("rel-link")] | {} == entries[p("rel-link")]
+    assert entries[p("rel-link")]["target"] == "plain"
+    assert entries[p("dangling")]["target"] == "/nowhere/at/all"
+    assert entries[p("fifo")]["kind"] == "fifo"
+    assert (entries[p("null")]["kind"], entries[p("null")]["rdev"]) == ("chardev", [1, 3])
+    assert (entries[p("loop")]["kind"], entries[p("loop")]["rdev"]) == ("blockdev", [7, 0])
+    assert p("sock") not in entries
+    assert entries[p("cache/CACHEDIR.TAG")]["kind"] == "fifo"
+    assert p("cache/kept-inside") in entries
+    assert base64.b64decode(entries[p("odd-xattr")]["xattrs"]["user.fine"]) == b"kept"
+    assert entries[odd]["kind"] == "file" and "path_b64" in entries[odd]
+    assert entries[p("acl")]["acl_access"] == "u::rw-,u:1000:r--,g::r--,m::r--,o::---"
+    assert entries[p("acl-dir")]["acl_default"] == "u::rwx,g::r-x,g:100:rwx,m::rwx,o::---"
+    sparse_entry = entries[p("sparse")]
+    assert sparse_entry["size"] == 1 << 30
+    assert sparse_entry["extents"] == [[512 * MiB, MiB]]
+    assert sum(c[1] for c in sparse_entry["chunks"]) == MiB
+    trailer = env.manifest_lines(summary["manifest_key"])[-1]
+    assert trailer["counts"]["sockets_skipped"] == 1
+
+
+def test_bad_pickers_become_warnings_and_the_rest_is_archived(env: ArchiveEnv, tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "kept").write_text("kept")
+    env.pick(good, name="10-good")
+    env.picker("20-relative", "echo relative/path\necho /does/not/exist\n")
+    env.picker("30-fails", f"echo '{good}'\nexit 4\n")
+    env.picker("40-hangs", "sleep 30\n")
+    env.picker("50-latin1", "printf '/tmp/\\351t\\351\\n'\n")
+    (env.etc / "pickers.d" / "60-disabled").write_text("#!/bin/sh\necho /etc\n")  # not executable
+    env.write_config(extra="[sources]\npicker_timeout = 1")
+    started = time.monotonic()
+    summary = env.archive()
+    assert time.monotonic() - started < 15
+    assert summary["exit_code"] == 3
+    text = "\n".join(summary["warnings"])
+    assert "20-relative: ignored relative path b'relative/path'" in text
+    assert "/does/not/exist: picked path does not exist" in text
+    assert "30-fails: exited with status 4" in text
+    assert "40-hangs: timed out after 1 s" in text
+    assert "/tmp/\\xe9t\\xe9: picked path does not exist" in text
+    entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
+    assert os.fsencode(good / "kept") in entries
+    assert not any(p.startswith(b"/etc") for p in entries)
+    trailer = env.manifest_lines(summary["manifest_key"])[-1]
+    assert len(trailer["warnings"]) == len(summary["warnings"])
+
+
+def test_bad_snapshotters_become_warnings(env: ArchiveEnv, tmp_path: Path) -> None:
+    env.pick(tmp_path / "nothing")
+    env.snapshotter("10-good", "printf 'payload' >&\"$1\"\necho good one\n"
+                    "echo '::restore-through:: cat > /dev/null'\n")
+    env.snapshotter("20-fails", "printf 'partial' >&\"$1\"\necho oops >&2\nexit 7\n")
+    env.snapshotter("30-hangs", "printf 'x' >&\"$1\"\nsleep 30\n")
+    env.snapshotter("40-empty", "echo nothing to say\n")
+    env.write_config(extra="[sources]\nsnapshot_timeout = 2")
+    started = time.monotonic()
+    summary = env.archive()
+    assert time.monotonic() - started < 20
+    assert summary["exit_code"] == 3 and summary["snapshots"] == 4
+    snaps = {line["name"]: line for line in env.manifest_lines(summary["manifest_key"])
+             if line["type"] == "snapshot"}
+    assert snaps["10-good"]["status"] == "ok" and snaps["10-good"]["size"] == 7
+    assert snaps["10-good"]["description"] == "good one"
+    assert snaps["10-good"]["restore_through"] == "cat > /dev/null"
+    assert (snaps["20-fails"]["status"], snaps["20-fails"]["exit_status"]) == ("failed", 7)
+    assert snaps["30-hangs"]["status"] == "timeout"
+    assert snaps["40-empty"]["status"] == "empty"
+    text = "\n".join(summary["warnings"])
+    assert "20-fails: exited with status 7; stderr: oops" in text
+    assert "30-hangs: timed out after 2 s" in text
+    assert "40-empty: wrote no data" in text
+
+
+def test_files_that_change_while_read_are_read_twice_then_stored_with_a_warning(env: ArchiveEnv, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    growing = src / "growing.log"
+    growing.write_bytes(os.urandom(8 * MiB))
+    (src / "stable").write_text("stable")
+    stop = threading.Event()
+
+    def writer() -> None:  # a slow, bounded writer: at most 64 MiB, whatever happens
+        with open(growing, "ab") as handle:
+            for _ in range(16384):
+                if stop.wait(0.0005):
+                    return
+                handle.write(b"y" * 4096)
+                handle.flush()
+
+    env.pick(src)
+    threads = [threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    try:
+        summary = env.archive()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert summary["exit_code"] == 3
+    text = "\n".join(summary["warnings"])
+    assert f"{growing}: changed while being read (read twice)" in text
+    entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
+    assert os.fsencode(src / "stable") in entries
+    assert entries[os.fsencode(growing)]["size"] >= 8 * MiB
+
+
+def test_entries_that_vanish_during_the_walk_become_warnings(tmp_path: Path, monkeypatch) -> None:
+    from s3archive.archive.sources import walker as walker_module
+    from s3archive.archive.sources.walker import Walker, WalkOptions
+
+    (tmp_path / "here").write_text("x")
+    real_listdir = os.listdir
+    monkeypatch.setattr(walker_module.os, "listdir",
+                        lambda path: real_listdir(path) + [b"gone-before-lstat"])
+    warnings = []
+    paths = [item.path for item in Walker(WalkOptions(), warnings.append).walk([os.fsencode(tmp_path)])]
+    assert os.fsencode(tmp_path / "here") in paths
+    assert [(w.message, w.path) for w in warnings] == [
+        ("vanished during the walk", os.fsencode(tmp_path / "gone-before-lstat"))]
+
+
+def test_a_snapshotter_whose_data_cannot_be_read_is_failed_not_timed_out(tmp_path: Path) -> None:
+    from s3archive.archive.sources.snapshotters import run_snapshotter
+
+    script = tmp_path / "10-dump"
+    script.write_text("#!/bin/sh\nprintf 'data' >&\"$1\"\nsleep 5\n")
+    script.chmod(0o755)
+
+    def broken(reader) -> int:
+        raise OSError("disk on fire")
+
+    started = time.monotonic()
+    outcome = run_snapshotter(script, timeout=30, consume=broken)
+    assert time.monotonic() - started < 5, "the snapshotter is killed, not waited for"
+    assert outcome.status == "failed" and "disk on fire" in outcome.problem
+
+
+def test_an_error_while_consuming_kills_and_reaps_the_snapshotter(tmp_path: Path) -> None:
+    from s3archive.errors import StoreError
+    from s3archive.archive.sources.snapshotters import run_snapshotter
+
+    script = tmp_path / "10-dump"
+    marker = tmp_path / "still-running"
+    script.write_text(f"#!/bin/sh\nprintf 'data' >&\"$1\"\nsleep 3\ntouch '{marker}'\n")
+    script.chmod(0o755)
+
+    def upload_fails(reader) -> int:
+        raise StoreError("PUT failed")
+
+    with pytest.raises(StoreError):
+        run_snapshotter(script, timeout=30, consume=upload_fails)
+    time.sleep(3.5)
+    assert not marker.exists(), "the snapshotter must not outlive the run"
+
+
+def test_executables_with_names_that_are_not_utf8_are_ignored(tmp_path: Path) -> None:
+    from s3archive.archive.sources.pickers import executables
+
+    for name in (b"10-fine", b"20-caf\xe9"):
+        path = os.fsencode(tmp_path) + b"/" + name
+        with open(path, "w") as handle:
+            handle.write("#!/bin/sh\n")
+        os.chmod(path, 0o755)
+    assert [p.name for p in executables(tmp_path)] == ["10-fine"]

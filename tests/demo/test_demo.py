@@ -1,0 +1,120 @@
+"""`s3archive demo`: the whole cycle against its own moto server over HTTP,
+as root and as an ordinary user, and a comparison that does find differences."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from s3archive.cli.main import cli
+from s3archive.demo import sample
+
+
+def run_demo(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["demo", *args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_demo_runs_the_cycle_exactly_and_leaves_nothing_behind() -> None:
+    code, out, err = run_demo("--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["ok"] is True and result["differences"] == []
+    assert result["work_dir"] is None
+    work = re.search(r"working in (\S+)", err)[1]
+    assert not Path(work).exists()
+    assert re.match(r"http://127\.0\.0\.1:\d+$", result["endpoint_url"])
+    steps = {s["step"]: s for s in result["steps"]}
+    assert [s["step"] for s in result["steps"]] == [
+        "create-resources", "write-config", "archive (first run)",
+        "archive (after the change)", "runs", "verify", "verify", "restore", "compare",
+        "restore-snapshot"]
+    first, second = steps["archive (first run)"], steps["archive (after the change)"]
+    assert first["exit_code"] == second["exit_code"] == 0
+    assert first["files"] == 6 and second["files"] == 7 and second["files_unchanged"] == 5
+    assert first["snapshots"] == second["snapshots"] == 1
+    assert first["bytes_uploaded"] > sample.BLOB_BYTES  # the blob is incompressible
+    assert second["bytes_uploaded"] < first["bytes_uploaded"] / 100
+    assert second["bytes_read"] < 100_000
+    assert first["packs_uploaded"] >= 1 and first["requests"] > 0
+    assert first["retain_until"] > second["run_id"][:4]  # a date, years ahead (yearly tier)
+    assert len(steps["runs"]["runs"]) == 2
+    verified = [s for s in result["steps"] if s["step"] == "verify"]
+    assert all(v["ok"] and v["problems"] == [] and v["chunks_checked"] > 0 for v in verified)
+    assert steps["restore"]["ok"] and steps["restore"]["files"] == 7
+    assert steps["compare"]["entries"] == 14 and steps["compare"]["differences"] == []
+    assert steps["restore-snapshot"]["identical"] is True
+    for figure in ("files", "read", "uploaded in", "pack(s)", "requests", "locked GOVERNANCE until"):
+        assert figure in err
+    assert "compare: 14 entries identical" in err
+
+
+def test_demo_keep_leaves_the_work_directory(tmp_path: Path) -> None:
+    keep = tmp_path / "kept"
+    code, out, err = run_demo("--keep", str(keep))
+    assert code == 0, err
+    assert "demo ok" in out and str(keep) in out
+    assert (keep / "root" / "etc" / "s3archive" / "config.toml").is_file()
+    assert (keep / "state" / "last-run.json").is_file()
+    restored = keep / "restored" / str(keep / "sample" / "data").lstrip("/")
+    assert (restored / "docs" / "new-today.txt").read_text() == "a file created between the runs\n"
+    assert (keep / "restored-db" / "app.sqlite3").is_file()
+    code, _, err = run_demo("--keep", str(keep))
+    assert code == 2 and "must be empty or missing" in err
+
+
+UNPRIVILEGED = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping capabilities needs root")
+def test_demo_without_privileges(tmp_path: Path) -> None:
+    """Every capability dropped (no chown, no DAC override, no trusted xattrs),
+    as an ordinary user has none.  (The interpreter lives below /root here,
+    so the uid stays 0: a different uid could not even start Python.)"""
+    caps = subprocess.run(UNPRIVILEGED + ["grep", "CapEff", "/proc/self/status"],
+                          capture_output=True, text=True, check=True).stdout
+    assert caps.split() == ["CapEff:", "0000000000000000"]
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "TMPDIR": str(tmp_path),
+           "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run(UNPRIVILEGED + [sys.executable, "-m", "s3archive", "demo", "--json"],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["ok"] and result["differences"] == []
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
+
+
+def test_comparison_finds_every_kind_of_difference(tmp_path: Path) -> None:
+    a = sample.make_sample(tmp_path / "a").tree
+    b = sample.make_sample(tmp_path / "b").tree
+    count, differences = sample.compare_trees(a, b)
+    assert count == 13
+    # Fresh trees differ only in times: make them agree, then break one thing each.
+    for path in sorted(b.rglob("*"), reverse=True) + [b]:
+        twin = a / path.relative_to(b)
+        stat = os.lstat(twin)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns), follow_symlinks=False)
+    assert sample.compare_trees(a, b) == (13, [])
+    (b / "docs" / "readme-hardlink.txt").unlink()
+    (b / "docs" / "readme-hardlink.txt").write_bytes((a / "docs" / "readme.txt").read_bytes())
+    os.removexattr(b / "docs" / "notes.md", sample.XATTR_NAME)
+    (b / "bin" / "tool.sh").chmod(0o700)
+    (b / "notes-symlink").unlink()
+    os.symlink("docs/readme.txt", b / "notes-symlink")
+    (b / "extra").write_text("")
+    with open(b / "blob.bin", "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"X")
+    _, differences = sample.compare_trees(a, b)
+    text = "\n".join(differences)
+    for expected in ("hardlinks differ", "docs/notes.md: xattrs differ", "bin/tool.sh: mode",
+                     "notes-symlink: symlink target", "extra: only in the restored tree",
+                     "blob.bin: sha256 differs", "docs/readme-hardlink.txt: mtime_ns"):
+        assert expected in text, text
