@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "demo",
     "status",
     "cost",
+    "key",
 )
 
 log = logging.getLogger("s3archive")
