@@ -121,15 +121,16 @@ def dedup_secret_key(secret: DedupSecret, recipients: list[Recipient]) -> str:
 
 
 def seal_dedup_secret(secret: DedupSecret, recipients: list[Recipient]) -> bytes:
-    return age.encrypt(str(secret).encode("ascii") + b"\n", recipients)
+    """The bucket's copy: an age file whose payload is the 32 raw bytes
+    (``age -d -i KEYFILE`` gives them back)."""
+    return age.encrypt(secret.secret, recipients)
 
 
 def open_dedup_secret(data: bytes, identities: list[Identity], expected_id: str) -> DedupSecret:
-    text = age.decrypt(data, identities, max_plaintext=256)
-    try:
-        secret = DedupSecret.parse(text.decode("ascii"))
-    except (UnicodeDecodeError, KeyFormatError):
-        raise AgeFormatError("the dedup secret object does not hold a dedup secret") from None
+    raw = age.decrypt(data, identities, max_plaintext=32)
+    if len(raw) != 32:
+        raise AgeFormatError("the dedup secret object does not hold a 32-byte secret")
+    secret = DedupSecret(raw)
     if secret.dedup_id != expected_id:
         raise AgeFormatError(f"the dedup secret object holds the secret of group "
                              f"{secret.dedup_id}, not {expected_id}")
