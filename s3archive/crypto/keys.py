@@ -190,7 +190,8 @@ class PaperProblem:
 def read_paper(text: str) -> tuple[Identity | None, list[PaperProblem]]:
     """Parse typed-in paper lines (or a plain identity line).
 
-    Returns the identity when everything checks, else ``None`` and one
+    Lines that do not start with a digit are ignored, so the whole sheet may
+    be pasted; a line that starts with one must be a paper line.  Returns the identity when everything checks, else ``None`` and one
     problem per bad line, so the operator knows which line to retype."""
     problems: list[PaperProblem] = []
     rows: dict[int, str] = {}
@@ -202,6 +203,8 @@ def read_paper(text: str) -> tuple[Identity | None, list[PaperProblem]]:
         if line.upper().startswith(IDENTITY_PREFIX):
             plain.append(line)
             continue
+        if not line[0].isdigit():
+            continue  # the sheet's other text, pasted along
         match = _PAPER_ROW.match(line)
         if match is None:
             problems.append(PaperProblem(number, "not a paper line "

@@ -138,6 +138,9 @@ def test_swaps_and_missing_lines_are_named() -> None:
     assert found is None and "whole key does not" in problems[0].message
     found, problems = read_paper("1: IIII OOOO  12")
     assert found is None and "alphabet" in problems[0].message
+    found, problems = read_paper(f"Recipient: {SPEC_RECIPIENT}\n{lines[0]}\n2 PZ0P\n")
+    assert found is None and [(p.line, p.message[:18]) for p in problems] == \
+        [(3, "not a paper line (")]
 
 
 def test_plain_key_line_is_accepted_by_check() -> None:

@@ -57,6 +57,9 @@ def test_paper_copy_typed_back_checks(tmp_path: Path) -> None:
     assert len(numbered) == 4
     (identity,) = read_identity_file(out)
     assert str(identity)[16:] == "".join(line[3:-4].replace(" ", "") for line in numbered)
+    sheet = tmp_path / "sheet.txt"  # the whole sheet, as printed, checks too
+    sheet.write_text(result.stdout)
+    assert _key("check", str(sheet), "--recipient", recipient).stdout == recipient + "\n"
     typed = tmp_path / "typed.txt"
     typed.write_text("\n".join(numbered).lower() + "\n")
     result = _key("check", str(typed), "--recipient", recipient)
