@@ -10,14 +10,18 @@ open, as does any changed byte.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from s3archive.crypto.errors import BlobAuthError
+from s3archive.crypto import age
+from s3archive.crypto.errors import AgeFormatError, BlobAuthError, WrongKeyError
+from s3archive.crypto.keys import Identity, Recipient
 
 PACK_KEY_SIZE = 32
+MAX_KEY_BLOCK = 65536
 PACK_ID_SIZE = 16
 BLOB_ID_SIZE = 32
 TAG_SIZE = 16
@@ -64,6 +68,42 @@ class BlobPlace:
         kind = {DATA: "data", TREE: "tree", CHUNK_LIST: "chunk-list",
                 RUN_RECORD: "run-record"}[self.kind]
         return f"{kind} blob {self.blob_id.hex()} at offset {self.offset}"
+
+
+@dataclass(frozen=True)
+class PackKey:
+    """The key of one pack being built: its id, its key and the key block
+    (an age file of the key to the recipients).  Drop it once the pack is
+    sealed: nothing else can open the pack's blobs but the key block."""
+
+    pack_id: bytes
+    key: bytes = field(repr=False)
+    key_block: bytes = field(repr=False)
+
+
+def new_pack_key(recipients: list[Recipient]) -> PackKey:
+    """A fresh random key and pack id, the key wrapped to every recipient."""
+    if not 1 <= len(recipients) <= 16:
+        raise ValueError("a pack is encrypted to 1 to 16 recipients")
+    key = os.urandom(PACK_KEY_SIZE)
+    return PackKey(os.urandom(PACK_ID_SIZE), key, age.encrypt(key, recipients))
+
+
+def open_key_block(key_block: bytes, identities: list[Identity], pack_name: str) -> bytes:
+    """The pack key from a key block read from the bucket, or an error naming the pack."""
+    if not 1 <= len(key_block) <= MAX_KEY_BLOCK:
+        raise AgeFormatError(f"pack {pack_name}: key block of {len(key_block)} bytes "
+                             f"(1 to {MAX_KEY_BLOCK})")
+    try:
+        key = age.decrypt(key_block, identities, max_plaintext=PACK_KEY_SIZE)
+    except WrongKeyError as err:
+        raise WrongKeyError(f"pack {pack_name}: {err}") from None
+    except AgeFormatError as err:
+        raise AgeFormatError(f"pack {pack_name}: key block: {err}") from None
+    if len(key) != PACK_KEY_SIZE:
+        raise AgeFormatError(f"pack {pack_name}: key block holds {len(key)} bytes, "
+                             f"not a {PACK_KEY_SIZE}-byte key")
+    return key
 
 
 def seal(pack_key: bytes, place: BlobPlace, stored: bytes | memoryview) -> bytes:

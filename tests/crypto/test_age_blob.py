@@ -9,7 +9,8 @@ import random
 import pytest
 
 from s3archive.crypto import age
-from s3archive.crypto.blob import (DATA, RAW, TREE, ZSTD, BlobPlace, open_sealed, seal)
+from s3archive.crypto.blob import (DATA, RAW, TREE, ZSTD, BlobPlace, new_pack_key,
+                                   open_key_block, open_sealed, seal)
 from s3archive.crypto.dedup import (DedupSecret, dedup_secret_key, open_dedup_secret,
                                     plain_blob_id, recipients_fingerprint, seal_dedup_secret)
 from s3archive.crypto.errors import (AgeFormatError, BlobAuthError, KeyFormatError,
@@ -130,6 +131,25 @@ def test_wrong_pack_key_is_refused() -> None:
     sealed = seal(KEY, PLACE, b"stored bytes")
     with pytest.raises(BlobAuthError):
         open_sealed(RNG.randbytes(32), PLACE, sealed)
+
+
+def test_pack_key_round_trip_and_errors_name_the_pack() -> None:
+    pack = new_pack_key([ALICE.recipient(), BOB.recipient()])
+    assert len(pack.pack_id) == 16 and len(pack.key) == 32
+    assert pack.key.hex() not in repr(pack)
+    assert open_key_block(pack.key_block, [BOB], "data/ab/ab12") == pack.key
+    assert new_pack_key([ALICE.recipient()]).key != pack.key
+    with pytest.raises(WrongKeyError, match="pack data/ab/ab12: none of the 1 key"):
+        open_key_block(pack.key_block, [EVE], "data/ab/ab12")
+    bad = bytearray(pack.key_block)
+    bad[-3] ^= 1
+    with pytest.raises(AgeFormatError, match="pack data/ab/ab12: key block: age payload"):
+        open_key_block(bytes(bad), [ALICE], "data/ab/ab12")
+    with pytest.raises(AgeFormatError, match="key block of 70000 bytes"):
+        open_key_block(bytes(70000), [ALICE], "data/ab/ab12")
+    wrong_size = age.encrypt(bytes(16), [ALICE.recipient()])
+    with pytest.raises(AgeFormatError, match="larger than 32|holds 16 bytes"):
+        open_key_block(wrong_size, [ALICE], "p")
 
 
 def test_blob_place_validates() -> None:
