@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TextIO
 
 import click
 
-from s3archive.crypto.keys import Identity, paper_sheet, read_identity_file, read_paper
+from s3archive.crypto.keys import (
+    Identity,
+    Recipient,
+    paper_sheet,
+    read_identity_file,
+    read_paper,
+)
 from s3archive.errors import EXIT_FAILED, S3ArchiveError
 
 
@@ -78,13 +85,11 @@ def recipient_command(key_file: Path) -> None:
 @click.argument("typed", type=click.File("r", encoding="ascii", errors="replace"))
 @click.option("--recipient", "expected", default=None,
               help="The recipient the key must belong to (age1...), e.g. from the config.")
-def check_command(typed: click.utils.LazyFile, expected: str | None) -> None:
+def check_command(typed: TextIO, expected: str | None) -> None:
     """Check a typed-in paper copy (or a key file): TYPED holds the numbered
     lines ('-' for stdin).  Prints the recipient when it checks; names every
     line to retype when it does not.
     """
-    from s3archive.crypto.keys import Recipient
-
     want = Recipient.parse(expected) if expected is not None else None
     identity, problems = read_paper(typed.read(256 * 1024))
     for problem in problems:

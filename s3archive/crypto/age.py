@@ -19,7 +19,10 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -78,7 +81,7 @@ def wrap_file_key(file_key: bytes, recipient: Recipient) -> Stanza:
     ChaCha20-Poly1305 with a zero nonce."""
     ephemeral = X25519PrivateKey.generate()
     share = ephemeral.public_key().public_bytes_raw()
-    shared = ephemeral.exchange(_public(recipient.public))
+    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient.public))
     if shared == bytes(32):
         raise WrongKeyError(f"recipient {recipient} is a low-order point: refused")
     wrap_key = hkdf_sha256(shared, share + recipient.public, X25519_INFO)
@@ -109,11 +112,6 @@ def unwrap_file_key(stanza: Stanza, identity: Identity) -> bytes | None:
         return ChaCha20Poly1305(wrap_key).decrypt(bytes(12), stanza.body, None)
     except InvalidTag:
         return None
-
-
-def _public(raw: bytes):  # noqa: ANN202 - cryptography's key type
-    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-    return X25519PublicKey.from_public_bytes(raw)
 
 
 def _header_mac(file_key: bytes, header_to_dashes: bytes) -> bytes:
@@ -236,6 +234,6 @@ def decrypt(data: bytes, identities: list[Identity], max_plaintext: int) -> byte
         try:
             out.append(aead.decrypt(_stream_nonce(index, last), piece, None))
         except InvalidTag:
-            raise AgeFormatError("age payload: chunk %d fails authentication "
-                                 "(changed or truncated)" % index) from None
+            raise AgeFormatError(f"age payload: chunk {index} fails authentication "
+                                 "(changed or truncated)") from None
     return b"".join(out)

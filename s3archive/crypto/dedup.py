@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from s3archive.crypto import age, bech32
 from s3archive.crypto.blob import DATA, KINDS, PACK_ID_SIZE
 from s3archive.crypto.errors import AgeFormatError, KeyFormatError
-from s3archive.errors import IntegrityError
 from s3archive.crypto.keys import Identity, Recipient
+from s3archive.errors import IntegrityError
 
 SECRET_HRP = "s3archive-dedup-"
 SECRET_PREFIX = "S3ARCHIVE-DEDUP-1"

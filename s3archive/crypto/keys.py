@@ -15,9 +15,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 
 from s3archive.crypto import bech32
 from s3archive.crypto.errors import KeyFormatError
@@ -91,7 +94,7 @@ class Identity:
 
     def file_text(self, now: datetime | None = None) -> str:
         """The identity file, in the layout ``age-keygen`` writes."""
-        created = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        created = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
         return (f"# created: {created}\n# public key: {self.recipient()}\n{self}\n")
 
 

@@ -9,12 +9,31 @@ import random
 import pytest
 
 from s3archive.crypto import age
-from s3archive.crypto.blob import (DATA, RAW, TREE, ZSTD, BlobPlace, new_pack_key,
-                                   open_key_block, open_sealed, seal)
-from s3archive.crypto.dedup import (DedupSecret, dedup_secret_key, open_dedup_secret,
-                                    plain_blob_id, recipients_fingerprint, seal_dedup_secret)
-from s3archive.crypto.errors import (AgeFormatError, BlobAuthError, KeyFormatError,
-                                     WrongKeyError)
+from s3archive.crypto.blob import (
+    DATA,
+    RAW,
+    TREE,
+    ZSTD,
+    BlobPlace,
+    new_pack_key,
+    open_key_block,
+    open_sealed,
+    seal,
+)
+from s3archive.crypto.dedup import (
+    DedupSecret,
+    dedup_secret_key,
+    open_dedup_secret,
+    plain_blob_id,
+    recipients_fingerprint,
+    seal_dedup_secret,
+)
+from s3archive.crypto.errors import (
+    AgeFormatError,
+    BlobAuthError,
+    KeyFormatError,
+    WrongKeyError,
+)
 from s3archive.crypto.keys import Identity
 from s3archive.errors import IntegrityError
 

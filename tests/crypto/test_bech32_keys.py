@@ -9,8 +9,15 @@ import pytest
 
 from s3archive.crypto import bech32
 from s3archive.crypto.errors import KeyFormatError
-from s3archive.crypto.keys import (IDENTITY_PREFIX, Identity, Recipient, paper_check,
-                                   paper_lines, parse_identity_file, read_paper)
+from s3archive.crypto.keys import (
+    IDENTITY_PREFIX,
+    Identity,
+    Recipient,
+    paper_check,
+    paper_lines,
+    parse_identity_file,
+    read_paper,
+)
 
 # C2SP age, "The X25519 recipient type": an identity and its recipient.
 SPEC_IDENTITY = "AGE-SECRET-KEY-1GFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPYYSJZGFPQ4EGAEX"
@@ -122,7 +129,7 @@ def test_every_single_typo_is_caught_on_its_line() -> None:
 def test_swaps_and_missing_lines_are_named() -> None:
     identity = Identity.parse(SPEC_IDENTITY)
     lines = paper_lines(identity)
-    number, rest = lines[1].split(":", 1)
+    rest = lines[1].split(":", 1)[1]
     chars = rest[:-4].replace(" ", "")
     swapped = chars[1] + chars[0] + chars[2:]
     if swapped != chars:  # adjacent transposition within a line

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 import random
 import re
+import shlex
 import shutil
 import struct
-import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
 
 def _snippet() -> str:
     match = re.search(r"```python\n(#!/usr/bin/env python3\n\"\"\"s3a2\.py.*?)```",
-                      DOC.read_text(), re.S)
+                      DOC.read_text(), re.DOTALL)
     assert match, "the s3a2.py snippet is missing from docs/FORMAT2.md"
     return match[1]
 
@@ -82,11 +82,11 @@ def test_a_pack_opens_by_hand_with_age_and_the_snippet(tmp_path: Path) -> None:
         decode = "zstd -q -d -c" if enc == "zstd" else "cat"
         script += [
             f"dd if=pack of=b{n}.sealed bs=1 skip={offset} count={stored} status=none",
-            f"{PY} s3a2.py open pack.key $PACKID {offset} {kind.decode()} {enc} "
-            f"{blob_id.hex()} < b{n}.sealed > b{n}.stored",
+            (f"{PY} s3a2.py open pack.key $PACKID {offset} {kind.decode()} {enc} "
+             f"{blob_id.hex()} < b{n}.sealed > b{n}.stored"),
             f"{decode} < b{n}.stored > b{n}.plain",
-            f'test "$({PY} s3a2.py id dedup.bin {kind.decode()} < b{n}.plain)" = '
-            f"{blob_id.hex()}"]
+            (f'test "$({PY} s3a2.py id dedup.bin {kind.decode()} < b{n}.plain)" = '
+             f"{blob_id.hex()}")]
     done = subprocess.run(["bash", "-c", "\n".join(script)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
@@ -97,9 +97,9 @@ def test_a_pack_opens_by_hand_with_age_and_the_snippet(tmp_path: Path) -> None:
     sealed = bytearray((tmp_path / "b1.sealed").read_bytes())
     sealed[7] ^= 0x04
     (tmp_path / "b1.sealed").write_bytes(bytes(sealed))
-    offset, _, kind, _, blob_id = places[1]
+    offset, _, _, _, blob_id = places[1]
     packid = done.stdout.strip()
-    bad = subprocess.run(["bash", "-c", f"{PY} s3a2.py open pack.key {packid} {offset} "
-                          f"D raw {blob_id.hex()} < b1.sealed"], cwd=tmp_path,
+    command = f"{PY} s3a2.py open pack.key {packid} {offset} D raw {blob_id.hex()} < b1.sealed"
+    bad = subprocess.run(["bash", "-c", command], cwd=tmp_path,
                          capture_output=True, timeout=60, check=False)
     assert bad.returncode != 0 and bad.stdout == b"" and b"InvalidTag" in bad.stderr

@@ -6,17 +6,17 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from s3archive.cli.main import cli
 from s3archive.crypto.keys import Identity, Recipient, read_identity_file
 
 
-def _key(*args: str, input: str | None = None):  # noqa: ANN202 - click's Result
+def _key(*args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, ["key", *args], input=input, catch_exceptions=False)
 
 
-def _one_error_line(result) -> str:  # noqa: ANN001
+def _one_error_line(result: Result) -> str:
     lines = result.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("s3archive: error: "), result.stderr
     assert "Traceback" not in result.stderr
