@@ -72,6 +72,8 @@ class RunSummary:
     warnings: int
     snapshots: int
     version_id: str
+    written: datetime | None = None  # the store's time of this manifest version
+    time_problem: str | None = None  # the run id disagrees with the store's time
     error: str | None = None  # the manifest could not be read
 
     @property
@@ -84,6 +86,8 @@ class RunSummary:
     def status(self) -> str:
         if self.error:
             return "unreadable"
+        if self.time_problem:
+            return "untrusted time"
         return "with warnings" if self.warnings else "complete"
 
     def to_json(self) -> dict[str, Any]:
@@ -97,7 +101,10 @@ class RunSummary:
                 "new_bytes": self.new_bytes, "uploaded_bytes": self.uploaded_bytes,
                 "warnings": self.warnings,
                 "snapshots": self.snapshots, "status": self.status,
-                "version_id": self.version_id, "error": self.error}
+                "version_id": self.version_id,
+                "written": isoformat(self.written) if self.written else None,
+                "time_trusted": self.time_problem is None, "time_problem": self.time_problem,
+                "error": self.error}
 
 
 def summarize(manifest: Manifest, run: RunRef, legal_hold: bool | None) -> RunSummary:
@@ -113,7 +120,8 @@ def summarize(manifest: Manifest, run: RunRef, legal_hold: bool | None) -> RunSu
                       new_bytes=_stat(stats, "bytes_new"),
                       uploaded_bytes=_stat(stats, "bytes_uploaded"),
                       warnings=len(manifest.trailer.warnings),
-                      snapshots=len(manifest.snapshots), version_id=run.version_id)
+                      snapshots=len(manifest.snapshots), version_id=run.version_id,
+                      written=run.last_modified, time_problem=run.time_problem())
 
 
 def run_summaries(store: ObjectStore, host: str | None, workers: int = 8) -> list[RunSummary]:
@@ -129,6 +137,7 @@ def run_summaries(store: ObjectStore, host: str | None, workers: int = 8) -> lis
                               legal_hold=None, files=0, logical_bytes=0, new_bytes=None,
                               uploaded_bytes=None,
                               warnings=0, snapshots=0, version_id=run.version_id,
+                              written=run.last_modified, time_problem=run.time_problem(),
                               error=str(err))
         try:
             hold: bool | None = store.head(run.key, run.version_id).legal_hold

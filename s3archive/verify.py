@@ -34,7 +34,7 @@ _PATHS_KEPT = 20
 
 @dataclass
 class Problem:
-    kind: str  # manifest | missing | size | unlocked | mode | retention | chunk | head
+    kind: str  # manifest | time | missing | size | unlocked | mode | retention | chunk | head
     message: str
     key: str | None = None
     version_id: str | None = None
@@ -137,6 +137,9 @@ class Verifier:
 
     def verify(self, run: RunRef) -> RunVerification:
         result = RunVerification(host=run.host, run_id=run.run_id)
+        time_problem = run.time_problem()
+        if time_problem is not None:
+            result.problems.append(Problem("time", time_problem, run.key, run.version_id))
         try:
             manifest = load_manifest(self.store, run)
         except S3ArchiveError as err:

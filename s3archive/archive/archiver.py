@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import IO, Any, BinaryIO, Callable, Generic, TypeVar
 
 from s3archive import __version__
-from s3archive.repo.catalog import RunRef, list_runs, load_manifest
+from s3archive.repo.catalog import RunRef, latest_run, list_runs, load_manifest
 from s3archive.clock import Clock, isoformat, utc_now
 from s3archive.config import Config
 from s3archive.format.chunk_codec import ChunkCodec
@@ -153,8 +153,8 @@ class Archiver:
             f"in {self.config.path})")
 
     def _prepare_cache(self, cache: LocalCache, runs: list[RunRef]) -> None:
-        if cache.is_empty() and runs:
-            latest = max(runs, key=lambda r: (r.run_id, r.last_modified))
+        latest = latest_run(runs) if cache.is_empty() else None
+        if latest is not None:
             try:
                 manifest = load_manifest(self.store, latest)
             except (ManifestError, NoSuchVersion) as err:

@@ -55,6 +55,9 @@ def runs_command(app: AppContext, host: str | None, all_hosts: bool, as_json: bo
     for s in summaries:
         if s.error:
             click.echo(f"warning: {s.host}/{s.run_id}: {s.error}", err=True)
+        if s.time_problem:
+            click.echo(f"warning: {s.host}/{s.run_id}: {s.time_problem}; 'latest' ignores it",
+                       err=True)
 
 
 @click.command("ls")

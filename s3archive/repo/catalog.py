@@ -3,6 +3,15 @@
 Runs come from the manifest objects under ``runs/`` — every version, since
 lifecycle puts delete markers on current versions after a day — never from
 local state.
+
+A run's time is the store's: the LastModified of its manifest key's first
+version, which no client can choose.  The run id names the run's start by the
+host's clock; a run whose id claims a start later than that store time plus
+``RUN_ID_SKEW`` (a run id "from the future", e.g. a planted
+``runs/victim/29991231T000000Z``) has an untrusted time: ``runs`` flags it,
+``verify`` reports it, and ``latest`` never resolves to it.  An id earlier
+than the store time is normal (the manifest is written when the run ends,
+hours after its start) and never wins ``latest`` over a later honest run.
 """
 
 from __future__ import annotations
@@ -10,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from s3archive.errors import ManifestError, RunNotFound, UsageError
 from s3archive.format.manifest_codec import decode_manifest
@@ -19,6 +28,11 @@ from s3archive.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
 _RUN_KEY = re.compile(r"^runs/(?P<host>[^/]+)/(?P<run_id>[^/]+)\.jsonl\.zst$")
+_RUN_ID_TIME = re.compile(r"^(\d{8}T\d{6}Z)")
+RUN_ID_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+# How far a host's clock may run ahead of the store's before its run ids are
+# not believed.  A host whose clock is further ahead fails its run instead.
+RUN_ID_SKEW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -28,7 +42,39 @@ class RunRef:
     key: str
     version_id: str
     size: int
-    last_modified: datetime
+    last_modified: datetime  # the store's time of this version
+
+    def time_problem(self) -> str | None:
+        """Why this version's run id cannot be believed, or None."""
+        return run_id_time_problem(self.run_id, self.last_modified)
+
+
+def run_id_time(run_id: str) -> datetime | None:
+    """The start time a run id names (its leading ``YYYYMMDDTHHMMSSZ``; what
+    follows, such as a uniqueness suffix, is ignored), or None."""
+    match = _RUN_ID_TIME.match(run_id)
+    if not match:
+        return None
+    try:
+        return datetime.strptime(match[1], RUN_ID_TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def run_id_time_problem(run_id: str, written: datetime) -> str | None:
+    """Why ``run_id`` disagrees with the store's time ``written``, or None
+    (also for an id that names no time: such a run is never ``latest``)."""
+    named = run_id_time(run_id)
+    if named is not None and named > written + RUN_ID_SKEW:
+        return (f"run id {run_id} names a start after the store wrote the manifest "
+                f"({written.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC) by more than "
+                f"{_hours(RUN_ID_SKEW)}: not written by an honest run")
+    return None
+
+
+def _hours(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:g} h"
 
 
 def list_runs(store: ObjectStore, host: str | None = None) -> list[RunRef]:
@@ -58,8 +104,11 @@ def resolve_run(runs: list[RunRef], spec: str, host: str | None) -> RunRef:
     if spec == "latest":
         if not candidates:
             raise RunNotFound(f"no runs{' of host ' + host if host else ''} in the bucket")
-        newest = max(r.run_id for r in candidates)
-        return _original([r for r in candidates if r.run_id == newest])
+        newest = latest_run(candidates)
+        if newest is None:
+            raise RunNotFound(f"no run{' of host ' + host if host else ''} has a trustworthy "
+                              "time (see `runs`); name one by its id")
+        return newest
     exact = [r for r in candidates if r.run_id == spec]
     matches = exact or [r for r in candidates if r.run_id.startswith(spec)]
     if not matches:
@@ -68,6 +117,28 @@ def resolve_run(runs: list[RunRef], spec: str, host: str | None) -> RunRef:
         names = ", ".join(sorted({r.run_id for r in matches})[:5])
         raise UsageError(f"run {spec!r} is ambiguous: {names}")
     return _original(matches)
+
+
+def latest_run(runs: list[RunRef]) -> RunRef | None:
+    """The first version of the newest run whose id names a start time that
+    agrees with the store's time (see the module doc); None when there is
+    none.  Runs whose id is in the future of their first version are skipped
+    with a warning; ids that name no time (never written by s3archive) are
+    reachable only by name."""
+    firsts: dict[tuple[str, str], list[RunRef]] = {}
+    for run in runs:
+        firsts.setdefault((run.host, run.run_id), []).append(run)
+    trusted = []
+    for versions in firsts.values():
+        first = min(versions, key=lambda r: r.last_modified)
+        problem = first.time_problem()
+        if problem is not None:
+            log.warning("%s is not a candidate for 'latest': %s", first.key, problem)
+        elif run_id_time(first.run_id) is not None:  # s3archive's ids always name one
+            trusted.append(versions)
+    if not trusted:
+        return None
+    return _original(max(trusted, key=lambda v: (v[0].run_id, v[0].host)))
 
 
 def _original(versions: list[RunRef]) -> RunRef:
