@@ -138,8 +138,9 @@ def test_cat_and_restore_snapshot(env, tmp_path: Path, monkeypatch) -> None:
 
     out = tmp_path / "restored.sql"
     monkeypatch.setenv("PGRESTORE_OUT", str(out))
+    # No terminal to ask on: refused (tests/test_restore_snapshot_cli.py asks on a pty).
     declined = invoke(env, "restore-snapshot", "20260301", "pg", input="n\n")
-    assert declined.exit_code == 1 and 'cat > "$PGRESTORE_OUT"' in declined.stderr
+    assert declined.exit_code == 2 and 'cat > "$PGRESTORE_OUT"' in declined.stderr
     assert not out.exists()
     done = invoke(env, "restore-snapshot", "20260301", "pg", "--yes")
     assert done.exit_code == 0, done.output

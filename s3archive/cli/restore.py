@@ -117,8 +117,13 @@ def restore_snapshot_command(app: AppContext, run: str, name: str, yes: bool,
                              host: str | None) -> None:
     """Pipe snapshot NAME of RUN into the command it recorded (::restore-through::).
 
-    The command is shown first and runs only after confirmation (or --yes).
-    Exit code: the command's, or 1 when the data or the command failed.
+    The command comes from the bucket and runs with your privileges (often
+    root): it is shown first and runs only after you confirm on a terminal.
+    Without a terminal it is refused unless --yes is given.
+
+    \b
+    Exit codes: the command's; 1 when the data or the command failed or you
+    declined; 2 usage error (no terminal to ask on and no --yes).
     """
     config = app.config()
     store = open_store(config)
@@ -128,10 +133,19 @@ def restore_snapshot_command(app: AppContext, run: str, name: str, yes: bool,
         raise UsageError(f"snapshot {name!r} recorded no ::restore-through:: command; "
                          "use cat-snapshot")
     stream = snapshot_stream(store, manifest, name)
-    click.echo(f"snapshot {name} of {ref.host}/{ref.run_id} ({human.size(snap.size)}) "
-               f"will be piped into:\n    {snap.restore_through}", err=True)
-    if not yes and not click.confirm("Run it?", err=True):
-        raise click.Abort()
+    shown = human.path(snap.restore_through.encode("utf-8", "surrogateescape"))
+    click.echo(f"snapshot {name} of {ref.host}/{ref.run_id} ({human.size(snap.size)}, "
+               f"manifest written {human.date(ref.last_modified)} UTC) will be piped into "
+               f"/bin/sh -c:\n    {shown}", err=True)
+    problem = ref.time_problem()
+    if problem:
+        click.echo(f"warning: {problem}", err=True)
+    if not yes:
+        if not _interactive():
+            raise UsageError("restore-snapshot runs the recorded command above as you: "
+                             "there is no terminal to ask on, so pass --yes to run it")
+        if not click.confirm("Run it?", err=True):
+            raise click.Abort()
     process = subprocess.Popen(["/bin/sh", "-c", snap.restore_through], stdin=subprocess.PIPE)
     assert process.stdin is not None
     failure: str | None = None
@@ -155,6 +169,10 @@ def restore_snapshot_command(app: AppContext, run: str, name: str, yes: bool,
         click.echo(f"s3archive: error: the restore command exited with status {status}",
                    err=True)
         sys.exit(status if 0 < status < 126 else EXIT_FAILED)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
 COMMANDS = [restore_command, cat_snapshot_command, restore_snapshot_command]
