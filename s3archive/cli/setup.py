@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import click
@@ -33,6 +34,13 @@ _DEFAULTS = RetentionSettings()
 @click.option("--kms-key-id", default=None, help="SSE-KMS key (default: SSE-S3).")
 @click.option("--no-bucket-policy", is_flag=True,
               help="Skip the bucket policy (moto applies every Deny to every caller).")
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="A backup host that gets a role and instance profile of its own, "
+                   "writing only runs/NAME/ (repeat; hosts with IAM users get theirs "
+                   "from write-config --create-user).")
+@click.option("--legal-hold", is_flag=True,
+              help="Let those hosts place (never lift) legal holds: for "
+                   "[retention] legal_hold = true.")
 @click.option("--iam/--no-iam", "with_iam", default=None,
               help="s3-api method: also create the IAM policies, roles and groups "
                    "(default: on without --endpoint-url). CloudFormation always does.")
@@ -43,10 +51,11 @@ def create_resources_command(bucket: str, region: str, endpoint_url: str | None,
                              method: str | None, stack_name: str | None, lock_mode: str,
                              default_retention_days: int, max_retention_days: int,
                              kms_key_id: str | None, no_bucket_policy: bool,
+                             hosts: tuple[str, ...], legal_hold: bool,
                              with_iam: bool | None, print_template: bool, as_json: bool) -> None:
     """Create the Object Lock bucket, its policy and the backup, restore and
-    audit IAM roles and groups; then read the bucket back and report every
-    difference from what was asked.
+    audit IAM groups (restore and audit roles too, and a role per --host);
+    then read the bucket back and report every difference from what was asked.
 
     \b
     Exit codes: 0 ok (differences are listed); 1 the bucket has no Object
@@ -58,7 +67,8 @@ def create_resources_command(bucket: str, region: str, endpoint_url: str | None,
     spec = BucketSpec(bucket=bucket, region=region, lock_mode=lock_mode,
                       default_retention_days=default_retention_days,
                       max_retention_days=max_retention_days, kms_key_id=kms_key_id,
-                      bucket_policy=not no_bucket_policy, endpoint_url=endpoint_url)
+                      bucket_policy=not no_bucket_policy, endpoint_url=endpoint_url,
+                      hosts=hosts, legal_hold=legal_hold)
     if print_template:
         click.echo(cloudformation.render(BucketSpec(**{**spec.__dict__, "endpoint_url": None})),
                    nl=False)
@@ -109,13 +119,17 @@ def _print_create_result(result: object) -> None:
 @click.option("--max-retention-days", type=_DAYS, default=_DEFAULTS.max_days, show_default=True)
 @click.option("--slack-days", type=click.IntRange(0, 3650), default=_DEFAULTS.slack_days,
               show_default=True)
+@click.option("--legal-hold", is_flag=True,
+              help="Place a legal hold on every run and what it references (operators "
+                   "lift them); with --create-user, the user may place holds.")
 @click.option("--profile", default=None, help="Use this AWS profile (exclusive).")
 @click.option("--credentials-file", type=click.Path(path_type=Path), default=None,
               help="Use this credentials file (exclusive).")
 @click.option("--role-arn", default=None, help="Assume this role (exclusive).")
 @click.option("--create-user", default=None, metavar="NAME",
-              help="Create IAM user NAME in the backup group; write its new key to the "
-                   "credentials file (uses your own credentials for IAM).")
+              help="Create IAM user NAME in the backup group, allowed only this host's "
+                   "runs (runs/HOST-NAME/); write its new key to the credentials file "
+                   "(uses your own credentials for IAM).")
 @click.option("--backup-group", default=None, help="Default: the one create-resources made.")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write everything below DIR (images, tests); never enables.")
@@ -128,7 +142,8 @@ def _print_create_result(result: object) -> None:
 def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                          host_name: str | None, lock_mode: str, daily_days: int,
                          weekly_days: int, monthly_days: int, yearly_days: int,
-                         max_retention_days: int, slack_days: int, profile: str | None,
+                         max_retention_days: int, slack_days: int, legal_hold: bool,
+                         profile: str | None,
                          credentials_file: Path | None, role_arn: str | None,
                          create_user: str | None, backup_group: str | None, root: Path | None,
                          no_enable: bool, force: bool, cache_dir: Path, state_file: Path) -> None:
@@ -147,14 +162,19 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
 
     retention = RetentionSettings(mode=lock_mode, daily_days=daily_days, weekly_days=weekly_days,
                                   monthly_days=monthly_days, yearly_days=yearly_days,
-                                  max_days=max_retention_days, slack_days=slack_days)
+                                  max_days=max_retention_days, slack_days=slack_days,
+                                  legal_hold=legal_hold)
+    if create_user and not host_name:
+        # The user may write only runs/<host>/: the configuration names that host.
+        host_name = socket.gethostname()
     options = HostOptions(bucket=bucket, region=region, endpoint_url=endpoint_url,
                           host_name=host_name, retention=retention, profile=profile,
                           credentials_file=credentials_file, role_arn=role_arn,
                           create_user=create_user, backup_group=backup_group,
                           root=root.resolve() if root else None, enable=not no_enable,
                           force=force, cache_dir=cache_dir, state_file=state_file)
-    result = write_config(options, create_key=_key_maker(region, endpoint_url))
+    result = write_config(options, create_key=_key_maker(bucket, region, endpoint_url,
+                                                                legal_hold))
     for outcome in result.outcomes:
         click.echo(f"{outcome.action:11} {result.root / outcome.target.relative_to('/')}")
     if result.user:
@@ -170,13 +190,17 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
             click.echo("  " + " ".join(command))
 
 
-def _key_maker(region: str, endpoint_url: str | None):  # type: ignore[no-untyped-def]
-    def create_key(user: str, group: str):  # type: ignore[no-untyped-def]
+def _key_maker(bucket: str, region: str, endpoint_url: str | None,
+               legal_hold: bool):  # type: ignore[no-untyped-def]
+    def create_key(user: str, group: str, host: str):  # type: ignore[no-untyped-def]
         from s3archive.setup.clients import AdminClients
         from s3archive.setup.iam_setup import create_user_with_key
 
-        iam = AdminClients(region=region, endpoint_url=endpoint_url).service("iam")
-        return create_user_with_key(iam, user, group)
+        clients = AdminClients(region=region, endpoint_url=endpoint_url)
+        spec = BucketSpec(bucket=bucket, region=region,
+                          endpoint_url=endpoint_url, legal_hold=legal_hold)
+        return create_user_with_key(clients.service("iam"), spec, user, group, host,
+                                    clients.account_id() or "")
     return create_key
 
 

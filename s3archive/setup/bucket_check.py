@@ -195,22 +195,23 @@ def _scalar(value: Any) -> str:
 
 
 def check_iam(iam: Any, spec: BucketSpec) -> list[Difference]:
-    """The roles and groups both methods create (moto's CloudFormation, for
-    one, skips groups while reporting success)."""
+    """The roles and groups both methods create, host roles included
+    (moto's CloudFormation, for one, skips groups while reporting success)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     names = spec.names
     differences = []
-    for kind in names.groups:
-        for what, call, name in (("IAM group", iam.get_group, {"GroupName": names.groups[kind]}),
-                                 ("IAM role", iam.get_role, {"RoleName": names.roles[kind]})):
-            try:
-                call(**name)
-            except ClientError as err:
-                code = str(err.response.get("Error", {}).get("Code", ""))
-                differences.append(Difference(f"{what} {next(iter(name.values()))}", "present",
-                                              "missing" if code == "NoSuchEntity" else code))
-            except BotoCoreError as err:
-                differences.append(Difference(f"{what} {next(iter(name.values()))}", "present",
-                                              f"unreadable ({describe_error(err)})"))
+    wanted = [("IAM group", iam.get_group, {"GroupName": group}) for group in names.groups.values()]
+    wanted += [("IAM role", iam.get_role, {"RoleName": role})
+               for role in [*names.roles.values(), *map(names.host_role, spec.hosts)]]
+    for what, call, name in wanted:
+        try:
+            call(**name)
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            differences.append(Difference(f"{what} {next(iter(name.values()))}", "present",
+                                          "missing" if code == "NoSuchEntity" else code))
+        except BotoCoreError as err:
+            differences.append(Difference(f"{what} {next(iter(name.values()))}", "present",
+                                          f"unreadable ({describe_error(err)})"))
     return differences

@@ -7,7 +7,7 @@ from typing import Any
 
 from s3archive import __version__
 from s3archive.setup import lifecycle, policies
-from s3archive.setup.spec import ROLE_KINDS, BucketSpec
+from s3archive.setup.spec import ROLE_KINDS, SHARED_ROLE_KINDS, BucketSpec
 
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]
 _LOGICAL = {"backup": "Backup", "restore": "Restore", "audit": "Audit"}
@@ -28,30 +28,52 @@ def template(spec: BucketSpec) -> dict[str, Any]:
             "Properties": {"ManagedPolicyName": names.policies[kind],
                            "Description": f"s3archive {kind} access to {spec.bucket}",
                            "PolicyDocument": _sub(policies.ROLE_POLICIES[kind](spec))}}
-        resources[f"{logical}Role"] = {
-            "Type": "AWS::IAM::Role",
-            "Properties": {"RoleName": names.roles[kind],
-                           "AssumeRolePolicyDocument": _sub(policies.trust_policy(kind)),
-                           "ManagedPolicyArns": [{"Ref": f"{logical}Policy"}]}}
+        if kind in SHARED_ROLE_KINDS:
+            resources[f"{logical}Role"] = {
+                "Type": "AWS::IAM::Role",
+                "Properties": {"RoleName": names.roles[kind],
+                               "AssumeRolePolicyDocument": _sub(policies.trust_policy(kind)),
+                               "ManagedPolicyArns": [{"Ref": f"{logical}Policy"}]}}
         resources[f"{logical}Group"] = {
             "Type": "AWS::IAM::Group",
             "Properties": {"GroupName": names.groups[kind],
                            "ManagedPolicyArns": [{"Ref": f"{logical}Policy"}]}}
-    resources["BackupInstanceProfile"] = {
-        "Type": "AWS::IAM::InstanceProfile",
-        "Properties": {"InstanceProfileName": names.roles["backup"],
-                       "Roles": [{"Ref": "BackupRole"}]}}
+    # Each backup host with a role gets its own: the shared backup policy plus
+    # its own runs (users get theirs from write-config --create-user).
+    for index, host in enumerate(spec.hosts, 1):
+        resources[f"Host{index}Policy"] = {
+            "Type": "AWS::IAM::ManagedPolicy",
+            "Properties": {"ManagedPolicyName": names.host_policy(host),
+                           "Description": f"s3archive backup host {host}: its runs in "
+                                          f"{spec.bucket}",
+                           "PolicyDocument": _sub(policies.host_policy(spec, host))}}
+        resources[f"Host{index}Role"] = {
+            "Type": "AWS::IAM::Role",
+            "Properties": {"RoleName": names.host_role(host),
+                           "AssumeRolePolicyDocument": _sub(policies.trust_policy("backup")),
+                           "ManagedPolicyArns": [{"Ref": "BackupPolicy"},
+                                                 {"Ref": f"Host{index}Policy"}],
+                           "Tags": [{"Key": "s3archive-host", "Value": host}]}}
+        resources[f"Host{index}InstanceProfile"] = {
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": {"InstanceProfileName": names.host_role(host),
+                           "Roles": [{"Ref": f"Host{index}Role"}]}}
     outputs: dict[str, Any] = {"BucketName": _output("Bucket", {"Ref": "Bucket"}),
                                "BucketArn": _output("BucketArn", {"Fn::GetAtt": ["Bucket", "Arn"]})}
     for kind in ROLE_KINDS:
         logical = _LOGICAL[kind]
-        outputs[f"{logical}RoleArn"] = _output(f"{logical}RoleArn",
-                                               {"Fn::GetAtt": [f"{logical}Role", "Arn"]})
+        if kind in SHARED_ROLE_KINDS:
+            outputs[f"{logical}RoleArn"] = _output(f"{logical}RoleArn",
+                                                   {"Fn::GetAtt": [f"{logical}Role", "Arn"]})
         outputs[f"{logical}GroupName"] = _output(f"{logical}GroupName", {"Ref": f"{logical}Group"})
+    for index, host in enumerate(spec.hosts, 1):
+        outputs[f"Host{index}RoleArn"] = {
+            **_output(f"Host{index}RoleArn", {"Fn::GetAtt": [f"Host{index}Role", "Arn"]}),
+            "Description": f"role of backup host {host}"}
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"s3archive {__version__}: Object Lock bucket {spec.bucket} "
-                       "with backup, restore and audit roles",
+                       "with backup, restore and audit access",
         "Resources": resources,
         "Outputs": outputs,
     }

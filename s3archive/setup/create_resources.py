@@ -50,7 +50,10 @@ def create_resources(spec: BucketSpec, method: str, *, stack_name: str,
         if with_iam:
             iam = create_iam(clients.service("iam"), spec, account or "")
             for kind, arn in iam.role_arns.items():
-                outputs[f"{kind.capitalize()}RoleArn"] = arn
+                if kind.startswith("host:"):
+                    outputs[f"Host{spec.hosts.index(kind[5:]) + 1}RoleArn"] = arn
+                else:
+                    outputs[f"{kind.capitalize()}RoleArn"] = arn
             for kind, name in iam.group_names.items():
                 outputs[f"{kind.capitalize()}GroupName"] = name
     expected = resolved_bucket_policy(spec, account) if spec.bucket_policy else None

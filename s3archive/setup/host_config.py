@@ -16,7 +16,7 @@ from s3archive.errors import ConfigError, UsageError
 from s3archive.setup import systemd_units
 from s3archive.setup.data_files import example_scripts
 from s3archive.setup.iam_setup import AccessKey
-from s3archive.setup.spec import backup_group_name
+from s3archive.setup.spec import backup_group_name, validate_iam_host_name
 from s3archive.setup.tracked_files import PlannedFile, TrackedWriter, WriteOutcome
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,11 @@ class HostOptions:
         if self.create_user and (self.profile or self.role_arn):
             raise UsageError(f"--create-user writes a credentials file: it cannot be combined "
                              f"with {'--profile' if self.profile else '--role-arn'}")
+        if self.create_user:
+            if not self.host_name:
+                raise UsageError("--create-user needs --host-name: the user may write only "
+                                 "runs/<host>/ and the configuration must name that host")
+            validate_iam_host_name(self.host_name, "--host-name")
         for option, path in (("--credentials-file", self.credentials_file),
                              ("--cache-dir", self.cache_dir), ("--state-file", self.state_file)):
             if path is not None and not path.is_absolute():
@@ -105,6 +110,8 @@ def render_config(options: HostOptions) -> str:
     else:
         lines += [f"{tier}_days = {r.days_for(tier)}"
                   for tier in ("daily", "weekly", "monthly", "yearly")]
+    if r.legal_hold:
+        lines.append("legal_hold = true  # every run held until an operator releases it")
     lines += [f"max_days = {r.max_days}", f"slack_days = {r.slack_days}",
               "", "[local]", f"cache_dir = {_toml(str(options.cache_dir))}",
               f"state_file = {_toml(str(options.state_file))}", ""]
@@ -150,9 +157,10 @@ def credentials_text(key_id: str, secret: str, token: str | None = None) -> byte
 
 
 def write_config(options: HostOptions,
-                 create_key: Callable[[str, str], AccessKey] | None = None,
+                 create_key: Callable[[str, str, str], AccessKey] | None = None,
                  run: Callable[[list[str]], Any] = subprocess.run) -> WriteConfigResult:
-    """Write everything; ``create_key(user, group)`` makes the IAM user's key."""
+    """Write everything; ``create_key(user, group, host)`` makes the IAM user
+    (allowed only ``runs/<host>/``) and its key."""
     root = options.root or Path("/")
     validate_rendered(render_config(options), root / CONFIG_DIR.relative_to("/") / CONFIG_NAME)
     writer = TrackedWriter(root, root / CONFIG_DIR.relative_to("/") / RECORD_NAME)
@@ -172,7 +180,8 @@ def write_config(options: HostOptions,
         if create_key is None:
             raise UsageError("--create-user needs IAM access")
         group = options.backup_group or backup_group_name(options.bucket)
-        access = create_key(options.create_user, group)
+        assert options.host_name is not None  # checked by HostOptions
+        access = create_key(options.create_user, group, options.host_name)
         credentials = credentials_text(access.access_key_id, access.secret_access_key)
     outcomes = writer.write(plan_files(options, credentials))
     commands = systemd_units.enable_commands()

@@ -5,13 +5,22 @@ Documents are written with the CloudFormation pseudo parameters
 ``cloudformation`` wraps such strings in ``Fn::Sub``, ``resolve`` substitutes
 real values for the S3-API method.  Every statement has a ``Sid`` so that the
 read-back check and the tests can name it.
+
+Per-host isolation uses one policy per host (``host_policy``), not IAM
+policy variables: the ARNs name ``runs/<host>/`` literally, so what a host
+may touch does not depend on its user's name or tags, a renamed user keeps
+its policy, a role-based host gets a role of its own, and the isolation is
+the same on every store that evaluates Resource ARNs (moto included, which
+substitutes no policy variables).  Every backup host shares ``backup_policy``
+(new packs, retention extensions, the lock configuration) and has its own
+``host_policy`` (its runs: write, read, list).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from s3archive.setup.spec import MANIFEST_PREFIX, BucketSpec
+from s3archive.setup.spec import MANIFEST_PREFIX, PACK_PREFIX, BucketSpec
 
 VERSION = "2012-10-17"
 ROOT_ARN = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
@@ -47,6 +56,10 @@ BACKUP_DENIED_ACTIONS = (
 def _arns(spec: BucketSpec) -> tuple[str, str, str]:
     bucket = f"arn:${{AWS::Partition}}:s3:::{spec.bucket}"
     return bucket, f"{bucket}/*", f"{bucket}/{MANIFEST_PREFIX}*"
+
+
+def _host_runs(host: str) -> str:
+    return f"{MANIFEST_PREFIX}{host}/"
 
 
 def bucket_policy(spec: BucketSpec) -> dict[str, Any]:
@@ -94,25 +107,51 @@ def _wants_tls_statement(spec: BucketSpec) -> bool:
 
 
 def backup_policy(spec: BucketSpec) -> dict[str, Any]:
-    bucket, objects, manifests = _arns(spec)
+    """What every backup host may do: add packs, extend their locks, read the
+    bucket's lock configuration.  No run access (see ``host_policy``), no
+    reads of packs, no deletes, no governance bypass, no bucket changes, no
+    legal holds (granted per host, placing only, with ``legal_hold``)."""
+    bucket, objects, _ = _arns(spec)
+    packs = f"{bucket}/{PACK_PREFIX}*"
     statements: list[dict[str, Any]] = [
-        {"Sid": "WriteLockedObjects", "Effect": "Allow",
-         "Action": ["s3:PutObject", "s3:PutObjectRetention", "s3:PutObjectLegalHold"],
-         "Resource": objects},
-        {"Sid": "ListVersionsAndLockConfig", "Effect": "Allow",
-         "Action": ["s3:ListBucket", "s3:ListBucketVersions",
-                    "s3:GetBucketObjectLockConfiguration", "s3:GetBucketVersioning",
+        {"Sid": "AddPacksAndExtendTheirLocks", "Effect": "Allow",
+         "Action": ["s3:PutObject", "s3:PutObjectRetention"], "Resource": packs},
+        {"Sid": "ReadLockConfiguration", "Effect": "Allow",
+         "Action": ["s3:GetBucketObjectLockConfiguration", "s3:GetBucketVersioning",
                     "s3:GetBucketLocation"],
          "Resource": bucket},
-        {"Sid": "ReadManifestsForCacheRebuild", "Effect": "Allow",
-         "Action": ["s3:GetObject", "s3:GetObjectVersion"], "Resource": manifests},
         {"Sid": "DenyDeletesBypassAndBucketChanges", "Effect": "Deny",
          "Action": list(BACKUP_DENIED_ACTIONS), "Resource": [bucket, objects]},
-        {"Sid": "DenyLegalHoldRelease", "Effect": "Deny",
-         "Action": "s3:PutObjectLegalHold", "Resource": objects,
-         "Condition": {"StringEquals": {"s3:object-lock-legal-hold": "OFF"}}},
     ]
     statements += _kms_statements(spec, ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"])
+    return {"Version": VERSION, "Statement": statements}
+
+
+def host_policy(spec: BucketSpec, host: str, legal_hold: bool | None = None) -> dict[str, Any]:
+    """What one backup host may do besides ``backup_policy``: write, read and
+    list its own runs (``runs/<host>/``) and nothing of another host's; with
+    ``legal_hold`` (default: the spec's), place -- never lift -- legal holds
+    on its runs and on packs.  ``host`` must have passed
+    ``spec.validate_iam_host_name`` (no wildcards)."""
+    bucket, _, _ = _arns(spec)
+    runs = _host_runs(host)
+    own_runs = f"{bucket}/{runs}*"
+    statements: list[dict[str, Any]] = [
+        # PutObjectRetention: AWS requires it for a PUT that carries a lock.
+        {"Sid": "WriteAndReadOwnRuns", "Effect": "Allow",
+         "Action": ["s3:PutObject", "s3:PutObjectRetention", "s3:GetObject",
+                    "s3:GetObjectVersion"],
+         "Resource": own_runs},
+        {"Sid": "ListOwnRuns", "Effect": "Allow",
+         "Action": ["s3:ListBucket", "s3:ListBucketVersions"], "Resource": bucket,
+         "Condition": {"StringLike": {"s3:prefix": [runs, f"{runs}*"]}}},
+    ]
+    if spec.legal_hold if legal_hold is None else legal_hold:
+        statements.append(
+            {"Sid": "PlaceLegalHoldsOnOwnRunsAndPacks", "Effect": "Allow",
+             "Action": "s3:PutObjectLegalHold",
+             "Resource": [own_runs, f"{bucket}/{PACK_PREFIX}*"],
+             "Condition": {"StringEquals": {"s3:object-lock-legal-hold": "ON"}}})
     return {"Version": VERSION, "Statement": statements}
 
 
@@ -171,7 +210,8 @@ def kms_key_arn(key_id: str) -> str:
 
 def trust_policy(kind: str) -> dict[str, Any]:
     """Who may assume a role: principals of this account (as their own IAM
-    policies allow) and, for backup, EC2 instances through the instance profile."""
+    policies allow) and, for a backup host's role, EC2 instances through its
+    instance profile."""
     principal: dict[str, Any] = {"AWS": ROOT_ARN}
     if kind == "backup":
         principal["Service"] = "ec2.amazonaws.com"

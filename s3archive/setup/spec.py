@@ -9,7 +9,16 @@ from s3archive.config import LOCK_MODES, MAX_RETENTION_DAYS
 from s3archive.errors import UsageError
 
 ROLE_KINDS = ("backup", "restore", "audit")
+# Kinds with one role shared by its users.  Backup has none: a role shared by
+# hosts could write every host's runs, so each backup host gets its own role
+# (``--host``) or IAM user (``write-config --create-user``).
+SHARED_ROLE_KINDS = ("restore", "audit")
 MANIFEST_PREFIX = "runs/"
+PACK_PREFIX = "packs/"
+# A host name that goes into an IAM policy ARN: no wildcard (* ?), no policy
+# variable ($), no '/' -- it must name exactly one runs/<host>/ prefix.
+_IAM_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_ROLE_HOST_CHARS = 34  # role names are limited to 64 characters
 
 
 @dataclass(frozen=True)
@@ -26,9 +35,22 @@ class BucketSpec:
     # S3-compatible stores (an endpoint URL is set) do not populate every
     # condition key AWS does; see policies.bucket_policy.
     endpoint_url: str | None = None
+    # Backup hosts that get a role of their own (EC2 instance profiles, roles
+    # assumed by hosts); hosts with IAM users get theirs from write-config.
+    hosts: tuple[str, ...] = ()
+    # Those hosts may place (never lift) legal holds: [retention] legal_hold.
+    legal_hold: bool = False
 
     def __post_init__(self) -> None:
         validate_bucket_name(self.bucket)
+        for host in self.hosts:
+            validate_iam_host_name(host, "--host")
+            if len(host) > _ROLE_HOST_CHARS:
+                raise UsageError(f"--host {host!r}: at most {_ROLE_HOST_CHARS} characters for "
+                                 "a role name; give a longer-named host an IAM user instead "
+                                 "(write-config --create-user)")
+        if len(set(self.hosts)) != len(self.hosts):
+            raise UsageError("--host: a host is named twice")
         if self.lock_mode not in LOCK_MODES:
             raise UsageError(f"--lock-mode {self.lock_mode!r}: must be GOVERNANCE or COMPLIANCE")
         for option, value in (("--default-retention-days", self.default_retention_days),
@@ -67,8 +89,26 @@ class ResourceNames:
         stem = bucket.replace(".", "-")
         return cls(bucket=bucket,
                    groups={k: f"s3archive-{stem}-{k}" for k in ROLE_KINDS},
-                   roles={k: f"{stem[:44]}-s3archive-{k}" for k in ROLE_KINDS},
+                   roles={k: f"{stem[:44]}-s3archive-{k}" for k in SHARED_ROLE_KINDS},
                    policies={k: f"s3archive-{stem}-{k}" for k in ROLE_KINDS})
+
+    @property
+    def _stem(self) -> str:
+        return self.bucket.replace(".", "-")
+
+    def host_policy(self, host: str) -> str:
+        """The policy giving ``host`` its runs/<host>/ (managed or inline)."""
+        return f"s3archive-{self._stem[:48]}-host-{host}"
+
+    def host_role(self, host: str) -> str:
+        return f"{self._stem[:24]}-host-{host}"
+
+
+def validate_iam_host_name(name: str, option: str) -> None:
+    if not _IAM_HOST_NAME.fullmatch(name):
+        raise UsageError(f"{option} {name!r}: a host name in an IAM policy must be 1-63 of "
+                         "A-Z, a-z, 0-9, '.', '_', '-' and start with a letter or digit "
+                         "(no wildcards)")
 
 
 def backup_group_name(bucket: str) -> str:

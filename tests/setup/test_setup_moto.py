@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -110,7 +111,46 @@ def _denied(call, **kwargs) -> str:  # type: ignore[no-untyped-def]
     return str(caught.value.response["Error"]["Code"])
 
 
+def _write_host(moto: MotoServer, tmp_path: Path, bucket: str, host: str,
+                *extra: str) -> tuple[Path, tuple[str, str], Path]:
+    """write-config --create-user for ``host``; a picker of its own data.
+    Returns the config, the user's key and the data directory."""
+    root = tmp_path / host
+    written = s3archive(moto, "write-config", "--root", str(root), "--bucket", bucket,
+                        "--endpoint-url", moto.endpoint_url, "--host-name", host,
+                        "--create-user", f"{host}-backup", "--cache-dir",
+                        str(tmp_path / host / "cache"), "--state-file",
+                        str(tmp_path / host / "state/last-run.json"), "--daily-days", "2", *extra)
+    assert written.returncode == 0, written.stderr
+    credentials = root / "etc/s3archive/credentials"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    values = dict(line.split(" = ", 1) for line in credentials.read_text().splitlines()
+                  if " = " in line)
+    assert values["aws_secret_access_key"] not in written.stdout + written.stderr
+    assert f'name = "{host}"' in (root / "etc/s3archive/config.toml").read_text()
+    data = tmp_path / f"{host}-data"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.txt").write_text(f"{host} alpha\n" * 1000)
+    (data / "sub" / "b.bin").write_bytes(os.urandom(70_000))
+    picker = root / "etc/s3archive/pickers.d/50-test-data"
+    picker.write_text(f"#!/bin/sh\necho {data}\n")
+    picker.chmod(0o755)
+    return (root / "etc/s3archive/config.toml",
+            (values["aws_access_key_id"], values["aws_secret_access_key"]), data)
+
+
 def test_least_privilege_end_to_end(moto: MotoServer, tmp_path: Path) -> None:
+    """Two hosts with users from write-config --create-user, IAM enforced:
+    each archives (and rebuilds its cache from its own runs), neither can
+    write, overwrite or read the other's runs, read packs, delete or change
+    the bucket; the restore role restores either host.
+
+    moto substitutes no policy variables (hence one policy per host, with
+    literal ARNs, which it does evaluate), ignores conditions and authorises
+    PUT ?legal-hold as s3:PutObject: that a host cannot *list* another
+    host's runs (the s3:prefix condition) nor place or lift legal holds is
+    proven against RGW's policy evaluation in
+    test_setup_rgw.py::test_host_policies_isolate_hosts_on_rgw."""
     if not _archive_available():
         pytest.skip("archive not yet available")
     moto.set_iam_enforcement(False)
@@ -121,72 +161,90 @@ def test_least_privilege_end_to_end(moto: MotoServer, tmp_path: Path) -> None:
     admin_s3 = moto.client("s3")
     admin_s3.create_bucket(Bucket="someone-elses")
     admin_s3.put_object(Bucket="someone-elses", Key="secret", Body=b"not yours")
-
-    root = tmp_path / "root"
-    written = s3archive(moto, "write-config", "--root", str(root), "--bucket", bucket,
-                        "--endpoint-url", moto.endpoint_url, "--host-name", "lp-host",
-                        "--create-user", "lp-host-backup", "--cache-dir", str(tmp_path / "cache"),
-                        "--state-file", str(tmp_path / "state/last-run.json"), "--daily-days", "2")
-    assert written.returncode == 0, written.stderr
-    config = root / "etc/s3archive/config.toml"
-    credentials = root / "etc/s3archive/credentials"
-    assert credentials.stat().st_mode & 0o777 == 0o600
-    secret_line = next(l for l in credentials.read_text().splitlines()
-                       if l.startswith("aws_secret_access_key"))
-    assert secret_line.split("=", 1)[1].strip() not in written.stdout + written.stderr
-    key_id = next(l for l in credentials.read_text().splitlines()
-                  if l.startswith("aws_access_key_id")).split("=", 1)[1].strip()
-    backup_secret = secret_line.split("=", 1)[1].strip()
+    config_a, key_a, data_a = _write_host(moto, tmp_path, bucket, "host-a")
+    config_b, key_b, data_b = _write_host(moto, tmp_path, bucket, "host-b")
+    iam = moto.client("iam")
+    assert iam.list_user_policies(UserName="host-a-backup")["PolicyNames"] == [
+        "s3archive-lp-bucket-host-host-a"]
+    # One IAM user serves one host: reusing host-a's user for host-c is refused.
+    reused = s3archive(moto, "write-config", "--root", str(tmp_path / "c"), "--bucket", bucket,
+                       "--endpoint-url", moto.endpoint_url, "--host-name", "host-c",
+                       "--create-user", "host-a-backup")
+    assert reused.returncode == 2
+    assert "already holds s3archive-lp-bucket-host-host-a" in reused.stderr
     restore_key = _access_key(moto, "lp-restorer", "s3archive-lp-bucket-restore")
-
-    data = tmp_path / "data"
-    (data / "sub").mkdir(parents=True)
-    (data / "a.txt").write_text("alpha\n" * 1000)
-    (data / "sub" / "b.bin").write_bytes(os.urandom(70_000))
-    picker = root / "etc/s3archive/pickers.d/50-test-data"
-    picker.write_text(f"#!/bin/sh\necho {data}\n")
-    picker.chmod(0o755)
 
     moto.set_iam_enforcement(True)
     try:
-        # The backup credentials run archive end to end ...
-        archive = s3archive(moto, "--config", str(config), "archive", "--json", admin=False)
-        assert archive.returncode == 0, archive.stderr
-        backup = moto.client("s3", key_id, backup_secret)
-        versions = backup.list_object_versions(Bucket=bucket)["Versions"]
-        assert any(v["Key"].startswith("packs/") for v in versions)
-        assert any(v["Key"].startswith("runs/") for v in versions)
-        pack = next(v for v in versions if v["Key"].startswith("packs/"))
-        # ... and are denied deletes, bucket changes and other buckets.
-        assert _denied(backup.delete_object, Bucket=bucket, Key=pack["Key"],
+        # Each host's credentials run archive end to end ...
+        for config in (config_a, config_b):
+            archive = s3archive(moto, "--config", str(config), "archive", "--json", admin=False)
+            assert archive.returncode == 0, archive.stderr
+        # ... and again with the cache lost: rebuilt from the host's own latest run.
+        shutil.rmtree(tmp_path / "host-a" / "cache")
+        again = s3archive(moto, "-v", "--config", str(config_a), "archive", admin=False)
+        assert again.returncode == 0, again.stderr
+        assert "rebuilt the local cache from run" in again.stderr
+        own = s3archive(moto, "--config", str(config_a), "ls", "latest", admin=False)
+        assert own.returncode == 0 and "a.txt" in own.stdout, own.stderr
+
+        host_a = moto.client("s3", *key_a)
+        moto.set_iam_enforcement(False)  # the admin key is no IAM user
+        admin_versions = admin_s3.list_object_versions(Bucket=bucket)["Versions"]
+        moto.set_iam_enforcement(True)
+        b_run = next(v for v in admin_versions if v["Key"].startswith("runs/host-b/"))
+        pack = next(v for v in admin_versions if v["Key"].startswith("packs/"))
+        # Host A cannot write, overwrite or read host B's runs ...
+        assert _denied(host_a.put_object, Bucket=bucket, Key="runs/host-b/29991231T000000Z"
+                       ".jsonl.zst", Body=b"planted") == "AccessDenied"
+        assert _denied(host_a.put_object, Bucket=bucket, Key=b_run["Key"],
+                       Body=b"overwritten") == "AccessDenied"
+        assert _denied(host_a.get_object, Bucket=bucket, Key=b_run["Key"],
+                       VersionId=b_run["VersionId"]) == "AccessDenied"
+        other = s3archive(moto, "--config", str(config_a), "ls", "latest", "--host", "host-b",
+                          admin=False)
+        assert other.returncode == 1 and "AccessDenied" in other.stderr
+        assert len(other.stderr.strip().splitlines()) == 1  # one line, no traceback
+        # ... nor runs outside any host, nor read packs.
+        assert _denied(host_a.put_object, Bucket=bucket, Key="runs/x.jsonl.zst",
+                       Body=b"x") == "AccessDenied"
+        assert _denied(host_a.get_object, Bucket=bucket, Key=pack["Key"]) == "AccessDenied"
+        # No deletes, no bucket changes, no other buckets.  (moto authorises
+        # PUT ?legal-hold and ?retention as s3:PutObject: legal holds are
+        # proven on RGW and by the evaluator, not here.)
+        assert _denied(host_a.delete_object, Bucket=bucket, Key=pack["Key"],
                        VersionId=pack["VersionId"]) == "AccessDenied"
-        assert _denied(backup.put_bucket_policy, Bucket=bucket,
+        assert _denied(host_a.put_bucket_policy, Bucket=bucket,
                        Policy=json.dumps({"Version": "2012-10-17", "Statement": []})) == "AccessDenied"
-        assert _denied(backup.put_bucket_lifecycle_configuration, Bucket=bucket,
+        assert _denied(host_a.put_bucket_lifecycle_configuration, Bucket=bucket,
                        LifecycleConfiguration={"Rules": [{"ID": "x", "Status": "Enabled",
                                                           "Filter": {"Prefix": ""},
                                                           "Expiration": {"Days": 1}}]}) == "AccessDenied"
-        assert _denied(backup.put_object_lock_configuration, Bucket=bucket,
+        assert _denied(host_a.put_object_lock_configuration, Bucket=bucket,
                        ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"}) == "AccessDenied"
-        assert _denied(backup.get_object, Bucket="someone-elses", Key="secret") == "AccessDenied"
-        assert _denied(backup.list_objects_v2, Bucket="someone-elses") == "AccessDenied"
+        assert _denied(host_a.get_object, Bucket="someone-elses", Key="secret") == "AccessDenied"
+        assert _denied(host_a.list_objects_v2, Bucket="someone-elses") == "AccessDenied"
+        # Host B's credentials are as confined (the policy is per host, not per "first").
+        host_b = moto.client("s3", *key_b)
+        a_run = next(v for v in admin_versions if v["Key"].startswith("runs/host-a/"))
+        assert _denied(host_b.get_object, Bucket=bucket, Key=a_run["Key"]) == "AccessDenied"
 
-        # Restore credentials restore ...
+        # Restore credentials (the operator's) restore any host ...
         restore_creds = tmp_path / "restore-credentials"
         fd = os.open(restore_creds, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"[default]\naws_access_key_id = {restore_key[0]}\n"
                          f"aws_secret_access_key = {restore_key[1]}\n")
         restore_config = tmp_path / "restore.toml"
-        restore_config.write_text(config.read_text().replace(
+        restore_config.write_text(config_b.read_text().replace(
             'credentials_file = "credentials"', f'credentials_file = "{restore_creds}"'))
         target = tmp_path / "restored"
         restored = s3archive(moto, "--config", str(restore_config), "restore", "latest",
                              "--target", str(target), admin=False)
         assert restored.returncode == 0, restored.stderr
-        assert (target / data.relative_to("/") / "a.txt").read_text() == "alpha\n" * 1000
-        assert (target / data.relative_to("/") / "sub/b.bin").read_bytes() == \
-            (data / "sub" / "b.bin").read_bytes()
+        assert (target / data_b.relative_to("/") / "a.txt").read_text() == "host-b alpha\n" * 1000
+        assert (target / data_b.relative_to("/") / "sub/b.bin").read_bytes() == \
+            (data_b / "sub" / "b.bin").read_bytes()
         # ... and cannot write.
         reader = moto.client("s3", *restore_key)
         assert _denied(reader.put_object, Bucket=bucket, Key="packs/zz/junk",
@@ -195,3 +253,13 @@ def test_least_privilege_end_to_end(moto: MotoServer, tmp_path: Path) -> None:
                        VersionId=pack["VersionId"]) == "AccessDenied"
     finally:
         moto.set_iam_enforcement(False)
+
+
+def test_create_user_needs_a_host_name_fit_for_a_policy(moto: MotoServer, tmp_path: Path) -> None:
+    for host in ("*", "web?", "${aws:username}"):
+        refused = s3archive(moto, "write-config", "--root", str(tmp_path / "r"), "--bucket",
+                            "lp-bucket", "--endpoint-url", moto.endpoint_url, "--host-name", host,
+                            "--create-user", "wild")
+        assert refused.returncode == 2, refused.stderr
+        assert "--host-name" in refused.stderr and "no wildcards" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1

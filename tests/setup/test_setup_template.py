@@ -22,7 +22,7 @@ from s3archive.cli.main import cli
 from s3archive.setup import policies
 from s3archive.setup.cloudformation import template
 from s3archive.setup.spec import BucketSpec
-from support.setup_policy_eval import decision, denying_sids
+from support.setup_policy_eval import combined, decision, denying_sids
 
 BUCKET = "acme-backups"
 ACCOUNT = "111122223333"
@@ -30,6 +30,7 @@ ROOT = f"arn:aws:iam::{ACCOUNT}:root"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
 OBJ = f"{BUCKET_ARN}/packs/ab/abcdef"
 MANIFEST = f"{BUCKET_ARN}/runs/host1/2026.jsonl.zst"
+OTHER_MANIFEST = f"{BUCKET_ARN}/runs/host2/2026.jsonl.zst"
 TLS = {"aws:SecureTransport": "true", "aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:user/backup"}
 LOCKED_PUT = {**TLS, "s3:x-amz-object-lock-mode": "GOVERNANCE",
               "s3:object-lock-remaining-retention-days": "30"}
@@ -59,7 +60,9 @@ def print_template(*args: str) -> str:
 # ------------------------------------------------------------------ template
 
 
-@pytest.mark.parametrize("args", [[], ["--kms-key-id", "alias/backup", "--no-bucket-policy"],
+@pytest.mark.parametrize("args", [[], ["--kms-key-id", "alias/backup", "--no-bucket-policy",
+                                       "--host", "web1", "--host", "db.example.org",
+                                       "--legal-hold"],
                                   ["--lock-mode", "COMPLIANCE", "--max-retention-days", "36500"]])
 def test_printed_template_passes_cfn_lint_without_errors_or_warnings(tmp_path: Path,
                                                                       args: list[str]) -> None:
@@ -126,16 +129,53 @@ def test_kms_key_replaces_sse_s3() -> None:
 
 def test_outputs_and_exports_name_bucket_roles_and_groups(spec: BucketSpec) -> None:
     outputs = template(spec)["Outputs"]
-    for name in ("BucketName", "BackupRoleArn", "RestoreRoleArn", "AuditRoleArn",
+    for name in ("BucketName", "RestoreRoleArn", "AuditRoleArn",
                  "BackupGroupName", "RestoreGroupName", "AuditGroupName"):
         assert "Export" in outputs[name], name
     assert outputs["BucketName"]["Value"] == {"Ref": "Bucket"}
     resources = template(spec)["Resources"]
     for kind in ("Backup", "Restore", "Audit"):
-        assert resources[f"{kind}Role"]["Properties"]["ManagedPolicyArns"] == [
-            {"Ref": f"{kind}Policy"}]
         assert resources[f"{kind}Group"]["Properties"]["ManagedPolicyArns"] == [
             {"Ref": f"{kind}Policy"}]
+    for kind in ("Restore", "Audit"):
+        assert resources[f"{kind}Role"]["Properties"]["ManagedPolicyArns"] == [
+            {"Ref": f"{kind}Policy"}]
+    # No backup role shared by hosts: it could write every host's runs.
+    assert "BackupRole" not in resources and "BackupRoleArn" not in outputs
+    assert not any(r["Type"] == "AWS::IAM::InstanceProfile" for r in resources.values())
+
+
+def test_each_host_gets_a_role_with_its_own_runs_only() -> None:
+    spec = BucketSpec(bucket=BUCKET, hosts=("web1", "db.example.org"))
+    resources, outputs = template(spec)["Resources"], template(spec)["Outputs"]
+    for index, host in ((1, "web1"), (2, "db.example.org")):
+        role = resources[f"Host{index}Role"]["Properties"]
+        assert role["RoleName"] == f"acme-backups-host-{host}"
+        assert role["ManagedPolicyArns"] == [{"Ref": "BackupPolicy"},
+                                             {"Ref": f"Host{index}Policy"}]
+        assert role["Tags"] == [{"Key": "s3archive-host", "Value": host}]
+        assert unwrap_sub(resources[f"Host{index}Policy"]["Properties"]["PolicyDocument"]) == \
+            policies.host_policy(spec, host)
+        assert resources[f"Host{index}InstanceProfile"]["Properties"]["Roles"] == [
+            {"Ref": f"Host{index}Role"}]
+        assert outputs[f"Host{index}RoleArn"]["Description"] == f"role of backup host {host}"
+    web1 = resolved(combined(policies.backup_policy(spec), policies.host_policy(spec, "web1")))
+    assert decision(web1, "s3:PutObject", f"{BUCKET_ARN}/runs/web1/r.jsonl.zst") == "Allow"
+    assert decision(web1, "s3:PutObject",
+                    f"{BUCKET_ARN}/runs/db.example.org/r.jsonl.zst") == "ImplicitDeny"
+
+
+@pytest.mark.parametrize("host", ["*", "web?", "a/b", "${aws:username}", "", "_x", "a" * 64])
+def test_host_names_that_would_widen_a_policy_are_refused(host: str) -> None:
+    result = CliRunner().invoke(cli, ["create-resources", "--bucket", BUCKET, "--host", host,
+                                      "--print-template"])
+    assert result.exit_code == 2
+    assert "--host" in result.output
+
+
+def test_a_role_name_too_long_for_iam_is_refused() -> None:
+    with pytest.raises(Exception, match="at most 34 characters"):
+        BucketSpec(bucket=BUCKET, hosts=("h" * 35,))
 
 
 def test_no_bucket_policy_leaves_the_policy_out(spec: BucketSpec) -> None:
@@ -152,6 +192,7 @@ def test_template_policy_is_the_one_evaluated_here(spec: BucketSpec) -> None:
     for kind in ("backup", "restore", "audit"):
         managed = resources[f"{kind.capitalize()}Policy"]["Properties"]["PolicyDocument"]
         assert unwrap_sub(managed) == policies.ROLE_POLICIES[kind](spec)
+    assert not [r for r in resources if r.startswith("Host")]  # no --host
     sids = [s["Sid"] for s in document["Statement"]]
     assert sids == ["DenyInsecureTransport", "DenyPutWithoutLockMode",
                     "DenyRetentionAboveMaximum", "DenyBucketChangesExceptRoot"]
@@ -221,37 +262,76 @@ def test_endpoint_policy_leaves_out_what_s3_compatible_stores_cannot_evaluate() 
 # ------------------------------------------------------------------ IAM
 
 
-def test_backup_policy_allows_what_archive_needs(spec: BucketSpec) -> None:
-    backup = resolved(policies.backup_policy(spec))
+def backup_host(spec: BucketSpec, host: str = "host1", legal_hold: bool | None = None) -> dict:
+    """Everything one backup host's credentials hold: the shared backup policy
+    (group or role) and the host's own policy."""
+    return resolved(combined(policies.backup_policy(spec),
+                             policies.host_policy(spec, host, legal_hold)))
+
+
+def test_backup_host_may_do_what_archive_needs(spec: BucketSpec) -> None:
+    backup = backup_host(spec)
     assert decision(backup, "s3:PutObject", OBJ) == "Allow"
     assert decision(backup, "s3:PutObjectRetention", OBJ) == "Allow"
-    assert decision(backup, "s3:ListBucketVersions", BUCKET_ARN) == "Allow"
     assert decision(backup, "s3:GetBucketObjectLockConfiguration", BUCKET_ARN) == "Allow"
-    assert decision(backup, "s3:GetObject", MANIFEST) == "Allow"
-    assert decision(backup, "s3:GetObjectVersion", MANIFEST) == "Allow"
+    for action in ("s3:PutObject", "s3:PutObjectRetention", "s3:GetObject",
+                   "s3:GetObjectVersion"):
+        assert decision(backup, action, MANIFEST) == "Allow", action
+    for prefix in ("runs/host1/", "runs/host1/2026"):
+        assert decision(backup, "s3:ListBucketVersions", BUCKET_ARN,
+                        {"s3:prefix": prefix}) == "Allow", prefix
     # Pack contents are never read back by the backup credentials.
     assert decision(backup, "s3:GetObject", OBJ) == "ImplicitDeny"
     assert decision(backup, "s3:GetObject", "arn:aws:s3:::other-bucket/runs/x") == "ImplicitDeny"
 
 
+@pytest.mark.parametrize("action", ["s3:PutObject", "s3:PutObjectRetention", "s3:GetObject",
+                                    "s3:GetObjectVersion", "s3:PutObjectLegalHold"])
+def test_backup_host_cannot_touch_another_hosts_runs(spec: BucketSpec, action: str) -> None:
+    backup = backup_host(spec, legal_hold=True)
+    for resource in (OTHER_MANIFEST, f"{BUCKET_ARN}/runs/host10/x",  # host1 is a prefix of it
+                     f"{BUCKET_ARN}/runs/x.jsonl.zst", f"{BUCKET_ARN}/elsewhere"):
+        assert decision(backup, action, resource,
+                        {"s3:object-lock-legal-hold": "ON"}) == "ImplicitDeny", resource
+
+
+@pytest.mark.parametrize("prefix", [None, "", "runs/", "runs/host", "runs/host10/",
+                                    "runs/host2/", "packs/", "runs/host1"])
+def test_backup_host_cannot_list_beyond_its_runs(spec: BucketSpec, prefix: str | None) -> None:
+    backup = backup_host(spec)
+    context = {} if prefix is None else {"s3:prefix": prefix}
+    for action in ("s3:ListBucket", "s3:ListBucketVersions"):
+        assert decision(backup, action, BUCKET_ARN, context) == "ImplicitDeny", (action, prefix)
+
+
 @pytest.mark.parametrize("action,resource", [
     ("s3:DeleteObject", OBJ), ("s3:DeleteObjectVersion", OBJ), ("s3:DeleteBucket", BUCKET_ARN),
+    ("s3:DeleteObjectVersion", MANIFEST),
     ("s3:DeleteBucketPolicy", BUCKET_ARN), ("s3:BypassGovernanceRetention", OBJ),
     ("s3:PutBucketPolicy", BUCKET_ARN), ("s3:PutLifecycleConfiguration", BUCKET_ARN),
     ("s3:PutBucketObjectLockConfiguration", BUCKET_ARN), ("s3:PutBucketVersioning", BUCKET_ARN),
     ("s3:PutEncryptionConfiguration", BUCKET_ARN), ("s3:PutBucketPublicAccessBlock", BUCKET_ARN),
 ])
 def test_backup_policy_explicitly_denies(spec: BucketSpec, action: str, resource: str) -> None:
-    backup = resolved(policies.backup_policy(spec))
-    assert decision(backup, action, resource) == "Deny"
+    assert decision(backup_host(spec, legal_hold=True), action, resource) == "Deny"
 
 
-def test_backup_policy_may_set_but_never_release_a_legal_hold(spec: BucketSpec) -> None:
-    backup = resolved(policies.backup_policy(spec))
-    assert decision(backup, "s3:PutObjectLegalHold", OBJ,
-                    {"s3:object-lock-legal-hold": "ON"}) == "Allow"
-    assert decision(backup, "s3:PutObjectLegalHold", OBJ,
-                    {"s3:object-lock-legal-hold": "OFF"}) == "Deny"
+def test_legal_holds_are_an_operators_act_unless_the_configuration_asks(spec: BucketSpec) -> None:
+    plain = backup_host(spec)
+    for state in ("ON", "OFF"):
+        for resource in (OBJ, MANIFEST):
+            assert decision(plain, "s3:PutObjectLegalHold", resource,
+                            {"s3:object-lock-legal-hold": state}) == "ImplicitDeny"
+    held = backup_host(spec, legal_hold=True)
+    for resource in (OBJ, MANIFEST):
+        assert decision(held, "s3:PutObjectLegalHold", resource,
+                        {"s3:object-lock-legal-hold": "ON"}) == "Allow"
+        # Placing, never lifting.
+        assert decision(held, "s3:PutObjectLegalHold", resource,
+                        {"s3:object-lock-legal-hold": "OFF"}) == "ImplicitDeny"
+    # create-resources --legal-hold is what the host policy follows by default.
+    assert policies.host_policy(BucketSpec(bucket=BUCKET, legal_hold=True), "h") == \
+        policies.host_policy(spec, "h", legal_hold=True)
 
 
 def test_restore_policy_reads_and_lists_only(spec: BucketSpec) -> None:

@@ -2,7 +2,8 @@
 
 It implements what our documents use -- Allow/Deny, Action and Resource
 wildcards, and the condition operators Null, BoolIfExists,
-NumericGreaterThan, StringEquals and ArnNotEquals -- with AWS's rules: an
+NumericGreaterThan, StringEquals, StringLike and ArnNotEquals -- with AWS's
+rules (several identity policies are evaluated as one: ``combined``): an
 explicit Deny wins, otherwise an Allow is needed (identity policies) or
 nothing is denied (bucket policies evaluated alone).  Missing condition keys
 follow AWS: a plain operator does not match, ...IfExists and negated
@@ -43,12 +44,21 @@ def _condition_holds(condition: dict[str, Any], context: dict[str, Any]) -> bool
             elif operator == "StringEquals":
                 if not present or actual not in wanted_values:
                     return False
+            elif operator == "StringLike":
+                if not present or not any(fnmatch.fnmatchcase(actual, w) for w in wanted_values):
+                    return False
             elif operator == "ArnNotEquals":
                 if present and actual in wanted_values:
                     return False
             else:
                 raise AssertionError(f"evaluator does not know condition operator {operator}")
     return True
+
+
+def combined(*policies: dict[str, Any]) -> dict[str, Any]:
+    """The identity policies of one principal, evaluated together as AWS does."""
+    return {"Version": "2012-10-17",
+            "Statement": [s for policy in policies for s in policy["Statement"]]}
 
 
 def matching_statements(policy: dict[str, Any], action: str, resource: str,
