@@ -146,12 +146,20 @@ def host_policy(spec: BucketSpec, host: str, legal_hold: bool | None = None) -> 
          "Action": ["s3:ListBucket", "s3:ListBucketVersions"], "Resource": bucket,
          "Condition": {"StringLike": {"s3:prefix": [runs, f"{runs}*"]}}},
     ]
+    # The Denies matter where an object's writer is otherwise allowed to
+    # change it (RGW falls back to the object's ACL, which its writer owns).
     if spec.legal_hold if legal_hold is None else legal_hold:
-        statements.append(
+        statements += [
             {"Sid": "PlaceLegalHoldsOnOwnRunsAndPacks", "Effect": "Allow",
              "Action": "s3:PutObjectLegalHold",
              "Resource": [own_runs, f"{bucket}/{PACK_PREFIX}*"],
-             "Condition": {"StringEquals": {"s3:object-lock-legal-hold": "ON"}}})
+             "Condition": {"StringEquals": {"s3:object-lock-legal-hold": "ON"}}},
+            {"Sid": "DenyLiftingLegalHolds", "Effect": "Deny",
+             "Action": "s3:PutObjectLegalHold", "Resource": f"{bucket}/*",
+             "Condition": {"StringNotEquals": {"s3:object-lock-legal-hold": "ON"}}}]
+    else:
+        statements.append({"Sid": "DenyLegalHolds", "Effect": "Deny",
+                           "Action": "s3:PutObjectLegalHold", "Resource": f"{bucket}/*"})
     return {"Version": VERSION, "Statement": statements}
 
 

@@ -2,7 +2,8 @@
 
 It implements what our documents use -- Allow/Deny, Action and Resource
 wildcards, and the condition operators Null, BoolIfExists,
-NumericGreaterThan, StringEquals, StringLike and ArnNotEquals -- with AWS's
+NumericGreaterThan, StringEquals, StringNotEquals, StringLike and
+ArnNotEquals -- with AWS's
 rules (several identity policies are evaluated as one: ``combined``): an
 explicit Deny wins, otherwise an Allow is needed (identity policies) or
 nothing is denied (bucket policies evaluated alone).  Missing condition keys
@@ -43,6 +44,9 @@ def _condition_holds(condition: dict[str, Any], context: dict[str, Any]) -> bool
                     return False
             elif operator == "StringEquals":
                 if not present or actual not in wanted_values:
+                    return False
+            elif operator == "StringNotEquals":
+                if present and actual in wanted_values:
                     return False
             elif operator == "StringLike":
                 if not present or not any(fnmatch.fnmatchcase(actual, w) for w in wanted_values):
