@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def test_cloudformation_success_is_not_trusted(moto: MotoServer) -> None:
     versioning, lifecycle or policy and no groups exist: exit 1, all named."""
     moto.set_iam_enforcement(False)
     run = s3archive(moto, "create-resources", "--bucket", "cfn-bucket", "--method",
-                    "cloudformation", "--endpoint-url", moto.endpoint_url, "--json")
+                    "cloudformation", "--endpoint-url", moto.endpoint_url, "--host", "web1",
+                    "--json")
     assert run.returncode == 1, run.stderr
     result = json.loads(run.stdout)
     assert result["method"] == "cloudformation"
@@ -71,14 +73,16 @@ def test_cloudformation_success_is_not_trusted(moto: MotoServer) -> None:
     assert "lifecycle" in settings
     assert any(s.startswith("bucket policy") for s in settings)
     assert "IAM group s3archive-cfn-bucket-backup" in settings
-    assert "IAM role cfn-bucket-s3archive-backup" not in settings  # moto does make roles
+    assert "IAM role cfn-bucket-s3archive-restore" not in settings  # moto does make roles
+    assert "IAM role cfn-bucket-host-web1" not in settings
     assert result["outputs"]["BucketName"] == "cfn-bucket"
 
 
 def test_s3_api_method_on_moto_is_configured_as_asked(moto: MotoServer) -> None:
     moto.set_iam_enforcement(False)
     run = s3archive(moto, "create-resources", "--bucket", "api-bucket", "--endpoint-url",
-                    moto.endpoint_url, "--iam", "--no-bucket-policy", "--json")
+                    moto.endpoint_url, "--iam", "--no-bucket-policy", "--host", "web1",
+                    "--host", "db1", "--legal-hold", "--json")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert result["method"] == "s3-api"
@@ -87,6 +91,34 @@ def test_s3_api_method_on_moto_is_configured_as_asked(moto: MotoServer) -> None:
     assert [(d["setting"], d["actual"]) for d in result["check"]["differences"]] == [
         ("public access block", "off: BlockPublicAcls")]
     assert result["outputs"]["BackupGroupName"] == "s3archive-api-bucket-backup"
+    # Each --host has a role of its own: the shared backup policy and its runs.
+    iam = moto.client("iam")
+    for index, host in ((1, "web1"), (2, "db1")):
+        role = f"api-bucket-host-{host}"
+        assert result["outputs"][f"Host{index}RoleArn"].endswith(f":role/{role}")
+        attached = {p["PolicyName"] for p in
+                    iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]}
+        assert attached == {"s3archive-api-bucket-backup", f"s3archive-api-bucket-host-{host}"}
+        profile = iam.get_instance_profile(InstanceProfileName=role)["InstanceProfile"]
+        assert [r["RoleName"] for r in profile["Roles"]] == [role]
+        arn = next(p["PolicyArn"] for p in
+                   iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+                   if p["PolicyName"].endswith(host))
+        version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+        document = iam.get_policy_version(PolicyArn=arn, VersionId=version)[
+            "PolicyVersion"]["Document"]
+        if isinstance(document, str):
+            document = json.loads(urllib.parse.unquote(document))
+        sids = [st["Sid"] for st in document["Statement"]]
+        assert sids == ["WriteAndReadOwnRuns", "ListOwnRuns",
+                        "PlaceLegalHoldsOnOwnRunsAndPacks", "DenyLiftingLegalHolds"]
+        assert document["Statement"][0]["Resource"] == f"arn:aws:s3:::api-bucket/runs/{host}/*"
+    assert "BackupRoleArn" not in result["outputs"]
+    # Running it again updates in place.
+    again = s3archive(moto, "create-resources", "--bucket", "api-bucket", "--endpoint-url",
+                      moto.endpoint_url, "--iam", "--no-bucket-policy", "--host", "web1",
+                      "--json")
+    assert again.returncode == 0, again.stderr
 
 
 def _archive_available() -> bool:
@@ -263,3 +295,37 @@ def test_create_user_needs_a_host_name_fit_for_a_policy(moto: MotoServer, tmp_pa
         assert refused.returncode == 2, refused.stderr
         assert "--host-name" in refused.stderr and "no wildcards" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_create_user_pins_this_host_and_asks_for_held_runs(moto: MotoServer,
+                                                           tmp_path: Path) -> None:
+    """Without --host-name the user is made for this machine's name, which the
+    configuration then names; --legal-hold writes legal_hold = true and lets
+    the user place (never lift) holds."""
+    import socket
+
+    moto.set_iam_enforcement(False)
+    setup = s3archive(moto, "create-resources", "--bucket", "lh-bucket", "--endpoint-url",
+                      moto.endpoint_url, "--iam", "--no-bucket-policy")
+    assert setup.returncode == 0, setup.stderr
+    root = tmp_path / "root"
+    written = s3archive(moto, "write-config", "--root", str(root), "--bucket", "lh-bucket",
+                        "--endpoint-url", moto.endpoint_url, "--create-user", "lh-user",
+                        "--legal-hold")
+    assert written.returncode == 0, written.stderr
+    host = socket.gethostname()
+    config = (root / "etc/s3archive/config.toml").read_text()
+    assert f'name = "{host}"' in config
+    assert "\nlegal_hold = true" in config
+    iam = moto.client("iam")
+    name = f"s3archive-lh-bucket-host-{host}"
+    assert iam.list_user_policies(UserName="lh-user")["PolicyNames"] == [name]
+    document = iam.get_user_policy(UserName="lh-user", PolicyName=name)["PolicyDocument"]
+    if isinstance(document, str):
+        document = json.loads(urllib.parse.unquote(document))
+    held = {s["Sid"]: s for s in document["Statement"]}
+    assert held["PlaceLegalHoldsOnOwnRunsAndPacks"]["Condition"] == {
+        "StringEquals": {"s3:object-lock-legal-hold": "ON"}}
+    assert "DenyLiftingLegalHolds" in held and "DenyLegalHolds" not in held
+    groups = iam.list_groups_for_user(UserName="lh-user")["Groups"]
+    assert [g["GroupName"] for g in groups] == ["s3archive-lh-bucket-backup"]
