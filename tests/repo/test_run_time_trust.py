@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -60,7 +59,7 @@ def test_runs_flags_the_planted_run(bucket) -> None:
     honest = rows[honest_run.run_id]
     assert honest["time_trusted"] is True and honest["time_problem"] is None
     assert honest["status"] == "complete"
-    written = datetime.fromisoformat(honest["written"].replace("Z", "+00:00"))
+    written = datetime.fromisoformat(honest["written"])
     assert abs(written - datetime.now(timezone.utc)) < timedelta(minutes=10)
     table = invoke(env, "runs")
     line = next(l for l in table.stdout.splitlines() if l.startswith(PLANTED))

@@ -193,7 +193,7 @@ def test_least_privilege_end_to_end(moto: MotoServer, tmp_path: Path) -> None:
     admin_s3 = moto.client("s3")
     admin_s3.create_bucket(Bucket="someone-elses")
     admin_s3.put_object(Bucket="someone-elses", Key="secret", Body=b"not yours")
-    config_a, key_a, data_a = _write_host(moto, tmp_path, bucket, "host-a")
+    config_a, key_a, _ = _write_host(moto, tmp_path, bucket, "host-a")
     config_b, key_b, data_b = _write_host(moto, tmp_path, bucket, "host-b")
     iam = moto.client("iam")
     assert iam.list_user_policies(UserName="host-a-backup")["PolicyNames"] == [
