@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from s3archive.config import MAX_RETENTION_DAYS, RetentionSettings
-from s3archive.errors import EXIT_FAILED
+from s3archive.errors import EXIT_FAILED, UsageError
 from s3archive.setup.spec import BucketSpec, default_stack_name
 
 _DAYS = click.IntRange(1, MAX_RETENTION_DAYS)
@@ -69,12 +69,17 @@ def create_resources_command(bucket: str, region: str, endpoint_url: str | None,
                       max_retention_days=max_retention_days, kms_key_id=kms_key_id,
                       bucket_policy=not no_bucket_policy, endpoint_url=endpoint_url,
                       hosts=hosts, legal_hold=legal_hold)
+    if legal_hold and not hosts:
+        raise UsageError("--legal-hold applies to the roles of --host NAME; a host with an "
+                         "IAM user gets it from write-config --legal-hold")
     if print_template:
         click.echo(cloudformation.render(BucketSpec(**{**spec.__dict__, "endpoint_url": None})),
                    nl=False)
         return
     method = method or default_method(endpoint_url)
     iam = with_iam if with_iam is not None else endpoint_url is None
+    if hosts and method == "s3-api" and not iam:
+        raise UsageError("--host makes an IAM role: it needs --iam")
     result = create_resources(spec, method, stack_name=stack_name or default_stack_name(bucket),
                               with_iam=iam)
     if as_json:

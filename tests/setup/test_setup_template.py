@@ -173,6 +173,18 @@ def test_host_names_that_would_widen_a_policy_are_refused(host: str) -> None:
     assert "--host" in result.output
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--legal-hold", "--print-template"], "--legal-hold applies to the roles of --host"),
+    (["--host", "web1", "--endpoint-url", "http://127.0.0.1:9", "--no-iam"],
+     "--host makes an IAM role: it needs --iam"),
+])
+def test_host_options_that_would_do_nothing_are_refused(args: list[str], message: str) -> None:
+    # Refused before any AWS call (the endpoint is unroutable).
+    result = CliRunner().invoke(cli, ["create-resources", "--bucket", BUCKET, *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
 def test_a_role_name_too_long_for_iam_is_refused() -> None:
     with pytest.raises(Exception, match="at most 34 characters"):
         BucketSpec(bucket=BUCKET, hosts=("h" * 35,))
