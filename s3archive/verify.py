@@ -5,7 +5,8 @@ and every pack version it references are HEADed (they exist, have the
 recorded size, and are locked in the run's mode — or COMPLIANCE, which is
 stronger — until at least the run's retain-until); with ``read_data`` every
 referenced chunk (or those of a sample of packs) is downloaded with merged
-ranged GETs and its SHA-256 checked.  Every problem names the run, the pack
+ranged GETs and its SHA-256 checked — every reference, also several that share
+one (pack, offset) with different hashes.  Every problem names the run, the pack
 and the paths it affects.  HEADs and verified chunks are shared between runs.
 """
 
@@ -17,15 +18,14 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 
 from s3archive.repo.catalog import RunRef, load_manifest
 from s3archive.clock import isoformat
 from s3archive.errors import NoSuchVersion, S3ArchiveError, StoreError
 from s3archive.human import json_path
 from s3archive.format.model import ChunkRef, Manifest, PackRef
-from s3archive.repo.pack_reader import Downloader
-from s3archive.restore.plan import merge_reads
+from s3archive.repo.pack_reader import PackReader, merge_reads
 from s3archive.store.base import ObjectInfo, ObjectStore
 
 _STRENGTH = {None: 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
@@ -87,7 +87,7 @@ class Verifier:
         self.store = store
         self.options = options
         self._heads: dict[tuple[str, str], ObjectInfo | S3ArchiveError] = {}
-        self._checked: dict[tuple[str, str, int], str | None] = {}  # chunk -> error or None
+        self._checked: dict[_CheckedKey, str | None] = {}  # reference -> error or None
         self._lock = threading.Lock()
         self._random = random.Random(options.seed)
 
@@ -174,22 +174,19 @@ class Verifier:
             packs = self._random.sample(packs, count)
         result.packs_read = len(packs)
         chosen = {p.id for p in packs}
-        wanted: dict[tuple[int, int], ChunkRef] = {}
-        for ref in _all_chunks(manifest):
-            if ref.pack in chosen:
-                wanted.setdefault((ref.pack, ref.offset), ref)
+        wanted = sorted({ref for ref in _all_chunks(manifest) if ref.pack in chosen},
+                        key=lambda c: (c.pack, c.offset, c.stored, c.hash))
         todo = []
-        for (pack_id, offset), ref in sorted(wanted.items()):
-            pack = manifest.packs[pack_id]
-            known = self._checked.get((pack.key, pack.version_id, offset), "unknown")
+        for ref in wanted:
+            known = self._checked.get(_checked_key(manifest.packs[ref.pack], ref), "unknown")
             if known == "unknown":
                 todo.append(ref)
             else:
-                self._count(result, ref, known, pack, users)
-        downloader = Downloader(self.store, manifest.packs, workers=self.options.workers)
-        for chunk in downloader.results(merge_reads(todo, max_request=16 << 20)):
+                self._count(result, ref, known, manifest.packs[ref.pack], users)
+        reader = PackReader(self.store, manifest.packs, workers=self.options.workers)
+        for chunk in reader.results(merge_reads(todo, max_request=16 << 20)):
             pack = manifest.packs[chunk.ref.pack]
-            self._checked[(pack.key, pack.version_id, chunk.ref.offset)] = chunk.error
+            self._checked[_checked_key(pack, chunk.ref)] = chunk.error
             self._count(result, chunk.ref, chunk.error, pack, users)
 
     @staticmethod
@@ -201,11 +198,19 @@ class Verifier:
             problem = Problem("chunk", f"chunk {ref.hash[:16]} at {ref.offset} of "
                               f"{pack.key}@{pack.version_id}: {error}", pack.key,
                               pack.version_id)
-            users.attach(problem, pack.id, ref.offset)
+            users.attach(problem, pack.id, ref)
             result.problems.append(problem)
 
 
-def _all_chunks(manifest: Manifest):  # type: ignore[no-untyped-def]
+_CheckedKey = tuple[str, str, int, int, str, str, int]
+
+
+def _checked_key(pack: PackRef, ref: ChunkRef) -> _CheckedKey:
+    """A reference within a pack version, the same in every manifest (``ref.pack`` is not)."""
+    return pack.key, pack.version_id, ref.offset, ref.stored, ref.encoding, ref.hash, ref.size
+
+
+def _all_chunks(manifest: Manifest) -> Iterator[ChunkRef]:
     for entry in manifest.entries:
         yield from entry.chunks
     for snap in manifest.snapshots:
@@ -213,15 +218,15 @@ def _all_chunks(manifest: Manifest):  # type: ignore[no-untyped-def]
 
 
 class _PackUsers:
-    """Which paths (and snapshots) use a pack, or one chunk of it — built on demand."""
+    """Which paths (and snapshots) use a pack, or one reference into it — built on demand."""
 
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
-        self._by_pack: dict[int, list[tuple[int, bytes]]] | None = None
+        self._by_pack: dict[int, list[tuple[ChunkRef, bytes]]] | None = None
 
-    def _index(self) -> dict[int, list[tuple[int, bytes]]]:
+    def _index(self) -> dict[int, list[tuple[ChunkRef, bytes]]]:
         if self._by_pack is None:
-            index: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+            index: dict[int, list[tuple[ChunkRef, bytes]]] = defaultdict(list)
             hardlinks: dict[bytes, list[bytes]] = defaultdict(list)
             for entry in self.manifest.entries:
                 if entry.kind == "hardlink" and entry.target is not None:
@@ -229,17 +234,17 @@ class _PackUsers:
             for entry in self.manifest.entries:
                 for ref in entry.chunks:
                     for path in [entry.path, *hardlinks.get(entry.path, [])]:
-                        index[ref.pack].append((ref.offset, path))
+                        index[ref.pack].append((ref, path))
             for snap in self.manifest.snapshots:
                 for ref in snap.chunks:
-                    index[ref.pack].append((ref.offset, f"snapshot:{snap.name}".encode()))
+                    index[ref.pack].append((ref, f"snapshot:{snap.name}".encode()))
             self._by_pack = index
         return self._by_pack
 
-    def attach(self, problem: Problem, pack_id: int, offset: int | None = None) -> None:
+    def attach(self, problem: Problem, pack_id: int, ref: ChunkRef | None = None) -> None:
         seen: dict[bytes, None] = {}
-        for at, path in self._index().get(pack_id, []):
-            if offset is None or at == offset:
+        for used, path in self._index().get(pack_id, []):
+            if ref is None or used == ref:
                 seen.setdefault(path)
         problem.paths = list(seen)[:_PATHS_KEPT]
         problem.paths_total = len(seen)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import zstandard
 
 from s3archive.errors import IntegrityError
+from s3archive.format.limits import MAX_CHUNK_SIZE
 
 ZSTD = "zstd"
 RAW = "raw"
@@ -57,8 +58,18 @@ class ChunkCodec:
 _decompressors = threading.local()
 
 
-def decode_chunk(stored: bytes, encoding: str, size: int, expected_hash: str) -> bytes:
-    """The plain bytes of a stored chunk; IntegrityError unless they match the hash."""
+def decode_chunk(stored: bytes | memoryview, encoding: str, size: int,
+                 expected_hash: str) -> bytes | memoryview:
+    """The plain bytes of a stored chunk; IntegrityError unless they match the hash.
+
+    Nothing larger than ``size`` (itself at most MAX_CHUNK_SIZE) is ever
+    allocated: a zstd frame that declares a larger content size is refused
+    before decompressing, and one that declares none is cut off at ``size``.
+    """
+    name = f"chunk {expected_hash[:12]}"
+    if not 0 <= size <= MAX_CHUNK_SIZE:
+        raise IntegrityError(f"{name}: size {size} is beyond the format's maximum "
+                             f"({MAX_CHUNK_SIZE})")
     if encoding == RAW:
         plain = stored
     elif encoding == ZSTD:
@@ -66,11 +77,15 @@ def decode_chunk(stored: bytes, encoding: str, size: int, expected_hash: str) ->
         if dctx is None:
             dctx = _decompressors.dctx = zstandard.ZstdDecompressor()
         try:
+            declared = zstandard.frame_content_size(stored)
+            if declared > size:
+                raise IntegrityError(f"{name}: the zstd frame declares {declared} bytes, the "
+                                     f"reference {size}")
             plain = dctx.decompress(stored, max_output_size=size)
         except zstandard.ZstdError as err:
-            raise IntegrityError(f"chunk {expected_hash[:12]}: cannot decompress: {err}") from None
+            raise IntegrityError(f"{name}: cannot decompress: {err}") from None
     else:
-        raise IntegrityError(f"chunk {expected_hash[:12]}: unknown encoding {encoding!r}")
+        raise IntegrityError(f"{name}: unknown encoding {encoding!r}")
     if len(plain) != size or chunk_hash(plain) != expected_hash:
-        raise IntegrityError(f"chunk {expected_hash[:12]}: content does not match its hash")
+        raise IntegrityError(f"{name}: content does not match its hash")
     return plain

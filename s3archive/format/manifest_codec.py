@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
 from typing import IO, Any, Iterator
 
@@ -18,13 +19,15 @@ import zstandard
 
 from s3archive.clock import isoformat, parse_iso
 from s3archive.errors import ManifestError
-from s3archive.format.model import (BLOCKDEV, CHARDEV, ENCODINGS, FILE, FORMAT_VERSION, HARDLINK, KINDS,
-                                      SYMLINK, ChunkRef, Entry, Header, Manifest, PackRef,
-                                      Snapshot, Trailer, Warning_)
+from s3archive.format.limits import INT64_MAX, LIMITS, MAX_CHUNK_SIZE, ManifestLimits
+from s3archive.format.model import (BLOCKDEV, CHARDEV, DIR, ENCODINGS, FILE, FORMAT_VERSION,
+                                    HARDLINK, KINDS, SYMLINK, ChunkRef, Entry, Header,
+                                    Manifest, PackRef, Snapshot, Trailer, Warning_)
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 _PACK_KEY = re.compile(r"packs/([0-9a-f]{2})/([0-9a-f]{64})")
 _MODE = re.compile(r"[0-7]{3,4}")
+_ID_MAX = (1 << 32) - 1  # uid, gid, device major/minor
 
 
 # ------------------------------------------------------------------ encoding
@@ -119,15 +122,31 @@ def dumps(obj: dict[str, Any]) -> bytes:
 
 
 class ManifestWriter:
-    """Streams manifest lines through zstd into a binary file."""
+    """Streams manifest lines through zstd into a binary file.
 
-    def __init__(self, out: IO[bytes], level: int = 6):
+    Refuses (ManifestError) a line or a line count that a reader would refuse
+    (format/limits.py): a writer never writes what its reader refuses.
+    """
+
+    def __init__(self, out: IO[bytes], level: int = 6, limits: ManifestLimits = LIMITS):
         self._stream = zstandard.ZstdCompressor(level=level).stream_writer(out, closefd=False)
+        self._limits = limits
+        self._lines = 0
+        self._bytes = 0
 
     def write(self, obj: dict[str, Any]) -> None:
-        self._stream.write(dumps(obj))
+        self.write_raw_line(dumps(obj))
 
     def write_raw_line(self, line: bytes) -> None:
+        self._lines += 1
+        self._bytes += len(line)
+        if len(line) - 1 > self._limits.line_bytes:
+            raise ManifestError(f"manifest line {self._lines} would be {len(line) - 1} bytes, "
+                                f"more than a reader accepts ({self._limits.line_bytes})")
+        if self._lines > self._limits.lines or self._bytes > self._limits.plain_bytes:
+            raise ManifestError(f"the manifest would exceed {self._limits.lines} lines or "
+                                f"{self._limits.plain_bytes} bytes, more than a reader "
+                                "accepts")
         self._stream.write(line)
 
     def close(self) -> None:
@@ -154,14 +173,15 @@ def encode_manifest(manifest: Manifest, level: int = 6) -> bytes:
 # ------------------------------------------------------------------ decoding
 
 class _Line:
-    """Typed access to one decoded line; every failure names the line."""
+    """Typed, bounded access to one decoded line; every failure names the line."""
 
-    def __init__(self, obj: Any, number: int, where: str):
+    def __init__(self, obj: Any, number: int, where: str, limits: ManifestLimits):
         if not isinstance(obj, dict):
             raise ManifestError(f"{where}: line {number}: not a JSON object")
         self.obj = obj
         self.number = number
         self.where = where
+        self.limits = limits
 
     def fail(self, why: str) -> ManifestError:
         return ManifestError(f"{self.where}: line {self.number}: {why}")
@@ -178,45 +198,90 @@ class _Line:
             raise self.fail(f"field {key!r} has the wrong type")
         return value
 
-    def nat(self, key: str, required: bool = True, default: int = 0) -> int:
-        value = self.get(key, int, required, default)
-        if value < 0:
-            raise self.fail(f"field {key!r} is negative")
+    def text(self, key: str, required: bool = True, default: str | None = None,
+             limit: int | None = None) -> Any:
+        """A string field of at most ``limit`` characters (default: ``text_chars``)."""
+        value = self.get(key, str, required, default)
+        limit = self.limits.text_chars if limit is None else limit
+        if value is not None and len(value) > limit:
+            raise self.fail(f"field {key!r} is longer than {limit} characters")
         return value
 
-    def bytes_field(self, key: str, required: bool = True) -> bytes | None:
+    def nat(self, key: str, required: bool = True, default: int | None = 0,
+            limit: int = INT64_MAX) -> Any:
+        value = self.get(key, int, required, default)
+        if value is None:
+            return None
+        if value < 0:
+            raise self.fail(f"field {key!r} is negative")
+        if value > limit:
+            raise self.fail(f"field {key!r} is larger than {limit}")
+        return value
+
+    def int64(self, key: str, required: bool = True) -> Any:
+        value = self.get(key, int, required)
+        if value is not None and not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise self.fail(f"field {key!r} is out of range")
+        return value
+
+    def bytes_field(self, key: str, limit: int, required: bool = True) -> bytes | None:
         if key in self.obj and self.obj[key] is not None:
-            return self.get(key, str).encode("utf-8", "strict")
-        if f"{key}_b64" in self.obj:
+            text = self.get(key, str)
+            if len(text) > limit:  # a character is at least one byte
+                raise self.fail(f"field {key!r} is longer than {limit} bytes")
+            value = text.encode("utf-8", "surrogatepass")
             try:
-                return base64.b64decode(self.get(f"{key}_b64", str), validate=True)
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise self.fail(f"field {key!r} is not valid UTF-8 (use {key}_b64)") from None
+        elif f"{key}_b64" in self.obj:
+            text = self.get(f"{key}_b64", str)
+            if len(text) > (limit + 2) // 3 * 4:
+                raise self.fail(f"field {key}_b64 is longer than {limit} bytes")
+            try:
+                value = base64.b64decode(text, validate=True)
             except ValueError:
                 raise self.fail(f"field {key}_b64 is not base64") from None
-        if required:
+        elif required:
             raise self.fail(f"missing field {key!r}")
-        return None
+        else:
+            return None
+        if len(value) > limit:
+            raise self.fail(f"field {key!r} is longer than {limit} bytes")
+        return value
 
     def time(self, key: str) -> Any:
         try:
-            return parse_iso(self.get(key, str))
-        except ValueError:
+            return parse_iso(self.text(key, limit=64))
+        except (ValueError, OverflowError):
             raise self.fail(f"field {key!r} is not an ISO timestamp") from None
 
+    def small_object(self, key: str) -> dict[str, Any]:
+        value = self.get(key, dict, False, {})
+        if len(value) > self.limits.object_keys:
+            raise self.fail(f"field {key!r} has more than {self.limits.object_keys} keys")
+        return value
 
-def _is_nat(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+def _is_nat(value: Any, limit: int = INT64_MAX) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
 
 
-def check_path(path: bytes) -> str | None:
+def check_path(path: bytes, limits: ManifestLimits = LIMITS) -> str | None:
     """Why an entry path is unacceptable, or None."""
     if not path.startswith(b"/"):
         return "path is not absolute"
     if b"\0" in path:
         return "path contains NUL"
+    if len(path) > limits.path_bytes:
+        return f"path is longer than {limits.path_bytes} bytes"
     if path != b"/" and (path.endswith(b"/") or b"//" in path):
         return "path is not normalised"
-    if any(part in (b".", b"..") for part in path.split(b"/")):
+    parts = path.split(b"/")
+    if any(part in (b".", b"..") for part in parts):
         return "path contains '.' or '..'"
+    if any(len(part) > limits.name_bytes for part in parts):
+        return f"a path component is longer than {limits.name_bytes} bytes"
     return None
 
 
@@ -227,9 +292,12 @@ def _decode_chunks(line: _Line, raw: Any, packs: list[PackRef]) -> list[ChunkRef
     for item in raw:
         if (not isinstance(item, list) or len(item) != 6
                 or not isinstance(item[0], str) or not _HASH.fullmatch(item[0])
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in item[1:5])
+                or not all(_is_nat(v) for v in item[1:5])
                 or item[5] not in ENCODINGS):
             raise line.fail(f"malformed chunk reference {str(item)[:80]}")
+        if item[1] > MAX_CHUNK_SIZE or item[4] > MAX_CHUNK_SIZE:
+            raise line.fail(f"chunk is larger than the format's maximum of {MAX_CHUNK_SIZE} "
+                            "bytes")
         if item[2] >= len(packs):
             raise line.fail(f"chunk refers to pack {item[2]}, not in the pack table")
         if item[3] + item[4] > packs[item[2]].size:
@@ -241,41 +309,40 @@ def _decode_chunks(line: _Line, raw: Any, packs: list[PackRef]) -> list[ChunkRef
 
 
 def decode_entry(line: _Line, packs: list[PackRef]) -> Entry:
-    path = line.bytes_field("path")
-    problem = check_path(path)
+    limits = line.limits
+    path = line.bytes_field("path", limits.path_bytes)
+    assert path is not None
+    problem = check_path(path, limits)
     if problem:
-        raise line.fail(f"{problem}: {path!r}")
-    kind = line.get("kind", str)
+        raise line.fail(f"{problem}: {path[:200]!r}")
+    kind = line.text("kind")
     if kind not in KINDS:
-        raise line.fail(f"unknown kind {kind!r}")
-    mode_text = line.get("mode", str)
+        raise line.fail(f"unknown kind {kind[:20]!r}")
+    mode_text = line.text("mode")
     if not _MODE.fullmatch(mode_text):
         raise line.fail(f"mode {mode_text[:10]!r} is not 3 or 4 octal digits")
     mode = int(mode_text, 8)
-    entry = Entry(path=path, kind=kind, mode=mode, uid=line.nat("uid"), gid=line.nat("gid"),
-                  mtime_ns=line.get("mtime_ns", int), user=line.get("user", str, False),
-                  group=line.get("group", str, False), size=line.nat("size", False),
-                  target=line.bytes_field("target", required=kind in (SYMLINK, HARDLINK)),
-                  acl_access=line.get("acl_access", str, False),
-                  acl_default=line.get("acl_default", str, False))
+    entry = Entry(path=path, kind=kind, mode=mode, uid=line.nat("uid", limit=_ID_MAX),
+                  gid=line.nat("gid", limit=_ID_MAX), mtime_ns=line.int64("mtime_ns"),
+                  user=line.text("user", False, limit=limits.owner_chars),
+                  group=line.text("group", False, limit=limits.owner_chars),
+                  size=line.nat("size", False),
+                  target=line.bytes_field("target", limits.target_bytes,
+                                          required=kind in (SYMLINK, HARDLINK)),
+                  acl_access=line.text("acl_access", False, limit=limits.acl_chars),
+                  acl_default=line.text("acl_default", False, limit=limits.acl_chars))
     if kind in (CHARDEV, BLOCKDEV) or "rdev" in line.obj:
         rdev = line.obj.get("rdev")
         if (not isinstance(rdev, list) or len(rdev) != 2
-                or not all(_is_nat(v) for v in rdev)):
+                or not all(_is_nat(v, _ID_MAX) for v in rdev)):
             raise line.fail("rdev must be [major, minor]")
         entry.rdev = (rdev[0], rdev[1])
     if entry.target is not None and (b"\0" in entry.target or not entry.target):
         raise line.fail("target is empty or contains NUL")
-    xattrs = line.get("xattrs", dict, False, {})
-    for name, value in xattrs.items():
-        if not isinstance(value, str) or not name or "\0" in name:
-            raise line.fail("malformed xattrs")
-        try:
-            entry.xattrs[name] = base64.b64decode(value, validate=True)
-        except ValueError:
-            raise line.fail(f"xattr {name!r} is not base64") from None
+    _decode_xattrs(line, entry)
     if kind == HARDLINK:
-        problem = check_path(entry.target)
+        assert entry.target is not None
+        problem = check_path(entry.target, limits)
         if problem:
             raise line.fail(f"hardlink target: {problem}")
     if kind == FILE:
@@ -288,9 +355,29 @@ def decode_entry(line: _Line, packs: list[PackRef]) -> Entry:
             covered = entry.size
         if data != covered:
             raise line.fail(f"chunks hold {data} bytes, the file needs {covered}")
-        entry.ino = line.get("ino", int, False)
-        entry.ctime_ns = line.get("ctime_ns", int, False)
+        entry.ino = line.nat("ino", False, None)
+        entry.ctime_ns = line.int64("ctime_ns", False)
     return entry
+
+
+def _decode_xattrs(line: _Line, entry: Entry) -> None:
+    limits = line.limits
+    xattrs = line.get("xattrs", dict, False, {})
+    names = 0
+    for name, value in xattrs.items():
+        if not isinstance(value, str) or not name or "\0" in name:
+            raise line.fail("malformed xattrs")
+        size = len(name.encode("utf-8", "surrogatepass"))
+        names += size + 1
+        if size > limits.name_bytes or names > limits.xattr_names_bytes:
+            raise line.fail("xattr names are too long")
+        if len(value) > (limits.xattr_value_bytes + 2) // 3 * 4:
+            raise line.fail(f"xattr {name[:40]!r} is longer than {limits.xattr_value_bytes} "
+                            "bytes")
+        try:
+            entry.xattrs[name] = base64.b64decode(value, validate=True)
+        except ValueError:
+            raise line.fail(f"xattr {name[:40]!r} is not base64") from None
 
 
 def _decode_extents(line: _Line, size: int) -> list[tuple[int, int]]:
@@ -299,7 +386,7 @@ def _decode_extents(line: _Line, size: int) -> list[tuple[int, int]]:
     end = 0
     for item in raw:
         if (not isinstance(item, list) or len(item) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in item)
+                or not all(_is_nat(v) for v in item)
                 or item[0] < end or item[0] + item[1] > size):
             raise line.fail("malformed or overlapping extents")
         extents.append((item[0], item[1]))
@@ -312,42 +399,50 @@ def decode_header(line: _Line) -> Header:
         raise line.fail("the first line must be the header")
     fmt = line.get("format", int)
     if fmt != FORMAT_VERSION:
-        raise line.fail(f"unsupported manifest format {fmt} (this tool reads {FORMAT_VERSION})")
-    host = line.get("host", str)
+        raise line.fail(f"unsupported manifest format {str(fmt)[:20]} (this tool reads "
+                        f"{FORMAT_VERSION})")
+    host = line.text("host")
     if not host or "/" in host:
         raise line.fail("bad host name")
-    return Header(host=host, run_id=line.get("run_id", str), started=line.time("started"),
-                  lock_mode=line.get("lock_mode", str, False),
-                  retain_until=line.time("retain_until"), tier=line.get("tier", str),
-                  tool=line.get("tool", str, False, ""),
+    return Header(host=host, run_id=line.text("run_id"), started=line.time("started"),
+                  lock_mode=line.text("lock_mode", False),
+                  retain_until=line.time("retain_until"), tier=line.text("tier"),
+                  tool=line.text("tool", False, ""),
                   legal_hold=line.get("legal_hold", bool, False, False),
-                  chunker=line.get("chunker", dict, False, {}), format=fmt)
+                  chunker=line.small_object("chunker"), format=fmt)
 
 
 def decode_pack(line: _Line, expected_id: int) -> PackRef:
-    pack = PackRef(id=line.nat("id"), key=line.get("key", str),
-                   version_id=line.get("version_id", str), size=line.nat("size"),
+    pack = PackRef(id=line.nat("id"), key=line.text("key"),
+                   version_id=line.text("version_id"), size=line.nat("size"),
                    locked_until=line.time("locked_until") if "locked_until" in line.obj else None,
-                   lock_mode=line.get("lock_mode", str, False))
+                   lock_mode=line.text("lock_mode", False))
     if pack.lock_mode not in (None, "GOVERNANCE", "COMPLIANCE"):
-        raise line.fail(f"unknown lock mode {pack.lock_mode!r}")
+        raise line.fail(f"unknown lock mode {pack.lock_mode[:20]!r}")
     if pack.id != expected_id:
         raise line.fail(f"pack ids must count up from 0 (expected {expected_id})")
     if not _PACK_KEY.fullmatch(pack.key) or pack.key[6:8] != pack.key[9:11]:
-        raise line.fail(f"bad pack key {pack.key!r}")
+        raise line.fail(f"bad pack key {pack.key[:100]!r}")
     return pack
 
 
 def decode_snapshot(line: _Line, packs: list[PackRef]) -> Snapshot:
-    name = line.get("name", str)
+    limits = line.limits
+    name = line.text("name", limit=limits.snapshot_name_chars)
     if not name or "/" in name or "\0" in name or name in (".", ".."):
         raise line.fail(f"bad snapshot name {name!r}")
-    snap = Snapshot(name=name, status=line.get("status", str),
-                    exit_status=line.get("exit_status", int, False), size=line.nat("size"),
-                    started=line.time("started"),
-                    duration_s=float(line.get("duration_s", (int, float))),
-                    description=line.get("description", str, False, ""),
-                    restore_through=line.get("restore_through", str, False),
+    duration = float(line.get("duration_s", (int, float)))
+    if not math.isfinite(duration):
+        raise line.fail("field 'duration_s' is not a finite number")
+    exit_status = line.get("exit_status", int, False)
+    if exit_status is not None and not -1024 <= exit_status <= 1024:
+        raise line.fail("field 'exit_status' is out of range")
+    snap = Snapshot(name=name, status=line.text("status"), exit_status=exit_status,
+                    size=line.nat("size"), started=line.time("started"), duration_s=duration,
+                    description=line.text("description", False, "",
+                                          limit=limits.description_chars),
+                    restore_through=line.text("restore_through", False,
+                                              limit=limits.command_chars),
                     chunks=_decode_chunks(line, line.get("chunks", list), packs))
     if sum(c.size for c in snap.chunks) != snap.size:
         raise line.fail("snapshot chunks do not add up to its size")
@@ -355,37 +450,115 @@ def decode_snapshot(line: _Line, packs: list[PackRef]) -> Snapshot:
 
 
 def decode_trailer(line: _Line) -> Trailer:
+    limits = line.limits
+    raw = line.get("warnings", list, False, [])
+    if len(raw) > limits.warnings:
+        raise line.fail(f"more than {limits.warnings} warnings")
     warnings = []
-    for item in line.get("warnings", list, False, []):
-        sub = _Line(item, line.number, line.where)
-        warnings.append(Warning_(source=sub.get("source", str), message=sub.get("message", str),
-                                 path=sub.bytes_field("path", required=False)))
-    counts = line.get("counts", dict, False, {})
-    stats = line.get("stats", dict, False, {})
-    return Trailer(finished=line.time("finished"), counts=counts, stats=stats, warnings=warnings)
+    for item in raw:
+        sub = _Line(item, line.number, line.where, limits)
+        warnings.append(Warning_(source=sub.text("source"),
+                                 message=sub.text("message", limit=limits.warning_chars),
+                                 path=sub.bytes_field("path", limits.path_bytes,
+                                                      required=False)))
+    return Trailer(finished=line.time("finished"), counts=line.small_object("counts"),
+                   stats=line.small_object("stats"), warnings=warnings)
 
 
-def iter_lines(blob: bytes, where: str) -> Iterator[_Line]:
+_BLOCK = 1 << 20
+
+
+def _plain_stream(blob: bytes) -> Any:
+    """The decompressed bytes of every frame of ``blob`` (``zstdcat`` reads them all)."""
+    return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob), read_across_frames=True)
+
+
+def _scan(blob: bytes, where: str, limits: ManifestLimits) -> None:
+    """Check the sizes of a manifest in one streaming pass, holding one block at a time.
+
+    Refuses, without buffering a line or allocating anything per line: a
+    compressed or decompressed size, a line or a number of lines over the
+    limits.  Runs before any JSON is parsed, so a bomb costs a bounded read.
+    """
+    if len(blob) > limits.stored_bytes:
+        raise ManifestError(f"{where}: manifest is larger than {limits.stored_bytes} bytes "
+                            "(compressed)")
+    block_size = max(1, min(_BLOCK, limits.line_bytes))
+    total = newlines = current = 0
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob))
-        text = io.TextIOWrapper(io.BufferedReader(reader), encoding="utf-8", errors="strict")
-        for number, raw in enumerate(text, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise ManifestError(f"{where}: line {number}: not JSON: {err.msg}") from None
-            yield _Line(obj, number, where)
+        with _plain_stream(blob) as reader:
+            while block := reader.read(block_size):
+                total += len(block)
+                if total > limits.plain_bytes:
+                    raise ManifestError(f"{where}: manifest decompresses to more than "
+                                        f"{limits.plain_bytes} bytes")
+                first = block.find(b"\n")
+                if first < 0:
+                    current += len(block)
+                else:
+                    current += first
+                    if current > limits.line_bytes:
+                        break
+                    newlines += block.count(b"\n")
+                    current = len(block) - block.rfind(b"\n") - 1
+                if current > limits.line_bytes:
+                    break
+                if newlines > limits.lines + limits.blank_lines:
+                    raise ManifestError(f"{where}: manifest has more than {limits.lines} lines")
     except zstandard.ZstdError as err:
         raise ManifestError(f"{where}: not a zstd stream: {err}") from None
-    except UnicodeDecodeError:
-        raise ManifestError(f"{where}: manifest is not valid UTF-8") from None
+    if current > limits.line_bytes:
+        raise ManifestError(f"{where}: line {newlines + 1} is longer than "
+                            f"{limits.line_bytes} bytes")
 
 
-def decode_manifest(blob: bytes, where: str = "manifest") -> Manifest:
-    """Parse and validate a whole manifest."""
-    lines = iter_lines(blob, where)
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def iter_lines(blob: bytes, where: str, limits: ManifestLimits = LIMITS) -> Iterator[_Line]:
+    """The manifest's non-empty lines, parsed; every size limit checked first."""
+    _scan(blob, where, limits)
+    blanks = count = 0
+    try:
+        with _plain_stream(blob) as reader:
+            buffered = io.BufferedReader(reader, buffer_size=_BLOCK)
+            number = 0
+            while raw := buffered.readline(limits.line_bytes + 1):
+                number += 1
+                if len(raw) > limits.line_bytes:  # the scan saw it too; never buffer more
+                    raise ManifestError(f"{where}: line {number} is longer than "
+                                        f"{limits.line_bytes} bytes")
+                if not raw.strip():
+                    blanks += 1
+                    if blanks > limits.blank_lines:
+                        raise ManifestError(f"{where}: more than {limits.blank_lines} "
+                                            "empty lines")
+                    continue
+                count += 1
+                if count > limits.lines:
+                    raise ManifestError(f"{where}: manifest has more than {limits.lines} "
+                                        "lines")
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ManifestError(f"{where}: line {number}: not valid UTF-8") from None
+                try:
+                    obj = json.loads(text, parse_constant=_reject_constant)
+                except json.JSONDecodeError as err:
+                    raise ManifestError(f"{where}: line {number}: not JSON: {err.msg}") from None
+                except (ValueError, RecursionError) as err:  # huge numbers, deep nesting
+                    raise ManifestError(f"{where}: line {number}: not acceptable JSON: "
+                                        f"{str(err)[:100]}") from None
+                yield _Line(obj, number, where, limits)
+    except zstandard.ZstdError as err:
+        raise ManifestError(f"{where}: not a zstd stream: {err}") from None
+
+
+def decode_manifest(blob: bytes, where: str = "manifest",
+                    limits: ManifestLimits = LIMITS) -> Manifest:
+    """Parse and validate a whole manifest (docs/FORMAT.md, section 6)."""
+    lines = iter_lines(blob, where, limits)
     first = next(lines, None)
     if first is None:
         raise ManifestError(f"{where}: empty manifest")
@@ -395,14 +568,14 @@ def decode_manifest(blob: bytes, where: str = "manifest") -> Manifest:
     snapshots: list[Snapshot] = []
     trailer: Trailer | None = None
     last_path: bytes | None = None
-    symlinks: set[bytes] = set()
+    parents = _Parents()
     files: set[bytes] = set()
     section = "pack"
     order = {"pack": 0, "entry": 1, "snapshot": 2, "trailer": 3}
     for line in lines:
-        kind = line.get("type", str)
+        kind = line.text("type")
         if kind not in order or kind == "header":
-            raise line.fail(f"unexpected line type {kind!r}")
+            raise line.fail(f"unexpected line type {kind[:20]!r}")
         if trailer is not None:
             raise line.fail("lines after the trailer")
         if order[kind] < order[section]:
@@ -413,17 +586,17 @@ def decode_manifest(blob: bytes, where: str = "manifest") -> Manifest:
         elif kind == "entry":
             entry = decode_entry(line, packs)
             if last_path is not None and _sort_key(entry.path) <= _sort_key(last_path):
-                raise line.fail(f"duplicate or unsorted path {entry.path!r}")
-            _check_not_below_symlink(line, entry.path, symlinks)
+                raise line.fail(f"duplicate or unsorted path {entry.path[:200]!r}")
+            parents.check(line, entry)
             if entry.kind == HARDLINK and entry.target not in files:
                 raise line.fail(f"hardlink to {entry.target!r}, which is no earlier file")
-            if entry.kind == SYMLINK:
-                symlinks.add(entry.path)
-            elif entry.kind == FILE:
+            if entry.kind == FILE:
                 files.add(entry.path)
             last_path = entry.path
             entries.append(entry)
         elif kind == "snapshot":
+            if len(snapshots) >= limits.snapshots:
+                raise line.fail(f"more than {limits.snapshots} snapshots")
             snap = decode_snapshot(line, packs)
             if snapshots and snap.name <= snapshots[-1].name:
                 raise line.fail(f"duplicate or unsorted snapshot {snap.name!r}")
@@ -441,14 +614,33 @@ def _sort_key(path: bytes) -> tuple[bytes, ...]:
     return tuple(path.split(b"/"))
 
 
-def _check_not_below_symlink(line: _Line, path: bytes, symlinks: set[bytes]) -> None:
-    parent = path
-    while True:
-        parent = parent.rpartition(b"/")[0]
-        if not parent:
-            return
-        if parent in symlinks:
-            raise line.fail(f"{path!r} lies below the symlink {parent!r}")
+class _Parents:
+    """The chain of recorded ancestors of the current entry (path order makes it a stack).
+
+    Every entry below a recorded path must be below a ``dir`` entry: nothing
+    lies below a symlink, a file or a device, and ``/`` is a directory.
+    """
+
+    def __init__(self) -> None:
+        self._stack: list[tuple[bytes, str]] = []
+
+    def check(self, line: _Line, entry: Entry) -> None:
+        if entry.path == b"/" and entry.kind != DIR:
+            raise line.fail(f"'/' is a {entry.kind}, not a directory")
+        while self._stack and not _is_below(entry.path, self._stack[-1][0]):
+            self._stack.pop()
+        if self._stack:
+            parent, kind = self._stack[-1]
+            if kind == SYMLINK:
+                raise line.fail(f"{entry.path[:200]!r} lies below the symlink {parent!r}")
+            if kind != DIR:
+                raise line.fail(f"{entry.path[:200]!r} lies below {parent!r}, which is a "
+                                f"{kind}, not a directory")
+        self._stack.append((entry.path, entry.kind))
+
+
+def _is_below(path: bytes, parent: bytes) -> bool:
+    return parent == b"/" or path.startswith(parent + b"/")
 
 
 def entry_sort_key(path: bytes) -> tuple[bytes, ...]:

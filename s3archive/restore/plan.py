@@ -88,83 +88,8 @@ def plan_entries(manifest: Manifest, selections: Iterable[bytes] = ()) -> list[P
 
 # ------------------------------------------------------------------ reads
 
-@dataclass(frozen=True, slots=True)
-class ReadRequest:
-    """One ranged GET of a pinned pack version, covering ``chunks`` in order."""
-
-    pack: int
-    first: int  # inclusive byte range
-    last: int
-    chunks: tuple[ChunkRef, ...]
-
-    @property
-    def length(self) -> int:
-        return self.last - self.first + 1
-
-    @property
-    def plain(self) -> int:
-        return sum(c.size for c in self.chunks)
-
-
 def file_chunks(planned: Iterable[PlannedEntry]) -> Iterator[ChunkRef]:
     """Every chunk the restore writes, in the order the writer consumes them."""
     for item in planned:
         if item.entry.kind == FILE and item.link_to is None:
             yield from item.entry.chunks
-
-
-def merge_reads(chunks: Iterable[ChunkRef], max_request: int = 8 << 20,
-                max_gap: int = 0) -> Iterator[ReadRequest]:
-    """Consecutive chunks that lie back to back (up to ``max_gap`` apart) in one
-    pack become one ranged GET of at most ``max_request`` bytes."""
-    pack = -1
-    first = last = 0
-    group: list[ChunkRef] = []
-    for ref in chunks:
-        end = ref.offset + ref.stored - 1
-        if (group and ref.pack == pack and last < ref.offset <= last + 1 + max_gap
-                and end - first + 1 <= max_request):  # (an overlap starts a new request)
-            group.append(ref)
-            last = end
-            continue
-        if group:
-            yield ReadRequest(pack, first, last, tuple(group))
-        pack, first, last, group = ref.pack, ref.offset, end, [ref]
-    if group:
-        yield ReadRequest(pack, first, last, tuple(group))
-
-
-@dataclass(frozen=True, slots=True)
-class ReadBatch:
-    """Chunks in the order the writer needs them, and the GETs that fetch them.
-
-    The archiver packs chunks in the order its workers finish them, which is
-    close to, but not exactly, path order; and dedup points back to older
-    packs.  Sorting a batch's distinct chunks by (pack, offset) before merging
-    turns that into few large ranged GETs; the batch bounds what is held.
-    """
-
-    chunks: tuple[ChunkRef, ...]
-    requests: tuple[ReadRequest, ...]
-
-
-def batched_reads(chunks: Iterable[ChunkRef], batch_bytes: int = 32 << 20,
-                  max_request: int = 8 << 20, max_gap: int = 256 << 10) -> Iterator[ReadBatch]:
-    batch: list[ChunkRef] = []
-    distinct: dict[tuple[int, int], ChunkRef] = {}
-    held = 0
-
-    def flush() -> ReadBatch:
-        ordered = sorted(distinct.values(), key=lambda c: (c.pack, c.offset))
-        return ReadBatch(tuple(batch), tuple(merge_reads(ordered, max_request, max_gap)))
-
-    for ref in chunks:
-        batch.append(ref)
-        if (ref.pack, ref.offset) not in distinct:
-            distinct[(ref.pack, ref.offset)] = ref
-            held += ref.size
-        if held >= batch_bytes:
-            yield flush()
-            batch, distinct, held = [], {}, 0
-    if batch:
-        yield flush()

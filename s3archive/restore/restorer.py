@@ -19,8 +19,8 @@ from typing import Any, Iterable, Iterator
 from s3archive.errors import IntegrityError, UsageError
 from s3archive.restore.apply import MetadataApplier
 from s3archive.format.model import DIR, FILE, ChunkRef, Manifest, Snapshot
-from s3archive.repo.pack_reader import DEFAULT_WINDOW, DEFAULT_WORKERS, Downloader
-from s3archive.restore.plan import batched_reads, file_chunks, plan_entries
+from s3archive.repo.pack_reader import DEFAULT_WINDOW, DEFAULT_WORKERS, PackReader
+from s3archive.restore.plan import file_chunks, plan_entries
 from s3archive.restore.tree import EntryFailed, TreeWriter
 from s3archive.store.base import ObjectStore
 
@@ -75,9 +75,8 @@ def restore_run(store: ObjectStore, manifest: Manifest, target: Path,
     if not applier.is_root:
         warn(b"", "not running as root: owners are not restored, files belong to the "
                   "restoring user")
-    downloader = Downloader(store, manifest.packs, options.workers, options.window)
-    results = ((r.ref, r.data, r.error)
-               for r in downloader.ordered(batched_reads(file_chunks(planned))))
+    reader = PackReader(store, manifest.packs, options.workers, options.window)
+    results = ((r.ref, r.data, r.error) for r in reader.chunks(file_chunks(planned)))
     damaged: dict[tuple[bytes, ...], bytes] = {}  # restored parts -> path of damaged files
     with TreeWriter(target, applier, overwrite=options.overwrite) as tree:
         for item in planned:
@@ -125,8 +124,7 @@ def snapshot_stream(store: ObjectStore, manifest: Manifest, name: str,
     A bad chunk raises IntegrityError after the good bytes before it.
     """
     snap = find_snapshot(manifest, name)
-    downloader = Downloader(store, manifest.packs, workers, window)
-    for result in downloader.ordered(batched_reads(snap.chunks)):
+    for result in PackReader(store, manifest.packs, workers, window).chunks(snap.chunks):
         if result.data is None:
             raise IntegrityError(f"snapshot {name}: {result.error}")
         yield result.data
@@ -139,11 +137,3 @@ def find_snapshot(manifest: Manifest, name: str) -> Snapshot:
         raise UsageError(f"no snapshot {name!r} in run {manifest.header.run_id} "
                          f"(snapshots: {names})")
     return snap
-
-
-def chunks_of(manifest: Manifest) -> Iterator[ChunkRef]:
-    """Every chunk reference of a manifest (files and snapshots)."""
-    for entry in manifest.entries:
-        yield from entry.chunks
-    for snap in manifest.snapshots:
-        yield from snap.chunks

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from s3archive.format.model import ChunkRef, PackRef
-from s3archive.repo.pack_reader import Downloader
-from s3archive.restore.plan import merge_reads
+from s3archive.repo.pack_reader import PackReader, batched_reads, merge_reads
+
 from support.manifest_builder import RunBuilder, invoke, make_bucket_env
 
 
@@ -109,10 +109,10 @@ def test_downloader_bounds_bytes_in_flight_and_keeps_order() -> None:
                              len(piece), "raw"))
         offset += len(piece)
     store = SlowStore(body)
-    downloader = Downloader(store, [PackRef(0, "packs/00/" + "0" * 64, "v1", len(body))],
+    reader = PackReader(store, [PackRef(0, "packs/00/" + "0" * 64, "v1", len(body))],
                             workers=8, window=400_000)
 
-    results = list(downloader.results(merge_reads(refs, max_request=100_000)))
+    results = list(reader.results(merge_reads(refs, max_request=100_000)))
 
     assert [r.data for r in results] == pieces
     # each request costs its stored plus plain bytes against the window
@@ -124,7 +124,7 @@ def test_batches_sort_reads_by_pack_offset_and_serve_duplicates() -> None:
     import hashlib
     import random
 
-    from s3archive.restore.plan import batched_reads
+
 
     pieces = [os.urandom(30_000) for _ in range(40)]
     layout = list(range(40))
@@ -140,10 +140,10 @@ def test_batches_sort_reads_by_pack_offset_and_serve_duplicates() -> None:
     calls = []
     original = counting.get
     counting.get = lambda *a, **kw: calls.append(kw.get("byte_range") or a[2]) or original(*a, **kw)
-    downloader = Downloader(counting, [PackRef(0, "packs/00/" + "0" * 64, "v1", len(body))],
+    reader = PackReader(counting, [PackRef(0, "packs/00/" + "0" * 64, "v1", len(body))],
                             workers=4, window=2_000_000)
 
-    results = list(downloader.ordered(batched_reads(wanted, batch_bytes=10 << 20,
+    results = list(reader.ordered(batched_reads(wanted, batch_bytes=10 << 20,
                                                     max_request=8 << 20)))
 
     assert [r.data for r in results] == pieces + pieces[:5]
