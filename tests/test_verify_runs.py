@@ -126,3 +126,39 @@ def test_all_runs_and_sampling(env) -> None:
 
     usage = invoke(env, "verify", "--sample", "10")
     assert usage.exit_code == 2 and "--sample needs --read-data" in usage.stderr
+
+
+def test_read_data_checks_every_reference_sharing_an_offset(env) -> None:
+    """Issue 9, defect 2: one reference per (pack, offset) is not enough."""
+    import hashlib
+
+    builder = RunBuilder(env.store, run_id="shared")
+    a_data, b_data = b"the bytes of /a\n" * 64, b"the bytes of /b\n" * 64
+    a = builder.file(b"/a", a_data)
+    b = builder.file(b"/b", b"placeholder")
+    b.size = len(b_data)
+    b.chunks = [dataclasses.replace(a.chunks[0], hash=hashlib.sha256(b_data).hexdigest())]
+    builder.upload()
+
+    result = invoke(env, "verify", "shared", "--read-data", "--json")
+
+    assert result.exit_code == 1
+    run = json.loads(result.stdout)["runs"][0]
+    assert run["chunks_checked"] == 2
+    assert [(p["kind"], [x["path"] for x in p["paths"]]) for p in run["problems"]] == \
+        [("chunk", ["/b"])]
+    assert "does not match its hash" in run["problems"][0]["message"]
+
+
+def test_a_root_that_is_not_a_directory_is_reported(env) -> None:
+    """Issue 9, defect 3: verify names the run instead of passing it."""
+    builder = RunBuilder(env.store, run_id="rootfile")
+    builder.file(b"/", b"a file where the root directory should be")
+    builder.file(b"/etc", b"below it")
+    run = builder.upload()
+
+    result = invoke(env, "verify", "rootfile")
+
+    assert result.exit_code == 1
+    assert (f"cannot read the manifest: {run.key}@{run.version_id}: line 3: "
+            "'/' is a file, not a directory") in result.stdout

@@ -92,3 +92,45 @@ def test_malformed_manifests_are_refused(edit, reason: str) -> None:
         decode_manifest(mutate(edit), where="runs/h/x.jsonl.zst")
     assert reason in str(caught.value)
     assert str(caught.value).startswith("runs/h/x.jsonl.zst: ")
+
+
+def parented(parent: dict, child_path: str = "/p/child") -> bytes:
+    def edit(lines: list[dict]) -> None:
+        header, pack, root = lines[0], lines[1], lines[2]
+        child = {"type": "entry", "path": child_path, "kind": "dir", "mode": "0755",
+                 "uid": 0, "gid": 0, "mtime_ns": 0}
+        lines[:] = [header, pack, root, parent, child, lines[-1]]
+    return mutate(edit)
+
+
+@pytest.mark.parametrize("parent, reason", [
+    ({"kind": "file", "size": 0, "chunks": []}, "lies below b'/p', which is a file"),
+    ({"kind": "fifo"}, "lies below b'/p', which is a fifo"),
+    ({"kind": "chardev", "rdev": [1, 3]}, "lies below b'/p', which is a chardev"),
+    ({"kind": "symlink", "target": "/etc"}, "lies below the symlink b'/p'"),
+])
+def test_an_entry_below_a_non_directory_is_refused(parent: dict, reason: str) -> None:
+    """Issue 9, defect 3: a kind that conflicts with being a parent."""
+    line = {"type": "entry", "path": "/p", "mode": "0644", "uid": 0, "gid": 0, "mtime_ns": 0,
+            **parent}
+    with pytest.raises(ManifestError) as caught:
+        decode_manifest(parented(line), where="m")
+    assert str(caught.value) == f"m: line 5: b'/p/child' {reason}, not a directory" \
+        if "symlink" not in reason else f"m: line 5: b'/p/child' {reason}"
+    # deeper below it, after a directory in between, too
+    with pytest.raises(ManifestError, match="lies below"):
+        decode_manifest(parented(line, "/p/child/grandchild"), where="m")
+
+
+def test_siblings_after_a_file_are_fine() -> None:
+    line = {"type": "entry", "path": "/p", "kind": "fifo", "mode": "0644", "uid": 0, "gid": 0,
+            "mtime_ns": 0}
+    manifest = decode_manifest(parented(line, "/p-sibling"))
+    assert [e.path for e in manifest.entries] == [b"/", b"/p", b"/p-sibling"]
+
+
+def test_a_root_that_is_not_a_directory_is_refused() -> None:
+    def edit(lines: list[dict]) -> None:
+        lines[2].update(kind="fifo")
+    with pytest.raises(ManifestError, match="line 3: '/' is a fifo, not a directory"):
+        decode_manifest(mutate(edit))

@@ -242,3 +242,25 @@ def test_malformed_entries_refuse_the_whole_manifest(env, tmp_path: Path, case: 
     assert result.exit_code == 1
     assert reason in result.stderr and run.key in result.stderr
     assert not target.exists() or os.listdir(target) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "symlink"])
+def test_a_root_that_is_not_a_directory_is_refused_cleanly(env, tmp_path: Path,
+                                                           kind: str) -> None:
+    """Issue 9, defect 3: one line naming the run, no traceback, nothing in the target."""
+    builder = RunBuilder(env.store, run_id=f"root-{kind}")
+    if kind == "file":
+        builder.file(b"/", b"a file where the root directory should be")
+    else:
+        builder.add(Entry(path=b"/", kind=kind, mode=0o644, uid=0, gid=0, mtime_ns=0,
+                          target=b"/elsewhere" if kind == "symlink" else None))
+    builder.file(b"/etc", b"below it")
+    run = builder.upload()
+    target = tmp_path / "target"
+
+    result = invoke(env, "restore", run.run_id, "--target", str(target))
+
+    assert result.exit_code == 1
+    assert result.stderr == (f"s3archive: error: {run.key}@{run.version_id}: line 3: "
+                             f"'/' is a {kind}, not a directory\n")
+    assert not target.exists() or os.listdir(target) == []

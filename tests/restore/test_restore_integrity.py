@@ -149,3 +149,63 @@ def test_batches_sort_reads_by_pack_offset_and_serve_duplicates() -> None:
     assert [r.data for r in results] == pieces + pieces[:5]
     assert [r.ref for r in results] == wanted
     assert len(calls) == 1  # one batch, one pack, back to back once sorted
+
+
+def test_a_reference_sharing_an_offset_is_checked_against_its_own_hash(env,
+                                                                        tmp_path: Path) -> None:
+    """Issue 9, defect 2: /b points at /a's stored chunk but records its own hash."""
+    import hashlib
+
+    builder = RunBuilder(env.store)
+    builder.dir(b"/")
+    a_data, b_data = b"the bytes of /a\n" * 64, b"the bytes of /b\n" * 64
+    a = builder.file(b"/a", a_data)
+    b = builder.file(b"/b", b"placeholder")
+    b.size = len(b_data)
+    b.chunks = [dataclasses.replace(a.chunks[0], hash=hashlib.sha256(b_data).hexdigest())]
+    builder.file(b"/c", a_data)  # an honest duplicate of /a: the same reference
+    run = builder.upload()
+    assert (b.chunks[0].pack, b.chunks[0].offset) == (a.chunks[0].pack, a.chunks[0].offset)
+    target = tmp_path / "t"
+
+    result = invoke(env, "restore", run.run_id, "--target", str(target))
+
+    assert result.exit_code == 1
+    assert "damaged: /b: " in result.stderr and "does not match its hash" in result.stderr
+    assert "1 damaged, 0 not restored" in result.stderr
+    assert (target / "a").read_bytes() == a_data == (target / "c").read_bytes()
+    assert a_data not in (target / "b").read_bytes()
+
+
+def test_pack_reader_serves_each_reference_only_bytes_of_its_own_hash() -> None:
+    import hashlib
+
+    piece = os.urandom(40_000)
+    good = ChunkRef(hashlib.sha256(piece).hexdigest(), len(piece), 0, 0, len(piece), "raw")
+    liar = dataclasses.replace(good, hash=hashlib.sha256(b"something else").hexdigest())
+    reader = PackReader(SlowStore(piece), [PackRef(0, "packs/00/" + "0" * 64, "v1",
+                                                   len(piece))], workers=2)
+
+    results = list(reader.chunks([good, liar, good, liar]))
+
+    assert [r.ref for r in results] == [good, liar, good, liar]
+    assert [r.data for r in results] == [piece, None, piece, None]
+    assert "does not match its hash" in results[1].error
+
+
+def test_a_chunk_declaring_more_than_its_size_is_refused_before_decompressing() -> None:
+    """A zstd frame that says 3 GiB is never given 3 GiB (issue 9, defect 4)."""
+    import zstandard
+
+    from s3archive.errors import IntegrityError
+    from s3archive.format.chunk_codec import decode_chunk
+    from s3archive.format.limits import MAX_CHUNK_SIZE
+
+    bomb = zstandard.ZstdCompressor().compress(bytes(64 << 20))  # 64 MiB of zeros, ~2 KiB
+    with pytest.raises(IntegrityError, match="the zstd frame declares 67108864 bytes"):
+        decode_chunk(bomb, "zstd", 1000, "0" * 64)
+    with pytest.raises(IntegrityError, match="beyond the format's maximum"):
+        decode_chunk(bomb, "zstd", 3 << 30, "0" * 64)
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(64 << 20))
+    with pytest.raises(IntegrityError, match="cannot decompress"):
+        decode_chunk(unsized, "zstd", MAX_CHUNK_SIZE, "0" * 64)
