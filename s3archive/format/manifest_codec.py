@@ -138,15 +138,16 @@ class ManifestWriter:
         self.write_raw_line(dumps(obj))
 
     def write_raw_line(self, line: bytes) -> None:
-        self._lines += 1
-        self._bytes += len(line)
         if len(line) - 1 > self._limits.line_bytes:
-            raise ManifestError(f"manifest line {self._lines} would be {len(line) - 1} bytes, "
-                                f"more than a reader accepts ({self._limits.line_bytes})")
-        if self._lines > self._limits.lines or self._bytes > self._limits.plain_bytes:
+            raise ManifestError(f"manifest line {self._lines + 1} would be {len(line) - 1} "
+                                f"bytes, more than a reader accepts ({self._limits.line_bytes})")
+        if (self._lines + 1 > self._limits.lines
+                or self._bytes + len(line) > self._limits.plain_bytes):
             raise ManifestError(f"the manifest would exceed {self._limits.lines} lines or "
                                 f"{self._limits.plain_bytes} bytes, more than a reader "
                                 "accepts")
+        self._lines += 1
+        self._bytes += len(line)
         self._stream.write(line)
 
     def close(self) -> None:
@@ -526,7 +527,7 @@ def iter_lines(blob: bytes, where: str, limits: ManifestLimits = LIMITS) -> Iter
             number = 0
             while raw := buffered.readline(limits.line_bytes + 1):
                 number += 1
-                if len(raw) > limits.line_bytes:  # the scan saw it too; never buffer more
+                if len(raw) - raw.endswith(b"\n") > limits.line_bytes:  # (the scan saw it)
                     raise ManifestError(f"{where}: line {number} is longer than "
                                         f"{limits.line_bytes} bytes")
                 if not raw.strip():

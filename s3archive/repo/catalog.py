@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from s3archive.errors import ManifestError, RunNotFound, UsageError
+from s3archive.format.limits import LIMITS, ManifestLimits
 from s3archive.format.manifest_codec import decode_manifest
 from s3archive.format.model import Manifest
 from s3archive.store.base import ObjectStore
@@ -150,10 +151,18 @@ def _original(versions: list[RunRef]) -> RunRef:
     return first
 
 
-def load_manifest(store: ObjectStore, run: RunRef) -> Manifest:
-    """Fetch the pinned manifest version and parse it strictly."""
+def load_manifest(store: ObjectStore, run: RunRef, limits: ManifestLimits = LIMITS) -> Manifest:
+    """Fetch the pinned manifest version and parse it strictly, within ``limits``.
+
+    The listed size is checked before the GET, so an oversized object is never
+    downloaded; the decoder checks the body again (a listing is no promise).
+    """
+    where = f"{run.key}@{run.version_id}"
+    if run.size > limits.stored_bytes:
+        raise ManifestError(f"{where}: manifest is larger than {limits.stored_bytes} bytes "
+                            f"({run.size})")
     blob = store.get(run.key, run.version_id)
-    manifest = decode_manifest(blob, where=f"{run.key}@{run.version_id}")
+    manifest = decode_manifest(blob, where=where, limits=limits)
     if manifest.header.host != run.host or manifest.header.run_id != run.run_id:
         raise ManifestError(f"{run.key}: header names run {manifest.header.host}/"
                             f"{manifest.header.run_id}, not the key's")
