@@ -45,6 +45,9 @@ def _echo_problems(title: str, problems: list[Problem]) -> None:
                    "unless --overwrite).")
 @click.option("--overwrite", is_flag=True, help="Restore into a non-empty target, replacing "
               "what is in the way.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted restore of RUN into the "
+              "same --target: files already there are read back, chunks that match their "
+              "hash are kept, only the rest is downloaded.")
 @click.option("--numeric-owner", is_flag=True, help="Restore owners by number, never by name.")
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Parallel downloads.")
@@ -52,12 +55,15 @@ def _echo_problems(title: str, problems: list[Problem]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @pass_app
 def restore_command(app: AppContext, run: str, paths: tuple[str, ...], target: Path,
-                    overwrite: bool, numeric_owner: bool, workers: int, host: str | None,
+                    overwrite: bool, resume: bool, numeric_owner: bool, workers: int,
+                    host: str | None,
                     as_json: bool) -> None:
     """Restore RUN (or only PATHs of it) into --target.
 
     RUN is a run id, a unique prefix of one, or 'latest'.  Every chunk's
     SHA-256 is checked; a bad chunk damages only its file, which is named.
+    A restore that was interrupted (even by kill -9) is finished with the
+    same command plus --resume.
 
     \b
     Exit codes: 0 everything restored; 1 some entries damaged or not restored;
@@ -67,14 +73,15 @@ def restore_command(app: AppContext, run: str, paths: tuple[str, ...], target: P
     store = open_store(config, pool_size=max(16, workers))
     ref, manifest = open_run(store, run, host, config.host_name)
     report = restore_run(store, manifest, target, [os.fsencode(p) for p in paths],
-                         RestoreOptions(overwrite=overwrite, numeric_owner=numeric_owner,
-                                        workers=workers))
+                         RestoreOptions(overwrite=overwrite, resume=resume,
+                                        numeric_owner=numeric_owner, workers=workers))
     rate = report.bytes_written / report.seconds / 1e6 if report.seconds else 0.0
     if as_json:
         click.echo(json.dumps({
             "host": ref.host, "run_id": ref.run_id, "target": str(target),
             "ok": report.ok, "entries": report.entries, "files": report.files,
-            "bytes": report.bytes_written, "seconds": round(report.seconds, 3),
+            "bytes": report.bytes_written, "bytes_kept": report.bytes_kept,
+            "seconds": round(report.seconds, 3),
             "mb_per_s": round(rate, 1), "store": report.store,
             "damaged": _problems_json(report.damaged), "failed": _problems_json(report.failed),
             "warnings": _problems_json(report.warnings)}))
@@ -82,7 +89,8 @@ def restore_command(app: AppContext, run: str, paths: tuple[str, ...], target: P
         _echo_problems("warning", report.warnings)
         click.echo(f"restored {ref.host}/{ref.run_id} into {target}: {report.entries} entries, "
                    f"{report.files} files, {human.size(report.bytes_written)} in "
-                   f"{human.duration(report.seconds)} ({rate:.1f} MB/s)")
+                   f"{human.duration(report.seconds)} ({rate:.1f} MB/s)"
+                   + (f", {human.size(report.bytes_kept)} already in place" if resume else ""))
     _echo_problems("damaged", report.damaged)
     _echo_problems("not restored", report.failed)
     if not report.ok:

@@ -88,8 +88,17 @@ def plan_entries(manifest: Manifest, selections: Iterable[bytes] = ()) -> list[P
 
 # ------------------------------------------------------------------ reads
 
-def file_chunks(planned: Iterable[PlannedEntry]) -> Iterator[ChunkRef]:
-    """Every chunk the restore writes, in the order the writer consumes them."""
-    for item in planned:
+def file_chunks(planned: list[PlannedEntry],
+                kept: dict[int, frozenset[int]] | None = None) -> Iterator[ChunkRef]:
+    """Every chunk the restore writes, in the order the writer consumes them.
+
+    ``kept`` (resume): by index into ``planned``, the chunks of a file that
+    are already in place, left out.
+    """
+    kept = kept or {}
+    for index, item in enumerate(planned):
         if item.entry.kind == FILE and item.link_to is None:
-            yield from item.entry.chunks
+            have = kept.get(index, frozenset())
+            for number, ref in enumerate(item.entry.chunks):
+                if number not in have:
+                    yield ref

@@ -5,6 +5,11 @@ fetched as merged ranged GETs of the pinned pack versions, in parallel within
 a memory window, checked against their SHA-256 and written in the same order.
 A bad chunk damages only its file: the file is named, everything else is
 restored, and the report says the restore failed.
+
+``resume`` finishes an interrupted restore in the same target: the files
+already there are read back first and every chunk that matches its hash is
+kept, so only the rest is downloaded; everything else is created again and
+all metadata applied again (see ``tree``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class RestoreReport:
     entries: int = 0
     files: int = 0
     bytes_written: int = 0
+    bytes_kept: int = 0  # (resume) plain bytes found already restored and verified
     seconds: float = 0.0
     damaged: list[Problem] = field(default_factory=list)  # files with bad or missing chunks
     failed: list[Problem] = field(default_factory=list)  # entries not restored at all
@@ -53,6 +59,7 @@ class RestoreReport:
 @dataclass(frozen=True)
 class RestoreOptions:
     overwrite: bool = False
+    resume: bool = False
     numeric_owner: bool = False
     workers: int = DEFAULT_WORKERS
     window: int = DEFAULT_WINDOW
@@ -75,25 +82,38 @@ def restore_run(store: ObjectStore, manifest: Manifest, target: Path,
     if not applier.is_root:
         warn(b"", "not running as root: owners are not restored, files belong to the "
                   "restoring user")
-    reader = PackReader(store, manifest.packs, options.workers, options.window)
-    results = ((r.ref, r.data, r.error) for r in reader.chunks(file_chunks(planned)))
     damaged: dict[tuple[bytes, ...], bytes] = {}  # restored parts -> path of damaged files
-    with TreeWriter(target, applier, overwrite=options.overwrite) as tree:
-        for item in planned:
+    with TreeWriter(target, applier, overwrite=options.overwrite,
+                    resume=options.resume) as tree:
+        kept: dict[int, frozenset[int]] = {}  # planned index -> chunks already in place
+        if options.resume:
+            tree.remove_stray_temporaries({item.parts for item in planned if item.parts
+                                           and item.parts[-1].startswith(b".s3archive-")})
+            for index, item in enumerate(planned):
+                if item.entry.kind == FILE and item.link_to is None and item.entry.chunks:
+                    found = tree.survey_file(item)
+                    if found:
+                        kept[index] = found
+        reader = PackReader(store, manifest.packs, options.workers, options.window)
+        results = ((r.ref, r.data, r.error)
+                   for r in reader.chunks(file_chunks(planned, kept)))
+        for index, item in enumerate(planned):
             entry = item.entry
             report.entries += 1
             try:
                 if entry.kind == DIR:
                     tree.make_dir(item)
                 elif entry.kind == FILE and item.link_to is None:
-                    mine = itertools.islice(results, len(entry.chunks))
+                    have = kept.get(index, frozenset())
+                    mine = itertools.islice(results, len(entry.chunks) - len(have))
                     try:
-                        written = tree.write_file(item, mine)
+                        written = tree.write_file(item, mine, have)
                     finally:
                         for _ in mine:  # keep the stream aligned after a failure
                             pass
                     report.files += 1
                     report.bytes_written += written.written
+                    report.bytes_kept += written.kept
                     if written.damage:
                         report.damaged.append(Problem(entry.path, "; ".join(written.damage[:3])))
                         damaged[item.parts] = entry.path

@@ -9,13 +9,23 @@ is never followed: with ``--overwrite`` it is removed and replaced by the
 directory, otherwise the entries below it are refused.  Directory modes,
 ACLs and mtimes are applied last, deepest first, so a read-only directory
 still receives its contents.
+
+With ``resume`` (a restore interrupted, even by kill -9, is run again into
+the same target) existing entries are taken as they are where they can be:
+a regular file at its name is read back and every chunk of it that matches
+its hash is kept (:meth:`TreeWriter.survey_file`), so only the rest is
+downloaded and written in place; other kinds are created again and renamed
+over what is there; temporary names a killed restore left are removed.
+Metadata is applied to every entry again, directories last.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass, field
@@ -29,6 +39,10 @@ from s3archive.restore.plan import PlannedEntry
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_OLD_FILE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_READ_OLD = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_TMP_PREFIX = ".s3archive-restore."
+_TMP_NAME = re.compile(rb"\.s3archive-restore\.[0-9]+\.[0-9]+")
 
 
 class EntryFailed(Exception):
@@ -38,6 +52,7 @@ class EntryFailed(Exception):
 @dataclass
 class FileResult:
     written: int = 0  # plain bytes written
+    kept: int = 0  # plain bytes found already restored (resume)
     damage: list[str] = field(default_factory=list)  # why some ranges are missing
 
 
@@ -47,15 +62,17 @@ ChunkSource = Iterator[tuple[ChunkRef, bytes | memoryview | None, str | None]]
 class TreeWriter:
     """Creates entries below ``target``; use as a context manager."""
 
-    def __init__(self, target: Path, applier: MetadataApplier, overwrite: bool = False):
+    def __init__(self, target: Path, applier: MetadataApplier, overwrite: bool = False,
+                 resume: bool = False):
         self.target = target
         self.applier = applier
         self.overwrite = overwrite
+        self.resume = resume
         self.root_fd = -1
         self._stack: list[tuple[bytes, int]] = []  # open directories below the root
         self._dirs: list[Entry] = []  # directory entries, metadata applied at the end
         self._dir_parts: list[tuple[bytes, ...]] = []
-        self._tmp_names = (f".s3archive-restore.{os.getpid()}.{n}".encode()
+        self._tmp_names = (f"{_TMP_PREFIX}{os.getpid()}.{n}".encode()
                            for n in itertools.count())
 
     # ------------------------------------------------------------- lifecycle
@@ -67,10 +84,10 @@ class TreeWriter:
         except OSError as err:
             raise UsageError(f"{self.target}: cannot use as restore target: "
                              f"{err.strerror}") from None
-        if not self.overwrite and os.listdir(self.root_fd):
+        if not self.overwrite and not self.resume and os.listdir(self.root_fd):
             os.close(self.root_fd)
-            raise UsageError(f"{self.target} is not empty (use --overwrite to restore "
-                             "into it anyway)")
+            raise UsageError(f"{self.target} is not empty (use --resume to finish an "
+                             "interrupted restore, --overwrite to restore into it anyway)")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -137,13 +154,39 @@ class TreeWriter:
             try:
                 os.mkdir(name, 0o700, dir_fd=parent)
             except FileExistsError:
-                if not stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
                     if not self.overwrite:
                         raise EntryFailed("exists and is not a directory") from None
                     self._remove(parent, name)
                     os.mkdir(name, 0o700, dir_fd=parent)
+                elif self.resume and not st.st_mode & stat.S_IWUSR:
+                    self._make_writable(parent, name)  # its mode comes back at the end
         self._dirs.append(item.entry)
         self._dir_parts.append(item.parts)
+
+    @staticmethod
+    def _make_writable(parent: int, name: bytes) -> None:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        try:
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+
+    def remove_stray_temporaries(self, planned_names: set[tuple[bytes, ...]]) -> int:
+        """(resume) Remove the temporary names a killed restore left; never follows a symlink."""
+        removed = 0
+        for dirpath, dirnames, filenames, dirfd in os.fwalk(b".", dir_fd=self.root_fd,
+                                                             follow_symlinks=False):
+            for name in filenames + [d for d in dirnames if _TMP_NAME.fullmatch(d)]:
+                if not _TMP_NAME.fullmatch(name):
+                    continue
+                parts = tuple(p for p in dirpath.split(b"/") if p not in (b"", b".")) + (name,)
+                if parts in planned_names:
+                    continue
+                self._remove(dirfd, name)
+                removed += 1
+        return removed
 
     def finish_dirs(self, fail: Callable[[bytes, str], None]) -> None:
         """Directory metadata, deepest first (the reverse of manifest order)."""
@@ -232,7 +275,45 @@ class TreeWriter:
 
     # ----------------------------------------------------------------- files
 
-    def write_file(self, item: PlannedEntry, chunks: ChunkSource) -> FileResult:
+    def survey_file(self, item: PlannedEntry) -> frozenset[int]:
+        """(resume) Indexes of the chunks already in place in the file at the item's name.
+
+        Only a regular file with one link counts (a second link could lead out
+        of the target); a sparse file is always written again (its holes are
+        not checked).  Each chunk's bytes are read back and hashed: the chunk
+        is kept only when they match its hash.
+        """
+        entry = item.entry
+        if entry.extents is not None:
+            return frozenset()
+        try:
+            parent = self._walk_open(item.parts[:-1])
+        except (EntryFailed, OSError):
+            return frozenset()
+        try:
+            fd = os.open(item.parts[-1], _READ_OLD, dir_fd=parent)
+        except OSError:
+            return frozenset()
+        finally:
+            os.close(parent)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                return frozenset()
+            good, offset = set(), 0
+            for index, ref in enumerate(entry.chunks):
+                if offset + ref.size <= st.st_size and \
+                        hashlib.sha256(_pread_all(fd, ref.size, offset)).hexdigest() == ref.hash:
+                    good.add(index)
+                offset += ref.size
+            return frozenset(good)
+        except OSError:
+            return frozenset()
+        finally:
+            os.close(fd)
+
+    def write_file(self, item: PlannedEntry, chunks: ChunkSource,
+                   kept: frozenset[int] = frozenset()) -> FileResult:
         """Create the file from ``chunks``: this file's chunks, in order.
 
         Holes stay holes: a sparse file is truncated to its size first and
@@ -240,54 +321,108 @@ class TreeWriter:
         hole and is reported in ``damage``; the file is still placed.  Into an
         empty target the file is created at its name with ``O_EXCL |
         O_NOFOLLOW``; with ``--overwrite`` under a temporary name, then renamed.
+        With ``resume``, ``kept`` are the chunks :meth:`survey_file` found in
+        place: ``chunks`` leaves them out and the file is finished in place.
         """
         entry = item.entry
         parent = self.parent_fd(item.parts)
-        name = next(self._tmp_names) if self.overwrite else item.parts[-1]
         result = FileResult()
-        try:
-            fd = os.open(name, _NEW_FILE, 0o600, dir_fd=parent)
-        except OSError as err:
-            raise EntryFailed(f"cannot create: {err.strerror}") from None
+        fd, name = self._open_for_writing(parent, item.parts[-1], bool(kept))
         try:
             try:
-                if entry.extents is not None:
+                if entry.extents is not None or kept:
                     os.ftruncate(fd, entry.size)
-                for offset, data, length, error in _placements(entry, chunks):
-                    if data is None:
+                for offset, data, length, error in _placements(entry, chunks, kept):
+                    if data is _KEPT:
+                        result.kept += length
+                    elif data is None:
                         result.damage.append(f"bytes {offset}-{offset + length - 1}: {error}")
-                        continue
-                    _pwrite_all(fd, data, offset)
-                    result.written += len(data)
-                if result.damage:
-                    os.ftruncate(fd, entry.size)  # a bad last chunk: keep the size
+                    else:
+                        _pwrite_all(fd, data, offset)  # type: ignore[arg-type]
+                        result.written += length
+                if result.damage or self.resume:
+                    os.ftruncate(fd, entry.size)  # a bad last chunk, a longer old file
             except OSError as err:
                 raise EntryFailed(f"cannot write: {err.strerror}") from None
             self.applier.apply_fd(fd, entry)
         except BaseException:
             os.close(fd)
-            _unlink_quietly(parent, name)
+            if not kept:
+                _unlink_quietly(parent, name)
             raise
         os.close(fd)
-        if self.overwrite:
+        if name != item.parts[-1]:
             self._place(parent, name, item.parts[-1])
         return result
 
+    def _open_for_writing(self, parent: int, final: bytes, in_place: bool) -> tuple[int, bytes]:
+        """A descriptor to write the file through, and the name it has."""
+        if in_place:  # resume: the survey found some of it there
+            try:
+                fd = os.open(final, _OLD_FILE, dir_fd=parent)
+            except OSError as err:
+                raise EntryFailed(f"cannot reopen: {err.strerror}") from None
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                return fd, final
+            os.close(fd)
+            raise EntryFailed("changed while being restored")
+        name = next(self._tmp_names) if self.overwrite else final
+        try:
+            return os.open(name, _NEW_FILE, 0o600, dir_fd=parent), name
+        except OSError as err:
+            if not self.resume or err.errno != errno.EEXIST:
+                raise EntryFailed(f"cannot create: {err.strerror}") from None
+        # resume: what is there is not this file's (another file, a second link ...)
+        try:
+            if stat.S_ISDIR(os.stat(final, dir_fd=parent, follow_symlinks=False).st_mode):
+                raise EntryFailed("exists and is a directory")
+            os.unlink(final, dir_fd=parent)
+            return os.open(final, _NEW_FILE, 0o600, dir_fd=parent), final
+        except OSError as err:
+            raise EntryFailed(f"cannot create: {err.strerror}") from None
 
-def _placements(entry: Entry, chunks: ChunkSource
+
+_KEPT = memoryview(b"")  # (resume) a chunk already in place: nothing to write
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    parts, left = [], size
+    while left:
+        data = os.pread(fd, min(left, 1 << 20), offset)
+        if not data:
+            break
+        parts.append(data)
+        offset += len(data)
+        left -= len(data)
+    return b"".join(parts)
+
+
+def _placements(entry: Entry, chunks: ChunkSource, kept: frozenset[int] = frozenset()
                 ) -> Iterator[tuple[int, memoryview | None, int, str | None]]:
-    """(file offset, bytes or None, length, error) for the entry's chunks, split at extents."""
+    """(file offset, bytes or None, length, error) for the entry's chunks, split at extents.
+
+    ``chunks`` leaves out the ``kept`` ones: their ranges come as ``_KEPT``.
+    """
     extents = entry.extents if entry.extents is not None else [(0, entry.size)]
     extent_iter = iter(extents)
     ext_offset, ext_left = 0, 0
-    for ref, data, error in chunks:
-        view = memoryview(data) if data is not None else None
+    for index, expected in enumerate(entry.chunks):
+        if index in kept:
+            ref, data, error = expected, _KEPT, None
+        else:
+            ref, data, error = next(chunks)
+        if data is _KEPT:
+            view: memoryview | None = _KEPT
+        else:
+            view = memoryview(data) if data is not None else None
         remaining, pos = ref.size, 0
         while remaining:
             while ext_left == 0:
                 ext_offset, ext_left = next(extent_iter)
             take = min(remaining, ext_left)
-            yield (ext_offset, view[pos:pos + take] if view is not None else None, take, error)
+            piece = view if view is None or view is _KEPT else view[pos:pos + take]
+            yield (ext_offset, piece, take, error)
             ext_offset += take
             ext_left -= take
             pos += take

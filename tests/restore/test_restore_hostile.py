@@ -122,7 +122,8 @@ def test_non_empty_target_needs_overwrite(env, tmp_path: Path) -> None:
     result = invoke(env, "restore", run.run_id, "--target", str(target))
 
     assert result.exit_code == 2
-    assert "is not empty (use --overwrite" in result.stderr
+    assert "is not empty (use --resume to finish an interrupted restore, --overwrite to " \
+        "restore into it anyway)" in result.stderr
     assert os.listdir(target) == ["mine"]
 
 
