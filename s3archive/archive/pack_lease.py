@@ -14,11 +14,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from s3archive.format.chunk_codec import decode_chunk
 from s3archive.archive.chunk_writer import ChunkWriter
-from s3archive.errors import NoSuchVersion, StoreError
+from s3archive.errors import IntegrityError, NoSuchVersion, StoreError
+from s3archive.format.model import ChunkRef, PackRef
 from s3archive.archive.local_cache import CachedChunk, CachedPack, LocalCache
 from s3archive.archive.retention import RunRetention, decide_pack, stronger_mode
+from s3archive.repo.pack_reader import PackReader, merge_reads
 from s3archive.store.base import ObjectLock, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -130,33 +131,21 @@ class PackLease:
         for key in keys:
             pack = self.cache.get_pack(key)
             assert pack is not None
-            items = sorted(by_pack.get(key, []), key=lambda item: item[1].offset)
-            try:
-                for start, end, group in merged_ranges(items):
-                    blob = self.store.get(key, pack.version_id, (start, end))
-                    for digest, chunk in group:
-                        stored = blob[chunk.offset - start: chunk.offset - start + chunk.stored]
-                        decode_chunk(stored, chunk.encoding, chunk.size, digest)
-                        self.writer.add_stored(digest, chunk.size, chunk.encoding, stored)
-            except NoSuchVersion:
-                missing.add(key)
-                continue
-            rewritten += 1
+            refs = sorted((ChunkRef(digest, chunk.size, 0, chunk.offset, chunk.stored,
+                                    chunk.encoding) for digest, chunk in by_pack.get(key, [])),
+                          key=lambda ref: ref.offset)
+            reader = PackReader(self.store, [PackRef(0, key, pack.version_id, pack.size)])
+            for result in reader.results(merge_reads(refs, max_gap=MERGE_GAP)):
+                if result.pack_missing:
+                    missing.add(key)
+                    break
+                if result.data is None or result.stored is None:
+                    raise IntegrityError(f"cannot copy a chunk out of {key}: {result.error}")
+                ref = result.ref  # verified: copy the stored bytes as they are
+                self.writer.add_stored(ref.hash, ref.size, ref.encoding, bytes(result.stored))
+            else:
+                rewritten += 1
         if missing:
             raise PacksMissing(missing)
         self.writer.drain()
         return rewritten
-
-
-def merged_ranges(items: list[tuple[str, CachedChunk]], gap: int = MERGE_GAP
-                  ) -> list[tuple[int, int, list[tuple[str, CachedChunk]]]]:
-    """Group chunks sorted by offset into ranged GETs (inclusive end)."""
-    groups: list[tuple[int, int, list[tuple[str, CachedChunk]]]] = []
-    for digest, chunk in items:
-        end = chunk.offset + chunk.stored - 1
-        if groups and chunk.offset - groups[-1][1] <= gap:
-            start, last, members = groups[-1]
-            groups[-1] = (start, max(last, end), members + [(digest, chunk)])
-        else:
-            groups.append((chunk.offset, end, [(digest, chunk)]))
-    return groups

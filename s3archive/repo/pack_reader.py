@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from s3archive.errors import IntegrityError, StoreError
+from s3archive.errors import IntegrityError, NoSuchVersion, StoreError
 from s3archive.format.chunk_codec import decode_chunk
 from s3archive.format.model import ChunkRef, PackRef
 from s3archive.store.base import ObjectStore
@@ -122,6 +122,8 @@ class ChunkResult:
     ref: ChunkRef
     data: bytes | memoryview | None  # the plain bytes, verified; None when ``error``
     error: str | None = None
+    pack_missing: bool = False  # the error is that the pack version does not exist
+    stored: memoryview | None = None  # the bytes as stored (a view into the response)
 
 
 class PackReader:
@@ -140,8 +142,8 @@ class PackReader:
         try:
             blob = self.store.get(pack.key, pack.version_id, (request.first, request.last))
         except StoreError as err:
-            return [ChunkResult(ref, None, f"pack {pack.key}@{pack.version_id}: {err}")
-                    for ref in request.chunks]
+            return [ChunkResult(ref, None, f"pack {pack.key}@{pack.version_id}: {err}",
+                                isinstance(err, NoSuchVersion)) for ref in request.chunks]
         if len(blob) != request.length:
             why = (f"pack {pack.key}@{pack.version_id}: short read "
                    f"({len(blob)} of {request.length} bytes at {request.first})")
@@ -150,14 +152,14 @@ class PackReader:
         results = []
         for ref in request.chunks:
             start = ref.offset - request.first
+            stored = view[start:start + ref.stored]
             try:
                 # raw chunks stay views into the response body (no copy)
-                plain = decode_chunk(view[start:start + ref.stored], ref.encoding, ref.size,
-                                     ref.hash)
+                plain = decode_chunk(stored, ref.encoding, ref.size, ref.hash)
             except IntegrityError as err:
                 results.append(ChunkResult(ref, None, f"pack {pack.key}: {err}"))
                 continue
-            results.append(ChunkResult(ref, plain))
+            results.append(ChunkResult(ref, plain, stored=stored))
         return results
 
     def results(self, requests: Iterable[ReadRequest]) -> Iterator[ChunkResult]:
