@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 
 from s3archive.errors import IntegrityError, UsageError
 from s3archive.restore.apply import MetadataApplier
-from s3archive.format.model import DIR, FILE, ChunkRef, Manifest, Snapshot
+from s3archive.format.model import DIR, FILE, Manifest, Snapshot
 from s3archive.repo.pack_reader import DEFAULT_WINDOW, DEFAULT_WORKERS, PackReader
 from s3archive.restore.plan import file_chunks, plan_entries
 from s3archive.restore.tree import EntryFailed, TreeWriter
