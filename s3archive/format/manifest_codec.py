@@ -230,10 +230,9 @@ class _Line:
             text = self.get(key, str)
             if len(text) > limit:  # a character is at least one byte
                 raise self.fail(f"field {key!r} is longer than {limit} bytes")
-            value = text.encode("utf-8", "surrogatepass")
             try:
-                value.decode("utf-8")
-            except UnicodeDecodeError:
+                value = text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape
                 raise self.fail(f"field {key!r} is not valid UTF-8 (use {key}_b64)") from None
         elif f"{key}_b64" in self.obj:
             text = self.get(f"{key}_b64", str)
@@ -278,10 +277,10 @@ def check_path(path: bytes, limits: ManifestLimits = LIMITS) -> str | None:
         return f"path is longer than {limits.path_bytes} bytes"
     if path != b"/" and (path.endswith(b"/") or b"//" in path):
         return "path is not normalised"
-    parts = path.split(b"/")
-    if any(part in (b".", b"..") for part in parts):
+    if b"/." in path and any(part in (b".", b"..") for part in path.split(b"/")):
         return "path contains '.' or '..'"
-    if any(len(part) > limits.name_bytes for part in parts):
+    if len(path) > limits.name_bytes and \
+            max(map(len, path.split(b"/"))) > limits.name_bytes:
         return f"a path component is longer than {limits.name_bytes} bytes"
     return None
 
@@ -517,19 +516,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)  # one, not one per line
+
+
 def iter_lines(blob: bytes, where: str, limits: ManifestLimits = LIMITS) -> Iterator[_Line]:
     """The manifest's non-empty lines, parsed; every size limit checked first."""
     _scan(blob, where, limits)
     blanks = count = 0
     try:
         with _plain_stream(blob) as reader:
-            buffered = io.BufferedReader(reader, buffer_size=_BLOCK)
-            number = 0
-            while raw := buffered.readline(limits.line_bytes + 1):
-                number += 1
-                if len(raw) - raw.endswith(b"\n") > limits.line_bytes:  # (the scan saw it)
-                    raise ManifestError(f"{where}: line {number} is longer than "
-                                        f"{limits.line_bytes} bytes")
+            # the scan bounded every line of these very bytes: iterating buffers no more
+            for number, raw in enumerate(io.BufferedReader(reader, buffer_size=_BLOCK), 1):
                 if not raw.strip():
                     blanks += 1
                     if blanks > limits.blank_lines:
@@ -545,7 +542,7 @@ def iter_lines(blob: bytes, where: str, limits: ManifestLimits = LIMITS) -> Iter
                 except UnicodeDecodeError:
                     raise ManifestError(f"{where}: line {number}: not valid UTF-8") from None
                 try:
-                    obj = json.loads(text, parse_constant=_reject_constant)
+                    obj = _JSON.decode(text)
                 except json.JSONDecodeError as err:
                     raise ManifestError(f"{where}: line {number}: not JSON: {err.msg}") from None
                 except (ValueError, RecursionError) as err:  # huge numbers, deep nesting
