@@ -134,3 +134,10 @@ def test_a_root_that_is_not_a_directory_is_refused() -> None:
         lines[2].update(kind="fifo")
     with pytest.raises(ManifestError, match="line 3: '/' is a fifo, not a directory"):
         decode_manifest(mutate(edit))
+
+
+def test_a_manifest_of_several_zstd_frames_is_read_whole() -> None:
+    """FORMAT 5.1: a reader MUST accept several frames, as zstdcat does."""
+    lines = lines_of(encode_manifest(sample()))
+    head, tail = blob_of(lines[:3]), blob_of(lines[3:])
+    assert decode_manifest(head + tail) == sample()
