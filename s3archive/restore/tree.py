@@ -184,8 +184,13 @@ class TreeWriter:
                 parts = tuple(p for p in dirpath.split(b"/") if p not in (b"", b".")) + (name,)
                 if parts in planned_names:
                     continue
-                self._remove(dirfd, name)
-                removed += 1
+                try:  # never a directory: a restore makes none under a temporary name
+                    if not stat.S_ISDIR(os.stat(name, dir_fd=dirfd,
+                                                follow_symlinks=False).st_mode):
+                        os.unlink(name, dir_fd=dirfd)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
         return removed
 
     def finish_dirs(self, fail: Callable[[bytes, str], None]) -> None:

@@ -109,6 +109,7 @@ def test_resume_keeps_verified_chunks_and_finishes_the_rest(rgw, tmp_path: Path)
     (dst / "ro" / "was-link").unlink()
     (dst / "ro" / "was-link").symlink_to("/etc/passwd")
     (dst / "ro" / ".s3archive-restore.999.0").write_bytes(b"from a killed restore")
+    (dst / ".s3archive-restore.999.1").symlink_to(tmp_path)  # a symlink's temporary name
     os.chmod(dst / "ro", 0o555)
 
     resumed = invoke(env, "restore", run.run_id, "--target", str(dst), "--resume", "--json")
@@ -125,5 +126,6 @@ def test_resume_keeps_verified_chunks_and_finishes_the_rest(rgw, tmp_path: Path)
     assert os.readlink(dst / "ro" / "z-link") == "big"
     assert sorted(os.listdir(dst / "ro")) == ["big", "other", "short", "was-link", "z-link"]
     assert (dst / "ro").stat().st_mode & 0o777 == 0o555
+    assert sorted(os.listdir(dst)) == ["ro"] and tmp_path.is_dir()
     assert (dst / "ro" / "big").stat().st_mtime_ns == 1_700_000_000_000_000_000
     assert report["store"]["requests"]["GetObject"] <= 3  # the manifest, the bad chunks
