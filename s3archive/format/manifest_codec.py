@@ -587,7 +587,7 @@ def decode_manifest(blob: bytes, where: str = "manifest",
                 raise line.fail(f"duplicate or unsorted path {entry.path[:200]!r}")
             parents.check(line, entry)
             if entry.kind == HARDLINK and entry.target not in files:
-                raise line.fail(f"hardlink to {entry.target!r}, which is no earlier file")
+                raise line.fail(f"hardlink to {entry.target[:200]!r}, which is no earlier file")
             if entry.kind == FILE:
                 files.add(entry.path)
             last_path = entry.path
@@ -630,9 +630,9 @@ class _Parents:
         if self._stack:
             parent, kind = self._stack[-1]
             if kind == SYMLINK:
-                raise line.fail(f"{entry.path[:200]!r} lies below the symlink {parent!r}")
+                raise line.fail(f"{entry.path[:200]!r} lies below the symlink {parent[:200]!r}")
             if kind != DIR:
-                raise line.fail(f"{entry.path[:200]!r} lies below {parent!r}, which is a "
+                raise line.fail(f"{entry.path[:200]!r} lies below {parent[:200]!r}, which is a "
                                 f"{kind}, not a directory")
         self._stack.append((entry.path, entry.kind))
 
