@@ -295,7 +295,10 @@ class TreeWriter:
             parent = self._walk_open(item.parts[:-1])
         except (EntryFailed, OSError):
             return frozenset()
-        try:
+        try:  # never open a device or a fifo someone left at the name
+            if not stat.S_ISREG(os.stat(item.parts[-1], dir_fd=parent,
+                                        follow_symlinks=False).st_mode):
+                return frozenset()
             fd = os.open(item.parts[-1], _READ_OLD, dir_fd=parent)
         except OSError:
             return frozenset()

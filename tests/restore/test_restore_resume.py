@@ -38,7 +38,7 @@ def many_files(root: Path, dirs: int, per_dir: int, seed: int) -> None:
 
 
 @needs_root
-@pytest.mark.parametrize("seed", [3, 5])
+@pytest.mark.parametrize("seed", [3])
 def test_kill_9_then_resume_gives_the_exact_tree(rgw, tmp_path: Path, seed: int) -> None:
     env = make_bucket_env(rgw, tmp_path)
     src, dst = tmp_path / "src", tmp_path / "dst"
