@@ -51,3 +51,19 @@ def test_names_resolve_to_the_first_version_of_a_run_key(store: MemoryStore) -> 
         resolve_run(runs, "1999", "a")
     with pytest.raises(RunNotFound):
         resolve_run(runs, "latest", "nobody")
+
+
+def test_an_oversized_manifest_is_refused_before_it_is_downloaded(store: MemoryStore) -> None:
+    from s3archive.errors import ManifestError
+    from s3archive.format.limits import ManifestLimits
+    from s3archive.repo.catalog import load_manifest
+
+    version = put_run(store, "a", "20260101T000000Z", body=b"z" * 600)
+    run = list_runs(store)[0]
+    gets: list[str] = []
+    original = store.get
+    store.get = lambda *a, **kw: gets.append(a[0]) or original(*a, **kw)  # type: ignore
+    with pytest.raises(ManifestError, match=f"runs/a/20260101T000000Z.jsonl.zst@{version}: "
+                       r"manifest is larger than 500 bytes \(600\)"):
+        load_manifest(store, run, ManifestLimits(stored_bytes=500))
+    assert gets == []
