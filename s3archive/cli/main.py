@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "prune",
     "restore",
     "browse",
+    "export",
     "verify",
     "hold",
     "setup",
