@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "restore",
     "browse",
     "export",
+    "find",
     "verify",
     "hold",
     "setup",

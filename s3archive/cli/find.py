@@ -1,0 +1,136 @@
+"""``find`` and ``history``: which runs hold a path, and one path across runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import click
+
+from s3archive import human
+from s3archive.cli.context import AppContext, pass_app
+from s3archive.errors import ManifestError, UsageError
+from s3archive.find import Loader, find, history
+from s3archive.format.model import Manifest
+from s3archive.repo.catalog import RunRef, list_runs, load_manifest
+from s3archive.restore.plan import normalise_selection
+from s3archive.store.base import ObjectStore
+from s3archive.store.factory import open_store
+
+
+def _loader(store: ObjectStore, skipped: list[str]) -> Loader:
+    def load(run: RunRef) -> Manifest | None:
+        try:
+            return load_manifest(store, run)
+        except ManifestError as err:  # a damaged or hostile run: name it, search the rest
+            skipped.append(f"{run.host}/{run.run_id}: {err}")
+            return None
+    return load
+
+
+def _select_runs(runs: list[RunRef], newest: int | None, oldest: int | None) -> list[RunRef]:
+    """Runs newest first (one version per run: its first), limited as asked."""
+    first: dict[tuple[str, str], RunRef] = {}
+    for run in sorted(runs, key=lambda r: r.last_modified):
+        first.setdefault((run.host, run.run_id), run)
+    ordered = sorted(first.values(), key=lambda r: (r.run_id, r.host), reverse=True)
+    if oldest is not None:
+        ordered = ordered[-oldest:] if oldest else []
+    if newest is not None:
+        ordered = ordered[:newest]
+    return ordered
+
+
+@click.command("find")
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--host", default=None, help="Search this host's runs (default: this host).")
+@click.option("--all-hosts", is_flag=True, help="Search the runs of every host.")
+@click.option("--newest", type=click.IntRange(min=1), default=None,
+              help="Search only the N newest runs.")
+@click.option("--oldest", type=click.IntRange(min=1), default=None,
+              help="Search only the N oldest runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@pass_app
+def find_command(app: AppContext, patterns: tuple[str, ...], host: str | None,
+                 all_hosts: bool, newest: int | None, oldest: int | None,
+                 as_json: bool) -> None:
+    """Every run holding a path that matches a PATTERN, newest run first.
+
+    A pattern without '/' matches an entry's name ('*.conf'); with '/' it
+    matches the whole path ('/etc/**/ssh*', or 'nginx/*.conf' at any depth).
+    '*' and '?' stay within one path component, '**' crosses them.  Quote
+    patterns so the shell does not expand them.
+
+    Exit codes: 0 something matched; 1 nothing matched; 2 usage error.
+    """
+    if host and all_hosts:
+        raise UsageError("--host and --all-hosts are exclusive")
+    config = app.config()
+    store = open_store(config)
+    runs = _select_runs(list_runs(store, None if all_hosts else (host or config.host_name)),
+                        newest, oldest)
+    skipped: list[str] = []
+    hits = list(find(runs, _loader(store, skipped), list(patterns)))
+    for problem in skipped:
+        click.echo(f"warning: skipped run {problem}", err=True)
+    if as_json:
+        click.echo(json.dumps({
+            "runs_searched": len(runs), "runs_skipped": len(skipped),
+            "matches": [{"host": h.run.host, "run_id": h.run.run_id,
+                         **human.json_path(h.entry.path), "kind": h.entry.kind,
+                         "size": h.entry.size, "mtime_ns": h.entry.mtime_ns}
+                        for h in hits]}, indent=1))
+    elif hits:
+        rows = [[h.run.run_id, h.run.host, h.entry.kind, human.size(h.entry.size),
+                 human.mtime(h.entry.mtime_ns), human.path(h.entry.path)] for h in hits]
+        click.echo(human.table(["RUN", "HOST", "KIND", "SIZE", "MTIME (UTC)", "PATH"], rows,
+                               right=(3,)))
+    else:
+        click.echo(f"no match in {len(runs)} run(s)", err=True)
+    if not hits:
+        raise click.exceptions.Exit(1)
+
+
+@click.command("history")
+@click.argument("path")
+@click.option("--host", default=None, help="Host whose runs to look at (default: this host).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@pass_app
+def history_command(app: AppContext, path: str, host: str | None, as_json: bool) -> None:
+    """PATH in every run of the host, oldest first: size, mtime, and whether
+    its content changed since the run before (from chunk hashes; nothing is
+    downloaded but the runs' metadata).
+
+    Exit codes: 0 the path is in at least one run; 1 in none; 2 usage error.
+    """
+    wanted = normalise_selection(os.fsencode(path))
+    config = app.config()
+    store = open_store(config)
+    runs = list(reversed(_select_runs(list_runs(store, host or config.host_name), None, None)))
+    skipped: list[str] = []
+    versions = history(runs, _loader(store, skipped), wanted)
+    for problem in skipped:
+        click.echo(f"warning: skipped run {problem}", err=True)
+    present = [v for v in versions if v.entry is not None]
+    if as_json:
+        click.echo(json.dumps({
+            **human.json_path(wanted), "runs": [
+                {"host": v.run.host, "run_id": v.run.run_id, "present": v.entry is not None,
+                 "kind": v.entry.kind if v.entry else None,
+                 "size": v.entry.size if v.entry else None,
+                 "mtime_ns": v.entry.mtime_ns if v.entry else None,
+                 "content": v.content, "changed": v.changed} for v in versions]}, indent=1))
+    else:
+        rows = [[v.run.run_id, "yes" if v.entry else "no",
+                 human.size(v.entry.size) if v.entry else "-",
+                 human.mtime(v.entry.mtime_ns) if v.entry else "-",
+                 (v.content or "")[:12] or "-",
+                 "changed" if v.changed else ""] for v in versions]
+        click.echo(human.table(["RUN", "PRESENT", "SIZE", "MTIME (UTC)", "CONTENT", ""], rows,
+                               right=(2,)))
+    if not present:
+        if not as_json:
+            click.echo(f"{human.path(wanted)} is in none of {len(versions)} run(s)", err=True)
+        raise click.exceptions.Exit(1)
+
+
+COMMANDS = [find_command, history_command]
