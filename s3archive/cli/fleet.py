@@ -1,0 +1,69 @@
+"""``fleet``: every host in the bucket, its newest run, and who is stale."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from s3archive import human
+from s3archive.cli.context import AppContext, pass_app
+from s3archive.clock import isoformat, utc_now
+from s3archive.fleet import fleet_view, prometheus_text, write_textfile
+from s3archive.store.factory import open_store
+
+
+@click.command("fleet")
+@click.option("--stale-after", "stale_hours", type=click.FloatRange(min=0), default=36.0,
+              show_default=True, help="Hours after which a host's newest run is stale.")
+@click.option("--prometheus-textfile", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="Also write the fleet's metrics to this file (node_exporter).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@pass_app
+def fleet_command(app: AppContext, stale_hours: float, prometheus_textfile: Path | None,
+                  as_json: bool) -> None:
+    """Every host of the bucket: newest run, its age and result, size, new bytes.
+
+    Reads one listing of runs/ and each host's newest run; runs with the
+    audit role.  A run's time is the store's (when it was written), not the
+    name its host gave it.
+
+    Exit codes: 0 every host ran within --stale-after; 1 some host is stale
+    or its newest run cannot be read; 2 usage error.
+    """
+    config = app.config()
+    store = open_store(config)
+    now = utc_now()
+    views = fleet_view(store, now, timedelta(hours=stale_hours))
+    if prometheus_textfile is not None:
+        write_textfile(prometheus_textfile, prometheus_text(views, now))
+    stale = [v.host for v in views if v.stale]
+    unreadable = [v.host for v in views if v.summary is None]
+    if as_json:
+        click.echo(json.dumps({"generated": isoformat(now), "stale_after_hours": stale_hours,
+                               "hosts": [v.to_json() for v in views],
+                               "stale": stale, "unreadable": unreadable}, indent=1))
+    elif views:
+        rows = [[v.host, v.last.run_id, human.date(v.last.last_modified),
+                 human.duration(v.age_s) + (" STALE" if v.stale else ""), v.status,
+                 v.summary.files if v.summary else "-",
+                 human.size(v.summary.logical_bytes) if v.summary else "-",
+                 human.size(v.summary.new_bytes) if v.summary else "-", v.runs]
+                for v in views]
+        click.echo(human.table(["HOST", "LAST RUN", "WRITTEN (UTC)", "AGE", "RESULT", "FILES",
+                                "SIZE", "NEW", "RUNS"], rows, right=(5, 6, 7, 8)))
+    else:
+        click.echo("no runs in the bucket", err=True)
+    for v in views:
+        if v.error:
+            click.echo(f"warning: {v.host}/{v.last.run_id}: {v.error}", err=True)
+    if stale or unreadable:
+        if not as_json:
+            click.echo(f"stale hosts (no run for {stale_hours:g} h): "
+                       f"{', '.join(stale) or 'none'}", err=True)
+        raise click.exceptions.Exit(1)
+
+
+COMMANDS = [fleet_command]

@@ -1,0 +1,129 @@
+"""``fleet``: every host of the bucket at a glance, for an auditor.
+
+One listing of ``runs/`` finds every host and run; only each host's newest
+run (by the store's time, LastModified of its first version — not by the
+name a host gave it) is read.  A host whose newest run is older than the
+threshold is *stale*: the command exits 1 so monitoring can alert.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from s3archive.browse import RunSummary, summarize
+from s3archive.clock import isoformat
+from s3archive.errors import S3ArchiveError
+from s3archive.repo.catalog import RunRef, list_runs, load_manifest
+from s3archive.store.base import ObjectStore
+
+
+@dataclass(frozen=True)
+class HostView:
+    host: str
+    runs: int
+    last: RunRef
+    age_s: float
+    stale: bool
+    summary: RunSummary | None  # None when the newest run cannot be read
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.summary is None:
+            return "unreadable"
+        return self.summary.status
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.summary
+        return {"host": self.host, "runs": self.runs, "last_run_id": self.last.run_id,
+                "last_run_at": isoformat(self.last.last_modified),
+                "age_s": round(self.age_s), "stale": self.stale, "status": self.status,
+                "files": s.files if s else None,
+                "logical_bytes": s.logical_bytes if s else None,
+                "new_bytes": s.new_bytes if s else None,
+                "uploaded_bytes": s.uploaded_bytes if s else None,
+                "warnings": s.warnings if s else None,
+                "retain_until": isoformat(s.retain_until) if s and s.retain_until else None,
+                "error": self.error}
+
+
+def fleet_view(store: ObjectStore, now: datetime, stale_after: timedelta,
+               workers: int = 8) -> list[HostView]:
+    """One view per host, sorted by host name."""
+    first: dict[tuple[str, str], RunRef] = {}
+    for run in sorted(list_runs(store), key=lambda r: r.last_modified):
+        first.setdefault((run.host, run.run_id), run)  # a run is its key's first version
+    by_host: dict[str, list[RunRef]] = {}
+    for run in first.values():
+        by_host.setdefault(run.host, []).append(run)
+
+    def one(host: str) -> HostView:
+        runs = by_host[host]
+        last = max(runs, key=lambda r: r.last_modified)
+        age = (now - last.last_modified).total_seconds()
+        try:
+            summary: RunSummary | None = summarize(load_manifest(store, last), last, None)
+            error = None
+        except S3ArchiveError as err:
+            summary, error = None, str(err)
+        return HostView(host, len(runs), last, age, age > stale_after.total_seconds(),
+                        summary, error)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, sorted(by_host)))
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(views: list[HostView], now: datetime) -> str:
+    lines = [
+        "# HELP s3archive_fleet_hosts Hosts with at least one run in the bucket.",
+        "# TYPE s3archive_fleet_hosts gauge",
+        f"s3archive_fleet_hosts {len(views)}",
+        "# HELP s3archive_fleet_stale_hosts Hosts whose newest run is older than the threshold.",
+        "# TYPE s3archive_fleet_stale_hosts gauge",
+        f"s3archive_fleet_stale_hosts {sum(v.stale for v in views)}",
+        "# HELP s3archive_fleet_last_run_timestamp_seconds Store time of each host's newest run.",
+        "# TYPE s3archive_fleet_last_run_timestamp_seconds gauge",
+    ]
+    for v in views:
+        lines.append(f's3archive_fleet_last_run_timestamp_seconds{{host="{_label(v.host)}"}} '
+                     f"{v.last.last_modified.timestamp():.0f}")
+    lines += ["# HELP s3archive_fleet_last_run_warnings Warnings of each host's newest run "
+              "(-1: unreadable).",
+              "# TYPE s3archive_fleet_last_run_warnings gauge"]
+    for v in views:
+        warnings = v.summary.warnings if v.summary else -1
+        lines.append(f's3archive_fleet_last_run_warnings{{host="{_label(v.host)}"}} {warnings}')
+    lines += ["# HELP s3archive_fleet_last_run_bytes Logical bytes of each host's newest run.",
+              "# TYPE s3archive_fleet_last_run_bytes gauge"]
+    for v in views:
+        if v.summary:
+            lines.append(f's3archive_fleet_last_run_bytes{{host="{_label(v.host)}"}} '
+                         f"{v.summary.logical_bytes}")
+    lines += ["# HELP s3archive_fleet_scrape_timestamp_seconds When this file was written.",
+              "# TYPE s3archive_fleet_scrape_timestamp_seconds gauge",
+              f"s3archive_fleet_scrape_timestamp_seconds {now.timestamp():.0f}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Atomically (a reader never sees half a file), mode 0644."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
