@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from s3archive.format.model import (BLOCKDEV, CHARDEV, DIR, FIFO, FILE, HARDLINK, SYMLINK,
                                     ChunkRef, Entry, Manifest)
 from s3archive.repo.catalog import RunRef
-from s3archive.repo.pack_reader import Downloader
-from s3archive.restore.plan import ReadRequest
+from s3archive.repo.pack_reader import PackReader, ReadRequest
 from s3archive.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -252,9 +251,9 @@ class RunFilesystem:
             if cached is not None and len(cached) == ref.size:
                 self._chunks.move_to_end(key)
                 return cached
-        downloader = Downloader(self.store, run.manifest.packs, workers=1)
+        reader = PackReader(self.store, run.manifest.packs, workers=1)
         request = ReadRequest(ref.pack, ref.offset, ref.offset + ref.stored - 1, (ref,))
-        result = downloader.fetch(request)[0]
+        result = reader.fetch(request)[0]
         if result.data is None:
             log.error("chunk %s of %s: %s", ref.hash[:16], pack.key, result.error)
             raise Damaged(result.error)
