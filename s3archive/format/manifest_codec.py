@@ -307,6 +307,28 @@ def _decode_extents(line: _Line, size: int) -> list[tuple[int, int]]:
     return extents
 
 
+def entry_problem(entry: Entry) -> str | None:
+    """Why the reader would refuse this entry's line, or None: the writer's guard.
+
+    The entry is encoded and decoded again with the reader's own rules, so
+    the writer cannot write what its reader refuses.  A file's chunks and
+    extents are left out (the writer fills them in later from its own
+    chunker); everything read from the filesystem is checked.
+    """
+    try:
+        obj = json.loads(dumps(encode_entry(entry, with_chunks=False)))
+    except (UnicodeError, ValueError) as err:
+        return f"cannot be encoded: {err}"
+    if entry.kind == FILE:
+        obj.update(size=0, chunks=[])
+        obj.pop("extents", None)
+    try:
+        decode_entry(_Line(obj, 0, "-"), [])
+    except ManifestError as err:
+        return str(err).removeprefix("-: line 0: ")
+    return None
+
+
 def decode_header(line: _Line) -> Header:
     if line.get("type", str) != "header":
         raise line.fail("the first line must be the header")

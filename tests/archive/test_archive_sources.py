@@ -254,3 +254,77 @@ def test_executables_with_names_that_are_not_utf8_are_ignored(tmp_path: Path) ->
             handle.write("#!/bin/sh\n")
         os.chmod(path, 0o755)
     assert [p.name for p in executables(tmp_path)] == ["10-fine"]
+
+
+def test_a_symlink_whose_target_cannot_be_read_is_left_out_and_the_run_stays_restorable(
+        env: ArchiveEnv, tmp_path: Path, monkeypatch) -> None:
+    # as readlink("/proc/1/cwd") fails with EACCES, even for root
+    from s3archive.archive.sources import entries as entries_module
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "kept").write_text("kept")
+    os.symlink("kept", src / "fine-link")
+    os.symlink("/secret", src / "forbidden-link")
+    forbidden = os.fsencode(src / "forbidden-link")
+    real_readlink = os.readlink
+
+    def readlink(path, *args, **kwargs):
+        if os.fsencode(path) == forbidden:
+            raise PermissionError(13, "Permission denied")
+        return real_readlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(entries_module.os, "readlink", readlink)
+    env.pick(src)
+    summary = env.archive()
+    assert summary["exit_code"] == 3
+    assert summary["warnings"] == [
+        f"file: {src}/forbidden-link: left out: cannot read the symlink's target: Permission denied"]
+    entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
+    assert forbidden not in entries
+    assert entries[os.fsencode(src / "fine-link")]["target"] == "kept"
+    monkeypatch.undo()
+    run_id = summary["run_id"]
+    verified = env.run("verify", run_id, "--read-data")
+    assert verified.exit_code == 0, verified.stderr
+    target = tmp_path / "restored"
+    restored = env.run("restore", run_id, "--target", str(target))
+    assert restored.exit_code == 0, restored.stderr
+    assert (target / src.relative_to("/") / "kept").read_text() == "kept"
+    assert os.readlink(target / src.relative_to("/") / "fine-link") == "kept"
+
+
+def test_the_writer_refuses_entries_its_reader_would_refuse() -> None:
+    from s3archive.format.manifest_codec import entry_problem
+    from s3archive.format.model import Entry
+
+    def entry(**fields) -> Entry:
+        base = dict(path=b"/a", kind="file", mode=0o644, uid=0, gid=0, mtime_ns=1)
+        return Entry(**(base | fields))
+
+    assert entry_problem(entry()) is None
+    assert entry_problem(entry(path=b"/caf\xe9", size=7)) is None, "chunks are not the guard's"
+    assert entry_problem(entry(kind="symlink", target=b"\xff")) is None
+    assert entry_problem(entry(kind="symlink")) == "missing field 'target'"
+    assert entry_problem(entry(kind="symlink", target=b"")) == "target is empty or contains NUL"
+    assert entry_problem(entry(path=b"/a/../b")) == "path contains '.' or '..': b'/a/../b'"
+    assert entry_problem(entry(kind="chardev")) == "rdev must be [major, minor]"
+    assert entry_problem(entry(user="caf\udce9")).startswith("cannot be encoded: ")
+    assert entry_problem(entry(xattrs={"": b"x"})) == "malformed xattrs"
+
+
+def test_user_and_group_names_that_are_not_utf8_are_left_out(monkeypatch) -> None:
+    from s3archive.archive.sources import fs_metadata
+
+    class Named:
+        pw_name = gr_name = "caf\udce9"  # how Python decodes a latin-1 /etc/passwd name
+
+    monkeypatch.setattr(fs_metadata.pwd, "getpwuid", lambda uid: Named)
+    monkeypatch.setattr(fs_metadata.grp, "getgrgid", lambda gid: Named)
+    fs_metadata.user_name.cache_clear()
+    fs_metadata.group_name.cache_clear()
+    try:
+        assert fs_metadata.user_name(4242) is None and fs_metadata.group_name(4242) is None
+    finally:
+        fs_metadata.user_name.cache_clear()
+        fs_metadata.group_name.cache_clear()
