@@ -328,3 +328,131 @@ def test_user_and_group_names_that_are_not_utf8_are_left_out(monkeypatch) -> Non
     finally:
         fs_metadata.user_name.cache_clear()
         fs_metadata.group_name.cache_clear()
+
+
+# -- descendants that leave the process group (setsid) must not hold the run
+
+def _alive(needle: str) -> list[int]:
+    """Live (not zombie) processes whose command line contains ``needle``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            state = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if needle.encode() in cmdline and state != "Z":
+            found.append(int(name))
+    return found
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_a_picker_whose_setsid_child_keeps_stdout_open_does_not_hold_the_run(tmp_path: Path) -> None:
+    from s3archive.archive.sources.pickers import run_pickers
+    from s3archive.archive.sources.supervision import ABANDON_S, GRACE_S
+
+    tag = f"31{os.getpid()}"
+    _script(tmp_path / "10-escapes", f"echo /kept\nsetsid sleep {tag} &\necho /also-kept\n")
+    started = time.monotonic()
+    result = run_pickers(tmp_path, timeout=60)
+    assert time.monotonic() - started < GRACE_S + ABANDON_S + 2
+    assert result.paths == [b"/kept", b"/also-kept"]
+    [warning] = result.warnings
+    assert warning.message.startswith(f"10-escapes: its pipes were still held open {GRACE_S:g} s "
+                                      "after it ended, by pid ")
+    assert "(sleep, holding its stdout)" in warning.message and warning.message.endswith("(killed)")
+    assert _alive(f"sleep {tag}") == []
+
+
+def test_a_picker_child_that_never_exits_and_leaves_the_group_is_killed_at_the_time_out(tmp_path: Path) -> None:
+    from s3archive.archive.sources.pickers import run_pickers
+
+    tag = f"32{os.getpid()}"
+    # one escapee keeps the environment (killed by its token), one clears it
+    # and keeps stdout (killed as the pipe's holder); the picker itself hangs
+    _script(tmp_path / "10-hangs", f"echo /kept\nsetsid sh -c 'while :; do sleep 1; done; : {tag}' &\n"
+                                   f"setsid env -i sleep {tag}1 &\nsleep {tag}2\n")
+    started = time.monotonic()
+    result = run_pickers(tmp_path, timeout=2)
+    assert time.monotonic() - started < 2 + 5
+    assert result.paths == [b"/kept"]
+    [warning] = result.warnings
+    assert warning.message.startswith("10-hangs: timed out after 2 s (killed; its 6 bytes")
+    assert "(sleep, holding its stdout)" in warning.message
+    assert _alive(tag) == []
+
+
+def test_a_snapshotter_whose_setsid_child_keeps_fd_3_open_does_not_hold_the_run(tmp_path: Path) -> None:
+    from s3archive.archive.sources.snapshotters import run_snapshotter
+    from s3archive.archive.sources.supervision import ABANDON_S, GRACE_S
+
+    tag = f"33{os.getpid()}"
+    script = _script(tmp_path / "10-dump", "printf 'data' >&\"$1\"\necho a dump\n"
+                                           f"setsid env -i sleep {tag} >/dev/null 2>&1 &\n")
+    started = time.monotonic()
+    outcome = run_snapshotter(script, timeout=60, consume=_read_all)
+    assert time.monotonic() - started < GRACE_S + ABANDON_S + 2
+    assert (outcome.status, outcome.exit_status, outcome.description) == ("failed", 0, "a dump")
+    assert outcome.problem.startswith("its data may be incomplete; its pipes were still held "
+                                      f"open {GRACE_S:g} s after it ended, by pid ")
+    assert "(sleep, holding its data (fd 3))" in outcome.problem
+    assert _alive(f"sleep {tag}") == []
+
+
+def test_a_snapshotter_child_that_never_exits_and_leaves_the_group_is_killed_at_the_time_out(tmp_path: Path) -> None:
+    from s3archive.archive.sources.snapshotters import run_snapshotter
+
+    tag = f"34{os.getpid()}"
+    script = _script(tmp_path / "10-dump", "printf 'data' >&\"$1\"\n"
+                                           f"setsid sh -c 'while :; do sleep 1; done; : {tag}' &\n"
+                                           f"sleep {tag}\n")
+    started = time.monotonic()
+    outcome = run_snapshotter(script, timeout=2, consume=_read_all)
+    assert time.monotonic() - started < 2 + 5
+    assert (outcome.status, outcome.exit_status) == ("timeout", None)
+    assert outcome.problem.startswith("timed out after 2 s and was killed (4 bytes kept)")
+    assert _alive(tag) == []
+
+
+def _read_all(reader) -> int:
+    total = 0
+    buffer = memoryview(bytearray(1 << 16))
+    while count := reader.readinto(buffer):
+        total += count
+    return total
+
+
+def test_snapshotter_stdout_is_bounded_and_the_truncation_is_reported(tmp_path: Path) -> None:
+    # run in a fresh interpreter: its peak RSS shows what the 100 MB cost
+    script = _script(tmp_path / "10-chatty", "printf 'data' >&\"$1\"\necho first line\n"
+                                             "head -c 100000000 /dev/zero | tr '\\0' x\n")
+    probe = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from s3archive.archive.sources.snapshotters import run_snapshotter\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "def drain(reader):\n"
+        "    buffer, total = memoryview(bytearray(1 << 16)), 0\n"
+        "    while count := reader.readinto(buffer):\n"
+        "        total += count\n"
+        "    return total\n"
+        "out = run_snapshotter(Path(sys.argv[1]), 60, drain)\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(peak - base, len(out.description), out.status)\n"
+        "print(out.problem)\n")
+    done = subprocess.run(["python3", "-c", probe, str(script)], capture_output=True, text=True,
+                          check=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                              [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])))
+    figures, problem = done.stdout.splitlines()
+    growth_kib, description_len, status = figures.split()
+    assert int(growth_kib) < 20 * 1024, "peak RSS grew by more than 20 MiB"
+    assert int(description_len) <= 64 * 1024 and status == "ok"
+    assert problem == ("its stdout (the description) was truncated: 100000011 bytes written, "
+                       "the first 65536 kept")

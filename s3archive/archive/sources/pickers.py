@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from s3archive.archive.sources.supervision import Capture, Supervision
 from s3archive.format.model import Warning_
 
 log = logging.getLogger(__name__)
+OUTPUT_LIMIT = 64 << 20  # a picker's stdout kept (paths); the rest is drained and counted
+STDERR_KEPT = 4096  # the end of its stderr, for the warning
 
 
 @dataclass
@@ -62,30 +64,42 @@ def run_pickers(directory: Path, timeout: float) -> PickResult:
 
 
 def _run_one(picker: Path, timeout: float) -> tuple[bytes, str | None]:
+    """Its stdout and what went wrong; never blocks past time-out + grace (supervision.py)."""
     log.debug("running picker %s", picker)
+    watch = Supervision(timeout)
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
     try:
-        proc = subprocess.Popen([str(picker)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True,
-                                cwd="/")
+        proc = subprocess.Popen([str(picker)], stdin=subprocess.DEVNULL, stdout=out_write,
+                                stderr=err_write, start_new_session=True, cwd="/",
+                                env=watch.environment())
     except OSError as err:
+        os.close(out_read)
+        os.close(err_read)
         return b"", f"cannot run: {err.strerror}"
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, err = proc.communicate()
-        return out, f"timed out after {timeout:g} s (killed; its {len(out)} bytes of output are used)"
-    if proc.returncode != 0:
-        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        return out, f"exited with status {proc.returncode}; output used anyway ({tail[0][:200]})"
-    return out, None
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    watch.start(proc.pid, proc.wait, {"stdout": out_read, "stderr": err_read})
+    out = Capture(out_read, watch, OUTPUT_LIMIT).start()
+    err = Capture(err_read, watch, STDERR_KEPT, tail=True).start()
+    output, errors = out.join(), err.join()
+    returncode = watch.finish()
+    problems = []
+    if watch.timed_out:
+        problems.append(f"timed out after {timeout:g} s (killed; its {len(output)} bytes "
+                        "of output are used)")
+    elif returncode != 0:
+        tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        problems.append(f"exited with status {returncode}; output used anyway ({tail[0][:200]})")
+    if out.truncated:
+        output = output[:max(output.rfind(b"\n"), output.rfind(b"\0")) + 1]
+        problems.append(f"wrote {out.total} bytes; only the paths in the first "
+                        f"{OUTPUT_LIMIT >> 20} MiB are used")
+    note = watch.straggler_note()
+    if note:
+        problems.append(note)
+    return output, "; ".join(problems) or None
 
 
 def parse_picker_output(output: bytes) -> list[tuple[bytes | None, str | None]]:
