@@ -124,7 +124,7 @@ def test_bad_pickers_become_warnings_and_the_rest_is_archived(env: ArchiveEnv, t
     assert time.monotonic() - started < 15
     assert summary["exit_code"] == 3
     text = "\n".join(summary["warnings"])
-    assert "20-relative: ignored relative path b'relative/path'" in text
+    assert "20-relative: line 1: ignored relative path b'relative/path'" in text
     assert "/does/not/exist: picked path does not exist" in text
     assert "30-fails: exited with status 4" in text
     assert "40-hangs: timed out after 1 s" in text
@@ -456,3 +456,39 @@ def test_snapshotter_stdout_is_bounded_and_the_truncation_is_reported(tmp_path: 
     assert int(description_len) <= 64 * 1024 and status == "ok"
     assert problem == ("its stdout (the description) was truncated: 100000011 bytes written, "
                        "the first 65536 kept")
+
+
+# -- picker output that would mean '/' by accident
+
+@pytest.mark.parametrize("output, expected", [
+    (b"/\n", [(b"/", None)]),
+    (b"/etc//ssh/\n/var/./lib/../log\r\n\n  \n", [(b"/etc/ssh", None), (b"/var/log", None)]),
+    (b"/.\n//\n/..\n/./\n", [
+        (None, "line 1: ignored b'/.': it means '/' (print exactly '/' to archive the whole filesystem)"),
+        (None, "line 2: ignored b'//': it means '/' (print exactly '/' to archive the whole filesystem)"),
+        (None, "line 3: ignored b'/..': it means '/' (print exactly '/' to archive the whole filesystem)"),
+        (None, "line 4: ignored b'/./': it means '/' (print exactly '/' to archive the whole filesystem)")]),
+    (b".\netc\n /etc\n", [(None, "line 1: ignored relative path b'.'"),
+                          (None, "line 2: ignored relative path b'etc'"),
+                          (None, "line 3: ignored relative path b' /etc'")]),
+    (b"/a\0\0/\0x\0", [(b"/a", None), (b"/", None), (None, "item 4: ignored relative path b'x'")]),
+], ids=["root", "normalised", "means-root", "relative", "nul-separated"])
+def test_picker_output_is_taken_literally(output: bytes, expected: list) -> None:
+    from s3archive.archive.sources.pickers import parse_picker_output
+
+    assert parse_picker_output(output) == expected
+
+
+def test_garbage_from_a_picker_is_refused_not_archived_as_the_root(env: ArchiveEnv) -> None:
+    import random
+
+    garbage = random.Random(11).randbytes(20000)  # NULs too: NUL-separated items
+    (env.etc / "garbage").write_bytes(garbage + b"\n/..\n")
+    env.picker("10-garbage", f"cat '{env.etc / 'garbage'}'\n")
+    summary = env.archive()
+    assert summary["exit_code"] == 3
+    refused = [w for w in summary["warnings"] if w.startswith("picker: 10-garbage: ")]
+    assert 2 <= len(refused) <= 21
+    assert refused[-1].endswith("ignored (not absolute paths)")
+    entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
+    assert entries == {}, "nothing picked, nothing archived: certainly not /"

@@ -14,6 +14,7 @@ from s3archive.format.model import Warning_
 log = logging.getLogger(__name__)
 OUTPUT_LIMIT = 64 << 20  # a picker's stdout kept (paths); the rest is drained and counted
 STDERR_KEPT = 4096  # the end of its stderr, for the warning
+MAX_REFUSED_REPORTED = 20  # refused lines named one by one; the rest are counted
 
 
 @dataclass
@@ -105,17 +106,36 @@ def _run_one(picker: Path, timeout: float) -> tuple[bytes, str | None]:
 def parse_picker_output(output: bytes) -> list[tuple[bytes | None, str | None]]:
     """Paths from a picker's stdout: NUL-separated if it has a NUL, else lines.
 
-    Paths stay bytes (no decoding: non-UTF-8 names are fine).  A relative
-    path is reported, never guessed at.
+    Paths stay bytes (no decoding: non-UTF-8 names are fine).  Blank items
+    are skipped.  Nothing is guessed at: a relative path is refused with a
+    warning naming its line (or item), and so is an absolute one that only
+    normalises to ``/`` (``/.``, ``//``, ``/..``): the whole filesystem is
+    archived only when a picker prints exactly ``/``.  After
+    MAX_REFUSED_REPORTED refusals the rest are counted in one warning.
     """
-    separator = b"\0" if b"\0" in output else b"\n"
-    items = []
-    for raw in output.split(separator):
-        path = raw if separator == b"\0" else raw.rstrip(b"\r")
+    nul = b"\0" in output
+    unit = "item" if nul else "line"
+    items: list[tuple[bytes | None, str | None]] = []
+    refused = 0
+    for number, raw in enumerate(output.split(b"\0" if nul else b"\n"), start=1):
+        path = raw if nul else raw.rstrip(b"\r")
         if not path.strip():
             continue
         if not path.startswith(b"/"):
-            items.append((None, f"ignored relative path {path[:200]!r}"))
-            continue
-        items.append((os.path.normpath(path), None))
+            why = f"{unit} {number}: ignored relative path {path[:200]!r}"
+        else:
+            normal = os.path.normpath(path)
+            if normal.startswith(b"//"):  # POSIX keeps two leading slashes
+                normal = b"/" + normal.lstrip(b"/")
+            if normal != b"/" or path == b"/":
+                items.append((normal, None))
+                continue
+            why = (f"{unit} {number}: ignored {path[:200]!r}: it means '/' (print exactly '/' "
+                   "to archive the whole filesystem)")
+        refused += 1
+        if refused <= MAX_REFUSED_REPORTED:
+            items.append((None, why))
+    if refused > MAX_REFUSED_REPORTED:
+        items.append((None, f"{refused - MAX_REFUSED_REPORTED} more {unit}s ignored "
+                            "(not absolute paths)"))
     return items
