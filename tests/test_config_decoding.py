@@ -17,8 +17,8 @@ VALID = b'[s3]\nbucket = "b"\n[host]\nname = "h"\n'
      "not valid TOML: not UTF-8 at byte 53 (line 6, column 6: b'\\xe9')"),
     (b'\xff\xfe[\x00s\x003\x00]\x00',  # saved as UTF-16 by an editor
      "not valid TOML: not UTF-8 at byte 0 (line 1, column 1: b'\\xff')"),
-    (VALID + b'[x\n', "not valid TOML: Expected ']' at the end of a table declaration "
-                      "(at line 5, column 3)"),
+    (VALID + b'[x\n', ("not valid TOML: Expected ']' at the end of a table declaration "
+                       "(at line 5, column 3)")),
     (VALID + b'x = "nul\x00"\n', "not valid TOML: Illegal character '\\x00' (at line 5, column 9)"),
     (b"#" * (2 << 20), "not a configuration file: larger than 1024 KiB"),
 ], ids=["latin-1", "utf-16", "bad-toml", "nul", "huge"])

@@ -489,6 +489,6 @@ def test_garbage_from_a_picker_is_refused_not_archived_as_the_root(env: ArchiveE
     assert summary["exit_code"] == 3
     refused = [w for w in summary["warnings"] if w.startswith("picker: 10-garbage: ")]
     assert 2 <= len(refused) <= 21
-    assert refused[-1].endswith("ignored (not absolute paths)")
+    assert refused[-1].endswith(" more items ignored (relative, or meaning '/')")
     entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
     assert entries == {}, "nothing picked, nothing archived: certainly not /"

@@ -136,6 +136,6 @@ def parse_picker_output(output: bytes) -> list[tuple[bytes | None, str | None]]:
         if refused <= MAX_REFUSED_REPORTED:
             items.append((None, why))
     if refused > MAX_REFUSED_REPORTED:
-        items.append((None, f"{refused - MAX_REFUSED_REPORTED} more {unit}s ignored "
-                            "(not absolute paths)"))
+        more = refused - MAX_REFUSED_REPORTED
+        items.append((None, f"{more} more {unit}s ignored (relative, or meaning '/')"))
     return items

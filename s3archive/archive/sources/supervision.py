@@ -188,7 +188,7 @@ class Capture:
         self.total = 0
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"capture-{fd}")
 
-    def start(self) -> "Capture":
+    def start(self) -> Capture:
         self._thread.start()
         return self
 
