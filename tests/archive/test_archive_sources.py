@@ -492,3 +492,22 @@ def test_garbage_from_a_picker_is_refused_not_archived_as_the_root(env: ArchiveE
     assert refused[-1].endswith(" more items ignored (relative, or meaning '/')")
     entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
     assert entries == {}, "nothing picked, nothing archived: certainly not /"
+
+
+def test_archive_finishes_despite_escaped_descendants_of_a_picker_and_a_snapshotter(
+        env: ArchiveEnv, tmp_path: Path) -> None:
+    tag = f"35{os.getpid()}"
+    (tmp_path / "kept").write_text("kept")
+    env.picker("10-escapes", f"echo '{tmp_path / 'kept'}'\nsetsid sleep {tag}1 &\n")
+    env.snapshotter("10-escapes", "printf 'data' >&\"$1\"\n"
+                    f"setsid sh -c 'while :; do sleep 1; done; : {tag}2' &\nsleep {tag}3\n")
+    env.write_config(extra="[sources]\npicker_timeout = 2\nsnapshot_timeout = 2")
+    started = time.monotonic()
+    summary = env.archive()
+    assert time.monotonic() - started < 2 + 2 + 10
+    assert summary["exit_code"] == 3
+    text = "\n".join(summary["warnings"])
+    assert "picker: 10-escapes: its pipes were still held open 2 s after it ended, by pid " in text
+    assert "snapshot: 10-escapes: timed out after 2 s and was killed (4 bytes kept)" in text
+    assert os.fsencode(tmp_path / "kept") in entries_by_path(env.manifest_lines(summary["manifest_key"]))
+    assert _alive(tag) == []
