@@ -309,7 +309,9 @@ def test_the_writer_refuses_entries_its_reader_would_refuse() -> None:
     assert entry_problem(entry(kind="symlink", target=b"")) == "target is empty or contains NUL"
     assert entry_problem(entry(path=b"/a/../b")) == "path contains '.' or '..': b'/a/../b'"
     assert entry_problem(entry(kind="chardev")) == "rdev must be [major, minor]"
-    assert entry_problem(entry(user="caf\udce9")).startswith("cannot be encoded: ")
+    assert entry_problem(entry(user="caf\udce9")) == "field 'user' cannot be encoded as UTF-8"
+    assert entry_problem(entry(xattrs={"user.\udcff": b""})) == \
+        "field 'user.\\udcff' cannot be encoded as UTF-8"
     assert entry_problem(entry(xattrs={"": b"x"})) == "malformed xattrs"
 
 
