@@ -350,13 +350,22 @@ def _alive(needle: str) -> list[int]:
     return found
 
 
+@pytest.fixture
+def quick_grace(monkeypatch) -> None:
+    """Shorter waits after a child ended (the CLI test below keeps the real ones)."""
+    from s3archive.archive.sources import supervision
+
+    monkeypatch.setattr(supervision, "GRACE_S", 0.5)
+    monkeypatch.setattr(supervision, "ABANDON_S", 0.3)
+
+
 def _script(path: Path, body: str) -> Path:
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(0o755)
     return path
 
 
-def test_a_picker_whose_setsid_child_keeps_stdout_open_does_not_hold_the_run(tmp_path: Path) -> None:
+def test_a_picker_whose_setsid_child_keeps_stdout_open_does_not_hold_the_run(tmp_path: Path, quick_grace) -> None:
     from s3archive.archive.sources.pickers import run_pickers
     from s3archive.archive.sources.supervision import ABANDON_S, GRACE_S
 
@@ -373,7 +382,7 @@ def test_a_picker_whose_setsid_child_keeps_stdout_open_does_not_hold_the_run(tmp
     assert _alive(f"sleep {tag}") == []
 
 
-def test_a_picker_child_that_never_exits_and_leaves_the_group_is_killed_at_the_time_out(tmp_path: Path) -> None:
+def test_a_picker_child_that_never_exits_and_leaves_the_group_is_killed_at_the_time_out(tmp_path: Path, quick_grace) -> None:
     from s3archive.archive.sources.pickers import run_pickers
 
     tag = f"32{os.getpid()}"
@@ -382,16 +391,16 @@ def test_a_picker_child_that_never_exits_and_leaves_the_group_is_killed_at_the_t
     _script(tmp_path / "10-hangs", f"echo /kept\nsetsid sh -c 'while :; do sleep 1; done; : {tag}' &\n"
                                    f"setsid env -i sleep {tag}1 &\nsleep {tag}2\n")
     started = time.monotonic()
-    result = run_pickers(tmp_path, timeout=2)
-    assert time.monotonic() - started < 2 + 5
+    result = run_pickers(tmp_path, timeout=1)
+    assert time.monotonic() - started < 1 + 3
     assert result.paths == [b"/kept"]
     [warning] = result.warnings
-    assert warning.message.startswith("10-hangs: timed out after 2 s (killed; its 6 bytes")
+    assert warning.message.startswith("10-hangs: timed out after 1 s (killed; its 6 bytes")
     assert "(sleep, holding its stdout)" in warning.message
     assert _alive(tag) == []
 
 
-def test_a_snapshotter_whose_setsid_child_keeps_fd_3_open_does_not_hold_the_run(tmp_path: Path) -> None:
+def test_a_snapshotter_whose_setsid_child_keeps_fd_3_open_does_not_hold_the_run(tmp_path: Path, quick_grace) -> None:
     from s3archive.archive.sources.snapshotters import run_snapshotter
     from s3archive.archive.sources.supervision import ABANDON_S, GRACE_S
 
@@ -408,7 +417,7 @@ def test_a_snapshotter_whose_setsid_child_keeps_fd_3_open_does_not_hold_the_run(
     assert _alive(f"sleep {tag}") == []
 
 
-def test_a_snapshotter_child_that_never_exits_and_leaves_the_group_is_killed_at_the_time_out(tmp_path: Path) -> None:
+def test_a_snapshotter_child_that_never_exits_and_leaves_the_group_is_killed_at_the_time_out(tmp_path: Path, quick_grace) -> None:
     from s3archive.archive.sources.snapshotters import run_snapshotter
 
     tag = f"34{os.getpid()}"
@@ -416,10 +425,10 @@ def test_a_snapshotter_child_that_never_exits_and_leaves_the_group_is_killed_at_
                                            f"setsid sh -c 'while :; do sleep 1; done; : {tag}' &\n"
                                            f"sleep {tag}\n")
     started = time.monotonic()
-    outcome = run_snapshotter(script, timeout=2, consume=_read_all)
-    assert time.monotonic() - started < 2 + 5
+    outcome = run_snapshotter(script, timeout=1, consume=_read_all)
+    assert time.monotonic() - started < 1 + 3
     assert (outcome.status, outcome.exit_status) == ("timeout", None)
-    assert outcome.problem.startswith("timed out after 2 s and was killed (4 bytes kept)")
+    assert outcome.problem.startswith("timed out after 1 s and was killed (4 bytes kept)")
     assert _alive(tag) == []
 
 

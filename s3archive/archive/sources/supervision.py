@@ -119,9 +119,10 @@ class Supervision:
 
     def readinto(self, fd: int, buffer: memoryview) -> int:
         """Read from one of the child's pipes; 0 at its end, or when given up."""
+        poller = select.poll()  # (select() fails on descriptors past 1023)
+        poller.register(fd, select.POLLIN)
         while True:
-            ready, _, _ = select.select([fd], [], [], POLL_S)
-            if ready:
+            if poller.poll(POLL_S * 1000):
                 try:
                     return os.readv(fd, [buffer])
                 except BlockingIOError:
