@@ -522,3 +522,24 @@ def test_archive_finishes_despite_escaped_descendants_of_a_picker_and_a_snapshot
     assert "snapshot: 10-escapes: timed out after 2 s and was killed (4 bytes kept)" in text
     assert os.fsencode(tmp_path / "kept") in entries_by_path(env.manifest_lines(summary["manifest_key"]))
     assert _alive(tag) == []
+
+
+def _readlink_fails(path: str) -> bool:
+    try:
+        os.readlink(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@pytest.mark.skipif(not _readlink_fails("/proc/1/cwd"), reason="readlink /proc/1/cwd works here")
+def test_the_real_unreadable_symlink_proc_1_cwd(env: ArchiveEnv) -> None:
+    env.pick("/proc/1/cwd")
+    summary = env.archive()
+    assert summary["exit_code"] == 3
+    assert ("file: /proc/1/cwd: left out: cannot read the symlink's target: Permission denied"
+            in summary["warnings"])
+    verified = env.run("verify", summary["run_id"])
+    assert verified.exit_code == 0, verified.stderr
