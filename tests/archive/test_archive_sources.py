@@ -543,3 +543,18 @@ def test_the_real_unreadable_symlink_proc_1_cwd(env: ArchiveEnv) -> None:
             in summary["warnings"])
     verified = env.run("verify", summary["run_id"])
     assert verified.exit_code == 0, verified.stderr
+
+
+def test_picker_output_past_the_limit_is_drained_and_only_whole_paths_are_used(
+        tmp_path: Path, monkeypatch) -> None:
+    from s3archive.archive.sources import pickers
+
+    monkeypatch.setattr(pickers, "OUTPUT_LIMIT", 1000)
+    _script(tmp_path / "10-many", "i=0\nwhile [ $i -lt 500 ]; do echo /path/$i; i=$((i+1)); done\n")
+    result = pickers.run_pickers(tmp_path, timeout=30)
+    kept = result.paths
+    assert kept == [b"/path/%d" % i for i in range(len(kept))] and 50 < len(kept) < 200
+    assert sum(len(p) + 1 for p in kept) <= 1000
+    total = sum(len(b"/path/%d\n" % i) for i in range(500))
+    assert [w.message for w in result.warnings] == [
+        f"10-many: wrote {total} bytes; only the paths in its first 1000 bytes are used"]

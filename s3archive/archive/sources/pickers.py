@@ -95,8 +95,8 @@ def _run_one(picker: Path, timeout: float) -> tuple[bytes, str | None]:
         problems.append(f"exited with status {returncode}; output used anyway ({tail[0][:200]})")
     if out.truncated:
         output = output[:max(output.rfind(b"\n"), output.rfind(b"\0")) + 1]
-        problems.append(f"wrote {out.total} bytes; only the paths in the first "
-                        f"{OUTPUT_LIMIT >> 20} MiB are used")
+        problems.append(f"wrote {out.total} bytes; only the paths in its first "
+                        f"{OUTPUT_LIMIT} bytes are used")
     note = watch.straggler_note()
     if note:
         problems.append(note)
