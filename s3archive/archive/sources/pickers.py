@@ -94,7 +94,7 @@ def _run_one(picker: Path, timeout: float) -> tuple[bytes, str | None]:
         tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
         problems.append(f"exited with status {returncode}; output used anyway ({tail[0][:200]})")
     if out.truncated:
-        output = output[:max(output.rfind(b"\n"), output.rfind(b"\0")) + 1]
+        output = output[:output.rfind(b"\0" if b"\0" in output else b"\n") + 1]  # whole paths
         problems.append(f"wrote {out.total} bytes; only the paths in its first "
                         f"{OUTPUT_LIMIT} bytes are used")
     note = watch.straggler_note()
