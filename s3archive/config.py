@@ -186,17 +186,34 @@ def _non_empty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a configuration is a few KiB; /dev/zero is not one
+
+
 def load_config(path: Path | None = None, *, clock: Clock = utc_now) -> Config:
     """Read and validate the configuration file; raise ConfigError on any flaw."""
     path = Path(path) if path is not None else default_config_path()
     try:
         with open(path, "rb") as handle:
-            document = tomllib.load(handle)
+            data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found "
                           f"(use --config or ${CONFIG_ENV})") from None
     except PermissionError:
         raise ConfigError(f"{path}: permission denied reading the configuration") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the configuration: {err.strerror or err}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: not a configuration file: larger than "
+                          f"{MAX_CONFIG_BYTES >> 10} KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 at byte {err.start} (line {line}, "
+                          f"column {column}: {data[err.start:err.end]!r})") from None
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     return parse_config(document, path, clock=clock)

@@ -38,7 +38,7 @@ from s3archive.archive.pack_lease import PackLease, PacksMissing
 from s3archive.progress import Progress
 from s3archive.archive.retention import REUSE_MARGIN, RunRetention, plan_run_retention
 from s3archive.archive.sources import fs_metadata
-from s3archive.archive.sources.entries import Vanished, describe_entry
+from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
 from s3archive.archive.sources.file_reader import Unreadable, read_file
 from s3archive.archive.sources.pickers import PickResult, executables, run_pickers
 from s3archive.archive.sources.snapshotters import run_snapshotter
@@ -387,6 +387,9 @@ class _Run:
             entry, problem = describe_entry(item.path, st)
         except Vanished:
             self.warn(Warning_("file", "vanished during the walk", item.path))
+            return None
+        except Unrecordable as left_out:
+            self.warn(left_out.warning)
             return None
         if problem is not None:
             self.warn(problem)

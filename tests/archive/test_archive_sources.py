@@ -124,7 +124,7 @@ def test_bad_pickers_become_warnings_and_the_rest_is_archived(env: ArchiveEnv, t
     assert time.monotonic() - started < 15
     assert summary["exit_code"] == 3
     text = "\n".join(summary["warnings"])
-    assert "20-relative: ignored relative path b'relative/path'" in text
+    assert "20-relative: line 1: ignored relative path b'relative/path'" in text
     assert "/does/not/exist: picked path does not exist" in text
     assert "30-fails: exited with status 4" in text
     assert "40-hangs: timed out after 1 s" in text
@@ -254,3 +254,307 @@ def test_executables_with_names_that_are_not_utf8_are_ignored(tmp_path: Path) ->
             handle.write("#!/bin/sh\n")
         os.chmod(path, 0o755)
     assert [p.name for p in executables(tmp_path)] == ["10-fine"]
+
+
+def test_a_symlink_whose_target_cannot_be_read_is_left_out_and_the_run_stays_restorable(
+        env: ArchiveEnv, tmp_path: Path, monkeypatch) -> None:
+    # as readlink("/proc/1/cwd") fails with EACCES, even for root
+    from s3archive.archive.sources import entries as entries_module
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "kept").write_text("kept")
+    os.symlink("kept", src / "fine-link")
+    os.symlink("/secret", src / "forbidden-link")
+    forbidden = os.fsencode(src / "forbidden-link")
+    real_readlink = os.readlink
+
+    def readlink(path, *args, **kwargs):
+        if os.fsencode(path) == forbidden:
+            raise PermissionError(13, "Permission denied")
+        return real_readlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(entries_module.os, "readlink", readlink)
+    env.pick(src)
+    summary = env.archive()
+    assert summary["exit_code"] == 3
+    assert summary["warnings"] == [
+        f"file: {src}/forbidden-link: left out: cannot read the symlink's target: Permission denied"]
+    entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
+    assert forbidden not in entries
+    assert entries[os.fsencode(src / "fine-link")]["target"] == "kept"
+    monkeypatch.undo()
+    run_id = summary["run_id"]
+    verified = env.run("verify", run_id, "--read-data")
+    assert verified.exit_code == 0, verified.stderr
+    target = tmp_path / "restored"
+    restored = env.run("restore", run_id, "--target", str(target))
+    assert restored.exit_code == 0, restored.stderr
+    assert (target / src.relative_to("/") / "kept").read_text() == "kept"
+    assert os.readlink(target / src.relative_to("/") / "fine-link") == "kept"
+
+
+def test_the_writer_refuses_entries_its_reader_would_refuse() -> None:
+    from s3archive.format.manifest_codec import entry_problem
+    from s3archive.format.model import Entry
+
+    def entry(**fields) -> Entry:
+        base = dict(path=b"/a", kind="file", mode=0o644, uid=0, gid=0, mtime_ns=1)
+        return Entry(**(base | fields))
+
+    assert entry_problem(entry()) is None
+    assert entry_problem(entry(path=b"/caf\xe9", size=7)) is None, "chunks are not the guard's"
+    assert entry_problem(entry(kind="symlink", target=b"\xff")) is None
+    assert entry_problem(entry(kind="symlink")) == "missing field 'target'"
+    assert entry_problem(entry(kind="symlink", target=b"")) == "target is empty or contains NUL"
+    assert entry_problem(entry(path=b"/a/../b")) == "path contains '.' or '..': b'/a/../b'"
+    assert entry_problem(entry(kind="chardev")) == "rdev must be [major, minor]"
+    assert entry_problem(entry(user="caf\udce9")) == "field 'user' cannot be encoded as UTF-8"
+    assert entry_problem(entry(xattrs={"user.\udcff": b""})) == \
+        "field 'user.\\udcff' cannot be encoded as UTF-8"
+    assert entry_problem(entry(xattrs={"": b"x"})) == "malformed xattrs"
+
+
+def test_user_and_group_names_that_are_not_utf8_are_left_out(monkeypatch) -> None:
+    from s3archive.archive.sources import fs_metadata
+
+    class Named:
+        pw_name = gr_name = "caf\udce9"  # how Python decodes a latin-1 /etc/passwd name
+
+    monkeypatch.setattr(fs_metadata.pwd, "getpwuid", lambda uid: Named)
+    monkeypatch.setattr(fs_metadata.grp, "getgrgid", lambda gid: Named)
+    fs_metadata.user_name.cache_clear()
+    fs_metadata.group_name.cache_clear()
+    try:
+        assert fs_metadata.user_name(4242) is None and fs_metadata.group_name(4242) is None
+    finally:
+        fs_metadata.user_name.cache_clear()
+        fs_metadata.group_name.cache_clear()
+
+
+# -- descendants that leave the process group (setsid) must not hold the run
+
+def _alive(needle: str) -> list[int]:
+    """Live (not zombie) processes whose command line contains ``needle``."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            state = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if needle.encode() in cmdline and state != "Z":
+            found.append(int(name))
+    return found
+
+
+@pytest.fixture
+def quick_grace(monkeypatch) -> None:
+    """Shorter waits after a child ended (the CLI test below keeps the real ones)."""
+    from s3archive.archive.sources import supervision
+
+    monkeypatch.setattr(supervision, "GRACE_S", 0.5)
+    monkeypatch.setattr(supervision, "ABANDON_S", 0.3)
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def test_a_picker_whose_setsid_child_keeps_stdout_open_does_not_hold_the_run(tmp_path: Path, quick_grace) -> None:
+    from s3archive.archive.sources.pickers import run_pickers
+    from s3archive.archive.sources.supervision import ABANDON_S, GRACE_S
+
+    tag = f"31{os.getpid()}"
+    _script(tmp_path / "10-escapes", f"echo /kept\nsetsid sleep {tag} &\necho /also-kept\n")
+    started = time.monotonic()
+    result = run_pickers(tmp_path, timeout=60)
+    assert time.monotonic() - started < GRACE_S + ABANDON_S + 2
+    assert result.paths == [b"/kept", b"/also-kept"]
+    [warning] = result.warnings
+    assert warning.message.startswith(f"10-escapes: its pipes were still held open {GRACE_S:g} s "
+                                      "after it ended, by pid ")
+    assert "(sleep, holding its stdout)" in warning.message and warning.message.endswith("(killed)")
+    assert _alive(f"sleep {tag}") == []
+
+
+def test_a_picker_child_that_never_exits_and_leaves_the_group_is_killed_at_the_time_out(tmp_path: Path, quick_grace) -> None:
+    from s3archive.archive.sources.pickers import run_pickers
+
+    tag = f"32{os.getpid()}"
+    # one escapee keeps the environment (killed by its token), one clears it
+    # and keeps stdout (killed as the pipe's holder); the picker itself hangs
+    _script(tmp_path / "10-hangs", f"echo /kept\nsetsid sh -c 'while :; do sleep 1; done; : {tag}' &\n"
+                                   f"setsid env -i sleep {tag}1 &\nsleep {tag}2\n")
+    started = time.monotonic()
+    result = run_pickers(tmp_path, timeout=1)
+    assert time.monotonic() - started < 1 + 3
+    assert result.paths == [b"/kept"]
+    [warning] = result.warnings
+    assert warning.message.startswith("10-hangs: timed out after 1 s (killed; its 6 bytes")
+    assert "(sleep, holding its stdout)" in warning.message
+    assert _alive(tag) == []
+
+
+def test_a_snapshotter_whose_setsid_child_keeps_fd_3_open_does_not_hold_the_run(tmp_path: Path, quick_grace) -> None:
+    from s3archive.archive.sources.snapshotters import run_snapshotter
+    from s3archive.archive.sources.supervision import ABANDON_S, GRACE_S
+
+    tag = f"33{os.getpid()}"
+    script = _script(tmp_path / "10-dump", "printf 'data' >&\"$1\"\necho a dump\n"
+                                           f"setsid env -i sleep {tag} >/dev/null 2>&1 &\n")
+    started = time.monotonic()
+    outcome = run_snapshotter(script, timeout=60, consume=_read_all)
+    assert time.monotonic() - started < GRACE_S + ABANDON_S + 2
+    assert (outcome.status, outcome.exit_status, outcome.description) == ("failed", 0, "a dump")
+    assert outcome.problem.startswith("its data may be incomplete; its pipes were still held "
+                                      f"open {GRACE_S:g} s after it ended, by pid ")
+    assert "(sleep, holding its data (fd 3))" in outcome.problem
+    assert _alive(f"sleep {tag}") == []
+
+
+def test_a_snapshotter_child_that_never_exits_and_leaves_the_group_is_killed_at_the_time_out(tmp_path: Path, quick_grace) -> None:
+    from s3archive.archive.sources.snapshotters import run_snapshotter
+
+    tag = f"34{os.getpid()}"
+    script = _script(tmp_path / "10-dump", "printf 'data' >&\"$1\"\n"
+                                           f"setsid sh -c 'while :; do sleep 1; done; : {tag}' &\n"
+                                           f"sleep {tag}\n")
+    started = time.monotonic()
+    outcome = run_snapshotter(script, timeout=1, consume=_read_all)
+    assert time.monotonic() - started < 1 + 3
+    assert (outcome.status, outcome.exit_status) == ("timeout", None)
+    assert outcome.problem.startswith("timed out after 1 s and was killed (4 bytes kept)")
+    assert _alive(tag) == []
+
+
+def _read_all(reader) -> int:
+    total = 0
+    buffer = memoryview(bytearray(1 << 16))
+    while count := reader.readinto(buffer):
+        total += count
+    return total
+
+
+def test_snapshotter_stdout_is_bounded_and_the_truncation_is_reported(tmp_path: Path) -> None:
+    # run in a fresh interpreter: its peak RSS shows what the 100 MB cost
+    script = _script(tmp_path / "10-chatty", "printf 'data' >&\"$1\"\necho first line\n"
+                                             "head -c 100000000 /dev/zero | tr '\\0' x\n")
+    probe = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from s3archive.archive.sources.snapshotters import run_snapshotter\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "def drain(reader):\n"
+        "    buffer, total = memoryview(bytearray(1 << 16)), 0\n"
+        "    while count := reader.readinto(buffer):\n"
+        "        total += count\n"
+        "    return total\n"
+        "out = run_snapshotter(Path(sys.argv[1]), 60, drain)\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(peak - base, len(out.description), out.status)\n"
+        "print(out.problem)\n")
+    done = subprocess.run(["python3", "-c", probe, str(script)], capture_output=True, text=True,
+                          check=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                              [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])))
+    figures, problem = done.stdout.splitlines()
+    growth_kib, description_len, status = figures.split()
+    assert int(growth_kib) < 20 * 1024, "peak RSS grew by more than 20 MiB"
+    assert int(description_len) <= 64 * 1024 and status == "ok"
+    assert problem == ("its stdout (the description) was truncated: 100000011 bytes written, "
+                       "the first 65536 kept")
+
+
+# -- picker output that would mean '/' by accident
+
+@pytest.mark.parametrize("output, expected", [
+    (b"/\n", [(b"/", None)]),
+    (b"/etc//ssh/\n/var/./lib/../log\r\n\n  \n", [(b"/etc/ssh", None), (b"/var/log", None)]),
+    (b"/.\n//\n/..\n/./\n", [
+        (None, "line 1: ignored b'/.': it means '/' (print exactly '/' to archive the whole filesystem)"),
+        (None, "line 2: ignored b'//': it means '/' (print exactly '/' to archive the whole filesystem)"),
+        (None, "line 3: ignored b'/..': it means '/' (print exactly '/' to archive the whole filesystem)"),
+        (None, "line 4: ignored b'/./': it means '/' (print exactly '/' to archive the whole filesystem)")]),
+    (b".\netc\n /etc\n", [(None, "line 1: ignored relative path b'.'"),
+                          (None, "line 2: ignored relative path b'etc'"),
+                          (None, "line 3: ignored relative path b' /etc'")]),
+    (b"/a\0\0/\0x\0", [(b"/a", None), (b"/", None), (None, "item 4: ignored relative path b'x'")]),
+], ids=["root", "normalised", "means-root", "relative", "nul-separated"])
+def test_picker_output_is_taken_literally(output: bytes, expected: list) -> None:
+    from s3archive.archive.sources.pickers import parse_picker_output
+
+    assert parse_picker_output(output) == expected
+
+
+def test_garbage_from_a_picker_is_refused_not_archived_as_the_root(env: ArchiveEnv) -> None:
+    import random
+
+    garbage = random.Random(11).randbytes(20000)  # NULs too: NUL-separated items
+    (env.etc / "garbage").write_bytes(garbage + b"\n/..\n")
+    env.picker("10-garbage", f"cat '{env.etc / 'garbage'}'\n")
+    summary = env.archive()
+    assert summary["exit_code"] == 3
+    refused = [w for w in summary["warnings"] if w.startswith("picker: 10-garbage: ")]
+    assert 2 <= len(refused) <= 21
+    assert refused[-1].endswith(" more items ignored (relative, or meaning '/')")
+    entries = entries_by_path(env.manifest_lines(summary["manifest_key"]))
+    assert entries == {}, "nothing picked, nothing archived: certainly not /"
+
+
+def test_archive_finishes_despite_escaped_descendants_of_a_picker_and_a_snapshotter(
+        env: ArchiveEnv, tmp_path: Path) -> None:
+    tag = f"35{os.getpid()}"
+    (tmp_path / "kept").write_text("kept")
+    env.picker("10-escapes", f"echo '{tmp_path / 'kept'}'\nsetsid sleep {tag}1 &\n")
+    env.snapshotter("10-escapes", "printf 'data' >&\"$1\"\n"
+                    f"setsid sh -c 'while :; do sleep 1; done; : {tag}2' &\nsleep {tag}3\n")
+    env.write_config(extra="[sources]\npicker_timeout = 2\nsnapshot_timeout = 2")
+    started = time.monotonic()
+    summary = env.archive()
+    assert time.monotonic() - started < 2 + 2 + 10
+    assert summary["exit_code"] == 3
+    text = "\n".join(summary["warnings"])
+    assert "picker: 10-escapes: its pipes were still held open 2 s after it ended, by pid " in text
+    assert "snapshot: 10-escapes: timed out after 2 s and was killed (4 bytes kept)" in text
+    assert os.fsencode(tmp_path / "kept") in entries_by_path(env.manifest_lines(summary["manifest_key"]))
+    assert _alive(tag) == []
+
+
+def _readlink_fails(path: str) -> bool:
+    try:
+        os.readlink(path)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@pytest.mark.skipif(not _readlink_fails("/proc/1/cwd"), reason="readlink /proc/1/cwd works here")
+def test_the_real_unreadable_symlink_proc_1_cwd(env: ArchiveEnv) -> None:
+    env.pick("/proc/1/cwd")
+    summary = env.archive()
+    assert summary["exit_code"] == 3
+    assert ("file: /proc/1/cwd: left out: cannot read the symlink's target: Permission denied"
+            in summary["warnings"])
+    verified = env.run("verify", summary["run_id"])
+    assert verified.exit_code == 0, verified.stderr
+
+
+def test_picker_output_past_the_limit_is_drained_and_only_whole_paths_are_used(
+        tmp_path: Path, monkeypatch) -> None:
+    from s3archive.archive.sources import pickers
+
+    monkeypatch.setattr(pickers, "OUTPUT_LIMIT", 1000)
+    _script(tmp_path / "10-many", "i=0\nwhile [ $i -lt 500 ]; do echo /path/$i; i=$((i+1)); done\n")
+    result = pickers.run_pickers(tmp_path, timeout=30)
+    kept = result.paths
+    assert kept == [b"/path/%d" % i for i in range(len(kept))] and 50 < len(kept) < 200
+    assert sum(len(p) + 1 for p in kept) <= 1000
+    total = sum(len(b"/path/%d\n" % i) for i in range(500))
+    assert [w.message for w in result.warnings] == [
+        f"10-many: wrote {total} bytes; only the paths in its first 1000 bytes are used"]

@@ -36,18 +36,29 @@ def kind_of(mode: int) -> str | None:
 
 @lru_cache(maxsize=4096)
 def user_name(uid: int) -> str | None:
+    """The user's name; None when unknown or not UTF-8 (the number is recorded anyway)."""
     try:
-        return pwd.getpwuid(uid).pw_name
+        return _utf8_or_none(pwd.getpwuid(uid).pw_name)
     except KeyError:
         return None
 
 
 @lru_cache(maxsize=4096)
 def group_name(gid: int) -> str | None:
+    """The group's name; None when unknown or not UTF-8."""
     try:
-        return grp.getgrgid(gid).gr_name
+        return _utf8_or_none(grp.getgrgid(gid).gr_name)
     except KeyError:
         return None
+
+
+def _utf8_or_none(name: str) -> str | None:
+    """Names from /etc/passwd are decoded with surrogateescape: drop those that were not UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return name
 
 
 def read_acls_and_xattrs(path: bytes, is_dir: bool

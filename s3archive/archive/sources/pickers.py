@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from s3archive.archive.sources.supervision import Capture, Supervision
 from s3archive.format.model import Warning_
 
 log = logging.getLogger(__name__)
+OUTPUT_LIMIT = 64 << 20  # a picker's stdout kept (paths); the rest is drained and counted
+STDERR_KEPT = 4096  # the end of its stderr, for the warning
+MAX_REFUSED_REPORTED = 20  # refused lines named one by one; the rest are counted
 
 
 @dataclass
@@ -62,46 +65,77 @@ def run_pickers(directory: Path, timeout: float) -> PickResult:
 
 
 def _run_one(picker: Path, timeout: float) -> tuple[bytes, str | None]:
+    """Its stdout and what went wrong; never blocks past time-out + grace (supervision.py)."""
     log.debug("running picker %s", picker)
+    watch = Supervision(timeout)
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
     try:
-        proc = subprocess.Popen([str(picker)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True,
-                                cwd="/")
+        proc = subprocess.Popen([str(picker)], stdin=subprocess.DEVNULL, stdout=out_write,
+                                stderr=err_write, start_new_session=True, cwd="/",
+                                env=watch.environment())
     except OSError as err:
+        os.close(out_read)
+        os.close(err_read)
         return b"", f"cannot run: {err.strerror}"
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        out, err = proc.communicate()
-        return out, f"timed out after {timeout:g} s (killed; its {len(out)} bytes of output are used)"
-    if proc.returncode != 0:
-        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-        return out, f"exited with status {proc.returncode}; output used anyway ({tail[0][:200]})"
-    return out, None
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    watch.start(proc.pid, proc.wait, {"stdout": out_read, "stderr": err_read})
+    out = Capture(out_read, watch, OUTPUT_LIMIT).start()
+    err = Capture(err_read, watch, STDERR_KEPT, tail=True).start()
+    output, errors = out.join(), err.join()
+    returncode = watch.finish()
+    problems = []
+    if watch.timed_out:
+        problems.append(f"timed out after {timeout:g} s (killed; its {len(output)} bytes "
+                        "of output are used)")
+    elif returncode != 0:
+        tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        problems.append(f"exited with status {returncode}; output used anyway ({tail[0][:200]})")
+    if out.truncated:
+        output = output[:output.rfind(b"\0" if b"\0" in output else b"\n") + 1]  # whole paths
+        problems.append(f"wrote {out.total} bytes; only the paths in its first "
+                        f"{OUTPUT_LIMIT} bytes are used")
+    note = watch.straggler_note()
+    if note:
+        problems.append(note)
+    return output, "; ".join(problems) or None
 
 
 def parse_picker_output(output: bytes) -> list[tuple[bytes | None, str | None]]:
     """Paths from a picker's stdout: NUL-separated if it has a NUL, else lines.
 
-    Paths stay bytes (no decoding: non-UTF-8 names are fine).  A relative
-    path is reported, never guessed at.
+    Paths stay bytes (no decoding: non-UTF-8 names are fine).  Blank items
+    are skipped.  Nothing is guessed at: a relative path is refused with a
+    warning naming its line (or item), and so is an absolute one that only
+    normalises to ``/`` (``/.``, ``//``, ``/..``): the whole filesystem is
+    archived only when a picker prints exactly ``/``.  After
+    MAX_REFUSED_REPORTED refusals the rest are counted in one warning.
     """
-    separator = b"\0" if b"\0" in output else b"\n"
-    items = []
-    for raw in output.split(separator):
-        path = raw if separator == b"\0" else raw.rstrip(b"\r")
+    nul = b"\0" in output
+    unit = "item" if nul else "line"
+    items: list[tuple[bytes | None, str | None]] = []
+    refused = 0
+    for number, raw in enumerate(output.split(b"\0" if nul else b"\n"), start=1):
+        path = raw if nul else raw.rstrip(b"\r")
         if not path.strip():
             continue
         if not path.startswith(b"/"):
-            items.append((None, f"ignored relative path {path[:200]!r}"))
-            continue
-        items.append((os.path.normpath(path), None))
+            why = f"{unit} {number}: ignored relative path {path[:200]!r}"
+        else:
+            normal = os.path.normpath(path)
+            if normal.startswith(b"//"):  # POSIX keeps two leading slashes
+                normal = b"/" + normal.lstrip(b"/")
+            if normal != b"/" or path == b"/":
+                items.append((normal, None))
+                continue
+            why = (f"{unit} {number}: ignored {path[:200]!r}: it means '/' (print exactly '/' "
+                   "to archive the whole filesystem)")
+        refused += 1
+        if refused <= MAX_REFUSED_REPORTED:
+            items.append((None, why))
+    if refused > MAX_REFUSED_REPORTED:
+        more = refused - MAX_REFUSED_REPORTED
+        items.append((None, f"{more} more {unit}s ignored (relative, or meaning '/')"))
     return items

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from s3archive.archive.sources.supervision import Capture, PipeReader, Supervision
 from s3archive.clock import utc_now
 
 log = logging.getLogger(__name__)
 RESTORE_MARKER = "::restore-through::"
 SEEKABLE_MARKER = b"s3archive: seekable"
+DESCRIPTION_LIMIT = 64 * 1024  # stdout kept as the description; the rest is drained and counted
+STDERR_KEPT = 4096  # the end of stderr, for the warning
 
 
 @dataclass
@@ -62,7 +63,11 @@ def _wants_seekable(path: Path) -> bool:
 
 def run_snapshotter(path: Path, timeout: float,
                     consume: Callable[[BinaryIO], int]) -> SnapshotOutcome:
-    """Run one snapshotter; ``consume`` reads its data and returns the byte count."""
+    """Run one snapshotter; ``consume`` reads its data and returns the byte count.
+
+    Never blocks past the time-out plus the grace of supervision.py, whatever
+    its descendants do; its stdout is kept up to DESCRIPTION_LIMIT bytes.
+    """
     started = utc_now()
     clock0 = time.monotonic()
     seekable = _wants_seekable(path)
@@ -73,8 +78,9 @@ def run_snapshotter(path: Path, timeout: float,
         data_read, data_write = os.pipe()
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
+    watch = Supervision(timeout)
     try:
-        pid = _spawn(path, data_write, out_write, err_write)
+        pid = _spawn(path, data_write, out_write, err_write, watch.environment())
     except OSError as err:
         pid = None
         spawn_error = err.strerror or str(err)
@@ -88,62 +94,49 @@ def run_snapshotter(path: Path, timeout: float,
             spool.close()
         return SnapshotOutcome(path.name, "failed", None, started, 0.0, "", None,
                                f"cannot run: {spawn_error}")
-    timed_out = threading.Event()
-
-    def kill() -> None:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def time_out() -> None:
-        timed_out.set()
-        kill()
-
-    timer = threading.Timer(timeout, time_out)
-    timer.daemon = True
-    timer.start()
-    outputs: dict[str, bytes] = {}
-    readers = [threading.Thread(target=_slurp, args=(fd, name, outputs), daemon=True)
-               for name, fd in (("out", out_read), ("err", err_read))]
-    for thread in readers:
-        thread.start()
+    pipes = {"stdout": out_read, "stderr": err_read}
+    if data_read is not None:
+        pipes["data (fd 3)"] = data_read
+    watch.start(pid, lambda: _wait(pid), pipes)
+    out = Capture(out_read, watch, DESCRIPTION_LIMIT).start()
+    err = Capture(err_read, watch, STDERR_KEPT, tail=True).start()
     size = 0
     problem = None
-    returncode: int | None = None
     try:
-        if spool is None:
-            assert data_read is not None
-            with open(data_read, "rb", buffering=0) as pipe:
-                size = consume(pipe)
-            returncode = _wait(pid)
+        if data_read is not None:
+            size = consume(PipeReader(data_read, watch))  # type: ignore[arg-type]
+            returncode = watch.finish()
         else:
-            returncode = _wait(pid)
+            assert spool is not None
+            returncode = watch.finish()
             spool.seek(0)
             size = consume(spool)
-    except OSError as err:
-        problem = f"reading its data failed: {err}"
-        kill()
-        returncode = _wait(pid)
+    except OSError as error:
+        problem = f"reading its data failed: {error}"
+        watch.kill()
+        returncode = watch.finish()
     except BaseException:  # e.g. an upload failed: the run ends, the child must too
-        kill()
-        _wait(pid)
+        watch.kill()
+        watch.finish()
         raise
     finally:
-        timer.cancel()
+        if data_read is not None:
+            os.close(data_read)
         if spool is not None:
             spool.close()
-        for thread in readers:
-            thread.join(timeout=5)
-    description, restore = parse_description(outputs.get("out", b""))
-    stderr_tail = " ".join(outputs.get("err", b"").decode("utf-8", "replace").split())[-300:]
+        stdout, stderr = out.join(), err.join()
+    description, restore = parse_description(stdout)
+    stderr_tail = " ".join(stderr.decode("utf-8", "replace").split())[-300:]
     duration = time.monotonic() - clock0
-    if timed_out.is_set():
+    if watch.timed_out:
         status = "timeout"
         problem = problem or f"timed out after {timeout:g} s and was killed ({size} bytes kept)"
     elif returncode != 0 or problem:
         status = "failed"
         problem = problem or f"exited with status {returncode}"
+    elif watch.held("data (fd 3)"):
+        status = "failed"
+        problem = "its data may be incomplete"
     elif size == 0:
         status = "empty"
         problem = "wrote no data"
@@ -151,18 +144,25 @@ def run_snapshotter(path: Path, timeout: float,
         status = "ok"
     if problem and stderr_tail:
         problem += f"; stderr: {stderr_tail}"
-    return SnapshotOutcome(path.name, status, returncode if not timed_out.is_set() else None,
-                           started, duration, description, restore, problem)
+    notes = [problem] if problem else []
+    if out.truncated:
+        notes.append(f"its stdout (the description) was truncated: {out.total} bytes "
+                     f"written, the first {DESCRIPTION_LIMIT} kept")
+    straggling = watch.straggler_note()
+    if straggling:
+        notes.append(straggling)
+    return SnapshotOutcome(path.name, status, returncode if not watch.timed_out else None,
+                           started, duration, description, restore, "; ".join(notes) or None)
 
 
 DATA_FD = 3
 
 
-def _spawn(path: Path, data_fd: int, out_fd: int, err_fd: int) -> int:
+def _spawn(path: Path, data_fd: int, out_fd: int, err_fd: int, env: dict[str, str]) -> int:
     """posix_spawn in a new session with the data on fd 3 (thread-safe, unlike preexec_fn)."""
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return os.posix_spawn(str(path), [str(path), str(DATA_FD)], os.environ,
+        return os.posix_spawn(str(path), [str(path), str(DATA_FD)], env,
                               file_actions=[(os.POSIX_SPAWN_DUP2, null, 0),
                                             (os.POSIX_SPAWN_DUP2, out_fd, 1),
                                             (os.POSIX_SPAWN_DUP2, err_fd, 2),
@@ -175,8 +175,3 @@ def _spawn(path: Path, data_fd: int, out_fd: int, err_fd: int) -> int:
 def _wait(pid: int) -> int:
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
-
-
-def _slurp(fd: int, name: str, outputs: dict[str, bytes]) -> None:
-    with open(fd, "rb") as stream:
-        outputs[name] = stream.read()

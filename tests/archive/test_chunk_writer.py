@@ -1,0 +1,177 @@
+"""The chunk writer: dedup, encoding, packs uploaded under a lock, bytes in flight bounded."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+
+from s3archive.archive.chunk_writer import INLINE_BYTES, ChunkWriter
+from s3archive.archive.local_cache import CachedChunk, CachedPack
+from s3archive.archive.packer import ChunkLocation
+from s3archive.errors import StoreError
+from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash, decode_chunk
+from s3archive.store.base import ObjectLock
+from support.memory_store import FakeClock, MemoryStore
+
+KiB, MiB = 1 << 10, 1 << 20
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.packs: list[tuple[CachedPack, list[CachedChunk]]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, pack: CachedPack, chunks: list[CachedChunk]) -> None:
+        with self.lock:
+            self.packs.append((pack, chunks))
+
+
+def make_writer(store, codec=None, cached: dict[str, CachedChunk] | None = None, **options
+                ) -> tuple[ChunkWriter, Recorder]:
+    cached = cached or {}
+    recorder = Recorder()
+    lock = ObjectLock("GOVERNANCE", store.clock() + timedelta(days=30))
+    writer = ChunkWriter(store=store, lookup_cached=cached.get,
+                         may_be_cached=lambda digest: digest in cached, record_pack=recorder,
+                         codec=codec or ChunkCodec(), pack_size=options.pop("pack_size", 1 * MiB),
+                         lock=lock, **options)
+    return writer, recorder
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore(FakeClock())
+
+
+def read_back(store: MemoryStore, writer: ChunkWriter, digest: str) -> bytes:
+    location = writer.locations[digest]
+    assert isinstance(location, ChunkLocation)
+    body = store.get(location.pack.key, location.pack.version_id)
+    stored = body[location.offset:location.offset + location.stored]
+    return decode_chunk(stored, location.encoding, location.size, digest)
+
+
+def test_each_chunk_is_stored_once_and_reads_back(store: MemoryStore) -> None:
+    rng = random.Random(1)
+    chunks = [rng.randbytes(rng.choice([5 * KiB, 300 * KiB, 700 * KiB])) for _ in range(12)]
+    writer, recorder = make_writer(store)
+    try:
+        refs = [writer.add(c) for c in chunks + chunks[:5]]
+        writer.drain()
+    finally:
+        writer.close()
+    assert refs[:12] == [(chunk_hash(c), len(c)) for c in chunks] and refs[12:] == refs[:5]
+    stats = writer.stats
+    assert (stats.chunks_new, stats.chunks_reused) == (12, 5)
+    assert stats.bytes_new == sum(map(len, chunks))
+    assert stats.packs_uploaded == len(recorder.packs) == len(store.versions("packs/"))
+    for chunk in chunks:
+        assert read_back(store, writer, chunk_hash(chunk)) == chunk
+    for version in store.versions("packs/"):
+        assert (version.lock_mode, version.retain_until) == ("GOVERNANCE", store.clock() + timedelta(days=30))
+    recorded = {c.hash for _, rows in recorder.packs for c in rows}
+    assert recorded == {chunk_hash(c) for c in chunks}
+
+
+def test_a_chunk_the_cache_knows_is_not_stored_again(store: MemoryStore) -> None:
+    known = b"k" * 1000
+    cached = {chunk_hash(known): CachedChunk(chunk_hash(known), "packs/aa/" + "a" * 64, 0, 20, 1000, "zstd")}
+    writer, recorder = make_writer(store, cached=cached)
+    try:
+        writer.add(known)
+        writer.drain()
+    finally:
+        writer.close()
+    assert writer.locations[chunk_hash(known)] == cached[chunk_hash(known)]
+    assert (writer.stats.chunks_new, writer.stats.chunks_reused) == (0, 1)
+    assert store.versions("packs/") == [] and recorder.packs == []
+
+
+def test_the_same_chunk_from_many_threads_is_stored_once(store: MemoryStore) -> None:
+    data = random.Random(2).randbytes(600 * KiB)
+    writer, _ = make_writer(store)
+    try:
+        threads = [threading.Thread(target=writer.add, args=(data,)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        writer.drain()
+    finally:
+        writer.close()
+    assert (writer.stats.chunks_new, writer.stats.chunks_reused) == (1, 7)
+    assert sum(v.size for v in store.versions("packs/")) < len(data) + 1024
+
+
+def test_compressible_chunks_are_zstd_and_random_ones_raw(store: MemoryStore) -> None:
+    text, noise = b"the same words again " * 20000, random.Random(3).randbytes(400 * KiB)
+    writer, _ = make_writer(store)
+    try:
+        writer.add(text)
+        writer.add(noise)
+        writer.drain()
+    finally:
+        writer.close()
+    zipped, raw = writer.locations[chunk_hash(text)], writer.locations[chunk_hash(noise)]
+    assert zipped.encoding == "zstd" and zipped.stored < len(text) // 10
+    assert raw.encoding == "raw" and raw.stored == len(noise)
+    assert read_back(store, writer, chunk_hash(text)) == text
+
+
+class SlowCodec(ChunkCodec):
+    """Encodes slowly and records the writer's bytes in flight at each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writer: ChunkWriter | None = None
+        self.peak = 0
+        self.gate = threading.Semaphore(0)
+
+    def encode(self, plain, digest=None) -> EncodedChunk:
+        if len(plain) > INLINE_BYTES:
+            assert self.writer is not None
+            self.peak = max(self.peak, self.writer._budget.used)
+            self.gate.acquire(timeout=0.01)
+        return super().encode(plain, digest)
+
+
+def test_bytes_in_flight_stay_within_the_budget(store: MemoryStore) -> None:
+    codec = SlowCodec()
+    writer, _ = make_writer(store, codec=codec, inflight_bytes=3 * MiB)
+    codec.writer = writer
+    rng = random.Random(4)
+    try:
+        for _ in range(40):
+            writer.add(rng.randbytes(1 * MiB))
+            assert writer._budget.used <= 3 * MiB
+        writer.drain()
+    finally:
+        writer.close()
+    assert 2 * MiB <= codec.peak <= 3 * MiB, "the budget is used, and never exceeded"
+    assert writer.stats.chunks_new == 40
+
+
+class FailingStore(MemoryStore):
+    def put(self, key, body, lock, legal_hold=False):
+        if key.startswith("packs/"):
+            raise StoreError(f"PUT {key}: InternalError (injected)")
+        return super().put(key, body, lock, legal_hold)
+
+
+def test_an_upload_failure_surfaces_to_drain_and_to_later_adds() -> None:
+    store = FailingStore(FakeClock())
+    writer, recorder = make_writer(store, pack_size=256 * KiB)
+    rng = random.Random(6)
+    try:
+        with pytest.raises(StoreError, match="injected"):
+            for _ in range(20):
+                writer.add(rng.randbytes(300 * KiB))
+            writer.drain()
+        with pytest.raises(StoreError, match="injected"):
+            writer.add(b"more")
+    finally:
+        writer.close()
+    assert recorder.packs == [], "a pack that was not stored is never recorded in the cache"

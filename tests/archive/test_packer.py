@@ -1,0 +1,80 @@
+"""The packer: chunks concatenated into packs named by their body's hash."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+
+from s3archive.archive.packer import Pack, Packer
+from s3archive.format.chunk_codec import EncodedChunk, chunk_hash
+
+
+def encoded(data: bytes, encoding: str = "raw", size: int | None = None) -> EncodedChunk:
+    return EncodedChunk(chunk_hash(data), size if size is not None else len(data), encoding, data)
+
+
+class Sealed:
+    def __init__(self) -> None:
+        self.packs: list[tuple[Pack, bytes]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, pack: Pack, body: bytearray) -> None:
+        with self.lock:
+            self.packs.append((pack, bytes(body)))
+
+
+def test_chunks_are_concatenated_and_a_full_pack_is_sealed_with_its_hash_as_name() -> None:
+    sealed = Sealed()
+    packer = Packer(100, sealed)
+    first = packer.add(encoded(b"a" * 60))
+    second = packer.add(encoded(b"b" * 50, "zstd", size=500))  # reaches 100: sealed
+    third = packer.add(encoded(b"c" * 10))
+    assert len(sealed.packs) == 1
+    pack, body = sealed.packs[0]
+    assert body == b"a" * 60 + b"b" * 50
+    assert pack.key == f"packs/{hashlib.sha256(body).hexdigest()[:2]}/{hashlib.sha256(body).hexdigest()}"
+    assert pack.size == 110 and pack.buffer == bytearray(), "the body is handed over, not kept"
+    assert (first.pack, first.offset, first.stored, first.size) == (pack, 0, 60, 60)
+    assert (second.offset, second.stored, second.size, second.encoding) == (60, 50, 500, "zstd")
+    assert pack.chunks == [(chunk_hash(b"a" * 60), 0, 60, 60, "raw"),
+                           (chunk_hash(b"b" * 50), 60, 50, 500, "zstd")]
+    assert third.pack is not pack and third.offset == 0
+    packer.flush()
+    assert [body for _, body in sealed.packs] == [b"a" * 60 + b"b" * 50, b"c" * 10]
+    packer.flush()
+    assert len(sealed.packs) == 2, "flushing an empty pack seals nothing"
+
+
+def test_a_chunk_larger_than_the_target_makes_a_pack_of_its_own() -> None:
+    sealed = Sealed()
+    packer = Packer(10, sealed)
+    packer.add(encoded(b"x" * 25))
+    assert [len(body) for _, body in sealed.packs] == [25]
+
+
+def test_chunks_from_many_threads_each_land_once_where_their_location_says() -> None:
+    sealed = Sealed()
+    packer = Packer(64 * 1024, sealed)
+    rng = random.Random(5)
+    payloads = [rng.randbytes(rng.randrange(1, 9000)) for _ in range(800)]
+    locations = [None] * len(payloads)
+
+    def produce(indexes: range) -> None:
+        for index in indexes:
+            locations[index] = packer.add(encoded(payloads[index]))
+
+    threads = [threading.Thread(target=produce, args=(range(i, len(payloads), 4),))
+               for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    packer.flush()
+    bodies = {id(pack): body for pack, body in sealed.packs}
+    assert sum(len(b) for b in bodies.values()) == sum(len(p) for p in payloads)
+    for payload, location in zip(payloads, locations):
+        body = bodies[id(location.pack)]
+        assert body[location.offset:location.offset + location.stored] == payload
+    assert len({pack.number for pack, _ in sealed.packs}) == len(sealed.packs)
+    assert all(len(body) >= 64 * 1024 for _, body in sealed.packs[:-1])
