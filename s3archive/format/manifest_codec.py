@@ -416,7 +416,7 @@ def entry_problem(entry: Entry) -> str | None:
         obj.update(size=0, chunks=[])
         obj.pop("extents", None)
     try:
-        decode_entry(_Line(obj, 0, "-"), [])
+        decode_entry(_Line(obj, 0, "-", LIMITS), [])
     except ManifestError as err:
         return str(err).removeprefix("-: line 0: ")
     return None
