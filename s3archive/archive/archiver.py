@@ -11,44 +11,36 @@ The archiver returns an :class:`ArchiveSummary` and prints nothing.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, Any, BinaryIO, Callable, Generic, TypeVar
+from typing import IO, Any, Callable, Generic, TypeVar
 
 from s3archive import __version__
-from s3archive.repo.catalog import RunRef, latest_run, list_runs, load_manifest
+from s3archive.archive.assembly import ManifestAssembler, PendingSnapshot
+from s3archive.archive.chunk_writer import ChunkWriter, WriterStats
+from s3archive.archive.chunker import CHUNKER_PARAMS
+from s3archive.archive.file_stage import FileStage, FileTally
+from s3archive.archive.local_cache import CachedPack, LocalCache, cache_path
+from s3archive.archive.pack_lease import LeaseResult, PackLease, PacksMissing
+from s3archive.archive.packer import ChunkLocation
+from s3archive.archive.retention import REUSE_MARGIN, RunRetention, plan_run_retention
+from s3archive.archive.snapshot_stage import run_snapshotters
+from s3archive.archive.sources.pickers import PickResult, run_pickers
+from s3archive.archive.sources.walker import WalkOptions
 from s3archive.clock import Clock, isoformat, utc_now
 from s3archive.config import Config
-from s3archive.format.chunk_codec import ChunkCodec
-from s3archive.archive.chunk_writer import ChunkWriter
-from s3archive.archive.chunker import CHUNKER_PARAMS, Chunker
 from s3archive.errors import (EXIT_OK, EXIT_PARTIAL, BucketNotLocked, ManifestError,
                               NoSuchVersion, StoreError)
-from s3archive.archive.local_cache import CachedChunk, CachedPack, FileKey, LocalCache, cache_path
-from s3archive.format import manifest_codec as codec
-from s3archive.archive.assembly import ManifestAssembler
-from s3archive.format.model import (FILE, HARDLINK, SYMLINK, Entry, Header, Snapshot, Trailer,
-                                      Warning_, run_key)
-from s3archive.archive.pack_lease import PackLease, PacksMissing
+from s3archive.format.chunk_codec import ChunkCodec
+from s3archive.format.model import Header, Trailer, Warning_, run_key
 from s3archive.progress import Progress
-from s3archive.archive.retention import REUSE_MARGIN, RunRetention, plan_run_retention
-from s3archive.archive.sources import fs_metadata
-from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
-from s3archive.archive.sources.file_reader import Unreadable, read_file
-from s3archive.archive.sources.pickers import PickResult, executables, run_pickers
-from s3archive.archive.sources.snapshotters import run_snapshotter
-from s3archive.archive.sources.walker import WalkItem, Walker, WalkOptions
+from s3archive.repo.catalog import RunRef, latest_run, list_runs, load_manifest
 from s3archive.store.base import ObjectLock, ObjectStore
 
 log = logging.getLogger(__name__)
 RUN_ID_FORMAT = "%Y%m%dT%H%M%SZ"
-READERS = 2  # file reader threads: reading, chunking and hashing release the GIL
-MAX_PENDING = 1024  # entries waiting for their file to be read before the walk waits
 
 
 @dataclass
@@ -118,10 +110,10 @@ class Archiver:
                 retention = plan_run_retention(cfg.retention, started,
                                                [_run_start(r) for r in runs])
                 run_id = new_run_id(started, {r.run_id for r in runs})
+                plan = RunPlan(cfg.host_name, run_id, started, retention, locked)
                 for attempt in (1, 2):
                     try:
-                        return _Run(self, cache, run_id, started, retention, locked,
-                                    picking).execute()
+                        return self._attempt(cache, plan, picking)
                     except CacheInconsistent as problem:
                         if attempt == 2:
                             raise StoreError(f"local cache {db_path}: {problem}") from None
@@ -138,6 +130,25 @@ class Archiver:
                 raise AssertionError("unreachable")
             finally:
                 cache.close()
+
+    def _attempt(self, cache: LocalCache, plan: RunPlan,
+                 picking: "_Background[PickResult]") -> ArchiveSummary:
+        cfg = self.config
+        pack_lock = (ObjectLock(plan.retention.mode, plan.retention.pack_until)
+                     if plan.locked else None)
+
+        def record_pack(pack: CachedPack, chunks: list[ChunkLocation]) -> None:
+            cache.add_pack(pack)
+            cache.add_chunks(chunks)
+
+        writer = ChunkWriter(
+            store=self.store, lookup_cached=cache.get_chunk,
+            may_be_cached=cache.chunk_filter().may_contain, record_pack=record_pack,
+            codec=self.codec, pack_size=cfg.content.pack_size_mib << 20,
+            lock=pack_lock, dry_run=self.dry_run)
+        run = _Run(RunContext(cfg, self.store, cache, writer, self.progress, self.clock,
+                              self.dry_run), plan)
+        return run.execute(picking)
 
     def _check_bucket(self) -> bool:
         lock = self.store.bucket_lock_config()
@@ -218,369 +229,152 @@ class CacheInconsistent(Exception):
     """The local cache contradicts itself; the run starts over without its file rows."""
 
 
-@dataclass
-class _ReadOutcome:
-    ok: bool = True
-    bytes_read: int = 0
-    warnings: list[Warning_] = field(default_factory=list)
-    cache_key: FileKey | None = None  # set when the file did not change while read
+@dataclass(frozen=True)
+class RunPlan:
+    """What is decided about a run before it starts."""
+
+    host: str
+    run_id: str
+    started: datetime
+    retention: RunRetention
+    locked: bool  # the bucket has Object Lock: packs and manifest are locked
 
 
-@dataclass
-class _Queued:
-    """An entry waiting to be spooled in walk order.
+@dataclass(frozen=True)
+class RunContext:
+    """What one attempt of a run works with, handed to it explicitly."""
 
-    Either an ``entry`` (its file maybe still being read by ``job``) or, for a
-    file-cache hit, its cached ``line`` and ``chunks``.
-    """
-
-    entry: Entry | None
-    job: Future[_ReadOutcome] | None = None
-    cache_key: FileKey | None = None
-    cacheable: bool = True
-    path: bytes = b""
-    size: int = 0
-    line: bytes = b""
-    chunks: list[tuple[str, int]] = field(default_factory=list)
+    config: Config
+    store: ObjectStore
+    cache: LocalCache
+    writer: ChunkWriter
+    progress: Progress
+    clock: Clock
+    dry_run: bool
 
 
 class _Run:
-    """One attempt of one run."""
+    """One attempt of one run: files, snapshots, leases, then the manifest."""
 
-    def __init__(self, archiver: Archiver, cache: LocalCache, run_id: str, started: datetime,
-                 retention: RunRetention, locked: bool, picking: "_Background[PickResult]"):
-        self.a = archiver
-        self.picking = picking
-        self.cfg = archiver.config
-        self.cache = cache
-        self.started = started
-        self.retention = retention
-        self.locked = locked
-        self.run_id = run_id
+    def __init__(self, ctx: RunContext, plan: RunPlan):
+        self.ctx = ctx
+        self.plan = plan
         self.warnings: list[Warning_] = []
-        self.notes: dict[str, int] = {}
-        self.summary = ArchiveSummary(run_id=self.run_id, host=self.cfg.host_name,
-                                      started=isoformat(started), tier=retention.tier,
-                                      retain_until=isoformat(retention.retain_until),
-                                      dry_run=archiver.dry_run)
-        self.pack_lock = ObjectLock(retention.mode, retention.pack_until) if locked else None
-        self.writer = ChunkWriter(
-            store=archiver.store, lookup_cached=cache.get_chunk,
-            may_be_cached=cache.chunk_filter().may_contain, record_pack=self._record_pack,
-            codec=archiver.codec, pack_size=self.cfg.content.pack_size_mib << 20,
-            lock=self.pack_lock, dry_run=archiver.dry_run)
-        self._chunkers = threading.local()
-        self._file_rows: list[tuple[bytes, FileKey, bytes, list[tuple[str, int]]]] = []
-        self.hardlinks: dict[tuple[int, int], bytes] = {}
-
-    def _record_pack(self, pack: CachedPack, chunks: list[CachedChunk]) -> None:
-        self.cache.add_pack(pack)
-        self.cache.add_chunks(chunks)
 
     def warn(self, warning: Warning_) -> None:
         log.warning("%s", describe_warning(warning))
         self.warnings.append(warning)
 
-    # -- the attempt
-    def execute(self) -> ArchiveSummary:
-        progress = self.a.progress
+    def execute(self, picking: "_Background[PickResult]") -> ArchiveSummary:
+        ctx, cfg, progress = self.ctx, self.ctx.config, self.ctx.progress
+        files = FileStage(WalkOptions(one_file_system=cfg.content.one_file_system,
+                                      exclude=cfg.content.exclude),
+                          ctx.cache, ctx.writer, progress, self.warn,
+                          remember_files=not ctx.dry_run)
+        lease = LeaseResult()
+        snapshots: list[PendingSnapshot] = []
         try:
             with tempfile.TemporaryFile(prefix="s3archive-entries-") as spool:
                 progress.phase("picking paths")
-                picked = self.picking.result()
+                picked = picking.result()
                 for warning in picked.warnings:
                     self.warn(warning)
                 if picked.pickers_run == 0:
-                    self.warn(Warning_("picker", f"no executable picker in {self.cfg.pickers_dir}"))
+                    self.warn(Warning_("picker", f"no executable picker in {cfg.pickers_dir}"))
                 progress.phase("archiving files")
-                self.cache.discard_pending_files()
-                self.cache.begin()
-                self._walk(picked.paths, spool)
+                ctx.cache.discard_pending_files()
+                ctx.cache.begin()
+                files.run(picked.paths, spool)
                 progress.phase("running snapshotters")
-                snapshots = self._snapshots()
+                snapshots = run_snapshotters(cfg.snapshots_dir, cfg.sources.snapshot_timeout,
+                                             ctx.writer, progress, self.warn)
                 progress.phase("uploading")
-                self.writer.drain()
-                if self.writer.resolve_reused(self.cache.get_chunks):
+                ctx.writer.drain()
+                if ctx.writer.resolve_reused(ctx.cache.get_chunks):
                     raise CacheInconsistent("file cache rows point at chunks it does not know")
                 progress.phase("securing retention")
-                lease = PackLease(self.a.store, self.cache, self.writer, self.retention,
-                                  self.cfg.retention.repack_below, self.locked,
-                                  self.a.dry_run).secure()
-                self.summary.packs_extended = lease.extended
-                self.summary.packs_rewritten = lease.rewritten
+                lease = PackLease(ctx.store, ctx.cache, ctx.writer, self.plan.retention,
+                                  cfg.retention.repack_below, self.plan.locked,
+                                  ctx.dry_run).secure()
                 progress.phase("writing manifest")
-                key = self._write_manifest(spool, snapshots, lease.packs)
+                key = self._write_manifest(spool, snapshots, lease, files.tally)
         finally:
-            self.writer.close()
-            self.cache.commit()
+            ctx.writer.close()
+            ctx.cache.commit()
             progress.done()
-        return self._finish(key)
-
-    # -- files
-    def _walk(self, paths: list[bytes], spool: IO[bytes]) -> None:
-        """Walk in order; files are read by a pool, entries spooled in walk order."""
-        options = WalkOptions(one_file_system=self.cfg.content.one_file_system,
-                              exclude=self.cfg.content.exclude)
-        pending: deque[_Queued] = deque()
-        with ThreadPoolExecutor(READERS, thread_name_prefix="read") as readers:
-            try:
-                for item in Walker(options, self.warn).walk(paths):
-                    queued = self._entry(item, readers)
-                    if queued is not None:
-                        pending.append(queued)
-                        self._spool_ready(pending, spool, wait=len(pending) > MAX_PENDING)
-                self._spool_ready(pending, spool, wait=True)
-                self.cache.put_files(self._file_rows, pending=True)
-                self._file_rows = []
-            except BaseException:
-                readers.shutdown(wait=True, cancel_futures=True)  # do not read the queue
-                raise
-
-    def _spool_ready(self, pending: deque[_Queued], spool: IO[bytes], wait: bool) -> None:
-        while pending:
-            queued = pending[0]
-            if queued.job is not None:
-                if not (wait or queued.job.done()):
-                    return
-                outcome = queued.job.result()
-                for warning in outcome.warnings:
-                    self.warn(warning)
-                self.summary.bytes_read += outcome.bytes_read
-                if not outcome.ok:
-                    pending.popleft()
-                    continue
-                queued.cache_key = outcome.cache_key
-            pending.popleft()
-            entry = queued.entry
-            if entry is not None:
-                queued.path, queued.size = entry.path, entry.size
-                queued.chunks = entry.chunks  # type: ignore[assignment]
-                queued.line = codec.dumps(codec.encode_entry(entry, with_chunks=False))[:-1]
-                if entry.kind != FILE:
-                    spool.write(queued.line + b"\n")
-                    self.a.progress.file(queued.path, 0)
-                    continue
-            self.summary.files += 1
-            self.summary.bytes_total += queued.size
-            self.a.progress.file(queued.path, queued.size)
-            spool.write(_spool_file_line(queued.line, queued.chunks))
-            if (queued.cache_key is not None and queued.cacheable and entry is not None
-                    and not self.a.dry_run):
-                self._file_rows.append((queued.path, queued.cache_key, queued.line,
-                                        queued.chunks))
-                if len(self._file_rows) >= 512:
-                    self.cache.put_files(self._file_rows, pending=True)
-                    self._file_rows = []
-
-    def _entry(self, item: WalkItem, readers: ThreadPoolExecutor) -> _Queued | None:
-        st = item.st
-        kind = fs_metadata.kind_of(st.st_mode)
-        if kind is None:
-            self.notes["sockets_skipped"] = self.notes.get("sockets_skipped", 0) + 1
-            log.info("skipping socket %s", item.path.decode("utf-8", "backslashreplace"))
-            return None
-        if kind == FILE:
-            unchanged = self._unchanged(item.path, st)
-            if unchanged is not None:
-                return unchanged
-        try:
-            entry, problem = describe_entry(item.path, st)
-        except Vanished:
-            self.warn(Warning_("file", "vanished during the walk", item.path))
-            return None
-        except Unrecordable as left_out:
-            self.warn(left_out.warning)
-            return None
-        if problem is not None:
-            self.warn(problem)
-        if kind == FILE:
-            queued = self._file(entry, st, readers)
-            if queued is not None and problem is not None:
-                queued.cacheable = False  # next run: read the metadata again
-            return queued
-        if kind == "dir":
-            self.summary.dirs += 1
-        elif kind == SYMLINK:
-            self.summary.symlinks += 1
-        else:
-            self.summary.others += 1
-        return _Queued(entry)
-
-    def _file(self, entry: Entry, st: os.stat_result, readers: ThreadPoolExecutor
-              ) -> _Queued | None:
-        link_key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and link_key in self.hardlinks:
-            entry.kind = HARDLINK
-            entry.target = self.hardlinks[link_key]
-            self.summary.others += 1
-            return _Queued(entry)
-        if st.st_nlink > 1:
-            # read now: later names of the group must know whether this one made it
-            outcome = self._read(entry, st)
-            for warning in outcome.warnings:
-                self.warn(warning)
-            self.summary.bytes_read += outcome.bytes_read
-            if not outcome.ok:
-                return None
-            self.hardlinks[link_key] = entry.path
-            return _Queued(entry, cache_key=outcome.cache_key)
-        return _Queued(entry, job=readers.submit(self._read, entry, st))
-
-    def _unchanged(self, path: bytes, st: os.stat_result) -> _Queued | None:
-        """A file the cache knows, unchanged since (same inode, size, mtime, ctime).
-
-        Its manifest line is reused as it was: a changed owner, mode, ACL or
-        xattr would have changed its ctime.
-        """
-        link_key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and link_key in self.hardlinks:
-            return None  # a later name of a hardlink group: a hardlink entry
-        key = FileKey(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        hit = self.cache.get_file(path, key)
-        if hit is None:
-            return None
-        for digest, _ in hit.chunks:
-            self.writer.reuse(digest)
-        if st.st_nlink > 1:
-            self.hardlinks[link_key] = path
-        self.summary.files_unchanged += 1
-        return _Queued(None, path=path, size=st.st_size, line=hit.line, chunks=hit.chunks)
-
-    def _read(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:
-        """Read a file (in a reader thread), once more if it changed meanwhile."""
-        outcome = _ReadOutcome()
-        for attempt in (1, 2):
-            try:
-                content = read_file(entry.path, st.st_ino, self._chunker(), self.writer.add,
-                                    self.a.progress.read)
-            except Unreadable as problem:
-                outcome.warnings.append(Warning_("file", str(problem), entry.path))
-                outcome.ok = False
-                return outcome
-            outcome.bytes_read += content.bytes_read
-            if not content.changed:
-                break
-            if attempt == 2:
-                outcome.warnings.append(Warning_(
-                    "file", "changed while being read (read twice); stored as read the "
-                    "second time", entry.path))
-        after = content.after
-        entry.size, entry.extents = content.size, content.extents
-        entry.chunks = content.chunks  # type: ignore[assignment]
-        entry.mtime_ns, entry.ino, entry.ctime_ns = after.st_mtime_ns, after.st_ino, after.st_ctime_ns
-        if not content.changed and after.st_ctime_ns == st.st_ctime_ns:
-            # (a ctime that moved since the walk may hide a metadata change
-            # the entry does not have: such a file is described afresh next time)
-            outcome.cache_key = FileKey(after.st_dev, after.st_ino, after.st_size,
-                                        after.st_mtime_ns, after.st_ctime_ns)
-        return outcome
-
-    def _chunker(self) -> Chunker:
-        """pyfastcdc is not thread-safe: one chunker per thread."""
-        chunker = getattr(self._chunkers, "chunker", None)
-        if chunker is None:
-            chunker = self._chunkers.chunker = Chunker()
-        return chunker
-
-    # -- snapshots
-    def _snapshots(self) -> list[Snapshot]:
-        snapshots = []
-        for path in executables(self.cfg.snapshots_dir):
-            chunks: list[tuple[str, int]] = []
-
-            def consume(reader: BinaryIO) -> int:
-                total = 0
-                for plain in self._chunker().stream(reader):
-                    chunks.append(self.writer.add(plain))
-                    total += len(plain)
-                    self.a.progress.read(len(plain))
-                return total
-
-            self.a.progress.phase(f"snapshot {path.name}")
-            outcome = run_snapshotter(path, self.cfg.sources.snapshot_timeout, consume)
-            if outcome.problem:
-                self.warn(Warning_("snapshot", f"{path.name}: {outcome.problem}"))
-            size = sum(s for _, s in chunks)
-            self.summary.bytes_read += size
-            snapshots.append(Snapshot(
-                name=outcome.name, status=outcome.status, exit_status=outcome.exit_status,
-                size=size, started=outcome.started, duration_s=outcome.duration_s,
-                description=outcome.description, restore_through=outcome.restore_through,
-                chunks=chunks))  # type: ignore[arg-type]
-        self.summary.snapshots = len(snapshots)
-        return snapshots
+        return self._summary(key, files.tally, snapshots, lease)
 
     # -- manifest: the commit point
-    def _write_manifest(self, spool: IO[bytes], snapshots: list[Snapshot],
-                        reused: dict) -> str | None:
-        assembler = ManifestAssembler(self.writer.locations, reused, self.pack_lock)
-        header = Header(host=self.cfg.host_name, run_id=self.run_id, started=self.started,
-                        lock_mode=self.retention.mode if self.locked else None,
-                        retain_until=self.retention.retain_until, tier=self.retention.tier,
+    def _write_manifest(self, spool: IO[bytes], snapshots: list[PendingSnapshot],
+                        lease: LeaseResult, tally: FileTally) -> str | None:
+        ctx, plan, cfg = self.ctx, self.plan, self.ctx.config
+        retention = plan.retention
+        pack_lock = ObjectLock(retention.mode, retention.pack_until) if plan.locked else None
+        assembler = ManifestAssembler(ctx.writer.locations, ctx.writer.new_packs, lease.packs,
+                                      pack_lock)
+        header = Header(host=plan.host, run_id=plan.run_id, started=plan.started,
+                        lock_mode=retention.mode if plan.locked else None,
+                        retain_until=retention.retain_until, tier=retention.tier,
                         tool=f"s3archive {__version__}",
-                        legal_hold=self.cfg.retention.legal_hold, chunker=CHUNKER_PARAMS)
+                        legal_hold=cfg.retention.legal_hold, chunker=CHUNKER_PARAMS)
 
         def trailer() -> Trailer:
-            self._fill_counts()
-            return Trailer(finished=self.a.clock(), counts=self._counts(), stats=self._stats(),
+            counts, stats = run_figures(tally, snapshots, len(self.warnings),
+                                        ctx.writer.stats, lease)
+            return Trailer(finished=ctx.clock(), counts=counts, stats=stats,
                            warnings=self.warnings)
 
         with tempfile.TemporaryFile(prefix="s3archive-manifest-") as out:
             assembler.write(out, header, spool, snapshots, trailer)
             out.seek(0)
             blob = out.read()
-        if self.a.dry_run:
+        if ctx.dry_run:
             return None
-        key = run_key(self.cfg.host_name, self.run_id)
-        hold = self.cfg.retention.legal_hold and self.locked
-        lock = ObjectLock(self.retention.mode, self.retention.retain_until) if self.locked else None
+        key = run_key(plan.host, plan.run_id)
+        hold = cfg.retention.legal_hold and plan.locked
+        lock = ObjectLock(retention.mode, retention.retain_until) if plan.locked else None
         if hold:  # packs first: a held manifest never points at unheld packs
             for ref in assembler.table.values():
-                self.a.store.set_legal_hold(ref.key, ref.version_id, True)
-        self.a.store.put(key, blob, lock, legal_hold=hold)
-        self.cache.commit_pending_files()
-        self.cache.set_meta("last_run_id", self.run_id)
+                ctx.store.set_legal_hold(ref.key, ref.version_id, True)
+        ctx.store.put(key, blob, lock, legal_hold=hold)
+        ctx.cache.commit_pending_files()
+        ctx.cache.set_meta("last_run_id", plan.run_id)
         return key
 
-    def _fill_counts(self) -> None:
-        stats = self.writer.stats
-        s = self.summary
-        s.chunks_new, s.chunks_reused, s.bytes_new = stats.chunks_new, stats.chunks_reused, stats.bytes_new
-        s.bytes_uploaded, s.packs_uploaded = stats.bytes_uploaded, stats.packs_uploaded
-
-    def _counts(self) -> dict[str, int]:
-        s = self.summary
-        counts = {"files": s.files, "dirs": s.dirs, "symlinks": s.symlinks, "others": s.others,
-                  "snapshots": s.snapshots, "warnings": len(self.warnings)}
-        counts.update(self.notes)
-        return counts
-
-    def _stats(self) -> dict[str, int]:
-        s = self.summary
-        return {"bytes_total": s.bytes_total, "bytes_read": s.bytes_read,
-                "files_unchanged": s.files_unchanged, "chunks_new": s.chunks_new,
-                "chunks_reused": s.chunks_reused, "bytes_new": s.bytes_new,
-                "bytes_uploaded": s.bytes_uploaded, "packs_uploaded": s.packs_uploaded,
-                "packs_extended": s.packs_extended, "packs_rewritten": s.packs_rewritten}
-
-    def _finish(self, key: str | None) -> ArchiveSummary:
-        self._fill_counts()
-        s = self.summary
-        s.finished = isoformat(self.a.clock())
-        s.manifest_key = key
-        s.warnings = [describe_warning(w) for w in self.warnings]
-        s.exit_code = EXIT_PARTIAL if self.warnings else EXIT_OK
-        counter = getattr(self.a.store, "snapshot", None)
+    def _summary(self, key: str | None, tally: FileTally, snapshots: list[PendingSnapshot],
+                 lease: LeaseResult) -> ArchiveSummary:
+        plan, stats = self.plan, self.ctx.writer.stats
+        retention = plan.retention
+        snapshot_bytes = sum(snapshot.size for snapshot, _ in snapshots)
+        summary = ArchiveSummary(
+            run_id=plan.run_id, host=plan.host, started=isoformat(plan.started),
+            finished=isoformat(self.ctx.clock()), retain_until=isoformat(retention.retain_until),
+            tier=retention.tier, files=tally.files, dirs=tally.dirs, symlinks=tally.symlinks,
+            others=tally.others, bytes_total=tally.bytes_total,
+            bytes_read=tally.bytes_read + snapshot_bytes, files_unchanged=tally.files_unchanged, chunks_new=stats.chunks_new,
+            chunks_reused=stats.chunks_reused, bytes_new=stats.bytes_new,
+            bytes_uploaded=stats.bytes_uploaded, packs_uploaded=stats.packs_uploaded,
+            packs_extended=lease.extended, packs_rewritten=lease.rewritten,
+            snapshots=len(snapshots), warnings=[describe_warning(w) for w in self.warnings],
+            manifest_key=key, dry_run=self.ctx.dry_run,
+            exit_code=EXIT_PARTIAL if self.warnings else EXIT_OK)
+        counter = getattr(self.ctx.store, "snapshot", None)
         if callable(counter):
-            s.requests = counter()["requests"]
-        return s
+            summary.requests = counter()["requests"]
+        return summary
 
 
-def _spool_file_line(line: bytes, chunks: list[tuple[str, int]]) -> bytes:
-    """A file's line without chunks, then a TAB and its ``hash:size`` list.
-
-    Chunk locations are known only at assembly (manifest/assembly.py); JSON
-    never contains a raw TAB, so the split there is unambiguous.
-    """
-    listed = ",".join(f"{digest}:{size}" for digest, size in chunks)
-    return line + b"\t" + listed.encode("ascii") + b"\n"
+def run_figures(tally: FileTally, snapshots: list[PendingSnapshot], warnings: int,
+                stats: WriterStats, lease: LeaseResult) -> tuple[dict[str, int], dict[str, int]]:
+    """The trailer's ``counts`` and ``stats`` (docs/FORMAT.md)."""
+    counts = {"files": tally.files, "dirs": tally.dirs, "symlinks": tally.symlinks,
+              "others": tally.others, "snapshots": len(snapshots), "warnings": warnings}
+    if tally.sockets_skipped:
+        counts["sockets_skipped"] = tally.sockets_skipped
+    bytes_read = tally.bytes_read + sum(snapshot.size for snapshot, _ in snapshots)
+    figures = {"bytes_total": tally.bytes_total, "bytes_read": bytes_read,
+               "files_unchanged": tally.files_unchanged, "chunks_new": stats.chunks_new,
+               "chunks_reused": stats.chunks_reused, "bytes_new": stats.bytes_new,
+               "bytes_uploaded": stats.bytes_uploaded, "packs_uploaded": stats.packs_uploaded,
+               "packs_extended": lease.extended, "packs_rewritten": lease.rewritten}
+    return counts, figures

@@ -1,7 +1,7 @@
 """Assemble the manifest of a run once every pack it needs is secured.
 
 During the walk, entry lines are spooled with their chunks as bare
-``(hash, size)`` pairs; only here, when every chunk's pack version is known,
+:class:`ChunkId` s; only here, when every chunk's pack version is known,
 are they resolved into chunk references and the pack table is built (ids in
 order of first use).  Output: header, pack table, entries, snapshots,
 trailer, compressed with zstd.
@@ -9,22 +9,27 @@ trailer, compressed with zstd.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from datetime import datetime
-from typing import IO, Any, Callable, Mapping
+from typing import IO, Callable, Mapping
 
-from s3archive.archive.packer import ChunkLocation
-from s3archive.archive.local_cache import CachedChunk
+from s3archive.archive.chunk_writer import NewPack
+from s3archive.archive.pack_lease import LeasedPack
+from s3archive.archive.packer import ChunkId, ChunkLocation
 from s3archive.format import manifest_codec as codec
 from s3archive.format.model import ChunkRef, Header, PackRef, Snapshot, Trailer
-from s3archive.archive.pack_lease import LeasedPack
 from s3archive.store.base import ObjectLock
+
+# a snapshot as run, and the chunks of its stream in order
+PendingSnapshot = tuple[Snapshot, list[ChunkId]]
 
 
 class ManifestAssembler:
-    def __init__(self, locations: Mapping[str, ChunkLocation | CachedChunk],
+    def __init__(self, locations: Mapping[str, ChunkLocation], new_packs: Mapping[str, NewPack],
                  reused: Mapping[str, LeasedPack], new_packs_lock: ObjectLock | None):
         self.locations = locations
+        self.new_packs = new_packs
         self.reused = reused
         self.new_until = new_packs_lock.retain_until if new_packs_lock else None
         self.new_mode = new_packs_lock.mode if new_packs_lock else None
@@ -37,14 +42,13 @@ class ManifestAssembler:
             ref = self.table[key] = PackRef(len(self.table), key, version, size, until, mode)
         return ref.id
 
-    def resolve(self, chunks: list[Any]) -> list[ChunkRef]:
+    def resolve(self, chunks: list[ChunkId]) -> list[ChunkRef]:
         refs = []
         for digest, size in chunks:
             location = self.locations[digest]
-            if isinstance(location, ChunkLocation):
-                pack = location.pack
-                assert pack.key is not None and pack.version_id is not None
-                pid = self._pack_id(pack.key, pack.version_id, pack.size, self.new_until,
+            new = self.new_packs.get(location.pack)
+            if new is not None:
+                pid = self._pack_id(new.key, new.version_id, new.size, self.new_until,
                                     self.new_mode)
             else:
                 leased = self.reused[location.pack]
@@ -54,8 +58,8 @@ class ManifestAssembler:
                                  location.encoding))
         return refs
 
-    def write(self, out: IO[bytes], header: Header, spool: IO[bytes], snapshots: list[Snapshot],
-              make_trailer: Callable[[], Trailer]) -> None:
+    def write(self, out: IO[bytes], header: Header, spool: IO[bytes],
+              snapshots: list[PendingSnapshot], make_trailer: Callable[[], Trailer]) -> None:
         """Resolve the spooled entries and snapshots, then write the whole manifest.
 
         Spool lines are an entry's JSON without ``chunks``, then (files only) a
@@ -69,9 +73,10 @@ class ManifestAssembler:
                     body.write(line + b"\n")
                     continue
                 pairs = [item.split(b":") for item in listed.split(b",")] if listed else []
-                refs = self.resolve([(h.decode("ascii"), int(n)) for h, n in pairs])
+                refs = self.resolve([ChunkId(h.decode("ascii"), int(n)) for h, n in pairs])
                 body.write(line[:-1] + b',"chunks":' + _chunk_list(refs) + b"}\n")
-            resolved = [(snap, self.resolve(snap.chunks)) for snap in snapshots]
+            resolved = [dataclasses.replace(snap, chunks=self.resolve(chunks))
+                        for snap, chunks in snapshots]
             writer = codec.ManifestWriter(out)
             writer.write(codec.encode_header(header))
             for ref in self.table.values():
@@ -79,8 +84,7 @@ class ManifestAssembler:
             body.seek(0)
             for line in body:
                 writer.write_raw_line(line)
-            for snap, refs in sorted(resolved, key=lambda item: item[0].name):
-                snap.chunks = refs
+            for snap in sorted(resolved, key=lambda s: s.name):
                 writer.write(codec.encode_snapshot(snap))
             writer.write(codec.encode_trailer(make_trailer()))
             writer.close()

@@ -16,13 +16,20 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
-from s3archive.archive.packer import ChunkLocation, Pack, Packer
-from s3archive.archive.local_cache import CachedChunk, CachedPack
+from s3archive.archive.local_cache import CachedPack
+from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer
 from s3archive.store.base import ObjectLock, ObjectStore
 
 log = logging.getLogger(__name__)
 
-Location = ChunkLocation | CachedChunk
+
+@dataclass(frozen=True)
+class NewPack:
+    """A pack this run uploaded (``version_id`` is ``dry-run`` in a dry run)."""
+
+    key: str
+    version_id: str
+    size: int
 
 
 @dataclass
@@ -85,9 +92,9 @@ class _Budget:
 @dataclass
 class ChunkWriter:
     store: ObjectStore
-    lookup_cached: Callable[[str], CachedChunk | None]
+    lookup_cached: Callable[[str], ChunkLocation | None]
     may_be_cached: Callable[[str], bool]  # cheap pre-check, False means surely not
-    record_pack: Callable[[CachedPack, list[CachedChunk]], None]
+    record_pack: Callable[[CachedPack, list[ChunkLocation]], None]
     codec: ChunkCodec
     pack_size: int
     lock: ObjectLock | None
@@ -95,12 +102,16 @@ class ChunkWriter:
     encoders: int = 2
     uploaders: int = 3
     inflight_bytes: int = 24 << 20
-    locations: dict[str, Location] = field(default_factory=dict)
+    # where each chunk the run references is: in a pack this run uploaded, or
+    # in a pack the local cache knows (a chunk waiting in an unsealed or
+    # uploading pack is only reserved until its pack is stored)
+    locations: dict[str, ChunkLocation] = field(default_factory=dict)
+    new_packs: dict[str, NewPack] = field(default_factory=dict)
     stats: WriterStats = field(default_factory=WriterStats)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._reserved: set[str] = set()
+        self._reserved: set[str] = set()  # claimed: being encoded, packed or uploaded
         self._deferred: set[str] = set()
         self._encode_pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="encode")
         self._upload_pool = ThreadPoolExecutor(self.uploaders, thread_name_prefix="upload")
@@ -112,29 +123,28 @@ class ChunkWriter:
         self.packer = Packer(self.pack_size, self._sealed)
 
     # ---------------------------------------------------------- producing
-    def add(self, plain: bytes) -> tuple[str, int]:
-        """Store ``plain`` once; returns its (hash, size)."""
+    def add(self, plain: bytes) -> ChunkId:
+        """Store ``plain`` once; returns its id."""
         self._raise_failure()
         digest = chunk_hash(plain)
         if not self._claim(digest):
-            return digest, len(plain)
+            return ChunkId(digest, len(plain))
         if len(plain) <= INLINE_BYTES:
             # small: encoding here is cheaper than handing it over to a thread
             self._store_encoded(self.codec.encode(plain, digest), len(plain))
-            return digest, len(plain)
+            return ChunkId(digest, len(plain))
         self._budget.take(len(plain))
         self._encoding.started()
         self._encode_pool.submit(self._encode, plain, digest)
-        return digest, len(plain)
+        return ChunkId(digest, len(plain))
 
     def add_stored(self, digest: str, size: int, encoding: str, stored: bytes) -> None:
         """Put an already encoded (and verified) chunk into a new pack (rewrites)."""
         self._raise_failure()
         with self._lock:
             self.locations.pop(digest, None)
-        location = self.packer.add(EncodedChunk(digest, size, encoding, stored))
-        with self._lock:
-            self.locations[digest] = location
+            self._reserved.add(digest)
+        self.packer.add(EncodedChunk(digest, size, encoding, stored))
 
     def _claim(self, digest: str) -> bool:
         """True when the chunk is new and this caller must encode it."""
@@ -164,7 +174,7 @@ class ChunkWriter:
             if digest not in self.locations and digest not in self._reserved:
                 self._deferred.add(digest)
 
-    def resolve_reused(self, lookup_many: Callable[[set[str]], dict[str, CachedChunk]]
+    def resolve_reused(self, lookup_many: Callable[[set[str]], dict[str, ChunkLocation]]
                        ) -> set[str]:
         """Locate the chunks referenced through the file cache; returns those not found."""
         with self._lock:
@@ -177,10 +187,8 @@ class ChunkWriter:
         return wanted - found.keys()
 
     def _store_encoded(self, encoded: EncodedChunk, plain_size: int) -> None:
-        location = self.packer.add(encoded)
+        self.packer.add(encoded)
         with self._lock:
-            self.locations[encoded.hash] = location
-            self._reserved.discard(encoded.hash)
             self.stats.chunks_new += 1
             self.stats.bytes_new += plain_size
 
@@ -202,19 +210,22 @@ class ChunkWriter:
     def _upload(self, pack: Pack, body: bytearray) -> None:
         try:
             assert pack.key is not None
+            located = pack.located()
             if self.dry_run:
-                pack.version_id = "dry-run"
+                version_id = "dry-run"
             else:
-                result = self.store.put(pack.key, body, self.lock)
-                pack.version_id = result.version_id
+                version_id = self.store.put(pack.key, body, self.lock).version_id
                 self.record_pack(
-                    CachedPack(pack.key, result.version_id, len(body),
+                    CachedPack(pack.key, version_id, len(body),
                                self.lock.mode if self.lock else None,
                                self.lock.retain_until if self.lock else _UNLOCKED_UNTIL),
-                    [CachedChunk(h, pack.key, off, stored, size, enc)
-                     for h, off, stored, size, enc in pack.chunks])
+                    located)
             del body
             with self._lock:
+                self.new_packs[pack.key] = NewPack(pack.key, version_id, pack.size)
+                for location in located:
+                    self.locations[location.hash] = location
+                    self._reserved.discard(location.hash)
                 self.stats.bytes_uploaded += pack.size
                 self.stats.packs_uploaded += 1
             log.debug("uploaded %s (%d bytes, %d chunks)", pack.key, pack.size, len(pack.chunks))

@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
+from s3archive.archive.packer import ChunkId, ChunkLocation
 from s3archive.clock import isoformat, parse_iso
 from s3archive.format.manifest_codec import dumps, encode_entry
 from s3archive.format.model import FILE, Manifest
@@ -50,16 +51,6 @@ _CHUNK_ITEM = struct.Struct(">32sQ")
 
 
 @dataclass(frozen=True, slots=True)
-class CachedChunk:
-    hash: str
-    pack: str
-    offset: int
-    stored: int
-    size: int
-    encoding: str
-
-
-@dataclass(frozen=True, slots=True)
 class CachedPack:
     key: str
     version_id: str
@@ -71,7 +62,7 @@ class CachedPack:
 @dataclass(frozen=True, slots=True)
 class CachedFile:
     line: bytes  # the file's manifest line without chunks (JSON, no newline)
-    chunks: list[tuple[str, int]]  # (hash, plain size) in file order
+    chunks: list[ChunkId]  # in file order
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +98,12 @@ def cache_path(cache_dir: Path, bucket: str, prefix: str, host: str) -> Path:
     return cache_dir / f"{name}.sqlite"
 
 
-def pack_chunk_list(chunks: Iterable[tuple[str, int]]) -> bytes:
+def pack_chunk_list(chunks: Iterable[ChunkId]) -> bytes:
     return b"".join(_CHUNK_ITEM.pack(bytes.fromhex(h), size) for h, size in chunks)
 
 
-def unpack_chunk_list(blob: bytes) -> list[tuple[str, int]]:
-    return [(h.hex(), size) for h, size in _CHUNK_ITEM.iter_unpack(blob)]
+def unpack_chunk_list(blob: bytes) -> list[ChunkId]:
+    return [ChunkId(h.hex(), size) for h, size in _CHUNK_ITEM.iter_unpack(blob)]
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -224,15 +215,15 @@ class LocalCache:
 
     # -- chunks
     @_locked
-    def add_chunks(self, rows: Iterable[CachedChunk]) -> None:
+    def add_chunks(self, rows: Iterable[ChunkLocation]) -> None:
         self.db.executemany(
             "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
             [(bytes.fromhex(c.hash), c.pack, c.offset, c.stored, c.size, c.encoding) for c in rows])
 
     @_locked
-    def get_chunks(self, digests: Iterable[str]) -> dict[str, CachedChunk]:
+    def get_chunks(self, digests: Iterable[str]) -> dict[str, ChunkLocation]:
         """Many lookups at once (in batches of 500)."""
-        found: dict[str, CachedChunk] = {}
+        found: dict[str, ChunkLocation] = {}
         wanted = [bytes.fromhex(d) for d in digests]
         for start in range(0, len(wanted), 500):
             batch = wanted[start:start + 500]
@@ -240,7 +231,7 @@ class LocalCache:
             for row in self.db.execute("SELECT hash, pack, offset, stored, size, encoding "
                                        f"FROM chunks WHERE hash IN ({marks})", batch):
                 digest = row[0].hex()
-                found[digest] = CachedChunk(digest, *row[1:])
+                found[digest] = ChunkLocation(digest, *row[1:])
         return found
 
     @_locked
@@ -253,10 +244,10 @@ class LocalCache:
         self.db.execute("DELETE FROM files")
 
     @_locked
-    def get_chunk(self, digest: str) -> CachedChunk | None:
+    def get_chunk(self, digest: str) -> ChunkLocation | None:
         row = self.db.execute("SELECT pack, offset, stored, size, encoding FROM chunks WHERE hash=?",
                               (bytes.fromhex(digest),)).fetchone()
-        return CachedChunk(digest, *row) if row else None
+        return ChunkLocation(digest, *row) if row else None
 
     # -- files
     @_locked
@@ -279,12 +270,12 @@ class LocalCache:
         return CachedFile(line, unpack_chunk_list(blob))
 
     def put_file(self, path: bytes, key: FileKey, line: bytes,
-                 chunks: list[tuple[str, int]], pending: bool = False) -> None:
+                 chunks: list[ChunkId], pending: bool = False) -> None:
         """Remember a file; ``pending`` rows count only after ``commit_pending_files``."""
         self.put_files([(path, key, line, chunks)], pending)
 
     @_locked
-    def put_files(self, rows: list[tuple[bytes, FileKey, bytes, list[tuple[str, int]]]],
+    def put_files(self, rows: list[tuple[bytes, FileKey, bytes, list[ChunkId]]],
                   pending: bool = False) -> None:
         table = "files_pending" if pending else "files"
         self.db.executemany(
@@ -318,17 +309,17 @@ class LocalCache:
             if entry.kind != FILE:
                 continue
             for c in entry.chunks:
-                chunk_rows.append(CachedChunk(c.hash, packs[c.pack].key, c.offset, c.stored,
+                chunk_rows.append(ChunkLocation(c.hash, packs[c.pack].key, c.offset, c.stored,
                                               c.size, c.encoding))
             if entry.ino is not None and entry.ctime_ns is not None:
-                chunks = [(c.hash, c.size) for c in entry.chunks]
+                chunks = [ChunkId(c.hash, c.size) for c in entry.chunks]
                 line = dumps(encode_entry(entry, with_chunks=False))[:-1]
                 self.put_file(entry.path, FileKey(-1, entry.ino, entry.size, entry.mtime_ns,
                                                   entry.ctime_ns), line, chunks)
                 learned += 1
         for snap in manifest.snapshots:
             for c in snap.chunks:
-                chunk_rows.append(CachedChunk(c.hash, packs[c.pack].key, c.offset, c.stored,
+                chunk_rows.append(ChunkLocation(c.hash, packs[c.pack].key, c.offset, c.stored,
                                               c.size, c.encoding))
         self.add_chunks(chunk_rows)
         # rows learned from a manifest carry no device number

@@ -17,7 +17,8 @@ from datetime import datetime
 from s3archive.archive.chunk_writer import ChunkWriter
 from s3archive.errors import IntegrityError, NoSuchVersion, StoreError
 from s3archive.format.model import ChunkRef, PackRef
-from s3archive.archive.local_cache import CachedChunk, CachedPack, LocalCache
+from s3archive.archive.local_cache import CachedPack, LocalCache
+from s3archive.archive.packer import ChunkLocation
 from s3archive.archive.retention import RunRetention, decide_pack, stronger_mode
 from s3archive.repo.pack_reader import PackReader, merge_reads
 from s3archive.store.base import ObjectLock, ObjectStore
@@ -62,7 +63,7 @@ class PackLease:
     def secure(self) -> LeaseResult:
         used: dict[str, int] = {}
         for location in self.writer.locations.values():
-            if isinstance(location, CachedChunk):
+            if location.pack not in self.writer.new_packs:
                 used[location.pack] = used.get(location.pack, 0) + location.stored
         result = LeaseResult()
         rewrite: list[str] = []
@@ -122,9 +123,9 @@ class PackLease:
     def _rewrite(self, keys: list[str]) -> int:
         """Copy the chunks this run needs out of packs not worth extending."""
         wanted = set(keys)
-        by_pack: dict[str, list[tuple[str, CachedChunk]]] = {}
+        by_pack: dict[str, list[tuple[str, ChunkLocation]]] = {}
         for digest, location in list(self.writer.locations.items()):
-            if isinstance(location, CachedChunk) and location.pack in wanted:
+            if location.pack in wanted:
                 by_pack.setdefault(location.pack, []).append((digest, location))
         missing = set()
         rewritten = 0

@@ -2,6 +2,11 @@
 
 A pack is named by the SHA-256 of its body (``packs/<h[0:2]>/<hash>``); a
 chunk inside it is read back with a ranged GET of the pinned version.
+
+Two small value types cross the archive path from here: :class:`ChunkId`
+(what a file or snapshot is made of, in order) and :class:`ChunkLocation`
+(where one chunk's stored bytes are: the writer's new packs and the local
+cache's index speak it alike).
 """
 
 from __future__ import annotations
@@ -9,31 +14,49 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from s3archive.format.chunk_codec import EncodedChunk
 from s3archive.format.model import pack_key
 
 
-@dataclass(eq=False)
-class Pack:
-    """A pack being filled, sealed, then uploaded (``version_id`` set)."""
+class ChunkId(NamedTuple):
+    """One chunk of a file or stream: the SHA-256 of its plain bytes, and their length."""
 
-    number: int
-    buffer: bytearray = field(default_factory=bytearray)
-    chunks: list[tuple[str, int, int, int, str]] = field(default_factory=list)  # hash, offset, stored, size, enc
-    key: str | None = None
-    version_id: str | None = None
-    size: int = 0
+    hash: str
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkLocation:
-    pack: Pack
+    """Where a chunk's stored bytes are: ``stored`` bytes at ``offset`` of pack ``pack``."""
+
+    hash: str
+    pack: str  # the pack's key
     offset: int
     stored: int
-    size: int
+    size: int  # plain size
     encoding: str
+
+
+@dataclass(eq=False)
+class Pack:
+    """A pack being filled, then sealed: ``key`` and ``size`` are set when sealed.
+
+    ``chunks`` lists what went in, at ``pack = ""`` until the key is known
+    (:meth:`located` gives them their pack).
+    """
+
+    number: int
+    buffer: bytearray = field(default_factory=bytearray)
+    chunks: list[ChunkLocation] = field(default_factory=list)
+    key: str | None = None
+    size: int = 0
+
+    def located(self) -> list[ChunkLocation]:
+        assert self.key is not None, "a pack has a key once sealed"
+        return [ChunkLocation(c.hash, self.key, c.offset, c.stored, c.size, c.encoding)
+                for c in self.chunks]
 
 
 class Packer:
@@ -50,19 +73,18 @@ class Packer:
         self._count += 1
         return Pack(number=self._count)
 
-    def add(self, chunk: EncodedChunk) -> ChunkLocation:
+    def add(self, chunk: EncodedChunk) -> None:
         full = None
         with self._lock:
             pack = self._open
             offset = len(pack.buffer)
             pack.buffer += chunk.data
-            pack.chunks.append((chunk.hash, offset, len(chunk.data), chunk.size, chunk.encoding))
-            location = ChunkLocation(pack, offset, len(chunk.data), chunk.size, chunk.encoding)
+            pack.chunks.append(ChunkLocation(chunk.hash, "", offset, len(chunk.data), chunk.size,
+                                             chunk.encoding))
             if len(pack.buffer) >= self.target_size:
                 full = self._take_locked()
         if full is not None:
             self._seal(full)
-        return location
 
     def _take_locked(self) -> Pack | None:
         pack = self._open

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import s3archive.archive.archiver as archiver_module
+import s3archive.archive.file_stage as file_stage_module
 from s3archive.archive.archiver import Archiver
 from s3archive.repo.catalog import list_runs, load_manifest
 from s3archive.config import parse_config
@@ -55,15 +55,15 @@ def test_metadata_changed_between_walk_and_read_is_not_cached(host: Host, monkey
     target = host.tree / "a"
     target.write_bytes(b"x" * 1000)
     target.chmod(0o644)
-    real_read = archiver_module.read_file
+    real_read = file_stage_module.read_file
 
     def chmod_first(path, *args, **kwargs):
         os.chmod(path, 0o600)  # after the walk's lstat, before the read
         return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(archiver_module, "read_file", chmod_first)
+    monkeypatch.setattr(file_stage_module, "read_file", chmod_first)
     host.archive()
-    monkeypatch.setattr(archiver_module, "read_file", real_read)
+    monkeypatch.setattr(file_stage_module, "read_file", real_read)
     second = host.archive()
     assert second.files_unchanged == 0, "the stale line must not be reused"
     assert host.entry("a").mode == 0o600

@@ -1,0 +1,280 @@
+"""The files of a run: walk the picked paths, read what changed, spool entry lines.
+
+Entries are spooled in walk order (sorted) as their manifest line without
+chunks, files followed by a TAB and their chunk ids (``hash:size,...``); the
+chunk locations are filled in at assembly, once every pack is secured.  A
+file the local cache knows unchanged (same inode, size, mtime, ctime) is
+not read: its cached line and chunk ids are reused.  Files are read by a
+small pool of threads; entries wait in a bounded queue for their file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Callable
+
+from s3archive.archive.chunk_writer import ChunkWriter
+from s3archive.archive.chunker import Chunker
+from s3archive.archive.local_cache import FileKey, LocalCache
+from s3archive.archive.packer import ChunkId
+from s3archive.archive.sources import fs_metadata
+from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
+from s3archive.archive.sources.file_reader import Unreadable, read_file
+from s3archive.archive.sources.walker import WalkItem, Walker, WalkOptions
+from s3archive.format import manifest_codec as codec
+from s3archive.format.model import FILE, HARDLINK, SYMLINK, Entry, Warning_
+from s3archive.progress import Progress
+
+log = logging.getLogger(__name__)
+READERS = 2  # file reader threads: reading, chunking and hashing release the GIL
+MAX_PENDING = 1024  # entries waiting for their file to be read before the walk waits
+FILE_ROWS_BATCH = 512  # file-cache rows written at once
+
+
+@dataclass
+class FileTally:
+    """What the walk found (the run's summary and trailer are made from it)."""
+
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    others: int = 0
+    bytes_total: int = 0  # logical size of the files
+    bytes_read: int = 0
+    files_unchanged: int = 0
+    sockets_skipped: int = 0
+
+
+@dataclass
+class _ReadOutcome:
+    ok: bool = True
+    bytes_read: int = 0
+    chunks: list[ChunkId] = field(default_factory=list)
+    warnings: list[Warning_] = field(default_factory=list)
+    cache_key: FileKey | None = None  # set when the file did not change while read
+
+
+@dataclass
+class _Queued:
+    """An entry waiting to be spooled in walk order.
+
+    Either an ``entry`` (its file maybe still being read by ``job``) or, for a
+    file-cache hit, its cached ``line`` and ``chunks``.
+    """
+
+    entry: Entry | None
+    job: Future[_ReadOutcome] | None = None
+    cache_key: FileKey | None = None
+    cacheable: bool = True
+    path: bytes = b""
+    size: int = 0
+    line: bytes = b""
+    chunks: list[ChunkId] = field(default_factory=list)
+
+
+class ThreadChunkers:
+    """pyfastcdc is not thread-safe: one chunker per thread."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self) -> Chunker:
+        chunker = getattr(self._local, "chunker", None)
+        if chunker is None:
+            chunker = self._local.chunker = Chunker()
+        return chunker
+
+
+class FileStage:
+    """Walks ``paths`` into ``spool``; new chunks go to ``writer``.
+
+    File-cache rows of the files read are written as *pending*: they count
+    only once the run's manifest is written (``remember_files`` off in a dry
+    run: nothing is remembered).
+    """
+
+    def __init__(self, options: WalkOptions, cache: LocalCache, writer: ChunkWriter,
+                 progress: Progress, warn: Callable[[Warning_], None], remember_files: bool):
+        self.options = options
+        self.cache = cache
+        self.writer = writer
+        self.progress = progress
+        self.warn = warn
+        self.remember_files = remember_files
+        self.tally = FileTally()
+        self._chunkers = ThreadChunkers()
+        self._file_rows: list[tuple[bytes, FileKey, bytes, list[ChunkId]]] = []
+        self._hardlinks: dict[tuple[int, int], bytes] = {}
+
+    def run(self, paths: list[bytes], spool: IO[bytes]) -> FileTally:
+        """Walk in order; files are read by a pool, entries spooled in walk order."""
+        pending: deque[_Queued] = deque()
+        with ThreadPoolExecutor(READERS, thread_name_prefix="read") as readers:
+            try:
+                for item in Walker(self.options, self.warn).walk(paths):
+                    queued = self._entry(item, readers)
+                    if queued is not None:
+                        pending.append(queued)
+                        self._spool_ready(pending, spool, wait=len(pending) > MAX_PENDING)
+                self._spool_ready(pending, spool, wait=True)
+                self.cache.put_files(self._file_rows, pending=True)
+                self._file_rows = []
+            except BaseException:
+                readers.shutdown(wait=True, cancel_futures=True)  # do not read the queue
+                raise
+        return self.tally
+
+    def _spool_ready(self, pending: deque[_Queued], spool: IO[bytes], wait: bool) -> None:
+        tally = self.tally
+        while pending:
+            queued = pending[0]
+            if queued.job is not None:
+                if not (wait or queued.job.done()):
+                    return
+                outcome = queued.job.result()
+                for warning in outcome.warnings:
+                    self.warn(warning)
+                tally.bytes_read += outcome.bytes_read
+                if not outcome.ok:
+                    pending.popleft()
+                    continue
+                queued.cache_key = outcome.cache_key
+                queued.chunks = outcome.chunks
+            pending.popleft()
+            entry = queued.entry
+            if entry is not None:
+                queued.path, queued.size = entry.path, entry.size
+                queued.line = codec.dumps(codec.encode_entry(entry, with_chunks=False))[:-1]
+                if entry.kind != FILE:
+                    spool.write(queued.line + b"\n")
+                    self.progress.file(queued.path, 0)
+                    continue
+            tally.files += 1
+            tally.bytes_total += queued.size
+            self.progress.file(queued.path, queued.size)
+            spool.write(spool_file_line(queued.line, queued.chunks))
+            if (queued.cache_key is not None and queued.cacheable and entry is not None
+                    and self.remember_files):
+                self._file_rows.append((queued.path, queued.cache_key, queued.line,
+                                        queued.chunks))
+                if len(self._file_rows) >= FILE_ROWS_BATCH:
+                    self.cache.put_files(self._file_rows, pending=True)
+                    self._file_rows = []
+
+    def _entry(self, item: WalkItem, readers: ThreadPoolExecutor) -> _Queued | None:
+        st = item.st
+        kind = fs_metadata.kind_of(st.st_mode)
+        if kind is None:
+            self.tally.sockets_skipped += 1
+            log.info("skipping socket %s", item.path.decode("utf-8", "backslashreplace"))
+            return None
+        if kind == FILE:
+            unchanged = self._unchanged(item.path, st)
+            if unchanged is not None:
+                return unchanged
+        try:
+            entry, problem = describe_entry(item.path, st)
+        except Vanished:
+            self.warn(Warning_("file", "vanished during the walk", item.path))
+            return None
+        except Unrecordable as left_out:
+            self.warn(left_out.warning)
+            return None
+        if problem is not None:
+            self.warn(problem)
+        if kind == FILE:
+            queued = self._file(entry, st, readers)
+            if queued is not None and problem is not None:
+                queued.cacheable = False  # next run: read the metadata again
+            return queued
+        if kind == "dir":
+            self.tally.dirs += 1
+        elif kind == SYMLINK:
+            self.tally.symlinks += 1
+        else:
+            self.tally.others += 1
+        return _Queued(entry)
+
+    def _file(self, entry: Entry, st: os.stat_result, readers: ThreadPoolExecutor
+              ) -> _Queued | None:
+        link_key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and link_key in self._hardlinks:
+            entry.kind = HARDLINK
+            entry.target = self._hardlinks[link_key]
+            self.tally.others += 1
+            return _Queued(entry)
+        if st.st_nlink > 1:
+            # read now: later names of the group must know whether this one made it
+            outcome = self._read(entry, st)
+            for warning in outcome.warnings:
+                self.warn(warning)
+            self.tally.bytes_read += outcome.bytes_read
+            if not outcome.ok:
+                return None
+            self._hardlinks[link_key] = entry.path
+            return _Queued(entry, cache_key=outcome.cache_key, chunks=outcome.chunks)
+        return _Queued(entry, job=readers.submit(self._read, entry, st))
+
+    def _unchanged(self, path: bytes, st: os.stat_result) -> _Queued | None:
+        """A file the cache knows, unchanged since (same inode, size, mtime, ctime).
+
+        Its manifest line is reused as it was: a changed owner, mode, ACL or
+        xattr would have changed its ctime.
+        """
+        link_key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and link_key in self._hardlinks:
+            return None  # a later name of a hardlink group: a hardlink entry
+        key = FileKey(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        hit = self.cache.get_file(path, key)
+        if hit is None:
+            return None
+        for chunk in hit.chunks:
+            self.writer.reuse(chunk.hash)
+        if st.st_nlink > 1:
+            self._hardlinks[link_key] = path
+        self.tally.files_unchanged += 1
+        return _Queued(None, path=path, size=st.st_size, line=hit.line, chunks=hit.chunks)
+
+    def _read(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:
+        """Read a file (in a reader thread), once more if it changed meanwhile."""
+        outcome = _ReadOutcome()
+        for attempt in (1, 2):
+            try:
+                content = read_file(entry.path, st.st_ino, self._chunkers.get(), self.writer.add,
+                                    self.progress.read)
+            except Unreadable as problem:
+                outcome.warnings.append(Warning_("file", str(problem), entry.path))
+                outcome.ok = False
+                return outcome
+            outcome.bytes_read += content.bytes_read
+            if not content.changed:
+                break
+            if attempt == 2:
+                outcome.warnings.append(Warning_(
+                    "file", "changed while being read (read twice); stored as read the "
+                    "second time", entry.path))
+        after = content.after
+        entry.size, entry.extents = content.size, content.extents
+        outcome.chunks = [ChunkId(*chunk) for chunk in content.chunks]
+        entry.mtime_ns, entry.ino, entry.ctime_ns = after.st_mtime_ns, after.st_ino, after.st_ctime_ns
+        if not content.changed and after.st_ctime_ns == st.st_ctime_ns:
+            # (a ctime that moved since the walk may hide a metadata change
+            # the entry does not have: such a file is described afresh next time)
+            outcome.cache_key = FileKey(after.st_dev, after.st_ino, after.st_size,
+                                        after.st_mtime_ns, after.st_ctime_ns)
+        return outcome
+
+
+def spool_file_line(line: bytes, chunks: list[ChunkId]) -> bytes:
+    """A file's line without chunks, then a TAB and its ``hash:size`` list.
+
+    Chunk locations are known only at assembly (archive/assembly.py); JSON
+    never contains a raw TAB, so the split there is unambiguous.
+    """
+    listed = ",".join(f"{digest}:{size}" for digest, size in chunks)
+    return line + b"\t" + listed.encode("ascii") + b"\n"
