@@ -21,26 +21,28 @@ from s3archive import __version__
 from s3archive.archive.assembly import ManifestAssembler, PendingSnapshot
 from s3archive.archive.chunk_writer import ChunkWriter, WriterStats
 from s3archive.archive.chunker import CHUNKER_PARAMS
+from s3archive.archive.commit import commit_manifest
 from s3archive.archive.file_stage import FileStage, FileTally
 from s3archive.archive.local_cache import CachedPack, LocalCache, cache_path
 from s3archive.archive.pack_lease import LeaseResult, PackLease, PacksMissing
 from s3archive.archive.packer import ChunkLocation
-from s3archive.archive.retention import REUSE_MARGIN, RunRetention, plan_run_retention
+from s3archive.archive.retention import (REUSE_MARGIN, RunRetention, check_retain_until,
+                                        plan_run_retention)
 from s3archive.archive.snapshot_stage import run_snapshotters
 from s3archive.archive.sources.pickers import PickResult, run_pickers
 from s3archive.archive.sources.walker import WalkOptions
-from s3archive.clock import Clock, isoformat, utc_now
+from s3archive.clock import Clock, check_clock, isoformat, utc_now
 from s3archive.config import Config
 from s3archive.errors import (EXIT_OK, EXIT_PARTIAL, BucketNotLocked, ManifestError,
                               NoSuchVersion, StoreError)
 from s3archive.format.chunk_codec import ChunkCodec
 from s3archive.format.model import Header, Trailer, Warning_, run_key
+from s3archive.format.run_id import new_run_id, run_id_started
 from s3archive.progress import Progress
 from s3archive.repo.catalog import RunRef, latest_run, list_runs, load_manifest
 from s3archive.store.base import ObjectLock, ObjectStore
 
 log = logging.getLogger(__name__)
-RUN_ID_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
 @dataclass
@@ -99,7 +101,7 @@ class Archiver:
 
         cfg = self.config
         picking = _Background(run_pickers, cfg.pickers_dir, cfg.sources.picker_timeout)
-        locked = self._check_bucket()
+        locked, clock_offset = self._check_bucket()
         db_path = cache_path(cfg.local.cache_dir, cfg.s3.bucket, cfg.s3.prefix, cfg.host_name)
         with RunLock(db_path.with_suffix(".lock")):
             cache = LocalCache(db_path)
@@ -109,6 +111,7 @@ class Archiver:
                 started = self.clock()
                 retention = plan_run_retention(cfg.retention, started,
                                                [_run_start(r) for r in runs])
+                check_retain_until(retention, started - clock_offset)
                 run_id = new_run_id(started, {r.run_id for r in runs})
                 plan = RunPlan(cfg.host_name, run_id, started, retention, locked)
                 for attempt in (1, 2):
@@ -150,14 +153,22 @@ class Archiver:
                               self.dry_run), plan)
         return run.execute(picking)
 
-    def _check_bucket(self) -> bool:
+    def _check_bucket(self) -> tuple[bool, timedelta]:
+        """Whether the bucket locks, and how far this host's clock is ahead of the store's.
+
+        Nothing is uploaded before both are known to be sane: a clock far off
+        would lock too short or too long, and name the run wrongly.
+        """
         lock = self.store.bucket_lock_config()
+        host_now = self.clock()
+        check_clock(host_now, lock.server_time)
+        offset = host_now - lock.server_time if lock.server_time else timedelta(0)
         if lock.enabled:
-            return True
+            return True, offset
         if self.config.allow_unlocked_bucket:
             log.warning("bucket %s has no Object Lock: backups are NOT immutable "
                         "(allow_unlocked_bucket = true)", self.store.location)
-            return False
+            return False, offset
         raise BucketNotLocked(
             f"bucket {self.store.location} has no Object Lock enabled; refusing to archive "
             "(create it with `s3archive create-resources`, or set allow_unlocked_bucket = true "
@@ -181,22 +192,8 @@ class Archiver:
             cache.commit()
 
 
-def new_run_id(started: datetime, taken: set[str]) -> str:
-    """``20261121T235800Z``, with ``-1``, ``-2`` … if runs share the second."""
-    base = started.strftime(RUN_ID_FORMAT)
-    candidate, number = base, 0
-    while candidate in taken:
-        number += 1
-        candidate = f"{base}-{number}"
-    return candidate
-
-
 def _run_start(run: RunRef) -> datetime:
-    try:
-        return datetime.strptime(run.run_id[:16], RUN_ID_FORMAT).replace(
-            tzinfo=run.last_modified.tzinfo)
-    except ValueError:
-        return run.last_modified
+    return run_id_started(run.run_id) or run.last_modified
 
 
 _T = TypeVar("_T")
@@ -336,7 +333,7 @@ class _Run:
         if hold:  # packs first: a held manifest never points at unheld packs
             for ref in assembler.table.values():
                 ctx.store.set_legal_hold(ref.key, ref.version_id, True)
-        ctx.store.put(key, blob, lock, legal_hold=hold)
+        commit_manifest(ctx.store, key, blob, lock, hold)
         ctx.cache.commit_pending_files()
         ctx.cache.set_meta("last_run_id", plan.run_id)
         return key

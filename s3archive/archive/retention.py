@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from s3archive.clock import isoformat
 from s3archive.config import RetentionSettings
+from s3archive.errors import ConfigError
 
 TIER_ORDER = ("daily", "weekly", "monthly", "yearly")
 FIXED_TIER = "until"
@@ -58,6 +60,20 @@ def plan_run_retention(settings: RetentionSettings, started: datetime,
     until = until.replace(microsecond=0) + timedelta(seconds=1)  # S3 keeps whole seconds
     pack_until = min(until + timedelta(days=settings.slack_days), max(cap, until))
     return RunRetention(tier=tier, retain_until=until, pack_until=pack_until, mode=settings.mode)
+
+
+class RetainUntilPast(ConfigError):
+    """The run's retain-until is not in the future by the store's clock."""
+
+
+def check_retain_until(retention: RunRetention, store_now: datetime) -> None:
+    """A lock must end in the future by the store's clock, or S3 refuses the PUT
+    (InvalidArgument); say so before anything is uploaded."""
+    if retention.retain_until <= store_now:
+        raise RetainUntilPast(
+            f"retain-until {isoformat(retention.retain_until)} is in the past (the store's "
+            f"time is {isoformat(store_now)}): check retention.until in the configuration "
+            "and this host's clock")
 
 
 def stronger_mode(a: str | None, b: str | None) -> str:

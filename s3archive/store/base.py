@@ -58,6 +58,7 @@ class BucketLockConfig:
     default_mode: str | None = None
     default_days: int | None = None
     default_years: int | None = None
+    server_time: datetime | None = None  # the store's clock when it answered (``Date``)
 
 
 class ObjectStore(Protocol):
@@ -65,6 +66,16 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, body: bytes, lock: ObjectLock | None,
             legal_hold: bool = False) -> PutResult: ...
+
+    def put_once(self, key: str, body: bytes, lock: ObjectLock | None,
+                 legal_hold: bool = False) -> PutResult:
+        """``put`` in one attempt, without transport retries.
+
+        For a PUT whose blind retry would do harm: after a lost
+        acknowledgement the object may exist, and a retry adds a version.
+        The caller looks before it retries (the run's commit point).
+        """
+        ...
 
     def get(self, key: str, version_id: str | None = None,
             byte_range: tuple[int, int] | None = None) -> bytes:

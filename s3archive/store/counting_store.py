@@ -35,6 +35,11 @@ class CountingStore:
         self._count("PutObject", up=len(body))
         return self.inner.put(key, body, lock, legal_hold)
 
+    def put_once(self, key: str, body: bytes, lock: ObjectLock | None,
+                 legal_hold: bool = False) -> PutResult:
+        self._count("PutObject", up=len(body))
+        return self.inner.put_once(key, body, lock, legal_hold)
+
     def get(self, key: str, version_id: str | None = None,
             byte_range: tuple[int, int] | None = None) -> bytes:
         data = self.inner.get(key, version_id, byte_range)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 def error_code(err: BaseException) -> str:
     response = getattr(err, "response", None) or {}
@@ -15,6 +17,10 @@ def describe_error(err: BaseException) -> str:
         return "no AWS credentials found (set s3.profile, s3.credentials_file or s3.role_arn)"
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
+        if error.get("Code") == "RequestTimeTooSkewed":
+            skew = _describe_skew(err.response)
+            if skew:
+                return skew
         operation = getattr(err, "operation_name", "request")
         return f"S3 {operation} failed: {error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": ")
     if isinstance(err, BotoCoreError):
@@ -23,3 +29,21 @@ def describe_error(err: BaseException) -> str:
         where = f"{err.filename}: " if err.filename else ""
         return f"{where}{err.strerror or err}"
     return str(err)
+
+
+def server_time(response: dict) -> datetime | None:
+    """The store's clock from a response's ``Date`` header (None if absent)."""
+    from email.utils import parsedate_to_datetime
+
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _describe_skew(response: dict) -> str | None:
+    from s3archive.clock import describe_skew, utc_now
+
+    store_now = server_time(response)
+    return describe_skew(utc_now(), store_now) if store_now else None

@@ -13,7 +13,7 @@ from s3archive.config import S3Settings
 from s3archive.errors import ConfigError, NoSuchVersion, StoreError
 from s3archive.store.base import (BucketLockConfig, ObjectInfo, ObjectLock, PutResult,
                                   VersionEntry)
-from s3archive.store.errors import describe_error, error_code
+from s3archive.store.errors import describe_error, error_code, server_time
 
 _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound", "InvalidArgument"}
 
@@ -81,12 +81,14 @@ def _assumed_role_session(base: Any, settings: S3Settings) -> Any:
     return boto3.Session(botocore_session=core)
 
 
-def make_client(settings: S3Settings, session: Any = None, pool_size: int = 16) -> Any:
+def make_client(settings: S3Settings, session: Any = None, pool_size: int = 16,
+                retry: bool = True) -> Any:
     from botocore.config import Config as BotoConfig
 
     session = session or make_session(settings)
     config = BotoConfig(
-        retries={"mode": "standard", "max_attempts": 8},
+        retries=({"mode": "standard", "max_attempts": 8} if retry
+                 else {"mode": "standard", "total_max_attempts": 1}),
         max_pool_connections=pool_size,
         s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
         request_checksum_calculation="when_required",
@@ -99,14 +101,19 @@ def make_client(settings: S3Settings, session: Any = None, pool_size: int = 16) 
 class S3Store:
     """ObjectStore over one bucket and key prefix."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str = ""):
+    def __init__(self, client: Any, bucket: str, prefix: str = "",
+                 single_attempt_client: Any = None):
         self.client = client
+        # put_once: a client that makes one attempt (without one, put_once retries as put)
+        self.single_attempt_client = single_attempt_client or client
         self.bucket = bucket
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
 
     @classmethod
     def from_settings(cls, settings: S3Settings, pool_size: int = 16) -> "S3Store":
-        return cls(make_client(settings, pool_size=pool_size), settings.bucket, settings.prefix)
+        session = make_session(settings)
+        return cls(make_client(settings, session, pool_size=pool_size), settings.bucket,
+                   settings.prefix, make_client(settings, session, pool_size=2, retry=False))
 
     @property
     def location(self) -> str:
@@ -134,6 +141,14 @@ class S3Store:
 
     def put(self, key: str, body: bytes, lock: ObjectLock | None,
             legal_hold: bool = False) -> PutResult:
+        return self._put(self.client, key, body, lock, legal_hold)
+
+    def put_once(self, key: str, body: bytes, lock: ObjectLock | None,
+                 legal_hold: bool = False) -> PutResult:
+        return self._put(self.single_attempt_client, key, body, lock, legal_hold)
+
+    def _put(self, client: Any, key: str, body: bytes, lock: ObjectLock | None,
+             legal_hold: bool) -> PutResult:
         kwargs: dict[str, Any] = {"Key": self._key(key), "Body": body,
                                   "ContentMD5": content_md5(body),
                                   "ContentLength": len(body)}
@@ -142,7 +157,14 @@ class S3Store:
             kwargs["ObjectLockRetainUntilDate"] = lock.retain_until
         if legal_hold:
             kwargs["ObjectLockLegalHoldStatus"] = "ON"
-        response = self._call(f"PUT {key}", self.client.put_object, **kwargs)
+        try:
+            response = self._call(f"PUT {key}", client.put_object, **kwargs)
+        except StoreError as err:
+            if lock is not None and "InvalidArgument" in str(err):
+                raise StoreError(f"PUT {key}: the store refused the lock until "
+                                 f"{lock.retain_until.isoformat()} ({err}): a retain-until "
+                                 "must lie in the future by the store's clock") from None
+            raise
         version = response.get("VersionId")
         if not version or version == "null":
             version = "null"
@@ -176,9 +198,18 @@ class S3Store:
             last_modified=response.get("LastModified"))
 
     def extend_retention(self, key: str, version_id: str, lock: ObjectLock) -> None:
-        self._call(f"PutObjectRetention {key}", self.client.put_object_retention,
-                   Key=self._key(key), VersionId=version_id,
-                   Retention={"Mode": lock.mode, "RetainUntilDate": lock.retain_until})
+        try:
+            self._call(f"PutObjectRetention {key}", self.client.put_object_retention,
+                       Key=self._key(key), VersionId=version_id,
+                       Retention={"Mode": lock.mode, "RetainUntilDate": lock.retain_until})
+        except NoSuchVersion:
+            raise
+        except StoreError as err:
+            if "InvalidArgument" in str(err):
+                raise StoreError(f"PutObjectRetention {key}: the store refused the lock until "
+                                 f"{lock.retain_until.isoformat()} ({err}): a retain-until "
+                                 "must lie in the future by the store's clock") from None
+            raise
 
     def set_legal_hold(self, key: str, version_id: str, on: bool) -> None:
         self._call(f"PutObjectLegalHold {key}", self.client.put_object_legal_hold,
@@ -228,13 +259,14 @@ class S3Store:
         except ClientError as err:
             if error_code(err) in ("ObjectLockConfigurationNotFoundError",
                                    "ObjectLockConfigurationNotFound", "NoSuchObjectLockConfiguration"):
-                return BucketLockConfig(enabled=False)
+                return BucketLockConfig(enabled=False, server_time=server_time(err.response))
             raise StoreError(f"GetObjectLockConfiguration: {describe_error(err)}") from None
         conf = response.get("ObjectLockConfiguration", {})
         rule = conf.get("Rule", {}).get("DefaultRetention", {})
         return BucketLockConfig(enabled=conf.get("ObjectLockEnabled") == "Enabled",
                                 default_mode=rule.get("Mode"), default_days=rule.get("Days"),
-                                default_years=rule.get("Years"))
+                                default_years=rule.get("Years"),
+                                server_time=server_time(response))
 
 
 def utc(moment: datetime) -> datetime:

@@ -204,25 +204,27 @@ def test_second_archive_on_the_same_config_is_refused(env: ArchiveEnv, tmp_path:
 
 def test_failed_run_writes_no_manifest_and_the_next_run_reuses_its_packs(
         env: ArchiveEnv, tmp_path: Path, monkeypatch) -> None:
+    import s3archive.archive.commit as commit_module
     from s3archive.errors import StoreError
     from s3archive.store.s3_store import S3Store
 
     env.pick(make_tree(tmp_path))
-    real_put = S3Store.put
+    real_put = S3Store.put_once
+    monkeypatch.setattr(commit_module, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
 
     def failing_put(self, key, body, lock, legal_hold=False):
         if key.startswith("runs/"):
             raise StoreError(f"PUT {key}: simulated outage")
         return real_put(self, key, body, lock, legal_hold)
 
-    monkeypatch.setattr(S3Store, "put", failing_put)
+    monkeypatch.setattr(S3Store, "put_once", failing_put)
     result = env.run("archive", "--json")
     assert result.exit_code == 1
-    assert "simulated outage" in result.stderr
+    assert "was not written: PUT runs/" in result.stderr and "simulated outage" in result.stderr
     assert env.versions("runs/") == []
     uploaded = len(env.versions("packs/"))
     assert uploaded > 0
-    monkeypatch.setattr(S3Store, "put", real_put)
+    monkeypatch.setattr(S3Store, "put_once", real_put)
     summary = env.archive()
     assert summary["packs_uploaded"] == 0 and summary["manifest_key"]
 
@@ -273,3 +275,71 @@ def test_transient_s3_errors_are_retried_with_back_off(env: ArchiveEnv, tmp_path
     assert puts == 2
     assert len(attempts) == 3 * puts
     assert len(env.versions()) == puts
+
+
+def test_lost_acknowledgements_of_the_manifest_put_leave_one_version(env: ArchiveEnv, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """Every manifest PUT reaches RGW, and then the connection breaks (over HTTP)."""
+    import urllib3
+    from botocore.exceptions import ConnectionClosedError
+
+    import s3archive.archive.commit as commit_module
+    from s3archive.store import s3_store
+
+    monkeypatch.setattr(commit_module, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+    http = urllib3.PoolManager()
+    lost: list[str] = []
+
+    def deliver_then_break(request, **_):
+        if "/runs/" not in request.url:
+            return None
+        body = request.body.read() if hasattr(request.body, "read") else request.body
+        if hasattr(request.body, "seek"):
+            request.body.seek(0)
+        answer = http.request(request.method, request.url, body=body, headers=dict(request.headers))
+        assert answer.status == 200, answer.data
+        lost.append(request.url)
+        raise ConnectionClosedError(endpoint_url=request.url)
+
+    original = s3_store.make_client
+
+    def lossy_client(*args, **kwargs):
+        client = original(*args, **kwargs)
+        client.meta.events.register("before-send.s3.PutObject", deliver_then_break,
+                                    unique_id="lose-the-acknowledgement")
+        return client
+
+    monkeypatch.setattr(s3_store, "make_client", lossy_client)
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "file").write_bytes(random_bytes(100_000, 10))
+    env.pick(small)
+    result = env.run("archive", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = result.json
+    assert len(lost) == 1, result.stderr
+    runs = env.versions("runs/")
+    assert [v["Key"] for v in runs] == [summary["manifest_key"]], "one version of the run key"
+    listed = env.run("runs")
+    assert listed.exit_code == 0 and "versions" not in listed.stderr, listed.stderr
+
+
+def test_a_host_clock_400_days_behind_fails_with_one_line_naming_it(env: ArchiveEnv,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    import botocore.auth
+
+    import s3archive.clock as clock_module
+
+    behind = timedelta(days=400)
+    real_now = clock_module.utc_now
+    monkeypatch.setattr(botocore.auth, "get_current_datetime",
+                        lambda: (datetime.now(timezone.utc) - behind).replace(tzinfo=None))
+    monkeypatch.setattr(clock_module, "utc_now", lambda: real_now() - behind)
+    env.pick(make_tree(tmp_path))
+    result = env.run("archive")
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "this host's clock is 400 days behind the store's" in result.stderr, result.stderr
+    monkeypatch.undo()
+    assert env.versions() == []

@@ -195,6 +195,10 @@ class MemoryStore:
             self.bytes_up += len(body)
             return PutResult(key=key, version_id=version.version_id, size=len(body))
 
+    def put_once(self, key: str, body: bytes, lock: ObjectLock | None,
+                 legal_hold: bool = False) -> PutResult:
+        return self.put(key, body, lock, legal_hold)  # no transport here: nothing to retry
+
     def get(self, key: str, version_id: str | None = None,
             byte_range: tuple[int, int] | None = None) -> bytes:
         what = f"GET {key}"
@@ -310,7 +314,7 @@ class MemoryStore:
         with self._lock:
             self._count("GetObjectLockConfiguration")
             return BucketLockConfig(enabled=self.object_lock, default_mode=self.default_mode,
-                                    default_days=self.default_days)
+                                    default_days=self.default_days, server_time=self.clock())
 
     def snapshot(self) -> dict[str, Any]:
         """The same shape as ``CountingStore.snapshot``."""
