@@ -19,6 +19,7 @@ from typing import IO, Any, Callable, Generic, TypeVar
 
 from s3archive import __version__
 from s3archive.archive.assembly import ManifestAssembler, PendingSnapshot
+from s3archive.archive.chunk_sources import SpoolSources
 from s3archive.archive.chunk_writer import ChunkWriter, WriterStats
 from s3archive.archive.chunker import CHUNKER_PARAMS
 from s3archive.archive.commit import commit_manifest
@@ -107,7 +108,7 @@ class Archiver:
             cache = LocalCache(db_path)
             try:
                 runs = list_runs(self.store, cfg.host_name)
-                self._prepare_cache(cache, runs)
+                self._prepare_cache(cache, runs, locked)
                 started = self.clock()
                 retention = plan_run_retention(cfg.retention, started,
                                                [_run_start(r) for r in runs])
@@ -174,7 +175,7 @@ class Archiver:
             "(create it with `s3archive create-resources`, or set allow_unlocked_bucket = true "
             f"in {self.config.path})")
 
-    def _prepare_cache(self, cache: LocalCache, runs: list[RunRef]) -> None:
+    def _prepare_cache(self, cache: LocalCache, runs: list[RunRef], locked: bool) -> None:
         latest = latest_run(runs) if cache.is_empty() else None
         if latest is not None:
             try:
@@ -190,6 +191,17 @@ class Archiver:
             cache.begin()
             cache.forget_packs(lapsing)
             cache.commit()
+        if locked and self.config.retention.mode == "COMPLIANCE":
+            # S3 turns a GOVERNANCE lock into COMPLIANCE only with a governance bypass,
+            # and the backup role cannot read packs/ to copy them: a COMPLIANCE run
+            # reads the files of such packs again and writes their chunks anew
+            weaker = cache.packs_not_locked_in("COMPLIANCE")
+            if weaker:
+                log.info("forgetting %d cached packs not locked in COMPLIANCE mode",
+                         len(weaker))
+                cache.begin()
+                cache.forget_packs(weaker)
+                cache.commit()
 
 
 def _run_start(run: RunRef) -> datetime:
@@ -292,7 +304,7 @@ class _Run:
                 progress.phase("securing retention")
                 lease = PackLease(ctx.store, ctx.cache, ctx.writer, self.plan.retention,
                                   cfg.retention.repack_below, self.plan.locked,
-                                  ctx.dry_run).secure()
+                                  SpoolSources(spool), ctx.dry_run).secure()
                 progress.phase("writing manifest")
                 key = self._write_manifest(spool, snapshots, lease, files.tally)
         finally:

@@ -138,13 +138,14 @@ class ChunkWriter:
         self._encode_pool.submit(self._encode, plain, digest)
         return ChunkId(digest, len(plain))
 
-    def add_stored(self, digest: str, size: int, encoding: str, stored: bytes) -> None:
-        """Put an already encoded (and verified) chunk into a new pack (rewrites)."""
+    def rewrite(self, digest: str, plain: bytes) -> None:
+        """Write a chunk the run already references into a new pack (its old
+        pack is left to lapse); ``plain`` is verified against ``digest``."""
         self._raise_failure()
         with self._lock:
             self.locations.pop(digest, None)
             self._reserved.add(digest)
-        self.packer.add(EncodedChunk(digest, size, encoding, stored))
+        self.packer.add(self.codec.encode(plain, digest))
 
     def _claim(self, digest: str) -> bool:
         """True when the chunk is new and this caller must encode it."""

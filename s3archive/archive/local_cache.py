@@ -209,6 +209,11 @@ class LocalCache:
         self.db.executemany("DELETE FROM files WHERE path=?", [(p,) for p in doomed])
 
     @_locked
+    def packs_not_locked_in(self, mode: str) -> list[str]:
+        return [row[0] for row in self.db.execute(
+            "SELECT key FROM packs WHERE lock_mode IS NULL OR lock_mode != ?", (mode,))]
+
+    @_locked
     def packs_lapsing_before(self, moment: datetime) -> list[str]:
         return [row[0] for row in self.db.execute(
             "SELECT key FROM packs WHERE retain_until < ?", (isoformat(moment),))]

@@ -3,7 +3,13 @@
 For each reused pack (decided by ``retention.decide_pack``): keep it when its
 known lock already covers the run, extend the lock to ``retain_until + slack``,
 or — when the run needs only a small share of it, or it is locked in a weaker
-mode than the run — copy the needed chunks into new packs and let it lapse.
+mode than the run — write the needed chunks into new packs and let it lapse.
+Those chunks are read again from the files being backed up
+(archive/chunk_sources.py), never from the bucket: the backup role cannot
+read ``packs/``.  A pack holding a chunk that cannot be read again (only a
+snapshot stream had it, or its file changed since the walk) is extended
+instead.  (Packs in a weaker mode never get this far: the archiver forgets
+them before the walk, so their files are read and their chunks written anew.)
 A pack version that turns out to be gone raises :class:`PacksMissing`: the
 archiver forgets it and runs again, so its chunks are written anew.
 """
@@ -13,18 +19,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Callable, Protocol
 
 from s3archive.archive.chunk_writer import ChunkWriter
-from s3archive.errors import IntegrityError, NoSuchVersion, StoreError
-from s3archive.format.model import ChunkRef, PackRef
 from s3archive.archive.local_cache import CachedPack, LocalCache
-from s3archive.archive.packer import ChunkLocation
 from s3archive.archive.retention import RunRetention, decide_pack, stronger_mode
-from s3archive.repo.pack_reader import PackReader, merge_reads
+from s3archive.errors import NoSuchVersion, StoreError
 from s3archive.store.base import ObjectLock, ObjectStore
 
 log = logging.getLogger(__name__)
-MERGE_GAP = 1 << 20  # read across gaps up to this size rather than issue another GET
+
+
+class ChunkSources(Protocol):
+    """Where a run can read chunks again (archive/chunk_sources.py)."""
+
+    def locate(self, wanted: set[str]) -> set[str]: ...
+
+    def read(self, digests: set[str], sink: Callable[[str, bytes], None]) -> set[str]: ...
 
 
 class PacksMissing(Exception):
@@ -58,6 +69,7 @@ class PackLease:
     retention: RunRetention
     repack_below: float
     locked: bool
+    sources: ChunkSources
     dry_run: bool = False
 
     def secure(self) -> LeaseResult:
@@ -94,7 +106,17 @@ class PackLease:
         if missing:
             raise PacksMissing(missing)
         if rewrite:
-            result.rewritten = self._rewrite(rewrite)
+            for key in self._rewrite(rewrite):  # could not be read again: extend
+                cached = self.cache.get_pack(key)
+                assert cached is not None
+                lock = self._extend(cached, missing)
+                if lock is not None:
+                    result.packs[key] = LeasedPack(cached.version_id, cached.size, *lock)
+                    result.extended += 1
+                rewrite.remove(key)
+            if missing:
+                raise PacksMissing(missing)
+            result.rewritten = len(rewrite)
         return result
 
     def _extend(self, pack: CachedPack, missing: set[str]) -> tuple[datetime, str] | None:
@@ -120,33 +142,22 @@ class PackLease:
         self.cache.add_pack(CachedPack(pack.key, pack.version_id, pack.size, mode, target))
         return target, mode
 
-    def _rewrite(self, keys: list[str]) -> int:
-        """Copy the chunks this run needs out of packs not worth extending."""
-        wanted = set(keys)
-        by_pack: dict[str, list[tuple[str, ChunkLocation]]] = {}
-        for digest, location in list(self.writer.locations.items()):
-            if location.pack in wanted:
-                by_pack.setdefault(location.pack, []).append((digest, location))
-        missing = set()
-        rewritten = 0
-        for key in keys:
-            pack = self.cache.get_pack(key)
-            assert pack is not None
-            refs = sorted((ChunkRef(digest, chunk.size, 0, chunk.offset, chunk.stored,
-                                    chunk.encoding) for digest, chunk in by_pack.get(key, [])),
-                          key=lambda ref: ref.offset)
-            reader = PackReader(self.store, [PackRef(0, key, pack.version_id, pack.size)])
-            for result in reader.results(merge_reads(refs, max_gap=MERGE_GAP)):
-                if result.pack_missing:
-                    missing.add(key)
-                    break
-                if result.data is None or result.stored is None:
-                    raise IntegrityError(f"cannot copy a chunk out of {key}: {result.error}")
-                ref = result.ref  # verified: copy the stored bytes as they are
-                self.writer.add_stored(ref.hash, ref.size, ref.encoding, bytes(result.stored))
-            else:
-                rewritten += 1
-        if missing:
-            raise PacksMissing(missing)
+    def _rewrite(self, keys: list[str]) -> list[str]:
+        """Write the chunks this run needs out of ``keys`` into new packs, read
+        again from the run's files; returns the packs that must be kept instead."""
+        doomed = set(keys)
+        wanted: dict[str, set[str]] = {key: set() for key in keys}
+        for digest, location in self.writer.locations.items():
+            if location.pack in doomed:
+                wanted[location.pack].add(digest)
+        found = self.sources.locate(set().union(*wanted.values()))
+        kept = [key for key in keys if not wanted[key] <= found]
+        readable = set().union(*(wanted[key] for key in keys if key not in kept))
+        delivered = self.sources.read(readable, self.writer.rewrite)
         self.writer.drain()
-        return rewritten
+        kept += [key for key in keys if key not in kept and not wanted[key] <= delivered]
+        for key in kept:
+            log.info("%s: %d of the chunks this run needs cannot be read again (a snapshot "
+                     "stream, or a file changed since the walk): extending it instead",
+                     key, len(wanted[key] - delivered))
+        return kept

@@ -51,12 +51,14 @@ HOST = "simhost"
 # ---------------------------------------------------------------- harness
 
 class GuardedStore:
-    """What the archiver sees: the memory store, with deletes forbidden and
-    every retention update recorded together with the lock it replaced."""
+    """What the archiver sees: the memory store, with deletes and reads of
+    ``packs/`` forbidden (the backup role has neither), and every retention
+    update recorded together with the lock it replaced."""
 
     def __init__(self, inner: MemoryStore):
         self.inner = inner
         self.deletes: list[tuple[str, str]] = []
+        self.pack_reads: list[tuple[str, str | None]] = []
         self.extensions: list[tuple[str, str, datetime | None, ObjectLock]] = []
         self.failed_extensions: list[tuple[str, str, str]] = []
 
@@ -70,6 +72,13 @@ class GuardedStore:
     def delete_version(self, key: str, version_id: str) -> None:
         self.deletes.append((key, version_id))
         raise AssertionError(f"an archive run deleted {key}@{version_id}")
+
+    def get(self, key: str, version_id: str | None = None,
+            byte_range: tuple[int, int] | None = None) -> bytes:
+        if key.startswith("packs/"):
+            self.pack_reads.append((key, version_id))
+            raise StoreError(f"GET {key}: AccessDenied (the backup role cannot read packs/)")
+        return self.inner.get(key, version_id, byte_range)
 
     def extend_retention(self, key: str, version_id: str, lock: ObjectLock) -> None:
         before = self.inner.version(key, version_id)
@@ -136,7 +145,7 @@ class Sim:
                     if n - before.get(op, 0)}
         assert summary.exit_code == 0, summary.warnings
         assert summary.warnings == []
-        assert self.guard.deletes == []
+        assert self.guard.deletes == [] and self.guard.pack_reads == []
         assert summary.manifest_key is not None
         current = self.store.versions(summary.manifest_key)[-1]
         manifest = self.manifest(summary.manifest_key, current.version_id)
