@@ -18,18 +18,18 @@ from datetime import datetime, timedelta
 from typing import IO, Any, Callable, Generic, TypeVar
 
 from s3archive import __version__
-from s3archive.archive.assembly import ManifestAssembler, PendingSnapshot
+from s3archive.archive.assembly import ManifestAssembler
 from s3archive.archive.chunk_sources import SpoolSources
-from s3archive.archive.chunk_writer import ChunkWriter, WriterStats
+from s3archive.archive.chunk_writer import ChunkWriter, NewPack, WriterStats
 from s3archive.archive.chunker import CHUNKER_PARAMS
 from s3archive.archive.commit import commit_manifest
 from s3archive.archive.file_stage import FileStage, FileTally
-from s3archive.archive.local_cache import CachedPack, LocalCache, cache_path
+from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache, cache_path
 from s3archive.archive.pack_lease import LeaseResult, PackLease, PacksMissing
 from s3archive.archive.packer import ChunkLocation
 from s3archive.archive.retention import (REUSE_MARGIN, RunRetention, check_retain_until,
                                         plan_run_retention)
-from s3archive.archive.snapshot_stage import run_snapshotters
+from s3archive.archive.snapshot_stage import PendingSnapshot, run_snapshotters
 from s3archive.archive.sources.pickers import PickResult, run_pickers
 from s3archive.archive.sources.walker import WalkOptions
 from s3archive.clock import Clock, check_clock, isoformat, utc_now
@@ -141,8 +141,10 @@ class Archiver:
         pack_lock = (ObjectLock(plan.retention.mode, plan.retention.pack_until)
                      if plan.locked else None)
 
-        def record_pack(pack: CachedPack, chunks: list[ChunkLocation]) -> None:
-            cache.add_pack(pack)
+        def record_pack(pack: NewPack, chunks: list[ChunkLocation]) -> None:
+            cache.add_pack(CachedPack(pack.key, pack.version_id, pack.size,
+                                      pack_lock.mode if pack_lock else None,
+                                      pack_lock.retain_until if pack_lock else UNLOCKED_UNTIL))
             cache.add_chunks(chunks)
 
         writer = ChunkWriter(

@@ -17,12 +17,10 @@ from typing import IO, Callable, Mapping
 from s3archive.archive.chunk_writer import NewPack
 from s3archive.archive.pack_lease import LeasedPack
 from s3archive.archive.packer import ChunkId, ChunkLocation
+from s3archive.archive.snapshot_stage import PendingSnapshot
 from s3archive.format import manifest_codec as codec
-from s3archive.format.model import ChunkRef, Header, PackRef, Snapshot, Trailer
+from s3archive.format.model import ChunkRef, Header, PackRef, Trailer
 from s3archive.store.base import ObjectLock
-
-# a snapshot as run, and the chunks of its stream in order
-PendingSnapshot = tuple[Snapshot, list[ChunkId]]
 
 
 class ManifestAssembler:

@@ -12,11 +12,9 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Callable
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
-from s3archive.archive.local_cache import CachedPack
 from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer
 from s3archive.store.base import ObjectLock, ObjectStore
 
@@ -94,7 +92,7 @@ class ChunkWriter:
     store: ObjectStore
     lookup_cached: Callable[[str], ChunkLocation | None]
     may_be_cached: Callable[[str], bool]  # cheap pre-check, False means surely not
-    record_pack: Callable[[CachedPack, list[ChunkLocation]], None]
+    record_pack: Callable[[NewPack, list[ChunkLocation]], None]  # once stored
     codec: ChunkCodec
     pack_size: int
     lock: ObjectLock | None
@@ -216,11 +214,7 @@ class ChunkWriter:
                 version_id = "dry-run"
             else:
                 version_id = self.store.put(pack.key, body, self.lock).version_id
-                self.record_pack(
-                    CachedPack(pack.key, version_id, len(body),
-                               self.lock.mode if self.lock else None,
-                               self.lock.retain_until if self.lock else _UNLOCKED_UNTIL),
-                    located)
+                self.record_pack(NewPack(pack.key, version_id, len(body)), located)
             del body
             with self._lock:
                 self.new_packs[pack.key] = NewPack(pack.key, version_id, pack.size)
@@ -257,8 +251,3 @@ class ChunkWriter:
     def close(self) -> None:
         self._encode_pool.shutdown(wait=True, cancel_futures=True)
         self._upload_pool.shutdown(wait=True, cancel_futures=True)
-
-
-# Packs in a bucket without Object Lock (allow_unlocked_bucket) have no lease
-# to renew: the cache treats them as lasting, and nothing protects them.
-_UNLOCKED_UNTIL = datetime(9999, 12, 31, tzinfo=timezone.utc)

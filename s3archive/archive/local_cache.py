@@ -23,7 +23,7 @@ import sqlite3
 import struct
 import threading
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS files (
     line BLOB NOT NULL) WITHOUT ROWID;
 """
 _CHUNK_ITEM = struct.Struct(">32sQ")
+
+# Packs in a bucket without Object Lock (allow_unlocked_bucket) have no lease
+# to renew: the cache treats them as lasting, and nothing protects them.
+UNLOCKED_UNTIL = datetime(9999, 12, 31, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)

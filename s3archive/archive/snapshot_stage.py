@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from s3archive.archive.assembly import PendingSnapshot
 from s3archive.archive.chunk_writer import ChunkWriter
 from s3archive.archive.chunker import Chunker
 from s3archive.archive.packer import ChunkId
@@ -13,6 +12,9 @@ from s3archive.archive.sources.pickers import executables
 from s3archive.archive.sources.snapshotters import run_snapshotter
 from s3archive.format.model import Snapshot, Warning_
 from s3archive.progress import Progress
+
+# a snapshot as run, and the chunks of its stream in order
+PendingSnapshot = tuple[Snapshot, list[ChunkId]]
 
 
 def run_snapshotters(snapshots_dir: Path, timeout: float, writer: ChunkWriter,
