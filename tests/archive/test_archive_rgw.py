@@ -244,8 +244,10 @@ def test_transient_s3_errors_are_retried_with_back_off(env: ArchiveEnv, tmp_path
                                                        monkeypatch) -> None:
     from botocore.awsrequest import AWSResponse
 
+    import s3archive.archive.commit as commit_module
     from s3archive.store import s3_store
 
+    monkeypatch.setattr(commit_module, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
     attempts: list[str] = []
     original = s3_store.make_client
 
