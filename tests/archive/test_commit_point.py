@@ -101,7 +101,7 @@ def test_two_configurations_of_one_host_name_in_the_same_second_write_two_runs(
     runs = list_runs(store, "web")
     assert len(runs) == 2, [(r.key, r.version_id) for r in runs]
     assert len({r.key for r in runs}) == 2, "two runs wrote one key"
-    assert {r.run_id[:16] for r in runs} == {"20311124T031500Z"}
+    assert {r.named_start for r in runs} == {START}
     # each run restores its own tree, not the other's
     for host, run in ((first, next(r for r in runs if r.key == summary.manifest_key)),
                       (second, next(r for r in runs if r.key != summary.manifest_key))):
