@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import stat
 from dataclasses import dataclass
 from typing import IO, Callable
 
@@ -84,6 +85,8 @@ class SpoolSources:
             except OSError:
                 continue
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    continue  # replaced since the walk
                 for digest, source in sorted(items, key=lambda item: item[1].position):
                     try:
                         plain = _read_stream(fd, source)
