@@ -91,7 +91,7 @@ class PackLease:
             decision = decide_pack(key, cached.retain_until, cached.size, used[key],
                                    self.retention.retain_until, self.repack_below)
             # S3 turns a GOVERNANCE lock in force into COMPLIANCE only with a governance
-            # bypass: a COMPLIANCE run copies what it needs into COMPLIANCE packs instead
+            # bypass: a COMPLIANCE run writes what it needs into COMPLIANCE packs instead
             weaker = self.retention.mode == "COMPLIANCE" and cached.lock_mode != "COMPLIANCE"
             if decision.action == "keep" and not weaker:
                 result.packs[key] = LeasedPack(cached.version_id, cached.size,
