@@ -38,9 +38,9 @@ from s3archive.errors import (EXIT_OK, EXIT_PARTIAL, BucketNotLocked, ManifestEr
                               NoSuchVersion, StoreError)
 from s3archive.format.chunk_codec import ChunkCodec
 from s3archive.format.model import Header, Trailer, Warning_, run_key
-from s3archive.format.run_id import new_run_id, run_id_started
+from s3archive.format.run_id import new_run_id
 from s3archive.progress import Progress
-from s3archive.repo.catalog import RunRef, latest_run, list_runs, load_manifest
+from s3archive.repo.catalog import RunRef, latest_run, list_runs, load_manifest, run_id_time
 from s3archive.store.base import ObjectLock, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class Archiver:
 
 
 def _run_start(run: RunRef) -> datetime:
-    return run_id_started(run.run_id) or run.last_modified
+    return run_id_time(run.run_id) or run.last_modified
 
 
 _T = TypeVar("_T")

@@ -6,7 +6,8 @@ two writers that share a host name and a start second write different keys
 without coordinating: S3 offers no create-only PUT that every store keeps
 (Ceph RGW 16 accepts ``If-None-Match: *`` on a versioned bucket and writes a
 second version).  Earlier writers used the bare second, with ``-1``, ``-2``…
-on a clash: readers accept those too.
+on a clash: readers accept those too (``repo.catalog.run_id_time`` reads the
+start second of either).
 """
 
 from __future__ import annotations
@@ -21,17 +22,6 @@ SUFFIX_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, in sor
 SUFFIX_LENGTH = 6
 _SUFFIX_SPACE = len(SUFFIX_ALPHABET) ** SUFFIX_LENGTH
 RUN_ID = re.compile(r"(?P<time>\d{8}T\d{6}Z)(?:-(?P<suffix>[0-9a-hjkmnp-tv-z]{6})|-(?P<serial>\d+))?")
-
-
-def run_id_started(run_id: str) -> datetime | None:
-    """The start second an id names, or None for an id s3archive would not write."""
-    match = RUN_ID.fullmatch(run_id)
-    if match is None:
-        return None
-    try:
-        return datetime.strptime(match["time"], TIME_FORMAT).replace(tzinfo=timezone.utc)
-    except ValueError:  # e.g. month 13
-        return None
 
 
 def new_run_id(started: datetime, taken: Iterable[str],

@@ -25,7 +25,6 @@ from s3archive.errors import ManifestError, RunNotFound, UsageError
 from s3archive.format.limits import LIMITS, ManifestLimits
 from s3archive.format.manifest_codec import decode_manifest
 from s3archive.format.model import Manifest
-from s3archive.format.run_id import run_id_started
 from s3archive.store.base import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -77,11 +76,6 @@ def run_id_time_problem(run_id: str, written: datetime) -> str | None:
 def _hours(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours:g} h"
-
-    @property
-    def named_start(self) -> datetime | None:
-        """The start second the run id names (format/run_id.py); None for a foreign id."""
-        return run_id_started(self.run_id)
 
 
 def list_runs(store: ObjectStore, host: str | None = None) -> list[RunRef]:
