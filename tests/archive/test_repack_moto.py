@@ -32,6 +32,11 @@ def test_a_repack_under_the_shipped_backup_policy_succeeds(moto: MotoServer,  # 
                         "--create-user", "rp-host-backup", "--cache-dir", str(tmp_path / "cache"),
                         "--state-file", str(tmp_path / "state/last-run.json"))
     assert written.returncode == 0, written.stderr
+    iam = moto.client("iam")  # the shipped policies: this host's, and the shared backup group's
+    assert iam.list_user_policies(UserName="rp-host-backup")["PolicyNames"] == [
+        f"s3archive-{bucket}-host-rp-host"]
+    assert [g["GroupName"] for g in iam.list_groups_for_user(UserName="rp-host-backup")["Groups"]
+            ] == [f"s3archive-{bucket}-backup"]
     config = root / "etc/s3archive/config.toml"
     data = tmp_path / "data"
     data.mkdir()
