@@ -8,8 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from s3archive.archive.chunk_writer import INLINE_BYTES, ChunkWriter
-from s3archive.archive.local_cache import CachedChunk, CachedPack
+from s3archive.archive.chunk_writer import INLINE_BYTES, ChunkWriter, NewPack
 from s3archive.archive.packer import ChunkLocation
 from s3archive.errors import StoreError
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash, decode_chunk
@@ -21,15 +20,15 @@ KiB, MiB = 1 << 10, 1 << 20
 
 class Recorder:
     def __init__(self) -> None:
-        self.packs: list[tuple[CachedPack, list[CachedChunk]]] = []
+        self.packs: list[tuple[NewPack, list[ChunkLocation]]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, pack: CachedPack, chunks: list[CachedChunk]) -> None:
+    def __call__(self, pack: NewPack, chunks: list[ChunkLocation]) -> None:
         with self.lock:
             self.packs.append((pack, chunks))
 
 
-def make_writer(store, codec=None, cached: dict[str, CachedChunk] | None = None, **options
+def make_writer(store, codec=None, cached: dict[str, ChunkLocation] | None = None, **options
                 ) -> tuple[ChunkWriter, Recorder]:
     cached = cached or {}
     recorder = Recorder()
@@ -48,8 +47,7 @@ def store() -> MemoryStore:
 
 def read_back(store: MemoryStore, writer: ChunkWriter, digest: str) -> bytes:
     location = writer.locations[digest]
-    assert isinstance(location, ChunkLocation)
-    body = store.get(location.pack.key, location.pack.version_id)
+    body = store.get(location.pack, writer.new_packs[location.pack].version_id)
     stored = body[location.offset:location.offset + location.stored]
     return decode_chunk(stored, location.encoding, location.size, digest)
 
@@ -74,11 +72,14 @@ def test_each_chunk_is_stored_once_and_reads_back(store: MemoryStore) -> None:
         assert (version.lock_mode, version.retain_until) == ("GOVERNANCE", store.clock() + timedelta(days=30))
     recorded = {c.hash for _, rows in recorder.packs for c in rows}
     assert recorded == {chunk_hash(c) for c in chunks}
+    assert {pack.key for pack, _ in recorder.packs} == set(writer.new_packs)
+    assert all(c.pack == pack.key for pack, rows in recorder.packs for c in rows)
 
 
 def test_a_chunk_the_cache_knows_is_not_stored_again(store: MemoryStore) -> None:
     known = b"k" * 1000
-    cached = {chunk_hash(known): CachedChunk(chunk_hash(known), "packs/aa/" + "a" * 64, 0, 20, 1000, "zstd")}
+    cached = {chunk_hash(known): ChunkLocation(chunk_hash(known), "packs/aa/" + "a" * 64, 0, 20, 1000,
+                                              "zstd")}
     writer, recorder = make_writer(store, cached=cached)
     try:
         writer.add(known)
@@ -175,3 +176,22 @@ def test_an_upload_failure_surfaces_to_drain_and_to_later_adds() -> None:
     finally:
         writer.close()
     assert recorder.packs == [], "a pack that was not stored is never recorded in the cache"
+
+
+def test_a_rewritten_chunk_moves_to_a_new_pack(store: MemoryStore) -> None:
+    known = random.Random(7).randbytes(50 * KiB)
+    old = ChunkLocation(chunk_hash(known), "packs/aa/" + "a" * 64, 0, 20, len(known), "zstd")
+    writer, recorder = make_writer(store, cached={old.hash: old})
+    try:
+        writer.add(known)
+        writer.drain()
+        assert writer.locations[old.hash] == old
+        writer.rewrite(old.hash, known)
+        writer.drain()
+    finally:
+        writer.close()
+    moved = writer.locations[old.hash]
+    assert moved.pack != old.pack and moved.pack in writer.new_packs
+    assert read_back(store, writer, old.hash) == known
+    assert (writer.stats.chunks_new, writer.stats.chunks_reused) == (0, 1)
+    assert [c.hash for _, rows in recorder.packs for c in rows] == [old.hash]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from s3archive.archive.local_cache import CachedChunk, CachedPack, FileKey, LocalCache
+from s3archive.archive.local_cache import CachedPack, FileKey, LocalCache
+from s3archive.archive.packer import ChunkLocation
 from s3archive.format.model import (ChunkRef, Entry, Header, Manifest, PackRef, Snapshot,
                                     Trailer)
 
@@ -54,8 +55,8 @@ def test_rebuild_from_a_manifest(cache: LocalCache) -> None:
                                                      T0 + timedelta(days=40))
     assert cache.get_pack(pack_key(2)) == CachedPack(pack_key(2), "v2", 2000, "GOVERNANCE",
                                                      T0 + timedelta(days=30))
-    assert cache.get_chunk(digest(2)) == CachedChunk(digest(2), pack_key(2), 0, 20, 20, "raw")
-    assert cache.get_chunk(digest(3)) == CachedChunk(digest(3), pack_key(2), 20, 5, 5, "raw")
+    assert cache.get_chunk(digest(2)) == ChunkLocation(digest(2), pack_key(2), 0, 20, 20, "raw")
+    assert cache.get_chunk(digest(3)) == ChunkLocation(digest(3), pack_key(2), 20, 5, 5, "raw")
     # a learned file row has no device number: it matches on any device
     hit = cache.get_file(b"/a", FileKey(99, 11, 30, 2, 3))
     assert hit is not None and hit.chunks == [(digest(1), 10), (digest(2), 20)]
@@ -110,7 +111,7 @@ def test_an_uncommitted_transaction_leaves_nothing(tmp_path: Path) -> None:
     cache = LocalCache(path)
     cache.begin()
     cache.add_pack(CachedPack(pack_key(1), "v1", 10, None, T0))
-    cache.add_chunks([CachedChunk(digest(1), pack_key(1), 0, 10, 10, "raw")])
+    cache.add_chunks([ChunkLocation(digest(1), pack_key(1), 0, 10, 10, "raw")])
     cache.close()  # the process died before commit
     reopened = LocalCache(path)
     try:
@@ -120,7 +121,7 @@ def test_an_uncommitted_transaction_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_many_chunks_are_looked_up_in_batches(cache: LocalCache) -> None:
-    cache.add_chunks([CachedChunk(digest(i), pack_key(1), i, 1, 1, "raw") for i in range(1300)])
+    cache.add_chunks([ChunkLocation(digest(i), pack_key(1), i, 1, 1, "raw") for i in range(1300)])
     found = cache.get_chunks([digest(i) for i in range(0, 2600, 2)])
     assert found.keys() == {digest(i) for i in range(0, 1300, 2)}
     assert found[digest(1298)].offset == 1298

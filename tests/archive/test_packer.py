@@ -6,7 +6,7 @@ import hashlib
 import random
 import threading
 
-from s3archive.archive.packer import Pack, Packer
+from s3archive.archive.packer import ChunkLocation, Pack, Packer
 from s3archive.format.chunk_codec import EncodedChunk, chunk_hash
 
 
@@ -27,20 +27,19 @@ class Sealed:
 def test_chunks_are_concatenated_and_a_full_pack_is_sealed_with_its_hash_as_name() -> None:
     sealed = Sealed()
     packer = Packer(100, sealed)
-    first = packer.add(encoded(b"a" * 60))
-    second = packer.add(encoded(b"b" * 50, "zstd", size=500))  # reaches 100: sealed
-    third = packer.add(encoded(b"c" * 10))
+    packer.add(encoded(b"a" * 60))
+    packer.add(encoded(b"b" * 50, "zstd", size=500))  # reaches 100: sealed
+    packer.add(encoded(b"c" * 10))
     assert len(sealed.packs) == 1
     pack, body = sealed.packs[0]
     assert body == b"a" * 60 + b"b" * 50
     assert pack.key == f"packs/{hashlib.sha256(body).hexdigest()[:2]}/{hashlib.sha256(body).hexdigest()}"
     assert pack.size == 110 and pack.buffer == bytearray(), "the body is handed over, not kept"
-    assert (first.pack, first.offset, first.stored, first.size) == (pack, 0, 60, 60)
-    assert (second.offset, second.stored, second.size, second.encoding) == (60, 50, 500, "zstd")
-    assert pack.chunks == [(chunk_hash(b"a" * 60), 0, 60, 60, "raw"),
-                           (chunk_hash(b"b" * 50), 60, 50, 500, "zstd")]
-    assert third.pack is not pack and third.offset == 0
+    assert pack.located() == [ChunkLocation(chunk_hash(b"a" * 60), pack.key, 0, 60, 60, "raw"),
+                              ChunkLocation(chunk_hash(b"b" * 50), pack.key, 60, 50, 500, "zstd")]
     packer.flush()
+    (third,) = sealed.packs[1][0].located()
+    assert third.pack != pack.key and third.offset == 0
     assert [body for _, body in sealed.packs] == [b"a" * 60 + b"b" * 50, b"c" * 10]
     packer.flush()
     assert len(sealed.packs) == 2, "flushing an empty pack seals nothing"
@@ -58,11 +57,10 @@ def test_chunks_from_many_threads_each_land_once_where_their_location_says() -> 
     packer = Packer(64 * 1024, sealed)
     rng = random.Random(5)
     payloads = [rng.randbytes(rng.randrange(1, 9000)) for _ in range(800)]
-    locations = [None] * len(payloads)
 
     def produce(indexes: range) -> None:
         for index in indexes:
-            locations[index] = packer.add(encoded(payloads[index]))
+            packer.add(encoded(payloads[index]))
 
     threads = [threading.Thread(target=produce, args=(range(i, len(payloads), 4),))
                for i in range(4)]
@@ -71,10 +69,13 @@ def test_chunks_from_many_threads_each_land_once_where_their_location_says() -> 
     for thread in threads:
         thread.join()
     packer.flush()
-    bodies = {id(pack): body for pack, body in sealed.packs}
+    bodies = {pack.key: body for pack, body in sealed.packs}
     assert sum(len(b) for b in bodies.values()) == sum(len(p) for p in payloads)
-    for payload, location in zip(payloads, locations):
-        body = bodies[id(location.pack)]
+    locations = {c.hash: c for pack, _ in sealed.packs for c in pack.located()}
+    assert len(locations) == len(payloads)
+    for payload in payloads:
+        location = locations[chunk_hash(payload)]
+        body = bodies[location.pack]
         assert body[location.offset:location.offset + location.stored] == payload
     assert len({pack.number for pack, _ in sealed.packs}) == len(sealed.packs)
     assert all(len(body) >= 64 * 1024 for _, body in sealed.packs[:-1])
