@@ -7,16 +7,18 @@ dicts; the CLI formats them.
 
 from __future__ import annotations
 
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Iterator
 
-from s3archive.repo.catalog import RunRef, list_runs, load_manifest, resolve_run
 from s3archive.clock import isoformat
 from s3archive.errors import RunNotFound, S3ArchiveError
+from s3archive.format.model import DIR, FILE, HARDLINK, SYMLINK, Entry, Manifest
 from s3archive.human import json_path
-from s3archive.format.model import FILE, HARDLINK, Entry, Manifest
+from s3archive.repo.catalog import RunRef, list_runs, load_manifest, resolve_run
+from s3archive.stats import RunStats, describe_warning
 from s3archive.store.base import ObjectStore
 
 
@@ -42,18 +44,12 @@ def pick_run(store: ObjectStore, spec: str, host: str | None,
     return resolve_run(runs, spec, None)
 
 
-def open_run(store: ObjectStore, spec: str, host: str | None,
-             default_host: str | None) -> tuple[RunRef, Manifest]:
-    run = pick_run(store, spec, host, default_host)
-    return run, load_manifest(store, run)
+def run_json(run: RunRef) -> dict[str, str]:
+    """How ``--json`` names a run: host, id and the manifest version."""
+    return {"host": run.host, "run_id": run.run_id, "version_id": run.version_id}
 
 
 # ------------------------------------------------------------------ summaries
-
-def _stat(stats: dict[str, Any], key: str) -> int | None:
-    value = stats.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
 
 @dataclass
 class RunSummary:
@@ -65,12 +61,7 @@ class RunSummary:
     retain_until: datetime | None
     lock_mode: str | None
     legal_hold: bool | None  # the manifest's current hold (HEAD); None when unknown
-    files: int
-    logical_bytes: int
-    new_bytes: int | None  # plain bytes of chunks this run added (trailer stats)
-    uploaded_bytes: int | None  # stored bytes it uploaded
-    warnings: int
-    snapshots: int
+    stats: RunStats
     version_id: str
     written: datetime | None = None  # the store's time of this manifest version
     time_problem: str | None = None  # the run id disagrees with the store's time
@@ -88,7 +79,7 @@ class RunSummary:
             return "unreadable"
         if self.time_problem:
             return "untrusted time"
-        return "with warnings" if self.warnings else "complete"
+        return "with warnings" if self.stats.warnings else "complete"
 
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "run_id": self.run_id,
@@ -97,30 +88,32 @@ class RunSummary:
                 "duration_s": self.duration_s, "tier": self.tier,
                 "retain_until": isoformat(self.retain_until) if self.retain_until else None,
                 "lock_mode": self.lock_mode, "legal_hold": self.legal_hold,
-                "files": self.files, "logical_bytes": self.logical_bytes,
-                "new_bytes": self.new_bytes, "uploaded_bytes": self.uploaded_bytes,
-                "warnings": self.warnings,
-                "snapshots": self.snapshots, "status": self.status,
-                "version_id": self.version_id,
+                "status": self.status, "version_id": self.version_id,
                 "written": isoformat(self.written) if self.written else None,
                 "time_trusted": self.time_problem is None, "time_problem": self.time_problem,
-                "error": self.error}
+                "error": self.error, **self.stats.to_json()}
+
+
+def manifest_stats(manifest: Manifest) -> RunStats:
+    """The run's figures: counted from the entries (what the manifest holds),
+    the rest from the trailer's statistics (what the run did)."""
+    kinds = Counter(e.kind for e in manifest.entries)
+    recorded = RunStats.from_json(manifest.trailer.stats)
+    return replace(
+        recorded, files=kinds[FILE], dirs=kinds[DIR], symlinks=kinds[SYMLINK],
+        others=sum(n for kind, n in kinds.items() if kind not in (FILE, DIR, SYMLINK)),
+        snapshots=len(manifest.snapshots),
+        bytes_total=sum(e.size for e in manifest.entries if e.kind == FILE),
+        bytes_snapshots=sum(s.size for s in manifest.snapshots),
+        warnings=tuple(describe_warning(w) for w in manifest.trailer.warnings), requests=None)
 
 
 def summarize(manifest: Manifest, run: RunRef, legal_hold: bool | None) -> RunSummary:
-    files = [e for e in manifest.entries if e.kind == FILE]
-    stats = manifest.trailer.stats
     return RunSummary(host=run.host, run_id=run.run_id, started=manifest.header.started,
                       finished=manifest.trailer.finished, tier=manifest.header.tier,
                       retain_until=manifest.header.retain_until,
                       lock_mode=manifest.header.lock_mode, legal_hold=legal_hold,
-                      files=len(files) + sum(1 for e in manifest.entries if e.kind == HARDLINK),
-                      logical_bytes=sum(e.size for e in files)
-                      + sum(s.size for s in manifest.snapshots),
-                      new_bytes=_stat(stats, "bytes_new"),
-                      uploaded_bytes=_stat(stats, "bytes_uploaded"),
-                      warnings=len(manifest.trailer.warnings),
-                      snapshots=len(manifest.snapshots), version_id=run.version_id,
+                      stats=manifest_stats(manifest), version_id=run.version_id,
                       written=run.last_modified, time_problem=run.time_problem())
 
 
@@ -134,9 +127,7 @@ def run_summaries(store: ObjectStore, host: str | None, workers: int = 8) -> lis
         except S3ArchiveError as err:
             return RunSummary(host=run.host, run_id=run.run_id, started=run.last_modified,
                               finished=None, tier="?", retain_until=None, lock_mode=None,
-                              legal_hold=None, files=0, logical_bytes=0, new_bytes=None,
-                              uploaded_bytes=None,
-                              warnings=0, snapshots=0, version_id=run.version_id,
+                              legal_hold=None, stats=RunStats(), version_id=run.version_id,
                               written=run.last_modified, time_problem=run.time_problem(),
                               error=str(err))
         try:
@@ -188,6 +179,14 @@ def entry_json(entry: Entry) -> dict[str, Any]:
 CONTENT_FIELDS = ("kind", "size", "content", "target", "rdev", "extents")
 METADATA_FIELDS = ("mode", "uid", "gid", "user", "group", "mtime_ns", "acl_access",
                    "acl_default", "xattrs")
+
+
+FIELD_LABELS = {"kind": "type", "size": "size", "content": "content", "target": "target",
+                "rdev": "device number", "extents": "sparse layout", "mode": "mode",
+                "uid": "owner id", "gid": "group id", "user": "owner", "group": "group",
+                "mtime_ns": "mtime", "acl_access": "ACL", "acl_default": "default ACL",
+                "xattrs": "xattrs"}
+"""How ``diff`` names a changed field for people (``--json`` keeps the field names)."""
 
 
 @dataclass

@@ -14,9 +14,12 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from s3archive.clock import isoformat, utc_now
+from s3archive.errors import BucketNotFound
+from s3archive.store.errors import error_code
 from s3archive.config import Config, CostSettings
 from s3archive.browse import run_summaries
-from s3archive.archive.run_record import read_history
+from s3archive.archive.run_record import HISTORY_KEEP, read_history
+from s3archive.stats import RunStats
 from s3archive.store.counting_store import CountingStore
 
 GIB = 1024 ** 3
@@ -29,11 +32,18 @@ RECENT_RUNS = 10
 
 def _versions(store: CountingStore, prefix: str) -> Iterator[dict[str, Any]]:
     """Raw version rows (with StorageClass), through the counted store's client."""
+    from botocore.exceptions import ClientError
+
     inner = store.inner
     kwargs: dict[str, Any] = {"Bucket": inner.bucket, "Prefix": prefix}
     while True:
         store._count("ListObjectVersions")
-        page = inner.client.list_object_versions(**kwargs)
+        try:
+            page = inner.client.list_object_versions(**kwargs)
+        except ClientError as err:
+            if error_code(err) == "NoSuchBucket":
+                raise BucketNotFound.named(inner.bucket) from None
+            raise
         yield from page.get("Versions", [])
         for marker in page.get("DeleteMarkers", []):
             yield {**marker, "DeleteMarker": True}
@@ -72,13 +82,21 @@ def request_cost(requests: dict[str, int], prices: CostSettings) -> float:
 
 
 def recent_runs(config: Config, count: int = RECENT_RUNS) -> list[dict[str, Any]]:
+    """The last runs of the history; ``initial_upload`` marks this host's first
+    run that wrote a manifest (it uploads everything once: not a monthly rate).
+    Once the history is full, its first run is long gone and none is marked."""
+    history = read_history(config)
+    succeeded = [i for i, r in enumerate(history) if r.get("result") in ("ok", "warnings")]
+    initial = succeeded[0] if succeeded and len(history) < HISTORY_KEEP else None
     rows = []
-    for record in read_history(config)[-count:]:
-        requests = {k: int(v) for k, v in (record.get("requests") or {}).items()}
+    for index in range(max(0, len(history) - count), len(history)):
+        record = history[index]
+        stats = RunStats.from_json(record)
+        requests = dict(stats.requests or {})
         rows.append({"run_id": record.get("run_id"), "finished": record.get("finished"),
-                     "result": record.get("result"), "requests": requests,
-                     "total_requests": sum(requests.values()),
-                     "bytes_uploaded": record.get("bytes_uploaded", 0),
+                     "result": record.get("result"), "initial_upload": index == initial,
+                     "requests": requests, "total_requests": stats.total_requests,
+                     "bytes_uploaded": stats.bytes_uploaded,
                      "cost": round(request_cost(requests, config.cost), 6)})
     return rows
 
@@ -106,11 +124,14 @@ def estimate(config: Config, store: CountingStore, now: datetime | None = None) 
         entry["month"] = round(entry["bytes"] / GIB * prices.price_of(name), 6)
         storage_month += entry["month"]
     succeeded = [r for r in recent if r["result"] in ("ok", "warnings")] or recent
-    per_run = (sum(r["cost"] for r in succeeded) / len(succeeded)) if succeeded else 0.0
-    requests_per_run = (sum(r["total_requests"] for r in succeeded) / len(succeeded)
-                        if succeeded else 0.0)
-    upload_per_run = (sum(r["bytes_uploaded"] or 0 for r in succeeded) / len(succeeded)
-                      if succeeded else 0.0)
+    # The first run uploads everything once: steady runs say what a month adds.
+    steady = [r for r in succeeded if not r["initial_upload"]]
+    basis = steady or succeeded
+    per_run = (sum(r["cost"] for r in basis) / len(basis)) if basis else 0.0
+    requests_per_run = (sum(r["total_requests"] for r in basis) / len(basis)
+                        if basis else 0.0)
+    upload_per_month = (int(sum(r["bytes_uploaded"] for r in steady) / len(steady)
+                            * prices.runs_per_month) if steady else None)
     requests_month = per_run * prices.runs_per_month
     return {
         "measured": isoformat(now), "location": store.location, "currency": prices.currency,
@@ -123,6 +144,7 @@ def estimate(config: Config, store: CountingStore, now: datetime | None = None) 
                     "requests": round(requests_month, 4),
                     "total": round(storage_month + requests_month, 4),
                     "requests_per_run": round(requests_per_run, 1),
-                    "uploaded_per_month_bytes": int(upload_per_run * prices.runs_per_month)},
+                    "requests_from_initial_upload": bool(basis) and not steady,
+                    "uploaded_per_month_bytes": upload_per_month},
         "listing_requests": store.snapshot()["requests"],
     }

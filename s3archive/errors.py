@@ -14,9 +14,32 @@ EXIT_PARTIAL = 3  # manifest written, but some sources failed (warnings)
 
 
 class S3ArchiveError(Exception):
-    """Base of all expected failures; ``str(err)`` is the message for users."""
+    """Base of all expected failures; ``str(err)`` is the message for users.
+
+    The class carries its exit code; one raise may override it
+    (``CommandFailed("...", exit_code=4)``).
+    """
 
     exit_code = EXIT_FAILED
+    level = "error"  # how the CLI edge labels the line: ``s3archive: error: ...``
+
+    def __init__(self, message: str = "", *, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class CommandFailed(S3ArchiveError):
+    """The command ran to its end and its result is a failure: problems found,
+    entries not restored, a restore command that failed.  The details were
+    printed already; the message sums them up in one line."""
+
+
+class RunWithWarnings(S3ArchiveError):
+    """The manifest was written, but some sources failed: reported as a warning."""
+
+    exit_code = EXIT_PARTIAL
+    level = "warning"
 
 
 class ConfigError(S3ArchiveError):
@@ -31,6 +54,16 @@ class UsageError(S3ArchiveError):
 
 class StoreError(S3ArchiveError):
     """An S3 request failed for good (after retries)."""
+
+
+class BucketNotFound(StoreError):
+    """The configured bucket does not exist (or is not visible to these credentials)."""
+
+    exit_code = EXIT_USAGE
+
+    @classmethod
+    def named(cls, bucket: str) -> "BucketNotFound":
+        return cls(f'bucket "{bucket}" does not exist (NoSuchBucket)')
 
 
 class NoSuchVersion(StoreError):

@@ -13,13 +13,7 @@ import threading
 import time
 from typing import Callable, TextIO
 
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TiB"
+from s3archive import human
 
 
 class Progress:
@@ -82,8 +76,8 @@ class TerminalProgress(Progress):
 
     def line(self, width: int) -> str:
         elapsed = max(self.clock() - self.started, 1e-6)
-        head = (f"{self._phase}: {self.files} files, {human_bytes(self.bytes)} read, "
-                f"{human_bytes(self.bytes / elapsed)}/s ")
+        head = (f"{self._phase}: {self.files} files, {human.size(self.bytes)} read, "
+                f"{human.size(self.bytes / elapsed)}/s ")
         tail = printable(self.path)
         room = width - len(head) - 1
         if room < len(tail):
@@ -141,7 +135,7 @@ class LogProgress(Progress):
         with self._lock:
             self.files += 1
         if self.verbose:
-            self._write(f"file {printable(path)} ({human_bytes(size)})")
+            self._write(f"file {printable(path)} ({human.size(size)})")
         self._tick()
 
     def read(self, count: int) -> None:
@@ -155,8 +149,8 @@ class LogProgress(Progress):
             return
         self._last = now
         rate = self.bytes / max(now - self.started, 1e-6)
-        self._write(f"progress: {self.files} files, {human_bytes(self.bytes)} read, "
-                    f"{human_bytes(rate)}/s")
+        self._write(f"progress: {self.files} files, {human.size(self.bytes)} read, "
+                    f"{human.size(rate)}/s")
 
 
 def progress_for(stream: TextIO, quiet: bool, verbose: bool = False) -> Progress:

@@ -3,24 +3,25 @@
 The last run of this host comes from the state file (written after every
 run, failed ones included); the bucket adds its newest manifest of this host
 and its Object Lock configuration; the local cache and the systemd timer
-complete the picture.  Each part that cannot be read says why; nothing here
-writes.
+complete the picture.  Each part that cannot be read says why (a user
+without root still sees the rest); nothing here writes.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from s3archive.repo.catalog import list_runs
+from s3archive.archive.local_cache import cache_path
 from s3archive.clock import isoformat
 from s3archive.config import Config
 from s3archive.errors import S3ArchiveError
-from s3archive.archive.local_cache import cache_path
-from s3archive.archive.run_record import read_state
+from s3archive.repo.catalog import list_runs
+from s3archive.stats import RunStats
 from s3archive.store.counting_store import CountingStore
 
 TIMER = "s3archive.timer"
@@ -70,11 +71,17 @@ def _systemd_time(value: str | None) -> str | None:
 def cache_status(config: Config) -> dict[str, Any]:
     path = cache_path(config.local.cache_dir, config.s3.bucket, config.s3.prefix,
                       config.host_name)
-    info: dict[str, Any] = {"path": str(path), "exists": path.exists()}
-    if not info["exists"]:
+    info: dict[str, Any] = {"path": str(path), "exists": False}
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
         info["note"] = "no cache yet: the next run rebuilds it from the latest manifests"
         return info
-    stat = path.stat()
+    except OSError as err:
+        info["exists"] = None
+        info["error"] = f"cannot read {path}: {err.strerror}"
+        return info
+    info["exists"] = True
     info.update(size=stat.st_size,
                 modified=isoformat(datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
     try:
@@ -91,9 +98,14 @@ def cache_status(config: Config) -> dict[str, Any]:
     return info
 
 
-def bucket_status(config: Config, store: CountingStore) -> dict[str, Any]:
-    info: dict[str, Any] = {"location": store.location}
+StoreOpener = Callable[[], CountingStore]
+
+
+def bucket_status(config: Config, open_store: StoreOpener) -> dict[str, Any]:
+    info: dict[str, Any] = {"location": f"s3://{config.s3.bucket}/{config.s3.prefix}"}
     try:
+        store = open_store()  # reads the credentials: may fail for want of root
+        info["location"] = store.location
         lock = store.bucket_lock_config()
         info["object_lock"] = {"enabled": lock.enabled, "default_mode": lock.default_mode,
                                "default_days": lock.default_days,
@@ -115,27 +127,52 @@ def bucket_status(config: Config, store: CountingStore) -> dict[str, Any]:
     return info
 
 
+RUN_FIELDS = ("run_id", "host", "started", "finished", "result", "exit_code", "error",
+              "last_success", "tier", "retain_until", "manifest_key")
+
+
 def last_run(config: Config) -> dict[str, Any] | None:
-    state = read_state(config.local.state_file)
-    if state is None:
+    """The state file: the run's identity and its :class:`RunStats` fields.
+
+    ``None`` when no run was recorded; a file this user may not read, or
+    that does not parse, gives ``{"error": ...}``."""
+    path = config.local.state_file
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
         return None
-    keys = ("run_id", "host", "started", "finished", "result", "exit_code", "error",
-            "last_success", "tier", "retain_until", "files", "bytes_total", "bytes_read",
-            "bytes_new", "bytes_uploaded", "packs_uploaded", "requests", "manifest_key")
-    shown = {k: state.get(k) for k in keys}
-    shown["warnings"] = len(state.get("warnings") or [])
-    shown["warning_lines"] = list(state.get("warnings") or [])[:20]
-    return shown
+    except OSError as err:
+        return {"error": f"cannot read {path}: {err.strerror}", "result": None}
+    except ValueError as err:
+        return {"error": f"{path} is not JSON: {err}", "result": None}
+    if not isinstance(state, dict):
+        return {"error": f"{path} is not a JSON object", "result": None}
+    return {**{k: state.get(k) for k in RUN_FIELDS}, **RunStats.from_json(state).to_json()}
 
 
-def gather_status(config: Config, store: CountingStore,
+def gather_status(config: Config, open_store: StoreOpener,
                   is_systemd: bool | None = None, run: Runner = _run) -> dict[str, Any]:
-    return {"host": config.host_name, "config": str(config.path),
-            "state_file": str(config.local.state_file),
-            "last_run": last_run(config),
-            "timer": timer_status(systemd_is_pid1() if is_systemd is None else is_systemd, run),
-            "cache": cache_status(config),
-            "bucket": bucket_status(config, store)}
+    status = {"host": config.host_name, "config": str(config.path),
+              "state_file": str(config.local.state_file),
+              "last_run": last_run(config),
+              "timer": timer_status(systemd_is_pid1() if is_systemd is None else is_systemd, run),
+              "cache": cache_status(config),
+              "bucket": bucket_status(config, open_store)}
+    status["unreadable"] = unreadable_parts(status)
+    return status
+
+
+def unreadable_parts(status: dict[str, Any]) -> list[str]:
+    """What this status could not read, each as ``part: why``."""
+    parts = []
+    last = status["last_run"]
+    if last is not None and last.get("result") is None and last.get("error"):
+        parts.append(f"state file: {last['error']}")
+    if status["cache"].get("error"):
+        parts.append(f"cache: {status['cache']['error']}")
+    if status["bucket"].get("error"):
+        parts.append(f"bucket: {status['bucket']['error']}")
+    return parts
 
 
 def status_ok(status: dict[str, Any]) -> bool:

@@ -50,16 +50,33 @@ def test_runs_table_and_json(env) -> None:
     table = invoke(env, "runs")
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["RUN", "HOST", "STARTED", "(UTC)", "TOOK", "TIER", "RETAIN",
-                                "UNTIL", "LOCK", "HOLD", "FILES", "SIZE", "NEW", "STATUS"]
+    assert lines[0].split() == ["RUN", "TOOK", "TIER", "LOCKED", "UNTIL", "HOLD", "FILES",
+                                "SIZE", "NEW", "STATUS"]
     assert set(lines[1]) == {"-", " "}
     assert len(lines) == 4  # header, rule, two runs of this host
-    assert "20260301T020000Z  testhost  2026-03-01 02:00:00" in lines[2]
-    assert lines[2].rstrip().endswith("complete")
-    assert "weekly" in lines[3] and lines[3].rstrip().endswith("with warnings (1)")
-    assert "31 B" in lines[3] and "GOVERNANCE" in lines[3]
-    widths = {line.index("testhost") for line in lines[2:]}
+    assert lines[2].startswith("20260301T020000Z  ")
+    assert lines[2].rstrip().endswith("ok")
+    assert "weekly" in lines[3] and lines[3].rstrip().endswith("1 warning")
+    assert "31 B" in lines[3] and " G " in lines[3]
+    assert max(len(line) for line in lines) <= 100, table.stdout
+    widths = {line.index(" G ") for line in lines[2:]}
     assert len(widths) == 1  # aligned
+
+    from s3archive.browse import RunSummary
+    from s3archive.cli.browse import runs_table
+    from s3archive.stats import RunStats
+
+    widest = RunSummary(host="testhost", run_id="20260302T020000Z-1", started=T0,
+                        finished=T0 + timedelta(hours=9, minutes=59), tier="monthly",
+                        retain_until=T0, lock_mode="COMPLIANCE", legal_hold=True,
+                        stats=RunStats(files=9_999_999, bytes_total=1023 * 2**20,
+                                       bytes_new=1000 * 2**20, warnings=("w",) * 99),
+                        version_id="v")
+    assert max(len(line) for line in runs_table([widest], all_hosts=False).splitlines()) <= 100
+
+    every_table = invoke(env, "runs", "--all-hosts").stdout.splitlines()
+    assert every_table[0].split()[:2] == ["RUN", "HOST"]
+    assert "otherhost" in every_table[-1]
 
     every = json.loads(invoke(env, "runs", "--all-hosts", "--json").stdout)
     assert [(r["host"], r["run_id"]) for r in every] == [
@@ -67,8 +84,24 @@ def test_runs_table_and_json(env) -> None:
         ("otherhost", "20260302T030000Z")]
     first = every[0]
     assert first["files"] == 4 and first["status"] == "complete" and first["legal_hold"] is False
-    assert first["logical_bytes"] == 20 + 14 + 10 + 13 + 8000
+    assert first["bytes_total"] == 20 + 14 + 10 + 13 and first["bytes_snapshots"] == 8000
     assert first["duration_s"] == 42.0 and first["lock_mode"] == "GOVERNANCE"
+    assert first["warnings"] == [] and first["requests"] is None
+    assert every[1]["warnings"] == ["picker: picker 20-web exited with status 1"]
+    assert every[1]["bytes_new"] == 31
+
+
+def test_runs_json_names_are_the_archive_and_status_names(env) -> None:
+    """One set of field names: RunStats' (README, "JSON output")."""
+    from dataclasses import fields
+
+    from s3archive.stats import RunStats
+
+    names = {f.name for f in fields(RunStats)}
+    run = json.loads(invoke(env, "runs", "--json").stdout)[0]
+    assert names <= set(run)
+    shown = json.loads(invoke(env, "show", "20260301", "--json").stdout)
+    assert names <= set(shown["summary"])
 
 
 def test_run_names_latest_and_prefixes(env) -> None:
@@ -94,7 +127,10 @@ def test_ls(env) -> None:
                      "/etc/\\xe9t\\xe9"]
     assert lines[3].startswith("-rw-r--r--  root  root     32  2023-11-14 22:13:20  /etc/hosts")
 
-    rows = [json.loads(line) for line in invoke(env, "ls", "20260302", "--json").stdout.splitlines()]
+    listing = json.loads(invoke(env, "ls", "20260302", "--json").stdout)
+    assert (listing["host"], listing["run_id"], listing["path"]) == (
+        "testhost", "20260302T020000Z", "/")
+    rows = listing["entries"]
     odd = next(r for r in rows if r.get("path_b64"))
     assert odd["path_b64"] == "L2V0Yy/pdOk=" and odd["mode"] == "0644"
     missing = invoke(env, "ls", "20260302", "/nope")
@@ -111,6 +147,10 @@ def test_show(env) -> None:
     assert '      restore through: cat > "$PGRESTORE_OUT"' in text
     warned = invoke(env, "show", "20260302").stdout
     assert "Warnings: 1\n  [picker] picker 20-web exited with status 1" in warned
+    figures = warned.split("Figures recorded by the run:\n", 1)[1].split("\n\n", 1)[0]
+    assert "  New data: " in figures and "31 B" in figures
+    assert "  Files:" in figures and "  Entries:" in figures
+    assert "_" not in figures, figures  # labels, not snake_case keys
     data = json.loads(invoke(env, "show", "20260301", "--json").stdout)
     assert data["snapshots"][0]["restore_through"] == 'cat > "$PGRESTORE_OUT"'
     assert data["packs"] == 1 and data["legal_hold"] is False
@@ -121,14 +161,17 @@ def test_diff(env) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         "-  /etc/gone",
-        "M  /etc/hosts  (size, content)",
+        "M  /etc/hosts  (size, content changed)",
         "+  /etc/new-link",
-        "U  /etc/\\xe9t\\xe9  (mode)",
+        "U  /etc/\\xe9t\\xe9  (mode changed)",
     ]
     assert "1 added, 1 removed, 1 changed, 1 metadata only" in result.stderr
-    rows = [json.loads(line) for line in
-            invoke(env, "diff", "20260301", "20260302", "--json").stdout.splitlines()]
-    assert [r["change"] for r in rows] == ["removed", "content", "added", "metadata"]
+    diff = json.loads(invoke(env, "diff", "20260301", "20260302", "--json").stdout)
+    assert diff["from"]["run_id"] == "20260301T020000Z"
+    assert diff["to"]["run_id"] == "20260302T020000Z"
+    assert diff["counts"] == {"added": 1, "removed": 1, "content": 1, "metadata": 1}
+    assert [r["change"] for r in diff["changes"]] == ["removed", "content", "added", "metadata"]
+    assert diff["changes"][1]["fields"] == ["size", "content"]
 
 
 def test_cat_and_restore_snapshot(env, tmp_path: Path, monkeypatch) -> None:
@@ -148,3 +191,22 @@ def test_cat_and_restore_snapshot(env, tmp_path: Path, monkeypatch) -> None:
 
     unknown = invoke(env, "cat-snapshot", "20260301", "mysql")
     assert unknown.exit_code == 2 and "no snapshot 'mysql'" in unknown.stderr
+
+
+def test_diff_names_fields_in_words(rgw, tmp_path: Path) -> None:
+    env = make_bucket_env(rgw, tmp_path)
+    for run_id, day, mtime in (("20260401T020000Z", 0, 1_700_000_000_000_000_000),
+                               ("20260402T020000Z", 1, 1_700_000_999_000_000_000)):
+        run = RunBuilder(env.store, run_id=run_id, started=T0 + timedelta(days=30 + day))
+        run.dir(b"/")
+        run.file(b"/touched", b"same bytes\n", mtime_ns=mtime)
+        run.file(b"/chmod", b"same\n", mode=0o600 if day == 0 else 0o640, user=None,
+                 uid=1000 + day)
+        run.upload()
+    result = invoke(env, "diff", "20260401", "20260402")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["U  /chmod  (mode, owner id changed)",
+                                          "U  /touched  (mtime changed)"]
+    assert "mtime_ns" not in result.stdout
+    rows = json.loads(invoke(env, "diff", "20260401", "20260402", "--json").stdout)["changes"]
+    assert rows[1]["fields"] == ["mtime_ns"]  # JSON keeps the manifest's field names

@@ -54,18 +54,32 @@ def test_cost_measures_storage_runs_and_requests(env: ArchiveEnv) -> None:
     reads = sum(first["requests"].values()) - writes
     assert recent[0]["cost"] == pytest.approx(writes * 0.005 / 1000 + reads * 0.0004 / 1000,
                                               abs=1e-6)
+    assert [r["initial_upload"] for r in recent] == [True, False]
     monthly = figures["monthly"]
-    per_run = (recent[0]["cost"] + recent[1]["cost"]) / 2
-    assert monthly["requests"] == pytest.approx(per_run * 30, abs=1e-4)
+    # the first run uploads everything once: the runs after it give the monthly rates
+    assert monthly["requests"] == pytest.approx(recent[1]["cost"] * 30, abs=1e-4)
+    assert monthly["requests_from_initial_upload"] is False
     assert monthly["storage"] == pytest.approx(stored / GIB * 0.023, abs=1e-4)
     assert monthly["total"] == pytest.approx(monthly["storage"] + monthly["requests"], abs=1e-4)
-    assert monthly["uploaded_per_month_bytes"] == int(
-        (first["bytes_uploaded"] + second["bytes_uploaded"]) / 2 * 30)
+    assert monthly["uploaded_per_month_bytes"] == second["bytes_uploaded"] * 30
 
     text = env.run("cost")
     assert text.exit_code == 0
     assert "STANDARD" in text.stdout and "2 live (still locked) of 2 manifests" in text.stdout
-    assert first["run_id"] in text.stdout and "monthly estimate: USD" in text.stdout
+    assert first["run_id"] + " (first)" in text.stdout and "monthly estimate: USD" in text.stdout
+    assert "(runs after the first)" in text.stdout
+
+
+def test_first_run_is_not_projected_as_monthly_growth(env: ArchiveEnv) -> None:
+    first = env.archive()
+    assert first["bytes_uploaded"] > 0
+    figures = env.run("cost", "--json").json
+    assert figures["recent_runs"][0]["initial_upload"] is True
+    assert figures["monthly"]["uploaded_per_month_bytes"] is None
+    assert figures["monthly"]["requests_from_initial_upload"] is True
+    text = env.run("cost").stdout
+    assert "storage growth: not known until a run after the first" in text
+    assert "storage grows by" not in text
 
 
 def test_price_table_from_the_config_drives_the_estimate(env: ArchiveEnv) -> None:

@@ -90,7 +90,7 @@ def test_successful_run_recorded_in_state_history_metrics_and_status(env: Archiv
     last = status["last_run"]
     assert last["run_id"] == summary["run_id"] and last["result"] == "ok"
     assert last["files"] == 5 and last["bytes_uploaded"] == summary["bytes_uploaded"]
-    assert last["warnings"] == 0
+    assert last["warnings"] == [] and last["requests"] == summary["requests"]
     assert status["bucket"]["latest_run"]["run_id"] == summary["run_id"]
     assert status["bucket"]["runs"] == 1
     assert status["cache"]["exists"] and status["cache"]["packs"] >= 1
@@ -107,14 +107,16 @@ def test_failed_run_is_recorded_and_keeps_the_last_success(env: ArchiveEnv) -> N
     text = env.config.read_text().replace(f'bucket = "{env.bucket}"', f'bucket = "{missing}"')
     env.config.write_text(text)
     result = env.run("archive")
-    assert result.exit_code == 1, result.stderr
+    assert result.exit_code == 2, result.stderr
+    named = f'bucket "{missing}" does not exist (NoSuchBucket)'
+    assert result.stderr.splitlines()[-1] == f"s3archive: error: {named}"
     state = json.loads((env.root / "state" / "last-run.json").read_text())
-    assert state["result"] == "failed" and state["exit_code"] == 1
-    assert "NoSuchBucket" in state["error"] or "does not exist" in state["error"], state["error"]
+    assert state["result"] == "failed" and state["exit_code"] == 2
+    assert state["error"] == named
     assert state["last_success"] == good["finished"]
     assert state["finished"] >= good["finished"]
     values = metrics(textfile)
-    assert values["s3archive_last_run_exit_code"] == 1
+    assert values["s3archive_last_run_exit_code"] == 2
     assert values["s3archive_last_run_success"] == 0
     assert values["s3archive_last_success_timestamp_seconds"] == pytest.approx(
         parse_iso(good["finished"]).timestamp())
@@ -124,9 +126,11 @@ def test_failed_run_is_recorded_and_keeps_the_last_success(env: ArchiveEnv) -> N
 
     status = env.run("status")
     assert status.exit_code == 1
-    assert "FAILED (exit 1)" in status.stdout
+    assert "FAILED (exit 2)" in status.stdout
     assert "error:" in status.stdout and "last success:" in status.stdout
-    assert "ERROR" in status.stdout  # the configured bucket cannot be read
+    assert f"ERROR: {named}" in status.stdout  # the configured bucket cannot be read
+    runs = env.run("runs")
+    assert (runs.exit_code, runs.stderr) == (2, f"s3archive: error: {named}\n")
 
 
 def test_refused_unlocked_bucket_is_recorded_with_its_exit_code(rgw, tmp_path: Path) -> None:
@@ -177,3 +181,26 @@ def test_timer_without_systemd_and_with_it() -> None:
 
     timer = timer_status(True, inactive)
     assert timer["next_run"] is None and "systemctl enable --now" in timer["note"]
+
+
+def test_state_file_of_an_older_version_is_read(env: ArchiveEnv) -> None:
+    state = env.root / "state" / "last-run.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({  # as 0.x wrote it: no bytes_snapshots
+        "format": 1, "run_id": "20261101T020000Z", "host": "testhost",
+        "started": "2026-11-01T02:00:00Z", "finished": "2026-11-01T02:01:00Z",
+        "retain_until": "2026-11-15T02:00:00Z", "tier": "daily", "files": 7, "dirs": 1,
+        "symlinks": 0, "others": 0, "bytes_total": 700, "bytes_read": 700,
+        "files_unchanged": 0, "chunks_new": 3, "chunks_reused": 0, "bytes_new": 700,
+        "bytes_uploaded": 500, "packs_uploaded": 1, "packs_extended": 0,
+        "packs_rewritten": 0, "snapshots": 0, "warnings": ["picker: 20-web exited 1"],
+        "requests": {"PutObject": 2}, "manifest_key": "runs/testhost/20261101T020000Z.jsonl.zst",
+        "dry_run": False, "exit_code": 3, "result": "warnings", "error": None,
+        "last_success": "2026-11-01T02:01:00Z"}))
+    result = env.run("status", "--json")
+    last = result.json["last_run"]
+    assert last["run_id"] == "20261101T020000Z" and last["result"] == "warnings"
+    assert (last["files"], last["bytes_total"], last["bytes_snapshots"]) == (7, 700, 0)
+    assert last["warnings"] == ["picker: 20-web exited 1"]
+    text = env.run("status").stdout
+    assert "ok with 1 warnings" in text and "warning:  picker: 20-web exited 1" in text

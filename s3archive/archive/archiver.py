@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import IO, Any, Callable, Generic, TypeVar
 
@@ -40,6 +40,7 @@ from s3archive.format.chunk_codec import ChunkCodec
 from s3archive.format.model import Header, Trailer, Warning_, run_key
 from s3archive.format.run_id import new_run_id
 from s3archive.progress import Progress
+from s3archive.stats import RunStats, describe_warning
 from s3archive.repo.catalog import RunRef, latest_run, list_runs, load_manifest, run_id_time
 from s3archive.store.base import ObjectLock, ObjectStore
 
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ArchiveSummary:
+    """The run as the archiver reports it; :attr:`stats` gives its figures as
+    the one :class:`~s3archive.stats.RunStats` every reader shares."""
+
     run_id: str
     host: str
     started: str
@@ -59,6 +63,7 @@ class ArchiveSummary:
     symlinks: int = 0
     others: int = 0
     bytes_total: int = 0  # logical size of the files
+    bytes_snapshots: int = 0
     bytes_read: int = 0
     files_unchanged: int = 0
     chunks_new: int = 0
@@ -75,13 +80,18 @@ class ArchiveSummary:
     dry_run: bool = False
     exit_code: int = EXIT_OK
 
+    @property
+    def stats(self) -> RunStats:
+        return RunStats(**{f.name: getattr(self, f.name) for f in fields(RunStats)
+                           if f.name not in ("warnings", "requests")},
+                        warnings=tuple(self.warnings), requests=dict(self.requests))
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def describe_warning(warning: Warning_) -> str:
-    where = f"{warning.path.decode('utf-8', 'backslashreplace')}: " if warning.path else ""
-    return f"{warning.source}: {where}{warning.message}"
+        return {"run_id": self.run_id, "host": self.host, "started": self.started,
+                "finished": self.finished, "tier": self.tier,
+                "retain_until": self.retain_until, "manifest_key": self.manifest_key,
+                "dry_run": self.dry_run, "exit_code": self.exit_code,
+                **self.stats.to_json()}
 
 
 class Archiver:
@@ -366,7 +376,8 @@ class _Run:
             chunks_reused=stats.chunks_reused, bytes_new=stats.bytes_new,
             bytes_uploaded=stats.bytes_uploaded, packs_uploaded=stats.packs_uploaded,
             packs_extended=lease.extended, packs_rewritten=lease.rewritten,
-            snapshots=len(snapshots), warnings=[describe_warning(w) for w in self.warnings],
+            snapshots=len(snapshots), bytes_snapshots=snapshot_bytes,
+            warnings=[describe_warning(w) for w in self.warnings],
             manifest_key=key, dry_run=self.ctx.dry_run,
             exit_code=EXIT_PARTIAL if self.warnings else EXIT_OK)
         counter = getattr(self.ctx.store, "snapshot", None)

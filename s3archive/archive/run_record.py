@@ -1,6 +1,9 @@
 """After every run: the state file, a short run history and, if configured,
 Prometheus textfile metrics (node-exporter's textfile collector).
 
+A record is the run's identity plus its :class:`~s3archive.stats.RunStats`
+fields (``ArchiveSummary.to_json``); readers go through ``RunStats.from_json``,
+which reads records of older versions (a field they lack stays 0).
 Failed runs (exit 1 or 2 once the configuration loaded) are recorded too,
 with the error; ``last_success`` carries the end of the last run that wrote
 a manifest across failures, so an alert on its age keeps working.  Every file
@@ -20,6 +23,7 @@ from typing import Any
 from s3archive.archive.archiver import ArchiveSummary
 from s3archive.clock import parse_iso
 from s3archive.config import Config
+from s3archive.stats import RunStats
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,7 @@ def state_record(summary: ArchiveSummary, previous: dict[str, Any] | None,
 
 
 def prometheus_text(record: dict[str, Any]) -> str:
+    stats = RunStats.from_json(record)
     finished = parse_iso(record["finished"]).timestamp() if record.get("finished") else 0
     duration = (finished - parse_iso(record["started"]).timestamp()
                 if record.get("finished") and record.get("started") else 0)
@@ -103,14 +108,13 @@ def prometheus_text(record: dict[str, Any]) -> str:
          "2 configuration, 3 warnings).", record["exit_code"]),
         ("s3archive_last_run_success", "1 if the last run wrote a manifest.",
          int(record["exit_code"] in (0, 3))),
-        ("s3archive_last_run_files", "Files in the last run.", record["files"]),
-        ("s3archive_last_run_bytes", "Logical bytes in the last run.", record["bytes_total"]),
-        ("s3archive_last_run_bytes_read", "Bytes read by the last run.", record["bytes_read"]),
+        ("s3archive_last_run_files", "Files in the last run.", stats.files),
+        ("s3archive_last_run_bytes", "Logical bytes in the last run.", stats.bytes_total),
+        ("s3archive_last_run_bytes_read", "Bytes read by the last run.", stats.bytes_read),
         ("s3archive_last_run_bytes_uploaded", "Bytes uploaded by the last run.",
-         record["bytes_uploaded"]),
-        ("s3archive_last_run_requests", "S3 requests of the last run.",
-         sum(record.get("requests", {}).values())),
-        ("s3archive_last_run_warnings", "Warnings of the last run.", len(record["warnings"])),
+         stats.bytes_uploaded),
+        ("s3archive_last_run_requests", "S3 requests of the last run.", stats.total_requests),
+        ("s3archive_last_run_warnings", "Warnings of the last run.", len(stats.warnings)),
     ]
     if record.get("last_success"):
         metrics.append(("s3archive_last_success_timestamp_seconds",

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import click
 
 from s3archive.archive.archiver import ArchiveSummary, Archiver
+from s3archive.archive.run_record import record_run
 from s3archive.cli.context import AppContext, pass_app
+from s3archive.cli.failures import describe_failure
 from s3archive.clock import isoformat, utc_now
 from s3archive.config import Config
-from s3archive.errors import EXIT_FAILED, S3ArchiveError
-from s3archive.progress import human_bytes, progress_for
-from s3archive.archive.run_record import record_run
+from s3archive.errors import EXIT_OK, RunWithWarnings, UsageError
+from s3archive import human
+from s3archive.progress import progress_for
 from s3archive.store.counting_store import CountingStore
 from s3archive.store.factory import open_store
 
@@ -26,11 +30,15 @@ def archive(app: AppContext, as_json: bool, dry_run: bool) -> None:
     """Back up what pickers.d and snapshots.d name, into locked packs and one manifest.
 
     \b
-    Exit codes: 0 ok; 1 failed, no manifest written; 2 usage or
-    configuration error; 3 manifest written but some sources failed
-    (the warnings are in the summary and in the manifest).
+    EXIT STATUS
+      0  ok
+      1  failed: no manifest written
+      2  usage or configuration error (nothing was read or uploaded)
+      3  manifest written but some sources failed (the warnings are in the
+         summary and in the manifest)
     """
     config = app.config()
+    check_local_paths(config, dry_run)
     started = isoformat(utc_now())
     progress = progress_for(sys.stderr, quiet=as_json or app.verbosity < 0,
                             verbose=app.verbosity > 0)
@@ -42,8 +50,9 @@ def archive(app: AppContext, as_json: bool, dry_run: bool) -> None:
         # Recorded for status, the state file and the metrics; then the one
         # error-to-exit-code mapping in cli.main reports it as usual.
         if not dry_run and not isinstance(err, (SystemExit, GeneratorExit)):
-            record_run(config, failed_summary(config, started, store, err),
-                       error=_describe(err))
+            failure = describe_failure(err)
+            record_run(config, failed_summary(config, started, store, failure.exit_code),
+                       error=failure.message)
         raise
     if not dry_run:
         record_run(config, summary)
@@ -51,25 +60,40 @@ def archive(app: AppContext, as_json: bool, dry_run: bool) -> None:
         click.echo(json.dumps(summary.to_json(), indent=None, sort_keys=False))
     elif app.verbosity >= 0:
         click.echo(format_summary(summary), err=True)
-    sys.exit(summary.exit_code)
+    if summary.exit_code != EXIT_OK:
+        done = "dry run" if dry_run else f"manifest {summary.manifest_key} written"
+        raise RunWithWarnings(f"{done} with {len(summary.warnings)} warning(s): some sources "
+                              "failed", exit_code=summary.exit_code)
+
+
+def check_local_paths(config: Config, dry_run: bool) -> None:
+    """Fail in one line, before any picker runs, when this user cannot write the
+    cache (and its run lock) or the state file: typically archive run without root."""
+    places = [("cache directory", config.local.cache_dir)]
+    if not dry_run:
+        places.append(("state file directory", config.local.state_file.parent))
+    for what, path in places:
+        existing = _first_existing(path)
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            reason = "not a directory" if not existing.is_dir() else "permission denied"
+            raise UsageError(
+                f"cannot write the {what} {path} ({existing}: {reason}); archive runs as "
+                "root (sudo s3archive archive), or set [local] cache_dir and state_file "
+                "to paths this user may write")
+
+
+def _first_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def failed_summary(config: Config, started: str, store: CountingStore | None,
-                   err: BaseException) -> ArchiveSummary:
-    code = (err.exit_code if isinstance(err, S3ArchiveError)
-            else 130 if isinstance(err, KeyboardInterrupt) else EXIT_FAILED)
+                   exit_code: int) -> ArchiveSummary:
     return ArchiveSummary(run_id="", host=config.host_name, started=started,
-                          finished=isoformat(utc_now()), exit_code=code,
+                          finished=isoformat(utc_now()), exit_code=exit_code,
                           requests=store.snapshot()["requests"] if store else {})
-
-
-def _describe(err: BaseException) -> str:
-    if isinstance(err, KeyboardInterrupt):
-        return "interrupted"
-    if isinstance(err, S3ArchiveError):
-        return str(err)
-    from s3archive.store.errors import describe_error
-    return describe_error(err)
 
 
 def format_summary(s: ArchiveSummary) -> str:
@@ -78,10 +102,10 @@ def format_summary(s: ArchiveSummary) -> str:
         f"  tier {s.tier}, locked until {s.retain_until}",
         f"  {s.files} files ({s.files_unchanged} unchanged), {s.dirs} dirs, {s.symlinks} symlinks, "
         f"{s.others} other entries, {s.snapshots} snapshots",
-        f"  {human_bytes(s.bytes_total)} in files, {human_bytes(s.bytes_read)} read, "
-        f"{human_bytes(s.bytes_new)} new",
+        f"  {human.size(s.bytes_total)} in files, {human.size(s.bytes_read)} read, "
+        f"{human.size(s.bytes_new)} new",
         f"  {s.chunks_new} new chunks, {s.chunks_reused} reused; {s.packs_uploaded} packs "
-        f"({human_bytes(s.bytes_uploaded)}) uploaded, {s.packs_extended} extended, "
+        f"({human.size(s.bytes_uploaded)}) uploaded, {s.packs_extended} extended, "
         f"{s.packs_rewritten} rewritten",
         f"  {sum(s.requests.values())} requests: "
         + ", ".join(f"{k} {v}" for k, v in sorted(s.requests.items())),

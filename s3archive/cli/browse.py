@@ -1,88 +1,115 @@
-"""``runs``, ``ls``, ``show`` and ``diff``: tables for terminals, ``--json`` for scripts."""
+"""``runs``, ``ls``, ``show`` and ``diff``: tables for terminals, ``--json`` for scripts.
+
+Every ``--json`` here prints one JSON document on stdout (README, "JSON output").
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import click
 
 from s3archive import human
-from s3archive.cli.context import AppContext, pass_app
+from s3archive.browse import (FIELD_LABELS, RunSummary, diff_manifests, entry_json, run_json,
+                              run_summaries, select_entries, show_json, summarize)
+from s3archive.cli.context import Repository, with_repository
 from s3archive.errors import UsageError
-from s3archive.browse import (diff_manifests, entry_json, open_run, run_summaries,
-                               select_entries, show_json, summarize)
 from s3archive.format.model import FILE
-from s3archive.store.factory import open_store
 
-host_option = click.option("--host", default=None,
-                           help="Host whose runs RUN names (default: this host for "
-                                "'latest', any host for an id).")
 json_option = click.option("--json", "as_json", is_flag=True,
-                           help="Print JSON on stdout instead of a table.")
+                           help="Print one JSON document on stdout instead of a table.")
 
 
 def _yes_no(value: bool | None) -> str:
     return "-" if value is None else "yes" if value else "no"
 
 
+def _locked_until(s: RunSummary) -> str:
+    if not s.lock_mode:
+        return "not locked"
+    return f"{human.day(s.retain_until)} {s.lock_mode[:1]}"  # G or C
+
+
+def _run_status(s: RunSummary) -> str:
+    if s.error or s.time_problem:
+        return s.status  # "unreadable", "untrusted time"
+    count = len(s.stats.warnings)
+    return f"{count} warning{'s' if count != 1 else ''}" if count else "ok"
+
+
+def runs_table(summaries: list[RunSummary], all_hosts: bool) -> str:
+    headers = ["RUN", *(["HOST"] if all_hosts else []), "TOOK", "TIER", "LOCKED UNTIL",
+               "HOLD", "FILES", "SIZE", "NEW", "STATUS"]
+    rows = [[s.run_id, *([s.host] if all_hosts else []), human.duration(s.duration_s), s.tier,
+             _locked_until(s), _yes_no(s.legal_hold), s.stats.files,
+             human.size(s.stats.bytes_logical), human.size(s.stats.bytes_new), _run_status(s)]
+            for s in summaries]
+    first_number = headers.index("FILES")
+    return human.table(headers, rows, right=(headers.index("TOOK"), first_number,
+                                             first_number + 1, first_number + 2))
+
+
 @click.command("runs")
-@click.option("--host", default=None, help="Only this host's runs (default: this host).")
+@click.option("--host", default=None, metavar="HOST",
+              help="Only this host's runs (default: this host).")
 @click.option("--all-hosts", is_flag=True, help="Runs of every host in the bucket.")
 @json_option
-@pass_app
-def runs_command(app: AppContext, host: str | None, all_hosts: bool, as_json: bool) -> None:
-    """List the runs in the bucket (every manifest version under runs/), oldest first."""
+@with_repository(runs=False)
+def runs_command(repo: Repository, host: str | None, all_hosts: bool, as_json: bool) -> None:
+    """List the runs in the bucket (every manifest version under runs/), oldest first.
+
+    RUN is the run's start in UTC; LOCKED UNTIL is the manifest's retain-until
+    and its mode (G governance, C compliance); HOLD its current legal hold.
+    The table fits 100 columns; --all-hosts adds a HOST column.
+
+    \b
+    EXIT STATUS
+      0  ok;  1  the bucket could not be read;  2  usage or configuration error
+    """
     if host and all_hosts:
         raise UsageError("--host and --all-hosts are exclusive")
-    config = app.config()
-    store = open_store(config)
-    summaries = run_summaries(store, None if all_hosts else (host or config.host_name))
+    summaries = run_summaries(repo.store, None if all_hosts else (host or repo.config.host_name))
     if as_json:
         click.echo(json.dumps([s.to_json() for s in summaries], indent=1))
         return
     if not summaries:
         click.echo("no runs", err=True)
         return
-    rows = [[s.run_id, s.host, human.date(s.started), human.duration(s.duration_s), s.tier,
-             human.day(s.retain_until), s.lock_mode or "none", _yes_no(s.legal_hold),
-             s.files, human.size(s.logical_bytes), human.size(s.new_bytes),
-             s.status if not s.warnings else f"{s.status} ({s.warnings})"]
-            for s in summaries]
-    click.echo(human.table(["RUN", "HOST", "STARTED (UTC)", "TOOK", "TIER", "RETAIN UNTIL",
-                            "LOCK", "HOLD", "FILES", "SIZE", "NEW", "STATUS"], rows,
-                           right=(3, 8, 9, 10)))
+    click.echo(runs_table(summaries, all_hosts))
     for s in summaries:
         if s.error:
-            click.echo(f"warning: {s.host}/{s.run_id}: {s.error}", err=True)
+            click.echo(f"s3archive: warning: {s.host}/{s.run_id}: {s.error}", err=True)
         if s.time_problem:
-            click.echo(f"warning: {s.host}/{s.run_id}: {s.time_problem}; 'latest' ignores it",
-                       err=True)
+            click.echo(f"s3archive: warning: {s.host}/{s.run_id}: {s.time_problem}; "
+                       "'latest' ignores it", err=True)
 
 
 @click.command("ls")
 @click.argument("run")
 @click.argument("path", required=False)
-@host_option
 @json_option
-@pass_app
-def ls_command(app: AppContext, run: str, path: str | None, host: str | None,
-               as_json: bool) -> None:
-    """List the entries of RUN (below PATH), like ls -l."""
-    config = app.config()
-    store = open_store(config)
-    _, manifest = open_run(store, run, host, config.host_name)
+@with_repository()
+def ls_command(repo: Repository, run: str, path: str | None, as_json: bool) -> None:
+    """List the entries of RUN (below PATH), like ls -l.
+
+    \b
+    EXIT STATUS
+      0  ok;  1  RUN not found or unreadable;  2  usage error (PATH not in RUN)
+    """
+    ref, manifest = repo.open_run(run)
     entries = list(select_entries(manifest, os.fsencode(path) if path else None))
     if path and not entries:
         raise UsageError(f"{path}: not in this run")
-    files = {e.path: e for e in manifest.entries if e.kind == FILE}
     if as_json:
-        for entry in entries:
-            click.echo(json.dumps(entry_json(entry)))
+        click.echo(json.dumps({**run_json(ref), "path": path or "/",
+                               "entries": [entry_json(e) for e in entries]}, indent=1))
         return
+    files = {e.path: e for e in manifest.entries if e.kind == FILE}
     rows = []
     for e in entries:
-        size = e.size if e.kind == FILE else files[e.target].size \
+        size: Any = e.size if e.kind == FILE else files[e.target].size \
             if e.kind == "hardlink" and e.target in files else ""
         name = human.path(e.path)
         if e.kind == "symlink" and e.target is not None:
@@ -98,23 +125,43 @@ def ls_command(app: AppContext, run: str, path: str | None, host: str | None,
                            right=(3,)))
 
 
+# ``show``: the figures of a run under the words a reader uses.
+STAT_LABELS = {
+    "files": "Files", "dirs": "Directories", "symlinks": "Symbolic links",
+    "others": "Other entries", "snapshots": "Snapshots", "warnings": "Warnings",
+    "files_unchanged": "Files unchanged", "bytes_total": "Size of files",
+    "bytes_snapshots": "Size of snapshots", "bytes_read": "Data read", "bytes_new": "New data",
+    "bytes_uploaded": "Uploaded", "chunks_new": "New chunks", "chunks_reused": "Reused chunks",
+    "packs_uploaded": "Packs uploaded", "packs_extended": "Packs extended",
+    "packs_rewritten": "Packs rewritten", "sockets_skipped": "Sockets skipped",
+}
+
+
+def stat_label(key: str) -> str:
+    """A label for a figure; one this version does not know is spelled out."""
+    return STAT_LABELS.get(key) or key.replace("_", " ").capitalize()
+
+
 @click.command("show")
 @click.argument("run")
-@host_option
 @json_option
-@pass_app
-def show_command(app: AppContext, run: str, host: str | None, as_json: bool) -> None:
-    """Header, statistics, warnings and snapshots (with restore commands) of RUN."""
-    config = app.config()
-    store = open_store(config)
-    ref, manifest = open_run(store, run, host, config.host_name)
-    hold = store.head(ref.key, ref.version_id).legal_hold
+@with_repository()
+def show_command(repo: Repository, run: str, as_json: bool) -> None:
+    """Header, figures, warnings and snapshots (with restore commands) of RUN.
+
+    \b
+    EXIT STATUS
+      0  ok;  1  RUN not found or unreadable;  2  usage error
+    """
+    ref, manifest = repo.open_run(run)
+    hold = repo.store.head(ref.key, ref.version_id).legal_hold
     summary = summarize(manifest, ref, hold)
     data = show_json(ref, manifest, summary)
     if as_json:
         click.echo(json.dumps(data, indent=1))
         return
     h = manifest.header
+    stats = summary.stats
     lines = [
         ("Run", f"{h.host}/{h.run_id}"),
         ("Manifest", f"{ref.key} (version {ref.version_id})"),
@@ -126,38 +173,41 @@ def show_command(app: AppContext, run: str, host: str | None, as_json: bool) -> 
         ("Lock", f"{h.lock_mode or 'none'} until {human.date(h.retain_until)} UTC"),
         ("Legal hold", _yes_no(hold)),
         ("Status", summary.status),
-        ("Files", f"{summary.files} ({human.size(summary.logical_bytes)})"),
-        ("New data", f"{human.size(summary.new_bytes)} "
-                     f"({human.size(summary.uploaded_bytes)} uploaded)"),
+        ("Files", f"{stats.files} ({human.size(stats.bytes_total)})"),
+        ("New data", f"{human.size(stats.bytes_new)} "
+                     f"({human.size(stats.bytes_uploaded)} uploaded)"),
         ("Packs", f"{len(manifest.packs)} ({human.size(data['pack_bytes'])})"),
     ]
     width = max(len(k) for k, _ in lines) + 1
     for key, value in lines:
         click.echo(f"{key + ':':<{width}} {value}")
-    if manifest.trailer.counts:
-        click.echo("\nCounts:")
-        for key, value in sorted(manifest.trailer.counts.items()):
-            click.echo(f"  {key:<20} {value}")
-    if manifest.trailer.stats:
-        click.echo("\nStatistics:")
-        for key, value in sorted(manifest.trailer.stats.items()):
-            shown = human.size(value) if key.startswith("bytes") and isinstance(value, int) \
-                else value
-            click.echo(f"  {key:<20} {shown}")
+    figures = {**manifest.trailer.counts, **manifest.trailer.stats}
+    if figures:
+        click.echo("\nFigures recorded by the run:")
+        shown = [(stat_label(k), human.size(v) if k.startswith("bytes") and isinstance(v, int)
+                  else v) for k, v in figures.items()]
+        label_width = max(len(label) for label, _ in shown) + 1
+        for label, value in sorted(shown, key=lambda item: _figure_order(item[0])):
+            click.echo(f"  {label + ':':<{label_width}} {value}")
     click.echo(f"\nWarnings: {len(manifest.trailer.warnings) or 'none'}")
     for w in manifest.trailer.warnings:
         where = f" {human.path(w.path)}:" if w.path else ""
         click.echo(f"  [{w.source}]{where} {w.message}")
     click.echo(f"\nSnapshots: {len(manifest.snapshots) or 'none'}")
-    for s in manifest.snapshots:
-        status = s.status + (f" (exit {s.exit_status})" if s.exit_status else "")
-        click.echo(f"  {s.name}: {human.size(s.size)}, {status}, "
-                   f"took {human.duration(s.duration_s)}")
-        if s.description:
-            for line in s.description.rstrip("\n").splitlines():
+    for snap in manifest.snapshots:
+        status = snap.status + (f" (exit {snap.exit_status})" if snap.exit_status else "")
+        click.echo(f"  {snap.name}: {human.size(snap.size)}, {status}, "
+                   f"took {human.duration(snap.duration_s)}")
+        if snap.description:
+            for line in snap.description.rstrip("\n").splitlines():
                 click.echo(f"      {line}")
-        restore = s.restore_through or "(none recorded: use cat-snapshot)"
+        restore = snap.restore_through or "(none recorded: use cat-snapshot)"
         click.echo(f"      restore through: {restore}")
+
+
+def _figure_order(label: str) -> tuple[int, str]:
+    order = list(STAT_LABELS.values())
+    return (order.index(label), "") if label in order else (len(order), label)
 
 
 _MARKS = {"added": "+", "removed": "-", "content": "M", "metadata": "U"}
@@ -166,31 +216,34 @@ _MARKS = {"added": "+", "removed": "-", "content": "M", "metadata": "U"}
 @click.command("diff")
 @click.argument("run_a")
 @click.argument("run_b")
-@host_option
 @json_option
-@pass_app
-def diff_command(app: AppContext, run_a: str, run_b: str, host: str | None,
-                 as_json: bool) -> None:
+@with_repository()
+def diff_command(repo: Repository, run_a: str, run_b: str, as_json: bool) -> None:
     """What changed from RUN_A to RUN_B.
 
     \b
     +  added          -  removed
     M  content changed (and maybe metadata)
     U  only metadata changed (mode, owner, times, ACLs, xattrs)
+
+    \b
+    EXIT STATUS
+      0  ok (whether or not something changed);  1  a run not found or
+      unreadable;  2  usage error
     """
-    config = app.config()
-    store = open_store(config)
-    _, old = open_run(store, run_a, host, config.host_name)
-    _, new = open_run(store, run_b, host, config.host_name)
+    ref_a, old = repo.open_run(run_a)
+    ref_b, new = repo.open_run(run_b)
     changes = diff_manifests(old, new)
+    counts = {kind: sum(1 for c in changes if c.change == kind) for kind in _MARKS}
     if as_json:
-        for change in changes:
-            click.echo(json.dumps(change.to_json()))
+        click.echo(json.dumps({"from": run_json(ref_a), "to": run_json(ref_b),
+                               "counts": counts, "changes": [c.to_json() for c in changes]},
+                              indent=1))
         return
     for change in changes:
-        detail = f"  ({', '.join(change.fields)})" if change.fields else ""
+        what = ", ".join(FIELD_LABELS.get(f, f) for f in change.fields)
+        detail = f"  ({what} changed)" if what else ""
         click.echo(f"{_MARKS[change.change]}  {human.path(change.path)}{detail}")
-    counts = {kind: sum(1 for c in changes if c.change == kind) for kind in _MARKS}
     click.echo(f"{counts['added']} added, {counts['removed']} removed, "
                f"{counts['content']} changed, {counts['metadata']} metadata only", err=True)
 

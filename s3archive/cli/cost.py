@@ -7,26 +7,28 @@ import json
 import click
 
 from s3archive import human
-from s3archive.cli.context import AppContext, pass_app
+from s3archive.cli.context import Repository, with_repository
 from s3archive.cost import estimate
-from s3archive.store.factory import open_store
 
 
 @click.command("cost")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
-@pass_app
-def cost_command(app: AppContext, as_json: bool) -> None:
-    """What the bucket costs: storage by class (every version counted), live
-    runs, the requests of this host's last runs, and a monthly estimate from
-    the [cost] price table of the configuration (default: S3 Standard list
-    prices, us-east-1).  Costs a few LIST requests and one GET per manifest.
+@with_repository(runs=False)
+def cost_command(repo: Repository, as_json: bool) -> None:
+    """What the bucket costs, and a monthly estimate.
+
+    Storage by class (every version counted), live runs, the requests of
+    this host's last runs, and a monthly estimate from the [cost] price
+    table of the configuration (default: S3 Standard list prices,
+    us-east-1).  The first run's upload is a one-off, not monthly growth:
+    growth is estimated from the runs after it.  Costs a few LIST requests
+    and one GET per manifest.
 
     \b
-    Exit codes: 0 ok; 1 the bucket could not be read; 2 usage or
-    configuration error.
+    EXIT STATUS
+      0  ok;  1  the bucket could not be read;  2  usage or configuration error
     """
-    config = app.config()
-    figures = estimate(config, open_store(config))
+    figures = estimate(repo.config, repo.store)
     if as_json:
         click.echo(json.dumps(figures, indent=1))
         return
@@ -52,7 +54,8 @@ def cost_command(app: AppContext, as_json: bool) -> None:
         click.echo(f"last {len(recent)} runs of this host:")
         click.echo(human.table(
             ["RUN", "RESULT", "REQUESTS", "UPLOADED", f"{cur}"],
-            [[r["run_id"] or "(failed)", r["result"], r["total_requests"],
+            [[(r["run_id"] or "(failed)") + (" (first)" if r["initial_upload"] else ""),
+              r["result"], r["total_requests"],
               human.size(r["bytes_uploaded"]), f"{r['cost']:.6f}"] for r in recent],
             right=(2, 3, 4)))
     else:
@@ -63,8 +66,17 @@ def cost_command(app: AppContext, as_json: bool) -> None:
                f"+ requests {month['requests']:.2f} ({month['requests_per_run']:g} requests a "
                f"run x {prices['runs_per_month']:g} runs; PUT/LIST {prices['put_per_1000']:g}, "
                f"GET {prices['get_per_1000']:g} per 1000)")
-    click.echo(f"  storage grows by up to {human.size(month['uploaded_per_month_bytes'])} a month "
-               "until the oldest runs' locks lapse and lifecycle expires what they alone held")
+    if month["requests_from_initial_upload"]:
+        click.echo("  requests: only the first run is recorded, and it uploaded everything: "
+                   "later runs make fewer")
+    growth = month["uploaded_per_month_bytes"]
+    if growth is None:
+        click.echo("  storage growth: not known until a run after the first (the first run "
+                   "uploads everything once; that is not a monthly rate)")
+    else:
+        click.echo(f"  storage grows by up to {human.size(growth)} a month (runs after the "
+                   "first) until the oldest runs' locks lapse and lifecycle expires what they "
+                   "alone held")
 
 
 COMMANDS = [cost_command]

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from s3archive.errors import EXIT_FAILED, UsageError
+from s3archive.errors import CommandFailed, UsageError
 
 
 @click.command("demo")
@@ -28,8 +27,8 @@ def demo_command(keep: Path | None, as_json: bool) -> None:
     AWS: the demo shows the cycle, not the locks.
 
     \b
-    Exit codes: 0 the restore is exact; 1 a step failed or something
-    differs; 2 usage error.
+    EXIT STATUS
+      0  the restore is exact;  1  a step failed or something differs;  2  usage error
     """
     try:
         import moto.server  # noqa: F401
@@ -49,8 +48,7 @@ def demo_command(keep: Path | None, as_json: bool) -> None:
             + (f"; everything is kept in {result.work_dir} (the S3 endpoint is gone)"
                if result.work_dir else "; nothing was left behind"))
     else:
-        say(f"demo FAILED: {len(result.differences)} difference(s)")
-        sys.exit(EXIT_FAILED)
+        raise CommandFailed(f"demo FAILED: {len(result.differences)} difference(s)")
 
 
 COMMANDS = [demo_command]

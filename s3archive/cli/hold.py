@@ -6,14 +6,9 @@ import json
 
 import click
 
-from s3archive.cli.context import AppContext, pass_app
-from s3archive.browse import pick_run
+from s3archive.cli.context import Repository, with_repository
 from s3archive.hold import HoldResult, hold_run, release_run
-from s3archive.store.factory import open_store
 
-host_option = click.option("--host", default=None,
-                           help="Host whose runs RUN names (default: this host for "
-                                "'latest', any host for an id).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout.")
 
 
@@ -34,30 +29,33 @@ def _report(result: HoldResult, as_json: bool) -> None:
 
 @click.command("hold")
 @click.argument("run")
-@host_option
 @json_option
-@pass_app
-def hold_command(app: AppContext, run: str, host: str | None, as_json: bool) -> None:
-    """Put RUN under legal hold: its manifest and every pack version it references."""
-    config = app.config()
-    store = open_store(config)
-    _report(hold_run(store, pick_run(store, run, host, config.host_name)), as_json)
+@with_repository()
+def hold_command(repo: Repository, run: str, as_json: bool) -> None:
+    """Put RUN under legal hold: its manifest and every pack version it references.
+
+    \b
+    EXIT STATUS
+      0  ok;  1  RUN not found, or a request failed;  2  usage or configuration error
+    """
+    _report(hold_run(repo.store, repo.run(run)), as_json)
 
 
 @click.command("release")
 @click.argument("run")
-@host_option
 @json_option
-@pass_app
-def release_command(app: AppContext, run: str, host: str | None, as_json: bool) -> None:
+@with_repository()
+def release_command(repo: Repository, run: str, as_json: bool) -> None:
     """Release the legal hold of RUN.
 
     Pack versions that another run under legal hold still references keep
     their hold (and are listed).
+
+    \b
+    EXIT STATUS
+      0  ok;  1  RUN not found, or a request failed;  2  usage or configuration error
     """
-    config = app.config()
-    store = open_store(config)
-    _report(release_run(store, pick_run(store, run, host, config.host_name)), as_json)
+    _report(release_run(repo.store, repo.run(run)), as_json)
 
 
 COMMANDS = [hold_command, release_command]

@@ -12,7 +12,8 @@ import click
 
 from s3archive import __version__
 from s3archive.cli.context import AppContext
-from s3archive.errors import EXIT_FAILED, S3ArchiveError
+from s3archive.cli.failures import Failure, describe_failure, foreign_errors
+from s3archive.errors import S3ArchiveError
 
 # Each module listed here exposes ``COMMANDS``: a list of click commands.
 COMMAND_MODULES = (
@@ -31,6 +32,7 @@ COMMAND_MODULES = (
     "status",
     "cost",
     "key",
+    "shell",
 )
 
 log = logging.getLogger("s3archive")
@@ -44,54 +46,106 @@ class _Root(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except S3ArchiveError as err:
-            _fail(str(err), err.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except _foreign_errors() as err:
-            _fail(_describe_foreign(err), EXIT_FAILED)
+        except (S3ArchiveError, KeyboardInterrupt) as err:
+            _fail(describe_failure(err))
+        except foreign_errors() as err:
+            _fail(describe_failure(err))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's first sentence in full (click cuts it to fit one line)."""
+        rows = [(name, command.get_short_help_str(limit=200))
+                for name, command in ((n, self.get_command(ctx, n))
+                                      for n in self.list_commands(ctx))
+                if command is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
-def _foreign_errors() -> tuple[type[BaseException], ...]:
-    from botocore.exceptions import BotoCoreError, ClientError
-    return (ClientError, BotoCoreError, OSError)
+def _fail(failure: Failure) -> None:
+    click.echo(f"s3archive: {failure.level}: {failure.message}", err=True)
+    sys.exit(failure.exit_code)
 
 
-def _describe_foreign(err: BaseException) -> str:
-    from s3archive.store.errors import describe_error
-    return describe_error(err)
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"s3archive: error: {message}", err=True)
-    sys.exit(code)
+_CONFIG_HELP = ("Configuration file (default: $S3ARCHIVE_CONFIG, then "
+                "/etc/s3archive/config.toml).")
+_VERBOSE_HELP = "More detail on stderr (repeatable)."
+_QUIET_HELP = "Only warnings and errors on stderr."
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Configuration file (default: $S3ARCHIVE_CONFIG, "
-              "then /etc/s3archive/config.toml).")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr (repeatable).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
+              default=None, help=_CONFIG_HELP)
+@click.option("-v", "--verbose", count=True, help=_VERBOSE_HELP)
+@click.option("-q", "--quiet", is_flag=True, help=_QUIET_HELP)
 @click.version_option(__version__, prog_name="s3archive")
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool) -> None:
     """Back up this host into S3 under Object Lock, restore and verify it.
 
+    --config, -v and -q may also follow the command: `s3archive runs --config
+    FILE` is `s3archive --config FILE runs`.
+
     \b
-    Exit codes: 0 ok; 1 failed (archive: no manifest written);
-    2 usage or configuration error; 3 manifest written, some sources failed.
+    EXIT STATUS (each command's --help says what its codes mean for it)
+      0    ok
+      1    failed (archive: no manifest written)
+      2    usage or configuration error
+      3    archive: manifest written, some sources failed
+      130  interrupted
     """
     verbosity = -1 if quiet else verbose
     ctx.obj = AppContext(config_path=config_path, verbosity=verbosity)
     _setup_logging(verbosity)
 
 
+# The same options after the subcommand: they update the context the group made.
+def _late_config(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(AppContext).config_path = value
+
+
+def _late_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> None:
+    app = ctx.ensure_object(AppContext)
+    if value and app.verbosity >= 0:
+        app.verbosity += value
+        _setup_logging(app.verbosity)
+
+
+def _late_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        app = ctx.ensure_object(AppContext)
+        app.verbosity = -1
+        _setup_logging(app.verbosity)
+
+
+def _global_options() -> list[click.Option]:
+    return [
+        click.Option(["--config"], type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, expose_value=False, callback=_late_config,
+                     is_eager=True, help=_CONFIG_HELP),
+        click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                     callback=_late_verbose, is_eager=True, help=_VERBOSE_HELP),
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False,
+                     callback=_late_quiet, is_eager=True, help=_QUIET_HELP),
+    ]
+
+
+class _WarningPrefix(logging.Formatter):
+    """``s3archive: warning: ...`` for warnings and errors, so they read as ours."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"s3archive: {record.levelname.lower()}: {text}"
+        return text
+
+
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s" if verbosity < 2
-                                           else "%(name)s: %(message)s"))
+    handler.setFormatter(_WarningPrefix("%(message)s" if verbosity < 2
+                                        else "%(name)s: %(message)s"))
     root = logging.getLogger("s3archive")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -103,6 +157,7 @@ def _setup_logging(verbosity: int) -> None:
 
 for _name in COMMAND_MODULES:
     for _command in importlib.import_module(f"s3archive.cli.{_name}").COMMANDS:
+        _command.params.extend(_global_options())
         cli.add_command(_command)
 
 

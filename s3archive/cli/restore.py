@@ -11,30 +11,47 @@ from pathlib import Path
 import click
 
 from s3archive import human
-from s3archive.cli.context import AppContext, pass_app
-from s3archive.errors import EXIT_FAILED, IntegrityError, UsageError
-from s3archive.browse import open_run
+from s3archive.cli.context import Repository, with_repository
+from s3archive.errors import CommandFailed, IntegrityError, UsageError
 from s3archive.restore.restorer import (Problem, RestoreOptions, find_snapshot, restore_run,
-                                snapshot_stream)
-from s3archive.store.factory import open_store
+                                        snapshot_stream)
 
-_SHOWN_PROBLEMS = 50
-
-host_option = click.option("--host", default=None,
-                           help="Host whose runs RUN names (default: this host for "
-                                "'latest', any host for an id).")
+SHOWN_CAUSES = 20  # lines per kind of problem: one per cause
+SHOWN_PATHS = 3  # paths named on a line whose cause hit several entries
 
 
 def _problems_json(problems: list[Problem]) -> list[dict[str, str]]:
     return [{**human.json_path(p.path), "message": p.message} for p in problems]
 
 
+def problem_lines(title: str, problems: list[Problem]) -> list[str]:
+    """One line per cause: a target nobody may write gives one line, not one per entry.
+
+    A cause met once names its path (``not restored: /x: reason``); a cause met
+    by several entries names a few and counts the rest.
+    """
+    by_cause: dict[str, list[bytes]] = {}
+    for problem in problems:
+        by_cause.setdefault(problem.message, []).append(problem.path)
+    lines = []
+    for cause, paths in list(by_cause.items())[:SHOWN_CAUSES]:
+        if len(paths) == 1:
+            where = human.path(paths[0]) if paths[0] else "(restore)"
+            lines.append(f"{title}: {where}: {cause}")
+            continue
+        named = ", ".join(human.path(p) for p in paths[:SHOWN_PATHS])
+        rest = len(paths) - SHOWN_PATHS
+        lines.append(f"{title}: {cause}: {len(paths)} entries ({named}"
+                     f"{f' and {rest} more' if rest > 0 else ''})")
+    if len(by_cause) > SHOWN_CAUSES:
+        lines.append(f"{title}: ... and {len(by_cause) - SHOWN_CAUSES} more causes "
+                     "(--json lists every entry)")
+    return lines
+
+
 def _echo_problems(title: str, problems: list[Problem]) -> None:
-    for problem in problems[:_SHOWN_PROBLEMS]:
-        where = human.path(problem.path) if problem.path else "(restore)"
-        click.echo(f"{title}: {where}: {problem.message}", err=True)
-    if len(problems) > _SHOWN_PROBLEMS:
-        click.echo(f"{title}: ... and {len(problems) - _SHOWN_PROBLEMS} more", err=True)
+    for line in problem_lines(title, problems):
+        click.echo(line, err=True)
 
 
 @click.command("restore")
@@ -51,12 +68,10 @@ def _echo_problems(title: str, problems: list[Problem]) -> None:
 @click.option("--numeric-owner", is_flag=True, help="Restore owners by number, never by name.")
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Parallel downloads.")
-@host_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-@pass_app
-def restore_command(app: AppContext, run: str, paths: tuple[str, ...], target: Path,
+@with_repository(pool_from="workers")
+def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: Path,
                     overwrite: bool, resume: bool, numeric_owner: bool, workers: int,
-                    host: str | None,
                     as_json: bool) -> None:
     """Restore RUN (or only PATHs of it) into --target.
 
@@ -64,15 +79,16 @@ def restore_command(app: AppContext, run: str, paths: tuple[str, ...], target: P
     SHA-256 is checked; a bad chunk damages only its file, which is named.
     A restore that was interrupted (even by kill -9) is finished with the
     same command plus --resume.
+    Problems go to stderr, one line per cause.
 
     \b
-    Exit codes: 0 everything restored; 1 some entries damaged or not restored;
-    2 usage error (e.g. a non-empty target without --overwrite).
+    EXIT STATUS
+      0  everything restored
+      1  some entries damaged or not restored
+      2  usage error (e.g. a non-empty target without --overwrite)
     """
-    config = app.config()
-    store = open_store(config, pool_size=max(16, workers))
-    ref, manifest = open_run(store, run, host, config.host_name)
-    report = restore_run(store, manifest, target, [os.fsencode(p) for p in paths],
+    ref, manifest = repo.open_run(run)
+    report = restore_run(repo.store, manifest, target, [os.fsencode(p) for p in paths],
                          RestoreOptions(overwrite=overwrite, resume=resume,
                                         numeric_owner=numeric_owner, workers=workers))
     rate = report.bytes_written / report.seconds / 1e6 if report.seconds else 0.0
@@ -87,30 +103,35 @@ def restore_command(app: AppContext, run: str, paths: tuple[str, ...], target: P
             "warnings": _problems_json(report.warnings)}))
     else:
         _echo_problems("warning", report.warnings)
-        click.echo(f"restored {ref.host}/{ref.run_id} into {target}: {report.entries} entries, "
-                   f"{report.files} files, {human.size(report.bytes_written)} in "
+        problems = "".join(f", {len(found)} {what}" for what, found in
+                           (("not restored", report.failed), ("damaged", report.damaged))
+                           if found)
+        click.echo(f"restored {ref.host}/{ref.run_id} into {target}: {report.entries} entries"
+                   f"{problems}, {report.files} files, {human.size(report.bytes_written)} in "
                    f"{human.duration(report.seconds)} ({rate:.1f} MB/s)"
-                   + (f", {human.size(report.bytes_kept)} already in place" if resume else ""))
+                   + (f", {human.size(report.bytes_kept)} already in place" if resume else ""),
+                   err=True)
     _echo_problems("damaged", report.damaged)
     _echo_problems("not restored", report.failed)
     if not report.ok:
-        click.echo(f"s3archive: error: {len(report.damaged)} damaged, {len(report.failed)} "
-                   "not restored", err=True)
-        sys.exit(EXIT_FAILED)
+        raise CommandFailed(f"{len(report.damaged)} damaged, {len(report.failed)} not restored")
 
 
 @click.command("cat-snapshot")
 @click.argument("run")
 @click.argument("name")
-@host_option
-@pass_app
-def cat_snapshot_command(app: AppContext, run: str, name: str, host: str | None) -> None:
-    """Write the bytes of snapshot NAME of RUN to stdout (each chunk verified)."""
-    config = app.config()
-    store = open_store(config)
-    _, manifest = open_run(store, run, host, config.host_name)
+@with_repository()
+def cat_snapshot_command(repo: Repository, run: str, name: str) -> None:
+    """Write the bytes of snapshot NAME of RUN to stdout (each chunk verified).
+
+    \b
+    EXIT STATUS
+      0  ok;  1  RUN not found, or a chunk failed its check (the output is
+      incomplete);  2  usage error (no snapshot NAME)
+    """
+    _, manifest = repo.open_run(run)
     out = sys.stdout.buffer
-    for data in snapshot_stream(store, manifest, name):
+    for data in snapshot_stream(repo.store, manifest, name):
         out.write(data)
     out.flush()
 
@@ -119,10 +140,8 @@ def cat_snapshot_command(app: AppContext, run: str, name: str, host: str | None)
 @click.argument("run")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask before running the restore command.")
-@host_option
-@pass_app
-def restore_snapshot_command(app: AppContext, run: str, name: str, yes: bool,
-                             host: str | None) -> None:
+@with_repository()
+def restore_snapshot_command(repo: Repository, run: str, name: str, yes: bool) -> None:
     """Pipe snapshot NAME of RUN into the command it recorded (::restore-through::).
 
     The command comes from the bucket and runs with your privileges (often
@@ -130,24 +149,24 @@ def restore_snapshot_command(app: AppContext, run: str, name: str, yes: bool,
     Without a terminal it is refused unless --yes is given.
 
     \b
-    Exit codes: the command's; 1 when the data or the command failed or you
-    declined; 2 usage error (no terminal to ask on and no --yes).
+    EXIT STATUS
+      0  ok;  the restore command's own status (1-125) when it failed;
+      1  the data failed its check, the command could not run, or you declined;
+      2  usage error (no terminal to ask on and no --yes)
     """
-    config = app.config()
-    store = open_store(config)
-    ref, manifest = open_run(store, run, host, config.host_name)
+    ref, manifest = repo.open_run(run)
     snap = find_snapshot(manifest, name)
     if not snap.restore_through:
         raise UsageError(f"snapshot {name!r} recorded no ::restore-through:: command; "
                          "use cat-snapshot")
-    stream = snapshot_stream(store, manifest, name)
+    stream = snapshot_stream(repo.store, manifest, name)
     shown = human.path(snap.restore_through.encode("utf-8", "surrogateescape"))
     click.echo(f"snapshot {name} of {ref.host}/{ref.run_id} ({human.size(snap.size)}, "
                f"manifest written {human.date(ref.last_modified)} UTC) will be piped into "
                f"/bin/sh -c:\n    {shown}", err=True)
     problem = ref.time_problem()
     if problem:
-        click.echo(f"warning: {problem}", err=True)
+        click.echo(f"s3archive: warning: {problem}", err=True)
     if not yes:
         if not _interactive():
             raise UsageError("restore-snapshot runs the recorded command above as you: "
@@ -171,12 +190,10 @@ def restore_snapshot_command(app: AppContext, run: str, name: str, yes: bool,
             pass
     status = process.wait()
     if failure:
-        click.echo(f"s3archive: error: {failure}", err=True)
-        sys.exit(EXIT_FAILED)
+        raise CommandFailed(failure)
     if status != 0:
-        click.echo(f"s3archive: error: the restore command exited with status {status}",
-                   err=True)
-        sys.exit(status if 0 < status < 126 else EXIT_FAILED)
+        raise CommandFailed(f"the restore command exited with status {status}",
+                            exit_code=status if 0 < status < 126 else None)
 
 
 def _interactive() -> bool:

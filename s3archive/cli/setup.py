@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from s3archive.config import MAX_RETENTION_DAYS, RetentionSettings
-from s3archive.errors import EXIT_FAILED, UsageError
+from s3archive.errors import CommandFailed, UsageError
 from s3archive.setup.spec import BucketSpec, default_stack_name
 
 _DAYS = click.IntRange(1, MAX_RETENTION_DAYS)
@@ -58,8 +58,10 @@ def create_resources_command(bucket: str, region: str, endpoint_url: str | None,
     then read the bucket back and report every difference from what was asked.
 
     \b
-    Exit codes: 0 ok (differences are listed); 1 the bucket has no Object
-    Lock or no versioning, or a request failed; 2 usage error.
+    EXIT STATUS
+      0  ok (differences are listed)
+      1  the bucket has no Object Lock or no versioning, or a request failed
+      2  usage error
     """
     from s3archive.setup import cloudformation
     from s3archive.setup.create_resources import create_resources, default_method
@@ -87,7 +89,8 @@ def create_resources_command(bucket: str, region: str, endpoint_url: str | None,
     else:
         _print_create_result(result)
     if result.check.fatal:
-        raise SystemExit(EXIT_FAILED)
+        raise CommandFailed(f"bucket {result.check.bucket} is not usable as configured "
+                            "(the differences are listed above)")
 
 
 def _print_create_result(result: object) -> None:
@@ -160,8 +163,9 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
     disabled: enable one with chmod +x.
 
     \b
-    Exit codes: 0 ok; 1 an IAM or systemctl call failed; 2 usage error or
-    files changed by the operator.
+    EXIT STATUS
+      0  ok;  1  an IAM or systemctl call failed;  2  usage error, or files changed
+      by the operator
     """
     from s3archive.setup.host_config import HostOptions, write_config
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -11,9 +10,11 @@ import click
 from s3archive import human
 from s3archive.cli.context import AppContext, pass_app
 from s3archive.clock import parse_iso
-from s3archive.errors import EXIT_FAILED
+from s3archive.errors import CommandFailed
 from s3archive.status import gather_status, status_ok
 from s3archive.store.factory import open_store
+
+SHOWN_WARNINGS = 20
 
 
 @click.command("status")
@@ -23,19 +24,34 @@ def status_command(app: AppContext, as_json: bool) -> None:
     """What the last run of this host did, when the timer runs next, the
     local cache and the bucket's Object Lock configuration.
 
+    Each part this user cannot read (state file, cache, credentials without
+    root) is named; the rest is shown.
+
     \b
-    Exit codes: 0 the last run wrote a manifest (warnings included) and the
-    bucket answered; 1 no run recorded, the last run failed, or the bucket
-    could not be read; 2 usage or configuration error.
+    EXIT STATUS
+      0  the last run wrote a manifest (warnings included) and the bucket answered
+      1  no run recorded, the last run failed, or a part could not be read
+      2  usage or configuration error
     """
     config = app.config()
-    status = gather_status(config, open_store(config))
+    status = gather_status(config, lambda: open_store(config))
     if as_json:
         click.echo(json.dumps(status, indent=1))
     else:
         click.echo(format_status(status))
+    if status["unreadable"]:
+        raise CommandFailed("could not read " + "; ".join(status["unreadable"]))
     if not status_ok(status):
-        sys.exit(EXIT_FAILED)
+        raise CommandFailed(_unhealthy(status))
+
+
+def _unhealthy(status: dict[str, Any]) -> str:
+    last = status["last_run"]
+    if last is None:
+        return "no run recorded yet"
+    if last.get("result") == "failed":
+        return f"the last run failed (exit {last.get('exit_code')})"
+    return "the bucket could not be read"
 
 
 def _when(text: str | None) -> str:
@@ -47,10 +63,13 @@ def format_status(status: dict[str, Any]) -> str:
     last = status["last_run"]
     if last is None:
         lines.append(f"last run:   none recorded ({status['state_file']} is missing)")
+    elif last.get("result") is None:
+        lines.append(f"last run:   UNKNOWN: {last['error']}")
     else:
         took = (parse_iso(last["finished"]) - parse_iso(last["started"])).total_seconds() \
             if last.get("finished") and last.get("started") else None
-        result = {"ok": "ok", "warnings": f"ok with {last['warnings']} warnings",
+        warnings = last["warnings"]
+        result = {"ok": "ok", "warnings": f"ok with {len(warnings)} warnings",
                   "failed": f"FAILED (exit {last['exit_code']})"}.get(last["result"],
                                                                     str(last["result"]))
         lines.append(f"last run:   {_when(last.get('finished'))}, {result}, "
@@ -64,10 +83,10 @@ def format_status(status: dict[str, Any]) -> str:
                          f"{human.size(last['bytes_uploaded'])} uploaded, "
                          f"{sum((last.get('requests') or {}).values())} requests")
             lines.append(f"  locked:   {last['tier']} until {_when(last.get('retain_until'))}")
-        for warning in last["warning_lines"]:
+        for warning in warnings[:SHOWN_WARNINGS]:
             lines.append(f"  warning:  {warning}")
-        if last["warnings"] > len(last["warning_lines"]):
-            lines.append(f"  ... and {last['warnings'] - len(last['warning_lines'])} more")
+        if len(warnings) > SHOWN_WARNINGS:
+            lines.append(f"  ... and {len(warnings) - SHOWN_WARNINGS} more")
         if last["result"] == "failed":
             lines.append(f"  last success: {_when(last.get('last_success'))}")
     timer = status["timer"]
@@ -79,7 +98,9 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"timer:      {timer['note']}" if not timer["systemd"]
                      else f"  note:     {timer['note']}")
     cache = status["cache"]
-    if cache["exists"]:
+    if cache.get("error"):
+        lines.append(f"cache:      UNKNOWN: {cache['error']}")
+    elif cache["exists"]:
         lines.append(f"cache:      {cache['path']}, {human.size(cache['size'])}, "
                      f"modified {_when(cache['modified'])}"
                      + (f"; {cache['files']} files, {cache['chunks']} chunks, "
@@ -90,7 +111,7 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  note:     {cache['note']}")
     bucket = status["bucket"]
     if "error" in bucket:
-        lines.append(f"bucket:     {bucket['location']}: ERROR {bucket['error']}")
+        lines.append(f"bucket:     {bucket['location']}: ERROR: {bucket['error']}")
     else:
         lock = bucket["object_lock"]
         default = (f"default {lock['default_mode']} "

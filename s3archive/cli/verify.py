@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from s3archive import human
+from s3archive.cli.context import Repository, with_repository
+from s3archive.errors import CommandFailed, UsageError
 from s3archive.repo.catalog import list_runs
-from s3archive.cli.context import AppContext, pass_app
-from s3archive.errors import EXIT_FAILED, UsageError
-from s3archive.browse import pick_run
-from s3archive.store.factory import open_store
 from s3archive.verify import RunVerification, Verifier, VerifyOptions
 
 
@@ -37,17 +34,15 @@ def _print_text(result: RunVerification, read_data: bool) -> None:
 @click.command("verify")
 @click.argument("run", required=False)
 @click.option("--all", "all_runs", is_flag=True, help="Every run (of --host, or of every host).")
-@click.option("--host", default=None, help="Host whose runs to verify (default: this host "
-              "for 'latest', every host with --all).")
 @click.option("--read-data", is_flag=True, help="Download every referenced chunk and check "
               "its SHA-256.")
 @click.option("--sample", "sample", type=click.FloatRange(0, 100, min_open=True), default=None,
               metavar="PERCENT", help="With --read-data: read only this share of the packs.")
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64))
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-@pass_app
-def verify_command(app: AppContext, run: str | None, all_runs: bool, host: str | None,
-                   read_data: bool, sample: float | None, workers: int, as_json: bool) -> None:
+@with_repository(pool_from="workers")
+def verify_command(repo: Repository, run: str | None, all_runs: bool, read_data: bool,
+                   sample: float | None, workers: int, as_json: bool) -> None:
     """Check that RUN (default: latest) is whole and locked long enough.
 
     Every pack version the manifest references must exist with its recorded
@@ -55,22 +50,25 @@ def verify_command(app: AppContext, run: str | None, all_runs: bool, host: str |
     run's retain-until; the manifest version too.  --read-data also downloads
     the chunks and checks their SHA-256.
 
+    With --all, --host limits the runs to one host (default: every host).
+
     \b
-    Exit codes: 0 every run is whole; 1 a problem was found (each names the
-    run, the pack and the paths it affects); 2 usage error.
+    EXIT STATUS
+      0  every run is whole
+      1  a problem was found (each names the run, the pack and the paths it affects)
+      2  usage or configuration error
     """
     if run and all_runs:
         raise UsageError("give a RUN or --all, not both")
     if sample is not None and not read_data:
         raise UsageError("--sample needs --read-data")
-    config = app.config()
-    store = open_store(config, pool_size=max(16, workers))
+    store, host = repo.store, repo.host
     if all_runs:
         runs = list_runs(store, host)
         if not runs:
             raise UsageError("no runs in the bucket" + (f" for host {host}" if host else ""))
     else:
-        runs = [pick_run(store, run or "latest", host, config.host_name)]
+        runs = [repo.run(run or "latest")]
     verifier = Verifier(store, VerifyOptions(read_data=read_data,
                                              sample_percent=sample or 100.0, workers=workers))
     results = []
@@ -83,10 +81,10 @@ def verify_command(app: AppContext, run: str | None, all_runs: bool, host: str |
     if as_json:
         click.echo(json.dumps({"ok": not bad, "runs": [r.to_json() for r in results],
                                "store": store.snapshot()}, indent=1))
-    else:
-        click.echo(f"{len(results)} run(s) verified, {len(bad)} with problems", err=True)
     if bad:
-        sys.exit(EXIT_FAILED)
+        raise CommandFailed(f"{len(results)} run(s) verified, {len(bad)} with problems")
+    if not as_json:
+        click.echo(f"{len(results)} run(s) verified, none with problems", err=True)
 
 
 COMMANDS = [verify_command]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from s3archive.config import S3Settings
-from s3archive.errors import ConfigError, NoSuchVersion, StoreError
+from s3archive.errors import BucketNotFound, ConfigError, NoSuchVersion, StoreError
 from s3archive.store.base import (BucketLockConfig, ObjectInfo, ObjectLock, PutResult,
                                   VersionEntry)
 from s3archive.store.errors import describe_error, error_code, server_time
@@ -135,6 +135,8 @@ class S3Store:
             status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in _MISSING and (status == 404 or code.startswith("NoSuch")):
                 raise NoSuchVersion(f"{what}: no such object version") from None
+            if code == "NoSuchBucket":
+                raise BucketNotFound.named(self.bucket) from None
             raise StoreError(f"{what}: {describe_error(err)}") from None
         except BotoCoreError as err:
             raise StoreError(f"{what}: {describe_error(err)}") from None
@@ -260,6 +262,8 @@ class S3Store:
             if error_code(err) in ("ObjectLockConfigurationNotFoundError",
                                    "ObjectLockConfigurationNotFound", "NoSuchObjectLockConfiguration"):
                 return BucketLockConfig(enabled=False, server_time=server_time(err.response))
+            if error_code(err) == "NoSuchBucket":
+                raise BucketNotFound.named(self.bucket) from None
             raise StoreError(f"GetObjectLockConfiguration: {describe_error(err)}") from None
         conf = response.get("ObjectLockConfiguration", {})
         rule = conf.get("Rule", {}).get("DefaultRetention", {})

@@ -61,8 +61,8 @@ def test_archive_restore_round_trip(rgw, tmp_path: Path) -> None:
     os.utime(src / "readonly", ns=(1_600_000_000_000_000_000, 1_600_000_000_123_000_000))
     second = json.loads(s3archive(env.config_path, "archive", "--json").stdout)
     diff = s3archive(env.config_path, "diff", first["run_id"], second["run_id"], "--json")
-    changes = {json.loads(line)["path"][len(str(src)):]: json.loads(line)["change"]
-               for line in diff.stdout.decode().splitlines()}
+    changes = {change["path"][len(str(src)):]: change["change"]
+               for change in json.loads(diff.stdout)["changes"]}
     assert changes["/etc/motd"] == "content"
     assert changes["/etc/new"] == "added"
     assert changes["/links/dangling"] == "removed"
