@@ -37,6 +37,8 @@ COMMAND_MODULES = (
 
 log = logging.getLogger("s3archive")
 
+FULL_SENTENCE = 10_000  # click cuts a command's first sentence to this many characters
+
 
 class _Root(click.Group):
     """Maps every expected failure to one line on stderr and an exit code."""
@@ -53,7 +55,7 @@ class _Root(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Each command's first sentence in full (click cuts it to fit one line)."""
-        rows = [(name, command.get_short_help_str(limit=200))
+        rows = [(name, command.get_short_help_str(limit=FULL_SENTENCE))
                 for name, command in ((n, self.get_command(ctx, n))
                                       for n in self.list_commands(ctx))
                 if command is not None and not command.hidden]

@@ -19,6 +19,7 @@ from click.shell_completion import get_completion_class
 from s3archive import __version__
 
 PROG = "s3archive"
+FULL_SENTENCE = 10_000  # click cuts a command's first sentence to this many characters
 COMPLETE_VAR = "_S3ARCHIVE_COMPLETE"
 
 
@@ -96,7 +97,7 @@ def _paragraphs(help_text: str) -> list[str]:
 def man_page(command: click.Command, title: str, today: str, ctx: click.Context) -> str:
     name = title.replace(" ", "-")
     lines = [f'.TH "{name.upper()}" "1" "{today}" "{PROG} {__version__}" "s3archive manual"',
-             ".SH NAME", f"{_roff(name)} \\- {_roff(command.get_short_help_str(limit=200))}",
+             ".SH NAME", f"{_roff(name)} \\- {_roff(command.get_short_help_str(limit=FULL_SENTENCE))}",
              ".SH SYNOPSIS", f".B {_roff(title)}",
              _roff(" ".join(command.collect_usage_pieces(ctx))),
              ".SH DESCRIPTION", *_paragraphs(command.help or "")]
@@ -112,7 +113,7 @@ def man_page(command: click.Command, title: str, today: str, ctx: click.Context)
             sub_command = command.get_command(ctx, sub)
             if sub_command is not None and not sub_command.hidden:
                 lines += [".TP", f".B {_roff(sub)}",
-                          _roff(sub_command.get_short_help_str(limit=200))]
+                          _roff(sub_command.get_short_help_str(limit=FULL_SENTENCE))]
                 if ctx.parent is None:  # each of the root's commands has its own page
                     lines.append(f"See \\fB{PROG}\\-{_roff(sub)}\\fR(1).")
     else:
