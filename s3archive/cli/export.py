@@ -10,15 +10,9 @@ from typing import BinaryIO
 
 import click
 
-from s3archive.browse import open_run
-from s3archive.cli.context import AppContext, pass_app
+from s3archive.cli.context import Repository, with_repository
 from s3archive.errors import UsageError
 from s3archive.export import cat_file, write_tar
-from s3archive.store.factory import open_store
-
-host_option = click.option("--host", default=None,
-                           help="Host whose runs RUN names (default: this host for "
-                                "'latest', any host for an id).")
 
 
 def _output(path: Path | None, what: str) -> BinaryIO:
@@ -35,25 +29,23 @@ def _output(path: Path | None, what: str) -> BinaryIO:
 @click.argument("path")
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Write to FILE (must not exist) instead of stdout.")
-@host_option
-@pass_app
-def cat_command(app: AppContext, run: str, path: str, output: Path | None,
-                host: str | None) -> None:
+@with_repository()
+def cat_command(repo: Repository, run: str, path: str, output: Path | None) -> None:
     """Write the bytes of the file PATH of RUN to stdout (each chunk verified).
 
     Holes of sparse files come out as zeros.  A damaged chunk stops the output
     with an error naming the file.
 
-    Exit codes: 0 the whole file was written; 1 a chunk was damaged or
-    missing (the output is incomplete); 2 usage error (no such path, not a
-    file, stdout is a terminal).
+    \b
+    EXIT STATUS
+      0  the whole file was written
+      1  a chunk was damaged or missing (the output is incomplete)
+      2  usage error (no such path, not a file, stdout is a terminal)
     """
-    config = app.config()
-    store = open_store(config)
-    _, manifest = open_run(store, run, host, config.host_name)
+    _, manifest = repo.open_run(run)
     out = _output(output, "file bytes")
     try:
-        cat_file(store, manifest, os.fsencode(path), out)
+        cat_file(repo.store, manifest, os.fsencode(path), out)
     finally:
         if output is not None:
             out.close()
@@ -66,12 +58,11 @@ def cat_command(app: AppContext, run: str, path: str, output: Path | None,
               help="Stream format: a POSIX pax tar.")
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Write to FILE (must not exist) instead of stdout.")
-@host_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print figures as JSON on stderr when done.")
-@pass_app
-def dump_command(app: AppContext, run: str, paths: tuple[str, ...], fmt: str,
-                 output: Path | None, host: str | None, as_json: bool) -> None:
+@with_repository()
+def dump_command(repo: Repository, run: str, paths: tuple[str, ...], fmt: str,
+                 output: Path | None, as_json: bool) -> None:
     """Stream RUN (or only PATHS of it) as a tar archive to stdout.
 
     The tar is POSIX pax: long and non-UTF-8 names, nanosecond mtimes,
@@ -79,15 +70,16 @@ def dump_command(app: AppContext, run: str, paths: tuple[str, ...], fmt: str,
     and sparse files (GNU pax sparse 1.0).  Extract with everything:
     ``tar --xattrs --xattrs-include='*' --acls --numeric-owner -xpf FILE``.
 
-    Exit codes: 0 complete; 1 a chunk was damaged or missing (the stream
-    stops; the tar is incomplete); 2 usage error.
+    \b
+    EXIT STATUS
+      0  complete
+      1  a chunk was damaged or missing (the stream stops; the tar is incomplete)
+      2  usage error
     """
-    config = app.config()
-    store = open_store(config)
-    _, manifest = open_run(store, run, host, config.host_name)
+    _, manifest = repo.open_run(run)
     out = _output(output, "a tar stream")
     try:
-        stats = write_tar(store, manifest, [os.fsencode(p) for p in paths], out)
+        stats = write_tar(repo.store, manifest, [os.fsencode(p) for p in paths], out)
         out.flush()
     finally:
         if output is not None:
