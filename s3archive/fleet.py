@@ -44,11 +44,12 @@ class HostView:
         return {"host": self.host, "runs": self.runs, "last_run_id": self.last.run_id,
                 "last_run_at": isoformat(self.last.last_modified),
                 "age_s": round(self.age_s), "stale": self.stale, "status": self.status,
-                "files": s.files if s else None,
-                "logical_bytes": s.logical_bytes if s else None,
-                "new_bytes": s.new_bytes if s else None,
-                "uploaded_bytes": s.uploaded_bytes if s else None,
-                "warnings": s.warnings if s else None,
+                "files": s.stats.files if s else None,
+                "bytes_total": s.stats.bytes_total if s else None,
+                "bytes_snapshots": s.stats.bytes_snapshots if s else None,
+                "bytes_new": s.stats.bytes_new if s else None,
+                "bytes_uploaded": s.stats.bytes_uploaded if s else None,
+                "warnings": list(s.stats.warnings) if s else None,
                 "retain_until": isoformat(s.retain_until) if s and s.retain_until else None,
                 "error": self.error}
 
@@ -101,14 +102,14 @@ def prometheus_text(views: list[HostView], now: datetime) -> str:
               "(-1: unreadable).",
               "# TYPE s3archive_fleet_last_run_warnings gauge"]
     for v in views:
-        warnings = v.summary.warnings if v.summary else -1
+        warnings = len(v.summary.stats.warnings) if v.summary else -1
         lines.append(f's3archive_fleet_last_run_warnings{{host="{_label(v.host)}"}} {warnings}')
     lines += ["# HELP s3archive_fleet_last_run_bytes Logical bytes of each host's newest run.",
               "# TYPE s3archive_fleet_last_run_bytes gauge"]
     for v in views:
         if v.summary:
             lines.append(f's3archive_fleet_last_run_bytes{{host="{_label(v.host)}"}} '
-                         f"{v.summary.logical_bytes}")
+                         f"{v.summary.stats.bytes_logical}")
     lines += ["# HELP s3archive_fleet_scrape_timestamp_seconds When this file was written.",
               "# TYPE s3archive_fleet_scrape_timestamp_seconds gauge",
               f"s3archive_fleet_scrape_timestamp_seconds {now.timestamp():.0f}"]

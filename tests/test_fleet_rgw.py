@@ -45,7 +45,7 @@ def test_fleet_lists_every_host_and_flags_stale_ones(rgw, tmp_path: Path) -> Non
     assert sorted(hosts) == ["db-1", "web-1"]
     assert hosts["web-1"]["runs"] == 2 and hosts["db-1"]["runs"] == 1
     assert all(h["status"] == "complete" and not h["stale"] for h in hosts.values())
-    assert hosts["db-1"]["files"] == 1 and hosts["db-1"]["logical_bytes"] == len("shared\n")
+    assert hosts["db-1"]["files"] == 1 and hosts["db-1"]["bytes_total"] == len("shared\n")
     assert doc["stale"] == [] and doc["unreadable"] == []
     metrics = textfile.read_text()
     assert "s3archive_fleet_hosts 2" in metrics and "s3archive_fleet_stale_hosts 0" in metrics

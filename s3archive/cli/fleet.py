@@ -48,9 +48,9 @@ def fleet_command(app: AppContext, stale_hours: float, prometheus_textfile: Path
     elif views:
         rows = [[v.host, v.last.run_id, human.date(v.last.last_modified),
                  human.duration(v.age_s) + (" STALE" if v.stale else ""), v.status,
-                 v.summary.files if v.summary else "-",
-                 human.size(v.summary.logical_bytes) if v.summary else "-",
-                 human.size(v.summary.new_bytes) if v.summary else "-", v.runs]
+                 v.summary.stats.files if v.summary else "-",
+                 human.size(v.summary.stats.bytes_logical) if v.summary else "-",
+                 human.size(v.summary.stats.bytes_new) if v.summary else "-", v.runs]
                 for v in views]
         click.echo(human.table(["HOST", "LAST RUN", "WRITTEN (UTC)", "AGE", "RESULT", "FILES",
                                 "SIZE", "NEW", "RUNS"], rows, right=(5, 6, 7, 8)))
