@@ -7,14 +7,13 @@ import os
 import click
 
 from s3archive import human
-from s3archive.cli.context import AppContext, pass_app
+from s3archive.cli.context import Repository, with_repository
 from s3archive.errors import ManifestError, UsageError
 from s3archive.find import Loader, find, history
 from s3archive.format.model import Manifest
 from s3archive.repo.catalog import RunRef, list_runs, load_manifest
 from s3archive.restore.plan import normalise_selection
 from s3archive.store.base import ObjectStore
-from s3archive.store.factory import open_store
 
 
 def _loader(store: ObjectStore, skipped: list[str]) -> Loader:
@@ -49,8 +48,8 @@ def _select_runs(runs: list[RunRef], newest: int | None, oldest: int | None) -> 
 @click.option("--oldest", type=click.IntRange(min=1), default=None,
               help="Search only the N oldest runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@pass_app
-def find_command(app: AppContext, patterns: tuple[str, ...], host: str | None,
+@with_repository(runs=False)
+def find_command(repo: Repository, patterns: tuple[str, ...], host: str | None,
                  all_hosts: bool, newest: int | None, oldest: int | None,
                  as_json: bool) -> None:
     """Every run holding a path that matches a PATTERN, newest run first.
@@ -60,13 +59,14 @@ def find_command(app: AppContext, patterns: tuple[str, ...], host: str | None,
     '*' and '?' stay within one path component, '**' crosses them.  Quote
     patterns so the shell does not expand them.
 
-    Exit codes: 0 something matched; 1 nothing matched; 2 usage error.
+    \b
+    EXIT STATUS
+      0  something matched;  1  nothing matched;  2  usage or configuration error
     """
     if host and all_hosts:
         raise UsageError("--host and --all-hosts are exclusive")
-    config = app.config()
-    store = open_store(config)
-    runs = _select_runs(list_runs(store, None if all_hosts else (host or config.host_name)),
+    store = repo.store
+    runs = _select_runs(list_runs(store, None if all_hosts else (host or repo.config.host_name)),
                         newest, oldest)
     skipped: list[str] = []
     hits = list(find(runs, _loader(store, skipped), list(patterns)))
@@ -94,18 +94,20 @@ def find_command(app: AppContext, patterns: tuple[str, ...], host: str | None,
 @click.argument("path")
 @click.option("--host", default=None, help="Host whose runs to look at (default: this host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@pass_app
-def history_command(app: AppContext, path: str, host: str | None, as_json: bool) -> None:
+@with_repository(runs=False)
+def history_command(repo: Repository, path: str, host: str | None, as_json: bool) -> None:
     """PATH in every run of the host, oldest first: size, mtime, and whether
     its content changed since the run before (from chunk hashes; nothing is
     downloaded but the runs' metadata).
 
-    Exit codes: 0 the path is in at least one run; 1 in none; 2 usage error.
+    \b
+    EXIT STATUS
+      0  the path is in at least one run;  1  in none;  2  usage or configuration error
     """
     wanted = normalise_selection(os.fsencode(path))
-    config = app.config()
-    store = open_store(config)
-    runs = list(reversed(_select_runs(list_runs(store, host or config.host_name), None, None)))
+    store = repo.store
+    runs = list(reversed(_select_runs(list_runs(store, host or repo.config.host_name),
+                                      None, None)))
     skipped: list[str] = []
     versions = history(runs, _loader(store, skipped), wanted)
     for problem in skipped:

@@ -9,10 +9,9 @@ from pathlib import Path
 import click
 
 from s3archive import human
-from s3archive.cli.context import AppContext, pass_app
+from s3archive.cli.context import Repository, with_repository
 from s3archive.clock import isoformat, utc_now
 from s3archive.fleet import fleet_view, prometheus_text, write_textfile
-from s3archive.store.factory import open_store
 
 
 @click.command("fleet")
@@ -21,8 +20,8 @@ from s3archive.store.factory import open_store
 @click.option("--prometheus-textfile", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Also write the fleet's metrics to this file (node_exporter).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@pass_app
-def fleet_command(app: AppContext, stale_hours: float, prometheus_textfile: Path | None,
+@with_repository(runs=False)
+def fleet_command(repo: Repository, stale_hours: float, prometheus_textfile: Path | None,
                   as_json: bool) -> None:
     """Every host of the bucket: newest run, its age and result, size, new bytes.
 
@@ -30,13 +29,14 @@ def fleet_command(app: AppContext, stale_hours: float, prometheus_textfile: Path
     audit role.  A run's time is the store's (when it was written), not the
     name its host gave it.
 
-    Exit codes: 0 every host ran within --stale-after; 1 some host is stale
-    or its newest run cannot be read; 2 usage error.
+    \b
+    EXIT STATUS
+      0  every host ran within --stale-after
+      1  some host is stale, or its newest run cannot be read
+      2  usage or configuration error
     """
-    config = app.config()
-    store = open_store(config)
     now = utc_now()
-    views = fleet_view(store, now, timedelta(hours=stale_hours))
+    views = fleet_view(repo.store, now, timedelta(hours=stale_hours))
     if prometheus_textfile is not None:
         write_textfile(prometheus_textfile, prometheus_text(views, now))
     stale = [v.host for v in views if v.stale]

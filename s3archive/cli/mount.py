@@ -6,11 +6,10 @@ import os
 
 import click
 
-from s3archive.cli.context import AppContext, pass_app
+from s3archive.cli.context import Repository, with_repository
 from s3archive.errors import ManifestError, UsageError
 from s3archive.format.model import Manifest
 from s3archive.repo.catalog import RunRef, list_runs, load_manifest
-from s3archive.store.factory import open_store
 
 
 @click.command("mount")
@@ -19,8 +18,8 @@ from s3archive.store.factory import open_store
 @click.option("--cache-mib", type=click.IntRange(8, 4096), default=64, show_default=True,
               help="Decoded chunks kept in memory.")
 @click.option("--debug", is_flag=True, help="FUSE debug output.")
-@pass_app
-def mount_command(app: AppContext, mountpoint: str, host: str | None, cache_mib: int,
+@with_repository(runs=False)
+def mount_command(repo: Repository, mountpoint: str, host: str | None, cache_mib: int,
                   debug: bool) -> None:
     """Mount the runs read-only at MOUNTPOINT as HOST/RUN-ID/<archived paths>.
 
@@ -28,8 +27,11 @@ def mount_command(app: AppContext, mountpoint: str, host: str | None, cache_mib:
     verified); ls -l, cp, diff -r and rsync work.  Stops and unmounts on
     Ctrl-C or SIGTERM (or `fusermount3 -u MOUNTPOINT`).
 
-    Exit codes: 0 unmounted cleanly; 1 the mount failed; 2 usage error
-    (pyfuse3 or /dev/fuse missing, mountpoint not a directory).
+    \b
+    EXIT STATUS
+      0  unmounted cleanly
+      1  the mount failed
+      2  usage error (pyfuse3 or /dev/fuse missing, mountpoint not a directory)
     """
     try:
         from s3archive.mount import RunFilesystem, serve
@@ -39,8 +41,7 @@ def mount_command(app: AppContext, mountpoint: str, host: str | None, cache_mib:
                          "(and the fuse3 package)") from None
     if not os.path.exists("/dev/fuse"):
         raise UsageError("mount needs /dev/fuse (load the fuse module)")
-    config = app.config()
-    store = open_store(config)
+    store = repo.store
     runs = list_runs(store, host)
     if not runs:
         raise UsageError(f"no runs{' of host ' + host if host else ''} in the bucket")
