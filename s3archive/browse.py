@@ -19,12 +19,12 @@ from s3archive.format.model import DIR, FILE, HARDLINK, SYMLINK, Entry, Manifest
 from s3archive.human import json_path
 from s3archive.repo.catalog import RunRef, list_runs, load_manifest, resolve_run
 from s3archive.stats import RunStats, describe_warning
-from s3archive.store.base import ObjectStore
+from s3archive.store.base import StoreReader
 
 
 # ------------------------------------------------------------------ picking a run
 
-def pick_run(store: ObjectStore, spec: str, host: str | None,
+def pick_run(store: StoreReader, spec: str, host: str | None,
              default_host: str | None) -> RunRef:
     """``spec`` is a run id, a unique prefix of one, or ``latest``.
 
@@ -117,7 +117,7 @@ def summarize(manifest: Manifest, run: RunRef, legal_hold: bool | None) -> RunSu
                       written=run.last_modified, time_problem=run.time_problem())
 
 
-def run_summaries(store: ObjectStore, host: str | None, workers: int = 8) -> list[RunSummary]:
+def run_summaries(store: StoreReader, host: str | None, workers: int = 8) -> list[RunSummary]:
     """One summary per manifest version (of ``host``, or every host), oldest first."""
     runs = list_runs(store, host)
 

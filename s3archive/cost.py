@@ -11,16 +11,14 @@ of the last runs).  Prices come from ``[cost]`` in the configuration
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
 from s3archive.clock import isoformat, utc_now
-from s3archive.errors import BucketNotFound
-from s3archive.store.errors import error_code
 from s3archive.config import Config, CostSettings
 from s3archive.browse import run_summaries
 from s3archive.archive.run_record import HISTORY_KEEP, read_history
 from s3archive.stats import RunStats
-from s3archive.store.counting_store import CountingStore
+from s3archive.store.base import StoreReader
 
 GIB = 1024 ** 3
 # Billed at the PUT/COPY/POST/LIST rate; every other request at the GET rate.
@@ -30,47 +28,24 @@ FREE = frozenset({"DeleteObject"})
 RECENT_RUNS = 10
 
 
-def _versions(store: CountingStore, prefix: str) -> Iterator[dict[str, Any]]:
-    """Raw version rows (with StorageClass), through the counted store's client."""
-    from botocore.exceptions import ClientError
-
-    inner = store.inner
-    kwargs: dict[str, Any] = {"Bucket": inner.bucket, "Prefix": prefix}
-    while True:
-        store._count("ListObjectVersions")
-        try:
-            page = inner.client.list_object_versions(**kwargs)
-        except ClientError as err:
-            if error_code(err) == "NoSuchBucket":
-                raise BucketNotFound.named(inner.bucket) from None
-            raise
-        yield from page.get("Versions", [])
-        for marker in page.get("DeleteMarkers", []):
-            yield {**marker, "DeleteMarker": True}
-        if not page.get("IsTruncated"):
-            return
-        kwargs["KeyMarker"] = page["NextKeyMarker"]
-        kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
-
-
-def storage_by_class(store: CountingStore, prefix: str) -> dict[str, Any]:
-    root = f"{prefix}/" if prefix else ""
+def storage_by_class(store: StoreReader) -> dict[str, Any]:
+    """Every version under the store's prefix, by storage class and kind."""
     classes: dict[str, dict[str, int]] = {}
     markers = 0
-    for row in _versions(store, root):
-        if row.get("DeleteMarker"):
+    for row in store.list_versions(""):
+        if row.is_delete_marker:
             markers += 1
             continue
-        key = row["Key"][len(root):]
+        key = row.key
         kind = "packs" if key.startswith("packs/") else "manifests" if key.startswith("runs/") \
             else "other"
-        entry = classes.setdefault(row.get("StorageClass") or "STANDARD",
+        entry = classes.setdefault(row.storage_class or "STANDARD",
                                    {"objects": 0, "bytes": 0, "current": 0, "noncurrent": 0,
                                     "packs": 0, "manifests": 0, "other": 0})
-        size = int(row.get("Size", 0))
+        size = row.size
         entry["objects"] += 1
         entry["bytes"] += size
-        entry["current" if row.get("IsLatest") else "noncurrent"] += size
+        entry["current" if row.is_latest else "noncurrent"] += size
         entry[kind] += size
     return {"classes": classes, "delete_markers": markers}
 
@@ -101,7 +76,7 @@ def recent_runs(config: Config, count: int = RECENT_RUNS) -> list[dict[str, Any]
     return rows
 
 
-def live_runs(store: CountingStore, now: datetime) -> dict[str, Any]:
+def live_runs(store: StoreReader, now: datetime) -> dict[str, Any]:
     summaries = run_summaries(store, None)
     live = [s for s in summaries if s.retain_until is not None and s.retain_until > now]
     hosts: dict[str, int] = {}
@@ -111,10 +86,10 @@ def live_runs(store: CountingStore, now: datetime) -> dict[str, Any]:
             "lapsed": len(summaries) - len(live)}
 
 
-def estimate(config: Config, store: CountingStore, now: datetime | None = None) -> dict[str, Any]:
+def estimate(config: Config, store: StoreReader, now: datetime | None = None) -> dict[str, Any]:
     now = now or utc_now()
     prices = config.cost
-    storage = storage_by_class(store, store.inner.prefix.rstrip("/"))
+    storage = storage_by_class(store)
     runs = live_runs(store, now)
     recent = recent_runs(config)
     storage_month = 0.0
@@ -146,5 +121,5 @@ def estimate(config: Config, store: CountingStore, now: datetime | None = None) 
                     "requests_per_run": round(requests_per_run, 1),
                     "requests_from_initial_upload": bool(basis) and not steady,
                     "uploaded_per_month_bytes": upload_per_month},
-        "listing_requests": store.snapshot()["requests"],
+        "listing_requests": dict(usage.requests) if (usage := store.usage()) else {},
     }

@@ -70,6 +70,13 @@ class NoSuchVersion(StoreError):
     """The object version does not exist (deleted, or never written)."""
 
 
+class TransportError(StoreError):
+    """A request did not complete after retries (reset, short body, time-out, 5xx).
+
+    Says nothing about the stored data: not a damaged chunk, not a missing version.
+    """
+
+
 class BucketNotLocked(S3ArchiveError):
     """The bucket has no Object Lock and the configuration does not allow that."""
 

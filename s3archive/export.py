@@ -30,7 +30,7 @@ from s3archive.format.model import Manifest
 from s3archive.repo.pack_reader import (DEFAULT_WINDOW, DEFAULT_WORKERS, ChunkResult, PackReader,
                                          batched_reads)
 from s3archive.restore.plan import PlannedEntry, file_chunks, normalise_selection, plan_entries
-from s3archive.store.base import ObjectStore
+from s3archive.store.base import StoreReader
 
 _ZEROS = bytes(1 << 20)
 _BLOCK = tarfile.BLOCKSIZE
@@ -88,7 +88,7 @@ def _zeros(count: int) -> Iterator[bytes]:
         count -= piece
 
 
-def _results(store: ObjectStore, manifest: Manifest, planned: list[PlannedEntry],
+def _results(store: StoreReader, manifest: Manifest, planned: list[PlannedEntry],
              workers: int, window: int) -> Iterator[ChunkResult]:
     reader = PackReader(store, manifest.packs, workers, window)
     return iter(reader.ordered(batched_reads(file_chunks(planned), batch_bytes=window)))
@@ -96,7 +96,7 @@ def _results(store: ObjectStore, manifest: Manifest, planned: list[PlannedEntry]
 
 # ------------------------------------------------------------------ cat
 
-def cat_file(store: ObjectStore, manifest: Manifest, path: bytes, out: BinaryIO,
+def cat_file(store: StoreReader, manifest: Manifest, path: bytes, out: BinaryIO,
              workers: int = DEFAULT_WORKERS, window: int = DEFAULT_WINDOW) -> int:
     """Write the bytes of the file at ``path`` to ``out``; the number written."""
     wanted_path = normalise_selection(path)
@@ -198,7 +198,7 @@ def _tar_info(item: PlannedEntry) -> tarfile.TarInfo:
     return info
 
 
-def write_tar(store: ObjectStore, manifest: Manifest, selections: Iterable[bytes],
+def write_tar(store: StoreReader, manifest: Manifest, selections: Iterable[bytes],
               out: BinaryIO, workers: int = DEFAULT_WORKERS,
               window: int = DEFAULT_WINDOW) -> DumpStats:
     """Stream the selected entries of ``manifest`` (all when none) to ``out`` as pax tar."""

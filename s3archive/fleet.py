@@ -20,7 +20,7 @@ from s3archive.browse import RunSummary, summarize
 from s3archive.clock import isoformat
 from s3archive.errors import S3ArchiveError
 from s3archive.repo.catalog import RunRef, list_runs, load_manifest
-from s3archive.store.base import ObjectStore
+from s3archive.store.base import StoreReader
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class HostView:
                 "error": self.error}
 
 
-def fleet_view(store: ObjectStore, now: datetime, stale_after: timedelta,
+def fleet_view(store: StoreReader, now: datetime, stale_after: timedelta,
                workers: int = 8) -> list[HostView]:
     """One view per host, sorted by host name."""
     first: dict[tuple[str, str], RunRef] = {}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from s3archive.repo.catalog import RunRef, list_runs, load_manifest
 from s3archive.errors import S3ArchiveError
-from s3archive.store.base import ObjectStore
+from s3archive.store.base import StoreWriter
 
 
 @dataclass
@@ -23,13 +23,13 @@ class HoldResult:
     kept: dict[str, list[str]] = field(default_factory=dict)  # pack key -> held runs needing it
 
 
-def _set_all(store: ObjectStore, objects: list[tuple[str, str]], on: bool,
+def _set_all(store: StoreWriter, objects: list[tuple[str, str]], on: bool,
              workers: int) -> None:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(lambda kv: store.set_legal_hold(kv[0], kv[1], on), objects))
 
 
-def hold_run(store: ObjectStore, run: RunRef, workers: int = 8) -> HoldResult:
+def hold_run(store: StoreWriter, run: RunRef, workers: int = 8) -> HoldResult:
     """Put the manifest and every pack version it references under legal hold.
 
     Packs first, the manifest last: a manifest shown as held has all its data held.
@@ -41,7 +41,7 @@ def hold_run(store: ObjectStore, run: RunRef, workers: int = 8) -> HoldResult:
     return HoldResult(run=run, on=True, packs_changed=len(packs))
 
 
-def held_runs_needing(store: ObjectStore, run: RunRef) -> dict[tuple[str, str], list[str]]:
+def held_runs_needing(store: StoreWriter, run: RunRef) -> dict[tuple[str, str], list[str]]:
     """Pack versions referenced by *other* runs that are under legal hold."""
     needed: dict[tuple[str, str], list[str]] = {}
     for other in list_runs(store):
@@ -60,7 +60,7 @@ def held_runs_needing(store: ObjectStore, run: RunRef) -> dict[tuple[str, str], 
     return needed
 
 
-def release_run(store: ObjectStore, run: RunRef, workers: int = 8) -> HoldResult:
+def release_run(store: StoreWriter, run: RunRef, workers: int = 8) -> HoldResult:
     """Release the manifest and the pack versions no other held run references."""
     manifest = load_manifest(store, run)
     needed = held_runs_needing(store, run)

@@ -34,7 +34,7 @@ from s3archive.format.model import (BLOCKDEV, CHARDEV, DIR, FIFO, FILE, HARDLINK
                                     ChunkRef, Entry, Manifest)
 from s3archive.repo.catalog import RunRef
 from s3archive.repo.pack_reader import PackReader, ReadRequest
-from s3archive.store.base import ObjectStore
+from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class _LoadedRun:
 class RunFilesystem:
     """The filesystem's logic, independent of FUSE (tested directly and through it)."""
 
-    def __init__(self, store: ObjectStore, runs: list[RunRef],
+    def __init__(self, store: StoreReader, runs: list[RunRef],
                  load: Callable[[RunRef], Manifest], loaded_runs: int = 3,
                  cache_bytes: int = 64 << 20):
         self.store = store

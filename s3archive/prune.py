@@ -23,7 +23,7 @@ from datetime import datetime
 from s3archive.repo.catalog import list_runs, load_manifest
 from s3archive.clock import Clock, utc_now
 from s3archive.errors import ManifestError, NoSuchVersion, S3ArchiveError, UsageError
-from s3archive.store.base import ObjectInfo, ObjectStore, VersionEntry
+from s3archive.store.base import DeletingStore, ObjectInfo, VersionEntry
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _lapsed(info: ObjectInfo, now: datetime) -> bool:
             and info.retain_until <= now)
 
 
-def prune(store: ObjectStore, *, dry_run: bool = False, clock: Clock = utc_now,
+def prune(store: DeletingStore, *, dry_run: bool = False, clock: Clock = utc_now,
           workers: int = 8) -> PruneResult:
     if not store.bucket_lock_config().enabled:
         raise UsageError(f"{store.location} has no Object Lock: prune tells live runs from "
@@ -89,14 +89,14 @@ def prune(store: ObjectStore, *, dry_run: bool = False, clock: Clock = utc_now,
     return result
 
 
-def _head_or_none(store: ObjectStore, version: VersionEntry) -> ObjectInfo | None:
+def _head_or_none(store: DeletingStore, version: VersionEntry) -> ObjectInfo | None:
     try:
         return store.head(version.key, version.version_id)
     except NoSuchVersion:
         return None
 
 
-def _delete(store: ObjectStore, item: tuple[str, str, int], result: PruneResult) -> None:
+def _delete(store: DeletingStore, item: tuple[str, str, int], result: PruneResult) -> None:
     key, version_id, size = item
     try:
         store.delete_version(key, version_id)
@@ -109,7 +109,7 @@ def _delete(store: ObjectStore, item: tuple[str, str, int], result: PruneResult)
     result.deleted_bytes += size
 
 
-def _remove_lonely_markers(store: ObjectStore) -> int:
+def _remove_lonely_markers(store: DeletingStore) -> int:
     """Delete markers that hide nothing any more (lifecycle's ExpiredObjectDeleteMarker)."""
     by_key: dict[str, list[VersionEntry]] = {}
     for item in store.list_versions(""):

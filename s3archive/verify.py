@@ -26,7 +26,7 @@ from s3archive.errors import NoSuchVersion, S3ArchiveError, StoreError
 from s3archive.human import json_path
 from s3archive.format.model import ChunkRef, Manifest, PackRef
 from s3archive.repo.pack_reader import PackReader, merge_reads
-from s3archive.store.base import ObjectInfo, ObjectStore
+from s3archive.store.base import ObjectInfo, StoreReader
 
 _STRENGTH = {None: 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
 _PATHS_KEPT = 20
@@ -83,7 +83,7 @@ class VerifyOptions:
 class Verifier:
     """Verifies runs of one store; caches HEADs and checked chunks across runs."""
 
-    def __init__(self, store: ObjectStore, options: VerifyOptions = VerifyOptions()):
+    def __init__(self, store: StoreReader, options: VerifyOptions = VerifyOptions()):
         self.store = store
         self.options = options
         self._heads: dict[tuple[str, str], ObjectInfo | S3ArchiveError] = {}

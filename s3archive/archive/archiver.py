@@ -42,7 +42,7 @@ from s3archive.format.run_id import new_run_id
 from s3archive.progress import Progress
 from s3archive.stats import RunStats, describe_warning
 from s3archive.repo.catalog import RunRef, latest_run, list_runs, load_manifest, run_id_time
-from s3archive.store.base import ObjectLock, ObjectStore
+from s3archive.store.base import ObjectLock, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class ArchiveSummary:
 
 
 class Archiver:
-    def __init__(self, config: Config, store: ObjectStore, *, clock: Clock = utc_now,
+    def __init__(self, config: Config, store: StoreWriter, *, clock: Clock = utc_now,
                  progress: Progress | None = None, dry_run: bool = False,
                  reuse_margin: timedelta = REUSE_MARGIN):
         self.config = config
@@ -266,7 +266,7 @@ class RunContext:
     """What one attempt of a run works with, handed to it explicitly."""
 
     config: Config
-    store: ObjectStore
+    store: StoreWriter
     cache: LocalCache
     writer: ChunkWriter
     progress: Progress
@@ -380,9 +380,9 @@ class _Run:
             warnings=[describe_warning(w) for w in self.warnings],
             manifest_key=key, dry_run=self.ctx.dry_run,
             exit_code=EXIT_PARTIAL if self.warnings else EXIT_OK)
-        counter = getattr(self.ctx.store, "snapshot", None)
-        if callable(counter):
-            summary.requests = counter()["requests"]
+        usage = self.ctx.store.usage()
+        if usage is not None:
+            summary.requests = dict(sorted(usage.requests.items()))
         return summary
 
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
 from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer
-from s3archive.store.base import ObjectLock, ObjectStore
+from s3archive.store.base import ObjectLock, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class _Budget:
 
 @dataclass
 class ChunkWriter:
-    store: ObjectStore
+    store: StoreWriter
     lookup_cached: Callable[[str], ChunkLocation | None]
     may_be_cached: Callable[[str], bool]  # cheap pre-check, False means surely not
     record_pack: Callable[[NewPack, list[ChunkLocation]], None]  # once stored

@@ -17,13 +17,13 @@ import time
 from typing import Callable
 
 from s3archive.errors import StoreError
-from s3archive.store.base import ObjectLock, ObjectStore, PutResult
+from s3archive.store.base import ObjectLock, StoreWriter, PutResult
 
 log = logging.getLogger(__name__)
 RETRY_DELAYS_S = (1.0, 4.0, 10.0)  # between the attempts of the commit PUT
 
 
-def commit_manifest(store: ObjectStore, key: str, blob: bytes, lock: ObjectLock | None,
+def commit_manifest(store: StoreWriter, key: str, blob: bytes, lock: ObjectLock | None,
                     legal_hold: bool, sleep: Callable[[float], None] = time.sleep) -> PutResult:
     """PUT the manifest once, however many acknowledgements are lost."""
     try:
@@ -50,7 +50,7 @@ def commit_manifest(store: ObjectStore, key: str, blob: bytes, lock: ObjectLock 
     raise StoreError(f"the manifest {key} was not written: {problem}")
 
 
-def find_own_version(store: ObjectStore, key: str, blob: bytes) -> PutResult | None:
+def find_own_version(store: StoreWriter, key: str, blob: bytes) -> PutResult | None:
     """A version of ``key`` whose bytes are exactly ``blob`` (the oldest), or None."""
     candidates = [v for v in store.list_versions(key)
                   if v.key == key and not v.is_delete_marker and v.size == len(blob)]

@@ -25,7 +25,7 @@ from s3archive.archive.chunk_writer import ChunkWriter
 from s3archive.archive.local_cache import CachedPack, LocalCache
 from s3archive.archive.retention import RunRetention, decide_pack, stronger_mode
 from s3archive.errors import NoSuchVersion, StoreError
-from s3archive.store.base import ObjectLock, ObjectStore
+from s3archive.store.base import ObjectLock, StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class LeaseResult:
 
 @dataclass
 class PackLease:
-    store: ObjectStore
+    store: StoreWriter
     cache: LocalCache
     writer: ChunkWriter
     retention: RunRetention

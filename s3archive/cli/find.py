@@ -13,10 +13,10 @@ from s3archive.find import Loader, find, history
 from s3archive.format.model import Manifest
 from s3archive.repo.catalog import RunRef, list_runs, load_manifest
 from s3archive.restore.plan import normalise_selection
-from s3archive.store.base import ObjectStore
+from s3archive.store.base import StoreReader
 
 
-def _loader(store: ObjectStore, skipped: list[str]) -> Loader:
+def _loader(store: StoreReader, skipped: list[str]) -> Loader:
     def load(run: RunRef) -> Manifest | None:
         try:
             return load_manifest(store, run)

@@ -25,7 +25,7 @@ from s3archive.errors import ManifestError, RunNotFound, UsageError
 from s3archive.format.limits import LIMITS, ManifestLimits
 from s3archive.format.manifest_codec import decode_manifest
 from s3archive.format.model import Manifest
-from s3archive.store.base import ObjectStore
+from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
 _RUN_KEY = re.compile(r"^runs/(?P<host>[^/]+)/(?P<run_id>[^/]+)\.jsonl\.zst$")
@@ -78,7 +78,7 @@ def _hours(delta: timedelta) -> str:
     return f"{hours:g} h"
 
 
-def list_runs(store: ObjectStore, host: str | None = None) -> list[RunRef]:
+def list_runs(store: StoreReader, host: str | None = None) -> list[RunRef]:
     """Every run manifest version (of ``host``, or of all hosts), oldest first."""
     prefix = f"runs/{host}/" if host else "runs/"
     runs = []
@@ -151,7 +151,7 @@ def _original(versions: list[RunRef]) -> RunRef:
     return first
 
 
-def load_manifest(store: ObjectStore, run: RunRef, limits: ManifestLimits = LIMITS) -> Manifest:
+def load_manifest(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMITS) -> Manifest:
     """Fetch the pinned manifest version and parse it strictly, within ``limits``.
 
     The listed size is checked before the GET, so an oversized object is never

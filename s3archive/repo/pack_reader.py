@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 from s3archive.errors import IntegrityError, NoSuchVersion, StoreError
 from s3archive.format.chunk_codec import decode_chunk
 from s3archive.format.model import ChunkRef, PackRef
-from s3archive.store.base import ObjectStore
+from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class ChunkResult:
 class PackReader:
     """Reads chunk references of one manifest's pack table."""
 
-    def __init__(self, store: ObjectStore, packs: list[PackRef],
+    def __init__(self, store: StoreReader, packs: list[PackRef],
                  workers: int = DEFAULT_WORKERS, window: int = DEFAULT_WINDOW):
         self.store = store
         self.packs = packs

@@ -27,7 +27,7 @@ from s3archive.format.model import DIR, FILE, Manifest, Snapshot
 from s3archive.repo.pack_reader import DEFAULT_WINDOW, DEFAULT_WORKERS, PackReader
 from s3archive.restore.plan import file_chunks, plan_entries
 from s3archive.restore.tree import EntryFailed, TreeWriter
-from s3archive.store.base import ObjectStore
+from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class RestoreOptions:
     window: int = DEFAULT_WINDOW
 
 
-def restore_run(store: ObjectStore, manifest: Manifest, target: Path,
+def restore_run(store: StoreReader, manifest: Manifest, target: Path,
                 selections: Iterable[bytes] = (),
                 options: RestoreOptions = RestoreOptions()) -> RestoreReport:
     began = time.monotonic()
@@ -130,13 +130,13 @@ def restore_run(store: ObjectStore, manifest: Manifest, target: Path,
                 report.failed.append(Problem(entry.path, err.strerror or str(err)))
         tree.finish_dirs(lambda path, msg: report.failed.append(Problem(path, msg)))
     report.seconds = time.monotonic() - began
-    snapshot = getattr(store, "snapshot", None)
-    if callable(snapshot):
-        report.store = snapshot()
+    usage = store.usage()
+    if usage is not None:
+        report.store = usage.to_json()
     return report
 
 
-def snapshot_stream(store: ObjectStore, manifest: Manifest, name: str,
+def snapshot_stream(store: StoreReader, manifest: Manifest, name: str,
                     workers: int = DEFAULT_WORKERS,
                     window: int = DEFAULT_WINDOW) -> Iterator[bytes | memoryview]:
     """The bytes of snapshot ``name``, verified chunk by chunk.

@@ -6,25 +6,29 @@ import threading
 from collections import Counter
 from typing import Any, Iterator
 
-from s3archive.store.base import (BucketLockConfig, ObjectInfo, ObjectLock, ObjectStore,
-                                  PutResult, VersionEntry)
+from s3archive.store.base import (BucketLockConfig, DeletingStore, ObjectInfo, ObjectLock,
+                                  PutResult, StoreUsage, VersionEntry)
 
 
 class CountingStore:
-    """Delegates to ``inner``; ``requests`` counts calls, ``bytes_up/down`` payloads."""
+    """Delegates to ``inner``; counts calls by S3 operation name and payload bytes.
 
-    def __init__(self, inner: ObjectStore):
+    Has every capability of ``inner`` (a DeletingStore); hand users the
+    narrowest protocol they need.
+    """
+
+    def __init__(self, inner: DeletingStore):
         self.inner = inner
-        self.requests: Counter[str] = Counter()
-        self.bytes_up = 0
-        self.bytes_down = 0
+        self._requests: Counter[str] = Counter()
+        self._bytes_up = 0
+        self._bytes_down = 0
         self._lock = threading.Lock()
 
     def _count(self, operation: str, up: int = 0, down: int = 0) -> None:
         with self._lock:
-            self.requests[operation] += 1
-            self.bytes_up += up
-            self.bytes_down += down
+            self._requests[operation] += 1
+            self._bytes_up += up
+            self._bytes_down += down
 
     @property
     def location(self) -> str:
@@ -74,7 +78,11 @@ class CountingStore:
         self._count("GetObjectLockConfiguration")
         return self.inner.bucket_lock_config()
 
-    def snapshot(self) -> dict[str, Any]:
+    def usage(self) -> StoreUsage:
         with self._lock:
-            return {"requests": dict(sorted(self.requests.items())),
-                    "bytes_up": self.bytes_up, "bytes_down": self.bytes_down}
+            return StoreUsage(requests=dict(self._requests), bytes_up=self._bytes_up,
+                              bytes_down=self._bytes_down)
+
+    def snapshot(self) -> dict[str, Any]:
+        """``usage()`` as JSON: {"requests": {...}, "bytes_up": n, "bytes_down": n}."""
+        return self.usage().to_json()

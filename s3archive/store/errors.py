@@ -10,6 +10,43 @@ def error_code(err: BaseException) -> str:
     return str(response.get("Error", {}).get("Code", "")) or type(err).__name__
 
 
+def is_transport_failure(err: BaseException) -> bool:
+    """True when ``err`` means the request did not complete, not that S3 said no.
+
+    Connection refused/reset/closed, time-outs, a body that broke off or came
+    back short, and 5xx answers (InternalError, ServiceUnavailable, SlowDown)
+    that outlasted botocore's retries.
+    """
+    from botocore.exceptions import (ClientError, ConnectionError, HTTPClientError,
+                                     IncompleteReadError)
+
+    if isinstance(err, ClientError):
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return int(status) >= 500 or error_code(err) in ("SlowDown", "RequestTimeout")
+    return isinstance(err, (ConnectionError, HTTPClientError, IncompleteReadError, OSError))
+
+
+def transport_cause(err: BaseException) -> str:
+    """A few words for a transport failure: "connection reset", "short body" ..."""
+    from botocore.exceptions import (ClientError, ConnectTimeoutError, EndpointConnectionError,
+                                     IncompleteReadError, ReadTimeoutError)
+
+    text = str(err)
+    if isinstance(err, ClientError):
+        return f"{error_code(err)} (HTTP {err.response.get('ResponseMetadata', {}).get('HTTPStatusCode', '?')})"
+    if isinstance(err, IncompleteReadError) or "IncompleteRead" in text:
+        return "short body (the connection closed early)"
+    if isinstance(err, (ReadTimeoutError, ConnectTimeoutError)) or "timed out" in text:
+        return "timed out"
+    if isinstance(err, EndpointConnectionError):
+        return "could not connect"
+    if "reset" in text.lower():
+        return "connection reset"
+    if "aborted" in text.lower() or "closed" in text.lower() or "RemoteDisconnected" in text:
+        return "connection closed"
+    return text or type(err).__name__
+
+
 def describe_error(err: BaseException) -> str:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 

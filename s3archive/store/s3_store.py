@@ -5,15 +5,24 @@ from __future__ import annotations
 import base64
 import configparser
 import hashlib
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from s3archive.config import S3Settings
-from s3archive.errors import BucketNotFound, ConfigError, NoSuchVersion, StoreError
+from s3archive.errors import (BucketNotFound, ConfigError, IntegrityError, NoSuchVersion,
+                              StoreError, TransportError)
 from s3archive.store.base import (BucketLockConfig, ObjectInfo, ObjectLock, PutResult,
                                   VersionEntry)
-from s3archive.store.errors import describe_error, error_code, server_time
+from s3archive.store.errors import (describe_error, error_code, is_transport_failure,
+                                    server_time, transport_cause)
+
+log = logging.getLogger(__name__)
 
 _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound", "InvalidArgument"}
 
@@ -98,16 +107,43 @@ def make_client(settings: S3Settings, session: Any = None, pool_size: int = 16,
     return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
 
 
+@dataclass(frozen=True)
+class BodyRetry:
+    """How often a GET whose body broke after the headers is sent again.
+
+    botocore retries a request that fails before its response headers
+    (connection refused or reset, 5xx, SlowDown: ``max_attempts`` above); a
+    body that breaks off, comes back short or garbled after the headers is
+    not botocore's to retry, so ``S3Store.get`` does it: ``attempts`` GETs in
+    all, with exponential back-off (full jitter) between them.
+    """
+
+    attempts: int = 5
+    first_delay: float = 0.1
+    max_delay: float = 2.0
+
+    def pause(self, failed_attempt: int) -> None:
+        ceiling = min(self.max_delay, self.first_delay * 2 ** (failed_attempt - 1))
+        time.sleep(random.uniform(ceiling / 2, ceiling))
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)$")
+_PLAIN_ETAG = re.compile(r'^"?([0-9a-fA-F]{32})"?$')
+
+
 class S3Store:
-    """ObjectStore over one bucket and key prefix."""
+    """The full store (every capability) over one bucket and key prefix."""
 
     def __init__(self, client: Any, bucket: str, prefix: str = "",
-                 single_attempt_client: Any = None):
+                 single_attempt_client: Any = None, body_retry: BodyRetry = BodyRetry(),
+                 page_size: int | None = None):
         self.client = client
         # put_once: a client that makes one attempt (without one, put_once retries as put)
         self.single_attempt_client = single_attempt_client or client
         self.bucket = bucket
         self.prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+        self.body_retry = body_retry
+        self.page_size = page_size  # listing page size (None: the store's, 1000 on S3)
 
     @classmethod
     def from_settings(cls, settings: S3Settings, pool_size: int = 16) -> "S3Store":
@@ -137,8 +173,14 @@ class S3Store:
                 raise NoSuchVersion(f"{what}: no such object version") from None
             if code == "NoSuchBucket":
                 raise BucketNotFound.named(self.bucket) from None
+            if is_transport_failure(err):
+                raise TransportError(f"{what}: could not complete after {_tries(err)}: "
+                                     f"{transport_cause(err)}") from None
             raise StoreError(f"{what}: {describe_error(err)}") from None
         except BotoCoreError as err:
+            if is_transport_failure(err):
+                raise TransportError(f"{what}: could not complete after {_tries(err)}: "
+                                     f"{transport_cause(err)}") from None
             raise StoreError(f"{what}: {describe_error(err)}") from None
 
     def put(self, key: str, body: bytes, lock: ObjectLock | None,
@@ -178,12 +220,38 @@ class S3Store:
         if version_id and version_id != "null":
             kwargs["VersionId"] = version_id
         if byte_range is not None:
-            kwargs["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
-        response = self._call(f"GET {key}", self.client.get_object, **kwargs)
-        try:
-            return response["Body"].read()
-        except Exception as err:  # a broken connection mid-body
-            raise StoreError(f"GET {key}: reading the body failed: {err}") from None
+            first, last = byte_range
+            if not 0 <= first <= last:
+                raise ValueError(f"GET {key}: invalid byte range {byte_range!r}")
+            kwargs["Range"] = f"bytes={first}-{last}"
+        what = f"GET {key}" + (f" bytes {byte_range[0]}-{byte_range[1]}" if byte_range else "")
+        attempts = max(1, self.body_retry.attempts)
+        causes: list[str] = []
+        for attempt in range(1, attempts + 1):
+            response = self._call(what, self.client.get_object, **kwargs)
+            stream = response["Body"]
+            try:
+                body = stream.read()
+            except Exception as err:  # noqa: BLE001 - sorted below
+                if not is_transport_failure(err) and not _is_urllib3_error(err):
+                    raise
+                causes.append(transport_cause(err))
+            else:
+                problem = _body_problem(response, body, byte_range)
+                if problem is None:
+                    return _clamp(body, byte_range) if _served_whole(response, byte_range) \
+                        else body
+                causes.append(problem)
+            finally:
+                stream.close()
+            if attempt < attempts:
+                log.info("%s: %s; trying again (%d of %d)", what, causes[-1], attempt + 1,
+                         attempts)
+                self.body_retry.pause(attempt)
+        if all(cause == _MD5_MISMATCH for cause in causes):
+            raise IntegrityError(f"{what}: {_MD5_MISMATCH} in each of {attempts} reads")
+        raise TransportError(f"{what}: could not read the body after {attempts} "
+                             f"{'try' if attempts == 1 else 'tries'}: {causes[-1]}")
 
     def head(self, key: str, version_id: str | None = None) -> ObjectInfo:
         kwargs: dict[str, Any] = {"Key": self._key(key)}
@@ -220,6 +288,8 @@ class S3Store:
 
     def list_versions(self, prefix: str) -> Iterator[VersionEntry]:
         kwargs: dict[str, Any] = {"Prefix": self._key(prefix)}
+        if self.page_size:
+            kwargs["MaxKeys"] = self.page_size
         while True:
             page = self._call(f"ListObjectVersions {prefix}",
                               self.client.list_object_versions, **kwargs)
@@ -227,7 +297,8 @@ class S3Store:
                 yield VersionEntry(key=self._rel(item["Key"]), version_id=item["VersionId"],
                                    size=int(item.get("Size", 0)),
                                    last_modified=item["LastModified"],
-                                   is_latest=bool(item.get("IsLatest")))
+                                   is_latest=bool(item.get("IsLatest")),
+                                   storage_class=item.get("StorageClass"))
             for item in page.get("DeleteMarkers", []):
                 yield VersionEntry(key=self._rel(item["Key"]), version_id=item["VersionId"],
                                    size=0, last_modified=item["LastModified"],
@@ -239,6 +310,8 @@ class S3Store:
 
     def list_keys(self, prefix: str) -> Iterator[VersionEntry]:
         kwargs: dict[str, Any] = {"Prefix": self._key(prefix)}
+        if self.page_size:
+            kwargs["MaxKeys"] = self.page_size
         while True:
             page = self._call(f"ListObjectsV2 {prefix}", self.client.list_objects_v2, **kwargs)
             for item in page.get("Contents", []):
@@ -271,6 +344,69 @@ class S3Store:
                                 default_mode=rule.get("Mode"), default_days=rule.get("Days"),
                                 default_years=rule.get("Years"),
                                 server_time=server_time(response))
+
+
+    def usage(self) -> None:
+        """S3Store does not count; ``CountingStore`` does."""
+        return None
+
+
+_MD5_MISMATCH = "the body does not match its MD5 ETag"
+
+
+def _tries(err: BaseException) -> str:
+    response = getattr(err, "response", None) or {}
+    retries = response.get("ResponseMetadata", {}).get("RetryAttempts")
+    return f"{int(retries) + 1} tries" if retries is not None else "retries"
+
+
+def _is_urllib3_error(err: BaseException) -> bool:
+    from urllib3.exceptions import HTTPError
+
+    return isinstance(err, HTTPError)
+
+
+def _served_whole(response: dict[str, Any], byte_range: tuple[int, int] | None) -> bool:
+    """A ranged GET answered with the whole object (200, no Content-Range)."""
+    return byte_range is not None and not response.get("ContentRange")
+
+
+def _clamp(body: bytes, byte_range: tuple[int, int] | None) -> bytes:
+    assert byte_range is not None
+    return body[byte_range[0]:byte_range[1] + 1]
+
+
+def _body_problem(response: dict[str, Any], body: bytes,
+                  byte_range: tuple[int, int] | None) -> str | None:
+    """Why a body that arrived must not be returned (a transport fault), or None.
+
+    The body must have the length the response announced; a ranged body must
+    cover exactly the requested range (clamped at the end of the object); a
+    whole, unencrypted single-PUT object must match its ETag, which is its MD5.
+    """
+    announced = response.get("ContentLength")
+    if announced is not None and int(announced) != len(body):
+        return f"short body ({len(body)} of {announced} bytes)"
+    if byte_range is not None:
+        content_range = response.get("ContentRange")
+        if not content_range:
+            return None if len(body) > byte_range[0] else "range not served"
+        match = _CONTENT_RANGE.match(content_range)
+        if match is None:
+            return f"unreadable Content-Range {content_range!r}"
+        first, last = int(match.group(1)), int(match.group(2))
+        total = None if match.group(3) == "*" else int(match.group(3))
+        expected_last = byte_range[1] if total is None else min(byte_range[1], total - 1)
+        if first != byte_range[0] or last != expected_last or len(body) != last - first + 1:
+            return (f"short body ({len(body)} bytes for bytes {byte_range[0]}-{byte_range[1]}, "
+                    f"Content-Range {content_range})")
+        return None
+    etag = _PLAIN_ETAG.match(response.get("ETag") or "")
+    encrypted = (response.get("ServerSideEncryption", "") or "").startswith("aws:kms") \
+        or bool(response.get("SSECustomerAlgorithm"))
+    if etag and not encrypted and hashlib.md5(body).hexdigest() != etag.group(1).lower():
+        return _MD5_MISMATCH
+    return None
 
 
 def utc(moment: datetime) -> datetime:

@@ -40,7 +40,7 @@ from typing import Any, Iterator
 
 from s3archive.errors import NoSuchVersion, StoreError
 from s3archive.store.base import (BucketLockConfig, ObjectInfo, ObjectLock, PutResult,
-                                  VersionEntry)
+                                  StoreUsage, VersionEntry)
 
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 DAY = timedelta(days=1)
@@ -209,8 +209,8 @@ class MemoryStore:
             assert body is not None
             if byte_range is not None:
                 first, last = byte_range
-                if first < 0 or last < first:
-                    raise StoreError(f"{what}: invalid range {byte_range!r}")
+                if first < 0 or last < first:  # a caller's mistake, as in S3Store
+                    raise ValueError(f"{what}: invalid byte range {byte_range!r}")
                 if first >= len(body):
                     raise StoreError(f"{what}: InvalidRange (bytes={first}-{last} of "
                                      f"{len(body)})")
@@ -316,11 +316,14 @@ class MemoryStore:
             return BucketLockConfig(enabled=self.object_lock, default_mode=self.default_mode,
                                     default_days=self.default_days, server_time=self.clock())
 
+    def usage(self) -> StoreUsage:
+        with self._lock:
+            return StoreUsage(requests=dict(self.requests), bytes_up=self.bytes_up,
+                              bytes_down=self.bytes_down)
+
     def snapshot(self) -> dict[str, Any]:
         """The same shape as ``CountingStore.snapshot``."""
-        with self._lock:
-            return {"requests": dict(sorted(self.requests.items())),
-                    "bytes_up": self.bytes_up, "bytes_down": self.bytes_down}
+        return self.usage().to_json()
 
     # ------------------------------------------------------------ lifecycle
     def _remove(self, key: str, index: int) -> None:
@@ -365,6 +368,18 @@ class MemoryStore:
         return report
 
     # ------------------------------------------------------------ test helpers
+    def put_delete_marker(self, key: str) -> str:
+        """What S3's DELETE without a version id does: a new current delete marker."""
+        with self._lock:
+            self._count("DeleteObject")
+            now = self.clock()
+            versions = self._keys.setdefault(key, [])
+            if versions and versions[-1].noncurrent_since is None:
+                versions[-1] = replace(versions[-1], noncurrent_since=now)
+            marker = StoredVersion(key, self._new_version_id(), None, now)
+            versions.append(marker)
+            return marker.version_id
+
     def versions(self, prefix: str = "") -> list[StoredVersion]:
         """Every stored version (delete markers included), by key, oldest first."""
         with self._lock:
