@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from s3archive.repo.catalog import RunRef, load_manifest
 from s3archive.clock import isoformat
-from s3archive.errors import NoSuchVersion, S3ArchiveError, StoreError
+from s3archive.errors import NoSuchVersion, S3ArchiveError, StoreError, TransportError
 from s3archive.human import json_path
 from s3archive.format.model import ChunkRef, Manifest, PackRef
 from s3archive.repo.pack_reader import PackReader, merge_reads
@@ -34,7 +34,9 @@ _PATHS_KEPT = 20
 
 @dataclass
 class Problem:
-    kind: str  # manifest | time | missing | size | unlocked | mode | retention | chunk | head
+    # manifest | time | missing | size | unlocked | mode | retention | chunk | head | transport
+    # (transport: the store could not deliver it after retries; says nothing about the data)
+    kind: str
     message: str
     key: str | None = None
     version_id: str | None = None
@@ -113,6 +115,9 @@ class Verifier:
         if isinstance(info, NoSuchVersion):
             return [Problem("missing", f"{what} {where} does not exist (deleted?)", key,
                             version_id)]
+        if isinstance(info, TransportError):
+            return [Problem("transport", f"could not check {what} {where}: {info}", key,
+                            version_id)]
         if isinstance(info, S3ArchiveError):
             return [Problem("head", f"{what} {where}: {info}", key, version_id)]
         problems = []
@@ -142,6 +147,10 @@ class Verifier:
             result.problems.append(Problem("time", time_problem, run.key, run.version_id))
         try:
             manifest = load_manifest(self.store, run)
+        except TransportError as err:
+            result.problems.append(Problem("transport", f"could not read the manifest: {err}",
+                                           run.key, run.version_id))
+            return result
         except S3ArchiveError as err:
             result.problems.append(Problem("manifest", f"cannot read the manifest: {err}",
                                            run.key, run.version_id))
@@ -186,12 +195,22 @@ class Verifier:
         reader = PackReader(self.store, manifest.packs, workers=self.options.workers)
         for chunk in reader.results(merge_reads(todo, max_request=16 << 20)):
             pack = manifest.packs[chunk.ref.pack]
+            if chunk.transport:  # not a verdict on the data: count it, remember nothing
+                self._count(result, chunk.ref, chunk.error, pack, users, transport=True)
+                continue
             self._checked[_checked_key(pack, chunk.ref)] = chunk.error
             self._count(result, chunk.ref, chunk.error, pack, users)
 
     @staticmethod
     def _count(result: RunVerification, ref: ChunkRef, error: str | None, pack: PackRef,
-               users: "_PackUsers") -> None:
+               users: "_PackUsers", transport: bool = False) -> None:
+        if transport:  # the bytes never arrived: not checked, and not damaged either
+            problem = Problem("transport", f"chunk {ref.hash[:16]} at {ref.offset} of "
+                              f"{pack.key}@{pack.version_id} not checked: {error}", pack.key,
+                              pack.version_id)
+            users.attach(problem, pack.id, ref)
+            result.problems.append(problem)
+            return
         result.chunks_checked += 1
         result.bytes_checked += ref.size
         if error is not None:

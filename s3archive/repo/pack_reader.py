@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from s3archive.errors import IntegrityError, NoSuchVersion, StoreError
+from s3archive.errors import IntegrityError, NoSuchVersion, StoreError, TransportError
 from s3archive.format.chunk_codec import decode_chunk
 from s3archive.format.model import ChunkRef, PackRef
 from s3archive.store.base import StoreReader
@@ -124,6 +124,7 @@ class ChunkResult:
     error: str | None = None
     pack_missing: bool = False  # the error is that the pack version does not exist
     stored: memoryview | None = None  # the bytes as stored (a view into the response)
+    transport: bool = False  # the bytes could not be read: says nothing about the data
 
 
 class PackReader:
@@ -137,13 +138,34 @@ class PackReader:
         self.window = window
 
     def fetch(self, request: ReadRequest) -> list[ChunkResult]:
-        """One ranged GET; every reference in it decoded and checked against its hash."""
+        """One ranged GET; every reference in it decoded and checked against its hash.
+
+        A range with a reference that does not verify is read a second time:
+        the store returns only whole bodies, but a body can still be garbled
+        on the way (plain HTTP, a broken middlebox); a second read that
+        verifies shows the fault was the wire's, one that fails again is bad data.
+        """
         pack = self.packs[request.pack]
         try:
-            blob = self.store.get(pack.key, pack.version_id, (request.first, request.last))
+            results = self._decode(request, self._get(request))
+            if any(r.error is not None for r in results):
+                log.info("pack %s: %s; reading it again", pack.key,
+                         next(r.error for r in results if r.error is not None))
+                results = self._decode(request, self._get(request))
+        except TransportError as err:
+            return [ChunkResult(ref, None, f"could not read pack {pack.key}@{pack.version_id}: "
+                                f"{err}", transport=True) for ref in request.chunks]
         except StoreError as err:
             return [ChunkResult(ref, None, f"pack {pack.key}@{pack.version_id}: {err}",
                                 isinstance(err, NoSuchVersion)) for ref in request.chunks]
+        return results
+
+    def _get(self, request: ReadRequest) -> bytes:
+        pack = self.packs[request.pack]
+        return self.store.get(pack.key, pack.version_id, (request.first, request.last))
+
+    def _decode(self, request: ReadRequest, blob: bytes) -> list[ChunkResult]:
+        pack = self.packs[request.pack]
         if len(blob) != request.length:
             why = (f"pack {pack.key}@{pack.version_id}: short read "
                    f"({len(blob)} of {request.length} bytes at {request.first})")

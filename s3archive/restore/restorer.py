@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from s3archive.errors import IntegrityError, UsageError
+from s3archive.errors import IntegrityError, TransportError, UsageError
 from s3archive.restore.apply import MetadataApplier
-from s3archive.format.model import DIR, FILE, Manifest, Snapshot
+from s3archive.format.model import DIR, FILE, ChunkRef, Manifest, Snapshot
 from s3archive.repo.pack_reader import DEFAULT_WINDOW, DEFAULT_WORKERS, PackReader
 from s3archive.restore.plan import file_chunks, plan_entries
 from s3archive.restore.tree import EntryFailed, TreeWriter
@@ -47,7 +47,8 @@ class RestoreReport:
     bytes_kept: int = 0  # (resume) plain bytes found already restored and verified
     seconds: float = 0.0
     damaged: list[Problem] = field(default_factory=list)  # files with bad or missing chunks
-    failed: list[Problem] = field(default_factory=list)  # entries not restored at all
+    # entries not restored at all, or files whose bytes the store could not deliver
+    failed: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)  # metadata not applied
     store: dict[str, Any] = field(default_factory=dict)  # requests and bytes
 
@@ -95,8 +96,14 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
                     if found:
                         kept[index] = found
         reader = PackReader(store, manifest.packs, options.workers, options.window)
-        results = ((r.ref, r.data, r.error)
-                   for r in reader.chunks(file_chunks(planned, kept)))
+        unread = [False]  # the current file met chunks the store could not deliver
+
+        def chunk_results() -> Iterator[tuple[ChunkRef, bytes | memoryview | None, str | None]]:
+            for r in reader.chunks(file_chunks(planned, kept)):
+                unread[0] = unread[0] or r.transport
+                yield r.ref, r.data, r.error
+
+        results = chunk_results()
         for index, item in enumerate(planned):
             entry = item.entry
             report.entries += 1
@@ -106,6 +113,7 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
                 elif entry.kind == FILE and item.link_to is None:
                     have = kept.get(index, frozenset())
                     mine = itertools.islice(results, len(entry.chunks) - len(have))
+                    unread[0] = False
                     try:
                         written = tree.write_file(item, mine, have)
                     finally:
@@ -114,8 +122,9 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
                     report.files += 1
                     report.bytes_written += written.written
                     report.bytes_kept += written.kept
-                    if written.damage:
-                        report.damaged.append(Problem(entry.path, "; ".join(written.damage[:3])))
+                    if written.damage:  # a transport failure is not damage: the data may be fine
+                        (report.failed if unread[0] else report.damaged).append(
+                            Problem(entry.path, "; ".join(written.damage[:3])))
                         damaged[item.parts] = entry.path
                 elif item.link_to is not None:
                     tree.make_hardlink(item)
@@ -141,12 +150,14 @@ def snapshot_stream(store: StoreReader, manifest: Manifest, name: str,
                     window: int = DEFAULT_WINDOW) -> Iterator[bytes | memoryview]:
     """The bytes of snapshot ``name``, verified chunk by chunk.
 
-    A bad chunk raises IntegrityError after the good bytes before it.
+    A bad chunk raises IntegrityError after the good bytes before it; a chunk
+    the store could not deliver, TransportError.
     """
     snap = find_snapshot(manifest, name)
     for result in PackReader(store, manifest.packs, workers, window).chunks(snap.chunks):
         if result.data is None:
-            raise IntegrityError(f"snapshot {name}: {result.error}")
+            failure = TransportError if result.transport else IntegrityError
+            raise failure(f"snapshot {name}: {result.error}")
         yield result.data
 
 
