@@ -198,7 +198,7 @@ class StoreReader(Protocol):
 class StoreWriter(StoreReader, Protocol):
     """Adds versions and lengthens locks; never deletes (the archive path)."""
 
-    def put(self, key: str, body: bytes, lock: ObjectLock | None,
+    def put(self, key: str, body: bytes | bytearray, lock: ObjectLock | None,
             legal_hold: bool = False) -> PutResult:
         """A new version of ``key`` holding ``body``, locked as asked, in one request."""
         ...
@@ -228,7 +228,7 @@ class DeletingStore(StoreWriter, Protocol):
 
         Refused (StoreError) while its lock is in force or it is under a legal
         hold; delete markers can always be removed.  Removing a version that
-        does not exist succeeds (S3 answers 204) or raises NoSuchVersion.
+        does not exist succeeds (S3 answers 204).
         """
         ...
 

@@ -34,7 +34,7 @@ class CountingStore:
     def location(self) -> str:
         return self.inner.location
 
-    def put(self, key: str, body: bytes, lock: ObjectLock | None,
+    def put(self, key: str, body: bytes | bytearray, lock: ObjectLock | None,
             legal_hold: bool = False) -> PutResult:
         self._count("PutObject", up=len(body))
         return self.inner.put(key, body, lock, legal_hold)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound", "InvalidArgument"}
 
 
-def content_md5(body: bytes) -> str:
+def content_md5(body: bytes | bytearray) -> str:
     return base64.b64encode(hashlib.md5(body).digest()).decode("ascii")
 
 
@@ -183,7 +183,7 @@ class S3Store:
                                      f"{transport_cause(err)}") from None
             raise StoreError(f"{what}: {describe_error(err)}") from None
 
-    def put(self, key: str, body: bytes, lock: ObjectLock | None,
+    def put(self, key: str, body: bytes | bytearray, lock: ObjectLock | None,
             legal_hold: bool = False) -> PutResult:
         return self._put(self.client, key, body, lock, legal_hold)
 

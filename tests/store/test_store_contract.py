@@ -69,6 +69,10 @@ MOTO_GAPS = {
     # DESIGN.md, Testing: moto "lets a COMPLIANCE lock be shortened"
     "test_a_lock_in_force_is_never_shortened_or_weakened":
         "moto lets a lock in force be shortened (known gap, DESIGN.md Testing)",
+    "test_a_governance_lock_in_force_is_not_shortened_without_a_bypass":
+        "moto lets a lock in force be shortened (known gap, DESIGN.md Testing)",
+    "test_a_governance_lock_in_force_does_not_become_compliance":
+        "moto lets a GOVERNANCE lock in force become COMPLIANCE without a bypass",
     "test_a_retain_until_in_the_past_is_refused":
         "moto accepts a PUT whose retain-until is already past",
     "test_lock_changes_on_a_missing_version_say_no_such_version":
@@ -205,11 +209,6 @@ def test_no_such_version_means_the_version_or_key_is_not_there(backend: Backend)
         with pytest.raises(NoSuchVersion):
             call()
     assert store.get("k/gone", kept) == b"new"
-    # deleting what is not there is not a failure (S3 answers 204) or says NoSuchVersion
-    try:
-        store.delete_version("k/gone", gone)
-    except NoSuchVersion:
-        pass
 
 
 def test_lock_changes_on_a_missing_version_say_no_such_version(backend: Backend) -> None:
@@ -257,6 +256,36 @@ def test_a_lock_in_force_is_never_shortened_or_weakened(backend: Backend) -> Non
         assert not isinstance(refused.value, (NoSuchVersion, TransportError))
     info = store.head("k/c", version)
     assert (info.lock_mode, info.retain_until) == ("COMPLIANCE", until)
+
+
+def test_a_governance_lock_in_force_is_not_shortened_without_a_bypass(backend: Backend) -> None:
+    store = backend.store
+    until = backend.later(3600)
+    version = store.put("k/g", b"data", ObjectLock("GOVERNANCE", until)).version_id
+    with pytest.raises(StoreError) as refused:
+        store.extend_retention("k/g", version, ObjectLock("GOVERNANCE",
+                                                          until - timedelta(seconds=60)))
+    assert not isinstance(refused.value, (NoSuchVersion, TransportError))
+    info = store.head("k/g", version)
+    assert (info.lock_mode, info.retain_until) == ("GOVERNANCE", until)
+
+
+def test_a_governance_lock_in_force_does_not_become_compliance(backend: Backend) -> None:
+    """AWS: only with s3:BypassGovernanceRetention, which the store never sends."""
+    store = backend.store
+    until = backend.later(3600)
+    version = store.put("k/up", b"data", ObjectLock("GOVERNANCE", until)).version_id
+    with pytest.raises(StoreError):
+        store.extend_retention("k/up", version, ObjectLock("COMPLIANCE",
+                                                           until + timedelta(days=1)))
+    assert store.head("k/up", version).lock_mode == "GOVERNANCE"
+
+
+def test_deleting_a_version_that_is_gone_succeeds_as_on_s3(backend: Backend) -> None:
+    store = backend.store
+    gone = store.put("k/twice", b"data", None).version_id
+    store.delete_version("k/twice", gone)
+    store.delete_version("k/twice", gone)  # S3: 204, nothing to do
 
 
 def test_retention_can_be_extended(backend: Backend) -> None:
