@@ -21,8 +21,9 @@ def is_transport_failure(err: BaseException) -> bool:
                                      IncompleteReadError)
 
     if isinstance(err, ClientError):
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        return int(status) >= 500 or error_code(err) in ("SlowDown", "RequestTimeout")
+        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return (status >= 500 and status != 501) or error_code(err) in ("SlowDown",
+                                                                          "RequestTimeout")
     return isinstance(err, (ConnectionError, HTTPClientError, IncompleteReadError, OSError))
 
 
@@ -39,7 +40,7 @@ def transport_cause(err: BaseException) -> str:
     if isinstance(err, (ReadTimeoutError, ConnectTimeoutError)) or "timed out" in text:
         return "timed out"
     if isinstance(err, EndpointConnectionError):
-        return "could not connect"
+        return str(err)  # names the endpoint URL
     if "reset" in text.lower():
         return "connection reset"
     if "aborted" in text.lower() or "closed" in text.lower() or "RemoteDisconnected" in text:

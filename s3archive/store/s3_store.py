@@ -234,7 +234,7 @@ class S3Store:
                 body = stream.read()
             except Exception as err:  # noqa: BLE001 - sorted below
                 if not is_transport_failure(err) and not _is_urllib3_error(err):
-                    raise
+                    raise StoreError(f"{what}: reading the body failed: {err}") from None
                 causes.append(transport_cause(err))
             else:
                 problem = _body_problem(response, body, byte_range)
