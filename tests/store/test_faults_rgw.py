@@ -9,9 +9,12 @@ transport failure (named as such by verify and restore), a body garbled on
 every read is damage, no garbled byte is ever written by restore, and a body
 garbled once is read again and accepted only when it matches.
 
-Counts (seeded): the 10 % test archives 60 files (about 30 MiB, 1 MiB packs)
-twice and restores and verifies the second run: about 30 requests while
-archiving and 70 while reading back, 4-7 faults each way.
+Counts (seeded): the 10 % test (every tenth request, in arrival order) archives
+60 files (about 30 MiB, 1 MiB packs) four times, a quarter of the files
+changed before each next run, and restores and verifies the last run: about
+40 requests and 4 faults while archiving (lost acknowledgements of the
+manifest PUT are spared: defect 6), 80 requests and 8 faults while reading
+back.
 """
 
 from __future__ import annotations
@@ -197,21 +200,25 @@ def test_archive_restore_and_verify_are_exact_under_ten_percent_faults(
     files = make_tree(source, seed=3)
     env.pick(source)
 
-    faults.plan = FaultPlan(rate=0.10, seed=3, spare=spare_manifest_acks)
-    for run in (1, 2):
+    faults.plan = FaultPlan(rate=0.10, seed=3, evenly=True, spare=spare_manifest_acks)
+    for run in (1, 2, 3):
         result = env.run("archive", "--json")
         assert result.exit_code == 0, (result.stderr, faults.stats)
         summary = result.json
         assert summary["warnings"] == []
-        if run == 1:  # change a quarter of the files for a second run
-            for rel in sorted(files)[::4]:
-                files[rel] = random.Random(rel).randbytes(len(files[rel]) // 2 + 1)
-                (source / rel).write_bytes(files[rel])
+        for rel in sorted(files)[run::4]:  # change a quarter of the files for the next run
+            files[rel] = random.Random(f"{rel}{run}").randbytes(len(files[rel]) // 2 + 1)
+            (source / rel).write_bytes(files[rel])
+    result = env.run("archive", "--json")
+    assert result.exit_code == 0, (result.stderr, faults.stats)
+    summary = result.json
     archived = faults.stats
-    print("archive:", dict(archived.requests), dict(archived.faults))
-    assert sum(archived.faults.values()) >= 4, archived
+    # every tenth request, less lost acknowledgements of the manifest PUT (spared)
+    assert sum(archived.faults.values()) + sum(archived.spared.values()) == \
+        sum(archived.requests.values()) // 10, archived
+    assert sum(archived.faults.values()) >= 2, archived
 
-    faults.plan = FaultPlan(rate=0.10, seed=4)
+    faults.plan = FaultPlan(rate=0.10, seed=4, evenly=True)
     target = tmp_path / "restored"
     restore = env.run("restore", summary["run_id"], "--target", str(target), "--json")
     assert restore.exit_code == 0, (restore.stdout[-3000:], restore.stderr[-3000:])
@@ -219,10 +226,8 @@ def test_archive_restore_and_verify_are_exact_under_ten_percent_faults(
     verify = env.run("verify", summary["run_id"], "--read-data", "--json")
     assert verify.exit_code == 0, verify.stdout[-3000:]
     read_back = faults.stats
-    print("restore + verify:", dict(read_back.requests), dict(read_back.faults))
-    assert sum(read_back.faults.values()) >= 4, read_back
-    body_faults = sum(read_back.faults[k] for k in ("reset_mid_body", "truncate", "corrupt"))
-    assert body_faults >= 1, read_back
+    assert sum(read_back.faults.values()) == sum(read_back.requests.values()) // 10 >= 6, \
+        read_back
 
 
 def test_verify_and_restore_name_transport_failures_apart_from_damage(

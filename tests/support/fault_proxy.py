@@ -6,7 +6,10 @@ too, so SigV4 signatures stay valid), and some requests meet a fault.  Which
 ones is decided by a :class:`FaultPlan`, seeded: a request's fate is a hash
 of the seed, the request (method, path without the query's version id,
 range) and how often that same request was seen before, so it does not
-depend on the order in which threads happen to send requests.
+depend on the order in which threads happen to send requests.  With ``evenly``,
+exactly every ``1/rate``-th request (in arrival order) meets a fault, its
+kind drawn from the seed and the request's number: the count is exact, which
+requests are hit depends on the threads.
 
 Faults (``KINDS``):
 
@@ -62,6 +65,7 @@ class Request:
     query: str  # the query without versionId
     range: str | None
     seen: int  # how often this same request came before (0: the first try)
+    number: int = 0  # how many requests (of any kind) came before this one
 
 
 @dataclass(frozen=True)
@@ -70,23 +74,32 @@ class FaultPlan:
     kinds: tuple[str, ...] = KINDS
     seed: int = 0
     first_tries_only: bool = False  # fault only a request's first try (retries get through)
+    evenly: bool = False  # exactly every 1/rate-th request in arrival order, not by chance
     max_delay: float = 0.3
     spare: Callable[[Request, str], bool] | None = None  # (request, kind) -> no fault
 
     def decide(self, request: Request) -> str | None:
+        """The fault for ``request``, or None; ``spared:KIND`` when ``spare`` said no."""
         if self.rate <= 0 or (self.first_tries_only and request.seen > 0):
             return None
-        digest = hashlib.sha256(repr((self.seed, request.method, request.key, request.query,
-                                      request.range, request.seen)).encode()).digest()
-        draw = random.Random(digest)
-        if draw.random() >= self.rate:
-            return None
+        if self.evenly:  # which requests is up to the threads' order; how many is not
+            n = request.number
+            if int((n + 1) * self.rate) == int(n * self.rate):
+                return None
+            draw = random.Random(hashlib.sha256(repr((self.seed, n)).encode()).digest())
+        else:
+            digest = hashlib.sha256(repr((self.seed, request.method, request.key,
+                                          request.query, request.range,
+                                          request.seen)).encode()).digest()
+            draw = random.Random(digest)
+            if draw.random() >= self.rate:
+                return None
         kind = draw.choice(self.kinds)
         if kind in BODY_KINDS and request.method != "GET":  # nothing to break: draw again
             others = [k for k in self.kinds if k not in BODY_KINDS]
             kind = draw.choice(others) if others else "reset_before"
         if self.spare is not None and self.spare(request, kind):
-            return None
+            return f"spared:{kind}"
         return kind
 
 
@@ -97,6 +110,7 @@ NO_FAULTS = FaultPlan(rate=0.0)
 class FaultStats:
     requests: Counter[str] = field(default_factory=Counter)  # by method
     faults: Counter[str] = field(default_factory=Counter)  # by kind
+    spared: Counter[str] = field(default_factory=Counter)  # drawn, but spared by the plan
     faulted: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, method, key)
 
 
@@ -152,8 +166,12 @@ class FaultProxy:
         with self._lock:
             seen = self._seen[identity]
             self._seen[identity] += 1
+            number = sum(self.stats.requests.values())
             self.stats.requests[method] += 1
-            kind = self._plan.decide(Request(method, key, query, range_header, seen))
+            kind = self._plan.decide(Request(method, key, query, range_header, seen, number))
+            if kind is not None and kind.startswith("spared:"):
+                self.stats.spared[kind.split(":", 1)[1]] += 1
+                kind = None
             return kind, key
 
     def _count(self, kind: str, method: str, key: str) -> None:
