@@ -37,7 +37,7 @@ def _store_annotation(function: typing.Any) -> typing.Any:
 
 
 def _users() -> list[tuple[str, typing.Any, type]]:
-    from s3archive import browse, hold, prune, verify
+    from s3archive import browse, export, fleet, hold, prune, verify
     from s3archive.archive import archiver, chunk_writer, pack_lease
     from s3archive.repo import catalog, pack_reader
     from s3archive.restore import restorer
@@ -50,10 +50,12 @@ def _users() -> list[tuple[str, typing.Any, type]]:
         ("restore_run", restorer.restore_run, StoreReader),
         ("snapshot_stream", restorer.snapshot_stream, StoreReader),
         ("Verifier", verify.Verifier.__init__, StoreReader),
-        ("Downloader", pack_reader.Downloader.__init__, StoreReader),
+        ("PackReader", pack_reader.PackReader.__init__, StoreReader),
         ("list_runs", catalog.list_runs, StoreReader),
         ("load_manifest", catalog.load_manifest, StoreReader),
         ("pick_run", browse.pick_run, StoreReader),
+        ("write_tar", export.write_tar, StoreReader),
+        ("fleet_view", fleet.fleet_view, StoreReader),
         ("prune", prune.prune, DeletingStore),
     ]
 
