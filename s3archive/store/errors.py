@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 
 def error_code(err: BaseException) -> str:
@@ -75,9 +75,12 @@ def server_time(response: dict) -> datetime | None:
 
     date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
     try:
-        return parsedate_to_datetime(date) if date else None
+        moment = parsedate_to_datetime(date) if date else None
     except (TypeError, ValueError):
         return None
+    if moment is not None and moment.tzinfo is None:  # "-0000" or no zone: HTTP dates are GMT
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment
 
 
 def _describe_skew(response: dict) -> str | None:

@@ -228,7 +228,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 for _ in range(draw.randint(1, 3)):
                     flipped[draw.randrange(len(flipped))] ^= 0xFF
                 payload = bytes(flipped)
-            self.send_response(status, reason)
+            self.send_response_only(status, reason)  # upstream's Date and Server, not ours
             for name, value in headers:
                 self.send_header(name, value)
             if self.command != "HEAD":
