@@ -27,8 +27,8 @@ def members(protocol: type) -> set[str]:
 def test_each_capability_adds_only_its_own_methods() -> None:
     assert members(StoreReader) == {"location", "get", "head", "list_versions", "list_keys",
                                     "bucket_lock_config", "usage"}
-    assert members(StoreWriter) - members(StoreReader) == {"put", "extend_retention",
-                                                           "set_legal_hold"}
+    assert members(StoreWriter) - members(StoreReader) == {"put", "put_once",
+                                                           "extend_retention", "set_legal_hold"}
     assert members(DeletingStore) - members(StoreWriter) == {"delete_version"}
 
 
