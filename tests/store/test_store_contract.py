@@ -156,6 +156,17 @@ def test_every_put_makes_a_new_version_and_none_is_overwritten(backend: Backend)
     assert store.head("k/one").version_id == second.version_id
 
 
+def test_put_once_is_a_put(backend: Backend) -> None:
+    store = backend.store
+    until = backend.later(3600)
+    first = store.put_once("k/once", b"one", ObjectLock("GOVERNANCE", until))
+    second = store.put_once("k/once", b"two", None)
+    assert first.version_id != second.version_id
+    assert store.get("k/once", first.version_id) == b"one"
+    assert store.head("k/once", first.version_id).lock_mode == "GOVERNANCE"
+    assert store.get("k/once") == b"two"
+
+
 def test_a_locked_put_carries_mode_and_retain_until_on_its_version(backend: Backend) -> None:
     store = backend.store
     until = backend.later(3600)
