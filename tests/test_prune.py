@@ -6,6 +6,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from s3archive.archive import file_stage
 from s3archive.archive.archiver import Archiver
 from s3archive.repo.catalog import list_runs, load_manifest
 from s3archive.config import parse_config
@@ -38,7 +39,10 @@ def setup_tree(tmp_path: Path) -> Path:
     return tree
 
 
-def test_prune_deletes_only_lapsed_versions_no_live_run_needs(tmp_path: Path) -> None:
+def test_prune_deletes_only_lapsed_versions_no_live_run_needs(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    # one reader: the two files' chunks never share a pack (two readers interleave them)
+    monkeypatch.setattr(file_stage, "READERS", 1)
     clock = FakeClock()
     store = MemoryStore(clock)
     tree = setup_tree(tmp_path)

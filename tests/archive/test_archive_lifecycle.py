@@ -33,7 +33,11 @@ def archive_now(env: ArchiveEnv) -> dict:
 
 
 @pytest.mark.slow
-def test_lifecycle_removes_a_pack_only_after_every_run_that_needs_it_lapsed(rgw, tmp_path: Path) -> None:
+def test_lifecycle_removes_a_pack_only_after_every_run_that_needs_it_lapsed(
+        rgw, tmp_path: Path, monkeypatch) -> None:
+    # one reader: the two files' chunks never share a pack (two readers interleave them)
+    from s3archive.archive import file_stage
+    monkeypatch.setattr(file_stage, "READERS", 1)
     s3 = rgw.client()
     env = ArchiveEnv(tmp_path, rgw.endpoint_url, rgw.access_key, rgw.secret_key, s3,
                      pack_size_mib=1)
