@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -243,7 +244,7 @@ def test_non_editable_install_ships_units_and_examples(tmp_path: Path) -> None:
     executable in ExecStart."""
     repo = Path(__file__).resolve().parents[2]
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    _venv_seeing_this_environment(venv)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     install = subprocess.run([str(venv / "bin/pip"), "install", "-q", "--no-deps", str(repo)],
                              capture_output=True, text=True, env=env, cwd=tmp_path)
@@ -261,3 +262,18 @@ def test_non_editable_install_ships_units_and_examples(tmp_path: Path) -> None:
     service = _unit(root / UNITS / "s3archive.service")
     assert service["ExecStart"] == [f"{venv}/bin/s3archive --config /etc/s3archive/config.toml archive"]
     assert (root / UNITS / "s3archive.timer").is_file()
+
+
+def _venv_seeing_this_environment(venv: Path) -> None:
+    """A fresh venv whose interpreter also finds the packages installed for the
+    one running the tests (click, boto3, ...).  `--system-site-packages` is not
+    enough: inside a venv it inherits the *base* interpreter's packages, not
+    this environment's.  A .pth line adds a directory to sys.path without
+    processing its own .pth files, so an editable s3archive there stays
+    invisible and the installed copy is the one that runs."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    inner = subprocess.run([str(venv / "bin/python"), "-c",
+                            "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    outer = [p for p in site.getsitepackages() + [site.getusersitepackages()] if Path(p).is_dir()]
+    Path(inner, "_outer_environment.pth").write_text("".join(f"{p}\n" for p in outer))
