@@ -83,6 +83,10 @@ class BucketNotLocked(S3ArchiveError):
     exit_code = EXIT_USAGE
 
 
+class NothingToArchive(S3ArchiveError):
+    """Every source failed: a run would commit an empty, locked manifest."""
+
+
 class ManifestError(S3ArchiveError):
     """A manifest from the bucket is malformed or hostile."""
 

@@ -30,12 +30,12 @@ from s3archive.archive.packer import ChunkLocation
 from s3archive.archive.retention import (REUSE_MARGIN, RunRetention, check_retain_until,
                                         plan_run_retention)
 from s3archive.archive.snapshot_stage import PendingSnapshot, run_snapshotters
-from s3archive.archive.sources.pickers import PickResult, run_pickers
+from s3archive.archive.sources.pickers import PickResult, executables, run_pickers
 from s3archive.archive.sources.walker import WalkOptions
 from s3archive.clock import Clock, check_clock, isoformat, utc_now
 from s3archive.config import Config
 from s3archive.errors import (EXIT_OK, EXIT_PARTIAL, BucketNotLocked, ManifestError,
-                              NoSuchVersion, StoreError)
+                              NoSuchVersion, NothingToArchive, StoreError)
 from s3archive.format.chunk_codec import ChunkCodec
 from s3archive.format.model import Header, Trailer, Warning_, run_key
 from s3archive.format.run_id import new_run_id
@@ -298,6 +298,10 @@ class _Run:
             with tempfile.TemporaryFile(prefix="s3archive-entries-") as spool:
                 progress.phase("picking paths")
                 picked = picking.result()
+                if picked.all_failed and not executables(cfg.snapshots_dir):
+                    raise NothingToArchive(
+                        f"every picker in {cfg.pickers_dir} failed and no snapshotter "
+                        f"is enabled; no manifest written ({_first_few(picked.failures)})")
                 for warning in picked.warnings:
                     self.warn(warning)
                 if picked.pickers_run == 0:
@@ -400,3 +404,8 @@ def run_figures(tally: FileTally, snapshots: list[PendingSnapshot], warnings: in
                "bytes_uploaded": stats.bytes_uploaded, "packs_uploaded": stats.packs_uploaded,
                "packs_extended": lease.extended, "packs_rewritten": lease.rewritten}
     return counts, figures
+
+
+def _first_few(items: list[str], shown: int = 3) -> str:
+    more = f"; and {len(items) - shown} more" if len(items) > shown else ""
+    return "; ".join(items[:shown]) + more

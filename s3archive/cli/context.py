@@ -35,7 +35,10 @@ class AppContext:
 
     @property
     def resolved_config_path(self) -> Path:
-        return self.config_path if self.config_path is not None else default_config_path()
+        """Absolute, from the current directory at start: pickers, snapshotters and
+        relative paths in the file are found wherever the run later looks."""
+        path = self.config_path if self.config_path is not None else default_config_path()
+        return path.absolute()
 
     def config(self) -> Config:
         """Load (once) and validate the configuration file."""

@@ -22,6 +22,13 @@ class PickResult:
     paths: list[bytes] = field(default_factory=list)
     warnings: list[Warning_] = field(default_factory=list)
     pickers_run: int = 0
+    pickers_failed: int = 0  # could not run, exited non-zero or timed out, no path printed
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def all_failed(self) -> bool:
+        """Pickers ran, and every one failed without naming a path."""
+        return self.pickers_run > 0 and self.pickers_failed == self.pickers_run
 
 
 def executables(directory: Path) -> list[Path]:
@@ -56,11 +63,16 @@ def run_pickers(directory: Path, timeout: float) -> PickResult:
         output, problem = _run_one(picker, timeout)
         if problem:
             result.warnings.append(Warning_("picker", f"{picker.name}: {problem}"))
+        named = 0
         for path, issue in parse_picker_output(output):
             if issue:
                 result.warnings.append(Warning_("picker", f"{picker.name}: {issue}", path))
             elif path is not None:
                 result.paths.append(path)
+                named += 1
+        if problem and not named:
+            result.pickers_failed += 1
+            result.failures.append(f"{picker.name}: {problem}")
     return result
 
 

@@ -1,0 +1,76 @@
+"""A relative --config (or $S3ARCHIVE_CONFIG) is taken from the current
+directory at start, and a run in which every picker failed commits nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from s3archive.cli.main import cli
+from support.archive_env import ArchiveEnv, CliResult
+
+
+@pytest.fixture
+def env(rgw, tmp_path: Path) -> ArchiveEnv:
+    return ArchiveEnv(tmp_path, rgw.endpoint_url, rgw.access_key, rgw.secret_key, rgw.client())
+
+
+def _run(args: list[str], **env: str) -> CliResult:
+    result = CliRunner().invoke(cli, args, catch_exceptions=False,
+                                env={"JOURNAL_STREAM": "", **env})
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+def _data(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("hello\n")
+    return data
+
+
+@pytest.mark.parametrize("how", ["--config", "S3ARCHIVE_CONFIG"])
+def test_relative_config_finds_pickers_and_credentials(
+        env: ArchiveEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    env.pick(_data(tmp_path))
+    monkeypatch.chdir(env.etc)
+    if how == "--config":
+        done = _run(["--config", "config.toml", "archive", "--json"])
+    else:
+        done = _run(["archive", "--json"], S3ARCHIVE_CONFIG="config.toml")
+    assert done.exit_code == 0, done.stderr
+    summary = done.json
+    assert summary["files"] == 1 and summary["warnings"] == []
+
+
+def test_every_picker_failing_writes_no_manifest(env: ArchiveEnv, tmp_path: Path) -> None:
+    env.picker("10-broken", "exit 4\n")
+    missing = env.etc / "pickers.d" / "20-no-interpreter"
+    missing.write_text("#!/nonexistent/interpreter\n")
+    missing.chmod(0o755)
+    done = env.run("archive")
+    assert done.exit_code == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("s3archive: error")]
+    assert len(errors) == 1, done.stderr
+    assert "every picker" in errors[0] and "no manifest written" in errors[0]
+    assert "10-broken: exited with status 4" in errors[0] and "20-no-interpreter" in errors[0]
+    assert "Traceback" not in done.stderr
+    assert env.versions("runs/") == []
+
+
+def test_a_snapshotter_still_runs_when_every_picker_failed(env: ArchiveEnv) -> None:
+    """The dumps are worth keeping: the run is committed, with warnings (exit 3)."""
+    env.picker("10-broken", "exit 4\n")
+    env.snapshotter("10-dump", 'echo data >&"$1"\necho a dump\n')
+    summary = env.archive()
+    assert summary["exit_code"] == 3 and summary["snapshots"] == 1
+    assert len(env.versions("runs/")) == 1
+
+
+def test_one_picker_failing_beside_a_working_one_is_a_warning(env: ArchiveEnv,
+                                                              tmp_path: Path) -> None:
+    env.picker("10-broken", "exit 4\n")
+    env.pick(_data(tmp_path), name="20-paths")
+    summary = env.archive()
+    assert summary["exit_code"] == 3 and summary["files"] == 1
