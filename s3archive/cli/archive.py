@@ -98,8 +98,8 @@ def failed_summary(config: Config, started: str, store: CountingStore | None,
 
 def format_summary(s: ArchiveSummary) -> str:
     lines = [
-        f"run {s.host}/{s.run_id}{' (dry run: nothing uploaded)' if s.dry_run else ''}",
-        f"  tier {s.tier}, locked until {s.retain_until}",
+        f"run {s.host}/{s.run_id}{' (dry run: nothing uploaded)' if s.dry_run else ''}: "
+        f"tier {s.tier}, locked until {s.retain_until}",
         f"  {s.files} files ({s.files_unchanged} unchanged), {s.dirs} dirs, {s.symlinks} symlinks, "
         f"{s.others} other entries, {s.snapshots} snapshots",
         f"  {human.size(s.bytes_total)} in files, {human.size(s.bytes_read)} read, "

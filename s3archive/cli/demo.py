@@ -14,9 +14,13 @@ from s3archive.errors import CommandFailed, UsageError
 @click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="Work in DIR (empty or missing) and leave it there: sample "
               "data, config root, cache, restored trees.")
+@click.option("--serve", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              default=None, metavar="DIR", help="Bring back the S3 endpoint of a demo kept "
+              "in DIR, with its bucket, until Ctrl-C; then try runs, ls, diff, restore with "
+              "--config DIR/root/etc/s3archive/config.toml.")
 @click.option("--json", "as_json", is_flag=True,
               help="Narrate on stderr; print the result as one JSON object on stdout.")
-def demo_command(keep: Path | None, as_json: bool) -> None:
+def demo_command(keep: Path | None, serve: Path | None, as_json: bool) -> None:
     """Show the whole daily cycle on this machine, without an AWS account.
 
     Starts an S3 endpoint (moto) on 127.0.0.1, then runs create-resources,
@@ -37,6 +41,12 @@ def demo_command(keep: Path | None, as_json: bool) -> None:
                          "(or pip install 'moto[server]')") from None
     from s3archive.demo import run_demo
 
+    if serve is not None:
+        if keep is not None or as_json:
+            raise UsageError("--serve DIR takes no other option")
+        _serve(serve)
+        return
+
     def say(text: str) -> None:
         click.echo(text, err=as_json)
 
@@ -45,10 +55,31 @@ def demo_command(keep: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(result.to_json(), indent=1))
     if result.ok:
         say(f"demo ok in {result.seconds:.1f} s: the restored tree and database are exact copies"
-            + (f"; everything is kept in {result.work_dir} (the S3 endpoint is gone)"
-               if result.work_dir else "; nothing was left behind"))
+            + (f"; everything is kept in {result.work_dir}, the endpoint's bucket included. "
+               "To explore it, bring the endpoint back (it runs until Ctrl-C), then, in "
+               "another shell, try:" if result.work_dir else "; nothing was left behind"))
+        for command in result.explore:
+            say(f"  {command}")
     else:
         raise CommandFailed(f"demo FAILED: {len(result.differences)} difference(s)")
+
+
+def _serve(work: Path) -> None:
+    import signal
+    import threading
+
+    from s3archive.demo.endpoint import serve_kept
+
+    with serve_kept(work) as endpoint:
+        click.echo(f"serving the demo's bucket on {endpoint} until Ctrl-C (or SIGTERM); "
+                   f"use --config {work.absolute()}/root/etc/s3archive/config.toml", err=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    click.echo("endpoint stopped", err=True)
 
 
 COMMANDS = [demo_command]

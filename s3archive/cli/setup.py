@@ -167,7 +167,8 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
       0  ok;  1  an IAM or systemctl call failed;  2  usage error, or files changed
       by the operator
     """
-    from s3archive.setup.host_config import HostOptions, write_config
+    from s3archive.clock import utc_now
+    from s3archive.setup.host_config import HostOptions, retention_plan, write_config
 
     retention = RetentionSettings(mode=lock_mode, daily_days=daily_days, weekly_days=weekly_days,
                                   monthly_days=monthly_days, yearly_days=yearly_days,
@@ -191,6 +192,8 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                    "written to the credentials file")
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
+    for line in retention_plan(retention, utc_now()):
+        click.echo(line)
     if result.enabled:
         click.echo("enabled: s3archive.timer")
     else:

@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from s3archive.demo import sample
+from s3archive.demo.endpoint import kept_config, moto_endpoint, save_bucket
 from s3archive.errors import S3ArchiveError
 from s3archive.human import size as human_size
 
@@ -33,6 +35,9 @@ _AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "
             "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
             "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL", "S3ARCHIVE_CONFIG",
             "JOURNAL_STREAM", "S3ARCHIVE_RESTORE_DB")
+
+
+_PERIOD = {"weekly": "ISO week", "monthly": "month", "yearly": "calendar year"}
 
 
 class DemoFailed(S3ArchiveError):
@@ -49,11 +54,13 @@ class DemoResult:
     notes: list[str] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    explore: list[str] = field(default_factory=list)  # with --keep: commands to try next
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "work_dir": self.work_dir, "endpoint_url": self.endpoint_url,
                 "bucket": self.bucket, "steps": self.steps, "notes": self.notes,
-                "differences": self.differences, "seconds": round(self.seconds, 2)}
+                "differences": self.differences, "seconds": round(self.seconds, 2),
+                "explore": self.explore}
 
 
 @dataclass
@@ -64,22 +71,6 @@ class _Invocation:
 
     def json(self) -> Any:
         return json.loads(self.stdout)
-
-
-@contextlib.contextmanager
-def _moto_endpoint() -> Iterator[str]:
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @contextlib.contextmanager
@@ -148,7 +139,7 @@ class Demo:
     def run(self, endpoint: str) -> DemoResult:
         r = self.result
         r.endpoint_url = endpoint
-        r.bucket = f"s3archive-demo-{os.getpid()}"
+        r.bucket = f"s3archive-demo-{secrets.token_hex(4)}"  # unique: moto state outlives a run
         data = sample.make_sample(self.work / "sample")
         r.notes += data.notes
         self.say(f"sample data: {data.tree} (a hardlink, a symlink, "
@@ -189,12 +180,15 @@ class Demo:
     def _write_config(self, endpoint: str, data: sample.SampleData) -> None:
         root = self.work / "root"
         state = self.work / "state" / "last-run.json"
-        self._step("write-config", [
+        done = self._step("write-config", [
             "write-config", "--bucket", self.result.bucket, "--endpoint-url", endpoint,
             "--host-name", DEMO_HOST, "--root", str(root), "--no-enable",
             "--credentials-file", "/etc/s3archive/credentials",
             "--cache-dir", str(self.work / "cache"), "--state-file", str(state)],
             with_config=False)
+        plan = done.stdout[done.stdout.index("retention plan"):].splitlines()
+        plan = plan[:next((i for i, line in enumerate(plan) if not line.startswith(
+            ("retention plan", "  "))), len(plan))]
         etc = self.config.parent
         creds = etc / "credentials"
         creds.write_text(f"[default]\naws_access_key_id = {DEMO_KEY}\n"
@@ -203,10 +197,12 @@ class Demo:
         sample.install_script(etc / "pickers.d" / "50-demo-data", sample.picker_script(data.tree))
         sample.install_script(etc / "snapshots.d" / "50-demo-sqlite",
                               sample.snapshotter_script(data.database))
-        self._record("write-config", root=str(root), config=str(self.config))
+        self._record("write-config", root=str(root), config=str(self.config),
+                     retention_plan=plan)
         self.say(f"write-config --root {root}: config.toml, credentials, examples, systemd "
                  "units; enabled the picker pickers.d/50-demo-data and the snapshotter "
-                 "snapshots.d/50-demo-sqlite")
+                 "snapshots.d/50-demo-sqlite; it prints the "
+                 + "\n  ".join(plan))
 
     def _archive(self, name: str) -> dict[str, Any]:
         summary = self._step(name, ["archive", "--json"]).json()
@@ -222,6 +218,11 @@ class Demo:
                  f"{human_size(summary['bytes_uploaded'])} uploaded in "
                  f"{summary['packs_uploaded']} pack(s); {requests} requests; "
                  f"tier {summary['tier']}, locked {self._mode()} until {summary['retain_until']}")
+        if summary["tier"] != "daily":
+            self.say(f"  the first run of a {_PERIOD[summary['tier']]} is promoted to the "
+                     f"{summary['tier']} tier: on AWS this run would stay locked, and billed, "
+                     f"until {summary['retain_until'][:10]} (here: the demo's own moto "
+                     "endpoint)")
         for warning in summary["warnings"]:
             self.say(f"  warning: {warning}")
         return summary
@@ -331,12 +332,27 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> DemoResult:
         work = Path(tempfile.mkdtemp(prefix="s3archive-demo-"))
     demo = Demo(work, say)
     try:
-        with _demo_environment(work), _moto_endpoint() as endpoint:
+        with _demo_environment(work), moto_endpoint() as endpoint:
             say(f"embedded S3 endpoint (moto) on {endpoint}; working in {work}")
             result = demo.run(endpoint)
+            if keep is not None:
+                save_bucket(work, result.bucket)
     finally:
         demo.result.seconds = time.monotonic() - began
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    result.work_dir = str(work) if keep is not None else None
+    if keep is not None:
+        result.work_dir = str(work)
+        result.explore = explore_commands(work, result.steps)
     return result
+
+
+def explore_commands(work: Path, steps: list[dict[str, Any]]) -> list[str]:
+    """What to type after ``demo --keep DIR``: the endpoint back, then a look."""
+    config = f"s3archive --config {kept_config(work)}"
+    first = next((s["run_id"] for s in steps if s["step"] == "archive (first run)"), "RUN")
+    return [f"s3archive demo --serve {work}",
+            f"{config} runs",
+            f"{config} ls latest {work}/sample/data",
+            f"{config} diff {first} latest",
+            f"{config} restore latest {work}/sample/data/docs --target {work}/explore"]

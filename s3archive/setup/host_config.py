@@ -8,10 +8,11 @@ import logging
 import subprocess
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from s3archive.config import RetentionSettings, parse_config
+from s3archive.config import CostSettings, RetentionSettings, parse_config
 from s3archive.errors import ConfigError, UsageError
 from s3archive.setup import systemd_units
 from s3archive.setup.data_files import example_scripts
@@ -116,6 +117,34 @@ def render_config(options: HostOptions) -> str:
               "", "[local]", f"cache_dir = {_toml(str(options.cache_dir))}",
               f"state_file = {_toml(str(options.state_file))}", ""]
     return "\n".join(lines)
+
+
+DAYS_PER_MONTH = 365.25 / 12
+
+
+def retention_plan(r: RetentionSettings, now: datetime,
+                   price_gb_month: float = CostSettings().storage_gb_month) -> list[str]:
+    """What the written configuration locks, and for how long, in words: the
+    first run on a host is the first of its year, so it takes the yearly tier."""
+    who = ("nobody, the AWS root account included, can shorten or remove a lock"
+           if r.mode == "COMPLIANCE" else
+           "an administrator with s3:BypassGovernanceRetention can still remove a lock")
+    lines = [f"retention plan ({r.mode}: {who}):"]
+    if r.until is not None:
+        return lines + [f"  every run is locked until {r.until:%Y-%m-%d}"]
+    yearly = r.yearly_days
+    cost = price_gb_month * yearly / DAYS_PER_MONTH
+    lines += [
+        f"  the first run of a calendar year is yearly, locked {yearly} days; the FIRST run "
+        f"on this host is one: run today, it stays locked until "
+        f"{now + timedelta(days=yearly):%Y-%m-%d}, each GB of new data in it billed about "
+        f"${cost:.2f} by then (${price_gb_month} per GB-month)",
+        f"  the first run of a month is monthly, {r.monthly_days} days; of an ISO week weekly, "
+        f"{r.weekly_days} days; every other run daily, {r.daily_days} days; new packs are "
+        f"locked {r.slack_days} days longer (slack)",
+        "  to try it without locking anything: s3archive archive --dry-run (reads and "
+        "chunks everything, uploads nothing)"]
+    return lines
 
 
 def _toml(value: str) -> str:

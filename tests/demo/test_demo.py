@@ -54,20 +54,70 @@ def test_demo_runs_the_cycle_exactly_and_leaves_nothing_behind() -> None:
     for figure in ("files", "read", "uploaded in", "pack(s)", "requests", "locked GOVERNANCE until"):
         assert figure in err
     assert "compare: 14 entries identical" in err
+    # The tiers are explained, not only named: the plan write-config prints, and
+    # why the first run is locked for years.
+    assert steps["write-config"]["retention_plan"][0].startswith("retention plan (GOVERNANCE")
+    assert "the FIRST run on this host is one" in err
+    assert (f"promoted to the yearly tier: on AWS this run would stay locked, and billed, "
+            f"until {first['retain_until'][:10]}") in err
+    assert result["explore"] == []
 
 
-def test_demo_keep_leaves_the_work_directory(tmp_path: Path) -> None:
+def test_demo_keep_leaves_an_explorable_directory(tmp_path: Path) -> None:
     keep = tmp_path / "kept"
     code, out, err = run_demo("--keep", str(keep))
     assert code == 0, err
     assert "demo ok" in out and str(keep) in out
-    assert (keep / "root" / "etc" / "s3archive" / "config.toml").is_file()
+    config = keep / "root" / "etc" / "s3archive" / "config.toml"
+    assert config.is_file()
     assert (keep / "state" / "last-run.json").is_file()
     restored = keep / "restored" / str(keep / "sample" / "data").lstrip("/")
     assert (restored / "docs" / "new-today.txt").read_text() == "a file created between the runs\n"
     assert (keep / "restored-db" / "app.sqlite3").is_file()
+    commands = [line.strip() for line in out.splitlines() if line.startswith("  s3archive ")]
+    assert commands[0] == f"s3archive demo --serve {keep}"
+    assert {c.split()[3] for c in commands[1:]} == {"runs", "ls", "diff", "restore"}
     code, _, err = run_demo("--keep", str(keep))
     assert code == 2 and "must be empty or missing" in err
+
+    # The endpoint comes back with the bucket (its versions pinned by the
+    # manifests), through the real command in its own process; each printed
+    # command then works as printed.
+    serving = subprocess.Popen([sys.executable, "-m", "s3archive", "demo", "--serve", str(keep)],
+                               stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        assert "serving the demo's bucket on" in serving.stderr.readline()
+        for command in commands[1:]:
+            done = CliRunner().invoke(cli, command.split()[1:], catch_exceptions=False)
+            assert done.exit_code == 0, (command, done.output)
+        runs = CliRunner().invoke(cli, ["--config", str(config), "runs", "--json"])
+        assert [run["status"] for run in json.loads(runs.stdout)] == ["complete", "complete"]
+        explored = keep / "explore" / str(keep / "sample" / "data" / "docs").lstrip("/")
+        assert (explored / "new-today.txt").read_text() == "a file created between the runs\n"
+        # A second endpoint on the same port is refused with one line, not a hang.
+        code, _, err = run_demo("--serve", str(keep))
+        assert code == 2 and "is in use" in err
+    finally:
+        serving.terminate()
+        assert serving.wait(timeout=30) == 0
+    assert "endpoint stopped" in serving.stderr.read()
+
+
+def test_demo_serve_refuses_what_is_not_its_own(tmp_path: Path) -> None:
+    code, _, err = run_demo("--serve", str(tmp_path))
+    assert code == 2 and "not a directory kept by `s3archive demo --keep`" in err
+    (tmp_path / "root" / "etc" / "s3archive").mkdir(parents=True)
+    (tmp_path / "root" / "etc" / "s3archive" / "config.toml").write_text(
+        '[s3]\nendpoint_url = "http://127.0.0.1:1"\n')
+    state = tmp_path / "endpoint-s3.pickle"
+    state.write_bytes(b"not a pickle")
+    state.chmod(0o666)  # anyone could have written the code it would load
+    code, _, err = run_demo("--serve", str(tmp_path))
+    assert code == 2 and "writable by nobody else" in err and "Traceback" not in err
+    state.chmod(0o600)
+    code, _, err = run_demo("--serve", str(tmp_path))
+    assert code == 2 and "endpoint-s3.pickle: cannot be read" in err
 
 
 UNPRIVILEGED = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"]

@@ -277,3 +277,21 @@ def _venv_seeing_this_environment(venv: Path) -> None:
                            capture_output=True, text=True, check=True).stdout.strip()
     outer = [p for p in site.getsitepackages() + [site.getusersitepackages()] if Path(p).is_dir()]
     Path(inner, "_outer_environment.pth").write_text("".join(f"{p}\n" for p in outer))
+
+
+def test_prints_the_retention_plan_with_the_first_run_tier(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    output = write_config(tmp_path, "--yearly-days", "1000")
+    lines = output.splitlines()
+    plan = lines[lines.index(next(line for line in lines if line.startswith("retention plan"))):]
+    assert plan[0].startswith("retention plan (GOVERNANCE: an administrator with "
+                              "s3:BypassGovernanceRetention can still remove a lock)")
+    until = f"{datetime.now(timezone.utc) + timedelta(days=1000):%Y-%m-%d}"
+    assert (f"the first run of a calendar year is yearly, locked 1000 days; the FIRST run on "
+            f"this host is one: run today, it stays locked until {until}") in plan[1]
+    assert "billed about $0.76 by then ($0.023 per GB-month)" in plan[1]
+    assert "monthly, 400 days" in plan[2] and "daily, 14 days" in plan[2]
+    assert "s3archive archive --dry-run" in plan[3]
+    output = write_config(tmp_path / "c", "--lock-mode", "COMPLIANCE")
+    assert "(COMPLIANCE: nobody, the AWS root account included, can shorten" in output

@@ -1,8 +1,10 @@
-"""A relative --config (or $S3ARCHIVE_CONFIG) is taken from the current
-directory at start, and a run in which every picker failed commits nothing."""
+"""A newcomer's first runs: a relative --config (or $S3ARCHIVE_CONFIG) is taken
+from the current directory at start, a run in which every picker failed
+commits nothing, and the summary line says how long the run is locked."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,17 @@ def test_one_picker_failing_beside_a_working_one_is_a_warning(env: ArchiveEnv,
     env.pick(_data(tmp_path), name="20-paths")
     summary = env.archive()
     assert summary["exit_code"] == 3 and summary["files"] == 1
+
+
+def test_the_summary_line_names_the_tier_and_the_retain_until(env: ArchiveEnv,
+                                                              tmp_path: Path) -> None:
+    env.pick(_data(tmp_path))
+    done = env.run("archive")
+    assert done.exit_code == 0, done.stderr
+    first = [line for line in done.stderr.splitlines() if line.startswith("run ")]
+    assert len(first) == 1, done.stderr
+    found = re.fullmatch(r"run testhost/(\S+): tier yearly, locked until (\S+)", first[0])
+    assert found, first[0]
+    again = env.archive()
+    assert again["tier"] == "daily"
+    assert found[2] > again["retain_until"] > again["run_id"][:4]
