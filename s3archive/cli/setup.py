@@ -147,6 +147,9 @@ def _print_create_result(result: object) -> None:
               default=Path("/var/cache/s3archive"), show_default=True)
 @click.option("--state-file", type=click.Path(path_type=Path),
               default=Path("/var/lib/s3archive/last-run.json"), show_default=True)
+@click.option("--prometheus-textfile", type=click.Path(path_type=Path), default=None,
+              metavar="PATH", help="Write node-exporter textfile metrics to PATH after every "
+              "run (its directory is made writable in the service).")
 def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                          host_name: str | None, lock_mode: str, daily_days: int,
                          weekly_days: int, monthly_days: int, yearly_days: int,
@@ -154,7 +157,8 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                          profile: str | None,
                          credentials_file: Path | None, role_arn: str | None,
                          create_user: str | None, backup_group: str | None, root: Path | None,
-                         no_enable: bool, force: bool, cache_dir: Path, state_file: Path) -> None:
+                         no_enable: bool, force: bool, cache_dir: Path, state_file: Path,
+                         prometheus_textfile: Path | None) -> None:
     """Write /etc/s3archive (config.toml, credentials, pickers.d/, snapshots.d/)
     and the systemd service and daily timer, then enable the timer.
 
@@ -182,7 +186,8 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                           credentials_file=credentials_file, role_arn=role_arn,
                           create_user=create_user, backup_group=backup_group,
                           root=root.resolve() if root else None, enable=not no_enable,
-                          force=force, cache_dir=cache_dir, state_file=state_file)
+                          force=force, cache_dir=cache_dir, state_file=state_file,
+                          prometheus_textfile=prometheus_textfile)
     result = write_config(options, create_key=_key_maker(bucket, region, endpoint_url,
                                                                 legal_hold))
     for outcome in result.outcomes:

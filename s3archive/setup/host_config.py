@@ -46,6 +46,7 @@ class HostOptions:
     force: bool = False
     cache_dir: Path = Path("/var/cache/s3archive")
     state_file: Path = Path("/var/lib/s3archive/last-run.json")
+    prometheus_textfile: Path | None = None
 
     def __post_init__(self) -> None:
         chosen = [name for name, value in (("--profile", self.profile),
@@ -62,7 +63,8 @@ class HostOptions:
                                  "runs/<host>/ and the configuration must name that host")
             validate_iam_host_name(self.host_name, "--host-name")
         for option, path in (("--credentials-file", self.credentials_file),
-                             ("--cache-dir", self.cache_dir), ("--state-file", self.state_file)):
+                             ("--cache-dir", self.cache_dir), ("--state-file", self.state_file),
+                             ("--prometheus-textfile", self.prometheus_textfile)):
             if path is not None and not path.is_absolute():
                 raise UsageError(f"{option} {path}: must be an absolute path")
 
@@ -116,6 +118,9 @@ def render_config(options: HostOptions) -> str:
     lines += [f"max_days = {r.max_days}", f"slack_days = {r.slack_days}",
               "", "[local]", f"cache_dir = {_toml(str(options.cache_dir))}",
               f"state_file = {_toml(str(options.state_file))}", ""]
+    if options.prometheus_textfile is not None:
+        lines += ["[report]", f"prometheus_textfile = {_toml(str(options.prometheus_textfile))}",
+                  ""]
     return "\n".join(lines)
 
 
@@ -171,9 +176,14 @@ def plan_files(options: HostOptions, credentials: bytes | None) -> list[PlannedF
                                      keep_mode=True))
     unit_settings = systemd_units.UnitSettings(
         executable=systemd_units.find_executable(), config_path=CONFIG_DIR / CONFIG_NAME,
-        cache_dir=options.cache_dir, state_dir=options.state_file.parent)
+        cache_dir=options.cache_dir, state_dir=options.state_file.parent,
+        optional_writable=(options.prometheus_textfile.parent,)
+        if options.prometheus_textfile is not None else ())
     for name, text in systemd_units.render_units(unit_settings).items():
         files.append(PlannedFile(systemd_units.UNIT_DIR / name, text.encode(), 0o644))
+    for name, text in systemd_units.drop_in_examples().items():
+        files.append(PlannedFile(systemd_units.UNIT_DIR / systemd_units.DROP_IN_DIR / name,
+                                 text.encode(), 0o644))
     return files
 
 

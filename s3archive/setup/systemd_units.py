@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from s3archive.errors import UsageError
-from s3archive.setup.data_files import data_text
+from s3archive.setup.data_files import data_text, example_scripts
 
 SERVICE_NAME = "s3archive.service"
 TIMER_NAME = "s3archive.timer"
+DROP_IN_DIR = f"{SERVICE_NAME}.d"
 UNIT_DIR = Path("/etc/systemd/system")
 
 
@@ -22,6 +23,9 @@ class UnitSettings:
     config_path: Path
     cache_dir: Path
     state_dir: Path
+    # Written too, if present (e.g. the Prometheus textfile's directory): "-"
+    # keeps a missing one from stopping the backup itself.
+    optional_writable: tuple[Path, ...] = ()
 
 
 def find_executable() -> str:
@@ -37,12 +41,20 @@ def find_executable() -> str:
 
 def render_units(settings: UnitSettings) -> dict[str, str]:
     """unit file name -> text."""
-    paths = " ".join(_escape(p) for p in (settings.cache_dir, settings.state_dir))
+    paths = " ".join([_escape(p) for p in (settings.cache_dir, settings.state_dir)]
+                     + ["-" + _escape(p) for p in settings.optional_writable])
     service = (data_text("systemd", SERVICE_NAME)
                .replace("@S3ARCHIVE@", settings.executable)
                .replace("@CONFIG@", _escape(settings.config_path))
                .replace("@READ_WRITE_PATHS@", paths))
     return {SERVICE_NAME: service, TIMER_NAME: data_text("systemd", TIMER_NAME)}
+
+
+def drop_in_examples() -> dict[str, str]:
+    """``lvm.conf.example`` -> text: drop-ins that relax the hardening for one
+    snapshotter; systemd reads only ``*.conf``, so they start disabled."""
+    return {f"{name}.example": text
+            for name, text in example_scripts(f"systemd/{DROP_IN_DIR}.example").items()}
 
 
 def enable_commands() -> list[list[str]]:

@@ -90,3 +90,20 @@ def test_the_summary_line_names_the_tier_and_the_retain_until(env: ArchiveEnv,
     again = env.archive()
     assert again["tier"] == "daily"
     assert found[2] > again["retain_until"] > again["run_id"][:4]
+
+
+def test_metrics_of_a_host_that_never_succeeded(env: ArchiveEnv, tmp_path: Path) -> None:
+    """The README's alert rule: `s3archive_last_run_timestamp_seconds unless
+    s3archive_last_success_timestamp_seconds` is a host that tried and never
+    succeeded; the textfile is written on failure too."""
+    textfile = tmp_path / "metrics" / "s3archive.prom"
+    env.write_config(extra=f'[report]\nprometheus_textfile = "{textfile}"\n')
+    env.picker("10-broken", "exit 4\n")
+    assert env.run("archive").exit_code == 1
+    metrics = textfile.read_text()
+    assert 's3archive_last_run_exit_code{host="testhost"} 1' in metrics
+    assert "s3archive_last_run_timestamp_seconds{" in metrics
+    assert "s3archive_last_success_timestamp_seconds" not in metrics
+    env.pick(_data(tmp_path), name="20-paths")
+    assert env.run("archive").exit_code == 3
+    assert "s3archive_last_success_timestamp_seconds{" in textfile.read_text()

@@ -4,6 +4,7 @@ written units, the shipped examples, and never clobbering an operator's edit."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -141,7 +142,8 @@ def test_service_is_hardened_and_exit_3_stays_visible(tmp_path: Path) -> None:
     assert service["CacheDirectory"] == ["s3archive"] and service["StateDirectory"] == ["s3archive"]
     assert service["ReadWritePaths"] == ["/srv/s3archive-cache /var/lib/s3archive"]
     assert service["Nice"] == ["19"] and service["IOSchedulingClass"] == ["idle"]
-    assert "ProtectHome" not in service  # backups read /home
+    assert service["ProtectHome"] == ["read-only"]  # backups read /home, never write it
+    assert service["CapabilityBoundingSet"] == ["CAP_DAC_READ_SEARCH CAP_SETUID CAP_SETGID"]
     # Exit 3 (manifest written, some sources failed) must not count as success.
     assert "SuccessExitStatus" not in service
     text = (tmp_path / UNITS / "s3archive.service").read_text()
@@ -295,3 +297,55 @@ def test_prints_the_retention_plan_with_the_first_run_tier(tmp_path: Path) -> No
     assert "s3archive archive --dry-run" in plan[3]
     output = write_config(tmp_path / "c", "--lock-mode", "COMPLIANCE")
     assert "(COMPLIANCE: nobody, the AWS root account included, can shorten" in output
+
+
+def _exposure(root: Path) -> float:
+    done = subprocess.run(["systemd-analyze", "security", "--offline=yes", f"--root={root}",
+                           "--no-pager", "s3archive.service"], capture_output=True, text=True)
+    found = re.search(r"Overall exposure level for s3archive\.service: (\d+\.\d)", done.stdout)
+    assert found, done.stdout[-2000:] + done.stderr
+    return float(found[1])
+
+
+def test_service_is_rated_low_exposure_with_and_without_each_drop_in(tmp_path: Path) -> None:
+    """`systemd-analyze security --offline=yes`: 3.0 at most (OK), as shipped and
+    with each snapshotter's drop-in enabled; each passes `verify` too."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    if subprocess.run(["systemd-analyze", "security", "--help"], capture_output=True,
+                      text=True).stdout.find("--offline") < 0:
+        pytest.skip("this systemd-analyze has no --offline")
+    write_config(tmp_path, "--prometheus-textfile", "/var/lib/node-exporter/s3archive.prom")
+    drop_ins = tmp_path / UNITS / "s3archive.service.d"
+    examples = sorted(p.name for p in drop_ins.iterdir())
+    assert examples == ["lvm.conf.example", "sqlite-wal.conf.example", "zfs.conf.example"]
+    assert _exposure(tmp_path) <= 3.0
+    for example in examples:
+        enabled = drop_ins / example.removesuffix(".example")
+        shutil.copy(drop_ins / example, enabled)
+        assert _exposure(tmp_path) <= 3.0, example
+        verify = subprocess.run(["systemd-analyze", "verify", str(tmp_path / UNITS /
+                                                                  "s3archive.service")],
+                                capture_output=True, text=True)
+        complaints = [line for line in verify.stderr.splitlines()
+                      if "s3archive.service.d" in line or "Unknown" in line]
+        assert complaints == [], verify.stderr
+        enabled.unlink()
+    # The check can fail: the unhardened service of before rated 6.8 MEDIUM.
+    service = tmp_path / UNITS / "s3archive.service"
+    service.write_text("[Service]\nType=oneshot\nExecStart=/bin/true\nProtectSystem=strict\n")
+    assert _exposure(tmp_path) > 3.0
+
+
+def test_prometheus_textfile_is_configured_and_writable(tmp_path: Path) -> None:
+    output = write_config(tmp_path, "--prometheus-textfile",
+                          "/var/lib/prometheus/node-exporter/s3archive.prom")
+    config = load_config(tmp_path / ETC / "config.toml")
+    assert config.report.prometheus_textfile == Path(
+        "/var/lib/prometheus/node-exporter/s3archive.prom")
+    service = _unit(tmp_path / UNITS / "s3archive.service")
+    assert service["ReadWritePaths"] == [
+        "/var/cache/s3archive /var/lib/s3archive -/var/lib/prometheus/node-exporter"]
+    assert "created" in output
+    output = write_config(tmp_path / "b", "--prometheus-textfile", "metrics.prom", code=2)
+    assert "--prometheus-textfile metrics.prom: must be an absolute path" in output
