@@ -34,6 +34,7 @@ class S3Settings:
     profile: str | None = None
     credentials_file: Path | None = None
     role_arn: str | None = None
+    sts_endpoint_url: str | None = None  # for role_arn; default: AWS's regional STS
 
 
 @dataclass(frozen=True)
@@ -316,14 +317,19 @@ def _parse_s3(reader: _Reader, path: Path) -> S3Settings:
     credentials = reader.get("credentials_file", str, None, _non_empty)
     role_arn = reader.get("role_arn", str, None,
                           lambda v: None if v.startswith("arn:") else "must be an IAM role ARN")
-    chosen = [k for k, v in (("profile", profile), ("credentials_file", credentials),
-                             ("role_arn", role_arn)) if v]
-    if len(chosen) > 1:
-        raise ConfigError(f"{path}: s3.{chosen[0]} and s3.{chosen[1]} are exclusive: choose one")
+    sts_endpoint = reader.get("sts_endpoint_url", str, None,
+                              lambda v: None if v.startswith(("http://", "https://"))
+                              else "must start with http:// or https://")
+    if profile and (credentials or role_arn):
+        other = "credentials_file" if credentials else "role_arn"
+        raise ConfigError(f"{path}: s3.profile and s3.{other} are exclusive: choose one "
+                          "(a role is assumed with the keys of credentials_file)")
+    if sts_endpoint and not role_arn:
+        raise ConfigError(f"{path}: s3.sts_endpoint_url is used only with s3.role_arn")
     return S3Settings(bucket=bucket, prefix=prefix, region=region, endpoint_url=endpoint,
                       profile=profile,
                       credentials_file=_path(credentials, path) if credentials else None,
-                      role_arn=role_arn)
+                      role_arn=role_arn, sts_endpoint_url=sts_endpoint)
 
 
 def _parse_retention(reader: _Reader, clock: Clock) -> RetentionSettings:

@@ -49,14 +49,13 @@ class HostOptions:
     prometheus_textfile: Path | None = None
 
     def __post_init__(self) -> None:
-        chosen = [name for name, value in (("--profile", self.profile),
-                                           ("--credentials-file", self.credentials_file),
-                                           ("--role-arn", self.role_arn)) if value]
-        if len(chosen) > 1:
-            raise UsageError(f"{chosen[0]} and {chosen[1]} are exclusive: choose one")
-        if self.create_user and (self.profile or self.role_arn):
-            raise UsageError(f"--create-user writes a credentials file: it cannot be combined "
-                             f"with {'--profile' if self.profile else '--role-arn'}")
+        if self.profile and (self.credentials_file or self.role_arn):
+            other = "--credentials-file" if self.credentials_file else "--role-arn"
+            raise UsageError(f"--profile and {other} are exclusive: choose one (a role is "
+                             "assumed with the keys of --credentials-file)")
+        if self.create_user and self.profile:
+            raise UsageError("--create-user writes a credentials file: it cannot be combined "
+                             "with --profile")
         if self.create_user:
             if not self.host_name:
                 raise UsageError("--create-user needs --host-name: the user may write only "

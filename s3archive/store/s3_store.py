@@ -37,14 +37,12 @@ def make_session(settings: S3Settings) -> Any:
 
     if settings.profile:
         return boto3.Session(profile_name=settings.profile, region_name=settings.region)
-    if settings.credentials_file:
-        keys = read_credentials_file(settings.credentials_file)
-        session = boto3.Session(region_name=settings.region, **keys)
-    else:
-        session = boto3.Session(region_name=settings.region)
     if settings.role_arn:
-        return _assumed_role_session(session, settings)
-    return session
+        return _assumed_role_session(settings)
+    if settings.credentials_file:
+        return boto3.Session(region_name=settings.region,
+                             **read_credentials_file(settings.credentials_file))
+    return boto3.Session(region_name=settings.region)
 
 
 def read_credentials_file(path: Path) -> dict[str, str]:
@@ -69,25 +67,50 @@ def read_credentials_file(path: Path) -> dict[str, str]:
     return keys
 
 
-def _assumed_role_session(base: Any, settings: S3Settings) -> Any:
+ROLE_PROFILE = "s3archive-role"
+
+
+def _assumed_role_session(settings: S3Settings) -> Any:
+    """botocore's own assume-role provider (``role_arn`` with ``source_profile``,
+    refreshed before expiry), configured by a private profile file that is
+    read once and removed: the source keys are the credentials file's, else
+    the environment's or the instance profile's."""
+    import os
+    import tempfile
+
     import boto3
     import botocore.session
-    from botocore.credentials import RefreshableCredentials
 
-    sts = base.client("sts", endpoint_url=None)
-
-    def refresh() -> dict[str, str]:
-        creds = sts.assume_role(RoleArn=settings.role_arn,
-                                RoleSessionName="s3archive")["Credentials"]
-        return {"access_key": creds["AccessKeyId"], "secret_key": creds["SecretAccessKey"],
-                "token": creds["SessionToken"],
-                "expiry_time": creds["Expiration"].isoformat()}
-
-    core = botocore.session.get_session()
-    core._credentials = RefreshableCredentials.create_from_metadata(
-        metadata=refresh(), refresh_using=refresh, method="sts-assume-role")
-    core.set_config_variable("region", settings.region)
+    lines = [f"[profile {ROLE_PROFILE}]", f"role_arn = {settings.role_arn}",
+             "role_session_name = s3archive", f"region = {settings.region}",
+             "sts_regional_endpoints = regional"]
+    core = botocore.session.Session()
+    if settings.credentials_file:
+        lines.append(f"source_profile = {_credentials_section(settings.credentials_file)}")
+        core.set_config_variable("credentials_file", str(settings.credentials_file))
+    else:
+        source = "Environment" if os.environ.get("AWS_ACCESS_KEY_ID") else "Ec2InstanceMetadata"
+        lines.append(f"credential_source = {source}")
+        core.set_config_variable("credentials_file", os.devnull)
+    if settings.sts_endpoint_url:
+        lines += [f"services = {ROLE_PROFILE}", f"[services {ROLE_PROFILE}]", "sts =",
+                  f"  endpoint_url = {settings.sts_endpoint_url}"]
+    with tempfile.NamedTemporaryFile("w", prefix="s3archive-aws-config-") as config:
+        config.write("\n".join(lines) + "\n")
+        config.flush()
+        core.set_config_variable("config_file", config.name)
+        core.set_config_variable("profile", ROLE_PROFILE)
+        core.full_config  # read now: the file is gone when this block ends
+        core.get_credentials()  # source keys resolved now; STS is asked on first use
     return boto3.Session(botocore_session=core)
+
+
+def _credentials_section(path: Path) -> str:
+    read_credentials_file(path)  # the same checks and messages as without a role
+    parser = configparser.ConfigParser(interpolation=None)
+    with open(path, encoding="utf-8") as handle:
+        parser.read_file(handle)
+    return "default" if parser.has_section("default") else parser.sections()[0]
 
 
 def make_client(settings: S3Settings, session: Any = None, pool_size: int = 16,

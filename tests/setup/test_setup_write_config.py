@@ -349,3 +349,11 @@ def test_prometheus_textfile_is_configured_and_writable(tmp_path: Path) -> None:
     assert "created" in output
     output = write_config(tmp_path / "b", "--prometheus-textfile", "metrics.prom", code=2)
     assert "--prometheus-textfile metrics.prom: must be an absolute path" in output
+
+
+def test_a_role_is_assumed_with_the_credentials_file(tmp_path: Path) -> None:
+    write_config(tmp_path, "--credentials-file", "/etc/s3archive/credentials",
+                 "--role-arn", "arn:aws:iam::123456789012:role/backup")
+    config = load_config(tmp_path / ETC / "config.toml")
+    assert config.s3.role_arn == "arn:aws:iam::123456789012:role/backup"
+    assert config.s3.credentials_file == tmp_path / ETC / "credentials"
