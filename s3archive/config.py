@@ -66,6 +66,7 @@ class ContentSettings:
 class SourceSettings:
     picker_timeout: float = 300.0
     snapshot_timeout: float = 3600.0
+    lock_timeout: float = 2.0  # wait for a writer's exclusive flock on a file, then read anyway
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,7 @@ def parse_config(document: dict[str, Any], path: Path, *, clock: Clock = utc_now
     sources = SourceSettings(
         picker_timeout=float(src.get("picker_timeout", (int, float), 300, _in_range(1, 86400))),
         snapshot_timeout=float(src.get("snapshot_timeout", (int, float), 3600, _in_range(1, 7 * 86400))),
+        lock_timeout=float(src.get("lock_timeout", (int, float), 2, _in_range(0, 3600))),
     )
     loc = tables["local"]
     local = LocalSettings(

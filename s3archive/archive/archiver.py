@@ -291,7 +291,8 @@ class _Run:
         files = FileStage(WalkOptions(one_file_system=cfg.content.one_file_system,
                                       exclude=cfg.content.exclude),
                           ctx.cache, ctx.writer, progress, self.warn,
-                          remember_files=not ctx.dry_run)
+                          remember_files=not ctx.dry_run,
+                          lock_timeout=cfg.sources.lock_timeout)
         lease = LeaseResult()
         snapshots: list[PendingSnapshot] = []
         try:

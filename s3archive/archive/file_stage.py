@@ -24,7 +24,7 @@ from s3archive.archive.local_cache import FileKey, LocalCache
 from s3archive.archive.packer import ChunkId
 from s3archive.archive.sources import fs_metadata
 from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
-from s3archive.archive.sources.file_reader import Unreadable, read_file
+from s3archive.archive.sources.file_reader import FLOCK_WAIT_S, Unreadable, read_file
 from s3archive.archive.sources.walker import WalkItem, Walker, WalkOptions
 from s3archive.format import manifest_codec as codec
 from s3archive.format.model import FILE, HARDLINK, SYMLINK, Entry, Warning_
@@ -99,8 +99,10 @@ class FileStage:
     """
 
     def __init__(self, options: WalkOptions, cache: LocalCache, writer: ChunkWriter,
-                 progress: Progress, warn: Callable[[Warning_], None], remember_files: bool):
+                 progress: Progress, warn: Callable[[Warning_], None], remember_files: bool,
+                 lock_timeout: float = FLOCK_WAIT_S):
         self.options = options
+        self.lock_timeout = lock_timeout
         self.cache = cache
         self.writer = writer
         self.progress = progress
@@ -246,7 +248,7 @@ class FileStage:
         for attempt in (1, 2):
             try:
                 content = read_file(entry.path, st.st_ino, self._chunkers.get(), self.writer.add,
-                                    self.progress.read)
+                                    self.progress.read, self.lock_timeout)
             except Unreadable as problem:
                 outcome.warnings.append(Warning_("file", str(problem), entry.path))
                 outcome.ok = False

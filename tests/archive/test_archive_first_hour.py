@@ -107,3 +107,32 @@ def test_metrics_of_a_host_that_never_succeeded(env: ArchiveEnv, tmp_path: Path)
     env.pick(_data(tmp_path), name="20-paths")
     assert env.run("archive").exit_code == 3
     assert "s3archive_last_success_timestamp_seconds{" in textfile.read_text()
+
+
+def test_lock_timeout_bounds_and_logs_the_wait_for_a_writers_lock(env: ArchiveEnv,
+                                                                  tmp_path: Path) -> None:
+    import fcntl
+    import threading
+    import time
+
+    data = _data(tmp_path)
+    env.pick(data)
+    held = open(data / "a.txt", "rb")
+    fcntl.flock(held, fcntl.LOCK_EX)  # a writer's lock, on another open file description
+    try:
+        env.write_config(extra="[sources]\nlock_timeout = 0.5\n")
+        began = time.monotonic()
+        done = env.run("archive")
+        assert done.exit_code == 0, done.stderr
+        assert time.monotonic() - began < 30
+        assert "a.txt: a writer still holds its lock after 0.5 s (sources.lock_timeout); " \
+               "reading it anyway" in done.stderr
+        (data / "a.txt").write_text("changed, so it is read again\n")
+        env.write_config(extra="[sources]\nlock_timeout = 60\n")
+        threading.Timer(0.5, fcntl.flock, (held, fcntl.LOCK_UN)).start()
+        done = env.run("archive")
+        assert done.exit_code == 0, done.stderr
+        waited = re.search(r"waited (\d+\.\d) s for a writer's lock on \S+/a\.txt", done.stderr)
+        assert waited and float(waited[1]) < 30, done.stderr
+    finally:
+        held.close()

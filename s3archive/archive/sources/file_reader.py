@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import stat
 import time
@@ -19,7 +20,9 @@ from typing import Callable
 from s3archive.archive.chunker import Chunker
 from s3archive.archive.sources import fs_metadata
 
-FLOCK_WAIT_S = 2.0
+FLOCK_WAIT_S = 2.0  # the default of [sources] lock_timeout
+
+log = logging.getLogger(__name__)
 
 
 class Unreadable(Exception):
@@ -38,7 +41,8 @@ class FileContent:
 
 def read_file(path: bytes, expected_ino: int, chunker: Chunker,
               add_chunk: Callable[[bytes], tuple[str, int]],
-              on_read: Callable[[int], None] = lambda n: None) -> FileContent:
+              on_read: Callable[[int], None] = lambda n: None,
+              lock_timeout: float = FLOCK_WAIT_S) -> FileContent:
     try:
         fd = _open_for_reading(path)
     except FileNotFoundError:
@@ -49,7 +53,7 @@ def read_file(path: bytes, expected_ino: int, chunker: Chunker,
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode) or before.st_ino != expected_ino:
             raise Unreadable("was replaced while being read; skipped")
-        _try_shared_flock(fd)
+        _try_shared_flock(fd, path, lock_timeout)
         extents = fs_metadata.data_extents(fd, before.st_size)
         chunks: list[tuple[str, int]] = []
         total = 0
@@ -95,15 +99,22 @@ def _open_for_reading(path: bytes) -> int:
         return os.open(path, flags)  # O_NOATIME needs ownership or CAP_FOWNER
 
 
-def _try_shared_flock(fd: int) -> None:
-    """Politely wait a little for writers holding an exclusive advisory lock."""
-    deadline = time.monotonic() + FLOCK_WAIT_S
+def _try_shared_flock(fd: int, path: bytes, timeout: float) -> None:
+    """Politely wait a little for writers holding an exclusive advisory lock;
+    a wait is logged, so a slow run can be explained."""
+    began = time.monotonic()
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            waited = time.monotonic() - began
+            if waited >= 0.05:
+                log.info("waited %.1f s for a writer's lock on %s", waited,
+                         path.decode("utf-8", "backslashreplace"))
             return
         except BlockingIOError:
-            if time.monotonic() >= deadline:
+            if time.monotonic() - began >= timeout:
+                log.info("%s: a writer still holds its lock after %g s (sources.lock_timeout); "
+                         "reading it anyway", path.decode("utf-8", "backslashreplace"), timeout)
                 return
             time.sleep(0.05)
         except OSError as err:
