@@ -8,6 +8,7 @@ file, the key and the value (exit code 2).  ``pickers.d/`` and
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ class S3Settings:
     credentials_file: Path | None = None
     role_arn: str | None = None
     sts_endpoint_url: str | None = None  # for role_arn; default: AWS's regional STS
+    max_concurrency: int = 3  # packs uploaded at once (each one held in memory)
+    max_bandwidth: int | None = None  # bytes per second, the average upload rate
 
 
 @dataclass(frozen=True)
@@ -328,10 +331,38 @@ def _parse_s3(reader: _Reader, path: Path) -> S3Settings:
                           "(a role is assumed with the keys of credentials_file)")
     if sts_endpoint and not role_arn:
         raise ConfigError(f"{path}: s3.sts_endpoint_url is used only with s3.role_arn")
+    concurrency = reader.get("max_concurrency", int, S3Settings.max_concurrency,
+                             _in_range(1, 32))
+    bandwidth = reader.get("max_bandwidth", (int, str), None, _check_bandwidth)
     return S3Settings(bucket=bucket, prefix=prefix, region=region, endpoint_url=endpoint,
                       profile=profile,
                       credentials_file=_path(credentials, path) if credentials else None,
-                      role_arn=role_arn, sts_endpoint_url=sts_endpoint)
+                      role_arn=role_arn, sts_endpoint_url=sts_endpoint,
+                      max_concurrency=concurrency,
+                      max_bandwidth=None if bandwidth is None else bytes_per_second(bandwidth))
+
+
+_RATE_UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+               "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+MIN_BANDWIDTH = 64 << 10
+
+
+def bytes_per_second(value: int | str) -> int:
+    """``"20 MiB/s"``, ``"500KB"`` or a number of bytes per second."""
+    if isinstance(value, int):
+        return value
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)(?:/s)?\s*", value, re.IGNORECASE)
+    if not found:
+        raise ValueError(value)
+    return int(float(found[1]) * _RATE_UNITS[found[2].upper()])
+
+
+def _check_bandwidth(value: int | str) -> str | None:
+    try:
+        rate = bytes_per_second(value)
+    except ValueError:
+        return "must be bytes per second, or a rate such as \"20 MiB/s\" or \"500 KB/s\""
+    return None if rate >= MIN_BANDWIDTH else "must be at least 64 KiB/s"
 
 
 def _parse_retention(reader: _Reader, clock: Clock) -> RetentionSettings:

@@ -161,7 +161,7 @@ class Archiver:
             store=self.store, lookup_cached=cache.get_chunk,
             may_be_cached=cache.chunk_filter().may_contain, record_pack=record_pack,
             codec=self.codec, pack_size=cfg.content.pack_size_mib << 20,
-            lock=pack_lock, dry_run=self.dry_run)
+            lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency)
         run = _Run(RunContext(cfg, self.store, cache, writer, self.progress, self.clock,
                               self.dry_run), plan)
         return run.execute(picking)
