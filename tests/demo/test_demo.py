@@ -168,3 +168,20 @@ def test_comparison_finds_every_kind_of_difference(tmp_path: Path) -> None:
                      "notes-symlink: symlink target", "extra: only in the restored tree",
                      "blob.bin: sha256 differs", "docs/readme-hardlink.txt: mtime_ns"):
         assert expected in text, text
+
+
+def test_ci_runs_the_readme_test_command_in_a_virtual_environment() -> None:
+    """`.ci/run` runs the Quick start's second command exactly; both commands
+    install into a venv (stock Debian/Ubuntu refuse pip into the system Python)."""
+    repo = Path(__file__).resolve().parents[2]
+    quick_start = (repo / "README.md").read_text().split("## Quick start")[1].split("\n## ")[0]
+    commands = re.findall(r"```\n(.+)\n```", quick_start)
+    assert len(commands) >= 2
+    demo, tests = commands[0], commands[1]
+    ci = (repo / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci == tests
+    for command in (demo, tests):
+        assert "python3 -m venv" in command and "python3-venv" in command
+        assert "libacl1-dev" in command and "python3-dev" in command and "gcc" in command
+        assert not re.search(r"(^|&& )pip ", command)  # never the system pip
+    assert demo.endswith("s3archive demo")
