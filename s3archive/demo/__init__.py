@@ -328,6 +328,7 @@ def run_demo(keep: Path | None, say: Callable[[str], None]) -> DemoResult:
             from s3archive.errors import UsageError
             raise UsageError(f"--keep {keep}: the directory must be empty or missing")
         work = keep.resolve()
+        work.chmod(0o700)  # credentials, and the endpoint's saved state that --serve loads
     else:
         work = Path(tempfile.mkdtemp(prefix="s3archive-demo-"))
     demo = Demo(work, say)

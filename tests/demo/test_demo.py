@@ -70,6 +70,7 @@ def test_demo_keep_leaves_an_explorable_directory(tmp_path: Path) -> None:
     assert "demo ok" in out and str(keep) in out
     config = keep / "root" / "etc" / "s3archive" / "config.toml"
     assert config.is_file()
+    assert keep.stat().st_mode & 0o777 == 0o700
     assert (keep / "state" / "last-run.json").is_file()
     restored = keep / "restored" / str(keep / "sample" / "data").lstrip("/")
     assert (restored / "docs" / "new-today.txt").read_text() == "a file created between the runs\n"
