@@ -129,10 +129,34 @@ def test_lock_timeout_bounds_and_logs_the_wait_for_a_writers_lock(env: ArchiveEn
                "reading it anyway" in done.stderr
         (data / "a.txt").write_text("changed, so it is read again\n")
         env.write_config(extra="[sources]\nlock_timeout = 60\n")
-        threading.Timer(0.5, fcntl.flock, (held, fcntl.LOCK_UN)).start()
+        releaser = threading.Thread(target=_release_once_opened, args=(held, data / "a.txt"))
+        releaser.start()
         done = env.run("archive")
+        releaser.join()
         assert done.exit_code == 0, done.stderr
         waited = re.search(r"waited (\d+\.\d) s for a writer's lock on \S+/a\.txt", done.stderr)
         assert waited and float(waited[1]) < 30, done.stderr
     finally:
         held.close()
+
+
+def _release_once_opened(held, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Unlock ``held`` 0.3 s after the archiver opened ``path`` (it tries the
+    shared lock right after opening): it has then surely waited."""
+    import fcntl
+    import os
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target == str(path) and int(fd) != held.fileno():
+                time.sleep(0.3)
+                fcntl.flock(held, fcntl.LOCK_UN)
+                return
+        time.sleep(0.01)
+    fcntl.flock(held, fcntl.LOCK_UN)
