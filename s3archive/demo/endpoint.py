@@ -19,6 +19,7 @@ import socket
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from s3archive.errors import UsageError
@@ -43,7 +44,8 @@ def moto_endpoint(port: int = 0) -> Iterator[str]:
         server.stop()
 
 
-def _s3_backend():  # type: ignore[no-untyped-def]
+def _s3_backend() -> Any:
+    """moto's S3 state for the default account: what its server serves."""
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import IO
 
 import pytest
 from click.testing import CliRunner
@@ -140,7 +141,7 @@ def test_lock_timeout_bounds_and_logs_the_wait_for_a_writers_lock(env: ArchiveEn
         held.close()
 
 
-def _release_once_opened(held, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _release_once_opened(held: IO[bytes], path: Path) -> None:
     """Unlock ``held`` 0.3 s after the archiver opened ``path`` (it tries the
     shared lock right after opening): it has then surely waited."""
     import fcntl
