@@ -99,3 +99,11 @@ def test_pacer_books_bytes_over_time() -> None:
     assert pacer.take(1000) == 0
     assert pacer.take(1) == pytest.approx(1.0)
     assert slept == [pytest.approx(0.5), pytest.approx(1.0)]
+
+
+def test_throttled_store_has_every_method_of_the_store_protocol() -> None:
+    from s3archive.store.base import ObjectStore
+    from s3archive.store.throttled_store import ThrottledStore
+
+    wanted = {name for name in vars(ObjectStore) if not name.startswith("_")}
+    assert wanted and wanted <= set(vars(ThrottledStore)), wanted - set(vars(ThrottledStore))
