@@ -355,5 +355,6 @@ def explore_commands(work: Path, steps: list[dict[str, Any]]) -> list[str]:
     return [f"s3archive demo --serve {work}",
             f"{config} runs",
             f"{config} ls latest {work}/sample/data",
+            f"{config} find '*.md'",
             f"{config} diff {first} latest",
             f"{config} restore latest {work}/sample/data/docs --target {work}/explore"]

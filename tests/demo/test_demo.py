@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_demo_keep_leaves_an_explorable_directory(tmp_path: Path) -> None:
     assert (keep / "restored-db" / "app.sqlite3").is_file()
     commands = [line.strip() for line in out.splitlines() if line.startswith("  s3archive ")]
     assert commands[0] == f"s3archive demo --serve {keep}"
-    assert {c.split()[3] for c in commands[1:]} == {"runs", "ls", "diff", "restore"}
+    assert {c.split()[3] for c in commands[1:]} == {"runs", "ls", "find", "diff", "restore"}
     code, _, err = run_demo("--keep", str(keep))
     assert code == 2 and "must be empty or missing" in err
 
@@ -90,8 +91,10 @@ def test_demo_keep_leaves_an_explorable_directory(tmp_path: Path) -> None:
     try:
         assert "serving the demo's bucket on" in serving.stderr.readline()
         for command in commands[1:]:
-            done = CliRunner().invoke(cli, command.split()[1:], catch_exceptions=False)
+            done = CliRunner().invoke(cli, shlex.split(command)[1:], catch_exceptions=False)
             assert done.exit_code == 0, (command, done.output)
+            if " find " in command:
+                assert "docs/notes.md" in done.stdout, done.stdout
         runs = CliRunner().invoke(cli, ["--config", str(config), "runs", "--json"])
         assert [run["status"] for run in json.loads(runs.stdout)] == ["complete", "complete"]
         explored = keep / "explore" / str(keep / "sample" / "data" / "docs").lstrip("/")
