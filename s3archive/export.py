@@ -163,7 +163,9 @@ def _tar_info(item: PlannedEntry) -> tarfile.TarInfo:
     info.mtime = int(entry.mtime_ns // 1_000_000_000)  # tarfile moves it to pax when < 0
     pax: dict[str, str] = {"mtime": f"{sign}{seconds}.{nanos:09d}"}
     for attr, value in sorted(entry.xattrs.items()):
-        pax[f"SCHILY.xattr.{attr}"] = value.decode("utf-8", "surrogateescape")
+        # GNU tar escapes '%' and '=' in the keyword (xattrs.c, xattr_encode_keyword)
+        keyword = attr.replace("%", "%25").replace("=", "%3D")
+        pax[f"SCHILY.xattr.{keyword}"] = value.decode("utf-8", "surrogateescape")
     if entry.acl_access:
         pax["SCHILY.acl.access"] = entry.acl_access
     if entry.kind == DIR and entry.acl_default:
@@ -181,6 +183,8 @@ def _tar_info(item: PlannedEntry) -> tarfile.TarInfo:
     elif entry.kind in (CHARDEV, BLOCKDEV):
         info.type = tarfile.CHRTYPE if entry.kind == CHARDEV else tarfile.BLKTYPE
         info.devmajor, info.devminor = entry.rdev or (0, 0)
+        if max(info.devmajor, info.devminor) >= 8 ** 7:  # ustar's 7 octal digits
+            raise IntegrityError(f"{name}: device number {entry.rdev} does not fit a tar header")
     elif entry.kind == FILE:
         info.type = tarfile.REGTYPE
         if entry.extents is not None:
@@ -208,6 +212,7 @@ def write_tar(store: StoreReader, manifest: Manifest, selections: Iterable[bytes
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
                       encoding="utf-8", errors="surrogateescape") as tar:
         for item in planned:
+            tar.members.clear()  # tarfile keeps every member's header: keep memory flat
             entry = item.entry
             info = _tar_info(item)
             stats.entries += 1

@@ -14,19 +14,28 @@ metadata at most.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from s3archive.format.model import FILE, HARDLINK, Entry, Manifest
+from s3archive.errors import UsageError
+from s3archive.format.model import FILE, HARDLINK, SYMLINK, Entry, Manifest
 from s3archive.repo.catalog import RunRef
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hit:
+    """One matching entry: what the listing shows, not the whole entry (a broad
+    pattern over many runs must not keep every run's chunk lists)."""
+
     run: RunRef
-    entry: Entry
+    path: bytes
+    kind: str
+    size: int
+    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -40,47 +49,77 @@ class Version:
 
 
 def compile_pattern(pattern: str) -> Callable[[bytes], bool]:
-    """A matcher for one pattern (see the module's doc)."""
-    raw = pattern.encode("utf-8", "surrogateescape")
-    whole_path = b"/" in raw
-    regex = _translate(raw.rstrip(b"/") if raw != b"/" else raw)
-    if whole_path:
-        anchored = re.compile(rb"(?s:" + (b"" if raw.startswith(b"/") else rb"(?:.*/)?")
-                              + regex + rb")\Z")
-        return lambda path: anchored.match(path) is not None
-    by_name = re.compile(rb"(?s:" + regex + rb")\Z")
-    return lambda path: by_name.match(path.rsplit(b"/", 1)[-1]) is not None
+    """A matcher for one pattern (see the module's doc).
+
+    Paths are matched as text (``os.fsdecode``: a byte that is not UTF-8
+    stands for itself), so ``?`` is one character, not one byte.  Whole-path
+    patterns are matched component by component (``**`` alone is zero or
+    more components); each component, and a name pattern, by ``fnmatch``'s
+    translation, which does not backtrack without bound.
+    """
+    if "/" not in pattern:
+        name = _component(pattern)
+        return lambda path: name(os.fsdecode(path.rsplit(b"/", 1)[-1]))
+    parts = [p for p in pattern.split("/") if p]
+    if not pattern.startswith("/"):
+        parts = ["**"] + parts  # a relative pattern matches at any depth
+    if any("**" in p and p.strip("*") for p in parts):
+        return _crossing(pattern)  # e.g. /etc/**.conf: ** inside a component crosses '/'
+    matchers: list[Callable[[str], bool] | None] = [
+        None if p.strip("*") == "" and "**" in p else _component(p) for p in parts]
+
+    def match(path: bytes) -> bool:
+        names = [n for n in os.fsdecode(path).split("/") if n]
+        return _match_components(matchers, names)
+    return match
 
 
-def _translate(pattern: bytes) -> bytes:
-    out: list[bytes] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i:i + 1]
-        if pattern.startswith(b"**", i):
-            out.append(rb".*")
-            i += 2
-        elif c == b"*":
-            out.append(rb"[^/]*")
-            i += 1
-        elif c == b"?":
-            out.append(rb"[^/]")
-            i += 1
-        elif c == b"[":
-            end = pattern.find(b"]", i + 2 if pattern[i + 1:i + 2] in (b"!", b"^") else i + 1)
-            if end < 0:
-                out.append(re.escape(c))
-                i += 1
-                continue
-            body = pattern[i + 1:end]
-            if body[:1] in (b"!", b"^"):
-                body = b"^" + body[1:]
-            out.append(b"[" + body.replace(b"\\", b"\\\\") + b"]")
-            i = end + 1
+def _component(pattern: str) -> Callable[[str], bool]:
+    try:
+        regex = re.compile(fnmatch.translate(pattern), re.S)
+    except re.error as err:
+        raise UsageError(f"pattern {pattern!r}: {err}") from None
+    return lambda name: regex.match(name) is not None
+
+
+def _match_components(matchers: list[Callable[[str], bool] | None], names: list[str]) -> bool:
+    """``None`` stands for ``**`` (zero or more names); O(patterns x names)."""
+    # reachable[j]: the pattern parts so far can consume exactly names[:j]
+    reachable = [True] + [False] * len(names)
+    for matcher in matchers:
+        if matcher is None:
+            for j in range(1, len(names) + 1):
+                reachable[j] = reachable[j] or reachable[j - 1]
         else:
-            out.append(re.escape(c))
+            reachable = [False] + [reachable[j - 1] and matcher(names[j - 1])
+                                   for j in range(1, len(names) + 1)]
+    return reachable[len(names)]
+
+
+def _crossing(pattern: str) -> Callable[[bytes], bool]:
+    """The rare pattern with ``**`` inside a component: one regex, stars merged."""
+    body = pattern.rstrip("/")
+    out = []
+    i = 0
+    while i < len(body):
+        if body.startswith("**", i):
+            while body.startswith("*", i):
+                i += 1
+            out.append(".*")
+        elif body[i] == "*":
+            out.append("[^/]*")
             i += 1
-    return b"".join(out)
+        elif body[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(body[i]))
+            i += 1
+    lead = "" if pattern.startswith("/") else "(?:.*/)?"
+    regex = re.compile("(?s:" + lead + "".join(out) + r")\Z")
+    if sum(part == ".*" for part in out) > 2:
+        raise UsageError(f"pattern {pattern!r}: at most two '**' inside a path component")
+    return lambda path: regex.match(os.fsdecode(path)) is not None
 
 
 Loader = Callable[[RunRef], Manifest | None]  # None: the run cannot be read; skip it
@@ -95,13 +134,15 @@ def find(runs: Iterable[RunRef], load: Loader, patterns: list[str]) -> Iterator[
             continue
         for entry in manifest.entries:
             if any(m(entry.path) for m in matchers):
-                yield Hit(run, entry)
+                yield Hit(run, entry.path, entry.kind, entry.size, entry.mtime_ns)
 
 
 def content_digest(entry: Entry, files: dict[bytes, Entry] | None = None) -> str | None:
     """Identity of a file's bytes without reading them: its chunk hashes, in order."""
     if entry.kind == HARDLINK and files is not None and entry.target in files:
         entry = files[entry.target]
+    if entry.kind == SYMLINK:  # a symlink's content is its target
+        return hashlib.sha256(b"symlink:" + (entry.target or b"")).hexdigest()
     if entry.kind != FILE:
         return None
     digest = hashlib.sha256(b"%d:" % entry.size)

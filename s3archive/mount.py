@@ -25,7 +25,8 @@ import logging
 import os
 import stat
 import threading
-from bisect import bisect_right
+import time
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,6 +85,10 @@ class RunFilesystem:
         self.load = load
         self.hosts: dict[str, dict[str, RunRef]] = {}
         for run in sorted(runs, key=lambda r: r.last_modified):
+            if not (_fit_name(run.host) and _fit_name(run.run_id)):
+                log.warning("skipped run %r of host %r: not a usable directory name",
+                            run.run_id, run.host)
+                continue
             self.hosts.setdefault(run.host, {}).setdefault(run.run_id, run)  # first version
         self._host_inode = {h: 2 + i for i, h in enumerate(sorted(self.hosts))}
         self._host_by_inode = {i: h for h, i in self._host_inode.items()}
@@ -96,10 +101,12 @@ class RunFilesystem:
             self._run_by_base[base] = (host, run_id)
         self._loaded: OrderedDict[int, _LoadedRun] = OrderedDict()
         self._loaded_max = max(1, loaded_runs)
-        self._chunks: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+        self._chunks: OrderedDict[tuple[str, str, ChunkRef], bytes] = OrderedDict()
         self._chunk_bytes = 0
         self._cache_max = cache_bytes
         self._lock = threading.Lock()
+        self._load_locks: dict[int, threading.Lock] = {}  # one load of a run at a time
+        self._failed: dict[int, tuple[float, Exception]] = {}  # recent load failures
 
     # ------------------------------------------------------------ runs
 
@@ -113,12 +120,27 @@ class RunFilesystem:
             if loaded is not None:
                 self._loaded.move_to_end(base)
                 return loaded
-        host, run_id = key
-        loaded = self._index(self.load(self.hosts[host][run_id]), base)
-        with self._lock:
-            self._loaded[base] = loaded
-            while len(self._loaded) > self._loaded_max:
-                self._loaded.popitem(last=False)
+            load_lock = self._load_locks.setdefault(base, threading.Lock())
+        with load_lock:  # single flight: concurrent first accesses wait for one load
+            with self._lock:
+                loaded = self._loaded.get(base)
+                failed = self._failed.get(base)
+            if loaded is not None:
+                return loaded
+            if failed is not None and time.monotonic() - failed[0] < _RETRY_FAILED_S:
+                raise failed[1]
+            host, run_id = key
+            try:
+                loaded = self._index(self.load(self.hosts[host][run_id]), base)
+            except Exception as err:
+                with self._lock:
+                    self._failed[base] = (time.monotonic(), err)
+                raise
+            with self._lock:
+                self._failed.pop(base, None)
+                self._loaded[base] = loaded
+                while len(self._loaded) > self._loaded_max:
+                    self._loaded.popitem(last=False)
         return loaded
 
     @staticmethod
@@ -160,9 +182,9 @@ class RunFilesystem:
             return Attributes(inode, stat.S_IFDIR | 0o555, nlink=2)
         if inode in self._run_by_base:
             host, run_id = self._run_by_base[inode]
-            entry = None
-            if inode in self._loaded:
-                entry = self._loaded[inode].by_inode.get(inode)
+            with self._lock:
+                loaded = self._loaded.get(inode)
+            entry = loaded.by_inode.get(inode) if loaded is not None else None
             when = self.hosts[host][run_id].last_modified
             if entry is None:
                 return Attributes(inode, stat.S_IFDIR | 0o555, nlink=2,
@@ -191,7 +213,11 @@ class RunFilesystem:
         return run.children[inode]
 
     def lookup(self, parent: int, name: bytes) -> int:
-        for child, inode in self.children(parent):
+        children = self.children(parent)  # sorted by name (manifest order is path order)
+        index = bisect_left(children, (name, 0))
+        if index < len(children) and children[index][0] == name:
+            return children[index][1]
+        for child, inode in children:  # not sorted after all (a crafted manifest): scan
             if child == name:
                 return inode
         raise NotFound(name)
@@ -202,11 +228,18 @@ class RunFilesystem:
             raise NotFound(inode)
         return entry.target or b""
 
-    def xattrs(self, inode: int) -> dict[str, bytes]:
+    def xattrs(self, inode: int) -> dict[bytes, bytes]:
+        """Names as the kernel gets them (bytes); a name that is not UTF-8 is left out."""
         if inode < _RUN_SPAN:
             return {}
         entry = self._run_of(inode).by_inode.get(inode)
-        return dict(entry.xattrs) if entry is not None else {}
+        found: dict[bytes, bytes] = {}
+        for name, value in (entry.xattrs.items() if entry is not None else ()):
+            try:
+                found[name.encode("utf-8")] = value
+            except UnicodeEncodeError:
+                continue
+        return found
 
     # ------------------------------------------------------------ reads
 
@@ -245,10 +278,12 @@ class RunFilesystem:
 
     def _chunk(self, run: _LoadedRun, ref: ChunkRef) -> bytes:
         pack = run.manifest.packs[ref.pack]
-        key = (pack.key, pack.version_id, ref.offset)
+        # the whole reference: another run's reference to the same bytes with another
+        # hash, size or encoding must be checked on its own, never served from here
+        key = (pack.key, pack.version_id, ref)
         with self._lock:
             cached = self._chunks.get(key)
-            if cached is not None and len(cached) == ref.size:
+            if cached is not None:
                 self._chunks.move_to_end(key)
                 return cached
         reader = PackReader(self.store, run.manifest.packs, workers=1)
@@ -259,12 +294,24 @@ class RunFilesystem:
             raise Damaged(result.error)
         data = bytes(result.data)
         with self._lock:
+            old = self._chunks.pop(key, None)  # two readers fetched it at once
+            if old is not None:
+                self._chunk_bytes -= len(old)
             self._chunks[key] = data
             self._chunk_bytes += len(data)
             while self._chunk_bytes > self._cache_max and len(self._chunks) > 1:
                 _, dropped = self._chunks.popitem(last=False)
                 self._chunk_bytes -= len(dropped)
         return data
+
+
+_RETRY_FAILED_S = 30.0  # a run that failed to load is not fetched again for this long
+
+
+def _fit_name(name: str) -> bool:
+    """A host or run name usable as one directory entry."""
+    return name not in ("", ".", "..") and "/" not in name and name.isascii() \
+        and name.isprintable()
 
 
 def _extent_map(entry: Entry) -> Iterator[tuple[int, int, int]]:
@@ -325,9 +372,10 @@ def serve(fs: RunFilesystem, mountpoint: str, debug: bool = False) -> None:
 
         async def readdir(self, fh: int, start_id: int, token: object) -> None:
             children = await self._call(fs.children, fh)
-            for number, (name, inode) in enumerate(children[start_id:], start_id + 1):
+            for number in range(start_id, len(children)):
+                name, inode = children[number]
                 attrs = self._attrs(await self._call(fs.attributes, inode))
-                if not pyfuse3.readdir_reply(token, name, attrs, number):
+                if not pyfuse3.readdir_reply(token, name, attrs, number + 1):
                     break
 
         async def readlink(self, inode: int, ctx: object) -> bytes:
@@ -344,11 +392,11 @@ def serve(fs: RunFilesystem, mountpoint: str, debug: bool = False) -> None:
             return await self._call(fs.read, fh, off, size)
 
         async def listxattr(self, inode: int, ctx: object) -> list[bytes]:
-            return [name.encode() for name in await self._call(fs.xattrs, inode)]
+            return list(await self._call(fs.xattrs, inode))
 
         async def getxattr(self, inode: int, name: bytes, ctx: object) -> bytes:
             values = await self._call(fs.xattrs, inode)
-            value = values.get(name.decode("utf-8", "surrogateescape"))
+            value = values.get(name)
             if value is None:
                 raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
             return value

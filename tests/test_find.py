@@ -28,6 +28,33 @@ from s3archive.find import compile_pattern
     ("new*", b"/names/new\nline", True),                    # newlines in names match *
     ("a+b(c)", b"/x/a+b(c)", True),                         # regex characters are literal
     ("[unclosed", b"/x/[unclosed", True),
+    ("/etc/**/ssh*", b"/etc/sshd_config", True),            # **/ is zero or more directories
+    ("/etc/**/ssh*", b"/etc/a/b/ssh", True),
+    ("[]a]", b"/x/]", True),                                 # a leading ] is a member
+    ("x[]]", b"/x]", True),
+    ("caf?", "/café".encode(), True),                       # ? is one character, not a byte
+    ("caf[é]", "/x/café".encode(), True),
+    ("[!a]", b"/", False),                                  # a negated class never matches /
 ])
+
 def test_patterns(pattern: str, path: bytes, expected: bool) -> None:
     assert compile_pattern(pattern)(path) is expected
+
+
+def test_an_empty_range_matches_nothing() -> None:
+    assert compile_pattern("[z-a]")(b"/x/m") is False  # fnmatch's rule for z-a
+
+
+def test_patterns_never_backtrack_for_long() -> None:
+    import time
+
+    from s3archive.errors import UsageError
+
+    began = time.monotonic()
+    long_path = b"/" + b"/".join([b"a" * 50] * 60) + b"/" + b"a" * 250
+    assert not compile_pattern("/**/*a*a*a*a*a*b")(long_path)      # fnmatch: no backtracking
+    assert not compile_pattern("/**/**/**/**/x")(long_path)        # components: O(parts x names)
+    assert compile_pattern("**/a*")(long_path)
+    assert time.monotonic() - began < 1.0
+    with pytest.raises(UsageError, match="at most two"):           # the rare crossing form
+        compile_pattern("/**a**a**a**a**b")

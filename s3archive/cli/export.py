@@ -24,6 +24,13 @@ def _output(path: Path | None, what: str) -> BinaryIO:
     return sys.stdout.buffer
 
 
+def _discard(path: Path | None, out: BinaryIO) -> None:
+    """An incomplete output file is removed, never left looking whole."""
+    if path is not None:
+        out.close()
+        path.unlink(missing_ok=True)
+
+
 @click.command("cat")
 @click.argument("run")
 @click.argument("path")
@@ -46,9 +53,11 @@ def cat_command(repo: Repository, run: str, path: str, output: Path | None) -> N
     out = _output(output, "file bytes")
     try:
         cat_file(repo.store, manifest, os.fsencode(path), out)
-    finally:
-        if output is not None:
-            out.close()
+    except BaseException:
+        _discard(output, out)
+        raise
+    if output is not None:
+        out.close()
 
 
 @click.command("dump")
@@ -81,9 +90,11 @@ def dump_command(repo: Repository, run: str, paths: tuple[str, ...], fmt: str,
     try:
         stats = write_tar(repo.store, manifest, [os.fsencode(p) for p in paths], out)
         out.flush()
-    finally:
-        if output is not None:
-            out.close()
+    except BaseException:
+        _discard(output, out)
+        raise
+    if output is not None:
+        out.close()
     figures = {"run_id": manifest.header.run_id, "host": manifest.header.host,
                "format": fmt, "entries": stats.entries, "files": stats.files,
                "bytes": stats.bytes}

@@ -76,12 +76,12 @@ def find_command(repo: Repository, patterns: tuple[str, ...], host: str | None,
         click.echo(json.dumps({
             "runs_searched": len(runs), "runs_skipped": len(skipped),
             "matches": [{"host": h.run.host, "run_id": h.run.run_id,
-                         **human.json_path(h.entry.path), "kind": h.entry.kind,
-                         "size": h.entry.size, "mtime_ns": h.entry.mtime_ns}
+                         **human.json_path(h.path), "kind": h.kind,
+                         "size": h.size, "mtime_ns": h.mtime_ns}
                         for h in hits]}, indent=1))
     elif hits:
-        rows = [[h.run.run_id, h.run.host, h.entry.kind, human.size(h.entry.size),
-                 human.mtime(h.entry.mtime_ns), human.path(h.entry.path)] for h in hits]
+        rows = [[h.run.run_id, h.run.host, h.kind, human.size(h.size),
+                 human.mtime(h.mtime_ns), human.path(h.path)] for h in hits]
         click.echo(human.table(["RUN", "HOST", "KIND", "SIZE", "MTIME (UTC)", "PATH"], rows,
                                right=(3,)))
     else:

@@ -367,7 +367,10 @@ def _decode_xattrs(line: _Line, entry: Entry) -> None:
     for name, value in xattrs.items():
         if not isinstance(value, str) or not name or "\0" in name:
             raise line.fail("malformed xattrs")
-        size = len(name.encode("utf-8", "surrogatepass"))
+        try:
+            size = len(name.encode("utf-8"))  # the writer records only UTF-8 names
+        except UnicodeEncodeError:
+            raise line.fail("an xattr name is not valid UTF-8") from None
         names += size + 1
         if size > limits.name_bytes or names > limits.xattr_names_bytes:
             raise line.fail("xattr names are too long")
