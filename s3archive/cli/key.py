@@ -38,7 +38,8 @@ def key_group() -> None:
     The private key restores every encrypted backup: without it they are
     unreadable.  Keep it offline (paper copy in a safe, a second copy
     elsewhere); give hosts only the recipient (age1...).
-    Exit codes: 0 ok; 1 the check failed; 2 bad argument or key file.
+    Exit codes: 0 ok; 1 the check failed, or --out exists (never overwritten);
+    2 bad argument or key file.
     """
 
 
