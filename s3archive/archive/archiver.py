@@ -37,6 +37,7 @@ from s3archive.config import Config
 from s3archive.errors import (EXIT_OK, EXIT_PARTIAL, BucketNotLocked, ManifestError,
                               NoSuchVersion, NothingToArchive, StoreError)
 from s3archive.format.chunk_codec import ChunkCodec
+from s3archive.format.limits import LIMITS
 from s3archive.format.model import Header, Trailer, Warning_, run_key
 from s3archive.format.run_id import new_run_id
 from s3archive.progress import Progress
@@ -274,6 +275,25 @@ class RunContext:
     dry_run: bool
 
 
+MAX_RECORDED_WARNINGS = 10_000  # in the manifest; the log has them all
+_WARNING_TEXT = 4096  # characters of one recorded message
+
+
+def _recordable(warning: Warning_) -> Warning_:
+    """The warning within the manifest's bounds: a path longer than a reader
+    accepts moves (escaped, clipped) into the message; long messages are clipped."""
+    message, path = warning.message, warning.path
+    if path is not None and len(path) > LIMITS.path_bytes:
+        shown = path.decode("utf-8", "backslashreplace")
+        message = f"{message} (path of {len(path)} bytes: {shown[:1024]}…)"
+        path = None
+    if len(message) > _WARNING_TEXT:
+        message = message[:_WARNING_TEXT] + "…"
+    if message is warning.message and path is warning.path:
+        return warning
+    return Warning_(warning.source, message, path)
+
+
 class _Run:
     """One attempt of one run: files, snapshots, leases, then the manifest."""
 
@@ -281,10 +301,22 @@ class _Run:
         self.ctx = ctx
         self.plan = plan
         self.warnings: list[Warning_] = []
+        self.warnings_dropped = 0
 
     def warn(self, warning: Warning_) -> None:
+        """Log every warning; record at most MAX_RECORDED_WARNINGS, each in a form
+        the reader accepts (a writer never writes what its reader refuses)."""
         log.warning("%s", describe_warning(warning))
-        self.warnings.append(warning)
+        if len(self.warnings) >= MAX_RECORDED_WARNINGS:
+            self.warnings_dropped += 1
+            return
+        self.warnings.append(_recordable(warning))
+
+    def recorded_warnings(self) -> list[Warning_]:
+        if not self.warnings_dropped:
+            return self.warnings
+        return self.warnings + [Warning_("run", f"{self.warnings_dropped} more warnings were "
+                                                "logged but not recorded in the manifest")]
 
     def execute(self, picking: "_Background[PickResult]") -> ArchiveSummary:
         ctx, cfg, progress = self.ctx, self.ctx.config, self.ctx.progress
@@ -345,15 +377,19 @@ class _Run:
                         legal_hold=cfg.retention.legal_hold, chunker=CHUNKER_PARAMS)
 
         def trailer() -> Trailer:
-            counts, stats = run_figures(tally, snapshots, len(self.warnings),
+            counts, stats = run_figures(tally, snapshots,
+                                        len(self.warnings) + self.warnings_dropped,
                                         ctx.writer.stats, lease)
             return Trailer(finished=ctx.clock(), counts=counts, stats=stats,
-                           warnings=self.warnings)
+                           warnings=self.recorded_warnings())
 
         with tempfile.TemporaryFile(prefix="s3archive-manifest-") as out:
             assembler.write(out, header, spool, snapshots, trailer)
             out.seek(0)
             blob = out.read()
+        if len(blob) > LIMITS.stored_bytes:  # refused by every reader: never commit it
+            raise ManifestError(f"the manifest is {len(blob)} bytes compressed, more than a "
+                                f"reader accepts ({LIMITS.stored_bytes})")
         if ctx.dry_run:
             return None
         key = run_key(plan.host, plan.run_id)

@@ -89,7 +89,9 @@ class Supervision:
         self._timer.start()
 
         def reap() -> None:
-            self.returncode = wait()
+            code = wait()
+            with self._lock:  # the time-out checks this under the same lock
+                self.returncode = code
             if self._timer is not None:
                 self._timer.cancel()
             self._end()
@@ -104,11 +106,25 @@ class Supervision:
                 self._ended.set()
 
     def _time_out(self) -> None:
-        self.timed_out = True
+        with self._lock:
+            if self.returncode is not None:  # it exited just in time
+                return
+            self.timed_out = True
         self.kill()
 
     def kill(self) -> None:
-        """Kill the child's process group and every process carrying its token."""
+        """Kill the child's process group and every process carrying its token.
+
+        Once the child was reaped this does nothing: its process ID may belong
+        to another process group by now, and what it left running on purpose
+        (a database it restarted) is not ours to kill; pipe holders are dealt
+        with by the pipe deadline instead.
+        """
+        with self._lock:
+            reaped = self.returncode is not None
+        if reaped:
+            self._end()
+            return
         try:
             os.killpg(self._pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
