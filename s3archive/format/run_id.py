@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 SUFFIX_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, in sort order
 SUFFIX_LENGTH = 6
 _SUFFIX_SPACE = len(SUFFIX_ALPHABET) ** SUFFIX_LENGTH
+STEP_BACK = timedelta(minutes=15)  # the clock check refuses larger offsets anyway
 RUN_ID = re.compile(r"(?P<time>\d{8}T\d{6}Z)(?:-(?P<suffix>[0-9a-hjkmnp-tv-z]{6})|-(?P<serial>\d+))?")
 
 
@@ -30,10 +31,16 @@ def new_run_id(started: datetime, taken: Iterable[str],
 
     ``taken`` are this host's listed run ids: the suffix is drawn above every
     suffix already used in the same second, so a host's own runs keep their
-    order even within one second.
+    order even within one second.  A clock stepped back a little (an id of
+    this host up to ``STEP_BACK`` ahead of ``started``) must not make the new
+    run sort before the last one: the id then takes that later second.  Ids
+    further ahead are not followed (a planted id must not drag the clock).
     """
-    second = started.astimezone(timezone.utc).strftime(TIME_FORMAT)
     taken = set(taken)
+    moment = started.astimezone(timezone.utc).replace(microsecond=0)
+    ahead = [t for t in (_time_of(other) for other in taken)
+             if t is not None and moment < t <= moment + STEP_BACK]
+    second = max([moment, *ahead]).strftime(TIME_FORMAT)
     floor = 0
     for other in taken:
         match = RUN_ID.fullmatch(other)
@@ -45,6 +52,16 @@ def new_run_id(started: datetime, taken: Iterable[str],
         candidate = f"{second}-{_suffix(value)}"
         if candidate not in taken:
             return candidate
+
+
+def _time_of(run_id: str) -> datetime | None:
+    match = RUN_ID.fullmatch(run_id)
+    if not match:
+        return None
+    try:
+        return datetime.strptime(match["time"], TIME_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 def _number(suffix: str) -> int:

@@ -267,3 +267,14 @@ def test_request_time_too_skewed_names_the_clock(monkeypatch) -> None:
     assert describe_error(err).startswith(
         "this host's clock is 400 days behind the store's (host 2025-10-25T12:00:00Z, "
         "store 2026-11-29T12:00:00Z)")
+
+
+def test_a_clock_stepped_back_a_little_still_sorts_the_new_run_last() -> None:
+    rng = random.Random(6)
+    earlier = new_run_id(START + timedelta(minutes=10), set(), rng.randrange)
+    # the clock went back 10 minutes: the new id takes the later second, and sorts last
+    stepped = new_run_id(START, {earlier}, rng.randrange)
+    assert stepped > earlier and run_id_time(stepped) == START + timedelta(minutes=10)
+    # an id further ahead (planted, or a clock far off) is not followed
+    planted = new_run_id(START + timedelta(hours=2), set(), rng.randrange)
+    assert run_id_time(new_run_id(START, {planted}, rng.randrange)) == START
