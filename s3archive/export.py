@@ -27,8 +27,7 @@ from typing import BinaryIO
 from s3archive.errors import IntegrityError, UsageError
 from s3archive.format.model import BLOCKDEV, CHARDEV, DIR, FIFO, FILE, SYMLINK, Entry
 from s3archive.format.model import Manifest
-from s3archive.repo.pack_reader import (DEFAULT_WINDOW, DEFAULT_WORKERS, ChunkResult, PackReader,
-                                         batched_reads)
+from s3archive.repo.pack_reader import DEFAULT_WINDOW, DEFAULT_WORKERS, ChunkResult, PackReader
 from s3archive.restore.plan import PlannedEntry, file_chunks, normalise_selection, plan_entries
 from s3archive.store.base import StoreReader
 
@@ -90,8 +89,7 @@ def _zeros(count: int) -> Iterator[bytes]:
 
 def _results(store: StoreReader, manifest: Manifest, planned: list[PlannedEntry],
              workers: int, window: int) -> Iterator[ChunkResult]:
-    reader = PackReader(store, manifest.packs, workers, window)
-    return iter(reader.ordered(batched_reads(file_chunks(planned), batch_bytes=window)))
+    return iter(PackReader(store, manifest.packs, workers, window).chunks(file_chunks(planned)))
 
 
 # ------------------------------------------------------------------ cat

@@ -8,18 +8,16 @@ threshold is *stale*: the command exits 1 so monitoring can alert.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from s3archive.browse import RunSummary, summarize
 from s3archive.clock import isoformat
 from s3archive.errors import S3ArchiveError
-from s3archive.repo.catalog import RunRef, list_runs, load_manifest
+from s3archive.archive.run_record import label_value
+from s3archive.repo.catalog import RunRef, first_versions, list_runs, load_manifest
 from s3archive.store.base import StoreReader
 
 
@@ -57,11 +55,8 @@ class HostView:
 def fleet_view(store: StoreReader, now: datetime, stale_after: timedelta,
                workers: int = 8) -> list[HostView]:
     """One view per host, sorted by host name."""
-    first: dict[tuple[str, str], RunRef] = {}
-    for run in sorted(list_runs(store), key=lambda r: r.last_modified):
-        first.setdefault((run.host, run.run_id), run)  # a run is its key's first version
     by_host: dict[str, list[RunRef]] = {}
-    for run in first.values():
+    for run in first_versions(list_runs(store)):
         by_host.setdefault(run.host, []).append(run)
 
     def one(host: str) -> HostView:
@@ -80,10 +75,6 @@ def fleet_view(store: StoreReader, now: datetime, stale_after: timedelta,
         return list(pool.map(one, sorted(by_host)))
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
 def prometheus_text(views: list[HostView], now: datetime) -> str:
     lines = [
         "# HELP s3archive_fleet_hosts Hosts with at least one run in the bucket.",
@@ -96,35 +87,21 @@ def prometheus_text(views: list[HostView], now: datetime) -> str:
         "# TYPE s3archive_fleet_last_run_timestamp_seconds gauge",
     ]
     for v in views:
-        lines.append(f's3archive_fleet_last_run_timestamp_seconds{{host="{_label(v.host)}"}} '
+        lines.append(f's3archive_fleet_last_run_timestamp_seconds{{host="{label_value(v.host)}"}} '
                      f"{v.last.last_modified.timestamp():.0f}")
     lines += ["# HELP s3archive_fleet_last_run_warnings Warnings of each host's newest run "
               "(-1: unreadable).",
               "# TYPE s3archive_fleet_last_run_warnings gauge"]
     for v in views:
         warnings = len(v.summary.stats.warnings) if v.summary else -1
-        lines.append(f's3archive_fleet_last_run_warnings{{host="{_label(v.host)}"}} {warnings}')
+        lines.append(f's3archive_fleet_last_run_warnings{{host="{label_value(v.host)}"}} {warnings}')
     lines += ["# HELP s3archive_fleet_last_run_bytes Logical bytes of each host's newest run.",
               "# TYPE s3archive_fleet_last_run_bytes gauge"]
     for v in views:
         if v.summary:
-            lines.append(f's3archive_fleet_last_run_bytes{{host="{_label(v.host)}"}} '
+            lines.append(f's3archive_fleet_last_run_bytes{{host="{label_value(v.host)}"}} '
                          f"{v.summary.stats.bytes_logical}")
     lines += ["# HELP s3archive_fleet_scrape_timestamp_seconds When this file was written.",
               "# TYPE s3archive_fleet_scrape_timestamp_seconds gauge",
               f"s3archive_fleet_scrape_timestamp_seconds {now.timestamp():.0f}"]
     return "\n".join(lines) + "\n"
-
-
-def write_textfile(path: Path, text: str) -> None:
-    """Atomically (a reader never sees half a file), mode 0644."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from s3archive.format.model import (BLOCKDEV, CHARDEV, DIR, FIFO, FILE, HARDLINK, SYMLINK,
                                     ChunkRef, Entry, Manifest)
-from s3archive.repo.catalog import RunRef
+from s3archive.repo.catalog import RunRef, first_versions
 from s3archive.repo.pack_reader import PackReader, ReadRequest
 from s3archive.store.base import StoreReader
 
@@ -84,12 +84,12 @@ class RunFilesystem:
         self.store = store
         self.load = load
         self.hosts: dict[str, dict[str, RunRef]] = {}
-        for run in sorted(runs, key=lambda r: r.last_modified):
+        for run in first_versions(runs):
             if not (_fit_name(run.host) and _fit_name(run.run_id)):
                 log.warning("skipped run %r of host %r: not a usable directory name",
                             run.run_id, run.host)
                 continue
-            self.hosts.setdefault(run.host, {}).setdefault(run.run_id, run)  # first version
+            self.hosts.setdefault(run.host, {})[run.run_id] = run
         self._host_inode = {h: 2 + i for i, h in enumerate(sorted(self.hosts))}
         self._host_by_inode = {i: h for h, i in self._host_inode.items()}
         self._run_base: dict[tuple[str, str], int] = {}

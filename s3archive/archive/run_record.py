@@ -100,7 +100,7 @@ def prometheus_text(record: dict[str, Any]) -> str:
     finished = parse_iso(record["finished"]).timestamp() if record.get("finished") else 0
     duration = (finished - parse_iso(record["started"]).timestamp()
                 if record.get("finished") and record.get("started") else 0)
-    labels = f'host="{_label(record["host"])}"'
+    labels = f'host="{label_value(record["host"])}"'
     metrics = [
         ("s3archive_last_run_timestamp_seconds", "End of the last run.", finished),
         ("s3archive_last_run_duration_seconds", "Duration of the last run.", round(duration, 3)),
@@ -126,7 +126,8 @@ def prometheus_text(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _label(value: str) -> str:
+def label_value(value: str) -> str:
+    """A Prometheus label value, escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 

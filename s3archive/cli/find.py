@@ -11,7 +11,7 @@ from s3archive.cli.context import Repository, with_repository
 from s3archive.errors import ManifestError, UsageError
 from s3archive.find import Loader, find, history
 from s3archive.format.model import Manifest
-from s3archive.repo.catalog import RunRef, list_runs, load_manifest
+from s3archive.repo.catalog import RunRef, first_versions, list_runs, load_manifest
 from s3archive.restore.plan import normalise_selection
 from s3archive.store.base import StoreReader
 
@@ -28,10 +28,7 @@ def _loader(store: StoreReader, skipped: list[str]) -> Loader:
 
 def _select_runs(runs: list[RunRef], newest: int | None, oldest: int | None) -> list[RunRef]:
     """Runs newest first (one version per run: its first), limited as asked."""
-    first: dict[tuple[str, str], RunRef] = {}
-    for run in sorted(runs, key=lambda r: r.last_modified):
-        first.setdefault((run.host, run.run_id), run)
-    ordered = sorted(first.values(), key=lambda r: (r.run_id, r.host), reverse=True)
+    ordered = sorted(first_versions(runs), key=lambda r: (r.run_id, r.host), reverse=True)
     if oldest is not None:
         ordered = ordered[-oldest:] if oldest else []
     if newest is not None:

@@ -11,7 +11,8 @@ import click
 from s3archive import human
 from s3archive.cli.context import Repository, with_repository
 from s3archive.clock import isoformat, utc_now
-from s3archive.fleet import fleet_view, prometheus_text, write_textfile
+from s3archive.archive.run_record import write_atomically
+from s3archive.fleet import fleet_view, prometheus_text
 
 
 @click.command("fleet")
@@ -38,7 +39,7 @@ def fleet_command(repo: Repository, stale_hours: float, prometheus_textfile: Pat
     now = utc_now()
     views = fleet_view(repo.store, now, timedelta(hours=stale_hours))
     if prometheus_textfile is not None:
-        write_textfile(prometheus_textfile, prometheus_text(views, now))
+        write_atomically(prometheus_textfile, prometheus_text(views, now))
     stale = [v.host for v in views if v.stale]
     unreadable = [v.host for v in views if v.summary is None]
     if as_json:

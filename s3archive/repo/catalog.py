@@ -142,6 +142,17 @@ def latest_run(runs: list[RunRef]) -> RunRef | None:
     return _original(max(trusted, key=lambda v: (v[0].run_id, v[0].host)))
 
 
+def first_versions(runs: list[RunRef]) -> list[RunRef]:
+    """One ref per run: its key's first version (the run's own; later versions
+    were not written by its run), in the order of ``runs``' first appearance."""
+    first: dict[tuple[str, str], RunRef] = {}
+    for run in runs:
+        known = first.get((run.host, run.run_id))
+        if known is None or run.last_modified < known.last_modified:
+            first[(run.host, run.run_id)] = run
+    return list(first.values())
+
+
 def _original(versions: list[RunRef]) -> RunRef:
     first = min(versions, key=lambda r: r.last_modified)
     if len(versions) > 1:
