@@ -17,7 +17,7 @@ from s3archive.clock import isoformat
 from s3archive.errors import RunNotFound, S3ArchiveError
 from s3archive.format.model import DIR, FILE, HARDLINK, SYMLINK, Entry, Manifest
 from s3archive.human import json_path
-from s3archive.repo.catalog import RunRef, list_runs, load_manifest, resolve_run
+from s3archive.repo.catalog import ROOT, RunRef, list_runs, load_manifest, resolve_run
 from s3archive.stats import RunStats, describe_warning
 from s3archive.store.base import StoreReader
 
@@ -97,8 +97,16 @@ class RunSummary:
 def manifest_stats(manifest: Manifest) -> RunStats:
     """The run's figures: counted from the entries (what the manifest holds),
     the rest from the trailer's statistics (what the run did)."""
-    kinds = Counter(e.kind for e in manifest.entries)
     recorded = RunStats.from_json(manifest.trailer.stats)
+    if manifest.header.format >= 2:  # entries are read on demand: the trailer counts them
+        counts = manifest.trailer.counts
+        return replace(
+            recorded, files=counts.get("files", 0), dirs=counts.get("dirs", 0),
+            symlinks=counts.get("symlinks", 0), others=counts.get("others", 0),
+            snapshots=counts.get("snapshots", 0),
+            warnings=tuple(describe_warning(w) for w in manifest.trailer.warnings),
+            requests=None)
+    kinds = Counter(e.kind for e in manifest.entries)
     return replace(
         recorded, files=kinds[FILE], dirs=kinds[DIR], symlinks=kinds[SYMLINK],
         others=sum(n for kind, n in kinds.items() if kind not in (FILE, DIR, SYMLINK)),
@@ -123,7 +131,7 @@ def run_summaries(store: StoreReader, host: str | None, workers: int = 8) -> lis
 
     def one(run: RunRef) -> RunSummary:
         try:
-            manifest = load_manifest(store, run)
+            manifest = load_manifest(store, run, part=ROOT)
         except S3ArchiveError as err:
             return RunSummary(host=run.host, run_id=run.run_id, started=run.last_modified,
                               finished=None, tier="?", retain_until=None, lock_mode=None,

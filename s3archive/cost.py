@@ -37,7 +37,7 @@ def storage_by_class(store: StoreReader) -> dict[str, Any]:
             markers += 1
             continue
         key = row.key
-        kind = "packs" if key.startswith("packs/") else "manifests" if key.startswith("runs/") \
+        kind = "packs" if key.startswith(("packs/", "data/", "meta/")) else "manifests" if key.startswith("runs/") \
             else "other"
         entry = classes.setdefault(row.storage_class or "STANDARD",
                                    {"objects": 0, "bytes": 0, "current": 0, "noncurrent": 0,

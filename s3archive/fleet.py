@@ -17,7 +17,7 @@ from s3archive.browse import RunSummary, summarize
 from s3archive.clock import isoformat
 from s3archive.errors import S3ArchiveError
 from s3archive.archive.run_record import label_value
-from s3archive.repo.catalog import RunRef, first_versions, list_runs, load_manifest
+from s3archive.repo.catalog import ROOT, RunRef, first_versions, list_runs, load_manifest
 from s3archive.store.base import StoreReader
 
 
@@ -64,7 +64,7 @@ def fleet_view(store: StoreReader, now: datetime, stale_after: timedelta,
         last = max(runs, key=lambda r: r.last_modified)
         age = (now - last.last_modified).total_seconds()
         try:
-            summary: RunSummary | None = summarize(load_manifest(store, last), last, None)
+            summary: RunSummary | None = summarize(load_manifest(store, last, part=ROOT), last, None)
             error = None
         except S3ArchiveError as err:
             summary, error = None, str(err)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from s3archive.repo.catalog import RunRef, list_runs, load_manifest
+from s3archive.repo.catalog import ROOT, RunRef, list_runs, load_manifest
 from s3archive.errors import S3ArchiveError
 from s3archive.store.base import StoreWriter
 
@@ -34,7 +34,7 @@ def hold_run(store: StoreWriter, run: RunRef, workers: int = 8) -> HoldResult:
 
     Packs first, the manifest last: a manifest shown as held has all its data held.
     """
-    manifest = load_manifest(store, run)
+    manifest = load_manifest(store, run, part=ROOT)
     packs = sorted({(p.key, p.version_id) for p in manifest.packs})
     _set_all(store, packs, True, workers)
     store.set_legal_hold(run.key, run.version_id, True)
@@ -50,7 +50,7 @@ def held_runs_needing(store: StoreWriter, run: RunRef) -> dict[tuple[str, str], 
         if not store.head(other.key, other.version_id).legal_hold:
             continue
         try:
-            manifest = load_manifest(store, other)
+            manifest = load_manifest(store, other, part=ROOT)
         except S3ArchiveError as err:
             raise S3ArchiveError(f"cannot tell which packs the held run {other.host}/"
                                  f"{other.run_id} needs: {err}; release refused") from None
@@ -62,7 +62,7 @@ def held_runs_needing(store: StoreWriter, run: RunRef) -> dict[tuple[str, str], 
 
 def release_run(store: StoreWriter, run: RunRef, workers: int = 8) -> HoldResult:
     """Release the manifest and the pack versions no other held run references."""
-    manifest = load_manifest(store, run)
+    manifest = load_manifest(store, run, part=ROOT)
     needed = held_runs_needing(store, run)
     result = HoldResult(run=run, on=False)
     free = []

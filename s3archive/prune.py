@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from s3archive.repo.catalog import list_runs, load_manifest
+from s3archive.repo.catalog import PACK_PREFIXES, ROOT, list_runs, load_manifest
 from s3archive.clock import Clock, utc_now
 from s3archive.errors import ManifestError, NoSuchVersion, S3ArchiveError, UsageError
 from s3archive.store.base import DeletingStore, ObjectInfo, VersionEntry
@@ -67,12 +67,13 @@ def prune(store: DeletingStore, *, dry_run: bool = False, clock: Clock = utc_now
             result.live_runs += 1
             needed.add((run.key, run.version_id))
             try:
-                manifest = load_manifest(store, run)
+                manifest = load_manifest(store, run, part=ROOT)
             except ManifestError as err:
                 # a live manifest we cannot read: keep every pack rather than guess
                 raise S3ArchiveError(f"not pruning: live run {run.key} is unreadable: {err}")
             needed.update((p.key, p.version_id) for p in manifest.packs)
-        versions = [v for v in store.list_versions("packs/") if not v.is_delete_marker]
+        versions = [v for prefix in PACK_PREFIXES for v in store.list_versions(prefix)
+                    if not v.is_delete_marker]
         candidates = [v for v in versions if (v.key, v.version_id) not in needed]
         result.kept_versions = len(versions) - len(candidates)
         infos = list(pool.map(lambda v: _head_or_none(store, v), candidates))

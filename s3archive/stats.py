@@ -34,6 +34,7 @@ class RunStats:
     bytes_uploaded: int = 0  # stored (compressed) bytes it uploaded
     chunks_new: int = 0
     chunks_reused: int = 0
+    trees_new: int = 0  # metadata blobs it added (format 2: tree nodes, chunk lists, record)
     packs_uploaded: int = 0
     packs_extended: int = 0
     packs_rewritten: int = 0

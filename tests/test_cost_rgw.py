@@ -29,7 +29,7 @@ def test_cost_measures_storage_runs_and_requests(env: ArchiveEnv) -> None:
     second = env.archive()
     versions = env.versions()
     stored = sum(v["Size"] for v in versions)
-    packs = sum(v["Size"] for v in versions if v["Key"].startswith("packs/"))
+    packs = sum(v["Size"] for v in versions if v["Key"].startswith(("data/", "meta/")))
 
     result = env.run("cost", "--json")
     assert result.exit_code == 0, result.stderr

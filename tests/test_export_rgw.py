@@ -109,9 +109,9 @@ def test_cat_names_what_is_wrong(archived) -> None:
 def test_a_missing_pack_stops_cat_and_dump_with_one_line(rgw, tmp_path: Path) -> None:
     env, src, _ = archive_tree(rgw, tmp_path, rich=False)
     s3 = env.client
-    # the operator (admin, governance bypass) deletes every pack version of the bucket
+    # the operator (admin, governance bypass) deletes every data pack version of the bucket
     for page in s3.get_paginator("list_object_versions").paginate(Bucket=env.bucket,
-                                                                   Prefix="packs/"):
+                                                                   Prefix="data/"):
         for version in page.get("Versions", []):
             s3.delete_object(Bucket=env.bucket, Key=version["Key"],
                              VersionId=version["VersionId"], BypassGovernanceRetention=True)

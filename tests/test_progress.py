@@ -102,7 +102,7 @@ def env(rgw, tmp_path: Path) -> ArchiveEnv:
 def test_archive_under_systemd_writes_plain_lines_verbose_and_quiet(env: ArchiveEnv) -> None:
     normal = env.run("archive")
     assert normal.exit_code == 0, normal.stderr
-    assert "archiving files\n" in normal.stderr and "writing manifest\n" in normal.stderr
+    assert "archiving files\n" in normal.stderr and "writing metadata\n" in normal.stderr
     assert "run testhost/" in normal.stderr
     assert not CONTROL.search(normal.stderr)
     assert "file " not in normal.stderr

@@ -25,8 +25,9 @@ from s3archive.archive.chunker import CHUNKER_PARAMS
 from s3archive.archive.commit import commit_manifest
 from s3archive.archive.file_stage import FileStage, FileTally
 from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache, cache_path
-from s3archive.archive.pack_lease import LeaseResult, PackLease, PacksMissing
-from s3archive.archive.packer import ChunkLocation
+from s3archive.archive.pack_lease import LeaseResult, NoSources, PackLease, PacksMissing
+from s3archive.archive.packer import ChunkId, ChunkLocation
+from s3archive.archive.tree_builder import TreeBuilder, TreeResult, record_snapshot
 from s3archive.archive.retention import (REUSE_MARGIN, RunRetention, check_retain_until,
                                         plan_run_retention)
 from s3archive.archive.snapshot_stage import PendingSnapshot, run_snapshotters
@@ -35,10 +36,14 @@ from s3archive.archive.sources.walker import WalkOptions
 from s3archive.clock import Clock, check_clock, isoformat, utc_now
 from s3archive.config import Config
 from s3archive.errors import (EXIT_OK, EXIT_PARTIAL, BucketNotLocked, ManifestError,
-                              NoSuchVersion, NothingToArchive, StoreError)
+                              NothingToArchive, S3ArchiveError, StoreError)
 from s3archive.format.chunk_codec import ChunkCodec
 from s3archive.format.limits import LIMITS
-from s3archive.format.model import Header, Trailer, Warning_, run_key
+from s3archive.format import pack2
+from s3archive.format import tree_codec as tc
+from s3archive.format.manifest_codec import encode_snapshot, encode_warning
+from s3archive.format.model import ChunkRef, Header, PackRef, Trailer, Warning_, run_key
+from s3archive.format.run_root import ROOT_LIMITS, RunRoot, encode_root
 from s3archive.format.run_id import new_run_id
 from s3archive.progress import Progress
 from s3archive.stats import RunStats, describe_warning
@@ -69,6 +74,7 @@ class ArchiveSummary:
     files_unchanged: int = 0
     chunks_new: int = 0
     chunks_reused: int = 0
+    trees_new: int = 0
     bytes_new: int = 0
     bytes_uploaded: int = 0
     packs_uploaded: int = 0
@@ -98,7 +104,11 @@ class ArchiveSummary:
 class Archiver:
     def __init__(self, config: Config, store: StoreWriter, *, clock: Clock = utc_now,
                  progress: Progress | None = None, dry_run: bool = False,
-                 reuse_margin: timedelta = REUSE_MARGIN):
+                 reuse_margin: timedelta = REUSE_MARGIN, storage_format: int = 2):
+        # format 1 is written only by tests (a bucket that also holds format-1 runs)
+        if storage_format not in (1, 2):
+            raise ValueError(f"unknown storage format {storage_format}")
+        self.storage_format = storage_format
         self.config = config
         self.reuse_margin = reuse_margin
         self.store = store
@@ -158,13 +168,33 @@ class Archiver:
                                       pack_lock.retain_until if pack_lock else UNLOCKED_UNTIL))
             cache.add_chunks(chunks)
 
+        format2 = self.storage_format == 2
+        chunk_filter = cache.chunk_filter()
+        data_prefixes = ("data/", "packs/") if format2 else ("packs/",)
+
+        def cached_in(prefixes: tuple[str, ...]) -> Callable[[str], ChunkLocation | None]:
+            def lookup(digest: str) -> ChunkLocation | None:
+                found = cache.get_chunk(digest)
+                return found if found is not None and found.pack.startswith(prefixes) else None
+            return lookup
+
         writer = ChunkWriter(
-            store=self.store, lookup_cached=cache.get_chunk,
-            may_be_cached=cache.chunk_filter().may_contain, record_pack=record_pack,
+            store=self.store, lookup_cached=cached_in(data_prefixes),
+            may_be_cached=chunk_filter.may_contain, record_pack=record_pack,
             codec=self.codec, pack_size=cfg.content.pack_size_mib << 20,
-            lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency)
+            lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency,
+            prefix="data" if format2 else None)
+        meta = None
+        if format2:
+            meta = ChunkWriter(
+                store=self.store, lookup_cached=cached_in(("meta/",)),
+                may_be_cached=chunk_filter.may_contain, record_pack=record_pack,
+                codec=ChunkCodec(max(self.codec.level, 6)),
+                pack_size=min(cfg.content.pack_size_mib << 20, META_PACK_SIZE),
+                lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency,
+                prefix="meta")
         run = _Run(RunContext(cfg, self.store, cache, writer, self.progress, self.clock,
-                              self.dry_run), plan)
+                              self.dry_run, meta), plan)
         return run.execute(picking)
 
     def _check_bucket(self) -> tuple[bool, timedelta]:
@@ -193,7 +223,7 @@ class Archiver:
         if latest is not None:
             try:
                 manifest = load_manifest(self.store, latest)
-            except (ManifestError, NoSuchVersion) as err:
+            except S3ArchiveError as err:  # the run goes on, reading and uploading afresh
                 log.warning("cannot rebuild the cache from %s: %s", latest.key, err)
             else:
                 learned = cache.rebuild_from_manifest(manifest)
@@ -273,6 +303,13 @@ class RunContext:
     progress: Progress
     clock: Clock
     dry_run: bool
+    meta: ChunkWriter | None = None  # format 2: the metadata packs' writer
+
+
+# Metadata packs are smaller than data packs: a reader of one directory fetches
+# only the blobs it needs, but a whole-run walk reads whole metadata packs.
+META_PACK_SIZE = 8 << 20
+MAX_META_REBUILDS = 4
 
 
 MAX_RECORDED_WARNINGS = 10_000  # in the manifest; the log has them all
@@ -354,10 +391,16 @@ class _Run:
                 lease = PackLease(ctx.store, ctx.cache, ctx.writer, self.plan.retention,
                                   cfg.retention.repack_below, self.plan.locked,
                                   SpoolSources(spool), ctx.dry_run).secure()
-                progress.phase("writing manifest")
-                key = self._write_manifest(spool, snapshots, lease, files.tally)
+                if ctx.meta is not None:
+                    progress.phase("writing metadata")
+                    key, lease = self._write_root(spool, snapshots, lease, files.tally)
+                else:
+                    progress.phase("writing manifest")
+                    key = self._write_manifest(spool, snapshots, lease, files.tally)
         finally:
             ctx.writer.close()
+            if ctx.meta is not None:
+                ctx.meta.close()
             ctx.cache.commit()
             progress.done()
         return self._summary(key, files.tally, snapshots, lease)
@@ -403,9 +446,109 @@ class _Run:
         ctx.cache.set_meta("last_run_id", plan.run_id)
         return key
 
+    # -- format 2: trees, run record, leases of metadata, then the root object
+    def _write_root(self, spool: IO[bytes], snapshots: list[PendingSnapshot],
+                    data_lease: LeaseResult, tally: FileTally) -> tuple[str | None, LeaseResult]:
+        ctx, plan, cfg = self.ctx, self.plan, self.ctx.config
+        meta = ctx.meta
+        assert meta is not None
+        retention = plan.retention
+        writer = ctx.writer
+
+        def locate(chunk: ChunkId) -> ChunkLocation:
+            return writer.locations[chunk.hash]
+
+        leasing = PackLease(ctx.store, ctx.cache, meta, retention, cfg.retention.repack_below,
+                            plan.locked, NoSources(), ctx.dry_run)
+
+        def build() -> tuple[TreeBuilder, TreeResult, tc.BlobRef]:
+            builder = TreeBuilder(meta, locate)
+            trees = builder.build(spool)
+            recorded_snaps = []
+            for snap, chunks in sorted(snapshots, key=lambda s: s[0].name):
+                recorded_snaps.append(record_snapshot(builder, encode_snapshot(snap), chunks))
+            root_obj = tc.entry_object(trees.root, b"/") if trees.root is not None else None
+            record = builder.store_blob(
+                tc.encode_record(root_obj, trees.root_tree, recorded_snaps,
+                                 [encode_warning(w) for w in self.recorded_warnings()]),
+                pack2.KIND_RECORD, b"run record")
+            meta.drain()
+            return builder, trees, record
+
+        builder, trees, record = build()
+        # A reused metadata pack the run needs little of is written anew, like a data
+        # pack: the nodes are built again with its blobs stored afresh (the run has
+        # their bytes only while building them), and the old pack is left to lapse.
+        # Rewriting a node changes its parents' bytes, so another pack may now be
+        # needed less: decide again, a few times at most (then extend what is left).
+        doomed: set[str] = set()
+        for _ in range(MAX_META_REBUILDS):
+            more = leasing.doomed() - doomed
+            if not more:
+                break
+            doomed |= more
+            log.info("writing the metadata of %d little-used packs anew", len(more))
+            meta.start_over(doomed)
+            builder, trees, record = build()
+        meta_lease = leasing.secure()
+        meta_lease.rewritten = len(doomed)
+        pack_lock = ObjectLock(retention.mode, retention.pack_until) if plan.locked else None
+        table: list[PackRef] = []
+        for number, pack_name in enumerate(sorted(builder.packs)):
+            new = writer.new_packs.get(pack_name) or meta.new_packs.get(pack_name)
+            if new is not None:
+                table.append(PackRef(number, pack_name, new.version_id, new.size,
+                                     pack_lock.retain_until if pack_lock else None,
+                                     pack_lock.mode if pack_lock else None))
+                continue
+            leased = data_lease.packs.get(pack_name) or meta_lease.packs.get(pack_name)
+            assert leased is not None, f"{pack_name} is neither new nor leased"
+            table.append(PackRef(number, pack_name, leased.version_id, leased.size,
+                                 leased.locked_until, leased.lock_mode))
+        ids = {ref.key: ref.id for ref in table}
+        header = Header(host=plan.host, run_id=plan.run_id, started=plan.started,
+                        lock_mode=retention.mode if plan.locked else None,
+                        retain_until=retention.retain_until, tier=retention.tier,
+                        tool=f"s3archive {__version__}",
+                        legal_hold=cfg.retention.legal_hold, chunker=CHUNKER_PARAMS,
+                        format=2)
+        lease = LeaseResult(packs={**data_lease.packs, **meta_lease.packs},
+                            extended=data_lease.extended + meta_lease.extended,
+                            rewritten=data_lease.rewritten + meta_lease.rewritten)
+        counts, stats = run_figures(tally, snapshots, len(self.warnings) + self.warnings_dropped,
+                                    writer.stats, lease)
+        stats["trees_new"] = meta.stats.chunks_new
+        stats["bytes_uploaded"] += meta.stats.bytes_uploaded
+        stats["packs_uploaded"] += meta.stats.packs_uploaded
+        root = RunRoot(header, table,
+                       ChunkRef(record.id, record.size, ids[record.pack], record.offset,
+                                record.stored, record.encoding),
+                       trees.entries, Trailer(finished=ctx.clock(), counts=counts, stats=stats))
+        with tempfile.TemporaryFile(prefix="s3archive-root-") as out:
+            encode_root(root, out)
+            out.seek(0)
+            blob = out.read()
+        if len(blob) > ROOT_LIMITS.stored_bytes:
+            raise ManifestError(f"the run's root object is {len(blob)} bytes, more than a "
+                                f"reader accepts ({ROOT_LIMITS.stored_bytes}); raise "
+                                "pack_size_mib")
+        if ctx.dry_run:
+            return None, lease
+        key = run_key(plan.host, plan.run_id)
+        hold = cfg.retention.legal_hold and plan.locked
+        lock = ObjectLock(retention.mode, retention.retain_until) if plan.locked else None
+        if hold:  # packs first: a held run never points at unheld packs
+            for ref in table:
+                ctx.store.set_legal_hold(ref.key, ref.version_id, True)
+        commit_manifest(ctx.store, key, blob, lock, hold)
+        ctx.cache.commit_pending_files()
+        ctx.cache.set_meta("last_run_id", plan.run_id)
+        return key, lease
+
     def _summary(self, key: str | None, tally: FileTally, snapshots: list[PendingSnapshot],
                  lease: LeaseResult) -> ArchiveSummary:
         plan, stats = self.plan, self.ctx.writer.stats
+        meta_stats = self.ctx.meta.stats if self.ctx.meta is not None else WriterStats()
         retention = plan.retention
         snapshot_bytes = sum(snapshot.size for snapshot, _ in snapshots)
         summary = ArchiveSummary(
@@ -414,8 +557,10 @@ class _Run:
             tier=retention.tier, files=tally.files, dirs=tally.dirs, symlinks=tally.symlinks,
             others=tally.others, bytes_total=tally.bytes_total,
             bytes_read=tally.bytes_read + snapshot_bytes, files_unchanged=tally.files_unchanged, chunks_new=stats.chunks_new,
-            chunks_reused=stats.chunks_reused, bytes_new=stats.bytes_new,
-            bytes_uploaded=stats.bytes_uploaded, packs_uploaded=stats.packs_uploaded,
+            chunks_reused=stats.chunks_reused, trees_new=meta_stats.chunks_new,
+            bytes_new=stats.bytes_new,
+            bytes_uploaded=stats.bytes_uploaded + meta_stats.bytes_uploaded,
+            packs_uploaded=stats.packs_uploaded + meta_stats.packs_uploaded,
             packs_extended=lease.extended, packs_rewritten=lease.rewritten,
             snapshots=len(snapshots), bytes_snapshots=snapshot_bytes,
             warnings=[describe_warning(w) for w in self.warnings],

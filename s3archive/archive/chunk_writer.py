@@ -100,6 +100,7 @@ class ChunkWriter:
     encoders: int = 2
     uploaders: int = 3
     inflight_bytes: int = 24 << 20
+    prefix: str | None = None  # format 2: "data" or "meta" packs; None: format 1 packs
     # where each chunk the run references is: in a pack this run uploaded, or
     # in a pack the local cache knows (a chunk waiting in an unsealed or
     # uploading pack is only reserved until its pack is stored)
@@ -111,6 +112,7 @@ class ChunkWriter:
         self._lock = threading.Lock()
         self._reserved: set[str] = set()  # claimed: being encoded, packed or uploaded
         self._deferred: set[str] = set()
+        self._excluded: set[str] = set()  # packs whose blobs are not reused (add_blob)
         self._encode_pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="encode")
         self._upload_pool = ThreadPoolExecutor(self.uploaders, thread_name_prefix="upload")
         self._budget = _Budget(self.inflight_bytes)
@@ -118,7 +120,7 @@ class ChunkWriter:
         self._encoding = _Tasks()
         self._uploading = _Tasks()
         self._error: BaseException | None = None
-        self.packer = Packer(self.pack_size, self._sealed)
+        self.packer = Packer(self.pack_size, self._sealed, self.prefix)
 
     # ---------------------------------------------------------- producing
     def add(self, plain: bytes) -> ChunkId:
@@ -135,6 +137,38 @@ class ChunkWriter:
         self._encoding.started()
         self._encode_pool.submit(self._encode, plain, digest)
         return ChunkId(digest, len(plain))
+
+    def add_blob(self, plain: bytes, kind: bytes) -> ChunkLocation:
+        """Store a metadata blob once and return where it is, at once (format 2:
+        a pack's key is known while it is open, so a parent node can reference
+        its child's place).  Called from one thread."""
+        assert self.prefix is not None, "only format-2 packs place blobs at once"
+        self._raise_failure()
+        digest = chunk_hash(plain)
+        with self._lock:
+            known = self.locations.get(digest)
+        if known is not None:
+            self.stats.chunks_reused += 1
+            return known
+        cached = self.lookup_cached(digest) if self.may_be_cached(digest) else None
+        if cached is not None and cached.pack not in self._excluded:
+            location = cached
+            self.stats.chunks_reused += 1
+        else:
+            location = self.packer.add(self.codec.encode(plain, digest), kind)
+            self.stats.chunks_new += 1
+            self.stats.bytes_new += len(plain)
+        with self._lock:
+            self.locations[digest] = location
+        return location
+
+    def start_over(self, excluded: set[str]) -> None:
+        """Forget what was reused (the blobs are added again), and from now on
+        reuse nothing of the packs ``excluded``; blobs of this run's own packs stay."""
+        with self._lock:
+            self.locations = {digest: location for digest, location in self.locations.items()
+                              if location.pack in self.new_packs}
+            self._excluded |= excluded
 
     def rewrite(self, digest: str, plain: bytes) -> None:
         """Write a chunk the run already references into a new pack (its old

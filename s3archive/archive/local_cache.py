@@ -330,6 +330,9 @@ class LocalCache:
             for c in snap.chunks:
                 chunk_rows.append(ChunkLocation(c.hash, packs[c.pack].key, c.offset, c.stored,
                                               c.size, c.encoding))
+        for c in manifest.metadata:  # format 2: unchanged directories are not stored again
+            chunk_rows.append(ChunkLocation(c.hash, packs[c.pack].key, c.offset, c.stored,
+                                          c.size, c.encoding))
         self.add_chunks(chunk_rows)
         # rows learned from a manifest carry no device number
         self.db.execute("UPDATE files SET dev=NULL WHERE dev=-1")

@@ -38,6 +38,18 @@ class ChunkSources(Protocol):
     def read(self, digests: set[str], sink: Callable[[str, bytes], None]) -> set[str]: ...
 
 
+class NoSources:
+    """Chunks that cannot be read again (a metadata pack's blobs: the run holds
+    no copy once they are packed), so packs holding them are extended, never
+    rewritten."""
+
+    def locate(self, wanted: set[str]) -> set[str]:
+        return set()
+
+    def read(self, digests: set[str], sink: Callable[[str, bytes], None]) -> set[str]:
+        return set()
+
+
 class PacksMissing(Exception):
     """Pack versions the cache believed in are gone."""
 
@@ -72,11 +84,33 @@ class PackLease:
     sources: ChunkSources
     dry_run: bool = False
 
-    def secure(self) -> LeaseResult:
+    def _used(self) -> dict[str, int]:
+        """Bytes this run needs of each reused pack."""
         used: dict[str, int] = {}
         for location in self.writer.locations.values():
             if location.pack not in self.writer.new_packs:
                 used[location.pack] = used.get(location.pack, 0) + location.stored
+        return used
+
+    def doomed(self) -> set[str]:
+        """The reused packs :meth:`secure` would rewrite (the run needs little of
+        them), decided without touching the store; packs it does not know are left
+        for :meth:`secure` to report."""
+        if not self.locked:
+            return set()
+        found = set()
+        for key, used in self._used().items():
+            cached = self.cache.get_pack(key)
+            if cached is None:
+                continue
+            decision = decide_pack(key, cached.retain_until, cached.size, used,
+                                   self.retention.retain_until, self.repack_below)
+            if decision.action == "rewrite":
+                found.add(key)
+        return found
+
+    def secure(self) -> LeaseResult:
+        used = self._used()
         result = LeaseResult()
         rewrite: list[str] = []
         missing: set[str] = set()

@@ -12,10 +12,12 @@ cache's index speak it alike).
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
+from s3archive.format import pack2
 from s3archive.format.chunk_codec import EncodedChunk
 from s3archive.format.model import pack_key
 
@@ -52,6 +54,8 @@ class Pack:
     chunks: list[ChunkLocation] = field(default_factory=list)
     key: str | None = None
     size: int = 0
+    index: list[pack2.IndexItem] = field(default_factory=list)  # format 2
+    blobs: int = 0  # blobs added (a format-2 pack starts with its preamble)
 
     def located(self) -> list[ChunkLocation]:
         assert self.key is not None, "a pack has a key once sealed"
@@ -60,35 +64,55 @@ class Pack:
 
 
 class Packer:
-    """Thread-safe: chunks from many encoder threads go into the open pack."""
+    """Thread-safe: chunks from many encoder threads go into the open pack.
 
-    def __init__(self, target_size: int, on_sealed: Callable[[Pack, bytearray], None]):
+    With ``prefix`` (``data`` or ``meta``) packs have format 2's layout: a
+    preamble, the blobs, the index and footer, and a key known from the
+    start (named after a random pack id), so :meth:`add` returns the final
+    location at once.  Without it they are format 1's bare concatenation,
+    named after the body's hash when sealed.
+    """
+
+    def __init__(self, target_size: int, on_sealed: Callable[[Pack, bytearray], None],
+                 prefix: str | None = None):
         self.target_size = target_size
         self.on_sealed = on_sealed
+        self.prefix = prefix
         self._lock = threading.Lock()
         self._count = 0
         self._open = self._new_pack()
 
     def _new_pack(self) -> Pack:
         self._count += 1
-        return Pack(number=self._count)
+        pack = Pack(number=self._count)
+        if self.prefix is not None:
+            pack_id = os.urandom(pack2.PACK_ID_SIZE)
+            pack.key = pack2.pack_key(self.prefix, pack_id)
+            pack.buffer += pack2.preamble(pack_id)
+        return pack
 
-    def add(self, chunk: EncodedChunk) -> None:
+    def add(self, chunk: EncodedChunk, kind: bytes = pack2.KIND_DATA) -> ChunkLocation:
         full = None
         with self._lock:
             pack = self._open
             offset = len(pack.buffer)
             pack.buffer += chunk.data
-            pack.chunks.append(ChunkLocation(chunk.hash, "", offset, len(chunk.data), chunk.size,
-                                             chunk.encoding))
+            location = ChunkLocation(chunk.hash, pack.key or "", offset, len(chunk.data),
+                                     chunk.size, chunk.encoding)
+            pack.chunks.append(location)
+            pack.blobs += 1
+            if self.prefix is not None:
+                pack.index.append(pack2.IndexItem(kind, chunk.encoding, len(chunk.data),
+                                                  bytes.fromhex(chunk.hash)))
             if len(pack.buffer) >= self.target_size:
                 full = self._take_locked()
         if full is not None:
             self._seal(full)
+        return location
 
     def _take_locked(self) -> Pack | None:
         pack = self._open
-        if not pack.buffer:
+        if not pack.blobs:
             return None
         self._open = self._new_pack()
         return pack
@@ -97,8 +121,12 @@ class Packer:
         """Name the full pack and hand its body over (no copy, outside the lock)."""
         body = pack.buffer
         pack.buffer = bytearray()
+        if self.prefix is not None:
+            body += pack2.index_tail(pack.index)
+            pack.index = []
+        else:
+            pack.key = pack_key(hashlib.sha256(body).hexdigest())
         pack.size = len(body)
-        pack.key = pack_key(hashlib.sha256(body).hexdigest())
         self.on_sealed(pack, body)
 
     def flush(self) -> None:

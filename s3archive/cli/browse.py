@@ -15,6 +15,7 @@ from s3archive import human
 from s3archive.browse import (FIELD_LABELS, RunSummary, diff_manifests, entry_json, run_json,
                               run_summaries, select_entries, show_json, summarize)
 from s3archive.cli.context import Repository, with_repository
+from s3archive.repo.catalog import RECORD
 from s3archive.errors import UsageError
 from s3archive.format.model import FILE
 
@@ -98,7 +99,7 @@ def ls_command(repo: Repository, run: str, path: str | None, as_json: bool) -> N
     EXIT STATUS
       0  ok;  1  RUN not found or unreadable;  2  usage error (PATH not in RUN)
     """
-    ref, manifest = repo.open_run(run)
+    ref, manifest = repo.open_run(run, [os.fsencode(path)] if path else None)
     entries = list(select_entries(manifest, os.fsencode(path) if path else None))
     if path and not entries:
         raise UsageError(f"{path}: not in this run")
@@ -153,7 +154,7 @@ def show_command(repo: Repository, run: str, as_json: bool) -> None:
     EXIT STATUS
       0  ok;  1  RUN not found or unreadable;  2  usage error
     """
-    ref, manifest = repo.open_run(run)
+    ref, manifest = repo.open_run(run, part=RECORD)
     hold = repo.store.head(ref.key, ref.version_id).legal_hold
     summary = summarize(manifest, ref, hold)
     data = show_json(ref, manifest, summary)

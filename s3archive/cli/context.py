@@ -20,7 +20,7 @@ import click
 from s3archive.browse import pick_run
 from s3archive.config import Config, default_config_path, load_config
 from s3archive.format.model import Manifest
-from s3archive.repo.catalog import RunRef, load_manifest
+from s3archive.repo.catalog import ALL, RunRef, load_manifest
 from s3archive.store.counting_store import CountingStore
 from s3archive.store.factory import open_store
 
@@ -67,9 +67,12 @@ class Repository:
     def run(self, spec: str) -> RunRef:
         return pick_run(self.store, spec, self.host, self.config.host_name)
 
-    def open_run(self, spec: str) -> tuple[RunRef, Manifest]:
+    def open_run(self, spec: str, paths: list[bytes] | None = None,
+                 part: str = ALL) -> tuple[RunRef, Manifest]:
+        """The run ``spec`` names, read whole, or (format 2) only along ``paths``
+        or only ``part`` of it (repo.catalog.load_manifest)."""
         ref = self.run(spec)
-        return ref, load_manifest(self.store, ref)
+        return ref, load_manifest(self.store, ref, paths=paths or None, part=part)
 
 
 host_option = click.option(

@@ -49,7 +49,7 @@ def cat_command(repo: Repository, run: str, path: str, output: Path | None) -> N
       1  a chunk was damaged or missing (the output is incomplete)
       2  usage error (no such path, not a file, stdout is a terminal)
     """
-    _, manifest = repo.open_run(run)
+    _, manifest = repo.open_run(run, [os.fsencode(path)])
     out = _output(output, "file bytes")
     try:
         cat_file(repo.store, manifest, os.fsencode(path), out)
@@ -85,7 +85,7 @@ def dump_command(repo: Repository, run: str, paths: tuple[str, ...], fmt: str,
       1  a chunk was damaged or missing (the stream stops; the tar is incomplete)
       2  usage error
     """
-    _, manifest = repo.open_run(run)
+    _, manifest = repo.open_run(run, [os.fsencode(p) for p in paths])
     out = _output(output, "a tar stream")
     try:
         stats = write_tar(repo.store, manifest, [os.fsencode(p) for p in paths], out)

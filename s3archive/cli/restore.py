@@ -12,6 +12,7 @@ import click
 
 from s3archive import human
 from s3archive.cli.context import Repository, with_repository
+from s3archive.repo.catalog import RECORD
 from s3archive.errors import CommandFailed, IntegrityError, UsageError
 from s3archive.restore.restorer import (Problem, RestoreOptions, find_snapshot, restore_run,
                                         snapshot_stream)
@@ -87,7 +88,7 @@ def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: 
       1  some entries damaged or not restored
       2  usage error (e.g. a non-empty target without --overwrite)
     """
-    ref, manifest = repo.open_run(run)
+    ref, manifest = repo.open_run(run, [os.fsencode(p) for p in paths])
     report = restore_run(repo.store, manifest, target, [os.fsencode(p) for p in paths],
                          RestoreOptions(overwrite=overwrite, resume=resume,
                                         numeric_owner=numeric_owner, workers=workers))
@@ -129,7 +130,7 @@ def cat_snapshot_command(repo: Repository, run: str, name: str) -> None:
       0  ok;  1  RUN not found, or a chunk failed its check (the output is
       incomplete);  2  usage error (no snapshot NAME)
     """
-    _, manifest = repo.open_run(run)
+    _, manifest = repo.open_run(run, part=RECORD)
     out = sys.stdout.buffer
     for data in snapshot_stream(repo.store, manifest, name):
         out.write(data)
@@ -154,7 +155,7 @@ def restore_snapshot_command(repo: Repository, run: str, name: str, yes: bool) -
       1  the data failed its check, the command could not run, or you declined;
       2  usage error (no terminal to ask on and no --yes)
     """
-    ref, manifest = repo.open_run(run)
+    ref, manifest = repo.open_run(run, part=RECORD)
     snap = find_snapshot(manifest, name)
     if not snap.restore_through:
         raise UsageError(f"snapshot {name!r} recorded no ::restore-through:: command; "

@@ -19,6 +19,7 @@ import zstandard
 
 from s3archive.clock import isoformat, parse_iso
 from s3archive.errors import ManifestError
+from s3archive.format import pack2
 from s3archive.format.limits import INT64_MAX, LIMITS, MAX_CHUNK_SIZE, ManifestLimits
 from s3archive.format.model import (BLOCKDEV, CHARDEV, DIR, ENCODINGS, FILE, FORMAT_VERSION,
                                     HARDLINK, KINDS, SYMLINK, ChunkRef, Entry, Header,
@@ -308,7 +309,9 @@ def _decode_chunks(line: _Line, raw: Any, packs: list[PackRef]) -> list[ChunkRef
     return chunks
 
 
-def decode_entry(line: _Line, packs: list[PackRef]) -> Entry:
+def decode_entry(line: _Line, packs: list[PackRef], with_chunks: bool = True) -> Entry:
+    """One entry; ``with_chunks=False`` (format 2, chunks in chunk lists) leaves
+    ``chunks`` empty and their sum unchecked: the caller checks it when it reads them."""
     limits = line.limits
     path = line.bytes_field("path", limits.path_bytes)
     assert path is not None
@@ -346,18 +349,24 @@ def decode_entry(line: _Line, packs: list[PackRef]) -> Entry:
         if problem:
             raise line.fail(f"hardlink target: {problem}")
     if kind == FILE:
-        entry.chunks = _decode_chunks(line, line.get("chunks", list), packs)
-        data = sum(c.size for c in entry.chunks)
         if "extents" in line.obj:
             entry.extents = _decode_extents(line, entry.size)
-            covered = sum(length for _, length in entry.extents)
-        else:
-            covered = entry.size
-        if data != covered:
-            raise line.fail(f"chunks hold {data} bytes, the file needs {covered}")
+        if with_chunks:
+            entry.chunks = _decode_chunks(line, line.get("chunks", list), packs)
+            data = sum(c.size for c in entry.chunks)
+            if data != covered_bytes(entry):
+                raise line.fail(f"chunks hold {data} bytes, the file needs "
+                                f"{covered_bytes(entry)}")
         entry.ino = line.nat("ino", False, None)
         entry.ctime_ns = line.int64("ctime_ns", False)
     return entry
+
+
+def covered_bytes(entry: Entry) -> int:
+    """The bytes a file's chunks must hold: its size, or its extents' (sparse)."""
+    if entry.extents is not None:
+        return sum(length for _, length in entry.extents)
+    return entry.size
 
 
 def _decode_xattrs(line: _Line, entry: Entry) -> None:
@@ -425,13 +434,16 @@ def entry_problem(entry: Entry) -> str | None:
     return None
 
 
-def decode_header(line: _Line) -> Header:
+READABLE_FORMATS = (1, 2)
+
+
+def decode_header(line: _Line, formats: tuple[int, ...] = (FORMAT_VERSION,)) -> Header:
     if line.get("type", str) != "header":
         raise line.fail("the first line must be the header")
     fmt = line.get("format", int)
-    if fmt != FORMAT_VERSION:
+    if fmt not in formats:
         raise line.fail(f"unsupported manifest format {str(fmt)[:20]} (this tool reads "
-                        f"{FORMAT_VERSION})")
+                        f"{', '.join(map(str, READABLE_FORMATS))})")
     host = line.text("host")
     if not host or "/" in host:
         raise line.fail("bad host name")
@@ -443,7 +455,7 @@ def decode_header(line: _Line) -> Header:
                   chunker=line.small_object("chunker"), format=fmt)
 
 
-def decode_pack(line: _Line, expected_id: int) -> PackRef:
+def decode_pack(line: _Line, expected_id: int, format2: bool = False) -> PackRef:
     pack = PackRef(id=line.nat("id"), key=line.text("key"),
                    version_id=line.text("version_id"), size=line.nat("size"),
                    locked_until=line.time("locked_until") if "locked_until" in line.obj else None,
@@ -452,7 +464,8 @@ def decode_pack(line: _Line, expected_id: int) -> PackRef:
         raise line.fail(f"unknown lock mode {pack.lock_mode[:20]!r}")
     if pack.id != expected_id:
         raise line.fail(f"pack ids must count up from 0 (expected {expected_id})")
-    if not _PACK_KEY.fullmatch(pack.key) or pack.key[6:8] != pack.key[9:11]:
+    format1_key = _PACK_KEY.fullmatch(pack.key) and pack.key[6:8] == pack.key[9:11]
+    if not (format1_key or (format2 and pack2.is_pack2_key(pack.key))):
         raise line.fail(f"bad pack key {pack.key[:100]!r}")
     return pack
 

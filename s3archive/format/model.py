@@ -122,6 +122,9 @@ class Manifest:
     entries: list[Entry]
     snapshots: list[Snapshot]
     trailer: Trailer
+    # format 2, a whole run read: every metadata blob it references (record, nodes,
+    # chunk lists), each once; empty for format 1 (the manifest is the metadata)
+    metadata: list[ChunkRef] = field(default_factory=list)
 
 
 def run_key(host: str, run_id: str) -> str:

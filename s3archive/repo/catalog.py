@@ -16,15 +16,20 @@ hours after its start) and never wins ``latest`` over a later honest run.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import zstandard
+
 from s3archive.errors import ManifestError, RunNotFound, UsageError
+from s3archive.format import run_root
 from s3archive.format.limits import LIMITS, ManifestLimits
 from s3archive.format.manifest_codec import decode_manifest
 from s3archive.format.model import Manifest
+from s3archive.repo.run_tree import RunTree
 from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
@@ -162,8 +167,50 @@ def _original(versions: list[RunRef]) -> RunRef:
     return first
 
 
-def load_manifest(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMITS) -> Manifest:
+def peek_format(blob: bytes, where: str) -> int | None:
+    """The ``format`` named by the first line of a run object (checked in full later)."""
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob),
+                                                            read_across_frames=True)
+        head = reader.read(64 << 10)
+    except zstandard.ZstdError as err:
+        raise ManifestError(f"{where}: not a zstd stream: {err}") from None
+    found = re.match(rb'\{"type":"header","format":(\d{1,3}),', head)
+    return int(found.group(1)) if found else None
+
+
+def open_tree(store: StoreReader, run: RunRef, blob: bytes | None = None,
+              whole_packs: bool = False) -> RunTree:
+    """A format-2 run, its root object read and checked; nodes are read on demand."""
+    where = f"{run.key}@{run.version_id}"
+    if blob is None:
+        if run.size > run_root.ROOT_LIMITS.stored_bytes:
+            raise ManifestError(f"{where}: root object is larger than "
+                                f"{run_root.ROOT_LIMITS.stored_bytes} bytes ({run.size})")
+        blob = store.get(run.key, run.version_id)
+    root = run_root.decode_root(blob, where)
+    if root.header.host != run.host or root.header.run_id != run.run_id:
+        raise ManifestError(f"{run.key}: header names run {root.header.host}/"
+                            f"{root.header.run_id}, not the key's")
+    return RunTree(store, root, where, whole_packs)
+
+
+ALL, RECORD, ROOT = "all", "record", "root"
+# where packs live: format 1, then format 2's data and metadata
+PACK_PREFIXES = ("packs/", "data/", "meta/")
+
+
+def load_manifest(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMITS,
+                  paths: list[bytes] | None = None, part: str = ALL) -> Manifest:
     """Fetch the pinned manifest version and parse it strictly, within ``limits``.
+
+    A format-2 run is read from its trees: whole, or with ``paths`` only the
+    ancestors and subtrees of those paths (and the files their hardlinks
+    name) — a format-1 manifest is always read whole.  ``part`` reads less of a
+    format-2 run: ``record`` no entries (header, pack table, snapshots,
+    warnings: what ``show`` needs), ``root`` only the root object (header,
+    pack table, trailer counts: what ``runs``, ``status``, ``hold`` and
+    ``prune`` need; no metadata pack is read, so the audit role can).
 
     The listed size is checked before the GET, so an oversized object is never
     downloaded; the decoder checks the body again (a listing is no promise).
@@ -173,7 +220,16 @@ def load_manifest(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMI
         raise ManifestError(f"{where}: manifest is larger than {limits.stored_bytes} bytes "
                             f"({run.size})")
     blob = store.get(run.key, run.version_id)
-    manifest = decode_manifest(blob, where=where, limits=limits)
+    if peek_format(blob, where) == run_root.FORMAT:
+        tree = open_tree(store, run, blob, whole_packs=paths is None and part == ALL)
+        if part == ROOT:
+            manifest = tree.head()
+        elif part == RECORD:
+            manifest = tree.head(with_record=True)
+        else:
+            manifest = tree.manifest(paths)
+    else:
+        manifest = decode_manifest(blob, where=where, limits=limits)
     if manifest.header.host != run.host or manifest.header.run_id != run.run_id:
         raise ManifestError(f"{run.key}: header names run {manifest.header.host}/"
                             f"{manifest.header.run_id}, not the key's")

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from s3archive.setup.spec import MANIFEST_PREFIX, PACK_PREFIX, BucketSpec
+from s3archive.setup.spec import (DATA_PREFIX, MANIFEST_PREFIX, META_PREFIX, PACK_PREFIX,
+                                  BucketSpec)
 
 VERSION = "2012-10-17"
 ROOT_ARN = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
@@ -107,15 +108,24 @@ def _wants_tls_statement(spec: BucketSpec) -> bool:
 
 
 def backup_policy(spec: BucketSpec) -> dict[str, Any]:
-    """What every backup host may do: add packs, extend their locks, read the
-    bucket's lock configuration.  No run access (see ``host_policy``), no
-    reads of packs, no deletes, no governance bypass, no bucket changes, no
+    """What every backup host may do: add packs, extend their locks, read
+    metadata packs, read the bucket's lock configuration.  No run access (see
+    ``host_policy``), no reads of data packs, no deletes, no governance bypass, no bucket changes, no
     legal holds (granted per host, placing only, with ``legal_hold``)."""
     bucket, objects, _ = _arns(spec)
-    packs = f"{bucket}/{PACK_PREFIX}*"
+    new_packs = [f"{bucket}/{DATA_PREFIX}*", f"{bucket}/{META_PREFIX}*"]
     statements: list[dict[str, Any]] = [
         {"Sid": "AddPacksAndExtendTheirLocks", "Effect": "Allow",
-         "Action": ["s3:PutObject", "s3:PutObjectRetention"], "Resource": packs},
+         "Action": ["s3:PutObject", "s3:PutObjectRetention"], "Resource": new_packs},
+        # format-1 packs are no longer written, but a run still reuses and leases them
+        {"Sid": "ExtendLocksOfFormat1Packs", "Effect": "Allow",
+         "Action": "s3:PutObjectRetention", "Resource": f"{bucket}/{PACK_PREFIX}*"},
+        # a host reads its own runs' trees (ls, a lost cache rebuilt); it cannot list
+        # meta/ and pack names are random, so it reaches only the packs its runs name
+        # (with encryption every blob is sealed to the restore key anyway); never data
+        {"Sid": "ReadMetadataPacks", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+         "Resource": f"{bucket}/{META_PREFIX}*"},
         {"Sid": "ReadLockConfiguration", "Effect": "Allow",
          "Action": ["s3:GetBucketObjectLockConfiguration", "s3:GetBucketVersioning",
                     "s3:GetBucketLocation"],
@@ -152,7 +162,8 @@ def host_policy(spec: BucketSpec, host: str, legal_hold: bool | None = None) -> 
         statements += [
             {"Sid": "PlaceLegalHoldsOnOwnRunsAndPacks", "Effect": "Allow",
              "Action": "s3:PutObjectLegalHold",
-             "Resource": [own_runs, f"{bucket}/{PACK_PREFIX}*"],
+             "Resource": [own_runs] + [f"{bucket}/{prefix}*" for prefix in
+                                       (PACK_PREFIX, DATA_PREFIX, META_PREFIX)],
              "Condition": {"StringEquals": {"s3:object-lock-legal-hold": "ON"}}},
             {"Sid": "DenyLiftingLegalHolds", "Effect": "Deny",
              "Action": "s3:PutObjectLegalHold", "Resource": f"{bucket}/*",

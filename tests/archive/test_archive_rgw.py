@@ -68,7 +68,7 @@ def test_every_object_is_locked_and_every_put_carries_content_md5(env: ArchiveEn
     assert summary["exit_code"] == 0, summary["warnings"]
     retain_until = parse_time(summary["retain_until"])
     versions = env.versions()
-    assert {v["Key"].split("/")[0] for v in versions} == {"packs", "runs"}
+    assert {v["Key"].split("/")[0] for v in versions} == {"data", "meta", "runs"}
     assert len(versions) == summary["packs_uploaded"] + 1
     for version in versions:
         head = env.client.head_object(Bucket=env.bucket, Key=version["Key"],
@@ -80,7 +80,7 @@ def test_every_object_is_locked_and_every_put_carries_content_md5(env: ArchiveEn
         assert headers.get("Content-MD5"), headers
         assert headers.get("x-amz-object-lock-mode") == b"COMPLIANCE"
     # a COMPLIANCE lock written by the run cannot be shortened nor deleted
-    pack = next(v for v in versions if v["Key"].startswith("packs/"))
+    pack = next(v for v in versions if v["Key"].startswith("data/"))
     with pytest.raises(Exception):
         env.client.put_object_retention(
             Bucket=env.bucket, Key=pack["Key"], VersionId=pack["VersionId"],
@@ -147,7 +147,9 @@ def test_identical_content_is_stored_once_across_files_runs_and_snapshots(
     assert summary["bytes_read"] == 4 * len(blob)
     assert len(blob) <= summary["bytes_new"] <= len(blob) + 1024
     again = env.archive()
-    assert again["bytes_uploaded"] == 0 and again["bytes_new"] == 0
+    assert again["bytes_new"] == 0 and again["chunks_new"] == 0
+    # nothing but the new run record (the snapshot's start and duration differ)
+    assert again["trees_new"] == 1 and again["bytes_uploaded"] < 4096, again
 
 
 def test_daily_dump_with_one_percent_changed_uploads_about_one_percent(
@@ -181,7 +183,11 @@ def test_lost_cache_is_rebuilt_from_the_latest_manifest(env: ArchiveEnv, tmp_pat
     data = make_tree(tmp_path)
     env.pick(data)
     first = env.archive()
+    above = env.cache_dir.parent.stat()
     shutil.rmtree(env.cache_dir)
+    env.cache_dir.mkdir()
+    # as if the cache were lost elsewhere: the directory above the tree keeps its mtime
+    os.utime(env.cache_dir.parent, ns=(above.st_atime_ns, above.st_mtime_ns))
     second = env.archive()
     assert second["packs_uploaded"] == 0 and second["bytes_uploaded"] == 0
     assert second["bytes_read"] == 0, "file identities come back from the manifest"
@@ -222,8 +228,8 @@ def test_failed_run_writes_no_manifest_and_the_next_run_reuses_its_packs(
     assert result.exit_code == 1
     assert "was not written: PUT runs/" in result.stderr and "simulated outage" in result.stderr
     assert env.versions("runs/") == []
-    uploaded = len(env.versions("packs/"))
-    assert uploaded > 0
+    uploaded = len(env.versions("data/")) + len(env.versions("meta/"))
+    assert len(env.versions("data/")) > 0 and len(env.versions("meta/")) > 0
     monkeypatch.setattr(S3Store, "put_once", real_put)
     summary = env.archive()
     assert summary["packs_uploaded"] == 0 and summary["manifest_key"]
@@ -274,7 +280,7 @@ def test_transient_s3_errors_are_retried_with_back_off(env: ArchiveEnv, tmp_path
     env.pick(small)
     summary = env.archive()
     puts = summary["packs_uploaded"] + 1
-    assert puts == 2
+    assert puts == 3  # a data pack, a metadata pack, the run's root object
     assert len(attempts) == 3 * puts
     assert len(env.versions()) == puts
 
@@ -366,7 +372,7 @@ def test_repacks_read_the_files_again_never_the_packs(env: ArchiveEnv, tmp_path:
             return self.inner.location
 
         def get(self, key, version_id=None, byte_range=None):
-            if key.startswith("packs/"):
+            if key.startswith(("packs/", "data/", "meta/")):
                 raise AssertionError(f"the archive read {key}")
             return self.inner.get(key, version_id, byte_range)
 
@@ -386,10 +392,12 @@ def test_repacks_read_the_files_again_never_the_packs(env: ArchiveEnv, tmp_path:
     (data / "notes.txt").write_text("notes\n" * 5000)
     env.pick(data)
     first = archive(days=1)
-    assert first["packs_uploaded"] == 1
+    assert first["packs_uploaded"] == 2  # data, metadata
     (data / "big.bin").unlink()
     second = archive(days=3)  # the pack's lock is too short, and the run needs < 50 % of it
-    assert second["packs_rewritten"] == 1 and second["packs_uploaded"] == 1, second
+    # the data pack rewritten; the directory's new node in a new metadata pack (the
+    # old metadata pack, no longer needed, lapses)
+    assert second["packs_rewritten"] == 1 and second["packs_uploaded"] == 2, second
     assert second["bytes_read"] == 0 and second["files_unchanged"] == 2
     (data / "later.bin").write_bytes(random_bytes(100_000, 23))
     third = archive(days=4, mode="COMPLIANCE")  # GOVERNANCE packs: files read again

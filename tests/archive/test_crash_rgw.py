@@ -58,7 +58,7 @@ def test_archive_killed_at_random_points_leaves_a_bucket_that_verifies_and_resto
     picker.chmod(0o755)
 
     def packs_in_bucket() -> int:
-        listed = env.client.list_objects_v2(Bucket=env.bucket, Prefix="packs/")
+        listed = env.client.list_objects_v2(Bucket=env.bucket, Prefix="data/")
         return listed.get("KeyCount", 0)
 
     began = time.monotonic()

@@ -39,9 +39,9 @@ from s3archive.config import Config, parse_config
 from s3archive.format.chunk_codec import decode_chunk
 from s3archive.errors import NoSuchVersion, StoreError
 from s3archive.archive.local_cache import cache_path
-from s3archive.format.manifest_codec import decode_manifest
 from s3archive.format.model import FILE, Manifest
 from s3archive.store.base import ObjectLock
+from support.runs import PACK_PREFIXES, read_run
 from support.memory_store import FakeClock, MemoryStore
 
 DAY = timedelta(days=1)
@@ -128,11 +128,12 @@ class Sim:
         if found is None:
             stored = self.store.version(key, version_id)
             assert stored is not None and stored.body is not None
-            found = self._manifests[(key, version_id)] = decode_manifest(stored.body, key)
+            found = self._manifests[(key, version_id)] = read_run(self.store, key, stored.body)
         return found
 
     def pack_versions(self) -> list:
-        return [v for v in self.store.versions("packs/") if not v.is_delete_marker]
+        return [v for prefix in PACK_PREFIXES for v in self.store.versions(prefix)
+                if not v.is_delete_marker]
 
     # -- one day
     def run(self) -> RunRecord:
@@ -271,6 +272,8 @@ def check_run(sim: Sim, run: RunRecord) -> None:
     for entry in manifest.entries:
         for chunk in entry.chunks:
             used.setdefault(manifest.packs[chunk.pack].key, {})[chunk.hash] = chunk.stored
+    for blob in manifest.metadata:  # format 2: trees, chunk lists, the run record
+        used.setdefault(manifest.packs[blob.pack].key, {})[blob.hash] = blob.stored
     # extensions are batched by slack and never spent on a pack barely needed
     for key, version_id, before, lock in run.extensions:
         assert before is not None and before < needed, \
@@ -418,11 +421,13 @@ def test_months_of_daily_runs_keep_the_retention_invariant(tmp_path: Path) -> No
 
         run = sim.run()
         summary = run.summary
-        if day in wipe_days:  # rebuilt from the latest manifest: nothing re-uploaded
-            assert summary.packs_uploaded == 0 and summary.chunks_new == 0, summary
+        # new metadata (trees of changed directories) fits in one small metadata pack
+        data_packs_uploaded = summary.packs_uploaded - (1 if summary.trees_new else 0)
+        if day in wipe_days:  # rebuilt from the latest run: no data re-uploaded
+            assert data_packs_uploaded == 0 and summary.chunks_new == 0, summary
             assert summary.files_unchanged == summary.files
         if day == bulk_day:
-            assert summary.packs_uploaded == 1
+            assert data_packs_uploaded == 1
             keep_chunk = next(e.chunks[0] for e in run.manifest.entries
                               if e.path.endswith(b"bulk/keep.txt"))
             bulk_pack = run.manifest.packs[keep_chunk.pack]
@@ -439,7 +444,10 @@ def test_months_of_daily_runs_keep_the_retention_invariant(tmp_path: Path) -> No
                 written = sim.store.version(moved_to.key, moved_to.version_id)
                 assert written is not None and written.last_modified == sim.clock()
         if not changed and summary.tier == "daily":
-            assert summary.packs_uploaded == 0 and summary.bytes_read == 0, summary
+            # (the state file, written next to the tree, changes the mtime of the
+            # directory above it: that node and those above are new metadata)
+            assert data_packs_uploaded == 0 and summary.bytes_read == 0, summary
+            assert summary.trees_new <= len(sim.tree.parts) + 1, summary
             quiet_daily += 1
             quiet_daily_zero += run.requests.get("PutObjectRetention", 0) == 0
         counts.append(len(sim.pack_versions()))
@@ -478,11 +486,17 @@ def test_lost_cache_rebuilds_without_uploading(tmp_path: Path) -> None:
     write(sim.tree / "f3", rng.randbytes(10_000))
     sim.run()
     sim.next_day()
+    before = {(v.key, v.version_id) for v in sim.store.versions()}
     shutil.rmtree(tmp_path / "cache")
     third = sim.run()
-    assert third.summary.packs_uploaded == 0 and third.summary.chunks_new == 0
+    assert third.summary.chunks_new == 0
     assert third.summary.bytes_read == 0 and third.summary.files_unchanged == 12
-    assert third.requests.get("PutObject") == 1  # the manifest only
+    # removing the cache changed the mtime of the directory above the tree: its node
+    # and those above it are new (one small metadata pack), nothing else
+    new = [v.key.split("/")[0] for v in sim.store.versions()
+           if (v.key, v.version_id) not in before]
+    assert sorted(new) == ["meta", "runs"], new
+    assert third.summary.stats.trees_new <= len(sim.tree.parts) + 1
     sim.next_day()
 
 
@@ -493,7 +507,7 @@ def test_pack_deleted_behind_the_caches_back_is_written_again(tmp_path: Path) ->
     for i in range(6):
         write(sim.tree / f"f{i}", rng.randbytes(40_000))
     first = sim.run()
-    (pack,) = first.manifest.packs
+    (pack,) = [p for p in first.manifest.packs if p.key.startswith("data/")]
     # the host is off for a while: the run lapses, lifecycle removes its pack
     for _ in range(5):
         sim.next_day()
@@ -507,8 +521,9 @@ def test_pack_deleted_behind_the_caches_back_is_written_again(tmp_path: Path) ->
     second = sim.run()  # extension -> NoSuchVersion -> the chunks are written again
     assert second.failed == [(pack.key, pack.version_id, "NoSuchVersion")]
     assert second.extensions == []
-    assert second.summary.packs_uploaded == 1 and second.summary.chunks_new == 6
-    (new_pack,) = second.manifest.packs
+    # the data pack, and a metadata pack (the old one lapsed too; the cache knew it)
+    assert second.summary.packs_uploaded == 2 and second.summary.chunks_new == 6
+    (new_pack,) = [p for p in second.manifest.packs if p.key.startswith("data/")]
     assert (new_pack.key, new_pack.version_id) != (pack.key, pack.version_id)
     sim.next_day()
     third = sim.run()  # and the cache now knows the new version

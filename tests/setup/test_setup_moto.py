@@ -225,7 +225,7 @@ def test_least_privilege_end_to_end(moto: MotoServer, tmp_path: Path) -> None:
         admin_versions = admin_s3.list_object_versions(Bucket=bucket)["Versions"]
         moto.set_iam_enforcement(True)
         b_run = next(v for v in admin_versions if v["Key"].startswith("runs/host-b/"))
-        pack = next(v for v in admin_versions if v["Key"].startswith("packs/"))
+        pack = next(v for v in admin_versions if v["Key"].startswith("data/"))
         # Host A cannot write, overwrite or read host B's runs ...
         assert _denied(host_a.put_object, Bucket=bucket, Key="runs/host-b/29991231T000000Z"
                        ".jsonl.zst", Body=b"planted") == "AccessDenied"
@@ -279,7 +279,7 @@ def test_least_privilege_end_to_end(moto: MotoServer, tmp_path: Path) -> None:
             (data_b / "sub" / "b.bin").read_bytes()
         # ... and cannot write.
         reader = moto.client("s3", *restore_key)
-        assert _denied(reader.put_object, Bucket=bucket, Key="packs/zz/junk",
+        assert _denied(reader.put_object, Bucket=bucket, Key="data/zz/junk",
                        Body=b"junk") == "AccessDenied"
         assert _denied(reader.delete_object, Bucket=bucket, Key=pack["Key"],
                        VersionId=pack["VersionId"]) == "AccessDenied"

@@ -275,10 +275,12 @@ def test_host_policies_isolate_hosts_on_rgw(rgw, tmp_path: Path) -> None:
     run_of = {h: next(v for v in versions if v["Key"].startswith(f"runs/{h}/"))
               for h in ("host-a", "host-b", "held")}
     owner = {h: f"{bucket}-{h}" for h in ("host-a", "host-b", "held")}
-    pack = next(v for v in versions if v["Key"].startswith("packs/")
+    pack = next(v for v in versions if v["Key"].startswith("data/")
                 and v["Owner"]["ID"] == owner["host-b"])
-    own_pack = next(v for v in versions if v["Key"].startswith("packs/")
+    own_pack = next(v for v in versions if v["Key"].startswith("data/")
                     and v["Owner"]["ID"] == owner["host-a"])
+    meta_pack = next(v for v in versions if v["Key"].startswith("meta/")
+                     and v["Owner"]["ID"] == owner["host-b"])
     a = clients["host-a"]
     body = b"planted"
     put = {"Body": body, "ContentMD5": content_md5(body)}
@@ -307,6 +309,12 @@ def test_host_policies_isolate_hosts_on_rgw(rgw, tmp_path: Path) -> None:
     # deletes, no legal holds, on its own objects neither.
     assert _code(a.get_object, Bucket=bucket, Key=pack["Key"]) == "AccessDenied"
     assert _code(a.get_object, Bucket=bucket, Key=own_pack["Key"]) == "ok"  # RGW's ACL
+    # Metadata packs are readable by name (a host reads its own runs' trees), but no
+    # host can list them, and their names are random: only a run names them.
+    assert _code(a.get_object, Bucket=bucket, Key=meta_pack["Key"]) == "ok"
+    for prefix in ("meta/", "data/", "meta/" + meta_pack["Key"][5:7]):
+        assert _code(a.list_object_versions, Bucket=bucket,
+                     Prefix=prefix) == "AccessDenied", prefix
     assert _code(a.delete_object, Bucket=bucket, Key=own_pack["Key"],
                  VersionId=own_pack["VersionId"]) == "AccessDenied"
     assert _code(a.delete_object, Bucket=bucket, Key=pack["Key"],

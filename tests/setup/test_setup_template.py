@@ -29,7 +29,9 @@ BUCKET = "acme-backups"
 ACCOUNT = "111122223333"
 ROOT = f"arn:aws:iam::{ACCOUNT}:root"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
-OBJ = f"{BUCKET_ARN}/packs/ab/abcdef"
+OBJ = f"{BUCKET_ARN}/data/ab/abcdef"  # a data pack (format 2)
+META = f"{BUCKET_ARN}/meta/ab/abcdef"
+FORMAT1_PACK = f"{BUCKET_ARN}/packs/ab/abcdef"
 MANIFEST = f"{BUCKET_ARN}/runs/host1/2026.jsonl.zst"
 OTHER_MANIFEST = f"{BUCKET_ARN}/runs/host2/2026.jsonl.zst"
 TLS = {"aws:SecureTransport": "true", "aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:user/backup"}
@@ -292,8 +294,12 @@ def backup_host(spec: BucketSpec, host: str = "host1", legal_hold: bool | None =
 
 def test_backup_host_may_do_what_archive_needs(spec: BucketSpec) -> None:
     backup = backup_host(spec)
-    assert decision(backup, "s3:PutObject", OBJ) == "Allow"
-    assert decision(backup, "s3:PutObjectRetention", OBJ) == "Allow"
+    for pack in (OBJ, META):
+        assert decision(backup, "s3:PutObject", pack) == "Allow"
+        assert decision(backup, "s3:PutObjectRetention", pack) == "Allow"
+    # format-1 packs are reused and leased, never written again
+    assert decision(backup, "s3:PutObjectRetention", FORMAT1_PACK) == "Allow"
+    assert decision(backup, "s3:PutObject", FORMAT1_PACK) == "ImplicitDeny"
     assert decision(backup, "s3:GetBucketObjectLockConfiguration", BUCKET_ARN) == "Allow"
     for action in ("s3:PutObject", "s3:PutObjectRetention", "s3:GetObject",
                    "s3:GetObjectVersion"):
@@ -301,8 +307,11 @@ def test_backup_host_may_do_what_archive_needs(spec: BucketSpec) -> None:
     for prefix in ("runs/host1/", "runs/host1/2026"):
         assert decision(backup, "s3:ListBucketVersions", BUCKET_ARN,
                         {"s3:prefix": prefix}) == "Allow", prefix
-    # Pack contents are never read back by the backup credentials.
+    # Data is never read back by the backup credentials; metadata packs are (a host's
+    # own trees: ls, a lost cache rebuilt), by name only (no listing, see below).
     assert decision(backup, "s3:GetObject", OBJ) == "ImplicitDeny"
+    assert decision(backup, "s3:GetObject", FORMAT1_PACK) == "ImplicitDeny"
+    assert decision(backup, "s3:GetObject", META) == "Allow"
     assert decision(backup, "s3:GetObject", "arn:aws:s3:::other-bucket/runs/x") == "ImplicitDeny"
 
 
@@ -317,7 +326,7 @@ def test_backup_host_cannot_touch_another_hosts_runs(spec: BucketSpec, action: s
 
 
 @pytest.mark.parametrize("prefix", [None, "", "runs/", "runs/host", "runs/host10/",
-                                    "runs/host2/", "packs/", "runs/host1"])
+                                    "runs/host2/", "packs/", "data/", "meta/", "runs/host1"])
 def test_backup_host_cannot_list_beyond_its_runs(spec: BucketSpec, prefix: str | None) -> None:
     backup = backup_host(spec)
     context = {} if prefix is None else {"s3:prefix": prefix}

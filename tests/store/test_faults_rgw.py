@@ -242,7 +242,7 @@ def test_verify_and_restore_name_transport_failures_apart_from_damage(
     source, files, run_id = archive_clean(env, tmp_path)
 
     def pack_gets_only(request: Request, kind: str) -> bool:
-        return not (request.method == "GET" and request.key.startswith("packs/"))
+        return not (request.method == "GET" and request.key.startswith("data/"))
 
     # every read of a pack breaks off mid-body: the store is fine, the network is not
     faults.plan = FaultPlan(rate=1.0, kinds=("reset_mid_body",), spare=pack_gets_only)

@@ -45,6 +45,10 @@ class ArchiveEnv:
         (self.etc / "pickers.d").mkdir(parents=True, exist_ok=True)
         (self.etc / "snapshots.d").mkdir(exist_ok=True)
         self.cache_dir = self.root / "cache"
+        # made now, not by the first run: a run that creates them changes the mtime of
+        # the directory above the trees tests pick, which the next run would record
+        self.cache_dir.mkdir(exist_ok=True)
+        (self.root / "state").mkdir(exist_ok=True)
         creds = self.etc / "credentials"
         creds.write_text(f"[default]\naws_access_key_id = {self.access_key}\n"
                          f"aws_secret_access_key = {self.secret_key}\n")
@@ -107,6 +111,14 @@ class ArchiveEnv:
         return [v for page in pages for v in page.get("Versions", [])]
 
     def manifest_lines(self, key: str) -> list[dict[str, Any]]:
+        """The run as format-1 manifest lines: a format-2 run is read through its
+        trees by the tool's reader (so it is proven readable) and shown as format 1
+        shows a run; ``root_lines`` gives a run object's own lines."""
+        from support.runs import ClientReader, as_format1_lines, read_run
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return as_format1_lines(read_run(ClientReader(self.client, self.bucket), key, body))
+
+    def root_lines(self, key: str) -> list[dict[str, Any]]:
         import zstandard
         body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         text = zstandard.ZstdDecompressor().stream_reader(body).read().decode()

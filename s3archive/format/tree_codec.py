@@ -1,0 +1,430 @@
+"""Format 2 metadata blobs: tree nodes, chunk lists and the run record (no I/O).
+
+docs/FORMAT.md, part 2, section 6.  A directory is a leaf node (its entries,
+by name) or, when large, inner nodes over leaves; cuts depend only on the
+names, so one changed file rewrites one leaf and the nodes above it.  Every
+reference in a node indexes the node's own ``packs`` list; decoding maps it
+to the run's pack table (which pins each pack's version) and refuses a node
+naming a pack the run does not pin.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from s3archive.errors import ManifestError
+from s3archive.format import pack2
+from s3archive.format.limits import LIMITS, MAX_CHUNK_SIZE, ManifestLimits
+from s3archive.format.manifest_codec import (_HASH, ENCODINGS, _is_nat, _Line, decode_entry,
+                                             decode_snapshot, decode_trailer)
+from s3archive.format.model import ChunkRef, Entry, PackRef, Snapshot, Warning_
+
+# Cuts (section 6.3, 6.4)
+LEAF_MIN = 64
+LEAF_MAX = 4096
+LEAF_CUT = (1 << 32) // 512
+NODE_TARGET_BYTES = 1 << 20  # a leaf is cut before its JSON passes this
+MAX_HEIGHT = 3
+INLINE_CHUNKS = 1024  # more chunks than this go to chunk lists
+LIST_MIN = 256
+LIST_MAX = 4096
+LIST_CUT = (1 << 32) // 1024
+MAX_LISTS = 4096
+MAX_META_BLOB = MAX_CHUNK_SIZE  # plain bytes of a T, L or R blob
+
+_DROP = ("type", "path", "path_b64")
+_ORDER = ("kind", "mode", "uid", "gid", "user", "group", "mtime_ns", "size", "target",
+          "target_b64", "rdev", "acl_access", "acl_default", "xattrs", "extents", "ino",
+          "ctime_ns")
+_KNOWN = frozenset(_ORDER + _DROP + ("chunks",))
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def name_of(path: bytes) -> bytes:
+    return path.rsplit(b"/", 1)[1] if path != b"/" else b"/"
+
+
+def cut_after(name: bytes, count: int) -> bool:
+    """The content-defined cut rule of leaves and inner nodes."""
+    if count < LEAF_MIN:
+        return False
+    return int.from_bytes(hashlib.sha256(name).digest()[:4], "big") < LEAF_CUT
+
+
+def list_cut_after(chunk_id: str, count: int) -> bool:
+    return count >= LIST_MIN and int(chunk_id[:8], 16) < LIST_CUT
+
+
+def put_name(obj: dict[str, Any], name: bytes) -> None:
+    try:
+        obj["name"] = name.decode("utf-8")
+    except UnicodeDecodeError:
+        obj["name_b64"] = base64.b64encode(name).decode("ascii")
+
+
+class PackList:
+    """A node's ``packs`` list, built in order of first use."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, int] = {}
+
+    def ref(self, ref: "BlobRef") -> list[Any]:
+        index = self.keys.setdefault(ref.pack, len(self.keys))
+        return [ref.id, ref.size, index, ref.offset, ref.stored, ref.encoding]
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """A writer's reference: the pack by key (the node's list gives its index)."""
+
+    id: str
+    size: int
+    pack: str
+    offset: int
+    stored: int
+    encoding: str
+
+
+# ------------------------------------------------------------------ encoding
+def entry_object(spool_obj: dict[str, Any], name: bytes) -> dict[str, Any]:
+    """A format-1 entry line (as spooled) as a node entry: ``name`` for ``path``,
+    no ``type``, ``ino`` or ``ctime_ns``."""
+    obj: dict[str, Any] = {}
+    put_name(obj, name)
+    # one key order whatever produced the line (the walk, or a cache row), so an
+    # unchanged entry always encodes to the same bytes
+    for key in _ORDER:
+        if key in spool_obj:
+            obj[key] = spool_obj[key]
+    for key in sorted(spool_obj.keys() - _KNOWN):
+        obj[key] = spool_obj[key]
+    return obj
+
+
+def encode_leaf(entries: Sequence[tuple[dict[str, Any], list[BlobRef] | None,
+                                        list[BlobRef] | None, BlobRef | None]]) -> bytes:
+    """``entries``: (node entry object, chunks, chunk lists, tree) each."""
+    packs = PackList()
+    out = []
+    for obj, chunks, lists, tree in entries:
+        item = dict(obj)
+        if tree is not None:
+            item["tree"] = packs.ref(tree)
+        if lists is not None:
+            item["chunk_lists"] = [packs.ref(r) for r in lists]
+        elif chunks is not None:
+            item["chunks"] = [packs.ref(r) for r in chunks]
+        out.append(item)
+    return dumps({"node": "leaf", "packs": list(packs.keys), "entries": out})
+
+
+def encode_inner(height: int, children: Sequence[tuple[bytes, int, BlobRef]]) -> bytes:
+    packs = PackList()
+    out = []
+    for first, count, ref in children:
+        child: dict[str, Any] = {}
+        try:
+            child["first"] = first.decode("utf-8")
+        except UnicodeDecodeError:
+            child["first_b64"] = base64.b64encode(first).decode("ascii")
+        child["entries"] = count
+        child["ref"] = packs.ref(ref)
+        out.append(child)
+    return dumps({"node": "inner", "height": height, "packs": list(packs.keys),
+                  "children": out})
+
+
+def encode_chunk_list(chunks: Sequence[BlobRef]) -> bytes:
+    packs = PackList()
+    refs = [packs.ref(r) for r in chunks]
+    return dumps({"packs": list(packs.keys), "chunks": refs})
+
+
+def encode_record(root: dict[str, Any] | None, root_tree: BlobRef | None,
+                  snapshots: Sequence[tuple[dict[str, Any], list[BlobRef] | None,
+                                            list[BlobRef] | None]],
+                  warnings: Iterable[dict[str, Any]]) -> bytes:
+    packs = PackList()
+    root_obj = None
+    if root is not None:
+        assert root_tree is not None
+        root_obj = dict(root)
+        root_obj["tree"] = packs.ref(root_tree)
+    snaps = []
+    for obj, chunks, lists in snapshots:
+        item = dict(obj)
+        item.pop("type", None)
+        item.pop("chunks", None)
+        if lists is not None:
+            item["chunk_lists"] = [packs.ref(r) for r in lists]
+        else:
+            item["chunks"] = [packs.ref(r) for r in chunks or []]
+        snaps.append(item)
+    return dumps({"packs": list(packs.keys), "root": root_obj, "snapshots": snaps,
+                  "warnings": list(warnings)})
+
+
+# ------------------------------------------------------------------ decoding
+@dataclass(frozen=True, slots=True)
+class Child:
+    first: bytes
+    entries: int
+    ref: ChunkRef
+
+
+@dataclass(slots=True)
+class Node:
+    """A decoded tree node: a leaf (``entries``) or an inner node (``children``)."""
+
+    height: int
+    entries: list[Entry]
+    children: list[Child]
+    # per entry of a leaf: the directory's tree, or the file's chunk lists
+    trees: dict[bytes, ChunkRef]
+    lists: dict[bytes, list[ChunkRef]]
+
+
+@dataclass(slots=True)
+class RunRecord:
+    root: Entry | None
+    root_tree: ChunkRef | None
+    snapshots: list[Snapshot]
+    snapshot_lists: dict[str, list[ChunkRef]]
+    warnings: list[Warning_]
+
+
+def _object(plain: bytes, where: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(plain)
+    except (ValueError, RecursionError) as err:
+        raise ManifestError(f"{where}: not acceptable JSON: {str(err)[:100]}") from None
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: not a JSON object")
+    return obj
+
+
+@dataclass(frozen=True)
+class PackTable:
+    """A run's pack table: by id (``packs[i].id == i``) and by key."""
+
+    packs: list[PackRef]
+    by_key: dict[str, PackRef]
+
+    @classmethod
+    def of(cls, packs: list[PackRef]) -> "PackTable":
+        return cls(packs, {p.key: p for p in packs})
+
+
+def _node_packs(obj: dict[str, Any], table: PackTable, where: str) -> list[PackRef]:
+    raw = obj.get("packs")
+    if not isinstance(raw, list) or len(raw) > 65536:
+        raise ManifestError(f"{where}: 'packs' must be a list")
+    packs = []
+    for key in raw:
+        if not isinstance(key, str) or key not in table.by_key:
+            raise ManifestError(f"{where}: names pack {str(key)[:100]!r}, which the run "
+                                "does not pin")
+        packs.append(table.by_key[key])
+    if len({p.key for p in packs}) != len(packs):
+        raise ManifestError(f"{where}: a pack is listed twice")
+    return packs
+
+
+def _ref(raw: Any, packs: list[PackRef], where: str, meta: bool) -> ChunkRef:
+    """One reference, its pack index mapped to the run's pack table."""
+    if (not isinstance(raw, list) or len(raw) != 6 or not isinstance(raw[0], str)
+            or not _HASH.fullmatch(raw[0]) or not all(_is_nat(v) for v in raw[1:5])
+            or raw[5] not in ENCODINGS):
+        raise ManifestError(f"{where}: malformed reference {str(raw)[:80]}")
+    if raw[2] >= len(packs):
+        raise ManifestError(f"{where}: reference to pack {raw[2]}, not in the node's packs")
+    pack = packs[raw[2]]
+    prefix = pack.key.split("/", 1)[0]
+    if meta and prefix != pack2.META_PREFIX:
+        raise ManifestError(f"{where}: a metadata reference into {pack.key}")
+    if not meta and prefix == pack2.META_PREFIX:
+        raise ManifestError(f"{where}: a data reference into the metadata pack {pack.key}")
+    if raw[1] > MAX_CHUNK_SIZE or raw[4] > MAX_CHUNK_SIZE or raw[4] == 0 \
+            or (raw[5] == "raw" and raw[4] != raw[1]):
+        raise ManifestError(f"{where}: reference sizes are inconsistent")
+    start = pack2.PREAMBLE_FIXED if pack2.is_pack2_key(pack.key) else 0
+    end = pack.size - (pack2.FOOTER_SIZE if pack2.is_pack2_key(pack.key) else 0)
+    if raw[3] < start or raw[3] + raw[4] > end:
+        raise ManifestError(f"{where}: reference lies outside the blobs of {pack.key}")
+    return ChunkRef(raw[0], raw[1], pack.id, raw[3], raw[4], raw[5])
+
+
+def _refs(raw: Any, packs: list[PackRef], where: str, meta: bool, limit: int) -> list[ChunkRef]:
+    if not isinstance(raw, list) or len(raw) > limit:
+        raise ManifestError(f"{where}: a list of at most {limit} references expected")
+    return [_ref(item, packs, where, meta) for item in raw]
+
+
+def _name(obj: dict[str, Any], key: str, where: str, limits: ManifestLimits) -> bytes:
+    if key in obj:
+        text = obj[key]
+        if not isinstance(text, str) or len(text) > limits.name_bytes:
+            raise ManifestError(f"{where}: bad {key!r}")
+        try:
+            name = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ManifestError(f"{where}: {key!r} is not valid UTF-8") from None
+    elif f"{key}_b64" in obj:
+        text = obj[f"{key}_b64"]
+        if not isinstance(text, str) or len(text) > 4 * limits.name_bytes:
+            raise ManifestError(f"{where}: bad {key}_b64")
+        try:
+            name = base64.b64decode(text, validate=True)
+        except ValueError:
+            raise ManifestError(f"{where}: {key}_b64 is not base64") from None
+    else:
+        raise ManifestError(f"{where}: an entry without {key!r}")
+    if (not name or len(name) > limits.name_bytes or b"/" in name or b"\0" in name
+            or name in (b".", b"..")):
+        raise ManifestError(f"{where}: bad name {name[:100]!r}")
+    return name
+
+
+def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
+                limits: ManifestLimits = LIMITS) -> Node:
+    """A tree node of directory ``parent``; every field checked, references mapped."""
+    obj = _object(plain, where)
+    packs = _node_packs(obj, table, where)
+    kind = obj.get("node")
+    if kind == "inner":
+        height = obj.get("height")
+        children_raw = obj.get("children")
+        if not _is_nat(height) or not 1 <= height <= MAX_HEIGHT:
+            raise ManifestError(f"{where}: bad height {str(height)[:20]}")
+        if not isinstance(children_raw, list) or not 1 <= len(children_raw) <= LEAF_MAX:
+            raise ManifestError(f"{where}: an inner node has 1 to {LEAF_MAX} children")
+        children = []
+        for item in children_raw:
+            if not isinstance(item, dict):
+                raise ManifestError(f"{where}: malformed child")
+            first = _name(item, "first", where, limits)
+            count = item.get("entries")
+            if not _is_nat(count) or count == 0:
+                raise ManifestError(f"{where}: bad entry count of a child")
+            if children and first <= children[-1].first:
+                raise ManifestError(f"{where}: children are not in strictly increasing order")
+            children.append(Child(first, count, _ref(item.get("ref"), packs, where, True)))
+        return Node(height, [], children, {}, {})
+    if kind != "leaf":
+        raise ManifestError(f"{where}: unknown node kind {str(kind)[:20]!r}")
+    raw_entries = obj.get("entries")
+    if not isinstance(raw_entries, list) or len(raw_entries) > LEAF_MAX:
+        raise ManifestError(f"{where}: a leaf has at most {LEAF_MAX} entries")
+    node = Node(0, [], [], {}, {})
+    last: bytes | None = None
+    for number, item in enumerate(raw_entries, 1):
+        if not isinstance(item, dict):
+            raise ManifestError(f"{where}: entry {number} is not an object")
+        name = _name(item, "name", where, limits)
+        if last is not None and name <= last:
+            raise ManifestError(f"{where}: names are not in strictly increasing order "
+                                f"({name[:100]!r})")
+        last = name
+        path = parent + name if parent == b"/" else parent + b"/" + name
+        line_obj = {k: v for k, v in item.items()
+                    if k not in ("name", "name_b64", "tree", "chunks", "chunk_lists",
+                                 "path", "path_b64")}
+        line_obj["path_b64"] = base64.b64encode(path).decode("ascii")
+        entry_kind = item.get("kind")
+        lists = None
+        if entry_kind == "file":
+            if ("chunks" in item) == ("chunk_lists" in item):
+                raise ManifestError(f"{where}: file {name[:100]!r} needs exactly one of "
+                                    "chunks and chunk_lists")
+            if "chunks" in item:
+                line_obj["chunks"] = [_ref(r, packs, where, False) for r in
+                                      _bounded(item["chunks"], INLINE_CHUNKS, where)]
+            else:
+                lists = _refs(item["chunk_lists"], packs, where, True, MAX_LISTS)
+                if not lists:
+                    raise ManifestError(f"{where}: empty chunk_lists")
+                line_obj["chunks"] = []
+        if "chunks" in line_obj:
+            line_obj["chunks"] = [[c.hash, c.size, c.pack, c.offset, c.stored, c.encoding]
+                                  for c in line_obj["chunks"]]
+        entry = decode_entry(_Line(line_obj, number, where, limits), table.packs,
+                             with_chunks=lists is None)
+        if lists is not None:
+            node.lists[name] = lists
+        if entry_kind == "dir":
+            node.trees[name] = _ref(item.get("tree"), packs, where, True)
+        elif "tree" in item:
+            raise ManifestError(f"{where}: {name[:100]!r} is a {entry_kind}, not a directory, "
+                                "but has a tree")
+        node.entries.append(entry)
+    return node
+
+
+def _bounded(raw: Any, limit: int, where: str) -> list[Any]:
+    if not isinstance(raw, list) or len(raw) > limit:
+        raise ManifestError(f"{where}: a list of at most {limit} references expected")
+    return raw
+
+
+def decode_chunk_list(plain: bytes, table: PackTable, where: str) -> list[ChunkRef]:
+    obj = _object(plain, where)
+    packs = _node_packs(obj, table, where)
+    return _refs(obj.get("chunks"), packs, where, False, LIST_MAX)
+
+
+def decode_record(plain: bytes, table: PackTable, where: str,
+                  limits: ManifestLimits = LIMITS) -> RunRecord:
+    obj = _object(plain, where)
+    packs = _node_packs(obj, table, where)
+    root = root_tree = None
+    raw_root = obj.get("root")
+    if raw_root is not None:
+        if not isinstance(raw_root, dict) or raw_root.get("name") != "/" \
+                or raw_root.get("kind") != "dir":
+            raise ManifestError(f"{where}: the root entry must be the directory '/'")
+        root_tree = _ref(raw_root.get("tree"), packs, where, True)
+        line_obj = {k: v for k, v in raw_root.items() if k not in ("name", "tree")}
+        line_obj["path"] = "/"
+        root = decode_entry(_Line(line_obj, 0, where, limits), [])
+    raw_snaps = obj.get("snapshots")
+    if not isinstance(raw_snaps, list) or len(raw_snaps) > 1000:
+        raise ManifestError(f"{where}: at most 1000 snapshots")
+    snapshots: list[Snapshot] = []
+    snapshot_lists: dict[str, list[ChunkRef]] = {}
+    for number, item in enumerate(raw_snaps, 1):
+        if not isinstance(item, dict):
+            raise ManifestError(f"{where}: snapshot {number} is not an object")
+        item = dict(item)
+        lists = None
+        if "chunk_lists" in item:
+            lists = _refs(item.pop("chunk_lists"), packs, where, True, MAX_LISTS)
+            item["chunks"] = []
+            item["size"], size = 0, item.get("size")
+        else:
+            item["chunks"] = [[c.hash, c.size, c.pack, c.offset, c.stored, c.encoding] for c in
+                              (_ref(r, packs, where, False)
+                               for r in _bounded(item.get("chunks"), INLINE_CHUNKS, where))]
+        snap = decode_snapshot(_Line(item, number, where, limits), table.packs)
+        if lists is not None:
+            if not _is_nat(size):
+                raise ManifestError(f"{where}: snapshot {snap.name!r}: bad size")
+            snap.size = size
+            snapshot_lists[snap.name] = lists
+        if snapshots and snap.name <= snapshots[-1].name:
+            raise ManifestError(f"{where}: duplicate or unsorted snapshot {snap.name!r}")
+        snapshots.append(snap)
+    raw_warnings = obj.get("warnings")
+    if not isinstance(raw_warnings, list) or len(raw_warnings) > 10_001:
+        raise ManifestError(f"{where}: at most 10,000 warnings")
+    trailer = decode_trailer(_Line({"finished": "1970-01-01T00:00:00Z",
+                                    "warnings": raw_warnings}, 0, where, limits))
+    return RunRecord(root, root_tree, snapshots, snapshot_lists, trailer.warnings)
+
