@@ -98,8 +98,9 @@ class ArchiveSummary:
 class Archiver:
     def __init__(self, config: Config, store: StoreWriter, *, clock: Clock = utc_now,
                  progress: Progress | None = None, dry_run: bool = False,
-                 reuse_margin: timedelta = REUSE_MARGIN):
+                 reuse_margin: timedelta = REUSE_MARGIN, start_encryption: bool = False):
         self.config = config
+        self.start_encryption = start_encryption  # archive --start-encryption (FORMAT2 11)
         self.reuse_margin = reuse_margin
         self.store = store
         self.clock = clock
