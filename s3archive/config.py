@@ -339,9 +339,11 @@ def dedup_secret_file_text(secret: DedupSecret) -> str:
             f"{secret}\n")
 
 
-def read_dedup_secret_file(path: Path) -> DedupSecret:
+def read_dedup_secret_file(path: Path, *, strict: bool = True) -> DedupSecret:
     """Read the host's dedup secret: a regular file, mode 0600 or stricter,
-    owned by this user or root; anything else is refused naming the file."""
+    owned by this user or root; anything else is refused naming the file.
+    ``strict=False`` skips mode and owner: a copy the operator hands to
+    ``write-config --dedup-secret``, which installs it 0600."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
@@ -358,10 +360,10 @@ def read_dedup_secret_file(path: Path) -> DedupSecret:
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"{path}: the dedup secret must be a regular file")
         mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
+        if strict and mode & 0o077:
             raise ConfigError(f"{path}: the dedup secret is accessible by group or others "
                               f"(mode {mode:04o}): chmod 600 {path}")
-        if info.st_uid not in (os.geteuid(), 0):
+        if strict and info.st_uid not in (os.geteuid(), 0):
             raise ConfigError(f"{path}: the dedup secret is owned by uid {info.st_uid}, "
                               "neither this user nor root")
         data = os.read(fd, MAX_DEDUP_SECRET_FILE + 1)
