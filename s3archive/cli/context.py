@@ -24,7 +24,7 @@ from click.core import ParameterSource
 from s3archive.browse import pick_run
 from s3archive.config import Config, default_config_path, load_config
 from s3archive.crypto.errors import KeyFormatError
-from s3archive.crypto.keys import Identity, read_identity_file
+from s3archive.crypto.keys import MAX_IDENTITY_FILE, Identity, read_identity_file, read_paper
 from s3archive.format.model import Manifest
 from s3archive.repo.catalog import RunRef, load_manifest
 from s3archive.store.counting_store import CountingStore
@@ -97,12 +97,16 @@ key_option = click.option(
 
 
 def load_identities(path: Path, source: str) -> list[Identity]:
-    """The restore keys of ``--key``; one line naming the file (never a key)
-    when it cannot be used.  A key file others may read is used, with a
-    warning: refusing it would stop a restore from a stick that shows every
-    file as 0755 on the bad day."""
+    """The restore keys of ``--key``: an identity file, or a typed-in paper
+    copy (``key generate --paper``'s numbered lines); one line naming the
+    file (never a key) when it cannot be used.  A key file others may read
+    is used, with a warning: refusing it would stop a restore from a stick
+    that shows every file as 0755 on the bad day."""
     try:
-        identities = read_identity_file(path)
+        try:
+            identities = read_identity_file(path)
+        except KeyFormatError as err:
+            identities = _paper_copy(path, err)
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise KeyFormatError(f"{path}: key file not found ({source})") from None
@@ -118,6 +122,22 @@ def load_identities(path: Path, source: str) -> list[Identity]:
         log.warning(f"{path}: the key file is accessible by group or others (mode "
                     f"{stat.S_IMODE(mode):04o}); chmod 600 it, or keep it offline")
     return identities
+
+
+def _paper_copy(path: Path, error: KeyFormatError) -> list[Identity]:
+    """The key typed from the paper sheet, when the file is one; else the
+    identity file's ``error``."""
+    with open(path, "rb") as stream:
+        text = stream.read(MAX_IDENTITY_FILE).decode("ascii", errors="replace")
+    if "\ufffd" in text or not any(line.strip()[:1].isdigit() for line in text.splitlines()):
+        raise error
+    identity, problems = read_paper(text)
+    if identity is None:
+        lines = "; ".join(f"line {p.line}: {p.message}" if p.line else p.message
+                          for p in problems)
+        raise KeyFormatError(f"{path}: a paper copy that does not check: {lines} "
+                             "(s3archive key check FILE names each line to retype)")
+    return [identity]
 
 
 def _key_source(ctx: click.Context) -> str:

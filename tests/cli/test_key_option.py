@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from s3archive.cli import context
 from s3archive.cli.main import cli
-from s3archive.crypto.keys import Identity
+from s3archive.crypto.keys import Identity, paper_lines, paper_sheet
 from support.manifest_builder import RunBuilder, make_bucket_env
 
 RUN = "20260501T020000Z"
@@ -116,6 +116,34 @@ def test_a_key_is_never_echoed_by_a_bad_line(tmp_path: Path) -> None:
     result = _cli(["ls", "latest", "--key", str(path)], tmp_path)
     assert result.exit_code == 2 and str(good) not in result.stderr
     assert result.stderr.startswith(f"s3archive: error: {path}: line 2: ")
+
+
+def test_a_typed_paper_copy_is_a_key(tmp_path: Path) -> None:
+    """The bad day's restore starts from the sheet: its numbered lines, typed
+    in (any case, the rest of the sheet pasted along or not), are a key."""
+    identity = Identity.generate()
+    typed = tmp_path / "typed.txt"
+    typed.write_text("\n".join(line.lower() for line in paper_lines(identity)) + "\n")
+    assert context.load_identities(typed, "--key") == [identity]
+    typed.write_text(paper_sheet(identity))
+    assert context.load_identities(typed, "--key") == [identity]
+
+
+def test_a_paper_copy_that_does_not_check_names_the_lines(tmp_path: Path) -> None:
+    identity = Identity.generate()
+    lines = paper_lines(identity)
+    wrong = lines[1][:3] + ("Q" if lines[1][3] != "Q" else "P") + lines[1][4:]
+    typed = tmp_path / "typed.txt"
+    typed.write_text("\n".join([lines[0], wrong, *lines[2:]]) + "\n")
+    result = _cli(["ls", "latest", "--key", str(typed)], tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr == (f"s3archive: error: {typed}: a paper copy that does not check: "
+                             "line 2: check digits do not match: a character of this line is "
+                             "wrong, or the digits (s3archive key check FILE names each line "
+                             "to retype)\n")
+    typed.write_text("\n".join(lines[:-1]) + "\n")  # the last line forgotten
+    result = _cli(["ls", "latest", "--key", str(typed)], tmp_path)
+    assert result.exit_code == 2 and "the whole key does not" in result.stderr
 
 
 @pytest.fixture(scope="module")
