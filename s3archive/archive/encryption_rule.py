@@ -3,14 +3,15 @@ all plain, except for one explicit, recorded switch from plain to encrypted.
 
 A pure function of the host's latest run (its header's ``encryption``), the
 configuration's ``[encryption]`` and ``archive --start-encryption``; the
-writer asks it before a run and raises what it raises.  The latest run's
+writer asks it before a run and raises what it raises; ``verify`` reads a
+host's runs back with :func:`mixing_problems`.  The latest run's
 header comes from the bucket: only whether ``encryption`` is null decides;
 its recipients and dedup id serve only the note that they changed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -100,3 +101,29 @@ def _changes(host: str, latest: Mapping[str, Any], config: EncryptionConfig) -> 
         notes.append(f"host {host}: the dedup group changes with this run (now {dedup_id}): "
                      "data stored under the former group is uploaded again")
     return tuple(notes)
+
+
+@dataclass(frozen=True)
+class RunEncryption:
+    """What a run's header says about encryption, for :func:`mixing_problems`."""
+
+    run_id: str
+    encryption: Mapping[str, Any] | None  # the header's ``encryption``; None: plain
+    encryption_started: bool = False  # the header's ``encryption_started``
+
+
+def mixing_problems(host: str, runs: Sequence[RunEncryption]) -> list[str]:
+    """The same rule read back over a host's runs, oldest first (for
+    ``verify``): a plain run after an encrypted one, or an encrypted run
+    after a plain one without ``encryption_started``, each named."""
+    problems = []
+    for before, run in zip(runs, runs[1:]):
+        if before.encryption is not None and run.encryption is None:
+            problems.append(f"host {host}: run {run.run_id} is plain after the encrypted run "
+                            f"{before.run_id}")
+        elif before.encryption is None and run.encryption is not None \
+                and not run.encryption_started:
+            problems.append(f"host {host}: run {run.run_id} is encrypted after the plain run "
+                            f"{before.run_id} without recording the switch "
+                            "(encryption_started)")
+    return problems

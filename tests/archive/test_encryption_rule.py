@@ -11,7 +11,9 @@ import pytest
 from s3archive.archive.encryption_rule import (
     EncryptionMixError,
     EncryptionMode,
+    RunEncryption,
     decide_encryption,
+    mixing_problems,
 )
 from s3archive.config import EncryptionConfig, dedup_secret_file_text
 from s3archive.crypto.dedup import DedupSecret
@@ -130,3 +132,20 @@ def test_a_header_that_is_not_an_object_still_counts_as_encrypted(
         decide_encryption("web1", "garbage", None, False)  # type: ignore[arg-type]
     decision = decide_encryption("web1", "garbage", config, False)  # type: ignore[arg-type]
     assert decision.mode is EncryptionMode.ENCRYPTED and len(decision.notes) == 2
+
+
+def test_verify_names_every_silent_switch_in_a_hosts_runs() -> None:
+    enc, plain = _header(), None
+    runs = [RunEncryption("r1", plain), RunEncryption("r2", enc, encryption_started=True),
+            RunEncryption("r3", enc), RunEncryption("r4", plain), RunEncryption("r5", enc),
+            RunEncryption("r6", enc, encryption_started=True)]
+    assert mixing_problems("web1", runs) == [
+        "host web1: run r4 is plain after the encrypted run r3",
+        "host web1: run r5 is encrypted after the plain run r4 without recording the switch "
+        "(encryption_started)"]
+    assert mixing_problems("web1", runs[:3]) == []
+    assert mixing_problems("web1", [RunEncryption("r1", enc)]) == []
+    assert mixing_problems("web1", []) == []
+    # a first run may be encrypted without the flag; a flag on an encrypted host is harmless
+    assert mixing_problems("web1", [RunEncryption("r1", enc), RunEncryption("r2", enc, True)]) \
+        == []
