@@ -170,3 +170,34 @@ def test_archive_checks_the_secret_before_anything_runs(tmp_path: Path) -> None:
 def test_start_encryption_is_an_archive_option() -> None:
     result = CliRunner().invoke(cli, ["archive", "--help"])
     assert "--start-encryption" in result.stdout and "no way back" in result.stdout
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_archive_hands_start_encryption_to_the_archiver(tmp_path: Path, flag: bool,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from s3archive.cli import archive as archive_cli
+    from s3archive.errors import CommandFailed
+
+    seen: dict[str, object] = {}
+
+    class Recording:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            seen.update(kwargs)
+
+        def run(self) -> None:
+            raise CommandFailed("stopped by the test")
+
+    monkeypatch.setattr(archive_cli, "Archiver", Recording)
+    config = _config(tmp_path, f'[local]\ncache_dir = "{tmp_path}/cache"\n'
+                     f'state_file = "{tmp_path}/s.json"\n')
+    args = ["--config", str(config), "archive", "--dry-run"] + (["--start-encryption"] if flag
+                                                                  else [])
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "stopped by the test" in result.stderr, result.output
+    assert seen["start_encryption"] is flag and seen["dry_run"] is True
+    import inspect
+
+    from s3archive.archive.archiver import Archiver
+
+    parameter = inspect.signature(Archiver).parameters["start_encryption"]
+    assert parameter.kind is parameter.KEYWORD_ONLY and parameter.default is False
