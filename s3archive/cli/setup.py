@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from s3archive.config import MAX_RETENTION_DAYS, RetentionSettings
+from s3archive.crypto.keys import Recipient
 from s3archive.errors import CommandFailed, UsageError
 from s3archive.setup.spec import BucketSpec, default_stack_name
 
@@ -224,9 +225,8 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
             click.echo("  " + " ".join(command))
 
 
-def _recipient(text: str):  # type: ignore[no-untyped-def]
+def _recipient(text: str) -> Recipient:
     from s3archive.crypto.errors import KeyFormatError
-    from s3archive.crypto.keys import Recipient
 
     try:
         return Recipient.parse(text)

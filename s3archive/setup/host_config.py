@@ -221,18 +221,19 @@ def plan_dedup_secret(path: Path, given: DedupSecret | None,
     if not os.path.lexists(path):
         return (given or DedupSecret.generate()), "created"
     try:
-        current: DedupSecret | None = read_dedup_secret_file(path)
+        current = read_dedup_secret_file(path)
     except ConfigError:
-        if given is None or not force:
-            raise
-        current = None
-    if given is None or given == current:
-        assert current is not None
-        return current, "unchanged" if given else "kept"
+        if given is not None and force:
+            return given, "overwritten"  # a broken file, replaced by the group's secret
+        raise
+    if given is None:
+        return current, "kept"
+    if given == current:
+        return current, "unchanged"
     if not force:
-        where = f"group {current.dedup_id}" if current else "unreadable"
-        raise UsageError(f"{path} holds another dedup secret ({where}; --dedup-secret is "
-                         f"group {given.dedup_id}): left alone; use --force to replace it")
+        raise UsageError(f"{path} holds another dedup secret (group {current.dedup_id}; "
+                         f"--dedup-secret is group {given.dedup_id}): left alone; use --force "
+                         "to replace it")
     return given, "overwritten"
 
 
@@ -250,14 +251,14 @@ def install_dedup_secret(path: Path, secret: DedupSecret, action: str) -> None:
             pass
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, dedup_secret_file_text(secret).encode("ascii"))
-        os.fsync(fd)
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(dedup_secret_file_text(secret).encode("ascii"))
+            stream.flush()
+            os.fsync(stream.fileno())
     except BaseException:
-        os.close(fd)
         os.unlink(target)
         raise
-    os.close(fd)
     if target != path:
         os.replace(target, path)
 

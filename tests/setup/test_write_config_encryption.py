@@ -130,6 +130,15 @@ def test_an_unsafe_existing_secret_is_named_not_replaced(tmp_path: Path) -> None
                              f"by group or others (mode 0644): chmod 600 {secret_file}\n")
     assert secret_file.read_bytes() == before
     assert not (tmp_path / ETC / "config.toml").exists()
+    # --force does not make a new one over it either; the group's secret does replace it.
+    assert _write(tmp_path, "--recipient", OPERATOR, "--force").exit_code == 2
+    group = DedupSecret.generate()
+    given = _given(tmp_path / "group.key", group)
+    assert _write(tmp_path, "--recipient", OPERATOR, "--dedup-secret", str(given)).exit_code == 2
+    result = _write(tmp_path, "--recipient", OPERATOR, "--dedup-secret", str(given), "--force")
+    assert result.exit_code == 0, result.output
+    assert f"overwritten {secret_file}\n" in result.stdout
+    assert load_config(tmp_path / ETC / "config.toml").encryption.dedup_secret == group  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("args, why", [
