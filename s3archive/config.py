@@ -10,13 +10,18 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
 from s3archive.clock import Clock, utc_now
+from s3archive.crypto.dedup import DedupSecret
+from s3archive.crypto.errors import KeyFormatError
+from s3archive.crypto.keys import Recipient
 from s3archive.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/s3archive/config.toml")
@@ -24,6 +29,9 @@ CONFIG_ENV = "S3ARCHIVE_CONFIG"
 LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 TIERS = ("daily", "weekly", "monthly", "yearly")
 MAX_RETENTION_DAYS = 36500
+DEFAULT_DEDUP_SECRET_FILE = Path("/etc/s3archive/dedup.key")
+MAX_RECIPIENTS = 16  # docs/FORMAT2.md 5.2
+MAX_DEDUP_SECRET_FILE = 4096  # bytes: one line and a few comments
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,25 @@ class CostSettings:
 
 
 @dataclass(frozen=True)
+class EncryptionConfig:
+    """``[encryption]``: the restore keys' recipients and this host's dedup
+    secret (docs/FORMAT2.md 5.2, 5.3).
+
+    The secret file is read, and its mode and owner checked, on the first use
+    of :attr:`dedup_secret` (the writer's): commands that only read the
+    bucket never need it, so they work where the file is unreadable (a
+    monitoring user, an operator's copy of the configuration).  Neither
+    ``repr`` nor any message shows the secret."""
+
+    recipients: tuple[Recipient, ...]
+    dedup_secret_file: Path = DEFAULT_DEDUP_SECRET_FILE
+
+    @cached_property
+    def dedup_secret(self) -> DedupSecret:
+        return read_dedup_secret_file(self.dedup_secret_file)
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     s3: S3Settings
@@ -116,6 +143,7 @@ class Config:
     report: ReportSettings = field(default_factory=ReportSettings)
     cost: CostSettings = field(default_factory=CostSettings)
     allow_unlocked_bucket: bool = False
+    encryption: EncryptionConfig | None = None  # None: plain runs
 
     @property
     def pickers_dir(self) -> Path:
@@ -225,7 +253,8 @@ def load_config(path: Path | None = None, *, clock: Clock = utc_now) -> Config:
 
 
 def parse_config(document: dict[str, Any], path: Path, *, clock: Clock = utc_now) -> Config:
-    sections = ("s3", "host", "retention", "content", "sources", "local", "report", "cost")
+    sections = ("s3", "host", "retention", "content", "sources", "local", "report", "cost",
+                "encryption")
     top = _Reader(path, "", document)
     allow_unlocked = top.get("allow_unlocked_bucket", bool, False)
     for name in sections:
@@ -253,11 +282,104 @@ def parse_config(document: dict[str, Any], path: Path, *, clock: Clock = utc_now
     textfile = rep.get("prometheus_textfile", str, None, _non_empty)
     report = ReportSettings(prometheus_textfile=_path(textfile, path) if textfile else None)
     cost = _parse_cost(tables["cost"], path)
+    encryption = _parse_encryption(tables["encryption"], path) if "encryption" in document \
+        else None
     for name, reader in tables.items():
         reader.finish(("class_gb_month",) if name == "cost" else ())
     return Config(path=path, s3=s3, host_name=host_name, retention=retention, content=content,
                   sources=sources, local=local, report=report, cost=cost,
-                  allow_unlocked_bucket=allow_unlocked)
+                  allow_unlocked_bucket=allow_unlocked, encryption=encryption)
+
+
+def _parse_encryption(reader: _Reader, path: Path) -> EncryptionConfig:
+    values = reader.get("recipients", list, None)
+    if values is None:
+        raise ConfigError(f"{path}: encryption.recipients is missing (the restore keys' "
+                          "recipients, age1...: s3archive key generate prints one)")
+    if not 1 <= len(values) <= MAX_RECIPIENTS:
+        raise reader.fail("recipients", values, f"must hold 1 to {MAX_RECIPIENTS} recipients")
+    recipients: list[Recipient] = []
+    for value in values:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: encryption.recipients: {value!r} is not a string "
+                              "(expected \"age1...\")")
+        try:
+            recipient = Recipient.parse(value)
+        except KeyFormatError as err:
+            raise ConfigError(f"{path}: encryption.recipients: {err}") from None
+        if recipient in recipients:
+            raise ConfigError(f"{path}: encryption.recipients: {value!r} is given twice")
+        recipients.append(recipient)
+    secret_file = reader.get("dedup_secret_file", str, None, _non_empty)
+    return EncryptionConfig(
+        recipients=tuple(recipients),
+        dedup_secret_file=_path(secret_file, path) if secret_file else DEFAULT_DEDUP_SECRET_FILE)
+
+
+def parse_dedup_secret_text(text: str, name: str) -> DedupSecret:
+    """The dedup secret file's content: ``#`` comments, blank lines and one
+    line ``S3ARCHIVE-DEDUP-1...`` (docs/FORMAT2.md 5.3).  Errors name the file,
+    never a character of the secret."""
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if len(lines) != 1:
+        raise ConfigError(f"{name}: not a dedup secret file: expected one line "
+                          f"S3ARCHIVE-DEDUP-1..., found {len(lines)} non-comment lines")
+    try:
+        return DedupSecret.parse(lines[0])
+    except KeyFormatError:
+        raise ConfigError(f"{name}: not a valid dedup secret (expected S3ARCHIVE-DEDUP-1... "
+                          "with a correct checksum: a character is wrong or missing)") from None
+
+
+def dedup_secret_file_text(secret: DedupSecret) -> str:
+    """What :func:`read_dedup_secret_file` reads back."""
+    return (f"# s3archive dedup secret of group {secret.dedup_id} (docs/FORMAT2.md 5.3).\n"
+            "# Hosts of one dedup group share it; it reads no backup. Keep mode 0600.\n"
+            f"{secret}\n")
+
+
+def read_dedup_secret_file(path: Path, *, strict: bool = True) -> DedupSecret:
+    """Read the host's dedup secret: a regular file, mode 0600 or stricter,
+    owned by this user or root; anything else is refused naming the file.
+    ``strict=False`` skips mode and owner: a copy the operator hands to
+    ``write-config --dedup-secret``, which installs it 0600."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: dedup secret file not found ([encryption] "
+                          "dedup_secret_file; write-config creates it)") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied reading the dedup secret (archive "
+                          "runs as root)") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the dedup secret: "
+                          f"{err.strerror or err}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: the dedup secret must be a regular file")
+        mode = stat.S_IMODE(info.st_mode)
+        if strict and mode & 0o077:
+            raise ConfigError(f"{path}: the dedup secret is accessible by group or others "
+                              f"(mode {mode:04o}): chmod 600 {path}")
+        if strict and info.st_uid not in (os.geteuid(), 0):
+            raise ConfigError(f"{path}: the dedup secret is owned by uid {info.st_uid}, "
+                              "neither this user nor root")
+        data = os.read(fd, MAX_DEDUP_SECRET_FILE + 1)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the dedup secret: "
+                          f"{err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_DEDUP_SECRET_FILE:
+        raise ConfigError(f"{path}: not a dedup secret file: larger than "
+                          f"{MAX_DEDUP_SECRET_FILE} bytes")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a dedup secret file (not ASCII text)") from None
+    return parse_dedup_secret_text(text, str(path))
 
 
 def _parse_cost(reader: _Reader, path: Path) -> CostSettings:

@@ -104,12 +104,14 @@ class ArchiveSummary:
 class Archiver:
     def __init__(self, config: Config, store: StoreWriter, *, clock: Clock = utc_now,
                  progress: Progress | None = None, dry_run: bool = False,
-                 reuse_margin: timedelta = REUSE_MARGIN, storage_format: int = 2):
+                 reuse_margin: timedelta = REUSE_MARGIN, start_encryption: bool = False,
+                 storage_format: int = 2):
         # format 1 is written only by tests (a bucket that also holds format-1 runs)
         if storage_format not in (1, 2):
             raise ValueError(f"unknown storage format {storage_format}")
         self.storage_format = storage_format
         self.config = config
+        self.start_encryption = start_encryption  # archive --start-encryption (FORMAT2 11)
         self.reuse_margin = reuse_margin
         self.store = store
         self.clock = clock

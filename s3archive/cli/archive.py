@@ -25,15 +25,20 @@ from s3archive.store.factory import open_store
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
 @click.option("--dry-run", is_flag=True, help="Read and chunk everything, upload nothing.")
+@click.option("--start-encryption", is_flag=True,
+              help="Switch this host from plain to encrypted runs ([encryption] in the "
+                   "configuration); recorded in the run. There is no way back to plain.")
 @pass_app
-def archive(app: AppContext, as_json: bool, dry_run: bool) -> None:
+def archive(app: AppContext, as_json: bool, dry_run: bool, start_encryption: bool) -> None:
     """Back up what pickers.d and snapshots.d name, into locked packs and one manifest.
 
     \b
     EXIT STATUS
       0  ok
       1  failed: no manifest written
-      2  usage or configuration error (nothing was read or uploaded)
+      2  usage or configuration error (nothing was read or uploaded); also a
+         host whose runs are encrypted and a configuration without [encryption],
+         or plain runs and [encryption] without --start-encryption
       3  manifest written but some sources failed (the warnings are in the
          summary and in the manifest)
     """
@@ -45,7 +50,8 @@ def archive(app: AppContext, as_json: bool, dry_run: bool) -> None:
     store: CountingStore | None = None
     try:
         store = open_store(config)
-        summary = Archiver(config, store, progress=progress, dry_run=dry_run).run()
+        summary = Archiver(config, store, progress=progress, dry_run=dry_run,
+                           start_encryption=start_encryption).run()
     except BaseException as err:
         # Recorded for status, the state file and the metrics; then the one
         # error-to-exit-code mapping in cli.main reports it as usual.
@@ -68,7 +74,10 @@ def archive(app: AppContext, as_json: bool, dry_run: bool) -> None:
 
 def check_local_paths(config: Config, dry_run: bool) -> None:
     """Fail in one line, before any picker runs, when this user cannot write the
-    cache (and its run lock) or the state file: typically archive run without root."""
+    cache (and its run lock) or the state file, or cannot read the dedup secret:
+    typically archive run without root."""
+    if config.encryption is not None:
+        config.encryption.dedup_secret  # read and checked once, here, before any work
     places = [("cache directory", config.local.cache_dir)]
     if not dry_run:
         places.append(("state file directory", config.local.state_file.parent))

@@ -91,7 +91,7 @@ def runs_command(repo: Repository, host: str | None, all_hosts: bool, as_json: b
 @click.argument("run")
 @click.argument("path", required=False)
 @json_option
-@with_repository()
+@with_repository(keys=True)
 def ls_command(repo: Repository, run: str, path: str | None, as_json: bool) -> None:
     """List the entries of RUN (below PATH), like ls -l.
 
@@ -146,7 +146,7 @@ def stat_label(key: str) -> str:
 @click.command("show")
 @click.argument("run")
 @json_option
-@with_repository()
+@with_repository(keys=True)
 def show_command(repo: Repository, run: str, as_json: bool) -> None:
     """Header, figures, warnings and snapshots (with restore commands) of RUN.
 
@@ -218,7 +218,7 @@ _MARKS = {"added": "+", "removed": "-", "content": "M", "metadata": "U"}
 @click.argument("run_a")
 @click.argument("run_b")
 @json_option
-@with_repository()
+@with_repository(keys=True)
 def diff_command(repo: Repository, run_a: str, run_b: str, as_json: bool) -> None:
     """What changed from RUN_A to RUN_B.
 

@@ -11,20 +11,29 @@ repeating config → ``open_store`` → pick a run.  This follows kopia's
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from s3archive.browse import pick_run
 from s3archive.config import Config, default_config_path, load_config
+from s3archive.crypto.errors import KeyFormatError
+from s3archive.crypto.keys import MAX_IDENTITY_FILE, Identity, read_identity_file, read_paper
 from s3archive.format.model import Manifest
 from s3archive.repo.catalog import ALL, RunRef, load_manifest
 from s3archive.store.counting_store import CountingStore
 from s3archive.store.factory import open_store
 
 F = TypeVar("F", bound=Callable[..., Any])
+KEY_FILE_ENV = "S3ARCHIVE_KEY_FILE"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,12 +66,14 @@ class Repository:
     ``host`` is the ``--host`` option: run names (``latest``, an id, a
     unique prefix) resolve on that host; without it ``latest`` means this
     host and an id is looked up on this host first, then on every host.
+    ``identities`` are the restore keys of ``--key`` (empty without it).
     """
 
     app: AppContext
     config: Config
     store: CountingStore
     host: str | None = None
+    identities: list[Identity] = field(default_factory=list, repr=False)
 
     def run(self, spec: str) -> RunRef:
         return pick_run(self.store, spec, self.host, self.config.host_name)
@@ -81,25 +92,89 @@ host_option = click.option(
          "then any host, for an id).")
 
 
-def with_repository(*, runs: bool = True, pool_size: int = 16,
+key_option = click.option(
+    "--key", "key_file", default=None, metavar="FILE", envvar=KEY_FILE_ENV,
+    show_envvar=True, type=click.Path(path_type=Path),
+    help="Restore key file (an age identity file: s3archive key generate, age-keygen) "
+         "for encrypted runs.")
+
+
+def load_identities(path: Path, source: str) -> list[Identity]:
+    """The restore keys of ``--key``: an identity file, or a typed-in paper
+    copy (``key generate --paper``'s numbered lines); one line naming the
+    file (never a key) when it cannot be used.  A key file others may read
+    is used, with a warning: refusing it would stop a restore from a stick
+    that shows every file as 0755 on the bad day."""
+    try:
+        try:
+            identities = read_identity_file(path)
+        except KeyFormatError as err:
+            identities = _paper_copy(path, err)
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise KeyFormatError(f"{path}: key file not found ({source})") from None
+    except IsADirectoryError:
+        raise KeyFormatError(f"{path}: a directory, not a key file ({source})") from None
+    except PermissionError:
+        raise KeyFormatError(f"{path}: permission denied reading the key file "
+                             f"({source})") from None
+    except OSError as err:
+        raise KeyFormatError(f"{path}: cannot read the key file ({source}): "
+                             f"{err.strerror or err}") from None
+    if stat.S_ISREG(mode) and stat.S_IMODE(mode) & 0o077:
+        log.warning(f"{path}: the key file is accessible by group or others (mode "
+                    f"{stat.S_IMODE(mode):04o}); chmod 600 it, or keep it offline")
+    return identities
+
+
+def _paper_copy(path: Path, error: KeyFormatError) -> list[Identity]:
+    """The key typed from the paper sheet, when the file is one; else the
+    identity file's ``error``."""
+    with open(path, "rb") as stream:
+        text = stream.read(MAX_IDENTITY_FILE).decode("ascii", errors="replace")
+    if "\ufffd" in text or not any(line.strip()[:1].isdigit() for line in text.splitlines()):
+        raise error
+    identity, problems = read_paper(text)
+    if identity is None:
+        lines = "; ".join(f"line {p.line}: {p.message}" if p.line else p.message
+                          for p in problems)
+        raise KeyFormatError(f"{path}: a paper copy that does not check: {lines} "
+                             "(s3archive key check FILE names each line to retype)")
+    return [identity]
+
+
+def _key_source(ctx: click.Context) -> str:
+    from_env = ctx.get_parameter_source("key_file") is ParameterSource.ENVIRONMENT
+    return f"${KEY_FILE_ENV}" if from_env else "--key"
+
+
+def with_repository(*, runs: bool = True, keys: bool = False, pool_size: int = 16,
                     pool_from: str | None = None) -> Callable[[F], F]:
     """Decorate a command so it receives ``repo: Repository`` as first argument.
 
     ``runs`` adds the shared ``--host`` option (for commands that name runs);
-    ``pool_from`` names an integer parameter (``--workers``) that raises the
-    connection pool above ``pool_size``.
+    ``keys`` the shared ``--key FILE`` (for commands that read run content),
+    whose identities are loaded before the configuration; ``pool_from``
+    names an integer parameter (``--workers``) that raises the connection
+    pool above ``pool_size``.
     """
 
     def decorate(command: F) -> F:
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            app = click.get_current_context().ensure_object(AppContext)
+            ctx = click.get_current_context()
+            app = ctx.ensure_object(AppContext)
             host = kwargs.pop("host", None) if runs else None
+            key_file = kwargs.pop("key_file", None) if keys else None
+            identities = load_identities(key_file, _key_source(ctx)) if key_file else []
             size = max(pool_size, int(kwargs[pool_from])) if pool_from else pool_size
             config = app.config()
-            repo = Repository(app, config, open_store(config, pool_size=size), host)
+            repo = Repository(app, config, open_store(config, pool_size=size), host,
+                              identities)
             return command(repo, *args, **kwargs)
 
+        if keys:
+            wrapper = key_option(wrapper)
         return host_option(wrapper) if runs else wrapper  # type: ignore[return-value]
 
     return decorate

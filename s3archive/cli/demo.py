@@ -24,8 +24,9 @@ def demo_command(keep: Path | None, serve: Path | None, as_json: bool) -> None:
     """Show the whole daily cycle on this machine, without an AWS account.
 
     Starts an S3 endpoint (moto) on 127.0.0.1, then runs create-resources,
-    write-config --root, archive, a small change, archive again, runs,
-    verify --read-data, restore and restore-snapshot, and compares the
+    key generate (a restore key in the work directory), write-config --root
+    --recipient, archive, a small change, archive again, runs, verify
+    --read-data, restore and restore-snapshot (with --key), and compares the
     restored tree and database with the originals. Needs the 'demo' extra
     (pip install 's3archive[demo]'). moto does not enforce Object Lock like
     AWS: the demo shows the cycle, not the locks.

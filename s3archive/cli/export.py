@@ -36,7 +36,7 @@ def _discard(path: Path | None, out: BinaryIO) -> None:
 @click.argument("path")
 @click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Write to FILE (must not exist) instead of stdout.")
-@with_repository()
+@with_repository(keys=True)
 def cat_command(repo: Repository, run: str, path: str, output: Path | None) -> None:
     """Write the bytes of the file PATH of RUN to stdout (each chunk verified).
 
@@ -69,7 +69,7 @@ def cat_command(repo: Repository, run: str, path: str, output: Path | None) -> N
               default=None, help="Write to FILE (must not exist) instead of stdout.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print figures as JSON on stderr when done.")
-@with_repository()
+@with_repository(keys=True)
 def dump_command(repo: Repository, run: str, paths: tuple[str, ...], fmt: str,
                  output: Path | None, as_json: bool) -> None:
     """Stream RUN (or only PATHS of it) as a tar archive to stdout.

@@ -45,7 +45,7 @@ def _select_runs(runs: list[RunRef], newest: int | None, oldest: int | None) -> 
 @click.option("--oldest", type=click.IntRange(min=1), default=None,
               help="Search only the N oldest runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@with_repository(runs=False)
+@with_repository(runs=False, keys=True)
 def find_command(repo: Repository, patterns: tuple[str, ...], host: str | None,
                  all_hosts: bool, newest: int | None, oldest: int | None,
                  as_json: bool) -> None:
@@ -91,7 +91,7 @@ def find_command(repo: Repository, patterns: tuple[str, ...], host: str | None,
 @click.argument("path")
 @click.option("--host", default=None, help="Host whose runs to look at (default: this host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-@with_repository(runs=False)
+@with_repository(runs=False, keys=True)
 def history_command(repo: Repository, path: str, host: str | None, as_json: bool) -> None:
     """PATH in every run of the host, oldest first: size, mtime, and whether
     its content changed since the run before (from chunk hashes; nothing is

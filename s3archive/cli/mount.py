@@ -18,7 +18,7 @@ from s3archive.repo.catalog import RunRef, list_runs, load_manifest
 @click.option("--cache-mib", type=click.IntRange(8, 4096), default=64, show_default=True,
               help="Decoded chunks kept in memory.")
 @click.option("--debug", is_flag=True, help="FUSE debug output.")
-@with_repository(runs=False)
+@with_repository(runs=False, keys=True)
 def mount_command(repo: Repository, mountpoint: str, host: str | None, cache_mib: int,
                   debug: bool) -> None:
     """Mount the runs read-only at MOUNTPOINT as HOST/RUN-ID/<archived paths>.

@@ -70,7 +70,7 @@ def _echo_problems(title: str, problems: list[Problem]) -> None:
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Parallel downloads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-@with_repository(pool_from="workers")
+@with_repository(keys=True, pool_from="workers")
 def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: Path,
                     overwrite: bool, resume: bool, numeric_owner: bool, workers: int,
                     as_json: bool) -> None:
@@ -121,7 +121,7 @@ def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: 
 @click.command("cat-snapshot")
 @click.argument("run")
 @click.argument("name")
-@with_repository()
+@with_repository(keys=True)
 def cat_snapshot_command(repo: Repository, run: str, name: str) -> None:
     """Write the bytes of snapshot NAME of RUN to stdout (each chunk verified).
 
@@ -141,7 +141,7 @@ def cat_snapshot_command(repo: Repository, run: str, name: str) -> None:
 @click.argument("run")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask before running the restore command.")
-@with_repository()
+@with_repository(keys=True)
 def restore_snapshot_command(repo: Repository, run: str, name: str, yes: bool) -> None:
     """Pipe snapshot NAME of RUN into the command it recorded (::restore-through::).
 

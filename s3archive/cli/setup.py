@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from s3archive.config import MAX_RETENTION_DAYS, RetentionSettings
+from s3archive.crypto.keys import Recipient
 from s3archive.errors import CommandFailed, UsageError
 from s3archive.setup.spec import BucketSpec, default_stack_name
 
@@ -150,6 +151,12 @@ def _print_create_result(result: object) -> None:
 @click.option("--prometheus-textfile", type=click.Path(path_type=Path), default=None,
               metavar="PATH", help="Write node-exporter textfile metrics to PATH after every "
               "run (its directory is made writable in the service).")
+@click.option("--recipient", "recipients", multiple=True, metavar="age1...",
+              help="Encrypt to this restore key's recipient (repeat, e.g. an operator and "
+                   "an escrow key; from s3archive key generate). Recommended.")
+@click.option("--dedup-secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              default=None, metavar="FILE", help="Install this dedup group's secret (a copy "
+              "of another host's dedup.key) instead of generating a new one.")
 def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                          host_name: str | None, lock_mode: str, daily_days: int,
                          weekly_days: int, monthly_days: int, yearly_days: int,
@@ -158,13 +165,16 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                          credentials_file: Path | None, role_arn: str | None,
                          create_user: str | None, backup_group: str | None, root: Path | None,
                          no_enable: bool, force: bool, cache_dir: Path, state_file: Path,
-                         prometheus_textfile: Path | None) -> None:
+                         prometheus_textfile: Path | None, recipients: tuple[str, ...],
+                         dedup_secret: Path | None) -> None:
     """Write /etc/s3archive (config.toml, credentials, pickers.d/, snapshots.d/)
     and the systemd service and daily timer, then enable the timer.
 
     Files the operator changed are never overwritten without --force (exit 2
     names them). Examples in pickers.d/ and snapshots.d/ are installed
-    disabled: enable one with chmod +x.
+    disabled: enable one with chmod +x. With --recipient, runs are encrypted
+    to those restore keys and a dedup secret is installed (dedup.key, 0600;
+    an existing one is kept, never replaced by a new one).
 
     \b
     EXIT STATUS
@@ -172,6 +182,7 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
       by the operator
     """
     from s3archive.clock import utc_now
+    from s3archive.config import read_dedup_secret_file
     from s3archive.setup.host_config import HostOptions, retention_plan, write_config
 
     retention = RetentionSettings(mode=lock_mode, daily_days=daily_days, weekly_days=weekly_days,
@@ -187,7 +198,10 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                           create_user=create_user, backup_group=backup_group,
                           root=root.resolve() if root else None, enable=not no_enable,
                           force=force, cache_dir=cache_dir, state_file=state_file,
-                          prometheus_textfile=prometheus_textfile)
+                          prometheus_textfile=prometheus_textfile,
+                          recipients=tuple(_recipient(r) for r in recipients),
+                          dedup_secret=read_dedup_secret_file(dedup_secret, strict=False)
+                          if dedup_secret else None)
     result = write_config(options, create_key=_key_maker(bucket, region, endpoint_url,
                                                                 legal_hold))
     for outcome in result.outcomes:
@@ -197,6 +211,10 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                    "written to the credentials file")
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
+    if not recipients:
+        click.echo("s3archive: warning: backups will NOT be encrypted (anyone who can read "
+                   "the bucket reads them); recommended: s3archive key generate --out FILE, "
+                   "keep FILE offline, then write-config --recipient age1...", err=True)
     for line in retention_plan(retention, utc_now()):
         click.echo(line)
     if result.enabled:
@@ -205,6 +223,15 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
         click.echo("to enable the daily timer, run:")
         for command in result.commands:
             click.echo("  " + " ".join(command))
+
+
+def _recipient(text: str) -> Recipient:
+    from s3archive.crypto.errors import KeyFormatError
+
+    try:
+        return Recipient.parse(text)
+    except KeyFormatError as err:
+        raise UsageError(f"--recipient: {err}") from None
 
 
 def _key_maker(bucket: str, region: str, endpoint_url: str | None,

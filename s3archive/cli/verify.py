@@ -40,7 +40,7 @@ def _print_text(result: RunVerification, read_data: bool) -> None:
               metavar="PERCENT", help="With --read-data: read only this share of the packs.")
 @click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64))
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-@with_repository(pool_from="workers")
+@with_repository(keys=True, pool_from="workers")
 def verify_command(repo: Repository, run: str | None, all_runs: bool, read_data: bool,
                    sample: float | None, workers: int, as_json: bool) -> None:
     """Check that RUN (default: latest) is whole and locked long enough.

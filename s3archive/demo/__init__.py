@@ -2,10 +2,12 @@
 
 A moto server on 127.0.0.1 stands in for S3 (moto is not faithful for
 Object Lock: it shows the cycle, the RGW tests prove the locks).  Every step
-is the real command, run in-process: ``create-resources``, ``write-config
---root``, ``archive`` twice around a small change, ``runs``, ``verify
---read-data``, ``restore`` and ``restore-snapshot``; then the restored tree
-and database are compared with the originals.
+is the real command, run in-process: ``create-resources``, ``key generate``
+(the restore key, kept in the work directory), ``write-config --root
+--recipient``, ``archive`` twice around a small change, ``runs``, ``verify
+--read-data``, ``restore`` and ``restore-snapshot`` (the readers with
+``--key``); then the restored tree and database are compared with the
+originals.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from s3archive.errors import S3ArchiveError
 from s3archive.human import size as human_size
 
 DEMO_HOST = "demo-host"
+RESTORE_KEY_NAME = "restore.key"
 DEMO_KEY = "AKIADEMO000000000001"
 DEMO_SECRET = "s3archive-demo-secret-for-the-embedded-endpoint"
 _AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
             "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
             "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL", "S3ARCHIVE_CONFIG",
-            "JOURNAL_STREAM", "S3ARCHIVE_RESTORE_DB")
+            "JOURNAL_STREAM", "S3ARCHIVE_RESTORE_DB", "S3ARCHIVE_KEY_FILE")
 
 
 _PERIOD = {"weekly": "ISO week", "monthly": "month", "yearly": "calendar year"}
@@ -120,6 +123,7 @@ class Demo:
         self.say = say
         self.result = DemoResult()
         self.config = work / "root" / "etc" / "s3archive" / "config.toml"
+        self.key_file = work / RESTORE_KEY_NAME  # the operator's, never below the host's root
 
     # ------------------------------------------------------------ helpers
     def _step(self, name: str, args: list[str], ok_codes: tuple[int, ...] = (0,),
@@ -149,7 +153,8 @@ class Demo:
         for note in data.notes:
             self.say(f"  note: {note}")
         self._create_resources(endpoint)
-        self._write_config(endpoint, data)
+        recipient = self._generate_key()
+        self._write_config(endpoint, data, recipient)
         first = self._archive("archive (first run)")
         changes = sample.small_change(data)
         self.say("small change: " + "; ".join(changes))
@@ -177,14 +182,25 @@ class Demo:
                     "(no bucket policy either: moto applies every Deny to every caller)"
                     if differences else ""))
 
-    def _write_config(self, endpoint: str, data: sample.SampleData) -> None:
+    def _generate_key(self) -> str:
+        done = self._step("key generate", ["key", "generate", "--out", str(self.key_file)],
+                          with_config=False)
+        recipient = done.stdout.strip()
+        self._record("key generate", key_file=str(self.key_file), recipient=recipient)
+        self.say(f"key generate --out {self.key_file}: the restore key (private, mode 0600; "
+                 f"on a real setup it stays offline, with a paper copy from --paper); its "
+                 f"recipient {recipient} is all the host gets")
+        return recipient
+
+    def _write_config(self, endpoint: str, data: sample.SampleData, recipient: str) -> None:
         root = self.work / "root"
         state = self.work / "state" / "last-run.json"
         done = self._step("write-config", [
             "write-config", "--bucket", self.result.bucket, "--endpoint-url", endpoint,
             "--host-name", DEMO_HOST, "--root", str(root), "--no-enable",
             "--credentials-file", "/etc/s3archive/credentials",
-            "--cache-dir", str(self.work / "cache"), "--state-file", str(state)],
+            "--cache-dir", str(self.work / "cache"), "--state-file", str(state),
+            "--recipient", recipient],
             with_config=False)
         plan = done.stdout[done.stdout.index("retention plan"):].splitlines()
         plan = plan[:next((i for i, line in enumerate(plan) if not line.startswith(
@@ -198,11 +214,13 @@ class Demo:
         sample.install_script(etc / "snapshots.d" / "50-demo-sqlite",
                               sample.snapshotter_script(data.database))
         self._record("write-config", root=str(root), config=str(self.config),
-                     retention_plan=plan)
-        self.say(f"write-config --root {root}: config.toml, credentials, examples, systemd "
-                 "units; enabled the picker pickers.d/50-demo-data and the snapshotter "
-                 "snapshots.d/50-demo-sqlite; it prints the "
-                 + "\n  ".join(plan))
+                     retention_plan=plan, recipients=[recipient],
+                     dedup_secret_file=str(etc / "dedup.key"))
+        self.say(f"write-config --root {root} --recipient {recipient[:12]}...: config.toml "
+                 "with [encryption] (the recipient and a new dedup secret, dedup.key, mode "
+                 "0600), credentials, examples, systemd units; enabled the picker "
+                 "pickers.d/50-demo-data and the snapshotter snapshots.d/50-demo-sqlite; it "
+                 "prints the " + "\n  ".join(plan))
 
     def _archive(self, name: str) -> dict[str, Any]:
         summary = self._step(name, ["archive", "--json"]).json()
@@ -251,8 +269,8 @@ class Demo:
             f"{run['retain_until']}, {run['status']}" for run in runs))
 
     def _verify(self) -> None:
-        report = self._step("verify", ["verify", "--all", "--read-data", "--json"],
-                            ok_codes=(0, 1)).json()
+        report = self._step("verify", ["verify", "--all", "--read-data", "--json",
+                                       "--key", str(self.key_file)], ok_codes=(0, 1)).json()
         for run in report["runs"]:
             self._record("verify", run_id=run.get("run_id"), ok=run.get("ok"),
                          packs=run.get("packs"), chunks_checked=run.get("chunks_checked"),
@@ -269,15 +287,16 @@ class Demo:
 
     def _restore(self) -> Path:
         target = self.work / "restored"
-        done = self._step("restore", ["restore", "latest", "--target", str(target), "--json"],
-                          ok_codes=(0, 1))
+        done = self._step("restore", ["restore", "latest", "--target", str(target), "--json",
+                                      "--key", str(self.key_file)], ok_codes=(0, 1))
         report = done.json()
         self._record("restore", target=str(target), ok=report["ok"], entries=report["entries"],
                      files=report["files"], bytes=report["bytes"],
                      requests=sum(report["store"]["requests"].values()),
                      warnings=report["warnings"], failed=report["failed"],
                      damaged=report["damaged"])
-        self.say(f"restore latest --target {target}: {report['entries']} entries, "
+        self.say(f"restore latest --target {target} --key {self.key_file.name}: "
+                 f"{report['entries']} entries, "
                  f"{report['files']} files, {human_size(report['bytes'])}, "
                  f"{sum(report['store']['requests'].values())} requests")
         for problem in report["warnings"] + report["failed"] + report["damaged"]:
@@ -306,7 +325,7 @@ class Demo:
         os.environ["S3ARCHIVE_RESTORE_DB"] = str(target)
         try:
             self._step("restore-snapshot", ["restore-snapshot", "latest", "50-demo-sqlite",
-                                            "--yes"])
+                                            "--yes", "--key", str(self.key_file)])
         finally:
             os.environ.pop("S3ARCHIVE_RESTORE_DB", None)
         same = sample.database_dump(target) == sample.database_dump(data.database)
@@ -357,4 +376,5 @@ def explore_commands(work: Path, steps: list[dict[str, Any]]) -> list[str]:
             f"{config} ls latest {work}/sample/data",
             f"{config} find '*.md'",
             f"{config} diff {first} latest",
-            f"{config} restore latest {work}/sample/data/docs --target {work}/explore"]
+            f"{config} restore latest {work}/sample/data/docs --target {work}/explore "
+            f"--key {work}/{RESTORE_KEY_NAME}"]

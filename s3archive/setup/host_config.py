@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import tomllib
 from dataclasses import dataclass, field
@@ -12,7 +13,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from s3archive.config import CostSettings, RetentionSettings, parse_config
+from s3archive.config import (
+    MAX_RECIPIENTS,
+    CostSettings,
+    RetentionSettings,
+    dedup_secret_file_text,
+    parse_config,
+    read_dedup_secret_file,
+)
+from s3archive.crypto.dedup import DedupSecret
+from s3archive.crypto.keys import Recipient
 from s3archive.errors import ConfigError, UsageError
 from s3archive.setup import systemd_units
 from s3archive.setup.data_files import example_scripts
@@ -26,6 +36,7 @@ CONFIG_DIR = Path("/etc/s3archive")
 CONFIG_NAME = "config.toml"
 CREDENTIALS_NAME = "credentials"
 RECORD_NAME = ".written-by-s3archive.json"
+DEDUP_SECRET_NAME = "dedup.key"  # beside the configuration, which names it relatively
 EXAMPLE_DIRS = {"pickers.d": "pickers.d.example", "snapshots.d": "snapshots.d.example"}
 
 
@@ -47,8 +58,17 @@ class HostOptions:
     cache_dir: Path = Path("/var/cache/s3archive")
     state_file: Path = Path("/var/lib/s3archive/last-run.json")
     prometheus_textfile: Path | None = None
+    recipients: tuple[Recipient, ...] = ()  # restore keys: [encryption] when given
+    dedup_secret: DedupSecret | None = field(default=None, repr=False)  # --dedup-secret
 
     def __post_init__(self) -> None:
+        if len(self.recipients) > MAX_RECIPIENTS:
+            raise UsageError(f"--recipient: at most {MAX_RECIPIENTS} recipients")
+        for index, recipient in enumerate(self.recipients):
+            if recipient in self.recipients[:index]:
+                raise UsageError(f"--recipient {recipient} is given twice")
+        if self.dedup_secret is not None and not self.recipients:
+            raise UsageError("--dedup-secret is for encrypted hosts: give --recipient too")
         if self.profile and (self.credentials_file or self.role_arn):
             other = "--credentials-file" if self.credentials_file else "--role-arn"
             raise UsageError(f"--profile and {other} are exclusive: choose one (a role is "
@@ -120,6 +140,13 @@ def render_config(options: HostOptions) -> str:
     if options.prometheus_textfile is not None:
         lines += ["[report]", f"prometheus_textfile = {_toml(str(options.prometheus_textfile))}",
                   ""]
+    if options.recipients:
+        lines += ["[encryption]",
+                  "# The restore keys' recipients (public). Only their private keys, kept",
+                  "# offline, read these backups: this host adds runs but cannot read them.",
+                  f"recipients = [{', '.join(_toml(str(r)) for r in options.recipients)}]",
+                  "# Shared by the hosts of one dedup group (mode 0600); reads no backup.",
+                  f"dedup_secret_file = {_toml(DEDUP_SECRET_NAME)}", ""]
     return "\n".join(lines)
 
 
@@ -186,6 +213,77 @@ def plan_files(options: HostOptions, credentials: bytes | None) -> list[PlannedF
     return files
 
 
+def plan_dedup_secret(path: Path, given: DedupSecret | None,
+                      force: bool) -> tuple[DedupSecret, str]:
+    """The secret to install at ``path`` and what happens to the file:
+    created (given, or new), unchanged, kept (an existing secret is never
+    replaced by a new one), or overwritten (another given one, --force)."""
+    if not os.path.lexists(path):
+        return (given or DedupSecret.generate()), "created"
+    try:
+        current = read_dedup_secret_file(path)
+    except ConfigError:
+        if given is not None and force:
+            return given, "overwritten"  # a broken file, replaced by the group's secret
+        raise
+    if given is None:
+        return current, "kept"
+    if given == current:
+        return current, "unchanged"
+    if not force:
+        raise UsageError(f"{path} holds another dedup secret (group {current.dedup_id}; "
+                         f"--dedup-secret is group {given.dedup_id}): left alone; use --force "
+                         "to replace it")
+    return given, "overwritten"
+
+
+def install_dedup_secret(path: Path, secret: DedupSecret, action: str) -> None:
+    """Write the secret file 0600 (never through a symlink): a new file is
+    created exclusively, a replaced one renamed over the old."""
+    if action in ("unchanged", "kept"):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = path if action == "created" else path.with_name(f".{path.name}.s3archive-tmp")
+    if target != path:
+        try:
+            os.unlink(target)
+        except FileNotFoundError:
+            pass
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(dedup_secret_file_text(secret).encode("ascii"))
+            stream.flush()
+            os.fsync(stream.fileno())
+    except BaseException:
+        os.unlink(target)
+        raise
+    if target != path:
+        os.replace(target, path)
+
+
+def _encryption_notes(path: Path, secret: tuple[DedupSecret, str], given: bool,
+                      config_path: Path) -> list[str]:
+    value, action = secret
+    if action == "kept":
+        notes = [f"{path}: the existing dedup secret (group {value.dedup_id}) is kept"]
+    elif given:
+        notes = [f"{path}: the dedup secret of group {value.dedup_id} is installed"]
+    else:
+        notes = [f"{path}: a new dedup secret, group {value.dedup_id}: this host deduplicates "
+                 "against its own runs only; to deduplicate across hosts, install one group's "
+                 "secret on each (write-config --dedup-secret FILE)"]
+    try:
+        plain_before = b"\n[encryption]" not in config_path.read_bytes()
+    except FileNotFoundError:
+        plain_before = False
+    if plain_before:
+        notes.append("the configuration was plain: if this host has runs, its next archive "
+                     "needs --start-encryption, once (docs/FORMAT2.md 11)")
+    return notes
+
+
 def credentials_text(key_id: str, secret: str, token: str | None = None) -> bytes:
     lines = ["# s3archive credentials (keep mode 0600)", "[default]",
              f"aws_access_key_id = {key_id}", f"aws_secret_access_key = {secret}"]
@@ -213,6 +311,14 @@ def write_config(options: HostOptions,
                      "with aws_access_key_id and aws_secret_access_key in [default]")
     # Every conflict is reported before anything (an IAM user included) is made.
     writer.check(plan_files(options, credentials), options.force)
+    secret_target = CONFIG_DIR / DEDUP_SECRET_NAME
+    secret: tuple[DedupSecret, str] | None = None
+    if options.recipients:
+        secret = plan_dedup_secret(writer.host_path(secret_target), options.dedup_secret,
+                                   options.force)
+        notes += _encryption_notes(writer.host_path(secret_target), secret,
+                                   options.dedup_secret is not None,
+                                   writer.host_path(CONFIG_DIR / CONFIG_NAME))
     access: AccessKey | None = None
     if options.create_user:
         if create_key is None:
@@ -221,7 +327,11 @@ def write_config(options: HostOptions,
         assert options.host_name is not None  # checked by HostOptions
         access = create_key(options.create_user, group, options.host_name)
         credentials = credentials_text(access.access_key_id, access.secret_access_key)
-    outcomes = writer.write(plan_files(options, credentials))
+    outcomes = []
+    if secret is not None:  # before the configuration that names it
+        install_dedup_secret(writer.host_path(secret_target), *secret)
+        outcomes.append(WriteOutcome(secret_target, secret[1]))
+    outcomes += writer.write(plan_files(options, credentials))
     commands = systemd_units.enable_commands()
     enabled = False
     if options.enable and options.root is None and systemd_units.systemd_is_running():

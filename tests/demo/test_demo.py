@@ -34,7 +34,7 @@ def test_demo_runs_the_cycle_exactly_and_leaves_nothing_behind() -> None:
     assert re.match(r"http://127\.0\.0\.1:\d+$", result["endpoint_url"])
     steps = {s["step"]: s for s in result["steps"]}
     assert [s["step"] for s in result["steps"]] == [
-        "create-resources", "write-config", "archive (first run)",
+        "create-resources", "key generate", "write-config", "archive (first run)",
         "archive (after the change)", "runs", "verify", "verify", "restore", "compare",
         "restore-snapshot"]
     first, second = steps["archive (first run)"], steps["archive (after the change)"]
@@ -62,6 +62,13 @@ def test_demo_runs_the_cycle_exactly_and_leaves_nothing_behind() -> None:
     assert (f"promoted to the yearly tier: on AWS this run would stay locked, and billed, "
             f"until {first['retain_until'][:10]}") in err
     assert result["explore"] == []
+    # A restore key made in the work directory; the host got only its recipient
+    # and a dedup secret of its own.
+    key = steps["key generate"]
+    assert key["recipient"].startswith("age1") and key["key_file"].startswith(work)
+    assert steps["write-config"]["recipients"] == [key["recipient"]]
+    assert f"recipient {key['recipient']} is all the host gets" in err
+    assert "restore latest --target" in err and "--key restore.key" in err
 
 
 def test_demo_keep_leaves_an_explorable_directory(tmp_path: Path) -> None:
@@ -71,6 +78,16 @@ def test_demo_keep_leaves_an_explorable_directory(tmp_path: Path) -> None:
     assert "demo ok" in out and str(keep) in out
     config = keep / "root" / "etc" / "s3archive" / "config.toml"
     assert config.is_file()
+    from s3archive.config import load_config
+    from s3archive.crypto.keys import read_identity_file
+
+    loaded = load_config(config)
+    (identity,) = read_identity_file(keep / "restore.key")
+    assert loaded.encryption is not None
+    assert loaded.encryption.recipients == (identity.recipient(),)
+    assert loaded.encryption.dedup_secret_file == config.parent / "dedup.key"
+    loaded.encryption.dedup_secret  # installed 0600, owned by this user: the reader accepts it
+    assert not (keep / "root").joinpath("etc", "s3archive", "restore.key").exists()
     assert keep.stat().st_mode & 0o777 == 0o700
     assert (keep / "state" / "last-run.json").is_file()
     restored = keep / "restored" / str(keep / "sample" / "data").lstrip("/")
@@ -79,6 +96,7 @@ def test_demo_keep_leaves_an_explorable_directory(tmp_path: Path) -> None:
     commands = [line.strip() for line in out.splitlines() if line.startswith("  s3archive ")]
     assert commands[0] == f"s3archive demo --serve {keep}"
     assert {c.split()[3] for c in commands[1:]} == {"runs", "ls", "find", "diff", "restore"}
+    assert commands[-1].endswith(f"--key {keep}/restore.key")
     code, _, err = run_demo("--keep", str(keep))
     assert code == 2 and "must be empty or missing" in err
 
