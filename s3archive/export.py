@@ -89,7 +89,8 @@ def _zeros(count: int) -> Iterator[bytes]:
 
 def _results(store: StoreReader, manifest: Manifest, planned: list[PlannedEntry],
              workers: int, window: int) -> Iterator[ChunkResult]:
-    return iter(PackReader(store, manifest.packs, workers, window).chunks(file_chunks(planned)))
+    return iter(PackReader(store, manifest.packs, workers, window,
+                           manifest.opener).chunks(file_chunks(planned)))
 
 
 # ------------------------------------------------------------------ cat

@@ -286,7 +286,8 @@ class RunFilesystem:
             if cached is not None:
                 self._chunks.move_to_end(key)
                 return cached
-        reader = PackReader(self.store, run.manifest.packs, workers=1)
+        reader = PackReader(self.store, run.manifest.packs, workers=1,
+                            opener=run.manifest.opener)
         request = ReadRequest(ref.pack, ref.offset, ref.offset + ref.stored - 1, (ref,))
         result = reader.fetch(request)[0]
         if result.data is None:

@@ -192,7 +192,8 @@ class Verifier:
                 todo.append(ref)
             else:
                 self._count(result, ref, known, manifest.packs[ref.pack], users)
-        reader = PackReader(self.store, manifest.packs, workers=self.options.workers)
+        reader = PackReader(self.store, manifest.packs, workers=self.options.workers,
+                            opener=manifest.opener)
         for chunk in reader.results(merge_reads(todo, max_request=16 << 20)):
             pack = manifest.packs[chunk.ref.pack]
             if chunk.transport:  # not a verdict on the data: count it, remember nothing

@@ -10,6 +10,7 @@ The archiver returns an :class:`ArchiveSummary` and prints nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import threading
@@ -27,17 +28,19 @@ from s3archive.archive.file_stage import FileStage, FileTally
 from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache, cache_path
 from s3archive.archive.pack_lease import LeaseResult, NoSources, PackLease, PacksMissing
 from s3archive.archive.packer import ChunkId, ChunkLocation
+from s3archive.archive.encryption import RunEncryption
+from s3archive.archive.encryption_rule import decide_encryption
 from s3archive.archive.tree_builder import TreeBuilder, TreeResult, record_snapshot
 from s3archive.archive.retention import (REUSE_MARGIN, RunRetention, check_retain_until,
                                         plan_run_retention)
 from s3archive.archive.snapshot_stage import PendingSnapshot, run_snapshotters
 from s3archive.archive.sources.pickers import PickResult, executables, run_pickers
 from s3archive.archive.sources.walker import WalkOptions
-from s3archive.clock import Clock, check_clock, isoformat, utc_now
+from s3archive.clock import Clock, check_clock, isoformat, parse_iso, utc_now
 from s3archive.config import Config
 from s3archive.errors import (EXIT_OK, EXIT_PARTIAL, BucketNotLocked, ManifestError,
-                              NothingToArchive, S3ArchiveError, StoreError)
-from s3archive.format.chunk_codec import ChunkCodec
+                              NoSuchVersion, NothingToArchive, S3ArchiveError, StoreError)
+from s3archive.format.chunk_codec import ChunkCodec, chunk_hash
 from s3archive.format.limits import LIMITS
 from s3archive.format import pack2
 from s3archive.format import tree_codec as tc
@@ -47,7 +50,8 @@ from s3archive.format.run_root import ROOT_LIMITS, RunRoot, encode_root
 from s3archive.format.run_id import new_run_id
 from s3archive.progress import Progress
 from s3archive.stats import RunStats, describe_warning
-from s3archive.repo.catalog import RunRef, latest_run, list_runs, load_manifest, run_id_time
+from s3archive.repo.catalog import (ROOT, RunRef, latest_run, list_runs, load_manifest,
+                                   run_id_time)
 from s3archive.store.base import ObjectLock, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -131,13 +135,16 @@ class Archiver:
             cache = LocalCache(db_path)
             try:
                 runs = list_runs(self.store, cfg.host_name)
-                self._prepare_cache(cache, runs, locked)
+                encryption, encryption_started = self._encryption(runs)
+                cache.use_cipher(encryption.file_cipher() if encryption else None)
+                self._prepare_cache(cache, runs, locked, encryption is not None)
                 started = self.clock()
                 retention = plan_run_retention(cfg.retention, started,
                                                [_run_start(r) for r in runs])
                 check_retain_until(retention, started - clock_offset)
                 run_id = new_run_id(started, {r.run_id for r in runs})
-                plan = RunPlan(cfg.host_name, run_id, started, retention, locked)
+                plan = RunPlan(cfg.host_name, run_id, started, retention, locked,
+                               encryption, encryption_started)
                 for attempt in (1, 2):
                     try:
                         return self._attempt(cache, plan, picking)
@@ -180,12 +187,16 @@ class Archiver:
                 return found if found is not None and found.pack.startswith(prefixes) else None
             return lookup
 
+        enc = plan.encryption
+        if enc is not None:  # an encrypted run reuses no format-1 (plain) pack
+            data_prefixes = ("data/",)
         writer = ChunkWriter(
             store=self.store, lookup_cached=cached_in(data_prefixes),
             may_be_cached=chunk_filter.may_contain, record_pack=record_pack,
             codec=self.codec, pack_size=cfg.content.pack_size_mib << 20,
             lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency,
-            prefix="data" if format2 else None)
+            prefix="data" if format2 else None,
+            id_of=enc.data_id if enc else chunk_hash, sealer=enc)
         meta = None
         if format2:
             meta = ChunkWriter(
@@ -194,7 +205,7 @@ class Archiver:
                 codec=ChunkCodec(max(self.codec.level, 6)),
                 pack_size=min(cfg.content.pack_size_mib << 20, META_PACK_SIZE),
                 lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency,
-                prefix="meta")
+                prefix="meta", id_of=enc.meta_id if enc else chunk_hash, sealer=enc)
         run = _Run(RunContext(cfg, self.store, cache, writer, self.progress, self.clock,
                               self.dry_run, meta), plan)
         return run.execute(picking)
@@ -220,8 +231,36 @@ class Archiver:
             "(create it with `s3archive create-resources`, or set allow_unlocked_bucket = true "
             f"in {self.config.path})")
 
-    def _prepare_cache(self, cache: LocalCache, runs: list[RunRef], locked: bool) -> None:
+    def _encryption(self, runs: list[RunRef]) -> tuple[RunEncryption | None, bool]:
+        """Whether this run encrypts, by the mixing rule (a host's runs are all plain or
+        all encrypted but for one recorded switch), and whether it is that switch."""
+        cfg = self.config
+        latest = latest_run(runs)
+        before = None
+        if latest is not None:
+            # the latest root object says (a header that cannot be read stops the run:
+            # guessing could write a plain run after encrypted ones)
+            before = load_manifest(self.store, latest, part=ROOT).header.encryption
+        decision = decide_encryption(cfg.host_name, before, cfg.encryption,
+                                     self.start_encryption, first_run=latest is None)
+        for note in decision.notes:
+            log.warning("%s", note)
+        if not decision.encrypt:
+            return None, False
+        assert cfg.encryption is not None
+        if self.storage_format != 2:
+            raise ValueError("format 1 has no encryption")
+        return (RunEncryption(list(cfg.encryption.recipients), cfg.encryption.dedup_secret),
+                decision.encryption_started)
+
+    def _prepare_cache(self, cache: LocalCache, runs: list[RunRef], locked: bool,
+                       encrypting: bool = False) -> None:
         latest = latest_run(runs) if cache.is_empty() else None
+        if latest is not None and encrypting:
+            # the host cannot read its encrypted runs back: that is the point
+            log.info("the local cache is empty; this host's runs are encrypted, so every "
+                     "file is read and stored again (deduplicated within the run)")
+            latest = None
         if latest is not None:
             try:
                 manifest = load_manifest(self.store, latest)
@@ -292,6 +331,8 @@ class RunPlan:
     started: datetime
     retention: RunRetention
     locked: bool  # the bucket has Object Lock: packs and manifest are locked
+    encryption: RunEncryption | None = None  # an encrypted run (format 2)
+    encryption_started: bool = False  # the recorded switch from plain (archive --start-encryption)
 
 
 @dataclass(frozen=True)
@@ -392,7 +433,7 @@ class _Run:
                 progress.phase("securing retention")
                 lease = PackLease(ctx.store, ctx.cache, ctx.writer, self.plan.retention,
                                   cfg.retention.repack_below, self.plan.locked,
-                                  SpoolSources(spool), ctx.dry_run).secure()
+                                  SpoolSources(spool, ctx.writer.id_of), ctx.dry_run).secure()
                 if ctx.meta is not None:
                     progress.phase("writing metadata")
                     key, lease = self._write_root(spool, snapshots, lease, files.tally)
@@ -514,6 +555,9 @@ class _Run:
                         tool=f"s3archive {__version__}",
                         legal_hold=cfg.retention.legal_hold, chunker=CHUNKER_PARAMS,
                         format=2)
+        if plan.encryption is not None:
+            version, size = self._secure_dedup_secret(plan.encryption)
+            header.encryption = plan.encryption.header(version, size, plan.encryption_started)
         lease = LeaseResult(packs={**data_lease.packs, **meta_lease.packs},
                             extended=data_lease.extended + meta_lease.extended,
                             rewritten=data_lease.rewritten + meta_lease.rewritten)
@@ -546,6 +590,37 @@ class _Run:
         ctx.cache.commit_pending_files()
         ctx.cache.set_meta("last_run_id", plan.run_id)
         return key, lease
+
+    def _secure_dedup_secret(self, enc: RunEncryption) -> tuple[str, int]:
+        """The bucket's copy of the dedup secret for this run's recipients: written
+        once (locked like a pack), leased like a pack; its version is pinned by the run."""
+        ctx, plan = self.ctx, self.plan
+        retention = plan.retention
+        lock = ObjectLock(retention.mode, retention.pack_until) if plan.locked else None
+        known = ctx.cache.get_meta("dedup_secret_copy")
+        if known:
+            key, version, size, until = json.loads(known)
+            if key == enc.secret_key:
+                if not plan.locked or parse_iso(until) >= retention.retain_until:
+                    return version, size
+                if ctx.dry_run:
+                    return version, size
+                try:
+                    ctx.store.extend_retention(key, version, lock)  # type: ignore[arg-type]
+                    ctx.cache.set_meta("dedup_secret_copy", json.dumps(
+                        [key, version, size, isoformat(retention.pack_until)]))
+                    return version, size
+                except NoSuchVersion:
+                    log.warning("the copy of the dedup secret %s is gone; writing it again",
+                                key)
+        body = enc.sealed_secret()
+        if ctx.dry_run:
+            return "dry-run", len(body)
+        put = ctx.store.put(enc.secret_key, body, lock)
+        until = isoformat(retention.pack_until) if plan.locked else "9999-12-31T00:00:00Z"
+        ctx.cache.set_meta("dedup_secret_copy", json.dumps([enc.secret_key, put.version_id,
+                                                            len(body), until]))
+        return put.version_id, len(body)
 
     def _summary(self, key: str | None, tally: FileTally, snapshots: list[PendingSnapshot],
                  lease: LeaseResult) -> ArchiveSummary:

@@ -37,8 +37,10 @@ class ChunkSource:
 class SpoolSources:
     """Chunk sources found in a run's entry spool (archive/file_stage.py's format)."""
 
-    def __init__(self, spool: IO[bytes]):
+    def __init__(self, spool: IO[bytes],
+                 id_of: Callable[[bytes | memoryview], str] = chunk_hash):
         self.spool = spool
+        self.id_of = id_of  # the run's chunk ids (keyed in an encrypted run)
         self.sources: dict[str, ChunkSource] = {}
 
     def locate(self, wanted: set[str]) -> set[str]:
@@ -92,7 +94,7 @@ class SpoolSources:
                         plain = _read_stream(fd, source)
                     except OSError:
                         break
-                    if len(plain) == source.size and chunk_hash(plain) == digest:
+                    if len(plain) == source.size and self.id_of(plain) == digest:
                         sink(digest, plain)
                         delivered.add(digest)
             finally:

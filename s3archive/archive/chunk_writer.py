@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
-from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer
+from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer, Sealer
 from s3archive.store.base import ObjectLock, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,9 @@ class ChunkWriter:
     uploaders: int = 3
     inflight_bytes: int = 24 << 20
     prefix: str | None = None  # format 2: "data" or "meta" packs; None: format 1 packs
+    # encrypted runs: blob ids keyed with the dedup secret, packs sealed
+    id_of: Callable[[bytes | memoryview], str] = chunk_hash
+    sealer: Sealer | None = None
     # where each chunk the run references is: in a pack this run uploaded, or
     # in a pack the local cache knows (a chunk waiting in an unsealed or
     # uploading pack is only reserved until its pack is stored)
@@ -120,13 +123,13 @@ class ChunkWriter:
         self._encoding = _Tasks()
         self._uploading = _Tasks()
         self._error: BaseException | None = None
-        self.packer = Packer(self.pack_size, self._sealed, self.prefix)
+        self.packer = Packer(self.pack_size, self._sealed, self.prefix, self.sealer)
 
     # ---------------------------------------------------------- producing
     def add(self, plain: bytes) -> ChunkId:
         """Store ``plain`` once; returns its id."""
         self._raise_failure()
-        digest = chunk_hash(plain)
+        digest = self.id_of(plain)
         if not self._claim(digest):
             return ChunkId(digest, len(plain))
         if len(plain) <= INLINE_BYTES:
@@ -144,7 +147,7 @@ class ChunkWriter:
         its child's place).  Called from one thread."""
         assert self.prefix is not None, "only format-2 packs place blobs at once"
         self._raise_failure()
-        digest = chunk_hash(plain)
+        digest = self.id_of(plain)
         with self._lock:
             known = self.locations.get(digest)
         if known is not None:

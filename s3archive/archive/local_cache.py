@@ -25,12 +25,15 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from s3archive.archive.packer import ChunkId, ChunkLocation
 from s3archive.clock import isoformat, parse_iso
 from s3archive.format.manifest_codec import dumps, encode_entry
 from s3archive.format.model import FILE, Manifest
+
+if TYPE_CHECKING:
+    from s3archive.archive.encryption import FileCipher
 
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -127,6 +130,7 @@ class LocalCache:
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.RLock()
+        self._cipher: FileCipher | None = None
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         previous = os.umask(0o077)  # the database, its -wal and -shm: paths, xattrs
         try:
@@ -266,9 +270,10 @@ class LocalCache:
         Every chunk of a file row is in the chunk index: ``forget_packs``
         removes the file rows that point into a forgotten pack.
         """
+        name = self._cipher.name(path) if self._cipher is not None else path
         row = self.db.execute(
             "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, line FROM files WHERE path=?",
-            (path,)).fetchone()
+            (name,)).fetchone()
         if row is None:
             return None
         dev, ino, size, mtime_ns, ctime_ns, blob, line = row
@@ -276,7 +281,26 @@ class LocalCache:
             return None
         if dev is not None and dev != key.dev:
             return None
+        if self._cipher is not None:
+            line = self._cipher.open(path, (ino, size, mtime_ns, ctime_ns), line)
+            if line is None:
+                return None
         return CachedFile(line, unpack_chunk_list(blob))
+
+    @_locked
+    def use_cipher(self, cipher: "FileCipher | None") -> None:
+        """Name file rows by HMAC and seal their lines (an encrypting host keeps no
+        path or metadata of a file it no longer has).  Rows written otherwise, or
+        under another secret, are dropped (and the database compacted, so no page
+        keeps them)."""
+        label = cipher.label if cipher is not None else "plain"
+        if self.get_meta("file_rows") not in (None, label):
+            self.db.execute("PRAGMA secure_delete=ON")
+            self.db.execute("DELETE FROM files")
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.set_meta("file_rows", label)
+        self._cipher = cipher
 
     def put_file(self, path: bytes, key: FileKey, line: bytes,
                  chunks: list[ChunkId], pending: bool = False) -> None:
@@ -287,6 +311,11 @@ class LocalCache:
     def put_files(self, rows: list[tuple[bytes, FileKey, bytes, list[ChunkId]]],
                   pending: bool = False) -> None:
         table = "files_pending" if pending else "files"
+        cipher = self._cipher
+        if cipher is not None:
+            rows = [(cipher.name(path), key,
+                     cipher.seal(path, (key.ino, key.size, key.mtime_ns, key.ctime_ns), line),
+                     chunks) for path, key, line, chunks in rows]
         self.db.executemany(
             f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(path, key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns,

@@ -15,7 +15,7 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Protocol
 
 from s3archive.format import pack2
 from s3archive.format.chunk_codec import EncodedChunk
@@ -56,11 +56,26 @@ class Pack:
     size: int = 0
     index: list[pack2.IndexItem] = field(default_factory=list)  # format 2
     blobs: int = 0  # blobs added (a format-2 pack starts with its preamble)
+    pack_id: bytes = b""
+    seal_key: bytes | None = field(default=None, repr=False)  # encrypted: dropped when sealed
 
     def located(self) -> list[ChunkLocation]:
         assert self.key is not None, "a pack has a key once sealed"
         return [ChunkLocation(c.hash, self.key, c.offset, c.stored, c.size, c.encoding)
                 for c in self.chunks]
+
+
+class Sealer(Protocol):
+    """Encryption of a format-2 pack (archive/encryption.py)."""
+
+    def new_pack(self) -> tuple[bytes, bytes, bytes]:
+        """A fresh (pack id, key block, pack key)."""
+        ...
+
+    def seal_blob(self, pack_key: bytes, pack_id: bytes, offset: int, kind: bytes,
+                  encoding: str, blob_id: str, stored: bytes | memoryview) -> bytes: ...
+
+    def seal_index(self, pack_id: bytes, block: bytes) -> bytes: ...
 
 
 class Packer:
@@ -74,10 +89,11 @@ class Packer:
     """
 
     def __init__(self, target_size: int, on_sealed: Callable[[Pack, bytearray], None],
-                 prefix: str | None = None):
+                 prefix: str | None = None, sealer: Sealer | None = None):
         self.target_size = target_size
         self.on_sealed = on_sealed
         self.prefix = prefix
+        self.sealer = sealer
         self._lock = threading.Lock()
         self._count = 0
         self._open = self._new_pack()
@@ -85,10 +101,16 @@ class Packer:
     def _new_pack(self) -> Pack:
         self._count += 1
         pack = Pack(number=self._count)
-        if self.prefix is not None:
-            pack_id = os.urandom(pack2.PACK_ID_SIZE)
-            pack.key = pack2.pack_key(self.prefix, pack_id)
-            pack.buffer += pack2.preamble(pack_id)
+        if self.sealer is not None:
+            # a fresh key and pack id for every body built, so offsets never repeat
+            # as nonces under one key
+            pack.pack_id, key_block, pack.seal_key = self.sealer.new_pack()
+            pack.key = pack2.pack_key(self.prefix or pack2.DATA_PREFIX, pack.pack_id)
+            pack.buffer += pack2.preamble(pack.pack_id, key_block)
+        elif self.prefix is not None:
+            pack.pack_id = os.urandom(pack2.PACK_ID_SIZE)
+            pack.key = pack2.pack_key(self.prefix, pack.pack_id)
+            pack.buffer += pack2.preamble(pack.pack_id)
         return pack
 
     def add(self, chunk: EncodedChunk, kind: bytes = pack2.KIND_DATA) -> ChunkLocation:
@@ -96,13 +118,18 @@ class Packer:
         with self._lock:
             pack = self._open
             offset = len(pack.buffer)
-            pack.buffer += chunk.data
-            location = ChunkLocation(chunk.hash, pack.key or "", offset, len(chunk.data),
+            data = chunk.data
+            if pack.seal_key is not None:
+                assert self.sealer is not None
+                data = self.sealer.seal_blob(pack.seal_key, pack.pack_id, offset, kind,
+                                             chunk.encoding, chunk.hash, data)
+            pack.buffer += data
+            location = ChunkLocation(chunk.hash, pack.key or "", offset, len(data),
                                      chunk.size, chunk.encoding)
             pack.chunks.append(location)
             pack.blobs += 1
             if self.prefix is not None:
-                pack.index.append(pack2.IndexItem(kind, chunk.encoding, len(chunk.data),
+                pack.index.append(pack2.IndexItem(kind, chunk.encoding, len(data),
                                                   bytes.fromhex(chunk.hash)))
             if len(pack.buffer) >= self.target_size:
                 full = self._take_locked()
@@ -121,7 +148,12 @@ class Packer:
         """Name the full pack and hand its body over (no copy, outside the lock)."""
         body = pack.buffer
         pack.buffer = bytearray()
-        if self.prefix is not None:
+        if self.sealer is not None:
+            block = self.sealer.seal_index(pack.pack_id, pack2.index_block(pack.index))
+            body += pack2.index_tail(pack.index, block)
+            pack.index = []
+            pack.seal_key = None  # the host cannot open this pack again
+        elif self.prefix is not None:
             body += pack2.index_tail(pack.index)
             pack.index = []
         else:

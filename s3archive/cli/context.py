@@ -83,7 +83,8 @@ class Repository:
         """The run ``spec`` names, read whole, or (format 2) only along ``paths``
         or only ``part`` of it (repo.catalog.load_manifest)."""
         ref = self.run(spec)
-        return ref, load_manifest(self.store, ref, paths=paths or None, part=part)
+        return ref, load_manifest(self.store, ref, paths=paths or None, part=part,
+                                  identities=self.identities)
 
 
 host_option = click.option(

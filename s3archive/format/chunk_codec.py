@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import zstandard
 
@@ -59,7 +60,8 @@ _decompressors = threading.local()
 
 
 def decode_chunk(stored: bytes | memoryview, encoding: str, size: int,
-                 expected_hash: str) -> bytes | memoryview:
+                 expected_hash: str,
+                 id_of: Callable[[bytes | memoryview], str] = chunk_hash) -> bytes | memoryview:
     """The plain bytes of a stored chunk; IntegrityError unless they match the hash.
 
     Nothing larger than ``size`` (itself at most MAX_CHUNK_SIZE) is ever
@@ -86,6 +88,6 @@ def decode_chunk(stored: bytes | memoryview, encoding: str, size: int,
             raise IntegrityError(f"{name}: cannot decompress: {err}") from None
     else:
         raise IntegrityError(f"{name}: unknown encoding {encoding!r}")
-    if len(plain) != size or chunk_hash(plain) != expected_hash:
+    if len(plain) != size or id_of(plain) != expected_hash:
         raise IntegrityError(f"{name}: content does not match its hash")
     return plain

@@ -286,7 +286,10 @@ def check_path(path: bytes, limits: ManifestLimits = LIMITS) -> str | None:
     return None
 
 
-def _decode_chunks(line: _Line, raw: Any, packs: list[PackRef]) -> list[ChunkRef]:
+def _decode_chunks(line: _Line, raw: Any, packs: list[PackRef], overhead: int = 0
+                   ) -> list[ChunkRef]:
+    """``overhead``: bytes a stored chunk has beyond its encoding (format 2's
+    authentication tag in an encrypted run)."""
     if not isinstance(raw, list):
         raise line.fail("chunks must be a list")
     chunks = []
@@ -303,13 +306,14 @@ def _decode_chunks(line: _Line, raw: Any, packs: list[PackRef]) -> list[ChunkRef
             raise line.fail(f"chunk refers to pack {item[2]}, not in the pack table")
         if item[3] + item[4] > packs[item[2]].size:
             raise line.fail(f"chunk lies beyond the end of pack {item[2]}")
-        if item[4] == 0 or (item[5] == "raw" and item[4] != item[1]):
+        if item[4] <= overhead or (item[5] == "raw" and item[4] != item[1] + overhead):
             raise line.fail("chunk stored length is inconsistent")
         chunks.append(ChunkRef(*item))
     return chunks
 
 
-def decode_entry(line: _Line, packs: list[PackRef], with_chunks: bool = True) -> Entry:
+def decode_entry(line: _Line, packs: list[PackRef], with_chunks: bool = True,
+                 overhead: int = 0) -> Entry:
     """One entry; ``with_chunks=False`` (format 2, chunks in chunk lists) leaves
     ``chunks`` empty and their sum unchecked: the caller checks it when it reads them."""
     limits = line.limits
@@ -352,7 +356,7 @@ def decode_entry(line: _Line, packs: list[PackRef], with_chunks: bool = True) ->
         if "extents" in line.obj:
             entry.extents = _decode_extents(line, entry.size)
         if with_chunks:
-            entry.chunks = _decode_chunks(line, line.get("chunks", list), packs)
+            entry.chunks = _decode_chunks(line, line.get("chunks", list), packs, overhead)
             data = sum(c.size for c in entry.chunks)
             if data != covered_bytes(entry):
                 raise line.fail(f"chunks hold {data} bytes, the file needs "
@@ -470,7 +474,7 @@ def decode_pack(line: _Line, expected_id: int, format2: bool = False) -> PackRef
     return pack
 
 
-def decode_snapshot(line: _Line, packs: list[PackRef]) -> Snapshot:
+def decode_snapshot(line: _Line, packs: list[PackRef], overhead: int = 0) -> Snapshot:
     limits = line.limits
     name = line.text("name", limit=limits.snapshot_name_chars)
     if not name or "/" in name or "\0" in name or name in (".", ".."):
@@ -487,7 +491,7 @@ def decode_snapshot(line: _Line, packs: list[PackRef]) -> Snapshot:
                                           limit=limits.description_chars),
                     restore_through=line.text("restore_through", False,
                                               limit=limits.command_chars),
-                    chunks=_decode_chunks(line, line.get("chunks", list), packs))
+                    chunks=_decode_chunks(line, line.get("chunks", list), packs, overhead))
     if sum(c.size for c in snap.chunks) != snap.size:
         raise line.fail("snapshot chunks do not add up to its size")
     return snap

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 from datetime import datetime
 
 FORMAT_VERSION = 1
@@ -105,6 +106,9 @@ class Header:
     legal_hold: bool = False
     chunker: dict = field(default_factory=dict)
     format: int = FORMAT_VERSION
+    # format 2: null for a plain run, else scheme, recipients, dedup id and the pinned
+    # copy of the dedup secret (docs/FORMAT.md); format 1 runs are plain
+    encryption: dict | None = None
 
 
 @dataclass(slots=True)
@@ -125,6 +129,17 @@ class Manifest:
     # format 2, a whole run read: every metadata blob it references (record, nodes,
     # chunk lists), each once; empty for format 1 (the manifest is the metadata)
     metadata: list[ChunkRef] = field(default_factory=list)
+    # an encrypted run read with its key: opens each sealed blob (repo/run_crypto.py)
+    opener: "BlobOpener | None" = None
+
+
+class BlobOpener(Protocol):
+    """What opens the sealed blobs of an encrypted run (repo/run_crypto.RunCrypto)."""
+
+    def open(self, pack: PackRef, ref: ChunkRef, sealed: bytes | memoryview,
+             kind: bytes) -> bytes: ...
+
+    def data_id(self, plain: bytes | memoryview) -> str: ...
 
 
 def run_key(host: str, run_id: str) -> str:

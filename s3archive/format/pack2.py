@@ -70,10 +70,14 @@ class IndexItem:
     blob_id: bytes  # 32 bytes
 
 
-def index_tail(items: list[IndexItem]) -> bytes:
-    """The plain index block and the footer (an encrypted pack seals the block)."""
-    block = b"".join(INDEX_ITEM.pack(i.kind, ENCODING_BYTE[i.encoding], i.stored, i.blob_id)
-                     for i in items)
+def index_block(items: list[IndexItem]) -> bytes:
+    return b"".join(INDEX_ITEM.pack(i.kind, ENCODING_BYTE[i.encoding], i.stored, i.blob_id)
+                    for i in items)
+
+
+def index_tail(items: list[IndexItem], sealed_block: bytes | None = None) -> bytes:
+    """The index block (``sealed_block`` in an encrypted pack) and the footer."""
+    block = index_block(items) if sealed_block is None else sealed_block
     return block + struct.pack(">II", len(block), len(items)) + FOOTER_MAGIC
 
 

@@ -217,10 +217,11 @@ class PackTable:
 
     packs: list[PackRef]
     by_key: dict[str, PackRef]
+    overhead: int = 0  # bytes a stored blob has beyond its encoding: 16 (the tag) if sealed
 
     @classmethod
-    def of(cls, packs: list[PackRef]) -> "PackTable":
-        return cls(packs, {p.key: p for p in packs})
+    def of(cls, packs: list[PackRef], overhead: int = 0) -> "PackTable":
+        return cls(packs, {p.key: p for p in packs}, overhead)
 
 
 def _node_packs(obj: dict[str, Any], table: PackTable, where: str) -> list[PackRef]:
@@ -238,7 +239,8 @@ def _node_packs(obj: dict[str, Any], table: PackTable, where: str) -> list[PackR
     return packs
 
 
-def _ref(raw: Any, packs: list[PackRef], where: str, meta: bool) -> ChunkRef:
+def _ref(raw: Any, packs: list[PackRef], where: str, meta: bool, overhead: int = 0
+         ) -> ChunkRef:
     """One reference, its pack index mapped to the run's pack table."""
     if (not isinstance(raw, list) or len(raw) != 6 or not isinstance(raw[0], str)
             or not _HASH.fullmatch(raw[0]) or not all(_is_nat(v) for v in raw[1:5])
@@ -252,8 +254,8 @@ def _ref(raw: Any, packs: list[PackRef], where: str, meta: bool) -> ChunkRef:
         raise ManifestError(f"{where}: a metadata reference into {pack.key}")
     if not meta and prefix == pack2.META_PREFIX:
         raise ManifestError(f"{where}: a data reference into the metadata pack {pack.key}")
-    if raw[1] > MAX_CHUNK_SIZE or raw[4] > MAX_CHUNK_SIZE or raw[4] == 0 \
-            or (raw[5] == "raw" and raw[4] != raw[1]):
+    if raw[1] > MAX_CHUNK_SIZE or raw[4] > MAX_CHUNK_SIZE + overhead or raw[4] <= overhead \
+            or (raw[5] == "raw" and raw[4] != raw[1] + overhead):
         raise ManifestError(f"{where}: reference sizes are inconsistent")
     start = pack2.PREAMBLE_FIXED if pack2.is_pack2_key(pack.key) else 0
     end = pack.size - (pack2.FOOTER_SIZE if pack2.is_pack2_key(pack.key) else 0)
@@ -262,10 +264,11 @@ def _ref(raw: Any, packs: list[PackRef], where: str, meta: bool) -> ChunkRef:
     return ChunkRef(raw[0], raw[1], pack.id, raw[3], raw[4], raw[5])
 
 
-def _refs(raw: Any, packs: list[PackRef], where: str, meta: bool, limit: int) -> list[ChunkRef]:
+def _refs(raw: Any, packs: list[PackRef], where: str, meta: bool, limit: int,
+          overhead: int = 0) -> list[ChunkRef]:
     if not isinstance(raw, list) or len(raw) > limit:
         raise ManifestError(f"{where}: a list of at most {limit} references expected")
-    return [_ref(item, packs, where, meta) for item in raw]
+    return [_ref(item, packs, where, meta, overhead) for item in raw]
 
 
 def _name(obj: dict[str, Any], key: str, where: str, limits: ManifestLimits) -> bytes:
@@ -316,7 +319,8 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
                 raise ManifestError(f"{where}: bad entry count of a child")
             if children and first <= children[-1].first:
                 raise ManifestError(f"{where}: children are not in strictly increasing order")
-            children.append(Child(first, count, _ref(item.get("ref"), packs, where, True)))
+            children.append(Child(first, count, _ref(item.get("ref"), packs, where, True,
+                                                     table.overhead)))
         return Node(height, [], children, {}, {})
     if kind != "leaf":
         raise ManifestError(f"{where}: unknown node kind {str(kind)[:20]!r}")
@@ -345,10 +349,11 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
                 raise ManifestError(f"{where}: file {name[:100]!r} needs exactly one of "
                                     "chunks and chunk_lists")
             if "chunks" in item:
-                line_obj["chunks"] = [_ref(r, packs, where, False) for r in
+                line_obj["chunks"] = [_ref(r, packs, where, False, table.overhead) for r in
                                       _bounded(item["chunks"], INLINE_CHUNKS, where)]
             else:
-                lists = _refs(item["chunk_lists"], packs, where, True, MAX_LISTS)
+                lists = _refs(item["chunk_lists"], packs, where, True, MAX_LISTS,
+                              table.overhead)
                 if not lists:
                     raise ManifestError(f"{where}: empty chunk_lists")
                 line_obj["chunks"] = []
@@ -356,11 +361,11 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
             line_obj["chunks"] = [[c.hash, c.size, c.pack, c.offset, c.stored, c.encoding]
                                   for c in line_obj["chunks"]]
         entry = decode_entry(_Line(line_obj, number, where, limits), table.packs,
-                             with_chunks=lists is None)
+                             with_chunks=lists is None, overhead=table.overhead)
         if lists is not None:
             node.lists[name] = lists
         if entry_kind == "dir":
-            node.trees[name] = _ref(item.get("tree"), packs, where, True)
+            node.trees[name] = _ref(item.get("tree"), packs, where, True, table.overhead)
         elif "tree" in item:
             raise ManifestError(f"{where}: {name[:100]!r} is a {entry_kind}, not a directory, "
                                 "but has a tree")
@@ -377,7 +382,7 @@ def _bounded(raw: Any, limit: int, where: str) -> list[Any]:
 def decode_chunk_list(plain: bytes, table: PackTable, where: str) -> list[ChunkRef]:
     obj = _object(plain, where)
     packs = _node_packs(obj, table, where)
-    return _refs(obj.get("chunks"), packs, where, False, LIST_MAX)
+    return _refs(obj.get("chunks"), packs, where, False, LIST_MAX, table.overhead)
 
 
 def decode_record(plain: bytes, table: PackTable, where: str,
@@ -390,7 +395,7 @@ def decode_record(plain: bytes, table: PackTable, where: str,
         if not isinstance(raw_root, dict) or raw_root.get("name") != "/" \
                 or raw_root.get("kind") != "dir":
             raise ManifestError(f"{where}: the root entry must be the directory '/'")
-        root_tree = _ref(raw_root.get("tree"), packs, where, True)
+        root_tree = _ref(raw_root.get("tree"), packs, where, True, table.overhead)
         line_obj = {k: v for k, v in raw_root.items() if k not in ("name", "tree")}
         line_obj["path"] = "/"
         root = decode_entry(_Line(line_obj, 0, where, limits), [])
@@ -405,14 +410,16 @@ def decode_record(plain: bytes, table: PackTable, where: str,
         item = dict(item)
         lists = None
         if "chunk_lists" in item:
-            lists = _refs(item.pop("chunk_lists"), packs, where, True, MAX_LISTS)
+            lists = _refs(item.pop("chunk_lists"), packs, where, True, MAX_LISTS,
+                          table.overhead)
             item["chunks"] = []
             item["size"], size = 0, item.get("size")
         else:
             item["chunks"] = [[c.hash, c.size, c.pack, c.offset, c.stored, c.encoding] for c in
-                              (_ref(r, packs, where, False)
+                              (_ref(r, packs, where, False, table.overhead)
                                for r in _bounded(item.get("chunks"), INLINE_CHUNKS, where))]
-        snap = decode_snapshot(_Line(item, number, where, limits), table.packs)
+        snap = decode_snapshot(_Line(item, number, where, limits), table.packs,
+                               table.overhead)
         if lists is not None:
             if not _is_nat(size):
                 raise ManifestError(f"{where}: snapshot {snap.name!r}: bad size")

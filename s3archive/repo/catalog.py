@@ -30,6 +30,7 @@ from s3archive.format.limits import LIMITS, ManifestLimits
 from s3archive.format.manifest_codec import decode_manifest
 from s3archive.format.model import Manifest
 from s3archive.repo.run_tree import RunTree
+from s3archive.crypto.keys import Identity
 from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def peek_format(blob: bytes, where: str) -> int | None:
 
 
 def open_tree(store: StoreReader, run: RunRef, blob: bytes | None = None,
-              whole_packs: bool = False) -> RunTree:
+              whole_packs: bool = False, identities: list[Identity] | None = None) -> RunTree:
     """A format-2 run, its root object read and checked; nodes are read on demand."""
     where = f"{run.key}@{run.version_id}"
     if blob is None:
@@ -192,7 +193,7 @@ def open_tree(store: StoreReader, run: RunRef, blob: bytes | None = None,
     if root.header.host != run.host or root.header.run_id != run.run_id:
         raise ManifestError(f"{run.key}: header names run {root.header.host}/"
                             f"{root.header.run_id}, not the key's")
-    return RunTree(store, root, where, whole_packs)
+    return RunTree(store, root, where, whole_packs, identities)
 
 
 ALL, RECORD, ROOT = "all", "record", "root"
@@ -201,7 +202,8 @@ PACK_PREFIXES = ("packs/", "data/", "meta/")
 
 
 def load_manifest(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMITS,
-                  paths: list[bytes] | None = None, part: str = ALL) -> Manifest:
+                  paths: list[bytes] | None = None, part: str = ALL,
+                  identities: list[Identity] | None = None) -> Manifest:
     """Fetch the pinned manifest version and parse it strictly, within ``limits``.
 
     A format-2 run is read from its trees: whole, or with ``paths`` only the
@@ -221,13 +223,14 @@ def load_manifest(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMI
                             f"({run.size})")
     blob = store.get(run.key, run.version_id)
     if peek_format(blob, where) == run_root.FORMAT:
-        tree = open_tree(store, run, blob, whole_packs=paths is None and part == ALL)
-        if part == ROOT:
-            manifest = tree.head()
-        elif part == RECORD:
-            manifest = tree.head(with_record=True)
+        if part == ROOT:  # no key needed: the root object holds nothing secret
+            root = run_root.decode_root(blob, where)
+            manifest = Manifest(header=root.header, packs=root.packs, entries=[],
+                                snapshots=[], trailer=root.trailer)
         else:
-            manifest = tree.manifest(paths)
+            tree = open_tree(store, run, blob, whole_packs=paths is None and part == ALL,
+                             identities=identities)
+            manifest = tree.head(with_record=True) if part == RECORD else tree.manifest(paths)
     else:
         manifest = decode_manifest(blob, where=where, limits=limits)
     if manifest.header.host != run.host or manifest.header.run_id != run.run_id:

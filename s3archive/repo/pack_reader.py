@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 from s3archive.errors import IntegrityError, NoSuchVersion, StoreError, TransportError
 from s3archive.format.chunk_codec import decode_chunk
-from s3archive.format.model import ChunkRef, PackRef
+from s3archive.format.model import BlobOpener, ChunkRef, PackRef
 from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,11 @@ class PackReader:
     """Reads chunk references of one manifest's pack table."""
 
     def __init__(self, store: StoreReader, packs: list[PackRef],
-                 workers: int = DEFAULT_WORKERS, window: int = DEFAULT_WINDOW):
+                 workers: int = DEFAULT_WORKERS, window: int = DEFAULT_WINDOW,
+                 opener: BlobOpener | None = None):
         self.store = store
         self.packs = packs
+        self.opener = opener  # an encrypted run's blobs are opened before decoding
         self.workers = workers
         self.window = window
 
@@ -176,8 +178,13 @@ class PackReader:
             start = ref.offset - request.first
             stored = view[start:start + ref.stored]
             try:
-                # raw chunks stay views into the response body (no copy)
-                plain = decode_chunk(stored, ref.encoding, ref.size, ref.hash)
+                if self.opener is None:
+                    # raw chunks stay views into the response body (no copy)
+                    plain = decode_chunk(stored, ref.encoding, ref.size, ref.hash)
+                else:
+                    opened = self.opener.open(pack, ref, stored, b"D")
+                    plain = decode_chunk(opened, ref.encoding, ref.size, ref.hash,
+                                         self.opener.data_id)
             except IntegrityError as err:
                 results.append(ChunkResult(ref, None, f"pack {pack.key}: {err}"))
                 continue

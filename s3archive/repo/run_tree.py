@@ -24,7 +24,8 @@ from s3archive.format.chunk_codec import decode_chunk
 from s3archive.format.limits import LIMITS
 from s3archive.format.manifest_codec import check_path, covered_bytes
 from s3archive.format.model import DIR, FILE, HARDLINK, ChunkRef, Entry, Manifest, Trailer
-from s3archive.format.run_root import RunRoot
+from s3archive.format.run_root import TAG_SIZE, RunRoot
+from s3archive.repo.run_crypto import RunCrypto
 from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,12 @@ MAX_WALK_ENTRIES = 100_000_000
 class BlobReader:
     """Metadata blobs of one run, verified; whole metadata packs kept (LRU) on walks."""
 
-    def __init__(self, store: StoreReader, table: tc.PackTable, whole_packs: bool = False):
+    def __init__(self, store: StoreReader, table: tc.PackTable, whole_packs: bool = False,
+                 crypto: RunCrypto | None = None):
         self.store = store
         self.table = table
         self.whole_packs = whole_packs
+        self.crypto = crypto
         self._packs: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
         self.gets = 0
@@ -63,7 +66,12 @@ class BlobReader:
                 if len(stored) != ref.stored:
                     raise ManifestError(f"{where}: short read ({len(stored)} of {ref.stored} "
                                         "bytes)")
-            return bytes(decode_chunk(stored, ref.encoding, ref.size, ref.hash))
+            if self.crypto is None:
+                return bytes(decode_chunk(stored, ref.encoding, ref.size, ref.hash))
+            crypto = self.crypto
+            opened = crypto.open(pack, ref, stored, kind)
+            return bytes(decode_chunk(opened, ref.encoding, ref.size, ref.hash,
+                                      lambda plain: crypto.blob_id(kind, plain)))
         except IntegrityError as err:
             raise ManifestError(f"{where}: {err}") from None
         except NoSuchVersion:
@@ -81,9 +89,14 @@ class BlobReader:
         if len(body) != pack.size:
             raise ManifestError(f"{pack.key}@{pack.version_id}: {len(body)} bytes, the run "
                                 f"records {pack.size}")
-        preamble = pack2.parse_preamble(body[:pack2.PREAMBLE_FIXED])
-        if preamble.flags != pack2.FLAG_PLAIN:
-            raise ManifestError(f"{pack.key}: an encrypted pack in a plain run")
+        try:
+            preamble = pack2.parse_preamble(body[:pack2.PREAMBLE_FIXED])
+        except pack2.PackLayoutError as err:
+            raise ManifestError(f"{pack.key}@{pack.version_id}: {err}") from None
+        if (preamble.flags == pack2.FLAG_ENCRYPTED) != (self.crypto is not None):
+            raise ManifestError(f"{pack.key}: an {'encrypted' if preamble.flags else 'plain'} "
+                                f"pack in a{' plain' if self.crypto is None else 'n encrypted'} "
+                                "run")
         with self._lock:
             self._packs[number] = body
             while len(self._packs) > PACKS_KEPT:
@@ -101,11 +114,14 @@ class Item:
 
 
 class RunTree:
-    def __init__(self, store: StoreReader, root: RunRoot, where: str, whole_packs: bool = False):
+    def __init__(self, store: StoreReader, root: RunRoot, where: str, whole_packs: bool = False,
+                 identities: list | None = None):
         self.root = root
         self.where = where
-        self.table = tc.PackTable.of(root.packs)
-        self.blobs = BlobReader(store, self.table, whole_packs)
+        self.crypto = (RunCrypto(store, root.encryption, identities or [], where)
+                       if root.encryption is not None else None)
+        self.table = tc.PackTable.of(root.packs, TAG_SIZE if self.crypto is not None else 0)
+        self.blobs = BlobReader(store, self.table, whole_packs, self.crypto)
         self._record: tc.RunRecord | None = None
         self.metadata: dict[tuple[str, int, int], ChunkRef] = {}  # every metadata blob read
 
@@ -278,13 +294,13 @@ class RunTree:
 
     # ------------------------------------------------------------ as a manifest
     def head(self, with_record: bool = False) -> Manifest:
-        """The run without entries: root object only, or with the run record's
-        snapshots and warnings."""
+        """The run without entries: the root object, or with the run record's
+        snapshots and warnings (``show``)."""
         if not with_record:
             return Manifest(header=self.root.header, packs=self.root.packs, entries=[],
                             snapshots=[], trailer=dataclasses.replace(self.root.trailer))
         return Manifest(header=self.root.header, packs=self.root.packs, entries=[],
-                        snapshots=self.snapshots(), trailer=self.trailer())
+                        snapshots=self.snapshots(), trailer=self.trailer(), opener=self.crypto)
 
     def manifest(self, paths: list[bytes] | None = None) -> Manifest:
         """The run as a format-1 :class:`Manifest`: every entry, or (``paths``)
@@ -324,7 +340,8 @@ class RunTree:
         snapshots = self.snapshots()
         return Manifest(header=self.root.header, packs=self.root.packs, entries=entries,
                         snapshots=snapshots, trailer=self.trailer(),
-                        metadata=list(self.metadata.values()) if paths is None else [])
+                        metadata=list(self.metadata.values()) if paths is None else [],
+                        opener=self.crypto)
 
 
 def _check_hardlinks(entries: list[Entry], where: str, complete: bool) -> None:

@@ -95,7 +95,8 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
                     found = tree.survey_file(item)
                     if found:
                         kept[index] = found
-        reader = PackReader(store, manifest.packs, options.workers, options.window)
+        reader = PackReader(store, manifest.packs, options.workers, options.window,
+                            manifest.opener)
         unread = [False]  # the current file met chunks the store could not deliver
 
         def chunk_results() -> Iterator[tuple[ChunkRef, bytes | memoryview | None, str | None]]:
@@ -154,7 +155,8 @@ def snapshot_stream(store: StoreReader, manifest: Manifest, name: str,
     the store could not deliver, TransportError.
     """
     snap = find_snapshot(manifest, name)
-    for result in PackReader(store, manifest.packs, workers, window).chunks(snap.chunks):
+    for result in PackReader(store, manifest.packs, workers, window,
+                             manifest.opener).chunks(snap.chunks):
         if result.data is None:
             failure = TransportError if result.transport else IntegrityError
             raise failure(f"snapshot {name}: {result.error}")

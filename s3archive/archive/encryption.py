@@ -1,0 +1,113 @@
+"""The writer's side of encrypted runs (docs/FORMAT.md, format 2, encryption).
+
+A host holds recipients (public keys) and the dedup secret, never a restore
+key.  Every pack gets a fresh random key, wrapped to the recipients in the
+pack's key block and dropped once the pack is sealed; blob ids are HMACs
+under keys derived from the dedup secret, so hosts of one group deduplicate
+without anyone who reads the bucket being able to confirm a known file.
+The local cache names paths by HMAC and seals each file's line under a key
+derived from the path and its inode, size and times: only who has the file
+as it is now can open its row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from s3archive.crypto import blob as sealing
+from s3archive.crypto.dedup import (DedupSecret, _derive, dedup_secret_key,
+                                    seal_dedup_secret)
+from s3archive.crypto.keys import Recipient
+from s3archive.format import pack2
+from s3archive.format.run_root import SCHEME
+
+
+@dataclass
+class RunEncryption:
+    """Seals the packs of one encrypted run (a :class:`~archive.packer.Sealer`)."""
+
+    recipients: list[Recipient]
+    secret: DedupSecret = field(repr=False)
+
+    def __post_init__(self) -> None:
+        self._data_key = _derive(self.secret.secret, b"s3archive/v2/id/data")
+        self._meta_key = _derive(self.secret.secret, b"s3archive/v2/id/meta")
+
+    # -- ids
+    def data_id(self, plain: bytes | memoryview) -> str:
+        return hmac.new(self._data_key, plain, hashlib.sha256).hexdigest()
+
+    def meta_id(self, plain: bytes | memoryview) -> str:
+        return hmac.new(self._meta_key, plain, hashlib.sha256).hexdigest()
+
+    # -- packs
+    def new_pack(self) -> tuple[bytes, bytes, bytes]:
+        key = sealing.new_pack_key(self.recipients)
+        return key.pack_id, key.key_block, key.key
+
+    def seal_blob(self, pack_key: bytes, pack_id: bytes, offset: int, kind: bytes,
+                  encoding: str, blob_id: str, stored: bytes | memoryview) -> bytes:
+        place = sealing.BlobPlace(pack_id, offset, kind, pack2.ENCODING_BYTE[encoding],
+                                  bytes.fromhex(blob_id))
+        return sealing.seal(pack_key, place, stored)
+
+    def seal_index(self, pack_id: bytes, block: bytes) -> bytes:
+        return self.secret.seal_index(pack_id, block)
+
+    # -- the secret's copy for the key holder
+    @property
+    def secret_key(self) -> str:
+        return dedup_secret_key(self.secret, self.recipients)
+
+    def sealed_secret(self) -> bytes:
+        return seal_dedup_secret(self.secret, self.recipients)
+
+    def header(self, secret_version: str, secret_size: int, started: bool) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "scheme": SCHEME, "recipients": [str(r) for r in self.recipients],
+            "dedup_id": self.secret.dedup_id,
+            "dedup_key": {"key": self.secret_key, "version_id": secret_version,
+                          "size": secret_size}}
+        if started:
+            obj["encryption_started"] = True
+        return obj
+
+    def file_cipher(self) -> "FileCipher":
+        return FileCipher(self.secret.cache_key(), self.secret.dedup_id)
+
+
+_NONCE = 12
+
+
+class FileCipher:
+    """Names and seals the local cache's file rows of an encrypting host."""
+
+    def __init__(self, key: bytes, label: str):
+        self._key = key
+        self.label = label  # which secret keyed the rows (rows of another are dropped)
+
+    def name(self, path: bytes) -> bytes:
+        return hmac.new(self._key, b"name\0" + path, hashlib.sha256).digest()[:16]
+
+    def _line_key(self, path: bytes, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> bytes:
+        stat = struct.pack(">QQqq", ino, size, mtime_ns, ctime_ns)
+        return hmac.new(self._key, b"line\0" + stat + path, hashlib.sha256).digest()
+
+    def seal(self, path: bytes, stat: tuple[int, int, int, int], line: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return nonce + ChaCha20Poly1305(self._line_key(path, *stat)).encrypt(nonce, line, None)
+
+    def open(self, path: bytes, stat: tuple[int, int, int, int], sealed: bytes) -> bytes | None:
+        try:
+            return ChaCha20Poly1305(self._line_key(path, *stat)).decrypt(
+                sealed[:_NONCE], sealed[_NONCE:], None)
+        except (InvalidTag, ValueError):
+            return None

@@ -1,0 +1,186 @@
+"""Encrypted format-2 runs on the in-memory store: write-only hosts, readers with the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from s3archive.archive.archiver import Archiver
+from s3archive.archive.encryption_rule import EncryptionMixError
+from s3archive.config import dedup_secret_file_text, parse_config
+from s3archive.crypto.dedup import DedupSecret
+from s3archive.crypto.errors import WrongKeyError
+from s3archive.crypto.keys import Identity
+from s3archive.format import pack2
+from s3archive.repo.catalog import ALL, ROOT, list_runs, load_manifest
+from s3archive.repo.run_crypto import KeyNeeded
+from s3archive.restore.restorer import restore_run
+from support.memory_store import FakeClock, MemoryStore
+
+SECRET_TEXT = b"the quarterly numbers nobody may read"
+PATH_NAME = "payroll-confidential"
+
+
+class Host:
+    def __init__(self, root: Path, encrypted: bool = True):
+        self.root = root
+        etc = root / "etc"
+        (etc / "pickers.d").mkdir(parents=True, exist_ok=True)
+        self.tree = root / "tree"
+        self.tree.mkdir(exist_ok=True)
+        picker = etc / "pickers.d" / "10-tree"
+        picker.write_text(f"#!/bin/sh\necho '{self.tree}'\n")
+        picker.chmod(0o755)
+        self.clock = FakeClock(datetime(2031, 11, 24, 3, 15, tzinfo=timezone.utc))
+        self.store = MemoryStore(self.clock)
+        self.identity = Identity.generate()
+        self.secret = DedupSecret.generate()
+        secret_file = etc / "dedup.key"
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(dedup_secret_file_text(self.secret))
+        self.etc = etc
+        self.configure(encrypted)
+
+    def configure(self, encrypted: bool) -> None:
+        table = {"s3": {"bucket": "encrypted-runs"}, "host": {"name": "h"},
+                 "content": {"pack_size_mib": 1},
+                 "local": {"cache_dir": str(self.root / "cache"),
+                           "state_file": str(self.root / "state" / "s.json")}}
+        if encrypted:
+            table["encryption"] = {"recipients": [str(self.identity.recipient())],
+                                   "dedup_secret_file": str(self.etc / "dedup.key")}
+        self.config = parse_config(table, self.etc / "config.toml", clock=self.clock)
+
+    def archive(self, **options):
+        summary = Archiver(self.config, self.store, clock=self.clock, **options).run()
+        self.clock.advance(timedelta(days=1))
+        return summary
+
+    def latest(self):
+        return max(list_runs(self.store, "h"), key=lambda r: r.run_id)
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    (tmp_path / "state").mkdir()
+    h = Host(tmp_path)
+    secret_dir = h.tree / PATH_NAME
+    secret_dir.mkdir()
+    (secret_dir / "numbers.txt").write_bytes(SECRET_TEXT * 50)
+    (h.tree / "big.bin").write_bytes(os.urandom(3 << 20))
+    (h.tree / "link").symlink_to(PATH_NAME + "/numbers.txt")
+    return h
+
+
+def every_stored_byte(store: MemoryStore) -> bytes:
+    return b"".join(v.body or b"" for v in store.versions())
+
+
+def test_nothing_readable_is_stored_and_the_key_restores_everything(host: Host,
+                                                                    tmp_path: Path) -> None:
+    summary = host.archive()
+    assert summary.exit_code == 0, summary.warnings
+    stored = every_stored_byte(host.store)
+    assert SECRET_TEXT not in stored
+    assert PATH_NAME.encode() not in stored and str(host.tree).encode() not in stored
+    for version in host.store.versions():
+        if version.key.startswith(("data/", "meta/")):
+            assert version.body[:8] == pack2.MAGIC and version.body[8] == pack2.FLAG_ENCRYPTED
+    run = host.latest()
+    header = load_manifest(host.store, run, part=ROOT).header  # no key: the root object
+    assert header.encryption["recipients"] == [str(host.identity.recipient())]
+    assert header.encryption["dedup_id"] == host.secret.dedup_id
+    with pytest.raises(KeyNeeded, match="give --key FILE"):
+        load_manifest(host.store, run)
+    manifest = load_manifest(host.store, run, identities=[host.identity])
+    report = restore_run(host.store, manifest, tmp_path / "out", [])
+    assert report.ok
+    restored = tmp_path / "out" / str(host.tree).lstrip("/")
+    assert (restored / PATH_NAME / "numbers.txt").read_bytes() == SECRET_TEXT * 50
+    assert (restored / "big.bin").read_bytes() == (host.tree / "big.bin").read_bytes()
+    assert os.readlink(restored / "link") == PATH_NAME + "/numbers.txt"
+
+
+def test_the_hosts_cache_holds_no_path_and_no_content(host: Host) -> None:
+    host.archive()
+    (host.tree / PATH_NAME / "numbers.txt").unlink()  # a file the host no longer has
+    host.archive()
+    for name in os.listdir(host.root / "cache"):
+        data = (host.root / "cache" / name).read_bytes()
+        assert PATH_NAME.encode() not in data and SECRET_TEXT not in data, name
+        assert str(host.tree).encode() not in data, name
+
+
+def test_an_unchanged_encrypted_run_reuses_files_trees_and_packs(host: Host) -> None:
+    host.archive()
+    before = {(v.key, v.version_id) for v in host.store.versions()}
+    again = host.archive()
+    assert again.files_unchanged == again.files and again.bytes_read == 0
+    new = [v.key.split("/")[0] for v in host.store.versions()
+           if (v.key, v.version_id) not in before]
+    assert new == ["runs"], new
+
+
+def test_a_wrong_key_and_a_changed_byte_are_named_never_restored(host: Host,
+                                                                 tmp_path: Path) -> None:
+    host.archive()
+    run = host.latest()
+    with pytest.raises(WrongKeyError, match="none of the keys given"):
+        load_manifest(host.store, run, identities=[Identity.generate()])
+    manifest = load_manifest(host.store, run, identities=[host.identity])
+    # flip one byte inside a sealed data blob (the bucket is untrusted)
+    big = next(e for e in manifest.entries if e.path.endswith(b"big.bin"))
+    chunk = big.chunks[0]
+    pack = manifest.packs[chunk.pack]
+    versions, index = host.store._find("tamper", pack.key, pack.version_id)
+    body = bytearray(versions[index].body)
+    body[chunk.offset + 10] ^= 1
+    versions[index] = dataclasses.replace(versions[index], body=bytes(body))
+    report = restore_run(host.store, manifest, tmp_path / "out", [])
+    assert not report.ok
+    messages = " ".join(p.message for p in report.damaged + report.failed)
+    assert "fails authentication" in messages and chunk.hash in messages
+
+
+def test_plain_and_encrypted_runs_of_a_host_never_mix_silently(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    host = Host(tmp_path, encrypted=False)
+    (host.tree / "f").write_text("plain first\n")
+    host.archive()
+    host.configure(encrypted=True)
+    with pytest.raises(EncryptionMixError, match="--start-encryption"):
+        host.archive()
+    switched = host.archive(start_encryption=True)
+    assert switched.exit_code == 0
+    header = load_manifest(host.store, host.latest(), part=ROOT).header
+    assert header.encryption["encryption_started"] is True
+    host.configure(encrypted=False)
+    with pytest.raises(EncryptionMixError, match="refusing to write a plain run"):
+        host.archive()
+    host.configure(encrypted=True)
+    later = host.archive()
+    assert load_manifest(host.store, host.latest(), part=ROOT).header.encryption[
+        "encryption_started"] is False
+    assert later.exit_code == 0
+    manifest = load_manifest(host.store, host.latest(), part=ALL, identities=[host.identity])
+    assert any(e.path.endswith(b"/f") for e in manifest.entries)
+
+
+def test_the_cache_of_a_host_that_starts_encrypting_forgets_its_plain_rows(
+        tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    host = Host(tmp_path, encrypted=False)
+    (host.tree / PATH_NAME).write_text("x")
+    host.archive()
+    db = next((tmp_path / "cache").glob("*.sqlite"))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM files").fetchone()[0] == 1
+    host.configure(encrypted=True)
+    host.archive(start_encryption=True)
+    assert PATH_NAME.encode() not in db.read_bytes()
