@@ -66,6 +66,8 @@ class RunSummary:
     written: datetime | None = None  # the store's time of this manifest version
     time_problem: str | None = None  # the run id disagrees with the store's time
     error: str | None = None  # the manifest could not be read
+    encrypted: bool | None = None  # format 2: sealed to restore keys; None when unknown
+    storage_format: int | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -91,7 +93,8 @@ class RunSummary:
                 "status": self.status, "version_id": self.version_id,
                 "written": isoformat(self.written) if self.written else None,
                 "time_trusted": self.time_problem is None, "time_problem": self.time_problem,
-                "error": self.error, **self.stats.to_json()}
+                "error": self.error, "format": self.storage_format,
+                "encrypted": self.encrypted, **self.stats.to_json()}
 
 
 def manifest_stats(manifest: Manifest) -> RunStats:
@@ -122,7 +125,9 @@ def summarize(manifest: Manifest, run: RunRef, legal_hold: bool | None) -> RunSu
                       retain_until=manifest.header.retain_until,
                       lock_mode=manifest.header.lock_mode, legal_hold=legal_hold,
                       stats=manifest_stats(manifest), version_id=run.version_id,
-                      written=run.last_modified, time_problem=run.time_problem())
+                      written=run.last_modified, time_problem=run.time_problem(),
+                      encrypted=manifest.header.encryption is not None,
+                      storage_format=manifest.header.format)
 
 
 def run_summaries(store: StoreReader, host: str | None, workers: int = 8) -> list[RunSummary]:

@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterator
 
-from s3archive.repo.catalog import RunRef, load_manifest
+from s3archive.archive.encryption_rule import RunEncryption as RunEncryptionInfo
+from s3archive.archive.encryption_rule import mixing_problems
+from s3archive.crypto.keys import Identity
+from s3archive.repo.catalog import ROOT, RunRef, load_manifest
 from s3archive.clock import isoformat
 from s3archive.errors import NoSuchVersion, S3ArchiveError, StoreError, TransportError
 from s3archive.human import json_path
@@ -61,6 +64,7 @@ class RunVerification:
     chunks_checked: int = 0
     bytes_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
+    contents_checked: bool = True  # False: an encrypted run verified without its key
 
     @property
     def ok(self) -> bool:
@@ -71,6 +75,7 @@ class RunVerification:
                 "retain_until": isoformat(self.retain_until) if self.retain_until else None,
                 "lock_mode": self.lock_mode, "packs": self.packs, "packs_read": self.packs_read,
                 "chunks_checked": self.chunks_checked, "bytes_checked": self.bytes_checked,
+                "contents_checked": self.contents_checked,
                 "problems": [p.to_json() for p in self.problems]}
 
 
@@ -80,6 +85,8 @@ class VerifyOptions:
     sample_percent: float = 100.0
     workers: int = 8
     seed: int | None = None
+    # restore keys (--key): an encrypted run's trees and data are checked only with them
+    identities: tuple[Identity, ...] = ()
 
 
 class Verifier:
@@ -92,6 +99,7 @@ class Verifier:
         self._checked: dict[_CheckedKey, str | None] = {}  # reference -> error or None
         self._lock = threading.Lock()
         self._random = random.Random(options.seed)
+        self._encryption_seen: dict[str, list[RunEncryptionInfo]] = {}
 
     # ---------------------------------------------------------------- HEAD
 
@@ -146,7 +154,19 @@ class Verifier:
         if time_problem is not None:
             result.problems.append(Problem("time", time_problem, run.key, run.version_id))
         try:
-            manifest = load_manifest(self.store, run)
+            manifest = load_manifest(self.store, run, part=ROOT)
+            self._encryption_seen.setdefault(run.host, []).append(RunEncryptionInfo(
+                run.run_id, manifest.header.encryption,
+                bool((manifest.header.encryption or {}).get("encryption_started"))))
+            if manifest.header.encryption is None or self.options.identities:
+                manifest = load_manifest(self.store, run,
+                                         identities=list(self.options.identities))
+            else:  # without a key: the pack table, sizes and locks; no tree, no data
+                result.contents_checked = False
+                if self.options.read_data:
+                    result.problems.append(Problem(
+                        "key", f"run {run.host}/{run.run_id} is encrypted: --read-data needs "
+                        "--key FILE (or S3ARCHIVE_KEY_FILE)", run.key, run.version_id))
         except TransportError as err:
             result.problems.append(Problem("transport", f"could not read the manifest: {err}",
                                            run.key, run.version_id))
@@ -160,6 +180,11 @@ class Verifier:
         result.packs = len(manifest.packs)
         result.problems += self._check_object("manifest", run.key, run.version_id, None,
                                               header.lock_mode, header.retain_until)
+        if header.encryption is not None:  # the key holder's copy of the dedup secret
+            copy = header.encryption["dedup_key"]
+            result.problems += self._check_object("dedup secret", copy["key"],
+                                                  copy["version_id"], copy["size"],
+                                                  header.lock_mode, header.retain_until)
         with ThreadPoolExecutor(max_workers=self.options.workers) as pool:
             checks = list(pool.map(
                 lambda p: self._check_object("pack", p.key, p.version_id, p.size,
@@ -170,10 +195,20 @@ class Verifier:
             for problem in problems:
                 users.attach(problem, pack.id)
                 result.problems.append(problem)
-        if self.options.read_data:
+        if self.options.read_data and result.contents_checked:
             missing = {p.key for p in result.problems if p.kind == "missing"}
             self._read_data(manifest, result, users, missing)
         return result
+
+    def mixing_problems(self) -> dict[str, list[str]]:
+        """By host: runs that mix plain and encrypted (docs/FORMAT.md, the mixing rule),
+        over the runs verified so far."""
+        found = {}
+        for host, runs in self._encryption_seen.items():
+            problems = mixing_problems(host, sorted(runs, key=lambda r: r.run_id))
+            if problems:
+                found[host] = problems
+        return found
 
     def _read_data(self, manifest: Manifest, result: RunVerification, users: "_PackUsers",
                    missing: set[str | None]) -> None:

@@ -185,7 +185,7 @@ def test_timer_without_systemd_and_with_it() -> None:
 
 def test_state_file_of_an_older_version_is_read(env: ArchiveEnv) -> None:
     state = env.root / "state" / "last-run.json"
-    state.parent.mkdir(parents=True)
+    state.parent.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps({  # as 0.x wrote it: no bytes_snapshots
         "format": 1, "run_id": "20261101T020000Z", "host": "testhost",
         "started": "2026-11-01T02:00:00Z", "finished": "2026-11-01T02:01:00Z",

@@ -26,6 +26,7 @@ from s3archive.archive.chunker import CHUNKER_PARAMS
 from s3archive.archive.commit import commit_manifest
 from s3archive.archive.file_stage import FileStage, FileTally
 from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache, cache_path
+from s3archive.archive.pack_index import PackIndexWriter, cache_name, learn
 from s3archive.archive.pack_lease import LeaseResult, NoSources, PackLease, PacksMissing
 from s3archive.archive.packer import ChunkId, ChunkLocation
 from s3archive.archive.encryption import RunEncryption
@@ -171,11 +172,17 @@ class Archiver:
         pack_lock = (ObjectLock(plan.retention.mode, plan.retention.pack_until)
                      if plan.locked else None)
 
+        indexes = (PackIndexWriter(self.store, plan.host, plan.encryption.secret)
+                   if plan.encryption is not None else None)
+
         def record_pack(pack: NewPack, chunks: list[ChunkLocation]) -> None:
             cache.add_pack(CachedPack(pack.key, pack.version_id, pack.size,
                                       pack_lock.mode if pack_lock else None,
                                       pack_lock.retain_until if pack_lock else UNLOCKED_UNTIL))
             cache.add_chunks(chunks)
+            if indexes is not None:  # what a lost cache learns again (archive/pack_index.py)
+                version = indexes.write(pack.key, pack.version_id, pack.size, chunks, pack_lock)
+                cache.set_meta(cache_name(pack.key), version)
 
         format2 = self.storage_format == 2
         chunk_filter = cache.chunk_filter()
@@ -257,9 +264,21 @@ class Archiver:
                        encrypting: bool = False) -> None:
         latest = latest_run(runs) if cache.is_empty() else None
         if latest is not None and encrypting:
-            # the host cannot read its encrypted runs back: that is the point
-            log.info("the local cache is empty; this host's runs are encrypted, so every "
-                     "file is read and stored again (deduplicated within the run)")
+            # the host cannot read its encrypted runs back (that is the point): it learns
+            # its packs' keyed blob ids from its index objects, and reads every file again
+            assert self.config.encryption is not None
+            learned = learn(self.store, self.config.host_name,
+                            self.config.encryption.dedup_secret, cache, locked)
+            # the copy of the dedup secret the latest run pins is locked at least as long
+            # as that run: reuse it rather than write it again
+            header = load_manifest(self.store, latest, part=ROOT).header
+            copy = (header.encryption or {}).get("dedup_key")
+            if copy:
+                cache.set_meta("dedup_secret_copy", json.dumps(
+                    [copy["key"], copy["version_id"], copy["size"],
+                     isoformat(header.retain_until)]))
+            log.info("the local cache is empty: learned %d packs from this host's index "
+                     "objects; every file is read again, stored data is reused", learned)
             latest = None
         if latest is not None:
             try:
@@ -433,7 +452,8 @@ class _Run:
                 progress.phase("securing retention")
                 lease = PackLease(ctx.store, ctx.cache, ctx.writer, self.plan.retention,
                                   cfg.retention.repack_below, self.plan.locked,
-                                  SpoolSources(spool, ctx.writer.id_of), ctx.dry_run).secure()
+                                  SpoolSources(spool, ctx.writer.id_of), ctx.dry_run,
+                                  self._index_host()).secure()
                 if ctx.meta is not None:
                     progress.phase("writing metadata")
                     key, lease = self._write_root(spool, snapshots, lease, files.tally)
@@ -489,6 +509,9 @@ class _Run:
         ctx.cache.set_meta("last_run_id", plan.run_id)
         return key
 
+    def _index_host(self) -> str | None:
+        return self.plan.host if self.plan.encryption is not None else None
+
     # -- format 2: trees, run record, leases of metadata, then the root object
     def _write_root(self, spool: IO[bytes], snapshots: list[PendingSnapshot],
                     data_lease: LeaseResult, tally: FileTally) -> tuple[str | None, LeaseResult]:
@@ -502,7 +525,7 @@ class _Run:
             return writer.locations[chunk.hash]
 
         leasing = PackLease(ctx.store, ctx.cache, meta, retention, cfg.retention.repack_below,
-                            plan.locked, NoSources(), ctx.dry_run)
+                            plan.locked, NoSources(), ctx.dry_run, self._index_host())
 
         def build() -> tuple[TreeBuilder, TreeResult, tc.BlobRef]:
             builder = TreeBuilder(meta, locate)

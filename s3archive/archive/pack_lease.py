@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 
 from s3archive.archive.chunk_writer import ChunkWriter
 from s3archive.archive.local_cache import CachedPack, LocalCache
+from s3archive.archive.pack_index import cache_name, index_key
 from s3archive.archive.retention import RunRetention, decide_pack, stronger_mode
 from s3archive.errors import NoSuchVersion, StoreError
 from s3archive.store.base import ObjectLock, StoreWriter
@@ -83,6 +84,8 @@ class PackLease:
     locked: bool
     sources: ChunkSources
     dry_run: bool = False
+    # an encrypting host's index objects (archive/pack_index.py) live as long as their packs
+    index_host: str | None = None
 
     def _used(self) -> dict[str, int]:
         """Bytes this run needs of each reused pack."""
@@ -174,7 +177,17 @@ class PackLease:
                 raise StoreError(f"cannot extend the lock of {pack.key}: {err}") from None
             target, mode = info.retain_until, info.lock_mode or mode
         self.cache.add_pack(CachedPack(pack.key, pack.version_id, pack.size, mode, target))
+        self._extend_index(pack.key, ObjectLock(mode, target))
         return target, mode
+
+    def _extend_index(self, key: str, lock: ObjectLock) -> None:
+        version = self.cache.get_meta(cache_name(key)) if self.index_host else None
+        if version is None or self.index_host is None:
+            return
+        try:
+            self.store.extend_retention(index_key(self.index_host, key), version, lock)
+        except StoreError as err:  # an optimisation for a lost cache, never the run's data
+            log.warning("could not extend the lock of the index object of %s: %s", key, err)
 
     def _rewrite(self, keys: list[str]) -> list[str]:
         """Write the chunks this run needs out of ``keys`` into new packs, read

@@ -16,10 +16,10 @@ from s3archive.restore.plan import normalise_selection
 from s3archive.store.base import StoreReader
 
 
-def _loader(store: StoreReader, skipped: list[str]) -> Loader:
+def _loader(store: StoreReader, skipped: list[str], identities: list) -> Loader:
     def load(run: RunRef) -> Manifest | None:
         try:
-            return load_manifest(store, run)
+            return load_manifest(store, run, identities=identities)
         except ManifestError as err:  # a damaged or hostile run: name it, search the rest
             skipped.append(f"{run.host}/{run.run_id}: {err}")
             return None
@@ -66,7 +66,7 @@ def find_command(repo: Repository, patterns: tuple[str, ...], host: str | None,
     runs = _select_runs(list_runs(store, None if all_hosts else (host or repo.config.host_name)),
                         newest, oldest)
     skipped: list[str] = []
-    hits = list(find(runs, _loader(store, skipped), list(patterns)))
+    hits = list(find(runs, _loader(store, skipped, repo.identities), list(patterns)))
     for problem in skipped:
         click.echo(f"warning: skipped run {problem}", err=True)
     if as_json:
@@ -106,7 +106,7 @@ def history_command(repo: Repository, path: str, host: str | None, as_json: bool
     runs = list(reversed(_select_runs(list_runs(store, host or repo.config.host_name),
                                       None, None)))
     skipped: list[str] = []
-    versions = history(runs, _loader(store, skipped), wanted)
+    versions = history(runs, _loader(store, skipped, repo.identities), wanted)
     for problem in skipped:
         click.echo(f"warning: skipped run {problem}", err=True)
     present = [v for v in versions if v.entry is not None]

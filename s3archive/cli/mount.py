@@ -48,7 +48,7 @@ def mount_command(repo: Repository, mountpoint: str, host: str | None, cache_mib
 
     def load(run: RunRef) -> Manifest:
         try:
-            return load_manifest(store, run)
+            return load_manifest(store, run, identities=repo.identities)
         except ManifestError as err:
             raise OSError(f"{run.host}/{run.run_id}: {err}") from None
 

@@ -10,7 +10,7 @@ from s3archive import human
 from s3archive.cli.context import Repository, with_repository
 from s3archive.errors import CommandFailed, UsageError
 from s3archive.repo.catalog import list_runs
-from s3archive.verify import RunVerification, Verifier, VerifyOptions
+from s3archive.verify import Problem, RunVerification, Verifier, VerifyOptions
 
 
 def _print_text(result: RunVerification, read_data: bool) -> None:
@@ -20,6 +20,8 @@ def _print_text(result: RunVerification, read_data: bool) -> None:
                 if result.lock_mode else "no lock required")
         data = (f"; {result.chunks_checked} chunks ({human.size(result.bytes_checked)}) "
                 f"of {result.packs_read} packs read and hashed" if read_data else "")
+        if not result.contents_checked:
+            data = "; encrypted: trees and data not checked (give --key)"
         click.echo(f"ok       {name}: {result.packs} packs present, {lock}{data}")
         return
     click.echo(f"PROBLEM  {name}: {len(result.problems)} problem(s)")
@@ -70,11 +72,15 @@ def verify_command(repo: Repository, run: str | None, all_runs: bool, read_data:
     else:
         runs = [repo.run(run or "latest")]
     verifier = Verifier(store, VerifyOptions(read_data=read_data,
-                                             sample_percent=sample or 100.0, workers=workers))
+                                             sample_percent=sample or 100.0, workers=workers,
+                                             identities=tuple(repo.identities)))
     results = []
     for ref in runs:
-        result = verifier.verify(ref)
-        results.append(result)
+        results.append(verifier.verify(ref))
+    for host, problems in verifier.mixing_problems().items():
+        last = max((r for r in results if r.host == host), key=lambda r: r.run_id)
+        last.problems += [Problem("mixing", text, None, None) for text in problems]
+    for result in results:
         if not as_json:
             _print_text(result, read_data)
     bad = [r for r in results if not r.ok]

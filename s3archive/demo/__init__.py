@@ -371,10 +371,10 @@ def explore_commands(work: Path, steps: list[dict[str, Any]]) -> list[str]:
     """What to type after ``demo --keep DIR``: the endpoint back, then a look."""
     config = f"s3archive --config {kept_config(work)}"
     first = next((s["run_id"] for s in steps if s["step"] == "archive (first run)"), "RUN")
+    key = f"--key {work}/{RESTORE_KEY_NAME}"  # the runs are encrypted: reading needs the key
     return [f"s3archive demo --serve {work}",
             f"{config} runs",
-            f"{config} ls latest {work}/sample/data",
-            f"{config} find '*.md'",
-            f"{config} diff {first} latest",
-            f"{config} restore latest {work}/sample/data/docs --target {work}/explore "
-            f"--key {work}/{RESTORE_KEY_NAME}"]
+            f"{config} ls latest {work}/sample/data {key}",
+            f"{config} find '*.md' {key}",
+            f"{config} diff {first} latest {key}",
+            f"{config} restore latest {work}/sample/data/docs --target {work}/explore {key}"]

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from s3archive.setup.spec import (DATA_PREFIX, MANIFEST_PREFIX, META_PREFIX, PACK_PREFIX,
-                                  BucketSpec)
+from s3archive.setup.spec import (DATA_PREFIX, KEYS_PREFIX, MANIFEST_PREFIX, META_PREFIX,
+                                  PACK_PREFIX, BucketSpec)
 
 VERSION = "2012-10-17"
 ROOT_ARN = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
@@ -113,7 +113,9 @@ def backup_policy(spec: BucketSpec) -> dict[str, Any]:
     ``host_policy``), no reads of data packs, no deletes, no governance bypass, no bucket changes, no
     legal holds (granted per host, placing only, with ``legal_hold``)."""
     bucket, objects, _ = _arns(spec)
-    new_packs = [f"{bucket}/{DATA_PREFIX}*", f"{bucket}/{META_PREFIX}*"]
+    # packs, and the copies of dedup secrets (encrypted to the restore keys) under keys/
+    new_packs = [f"{bucket}/{DATA_PREFIX}*", f"{bucket}/{META_PREFIX}*",
+                 f"{bucket}/{KEYS_PREFIX}*"]
     statements: list[dict[str, Any]] = [
         {"Sid": "AddPacksAndExtendTheirLocks", "Effect": "Allow",
          "Action": ["s3:PutObject", "s3:PutObjectRetention"], "Resource": new_packs},

@@ -118,7 +118,7 @@ def test_unchanged_tree_reads_nothing_and_a_small_change_uploads_about_the_chang
     assert second["bytes_read"] == 0
     assert second["files_unchanged"] == second["files"] == first["files"]
     assert entries_below(env, second, data) == entries_below(env, first, data)
-    assert second["packs_uploaded"] == 0 and second["bytes_uploaded"] == 0
+    assert second["packs_uploaded"] == 0 and second["bytes_uploaded"] == 0, second
     assert second["requests"].get("PutObject") == 1  # the manifest
 
     # ~1 %: a few small files edited, 3 MiB rewritten inside the dump, 1 MiB appended
@@ -189,7 +189,7 @@ def test_lost_cache_is_rebuilt_from_the_latest_manifest(env: ArchiveEnv, tmp_pat
     # as if the cache were lost elsewhere: the directory above the tree keeps its mtime
     os.utime(env.cache_dir.parent, ns=(above.st_atime_ns, above.st_mtime_ns))
     second = env.archive()
-    assert second["packs_uploaded"] == 0 and second["bytes_uploaded"] == 0
+    assert second["packs_uploaded"] == 0 and second["bytes_uploaded"] == 0, second
     assert second["bytes_read"] == 0, "file identities come back from the manifest"
     assert second["files_unchanged"] == first["files"]
     assert entries_below(env, second, data) == entries_below(env, first, data)

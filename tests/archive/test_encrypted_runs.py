@@ -184,3 +184,48 @@ def test_the_cache_of_a_host_that_starts_encrypting_forgets_its_plain_rows(
     host.configure(encrypted=True)
     host.archive(start_encryption=True)
     assert PATH_NAME.encode() not in db.read_bytes()
+
+
+def test_a_host_that_lost_its_cache_reads_its_files_again_but_uploads_no_data(
+        host: Host) -> None:
+    first = host.archive()
+    assert first.chunks_new > 0
+    import shutil
+    above = host.root.stat()
+    shutil.rmtree(host.root / "cache")
+    (host.root / "cache").mkdir()
+    # as if lost elsewhere: the directory above the tree keeps its mtime
+    os.utime(host.root, ns=(above.st_atime_ns, above.st_mtime_ns))
+    before = {(v.key, v.version_id) for v in host.store.versions()}
+    again = host.archive()
+    assert again.exit_code == 0, again.warnings
+    # it cannot read its runs back: every file is read again ...
+    assert again.bytes_read == again.bytes_total > 3 << 20
+    # ... but its index objects name every blob it stored: nothing is uploaded again
+    assert again.chunks_new == 0 and again.trees_new == 0, again
+    new = sorted(v.key.split("/")[0] for v in host.store.versions()
+                 if (v.key, v.version_id) not in before)
+    assert new == ["runs"], new
+    # the index objects hold no name and no content either
+    for version in host.store.versions("runs/h/packs/"):
+        assert PATH_NAME.encode() not in version.body and SECRET_TEXT not in version.body
+
+
+def test_index_objects_are_locked_and_extended_with_their_packs(host: Host) -> None:
+    host.archive()
+    indexes = [v for v in host.store.versions("runs/h/packs/")]
+    packs = [v for v in host.store.versions() if v.key.startswith(("data/", "meta/"))]
+    assert len(indexes) == len(packs) > 0
+    for index in indexes:
+        assert index.retain_until is not None
+    # a later run that extends a pack's lock extends its index object's too
+    host.config = __import__("dataclasses").replace(
+        host.config, retention=__import__("dataclasses").replace(
+            host.config.retention, daily_days=30))
+    host.archive()
+    by_pack = {v.key.rsplit("/", 1)[1]: v for v in host.store.versions()
+               if v.key.startswith("data/")}
+    for index in host.store.versions("runs/h/packs/"):
+        name = index.key.rsplit("/", 1)[1][:-len(".idx")]
+        if name in by_pack:
+            assert index.retain_until == by_pack[name].retain_until, index.key

@@ -63,6 +63,8 @@ def lock_away(path: Path, mode: int) -> None:
 def test_archive_without_root_fails_in_one_line_before_any_picker(env: ArchiveEnv) -> None:
     marker = env.root / "picker-ran"
     env.picker("20-marker", f"echo 'picker output' >&2\ntouch {marker}\n")
+    env.cache_dir.rmdir()  # made by the test environment: this test needs them missing
+    (env.root / "state").rmdir()
     lock_away(env.root, 0o755)  # cache/ and state/ would be created in a directory not ours
     result = as_user(env.config, "archive")
     assert result.returncode == 2, result.stderr
