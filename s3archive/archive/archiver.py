@@ -542,6 +542,9 @@ class _Run:
             return builder, trees, record
 
         builder, trees, record = build()
+        if trees.entries > LIMITS.lines:  # a reader reads at most this many: never commit more
+            raise ManifestError(f"the run has {trees.entries} entries, more than a reader "
+                                f"accepts ({LIMITS.lines}); not committing it")
         # A reused metadata pack the run needs little of is written anew, like a data
         # pack: the nodes are built again with its blobs stored afresh (the run has
         # their bytes only while building them), and the old pack is left to lapse.

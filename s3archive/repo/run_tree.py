@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 
 WHOLE_PACK_LIMIT = 32 << 20  # metadata packs up to this size are read whole on a walk
 PACKS_KEPT = 4
-MAX_WALK_ENTRIES = 100_000_000
+# A whole run read into memory holds at most as many entries as a format-1 manifest
+# could (identical directories are one shared node, so a crafted root object could
+# otherwise claim any count): the same bound, the same exposure.
+MAX_WALK_ENTRIES = LIMITS.lines
 
 
 class BlobReader:
