@@ -199,6 +199,7 @@ class Archiver:
             data_prefixes = ("data/",)
         writer = ChunkWriter(
             store=self.store, lookup_cached=cached_in(data_prefixes),
+            reuse_prefixes=data_prefixes,
             may_be_cached=chunk_filter.may_contain, record_pack=record_pack,
             codec=self.codec, pack_size=cfg.content.pack_size_mib << 20,
             lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency,

@@ -104,6 +104,12 @@ class ChunkWriter:
     # encrypted runs: blob ids keyed with the dedup secret, packs sealed
     id_of: Callable[[bytes | memoryview], str] = chunk_hash
     sealer: Sealer | None = None
+    # packs whose blobs this writer may reuse, by key prefix (None: any): data blobs
+    # never come from metadata packs, an encrypted run's never from plain ones
+    reuse_prefixes: tuple[str, ...] | None = None
+
+    def reusable(self, location: ChunkLocation) -> bool:
+        return self.reuse_prefixes is None or location.pack.startswith(self.reuse_prefixes)
     # where each chunk the run references is: in a pack this run uploaded, or
     # in a pack the local cache knows (a chunk waiting in an unsealed or
     # uploading pack is only reserved until its pack is stored)
@@ -216,7 +222,8 @@ class ChunkWriter:
         with self._lock:
             wanted = {d for d in self._deferred if d not in self.locations}
             self._deferred.clear()
-        found = lookup_many(wanted)
+        found = {digest: location for digest, location in lookup_many(wanted).items()
+                 if self.reusable(location)}
         with self._lock:
             for digest, cached in found.items():
                 self.locations.setdefault(digest, cached)
