@@ -1,8 +1,17 @@
-"""Progress and summaries for people; the archiver itself prints nothing.
+"""Progress and summaries for people; the archiver and the restorer print nothing.
 
-On a terminal a status line is refreshed a few times a second on stderr;
-under systemd (or with stderr redirected) plain log lines mark the phases,
-without control characters.
+Both report through :class:`Progress`: phases, totals when known, the file
+being read or written now (``begin``/``end``), each entry done (files,
+directories and other kinds counted apart) and the bytes moved.  On a
+terminal a status line is refreshed a few times a second on stderr (lines
+listed with ``-v`` are printed above it); under systemd (or with stderr
+redirected) plain lines, without control characters: one per phase, and a
+progress line every ``S3ARCHIVE_PROGRESS_INTERVAL`` seconds (default 60).
+
+With totals (restore knows them from its plan before writing) the line shows
+done of total and an ETA from the byte rate; without them (archive: the walk
+runs only a bounded queue ahead of the reading, so its totals are known at
+the very end) it shows the time elapsed.
 """
 
 from __future__ import annotations
@@ -14,22 +23,50 @@ import time
 from typing import Callable, TextIO
 
 from s3archive import human
+from s3archive.errors import UsageError
+
+INTERVAL_VARIABLE = "S3ARCHIVE_PROGRESS_INTERVAL"
+DEFAULT_INTERVAL = 60.0  # seconds between plain progress lines
 
 
 class Progress:
-    """The interface the archiver reports through (this one ignores everything)."""
+    """The interface the archiver and the restorer report through (this one
+    shows nothing; :meth:`note` still prints, it carries output such as ``-v``)."""
 
     def phase(self, text: str) -> None:
         pass
 
+    def totals(self, entries: int, size: int) -> None:
+        """What the whole operation will count: entries, and bytes to move."""
+
+    def begin(self, path: bytes) -> None:
+        """Reading (or writing) ``path`` starts now."""
+
+    def end(self, path: bytes) -> None:
+        """... and is over."""
+
+    def entry(self, kind: str, path: bytes, size: int = 0) -> None:
+        """One entry done (``kind`` as in the manifest: file, dir, symlink ...)."""
+
     def file(self, path: bytes, size: int) -> None:
-        pass
+        self.entry("file", path, size)
 
     def read(self, count: int) -> None:
-        pass
+        """``count`` more bytes read (archive) or written (restore)."""
+
+    def note(self, line: str, stream: TextIO) -> None:
+        """Print ``line`` on ``stream`` (above a live status line, if any)."""
+        stream.write(line + "\n")
+        stream.flush()
 
     def done(self) -> None:
         pass
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done()  # the status line is cleared whatever happened
 
 
 def printable(path: bytes) -> str:
@@ -42,43 +79,116 @@ def printable(path: bytes) -> str:
     return text
 
 
-class TerminalProgress(Progress):
-    """A single line on a terminal (files, bytes, rate, current path), redrawn
-    at most ``rate`` times a second."""
+def entry_line(kind: str, path: bytes, size: int) -> str:
+    """``file /etc/passwd (2.1 KiB)``, ``dir /etc``: one entry for ``-v``."""
+    return f"{kind} {printable(path)}" + (f" ({human.size(size)})" if kind == "file" else "")
 
-    def __init__(self, stream: TextIO = sys.stderr, rate: float = 4.0,
-                 clock: Callable[[], float] = time.monotonic):
+
+class _Tally(Progress):
+    """Counts what happened and formats the status; the renderers below show it."""
+
+    def __init__(self, stream: TextIO, verb: str, verbose: bool,
+                 clock: Callable[[], float]):
         self.stream = stream
-        self.interval = 1.0 / rate
+        self.verb = verb  # "read" or "written"
+        self.verbose = verbose  # list each entry on ``stream``
         self.clock = clock
         self.files = 0
+        self.dirs = 0
+        self.others = 0
         self.bytes = 0
-        self.path = b""
+        self.total_entries: int | None = None
+        self.total_bytes: int | None = None
+        self.path = b""  # the last entry done
+        self._now: dict[bytes, None] = {}  # being read or written, oldest first
         self.started = clock()
-        self._last = float("-inf")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._phase = ""
+
+    # -- events
+    def totals(self, entries: int, size: int) -> None:
+        with self._lock:
+            self.total_entries, self.total_bytes = entries, size
+
+    def begin(self, path: bytes) -> None:
+        with self._lock:
+            self._now[path] = None
+        self._changed()
+
+    def end(self, path: bytes) -> None:
+        with self._lock:
+            self._now.pop(path, None)
+
+    def entry(self, kind: str, path: bytes, size: int = 0) -> None:
+        with self._lock:
+            if kind == "file":
+                self.files += 1
+            elif kind == "dir":
+                self.dirs += 1
+            else:
+                self.others += 1
+            self.path = path
+        if self.verbose:
+            self.note(entry_line(kind, path, size), self.stream)
+        self._changed()
+
+    def read(self, count: int) -> None:
+        with self._lock:
+            self.bytes += count
+        self._changed()
+
+    def _changed(self) -> None:
+        pass
+
+    # -- text
+    @property
+    def current(self) -> bytes:
+        """The file being read or written now (the newest begun), else the last done."""
+        with self._lock:
+            return next(reversed(self._now), self.path) if self._now else self.path
+
+    def status(self) -> str:
+        """``12/40 entries, 1.0 MiB of 4.0 MiB written, 2.0 MiB/s, ETA 2s`` (with totals),
+        ``10 files, 2 dirs, 1.0 MiB read, 2.0 MiB/s, 5.0s elapsed`` (without)."""
+        with self._lock:
+            elapsed = max(self.clock() - self.started, 1e-6)
+            rate = self.bytes / elapsed
+            kinds = f"{self.files} files, {self.dirs} dirs" + (
+                f", {self.others} other" if self.others else "")
+            if self.total_entries is None or self.total_bytes is None:
+                return (f"{kinds}, {human.size(self.bytes)} {self.verb}, "
+                        f"{human.size(rate)}/s, {human.duration(elapsed)} elapsed")
+            done = self.files + self.dirs + self.others
+            left = max(self.total_bytes - self.bytes, 0)
+            eta = (f"ETA {human.duration(left / rate)}" if self.bytes and rate
+                   else "ETA -") if left else "ETA 0s"
+            return (f"{done}/{self.total_entries} entries ({kinds}), "
+                    f"{human.size(self.bytes)} of {human.size(self.total_bytes)} {self.verb}, "
+                    f"{human.size(rate)}/s, {eta}")
+
+
+class TerminalProgress(_Tally):
+    """A single line on a terminal (counts, bytes, rate, ETA or elapsed, the
+    file now), redrawn at most ``rate`` times a second."""
+
+    def __init__(self, stream: TextIO = sys.stderr, rate: float = 4.0,
+                 clock: Callable[[], float] = time.monotonic, verb: str = "read",
+                 verbose: bool = False):
+        super().__init__(stream, verb, verbose, clock)
+        self.interval = 1.0 / rate
+        self._last = float("-inf")
+        self._shown = False
 
     def phase(self, text: str) -> None:
         self._phase = text
         self._draw(force=True)
 
-    def file(self, path: bytes, size: int) -> None:
-        with self._lock:
-            self.files += 1
-            self.path = path
-        self._draw()
-
-    def read(self, count: int) -> None:
-        with self._lock:
-            self.bytes += count
+    def _changed(self) -> None:
         self._draw()
 
     def line(self, width: int) -> str:
-        elapsed = max(self.clock() - self.started, 1e-6)
-        head = (f"{self._phase}: {self.files} files, {human.size(self.bytes)} read, "
-                f"{human.size(self.bytes / elapsed)}/s ")
-        tail = printable(self.path)
+        head = f"{self._phase}: {self.status()} "
+        tail = printable(self.current)
         room = width - len(head) - 1
         if room < len(tail):
             tail = "…" + tail[-max(room - 1, 0):] if room > 1 else ""
@@ -100,28 +210,37 @@ class TerminalProgress(Progress):
             self._last = now
             self.stream.write("\r\x1b[K" + self.line(self._width()))
             self.stream.flush()
+            self._shown = True
+
+    def note(self, line: str, stream: TextIO) -> None:
+        """Clear the status line, print ``line``, draw the status again."""
+        with self._lock:
+            if self._shown:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            stream.write(line + "\n")
+            stream.flush()
+            self._last = float("-inf")
+            self._draw()
 
     def done(self) -> None:
         with self._lock:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+            self._shown = False
 
 
-class LogProgress(Progress):
-    """Plain lines for the journal: one per phase, a progress line every
-    ``every`` seconds, and (verbose) one per file.  No control characters."""
+class LogProgress(_Tally):
+    """Plain lines for the journal: one per phase (with the totals when known),
+    a progress line every ``every`` seconds, and (verbose) one per entry.
+    No control characters."""
 
     def __init__(self, stream: TextIO = sys.stderr, verbose: bool = False,
-                 every: float = 60.0, clock: Callable[[], float] = time.monotonic):
-        self.stream = stream
-        self.verbose = verbose
+                 every: float = DEFAULT_INTERVAL, clock: Callable[[], float] = time.monotonic,
+                 verb: str = "read"):
+        super().__init__(stream, verb, verbose, clock)
         self.every = every
-        self.clock = clock
-        self.files = 0
-        self.bytes = 0
-        self.started = clock()
         self._last = self.started
-        self._lock = threading.Lock()
 
     def _write(self, text: str) -> None:
         with self._lock:
@@ -129,35 +248,45 @@ class LogProgress(Progress):
             self.stream.flush()
 
     def phase(self, text: str) -> None:
-        self._write(printable(text.encode()))
+        self._phase = text
+        known = self.total_entries is not None
+        self._write(printable(text.encode()) + (f": {self.status()}" if known else ""))
 
-    def file(self, path: bytes, size: int) -> None:
-        with self._lock:
-            self.files += 1
-        if self.verbose:
-            self._write(f"file {printable(path)} ({human.size(size)})")
-        self._tick()
-
-    def read(self, count: int) -> None:
-        with self._lock:
-            self.bytes += count
-        self._tick()
-
-    def _tick(self) -> None:
+    def _changed(self) -> None:
         now = self.clock()
         if now - self._last < self.every:
             return
-        self._last = now
-        rate = self.bytes / max(now - self.started, 1e-6)
-        self._write(f"progress: {self.files} files, {human.size(self.bytes)} read, "
-                    f"{human.size(rate)}/s")
+        with self._lock:
+            if now - self._last < self.every:
+                return
+            self._last = now
+            current = self.current
+            self._write(f"progress: {self.status()}"
+                        + (f", now {printable(current)}" if current else ""))
 
 
-def progress_for(stream: TextIO, quiet: bool, verbose: bool = False) -> Progress:
+def progress_interval() -> float:
+    """Seconds between plain progress lines: ``$S3ARCHIVE_PROGRESS_INTERVAL`` or 60."""
+    raw = os.environ.get(INTERVAL_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise UsageError(f"{INTERVAL_VARIABLE}={raw!r}: not a number of seconds (0 or more)")
+    return value
+
+
+def progress_for(stream: TextIO, quiet: bool, verbose: bool = False,
+                 verb: str = "read") -> Progress:
     """Nothing when quiet; a live line on a terminal; log lines otherwise
-    (systemd sets JOURNAL_STREAM for a service whose output is the journal)."""
+    (systemd sets JOURNAL_STREAM for a service whose output is the journal).
+    ``verbose`` lists every entry on ``stream``; ``verb`` names the bytes
+    counted (``read`` by archive, ``written`` by restore)."""
     if quiet:
         return Progress()
     if stream.isatty() and not os.environ.get("JOURNAL_STREAM"):
-        return TerminalProgress(stream)
-    return LogProgress(stream, verbose=verbose)
+        return TerminalProgress(stream, verb=verb, verbose=verbose)
+    return LogProgress(stream, verbose=verbose, every=progress_interval(), verb=verb)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from s3archive.progress import LogProgress, TerminalProgress, printable, progress_for
+from s3archive.errors import UsageError
+from s3archive.progress import (LogProgress, TerminalProgress, printable, progress_for,
+                                progress_interval)
 from support.archive_env import ArchiveEnv
 
 
@@ -43,12 +45,60 @@ def test_terminal_line_shows_files_bytes_rate_and_path_a_few_times_a_second() ->
     progress.read(1024 * 1024)
     assert out.getvalue().count("\r") == draws + 1
     last = out.getvalue().rsplit("\r\x1b[K", 1)[1]
-    assert last.startswith("archiving files: 100 files, 101.0 MiB read, ")
-    assert "/s /srv/data/f99" in last
+    assert last.startswith("archiving files: 100 files, 0 dirs, 101.0 MiB read, ")
+    assert last.endswith(", 0.4s elapsed /srv/data/f99")
     rate = float(re.search(r"read, ([\d.]+) MiB/s", last)[1])
     assert rate == pytest.approx(101 / 0.35, rel=0.01)
     progress.done()
     assert out.getvalue().endswith("\r\x1b[K")
+
+
+def test_terminal_line_names_the_file_being_read_and_counts_dirs_apart() -> None:
+    clock = FakeClock()
+    progress = TerminalProgress(io.StringIO(), clock=clock)
+    progress.phase("archiving files")
+    progress.begin(b"/srv/big.img")  # a reader thread starts a long file
+    progress.entry("dir", b"/srv")
+    progress.file(b"/srv/a-small-one", 10)  # finished after the big one began
+    progress.entry("symlink", b"/srv/link")
+    line = progress.line(200)
+    assert "1 files, 1 dirs, 1 other" in line and line.endswith(" /srv/big.img")
+    progress.begin(b"/srv/c")  # two readers: the newest begun is shown
+    assert progress.line(200).endswith(" /srv/c")
+    progress.end(b"/srv/c")
+    assert progress.line(200).endswith(" /srv/big.img")
+    progress.end(b"/srv/big.img")  # nothing being read: the last entry done
+    assert progress.line(200).endswith(" /srv/link")
+
+
+def test_with_totals_the_line_shows_done_of_total_and_an_eta() -> None:
+    clock, out = FakeClock(), io.StringIO()
+    progress = TerminalProgress(out, clock=clock, verb="written")
+    progress.totals(40, 100 * 1024 * 1024)
+    progress.phase("restoring")
+    assert progress.line(200) == ("restoring: 0/40 entries (0 files, 0 dirs), 0 B of 100.0 MiB "
+                                  "written, 0 B/s, ETA - ")
+    progress.entry("dir", b"/")
+    progress.begin(b"/srv/f")
+    clock.now += 10
+    progress.read(25 * 1024 * 1024)  # 2.5 MiB/s: 75 MiB left take 30 s
+    assert progress.line(200) == ("restoring: 1/40 entries (0 files, 1 dirs), 25.0 MiB of "
+                                  "100.0 MiB written, 2.5 MiB/s, ETA 30s /srv/f")
+
+
+def test_verbose_on_a_terminal_lists_entries_above_the_status_line() -> None:
+    clock, out, listing = FakeClock(), io.StringIO(), io.StringIO()
+    progress = TerminalProgress(out, clock=clock, verbose=True)
+    progress.phase("archiving files")
+    progress.file(b"/srv/a", 2048)
+    progress.entry("dir", b"/srv/d")
+    text = out.getvalue()
+    # the status line is cleared, the entry printed on a line of its own, the status redrawn
+    assert "\r\x1b[Kfile /srv/a (2.0 KiB)\n\r\x1b[Karchiving files: 1 files" in text
+    assert "\r\x1b[Kdir /srv/d\n\r\x1b[Karchiving files: 1 files, 1 dirs" in text
+    progress.note("/srv/a", listing)  # restore -v: the path on stdout, the status on stderr
+    assert listing.getvalue() == "/srv/a\n"
+    assert out.getvalue().rsplit("\r\x1b[K", 1)[1].startswith("archiving files: 1 files")
 
 
 def test_terminal_line_fits_the_width_and_escapes_control_characters() -> None:
@@ -66,17 +116,51 @@ def test_log_lines_have_no_control_characters_and_verbose_names_files() -> None:
     clock, out = FakeClock(), io.StringIO()
     progress = LogProgress(out, verbose=True, every=60, clock=clock)
     progress.phase("archiving files")
+    progress.begin(b"/data/evil\x1b[2J\rname")
     progress.file(b"/data/evil\x1b[2J\rname", 2048)
+    progress.entry("dir", b"/data")
     clock.now += 61
     progress.read(5 * 1024 * 1024)
     lines = out.getvalue().splitlines()
     assert lines == ["archiving files", "file /data/evil\\x1b[2J\\x0dname (2.0 KiB)",
-                     "progress: 1 files, 5.0 MiB read, 83.9 KiB/s"]
+                     "dir /data",
+                     "progress: 1 files, 1 dirs, 5.0 MiB read, 83.9 KiB/s, 1m01s elapsed, "
+                     "now /data/evil\\x1b[2J\\x0dname"]
     assert not CONTROL.search(out.getvalue())
     quiet = io.StringIO()
     progress = LogProgress(quiet, verbose=False, clock=clock)
     progress.file(b"/data/x", 1)
     assert quiet.getvalue() == ""
+
+
+def test_log_lines_carry_the_totals_from_the_phase_on() -> None:
+    clock, out = FakeClock(), io.StringIO()
+    progress = LogProgress(out, every=5, clock=clock, verb="written")
+    progress.totals(3, 3 << 20)
+    progress.phase("restoring")
+    progress.begin(b"/a")
+    clock.now += 2
+    progress.read(1 << 20)  # within the interval: no line
+    clock.now += 4
+    progress.read(1 << 20)
+    progress.entry("file", b"/a", 2 << 20)
+    assert out.getvalue().splitlines() == [
+        "restoring: 0/3 entries (0 files, 0 dirs), 0 B of 3.0 MiB written, 0 B/s, ETA -",
+        "progress: 0/3 entries (0 files, 0 dirs), 2.0 MiB of 3.0 MiB written, 341.3 KiB/s, "
+        "ETA 3.0s, now /a"]
+
+
+def test_interval_comes_from_the_environment_and_a_bad_one_is_named(monkeypatch) -> None:
+    monkeypatch.delenv("S3ARCHIVE_PROGRESS_INTERVAL", raising=False)
+    assert progress_interval() == 60
+    monkeypatch.setenv("S3ARCHIVE_PROGRESS_INTERVAL", "0.5")
+    assert progress_interval() == 0.5
+    made = progress_for(io.StringIO(), quiet=False)
+    assert isinstance(made, LogProgress) and made.every == 0.5
+    for bad in ("soon", "-1", "inf", "nan"):
+        monkeypatch.setenv("S3ARCHIVE_PROGRESS_INTERVAL", bad)
+        with pytest.raises(UsageError, match="S3ARCHIVE_PROGRESS_INTERVAL="):
+            progress_interval()
 
 
 def test_progress_kind_follows_terminal_journal_and_quiet(monkeypatch) -> None:
@@ -86,6 +170,8 @@ def test_progress_kind_follows_terminal_journal_and_quiet(monkeypatch) -> None:
     monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
     assert type(progress_for(Tty(), quiet=False)) is LogProgress
     assert type(progress_for(Tty(), quiet=True)).__name__ == "Progress"
+    monkeypatch.delenv("JOURNAL_STREAM")
+    assert progress_for(Tty(), quiet=False, verbose=True).verbose  # -v lists on a terminal too
 
 
 @pytest.fixture

@@ -154,7 +154,7 @@ class FileStage:
                 queued.line = codec.dumps(codec.encode_entry(entry, with_chunks=False))[:-1]
                 if entry.kind != FILE:
                     spool.write(queued.line + b"\n")
-                    self.progress.file(queued.path, 0)
+                    self.progress.entry(entry.kind, queued.path)
                     continue
             tally.files += 1
             tally.bytes_total += queued.size
@@ -243,7 +243,15 @@ class FileStage:
         return _Queued(None, path=path, size=st.st_size, line=hit.line, chunks=hit.chunks)
 
     def _read(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:
-        """Read a file (in a reader thread), once more if it changed meanwhile."""
+        """Read a file (in a reader thread); progress shows it while it is read."""
+        self.progress.begin(entry.path)
+        try:
+            return self._read_file(entry, st)
+        finally:
+            self.progress.end(entry.path)
+
+    def _read_file(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:
+        """Read a file, once more if it changed meanwhile."""
         outcome = _ReadOutcome()
         for attempt in (1, 2):
             try:

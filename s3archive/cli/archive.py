@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -45,6 +46,7 @@ def archive(app: AppContext, as_json: bool, dry_run: bool, start_encryption: boo
     config = app.config()
     check_local_paths(config, dry_run)
     started = isoformat(utc_now())
+    began = time.monotonic()
     progress = progress_for(sys.stderr, quiet=as_json or app.verbosity < 0,
                             verbose=app.verbosity > 0)
     store: CountingStore | None = None
@@ -65,7 +67,7 @@ def archive(app: AppContext, as_json: bool, dry_run: bool, start_encryption: boo
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=None, sort_keys=False))
     elif app.verbosity >= 0:
-        click.echo(format_summary(summary), err=True)
+        click.echo(format_summary(summary, time.monotonic() - began), err=True)
     if summary.exit_code != EXIT_OK:
         done = "dry run" if dry_run else f"manifest {summary.manifest_key} written"
         raise RunWithWarnings(f"{done} with {len(summary.warnings)} warning(s): some sources "
@@ -105,17 +107,28 @@ def failed_summary(config: Config, started: str, store: CountingStore | None,
                           requests=store.snapshot()["requests"] if store else {})
 
 
-def format_summary(s: ArchiveSummary) -> str:
+def format_summary(s: ArchiveSummary, seconds: float | None = None) -> str:
+    """The summary on stderr (sizes in KiB/MiB/GiB, as restore's).  A dry run
+    says what it would have uploaded and never claims an upload."""
+    took = f" in {human.duration(seconds)}" if seconds is not None else ""
+    if s.dry_run:
+        head = (f"dry run {s.host}/{s.run_id}{took}: nothing uploaded, no manifest written; "
+                f"tier {s.tier}, would be locked until {s.retain_until}")
+        packs = (f"  {s.chunks_new} new chunks, {s.chunks_reused} reused; would upload "
+                 f"{s.packs_uploaded} packs ({human.size(s.bytes_uploaded)}), extend "
+                 f"{s.packs_extended}, rewrite {s.packs_rewritten}")
+    else:
+        head = f"run {s.host}/{s.run_id}{took}: tier {s.tier}, locked until {s.retain_until}"
+        packs = (f"  {s.chunks_new} new chunks, {s.chunks_reused} reused; {s.packs_uploaded} "
+                 f"packs ({human.size(s.bytes_uploaded)}) uploaded, {s.packs_extended} "
+                 f"extended, {s.packs_rewritten} rewritten")
     lines = [
-        f"run {s.host}/{s.run_id}{' (dry run: nothing uploaded)' if s.dry_run else ''}: "
-        f"tier {s.tier}, locked until {s.retain_until}",
+        head,
         f"  {s.files} files ({s.files_unchanged} unchanged), {s.dirs} dirs, {s.symlinks} symlinks, "
         f"{s.others} other entries, {s.snapshots} snapshots",
         f"  {human.size(s.bytes_total)} in files, {human.size(s.bytes_read)} read, "
         f"{human.size(s.bytes_new)} new",
-        f"  {s.chunks_new} new chunks, {s.chunks_reused} reused; {s.packs_uploaded} packs "
-        f"({human.size(s.bytes_uploaded)}) uploaded, {s.packs_extended} extended, "
-        f"{s.packs_rewritten} rewritten",
+        packs,
         f"  {sum(s.requests.values())} requests: "
         + ", ".join(f"{k} {v}" for k, v in sorted(s.requests.items())),
     ]
