@@ -14,8 +14,12 @@ from s3archive import human
 from s3archive.cli.context import Repository, with_repository
 from s3archive.repo.catalog import RECORD
 from s3archive.errors import CommandFailed, IntegrityError, UsageError
-from s3archive.restore.restorer import (Problem, RestoreOptions, find_snapshot, restore_run,
-                                        snapshot_stream)
+from s3archive.find import compile_pattern
+from s3archive.progress import progress_for
+from s3archive.repo.catalog import RunRef
+from s3archive.restore.plan import EntryFilter, Pattern
+from s3archive.restore.restorer import (Problem, RestoreOptions, RestorePreview, find_snapshot,
+                                        preview_restore, restore_run, snapshot_stream)
 
 SHOWN_CAUSES = 20  # lines per kind of problem: one per cause
 SHOWN_PATHS = 3  # paths named on a line whose cause hit several entries
@@ -58,9 +62,18 @@ def _echo_problems(title: str, problems: list[Problem]) -> None:
 @click.command("restore")
 @click.argument("run")
 @click.argument("paths", nargs=-1)
-@click.option("--target", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--target", type=click.Path(file_okay=False, path_type=Path),
               help="Directory to restore into (created if missing; must be empty "
-                   "unless --overwrite).")
+                   "unless --overwrite).  Required, except with --dry-run.")
+@click.option("--include", "includes", multiple=True, metavar="GLOB",
+              help="Restore only entries matching GLOB, or below a directory that does "
+                   "(repeatable; globs as in 'find': without '/' on the name, with '/' on "
+                   "the full path in the run).")
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB",
+              help="Leave out entries matching GLOB and everything below them "
+                   "(repeatable; wins over --include).")
+@click.option("--dry-run", is_flag=True, help="List what would be written and how much would "
+              "be downloaded; write nothing, touch no target.")
 @click.option("--overwrite", is_flag=True, help="Restore into a non-empty target, replacing "
               "what is in the way.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted restore of RUN into the "
@@ -71,7 +84,8 @@ def _echo_problems(title: str, problems: list[Problem]) -> None:
               help="Parallel downloads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @with_repository(keys=True, pool_from="workers")
-def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: Path,
+def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: Path | None,
+                    includes: tuple[str, ...], excludes: tuple[str, ...], dry_run: bool,
                     overwrite: bool, resume: bool, numeric_owner: bool, workers: int,
                     as_json: bool) -> None:
     """Restore RUN (or only PATHs of it) into --target.
@@ -80,26 +94,54 @@ def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: 
     SHA-256 is checked; a bad chunk damages only its file, which is named.
     A restore that was interrupted (even by kill -9) is finished with the
     same command plus --resume.
-    Problems go to stderr, one line per cause.
+
+    --include and --exclude match the full path of each entry in the run
+    (and of its parent directories: a directory included or excluded brings
+    its whole subtree); exclude wins; the parent directories of what is
+    restored are created with their recorded metadata.  -v lists each path
+    restored on stdout; --dry-run lists what would be and the bytes the
+    ranged GETs would download.  Progress and the summary go to stderr,
+    problems one line per cause.
 
     \b
     EXIT STATUS
-      0  everything restored
+      0  everything restored (--dry-run: the restore is possible)
       1  some entries damaged or not restored
-      2  usage error (e.g. a non-empty target without --overwrite)
+      2  usage error (e.g. a non-empty target without --overwrite, a PATH
+         not in the run, an --include that matches nothing, a filter that
+         leaves nothing to restore)
     """
-    ref, manifest = repo.open_run(run, [os.fsencode(p) for p in paths])
-    report = restore_run(repo.store, manifest, target, [os.fsencode(p) for p in paths],
+    entry_filter = EntryFilter(_patterns("--include", includes), _patterns("--exclude", excludes))
+    selections = [os.fsencode(p) for p in paths]
+    if dry_run:
+        if resume:
+            raise UsageError("--dry-run cannot tell what --resume would keep (that needs "
+                             "reading the target back): leave out one of them")
+        ref, manifest = repo.open_run(run, selections)
+        _report_preview(repo, ref, preview_restore(manifest, selections, entry_filter),
+                        target, overwrite, as_json)
+        return
+    if target is None:
+        raise UsageError("restore needs --target DIR (or --dry-run to see what it would do)")
+    ref, manifest = repo.open_run(run, selections)
+    verbosity = repo.app.verbosity
+    progress = progress_for(sys.stderr, quiet=as_json or verbosity < 0, verb="written")
+    listed = None
+    if verbosity > 0 and not as_json:
+        def listed(path: bytes) -> None:
+            progress.note(human.path(path), sys.stdout)
+    report = restore_run(repo.store, manifest, target, selections,
                          RestoreOptions(overwrite=overwrite, resume=resume,
-                                        numeric_owner=numeric_owner, workers=workers))
-    rate = report.bytes_written / report.seconds / 1e6 if report.seconds else 0.0
+                                        numeric_owner=numeric_owner, workers=workers),
+                         entry_filter, progress, listed)
+    rate = report.bytes_written / report.seconds if report.seconds else 0.0
     if as_json:
         click.echo(json.dumps({
             "host": ref.host, "run_id": ref.run_id, "target": str(target),
             "ok": report.ok, "entries": report.entries, "files": report.files,
             "bytes": report.bytes_written, "bytes_kept": report.bytes_kept,
             "seconds": round(report.seconds, 3),
-            "mb_per_s": round(rate, 1), "store": report.store,
+            "mb_per_s": round(rate / 1e6, 1), "store": report.store,
             "damaged": _problems_json(report.damaged), "failed": _problems_json(report.failed),
             "warnings": _problems_json(report.warnings)}))
     else:
@@ -109,13 +151,57 @@ def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: 
                            if found)
         click.echo(f"restored {ref.host}/{ref.run_id} into {target}: {report.entries} entries"
                    f"{problems}, {report.files} files, {human.size(report.bytes_written)} in "
-                   f"{human.duration(report.seconds)} ({rate:.1f} MB/s)"
+                   f"{human.duration(report.seconds)} ({human.size(rate)}/s)"
                    + (f", {human.size(report.bytes_kept)} already in place" if resume else ""),
                    err=True)
     _echo_problems("damaged", report.damaged)
     _echo_problems("not restored", report.failed)
     if not report.ok:
         raise CommandFailed(f"{len(report.damaged)} damaged, {len(report.failed)} not restored")
+
+
+def _patterns(option: str, texts: tuple[str, ...]) -> tuple[Pattern, ...]:
+    """``find``'s matcher for each glob (one glob semantics for find and restore)."""
+    for text in texts:
+        if not text.strip("/"):
+            raise UsageError(f"{option} {text!r}: an empty pattern (to restore everything, "
+                             f"leave out {option})")
+    return tuple(Pattern(text, compile_pattern(text)) for text in texts)
+
+
+def _report_preview(repo: Repository, ref: RunRef, preview: RestorePreview,
+                    target: Path | None, overwrite: bool, as_json: bool) -> None:
+    """``--dry-run``: the paths on stdout (a count with --json), the figures on stderr."""
+    if target is not None and not overwrite and _not_empty(target):
+        preview.warnings.append(Problem(b"", f"{target} is not empty: the restore would "
+                                             "refuse it without --overwrite or --resume"))
+    usage = repo.store.usage()
+    if as_json:
+        click.echo(json.dumps({
+            "dry_run": True, "host": ref.host, "run_id": ref.run_id,
+            "target": None if target is None else str(target),
+            "entries": len(preview.planned), "files": preview.files, "bytes": preview.bytes,
+            "download_bytes": preview.download_bytes, "requests": preview.requests,
+            "store": usage.to_json() if usage is not None else {},
+            "warnings": _problems_json(preview.warnings)}))
+        return
+    for item in preview.planned:
+        click.echo(human.path(item.entry.path))
+    _echo_problems("warning", preview.warnings)
+    where = f" into {target}" if target is not None else ""
+    click.echo(f"dry run: would restore {ref.host}/{ref.run_id}{where}: "
+               f"{len(preview.planned)} entries, {preview.files} files, "
+               f"{human.size(preview.bytes)} to write; would download "
+               f"{human.size(preview.download_bytes)} in {preview.requests} ranged GETs "
+               "(each chunk once, neighbours merged); nothing written", err=True)
+
+
+def _not_empty(target: Path) -> bool:
+    try:
+        with os.scandir(target) as found:
+            return next(found, None) is not None
+    except OSError:
+        return False  # missing (the restore creates it) or unreadable (it will say so)
 
 
 @click.command("cat-snapshot")

@@ -10,6 +10,12 @@ restored, and the report says the restore failed.
 already there are read back first and every chunk that matches its hash is
 kept, so only the rest is downloaded; everything else is created again and
 all metadata applied again (see ``tree``).
+
+Progress is reported through :class:`s3archive.progress.Progress`, with the
+totals taken from the plan before anything is written; ``listed`` hears each
+entry restored (``restore -v``).  :func:`preview_restore` (``--dry-run``)
+plans the same restore and counts the ranged GETs it would issue, without
+touching the target.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from s3archive.errors import IntegrityError, TransportError, UsageError
 from s3archive.restore.apply import MetadataApplier
 from s3archive.format.model import DIR, FILE, ChunkRef, Manifest, Snapshot
-from s3archive.repo.pack_reader import DEFAULT_WINDOW, DEFAULT_WORKERS, PackReader
-from s3archive.restore.plan import file_chunks, plan_entries
+from s3archive.progress import Progress
+from s3archive.repo.pack_reader import DEFAULT_WINDOW, DEFAULT_WORKERS, PackReader, batched_reads
+from s3archive.restore.plan import EntryFilter, PlannedEntry, file_chunks, plan_entries
 from s3archive.restore.tree import EntryFailed, TreeWriter
 from s3archive.store.base import StoreReader
 
@@ -66,11 +73,48 @@ class RestoreOptions:
     window: int = DEFAULT_WINDOW
 
 
+@dataclass(frozen=True)
+class RestorePreview:
+    """What a restore would do (``--dry-run``): nothing is read from packs or written.
+
+    ``download_bytes`` is the sum of the ranged GETs the pack reader would
+    issue (:func:`batched_reads`, the same planning :meth:`PackReader.chunks`
+    does): each distinct chunk's stored bytes once per batch, plus the gaps
+    of up to 256 KiB it merges across, so it is what the restore downloads
+    from the packs when no GET has to be repeated.
+    """
+
+    planned: list[PlannedEntry]
+    files: int  # regular files written (a hardlink whose group file is left out counts)
+    bytes: int  # plain bytes written into files
+    download_bytes: int
+    requests: int  # ranged GETs
+    warnings: list[Problem]
+
+
+def preview_restore(manifest: Manifest, selections: Iterable[bytes] = (),
+                    entry_filter: EntryFilter = EntryFilter()) -> RestorePreview:
+    warnings: list[Problem] = []
+    planned = plan_entries(manifest, selections, entry_filter,
+                           lambda path, message: warnings.append(Problem(path, message)))
+    files = sum(1 for item in planned if item.entry.kind == FILE and item.link_to is None)
+    plain = downloaded = requests = 0
+    for batch in batched_reads(file_chunks(planned)):
+        plain += sum(ref.size for ref in batch.chunks)
+        downloaded += sum(request.length for request in batch.requests)
+        requests += len(batch.requests)
+    return RestorePreview(planned, files, plain, downloaded, requests, warnings)
+
+
 def restore_run(store: StoreReader, manifest: Manifest, target: Path,
                 selections: Iterable[bytes] = (),
-                options: RestoreOptions = RestoreOptions()) -> RestoreReport:
+                options: RestoreOptions = RestoreOptions(),
+                entry_filter: EntryFilter = EntryFilter(),
+                progress: Progress | None = None,
+                listed: Callable[[bytes], None] | None = None) -> RestoreReport:
+    """Restore the selected entries into ``target``; ``listed`` hears each one restored."""
     began = time.monotonic()
-    planned = plan_entries(manifest, selections)
+    progress = progress or Progress()
     report = RestoreReport(target=str(target))
     seen_warnings: set[tuple[bytes, str]] = set()
 
@@ -79,13 +123,15 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
             seen_warnings.add((path, message))
             report.warnings.append(Problem(path, message))
 
+    planned = plan_entries(manifest, selections, entry_filter, warn)
+
     applier = MetadataApplier(warn, numeric_owner=options.numeric_owner)
     if not applier.is_root:
         warn(b"", "not running as root: owners are not restored, files belong to the "
                   "restoring user")
     damaged: dict[tuple[bytes, ...], bytes] = {}  # restored parts -> path of damaged files
     with TreeWriter(target, applier, overwrite=options.overwrite,
-                    resume=options.resume) as tree:
+                    resume=options.resume) as tree, progress:
         kept: dict[int, frozenset[int]] = {}  # planned index -> chunks already in place
         if options.resume:
             tree.remove_stray_temporaries({item.parts for item in planned if item.parts
@@ -98,10 +144,13 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
         reader = PackReader(store, manifest.packs, options.workers, options.window,
                             manifest.opener)
         unread = [False]  # the current file met chunks the store could not deliver
+        progress.totals(len(planned), sum(ref.size for ref in file_chunks(planned, kept)))
+        progress.phase("restoring")
 
         def chunk_results() -> Iterator[tuple[ChunkRef, bytes | memoryview | None, str | None]]:
             for r in reader.chunks(file_chunks(planned, kept)):
                 unread[0] = unread[0] or r.transport
+                progress.read(r.ref.size)  # handed to the writer
                 yield r.ref, r.data, r.error
 
         results = chunk_results()
@@ -115,11 +164,13 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
                     have = kept.get(index, frozenset())
                     mine = itertools.islice(results, len(entry.chunks) - len(have))
                     unread[0] = False
+                    progress.begin(entry.path)
                     try:
                         written = tree.write_file(item, mine, have)
                     finally:
                         for _ in mine:  # keep the stream aligned after a failure
                             pass
+                        progress.end(entry.path)
                     report.files += 1
                     report.bytes_written += written.written
                     report.bytes_kept += written.kept
@@ -136,8 +187,13 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
                     tree.make_special(item)
             except EntryFailed as err:
                 report.failed.append(Problem(entry.path, str(err)))
+                continue
             except OSError as err:
                 report.failed.append(Problem(entry.path, err.strerror or str(err)))
+                continue
+            progress.entry(entry.kind, entry.path, entry.size)
+            if listed is not None:
+                listed(entry.path)
         tree.finish_dirs(lambda path, msg: report.failed.append(Problem(path, msg)))
     report.seconds = time.monotonic() - began
     usage = store.usage()
