@@ -198,3 +198,24 @@ def test_archive_under_systemd_writes_plain_lines_verbose_and_quiet(env: Archive
     assert not CONTROL.search(verbose.stderr)
     quiet = env.run("-q", "archive")
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_archive_summary_gives_elapsed_time_and_a_dry_run_claims_no_upload(
+        env: ArchiveEnv) -> None:
+    dry = env.run("archive", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    head = re.search(r"^dry run testhost/\S+ in [\d.]+s: nothing uploaded, no manifest "
+                     r"written; tier yearly, would be locked until \S+$", dry.stderr, re.M)
+    assert head, dry.stderr
+    assert re.search(r"^  \d+ new chunks, 0 reused; would upload 1 packs \([\d.]+ (B|KiB)\), "
+                     r"extend 0, rewrite 0$", dry.stderr, re.M), dry.stderr
+    assert ") uploaded" not in dry.stderr and "  manifest " not in dry.stderr
+    assert env.versions() == []  # and indeed nothing was
+    real = env.run("-v", "archive")
+    assert real.exit_code == 0, real.stderr
+    assert re.search(r"^run testhost/\S+ in [\d.]+s: tier yearly, locked until \S+$",
+                     real.stderr, re.M), real.stderr
+    assert re.search(r"^  \d+ new chunks, 0 reused; 1 packs \([\d.]+ (B|KiB)\) uploaded, "
+                     r"0 extended, 0 rewritten$", real.stderr, re.M), real.stderr
+    assert f"\ndir {env.root / 'data'}\n" in real.stderr  # -v: directories listed too
+    assert f"\nfile {env.root / 'data' / 'a.txt'} (2 B)\n" in real.stderr

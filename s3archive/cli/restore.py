@@ -146,6 +146,7 @@ def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: 
             "warnings": _problems_json(report.warnings)}))
     else:
         _echo_problems("warning", report.warnings)
+    if not as_json and verbosity >= 0:  # -q: only warnings and errors, as archive
         problems = "".join(f", {len(found)} {what}" for what, found in
                            (("not restored", report.failed), ("damaged", report.damaged))
                            if found)
@@ -188,6 +189,8 @@ def _report_preview(repo: Repository, ref: RunRef, preview: RestorePreview,
     for item in preview.planned:
         click.echo(human.path(item.entry.path))
     _echo_problems("warning", preview.warnings)
+    if repo.app.verbosity < 0:
+        return
     where = f" into {target}" if target is not None else ""
     click.echo(f"dry run: would restore {ref.host}/{ref.run_id}{where}: "
                f"{len(preview.planned)} entries, {preview.files} files, "
