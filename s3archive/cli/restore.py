@@ -126,14 +126,14 @@ def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: 
     ref, manifest = repo.open_run(run, selections)
     verbosity = repo.app.verbosity
     progress = progress_for(sys.stderr, quiet=as_json or verbosity < 0, verb="written")
-    listed = None
-    if verbosity > 0 and not as_json:
-        def listed(path: bytes) -> None:
-            progress.note(human.path(path), sys.stdout)
+
+    def list_path(path: bytes) -> None:  # -v: each path restored, on stdout
+        progress.note(human.path(path), sys.stdout)
     report = restore_run(repo.store, manifest, target, selections,
                          RestoreOptions(overwrite=overwrite, resume=resume,
                                         numeric_owner=numeric_owner, workers=workers),
-                         entry_filter, progress, listed)
+                         entry_filter, progress,
+                         list_path if verbosity > 0 and not as_json else None)
     rate = report.bytes_written / report.seconds if report.seconds else 0.0
     if as_json:
         click.echo(json.dumps({

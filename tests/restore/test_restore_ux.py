@@ -40,7 +40,7 @@ def tree(rgw, tmp_path: Path):
     """A run of a small tree; ``chunks`` holds each file's chunk references."""
     env = make_bucket_env(rgw, tmp_path)
     rng = random.Random(14)
-    noise = lambda n: rng.randbytes(n)  # noqa: E731 (incompressible: stored ~ plain)
+    noise = rng.randbytes  # incompressible: stored as plain
     builder = RunBuilder(env.store, pack_size=8 << 20)
     chunks: dict[str, list[ChunkRef]] = {}
 
