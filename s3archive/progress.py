@@ -153,16 +153,16 @@ class _Tally(Progress):
         with self._lock:
             elapsed = max(self.clock() - self.started, 1e-6)
             rate = self.bytes / elapsed
-            kinds = f"{self.files} files, {self.dirs} dirs" + (
-                f", {self.others} other" if self.others else "")
             if self.total_entries is None or self.total_bytes is None:
+                kinds = f"{self.files} files, {self.dirs} dirs" + (
+                    f", {self.others} other" if self.others else "")
                 return (f"{kinds}, {human.size(self.bytes)} {self.verb}, "
                         f"{human.size(rate)}/s, {human.duration(elapsed)} elapsed")
             done = self.files + self.dirs + self.others
             left = max(self.total_bytes - self.bytes, 0)
             eta = (f"ETA {human.duration(left / rate)}" if self.bytes and rate
                    else "ETA -") if left else "ETA 0s"
-            return (f"{done}/{self.total_entries} entries ({kinds}), "
+            return (f"{done}/{self.total_entries} entries, "
                     f"{human.size(self.bytes)} of {human.size(self.total_bytes)} {self.verb}, "
                     f"{human.size(rate)}/s, {eta}")
 
@@ -187,7 +187,11 @@ class TerminalProgress(_Tally):
         self._draw()
 
     def line(self, width: int) -> str:
+        """The status, then as much of the current path's end as fits: never
+        wider than ``width`` - 1 (a wrapped line could not be redrawn)."""
         head = f"{self._phase}: {self.status()} "
+        if len(head) > width - 1:
+            return head[:max(width - 2, 0)] + "…"
         tail = printable(self.current)
         room = width - len(head) - 1
         if room < len(tail):

@@ -76,13 +76,13 @@ def test_with_totals_the_line_shows_done_of_total_and_an_eta() -> None:
     progress = TerminalProgress(out, clock=clock, verb="written")
     progress.totals(40, 100 * 1024 * 1024)
     progress.phase("restoring")
-    assert progress.line(200) == ("restoring: 0/40 entries (0 files, 0 dirs), 0 B of 100.0 MiB "
+    assert progress.line(200) == ("restoring: 0/40 entries, 0 B of 100.0 MiB "
                                   "written, 0 B/s, ETA - ")
     progress.entry("dir", b"/")
     progress.begin(b"/srv/f")
     clock.now += 10
     progress.read(25 * 1024 * 1024)  # 2.5 MiB/s: 75 MiB left take 30 s
-    assert progress.line(200) == ("restoring: 1/40 entries (0 files, 1 dirs), 25.0 MiB of "
+    assert progress.line(200) == ("restoring: 1/40 entries, 25.0 MiB of "
                                   "100.0 MiB written, 2.5 MiB/s, ETA 30s /srv/f")
 
 
@@ -109,6 +109,10 @@ def test_terminal_line_fits_the_width_and_escapes_control_characters() -> None:
     assert len(line) <= 80
     assert not CONTROL.search(line.replace("\n", "\\n")) and "\n" not in line
     assert line.endswith("x\\xff")
+    progress.totals(10**6, 10**12)
+    progress.phase("restoring")
+    narrow = progress.line(40)  # the status alone is wider: cut, never wrapped
+    assert len(narrow) == 39 and narrow.startswith("restoring: 1/1000000 entries, 0 B of ")
     assert printable(b"a\x1b[2Jb\nc") == "a\\x1b[2Jb\\x0ac"
 
 
@@ -145,8 +149,8 @@ def test_log_lines_carry_the_totals_from_the_phase_on() -> None:
     progress.read(1 << 20)
     progress.entry("file", b"/a", 2 << 20)
     assert out.getvalue().splitlines() == [
-        "restoring: 0/3 entries (0 files, 0 dirs), 0 B of 3.0 MiB written, 0 B/s, ETA -",
-        "progress: 0/3 entries (0 files, 0 dirs), 2.0 MiB of 3.0 MiB written, 341.3 KiB/s, "
+        "restoring: 0/3 entries, 0 B of 3.0 MiB written, 0 B/s, ETA -",
+        "progress: 0/3 entries, 2.0 MiB of 3.0 MiB written, 341.3 KiB/s, "
         "ETA 3.0s, now /a"]
 
 

@@ -117,7 +117,7 @@ def test_restore_into_a_target_it_may_not_write_says_so_once_per_cause(
     assert result.returncode == 1
     assert result.stdout == ""  # problems and the summary are diagnostics: stderr
     progress, *lines = result.stderr.splitlines()  # stderr is no terminal: plain lines
-    assert progress == "restoring: 0/62 entries (0 files, 0 dirs), 0 B of 470 B written, 0 B/s, ETA -"
+    assert progress == "restoring: 0/62 entries, 0 B of 470 B written, 0 B/s, ETA -"
     assert len(lines) <= 4, result.stderr  # not one line per entry
     assert lines[-1] == "s3archive: error: 0 damaged, 61 not restored"  # "/" is the target
     not_restored = [line for line in lines if line.startswith("not restored: ")]

@@ -6,10 +6,17 @@ progress lines with totals when stderr is not a terminal."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import random
 import re
+import select
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -19,6 +26,7 @@ from s3archive.cli.main import cli
 from s3archive.format.model import ChunkRef
 from support.manifest_builder import RunBuilder, make_bucket_env
 
+REPO = Path(__file__).resolve().parents[2]
 ETC_MTIME = 1_400_000_000_000_000_000
 NGINX_MTIME = 1_500_000_000_000_000_000
 ALL = {"/", "/etc", "/etc/hosts", "/etc/nginx", "/etc/nginx/cache",
@@ -221,11 +229,11 @@ def test_progress_lines_without_a_terminal_carry_totals_and_the_summary_uses_bin
     lines = result.stderr.splitlines()
     assert "\r" not in result.stderr and "\x1b" not in result.stderr
     total = "of 732.5 KiB written"  # 750,050 plain bytes to write
-    assert lines[0] == f"restoring: 0/15 entries (0 files, 0 dirs), 0 B {total}, 0 B/s, ETA -"
+    assert lines[0] == f"restoring: 0/15 entries, 0 B {total}, 0 B/s, ETA -"
     progress = [line for line in lines if line.startswith("progress: ")]
     assert len(progress) >= 15 and all(total in line for line in progress)
     assert any(", now /etc/nginx/cache/blob.bin" in line for line in progress)
-    assert progress[-1].startswith("progress: 15/15 entries (7 files, 7 dirs, 1 other), "
+    assert progress[-1].startswith("progress: 15/15 entries, "
                                    "732.5 KiB of 732.5 KiB written, ")
     assert progress[-1].endswith(", ETA 0s, now /srv/link")
     summary = lines[-1]
@@ -235,3 +243,49 @@ def test_progress_lines_without_a_terminal_carry_totals_and_the_summary_uses_bin
     plain = run_cli(env, "restore", run.run_id, "--target", str(tmp_path / "d"))
     assert len(plain.stderr.splitlines()) == 2
     assert run_cli(env, "-q", "restore", run.run_id, "--target", str(tmp_path / "q")).stderr == ""
+
+
+def test_on_a_terminal_a_live_line_with_totals_and_verbose_paths_above_it(
+        tree, tmp_path: Path) -> None:
+    """The real command on a pseudo-terminal (stdout and stderr both on it)."""
+    env, run, _ = tree
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    environ = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "s3archive", "--config", str(env.config_path), "-v", "restore",
+         run.run_id, "/etc", "--target", str(tmp_path / "tty")],
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True, cwd=REPO,
+        env={**environ, "PYTHONPATH": str(REPO)})
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert process.wait(timeout=30) == 0, seen
+    text = seen.decode().replace("\r\n", "\n")
+    clear = "\r\x1b[K"
+    assert text.startswith(f"{clear}restoring: 0/9 entries, 0 B of 293.0 KiB "
+                           "written, 0 B/s, ETA - ")
+    # each path on a line of its own, the status line cleared before it and drawn again after
+    paths = [line.split(clear)[-1] for line in text.split("\n")[:-2]]
+    assert paths == ["/", "/etc", "/etc/hosts", "/etc/nginx", "/etc/nginx/cache",
+                     "/etc/nginx/cache/blob.bin", "/etc/nginx/nginx.conf", "/etc/nginx/sites",
+                     "/etc/nginx/sites/default"]
+    assert f"{clear}restoring: 3/9 entries, " in text
+    statuses = [part for part in text.replace("\n", clear).split(clear)
+                if part.startswith("restoring: ")]
+    assert all(len(status) < 100 for status in statuses)  # never wraps: it can be redrawn
+    assert any(status.endswith("/cache/blob.bin") for status in statuses), statuses
+    assert statuses[-1].startswith("restoring: 9/9 entries, 293.0 KiB of 293.0 KiB written, ")
+    assert text.split("\n")[-2].split(clear)[-1].startswith(
+        f"restored testhost/{run.run_id} into ")
