@@ -8,10 +8,11 @@ listed with ``-v`` are printed above it); under systemd (or with stderr
 redirected) plain lines, without control characters: one per phase, and a
 progress line every ``S3ARCHIVE_PROGRESS_INTERVAL`` seconds (default 60).
 
-With totals (restore knows them from its plan before writing) the line shows
-done of total and an ETA from the byte rate; without them (archive: the walk
-runs only a bounded queue ahead of the reading, so its totals are known at
-the very end) it shows the time elapsed.
+With totals the line shows done of total and an ETA from the byte rate;
+without them the time elapsed.  Restore knows its totals from the plan
+before writing; archive learns them when the walk is over, which is at most
+a bounded queue of entries (1,024) before the reading ends: a walk ahead of
+the reading would stat every file twice.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ class Progress:
     """The interface the archiver and the restorer report through (this one
     shows nothing; :meth:`note` still prints, it carries output such as ``-v``)."""
 
-    def phase(self, text: str) -> None:
-        pass
+    def phase(self, text: str, totals: tuple[int, int] | None = None) -> None:
+        """A new phase, with its totals (entries, bytes to move) when known."""
 
     def totals(self, entries: int, size: int) -> None:
-        """What the whole operation will count: entries, and bytes to move."""
+        """The totals of the current phase, learnt while it runs."""
 
     def begin(self, path: bytes) -> None:
         """Reading (or writing) ``path`` starts now."""
@@ -88,9 +89,10 @@ class _Tally(Progress):
     """Counts what happened and formats the status; the renderers below show it."""
 
     def __init__(self, stream: TextIO, verb: str, verbose: bool,
-                 clock: Callable[[], float]):
+                 clock: Callable[[], float], by_kind: bool = True):
         self.stream = stream
         self.verb = verb  # "read" or "written"
+        self.by_kind = by_kind  # with totals too: files, dirs and others counted apart
         self.verbose = verbose  # list each entry on ``stream``
         self.clock = clock
         self.files = 0
@@ -106,6 +108,11 @@ class _Tally(Progress):
         self._phase = ""
 
     # -- events
+    def _start_phase(self, text: str, totals: tuple[int, int] | None) -> None:
+        with self._lock:
+            self._phase = text
+            self.total_entries, self.total_bytes = totals if totals else (None, None)
+
     def totals(self, entries: int, size: int) -> None:
         with self._lock:
             self.total_entries, self.total_bytes = entries, size
@@ -148,23 +155,25 @@ class _Tally(Progress):
             return next(reversed(self._now), self.path) if self._now else self.path
 
     def status(self) -> str:
-        """``12/40 entries, 1.0 MiB of 4.0 MiB written, 2.0 MiB/s, ETA 2s`` (with totals),
-        ``10 files, 2 dirs, 1.0 MiB read, 2.0 MiB/s, 5.0s elapsed`` (without)."""
+        """Without totals ``10 files, 2 dirs, 1.0 MiB read, 2.0 MiB/s, 5.0s elapsed``;
+        with them ``12/40 entries, 1.0 MiB of 4.0 MiB written, 2.0 MiB/s, ETA 2s``
+        (``by_kind``: ``10 files, 2 dirs of 40 entries, ...``)."""
         with self._lock:
             elapsed = max(self.clock() - self.started, 1e-6)
             rate = self.bytes / elapsed
+            kinds = f"{self.files} files, {self.dirs} dirs" + (
+                f", {self.others} other" if self.others else "")
             if self.total_entries is None or self.total_bytes is None:
-                kinds = f"{self.files} files, {self.dirs} dirs" + (
-                    f", {self.others} other" if self.others else "")
                 return (f"{kinds}, {human.size(self.bytes)} {self.verb}, "
                         f"{human.size(rate)}/s, {human.duration(elapsed)} elapsed")
             done = self.files + self.dirs + self.others
+            counts = (f"{kinds} of {self.total_entries} entries" if self.by_kind
+                      else f"{done}/{self.total_entries} entries")
             left = max(self.total_bytes - self.bytes, 0)
             eta = (f"ETA {human.duration(left / rate)}" if self.bytes and rate
                    else "ETA -") if left else "ETA 0s"
-            return (f"{done}/{self.total_entries} entries, "
-                    f"{human.size(self.bytes)} of {human.size(self.total_bytes)} {self.verb}, "
-                    f"{human.size(rate)}/s, {eta}")
+            return (f"{counts}, {human.size(self.bytes)} of {human.size(self.total_bytes)} "
+                    f"{self.verb}, {human.size(rate)}/s, {eta}")
 
 
 class TerminalProgress(_Tally):
@@ -173,14 +182,14 @@ class TerminalProgress(_Tally):
 
     def __init__(self, stream: TextIO = sys.stderr, rate: float = 4.0,
                  clock: Callable[[], float] = time.monotonic, verb: str = "read",
-                 verbose: bool = False):
-        super().__init__(stream, verb, verbose, clock)
+                 verbose: bool = False, by_kind: bool = True):
+        super().__init__(stream, verb, verbose, clock, by_kind)
         self.interval = 1.0 / rate
         self._last = float("-inf")
         self._shown = False
 
-    def phase(self, text: str) -> None:
-        self._phase = text
+    def phase(self, text: str, totals: tuple[int, int] | None = None) -> None:
+        self._start_phase(text, totals)
         self._draw(force=True)
 
     def _changed(self) -> None:
@@ -241,8 +250,8 @@ class LogProgress(_Tally):
 
     def __init__(self, stream: TextIO = sys.stderr, verbose: bool = False,
                  every: float = DEFAULT_INTERVAL, clock: Callable[[], float] = time.monotonic,
-                 verb: str = "read"):
-        super().__init__(stream, verb, verbose, clock)
+                 verb: str = "read", by_kind: bool = True):
+        super().__init__(stream, verb, verbose, clock, by_kind)
         self.every = every
         self._last = self.started
 
@@ -251,10 +260,13 @@ class LogProgress(_Tally):
             self.stream.write(text + "\n")
             self.stream.flush()
 
-    def phase(self, text: str) -> None:
-        self._phase = text
-        known = self.total_entries is not None
-        self._write(printable(text.encode()) + (f": {self.status()}" if known else ""))
+    def phase(self, text: str, totals: tuple[int, int] | None = None) -> None:
+        self._start_phase(text, totals)
+        self._write(printable(text.encode()) + (f": {self.status()}" if totals else ""))
+
+    def totals(self, entries: int, size: int) -> None:
+        super().totals(entries, size)
+        self._write(f"progress: {self.status()}")  # e.g. the walk is over
 
     def _changed(self) -> None:
         now = self.clock()
@@ -284,13 +296,16 @@ def progress_interval() -> float:
 
 
 def progress_for(stream: TextIO, quiet: bool, verbose: bool = False,
-                 verb: str = "read") -> Progress:
+                 verb: str = "read", by_kind: bool = True) -> Progress:
     """Nothing when quiet; a live line on a terminal; log lines otherwise
     (systemd sets JOURNAL_STREAM for a service whose output is the journal).
     ``verbose`` lists every entry on ``stream``; ``verb`` names the bytes
-    counted (``read`` by archive, ``written`` by restore)."""
+    counted (``read`` by archive, ``written`` by restore); ``by_kind`` keeps
+    files, dirs and others apart once totals are known (archive), else
+    entries done of the total (restore)."""
     if quiet:
         return Progress()
     if stream.isatty() and not os.environ.get("JOURNAL_STREAM"):
-        return TerminalProgress(stream, verb=verb, verbose=verbose)
-    return LogProgress(stream, verbose=verbose, every=progress_interval(), verb=verb)
+        return TerminalProgress(stream, verb=verb, verbose=verbose, by_kind=by_kind)
+    return LogProgress(stream, verbose=verbose, every=progress_interval(), verb=verb,
+                       by_kind=by_kind)

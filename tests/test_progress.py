@@ -73,9 +73,8 @@ def test_terminal_line_names_the_file_being_read_and_counts_dirs_apart() -> None
 
 def test_with_totals_the_line_shows_done_of_total_and_an_eta() -> None:
     clock, out = FakeClock(), io.StringIO()
-    progress = TerminalProgress(out, clock=clock, verb="written")
-    progress.totals(40, 100 * 1024 * 1024)
-    progress.phase("restoring")
+    progress = TerminalProgress(out, clock=clock, verb="written", by_kind=False)
+    progress.phase("restoring", (40, 100 * 1024 * 1024))
     assert progress.line(200) == ("restoring: 0/40 entries, 0 B of 100.0 MiB "
                                   "written, 0 B/s, ETA - ")
     progress.entry("dir", b"/")
@@ -84,6 +83,23 @@ def test_with_totals_the_line_shows_done_of_total_and_an_eta() -> None:
     progress.read(25 * 1024 * 1024)  # 2.5 MiB/s: 75 MiB left take 30 s
     assert progress.line(200) == ("restoring: 1/40 entries, 25.0 MiB of "
                                   "100.0 MiB written, 2.5 MiB/s, ETA 30s /srv/f")
+
+
+def test_archive_learns_its_totals_when_the_walk_is_over_and_the_next_phase_drops_them() -> None:
+    clock, out = FakeClock(), io.StringIO()
+    progress = LogProgress(out, every=60, clock=clock)
+    progress.phase("archiving files")
+    progress.entry("dir", b"/srv")
+    progress.begin(b"/srv/big")
+    clock.now += 4
+    progress.read(1 << 20)
+    progress.totals(3, 4 << 20)  # the walk is over: 3 entries, 4 MiB to read
+    assert out.getvalue().splitlines() == [
+        "archiving files",
+        "progress: 0 files, 1 dirs of 3 entries, 1.0 MiB of 4.0 MiB read, 256.0 KiB/s, ETA 12s"]
+    progress.phase("running snapshotters")  # its bytes are not the walk's
+    assert progress.status().startswith("0 files, 1 dirs, 1.0 MiB read, ")
+    assert progress.status().endswith(", 4.0s elapsed")
 
 
 def test_verbose_on_a_terminal_lists_entries_above_the_status_line() -> None:
@@ -109,10 +125,9 @@ def test_terminal_line_fits_the_width_and_escapes_control_characters() -> None:
     assert len(line) <= 80
     assert not CONTROL.search(line.replace("\n", "\\n")) and "\n" not in line
     assert line.endswith("x\\xff")
-    progress.totals(10**6, 10**12)
-    progress.phase("restoring")
+    progress.phase("restoring", (10**6, 10**12))
     narrow = progress.line(40)  # the status alone is wider: cut, never wrapped
-    assert len(narrow) == 39 and narrow.startswith("restoring: 1/1000000 entries, 0 B of ")
+    assert len(narrow) == 39 and narrow == "restoring: 1 files, 0 dirs of 1000000 …"
     assert printable(b"a\x1b[2Jb\nc") == "a\\x1b[2Jb\\x0ac"
 
 
@@ -139,9 +154,8 @@ def test_log_lines_have_no_control_characters_and_verbose_names_files() -> None:
 
 def test_log_lines_carry_the_totals_from_the_phase_on() -> None:
     clock, out = FakeClock(), io.StringIO()
-    progress = LogProgress(out, every=5, clock=clock, verb="written")
-    progress.totals(3, 3 << 20)
-    progress.phase("restoring")
+    progress = LogProgress(out, every=5, clock=clock, verb="written", by_kind=False)
+    progress.phase("restoring", (3, 3 << 20))
     progress.begin(b"/a")
     clock.now += 2
     progress.read(1 << 20)  # within the interval: no line
@@ -222,4 +236,8 @@ def test_archive_summary_gives_elapsed_time_and_a_dry_run_claims_no_upload(
     assert re.search(r"^  \d+ new chunks, 0 reused; 1 packs \([\d.]+ (B|KiB)\) uploaded, "
                      r"0 extended, 0 rewritten$", real.stderr, re.M), real.stderr
     assert f"\ndir {env.root / 'data'}\n" in real.stderr  # -v: directories listed too
+    # the walk is over: its totals (the data directory, its parents, two files of 2 B)
+    entries = len(env.root.parts) + 3
+    assert re.search(rf"^progress: \d files, \d+ dirs of {entries} entries, [\d.]+ B of 4 B "
+                     r"read, ", real.stderr, re.MULTILINE), real.stderr
     assert f"\nfile {env.root / 'data' / 'a.txt'} (2 B)\n" in real.stderr

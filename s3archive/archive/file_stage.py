@@ -112,17 +112,21 @@ class FileStage:
         self._chunkers = ThreadChunkers()
         self._file_rows: list[tuple[bytes, FileKey, bytes, list[ChunkId]]] = []
         self._hardlinks: dict[tuple[int, int], bytes] = {}
+        self._to_read = 0  # bytes of the files the walk handed to be read (progress totals)
 
     def run(self, paths: list[bytes], spool: IO[bytes]) -> FileTally:
         """Walk in order; files are read by a pool, entries spooled in walk order."""
         pending: deque[_Queued] = deque()
+        walked = 0
         with ThreadPoolExecutor(READERS, thread_name_prefix="read") as readers:
             try:
                 for item in Walker(self.options, self.warn).walk(paths):
                     queued = self._entry(item, readers)
                     if queued is not None:
+                        walked += 1
                         pending.append(queued)
                         self._spool_ready(pending, spool, wait=len(pending) > MAX_PENDING)
+                self.progress.totals(walked, self._to_read)  # the walk is over: now known
                 self._spool_ready(pending, spool, wait=True)
                 self.cache.put_files(self._file_rows, pending=True)
                 self._file_rows = []
@@ -212,6 +216,7 @@ class FileStage:
             return _Queued(entry)
         if st.st_nlink > 1:
             # read now: later names of the group must know whether this one made it
+            self._to_read += st.st_size
             outcome = self._read(entry, st)
             for warning in outcome.warnings:
                 self.warn(warning)
@@ -220,6 +225,7 @@ class FileStage:
                 return None
             self._hardlinks[link_key] = entry.path
             return _Queued(entry, cache_key=outcome.cache_key, chunks=outcome.chunks)
+        self._to_read += st.st_size
         return _Queued(entry, job=readers.submit(self._read, entry, st))
 
     def _unchanged(self, path: bytes, st: os.stat_result) -> _Queued | None:

@@ -125,7 +125,8 @@ def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: 
         raise UsageError("restore needs --target DIR (or --dry-run to see what it would do)")
     ref, manifest = repo.open_run(run, selections)
     verbosity = repo.app.verbosity
-    progress = progress_for(sys.stderr, quiet=as_json or verbosity < 0, verb="written")
+    progress = progress_for(sys.stderr, quiet=as_json or verbosity < 0, verb="written",
+                            by_kind=False)
 
     def list_path(path: bytes) -> None:  # -v: each path restored, on stdout
         progress.note(human.path(path), sys.stdout)

@@ -144,8 +144,8 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
         reader = PackReader(store, manifest.packs, options.workers, options.window,
                             manifest.opener)
         unread = [False]  # the current file met chunks the store could not deliver
-        progress.totals(len(planned), sum(ref.size for ref in file_chunks(planned, kept)))
-        progress.phase("restoring")
+        progress.phase("restoring", (len(planned),
+                                     sum(ref.size for ref in file_chunks(planned, kept))))
 
         def chunk_results() -> Iterator[tuple[ChunkRef, bytes | memoryview | None, str | None]]:
             for r in reader.chunks(file_chunks(planned, kept)):
