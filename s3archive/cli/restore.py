@@ -174,9 +174,10 @@ def _patterns(option: str, texts: tuple[str, ...]) -> tuple[Pattern, ...]:
 def _report_preview(repo: Repository, ref: RunRef, preview: RestorePreview,
                     target: Path | None, overwrite: bool, as_json: bool) -> None:
     """``--dry-run``: the paths on stdout (a count with --json), the figures on stderr."""
+    warnings = list(preview.warnings)
     if target is not None and not overwrite and _not_empty(target):
-        preview.warnings.append(Problem(b"", f"{target} is not empty: the restore would "
-                                             "refuse it without --overwrite or --resume"))
+        warnings.append(Problem(b"", f"{target} is not empty: the restore would refuse it "
+                                     "without --overwrite or --resume"))
     usage = repo.store.usage()
     if as_json:
         click.echo(json.dumps({
@@ -185,11 +186,11 @@ def _report_preview(repo: Repository, ref: RunRef, preview: RestorePreview,
             "entries": len(preview.planned), "files": preview.files, "bytes": preview.bytes,
             "download_bytes": preview.download_bytes, "requests": preview.requests,
             "store": usage.to_json() if usage is not None else {},
-            "warnings": _problems_json(preview.warnings)}))
+            "warnings": _problems_json(warnings)}))
         return
     for item in preview.planned:
         click.echo(human.path(item.entry.path))
-    _echo_problems("warning", preview.warnings)
+    _echo_problems("warning", warnings)
     if repo.app.verbosity < 0:
         return
     where = f" into {target}" if target is not None else ""
