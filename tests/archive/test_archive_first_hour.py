@@ -86,7 +86,7 @@ def test_the_summary_line_names_the_tier_and_the_retain_until(env: ArchiveEnv,
     assert done.exit_code == 0, done.stderr
     first = [line for line in done.stderr.splitlines() if line.startswith("run ")]
     assert len(first) == 1, done.stderr
-    found = re.fullmatch(r"run testhost/(\S+): tier yearly, locked until (\S+)", first[0])
+    found = re.fullmatch(r"run testhost/(\S+) in \S+: tier yearly, locked until (\S+)", first[0])
     assert found, first[0]
     again = env.archive()
     assert again["tier"] == "daily"
