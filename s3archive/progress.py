@@ -147,6 +147,10 @@ class _Tally(Progress):
     def _changed(self) -> None:
         pass
 
+    def note(self, line: str, stream: TextIO) -> None:
+        with self._lock:  # not inside a line another thread is writing
+            super().note(line, stream)
+
     # -- text
     @property
     def current(self) -> bytes:
