@@ -127,11 +127,11 @@ def plan_entries(manifest: Manifest, selections: Iterable[bytes] = (),
         for sel in chosen:
             if entry.path == sel or sel == b"/" or entry.path.startswith(sel + b"/"):
                 found[sel] = True
-        if entry_filter.include and not includes.under(entry.path):
-            continue
-        if entry_filter.exclude and excludes.under(entry.path):
-            continue
-        keep[index] = 1
+        # both always evaluated: a pattern is "used" when it matches in the selection
+        included = includes.under(entry.path) if entry_filter.include else True
+        excluded = excludes.under(entry.path) if entry_filter.exclude else False
+        if included and not excluded:
+            keep[index] = 1
     missing = [sel for sel, ok in found.items() if not ok and sel != b"/"]
     if missing:
         shown = ", ".join(m.decode("utf-8", "backslashreplace") for m in missing)

@@ -60,6 +60,9 @@ def test_subtrees_exclude_wins_and_only_the_parents_needed_come_along() -> None:
     warned: list[str] = []
     plan_entries(TREE, (), only(exclude=("*.log",)), lambda path, msg: warned.append(msg))
     assert warned == ["--exclude '*.log' matches nothing in this run"]
+    warned.clear()  # one that matches only what the includes leave out is no mistake
+    plan_entries(TREE, (), only("/a/b", exclude=("/z",)), lambda path, msg: warned.append(msg))
+    assert warned == []
 
 
 def test_a_parent_that_is_not_recorded_is_not_invented() -> None:
