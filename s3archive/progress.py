@@ -104,6 +104,7 @@ class _Tally(Progress):
         self.path = b""  # the last entry done
         self._now: dict[bytes, None] = {}  # being read or written, oldest first
         self.started = clock()
+        self._since = (self.started, 0)  # (time, bytes) the rate is measured from
         self._lock = threading.RLock()
         self._phase = ""
 
@@ -112,6 +113,8 @@ class _Tally(Progress):
         with self._lock:
             self._phase = text
             self.total_entries, self.total_bytes = totals if totals else (None, None)
+            if totals:  # the phase's own rate: what came before does not predict it
+                self._since = (self.clock(), self.bytes)
 
     def totals(self, entries: int, size: int) -> None:
         with self._lock:
@@ -163,8 +166,9 @@ class _Tally(Progress):
         with them ``12/40 entries, 1.0 MiB of 4.0 MiB written, 2.0 MiB/s, ETA 2s``
         (``by_kind``: ``10 files, 2 dirs of 40 entries, ...``)."""
         with self._lock:
-            elapsed = max(self.clock() - self.started, 1e-6)
-            rate = self.bytes / elapsed
+            now = self.clock()
+            elapsed = max(now - self.started, 1e-6)
+            rate = (self.bytes - self._since[1]) / max(now - self._since[0], 1e-6)
             kinds = f"{self.files} files, {self.dirs} dirs" + (
                 f", {self.others} other" if self.others else "")
             if self.total_entries is None or self.total_bytes is None:

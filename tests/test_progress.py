@@ -74,6 +74,7 @@ def test_terminal_line_names_the_file_being_read_and_counts_dirs_apart() -> None
 def test_with_totals_the_line_shows_done_of_total_and_an_eta() -> None:
     clock, out = FakeClock(), io.StringIO()
     progress = TerminalProgress(out, clock=clock, verb="written", by_kind=False)
+    clock.now += 50  # planning, surveying: the rate and ETA count from the phase on
     progress.phase("restoring", (40, 100 * 1024 * 1024))
     assert progress.line(200) == ("restoring: 0/40 entries, 0 B of 100.0 MiB "
                                   "written, 0 B/s, ETA - ")
