@@ -226,7 +226,8 @@ def test_archive_summary_gives_elapsed_time_and_a_dry_run_claims_no_upload(
     head = re.search(r"^dry run testhost/\S+ in [\d.]+s: nothing uploaded, no manifest "
                      r"written; tier yearly, would be locked until \S+$", dry.stderr, re.M)
     assert head, dry.stderr
-    assert re.search(r"^  \d+ new chunks, 0 reused; would upload 1 packs \([\d.]+ (B|KiB)\), "
+    # one data pack, one metadata pack (format 2)
+    assert re.search(r"^  \d+ new chunks, 0 reused; would upload 2 packs \([\d.]+ (B|KiB)\), "
                      r"extend 0, rewrite 0$", dry.stderr, re.M), dry.stderr
     assert ") uploaded" not in dry.stderr and "  manifest " not in dry.stderr
     assert env.versions() == []  # and indeed nothing was
@@ -234,7 +235,7 @@ def test_archive_summary_gives_elapsed_time_and_a_dry_run_claims_no_upload(
     assert real.exit_code == 0, real.stderr
     assert re.search(r"^run testhost/\S+ in [\d.]+s: tier yearly, locked until \S+$",
                      real.stderr, re.M), real.stderr
-    assert re.search(r"^  \d+ new chunks, 0 reused; 1 packs \([\d.]+ (B|KiB)\) uploaded, "
+    assert re.search(r"^  \d+ new chunks, 0 reused; 2 packs \([\d.]+ (B|KiB)\) uploaded, "
                      r"0 extended, 0 rewritten$", real.stderr, re.M), real.stderr
     assert f"\ndir {env.root / 'data'}\n" in real.stderr  # -v: directories listed too
     # the walk is over: its totals (the data directory, its parents, two files of 2 B)

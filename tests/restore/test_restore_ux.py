@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 from s3archive.cli.main import cli
 from s3archive.format.model import ChunkRef
+from support.archive_env import ArchiveEnv
 from support.manifest_builder import RunBuilder, make_bucket_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -289,3 +290,29 @@ def test_on_a_terminal_a_live_line_with_totals_and_verbose_paths_above_it(
     assert statuses[-1].startswith("restoring: 9/9 entries, 293.0 KiB of 293.0 KiB written, ")
     assert text.split("\n")[-2].split(clear)[-1].startswith(
         f"restored testhost/{run.run_id} into ")
+
+
+def test_the_dry_run_predicts_what_restoring_an_archived_run_downloads(rgw, tmp_path: Path) -> None:
+    """The same through ``archive`` (the current storage format, metadata packs and all)."""
+    env = ArchiveEnv(tmp_path, rgw.endpoint_url, rgw.access_key, rgw.secret_key, rgw.client())
+    data = tmp_path / "data"
+    (data / "keep").mkdir(parents=True)
+    (data / "skip").mkdir()
+    blob = random.Random(6).randbytes(700_000)
+    (data / "keep" / "a.bin").write_bytes(blob)
+    (data / "keep" / "a-copy.bin").write_bytes(blob)  # deduplicated: downloaded once
+    (data / "keep" / "notes.txt").write_text("notes\n" * 1000)
+    (data / "skip" / "b.bin").write_bytes(random.Random(7).randbytes(400_000))
+    env.pick(data)
+    assert env.archive()["exit_code"] == 0
+    args = ("restore", "latest", str(data), "--exclude", "skip", "--json")
+    preview = env.run(*args, "--dry-run").json
+    done = env.run(*args, "--target", str(tmp_path / "out")).json
+    assert done["ok"] and done["entries"] == preview["entries"]
+    assert done["bytes"] == preview["bytes"] == 2 * 700_000 + 6000
+    assert done["store"]["bytes_down"] - preview["store"]["bytes_down"] == \
+        preview["download_bytes"]
+    # a.bin once (incompressible), notes compressed; twice a.bin or any of b.bin is >= 1.1 MB
+    assert 700_000 < preview["download_bytes"] < 1_100_000
+    assert (tmp_path / "out" / str(data).lstrip("/") / "keep" / "a-copy.bin").read_bytes() == blob
+    assert not (tmp_path / "out" / str(data).lstrip("/") / "skip").exists()
