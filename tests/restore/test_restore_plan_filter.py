@@ -94,7 +94,12 @@ def test_filtering_a_large_run_stays_fast() -> None:
                        for f in range(1000))
     big = manifest(*entries)
     began = time.perf_counter()
+    plan_entries(big)
+    whole = time.perf_counter() - began
+    began = time.perf_counter()
     planned = plan_entries(big, (), only("/d00*", "/d01*", exclude=("*.tmp", "/d005")))
     took = time.perf_counter() - began
     assert len(planned) == 1 + 19 + 19 * 857  # root, 19 dirs, their .txt files
-    assert took < 5, took  # about 1 s here for 100,000 entries and four patterns
+    # about 1 s here for 100,000 entries and four patterns, 3-5 times the plan without
+    # a filter (the machine's load moves both); matching per ancestor would be far more
+    assert took < 15 * whole, (took, whole)
