@@ -130,8 +130,9 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
         warn(b"", "not running as root: owners are not restored, files belong to the "
                   "restoring user")
     damaged: dict[tuple[bytes, ...], bytes] = {}  # restored parts -> path of damaged files
-    with TreeWriter(target, applier, overwrite=options.overwrite,
-                    resume=options.resume) as tree, progress:
+    chunk_id = manifest.opener.data_id if manifest.opener is not None else None
+    with TreeWriter(target, applier, overwrite=options.overwrite, resume=options.resume,
+                    chunk_id=chunk_id) as tree, progress:
         kept: dict[int, frozenset[int]] = {}  # planned index -> chunks already in place
         if options.resume:
             tree.remove_stray_temporaries({item.parts for item in planned if item.parts
