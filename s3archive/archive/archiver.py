@@ -539,7 +539,6 @@ class _Run:
                 tc.encode_record(root_obj, trees.root_tree, recorded_snaps,
                                  [encode_warning(w) for w in self.recorded_warnings()]),
                 pack2.KIND_RECORD, b"run record")
-            meta.drain()
             return builder, trees, record
 
         builder, trees, record = build()
@@ -551,6 +550,8 @@ class _Run:
         # their bytes only while building them), and the old pack is left to lapse.
         # Rewriting a node changes its parents' bytes, so another pack may now be
         # needed less: decide again, a few times at most (then extend what is left).
+        # The nodes of a pass given up are in the open metadata pack, dropped unsent
+        # (only a pass that filled more than one pack leaves an unused one behind).
         doomed: set[str] = set()
         for _ in range(MAX_META_REBUILDS):
             more = leasing.doomed() - doomed
@@ -560,6 +561,7 @@ class _Run:
             log.info("writing the metadata of %d little-used packs anew", len(more))
             meta.start_over(doomed)
             builder, trees, record = build()
+        meta.drain()
         meta_lease = leasing.secure()
         meta_lease.rewritten = len(doomed)
         pack_lock = ObjectLock(retention.mode, retention.pack_until) if plan.locked else None

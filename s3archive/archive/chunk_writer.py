@@ -172,12 +172,18 @@ class ChunkWriter:
         return location
 
     def start_over(self, excluded: set[str]) -> None:
-        """Forget what was reused (the blobs are added again), and from now on
-        reuse nothing of the packs ``excluded``; blobs of this run's own packs stay."""
+        """Forget what was reused (the blobs are added again) and the open pack (never
+        uploaded), and from now on reuse nothing of the packs ``excluded``; blobs of
+        this run's packs already sealed stay."""
+        dropped = self.packer.discard_open()
         with self._lock:
             self.locations = {digest: location for digest, location in self.locations.items()
-                              if location.pack in self.new_packs}
+                              if location.pack in self.packer.created
+                              and (dropped is None or location.pack != dropped.key)}
             self._excluded |= excluded
+            if dropped is not None:  # not stored after all
+                self.stats.chunks_new -= len(dropped.chunks)
+                self.stats.bytes_new -= sum(c.size for c in dropped.chunks)
 
     def rewrite(self, digest: str, plain: bytes) -> None:
         """Write a chunk the run already references into a new pack (its old

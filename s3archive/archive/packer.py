@@ -94,6 +94,7 @@ class Packer:
         self.on_sealed = on_sealed
         self.prefix = prefix
         self.sealer = sealer
+        self.created: set[str] = set()  # format 2: the keys of the packs opened
         self._lock = threading.Lock()
         self._count = 0
         self._open = self._new_pack()
@@ -111,6 +112,8 @@ class Packer:
             pack.pack_id = os.urandom(pack2.PACK_ID_SIZE)
             pack.key = pack2.pack_key(self.prefix, pack.pack_id)
             pack.buffer += pack2.preamble(pack.pack_id)
+        if pack.key is not None:
+            self.created.add(pack.key)
         return pack
 
     def add(self, chunk: EncodedChunk, kind: bytes = pack2.KIND_DATA) -> ChunkLocation:
@@ -160,6 +163,16 @@ class Packer:
             pack.key = pack_key(hashlib.sha256(body).hexdigest())
         pack.size = len(body)
         self.on_sealed(pack, body)
+
+    def discard_open(self) -> Pack | None:
+        """Drop the open pack, unsealed and never uploaded (a run building its
+        metadata again); returns it (emptied) if it held anything."""
+        with self._lock:
+            pack = self._open
+            self._open = self._new_pack()
+        pack.buffer = bytearray()
+        pack.seal_key = None
+        return pack if pack.blobs else None
 
     def flush(self) -> None:
         with self._lock:
