@@ -1,4 +1,4 @@
-"""docs/FORMAT2.md section 13, steps 2-4, run by hand: a pack built to the
+"""docs/FORMAT.md part 2, section 13.5, steps 2-4, run by hand: a pack built to the
 layout of section 3 with s3archive's primitives is opened with dd, od,
 ``age -d`` and the documented ``s3a2.py`` snippet (extracted from the doc),
 and the snippet refuses a tampered blob."""
@@ -23,7 +23,7 @@ from s3archive.crypto.dedup import DedupSecret, seal_dedup_secret
 from s3archive.crypto.keys import Identity
 
 PY = shlex.quote(sys.executable)  # the interpreter with cryptography installed
-DOC = Path(__file__).resolve().parents[2] / "docs" / "FORMAT2.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "FORMAT.md"
 
 pytestmark = pytest.mark.skipif(
     any(shutil.which(tool) is None for tool in ("age", "zstd", "dd", "od")),
@@ -33,13 +33,13 @@ pytestmark = pytest.mark.skipif(
 def _snippet() -> str:
     match = re.search(r"```python\n(#!/usr/bin/env python3\n\"\"\"s3a2\.py.*?)```",
                       DOC.read_text(), re.DOTALL)
-    assert match, "the s3a2.py snippet is missing from docs/FORMAT2.md"
+    assert match, "the s3a2.py snippet is missing from docs/FORMAT.md"
     return match[1]
 
 
 def _build_pack(identity: Identity, secret: DedupSecret, blobs: list[tuple[bytes, bytes]]
                 ) -> tuple[bytes, list[tuple[int, int, bytes, bytes, bytes]]]:
-    """An encrypted pack per FORMAT2 3.1: returns the body and, per blob,
+    """An encrypted pack per FORMAT.md part 2, 3.1 and 5.6: returns the body and, per blob,
     (offset, stored, kind, encoding, id)."""
     pack_id, pack_key = os.urandom(16), os.urandom(32)
     key_block = age.encrypt(pack_key, [identity.recipient()])
