@@ -50,6 +50,8 @@ pytestmark = [
     pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
                        reason=f"needs {', '.join(TOOLS)} on PATH"),
     pytest.mark.skipif(os.geteuid() != 0, reason="restore_run sets owners and devices: root"),
+    # bash, jq and one AWS CLI process per GET: ~25 s (format 2) and ~10 s (format 1) of CPU
+    pytest.mark.slow,
 ]
 
 
