@@ -537,7 +537,7 @@ class _Run:
             root_obj = tc.entry_object(trees.root, b"/") if trees.root is not None else None
             record = builder.store_blob(
                 tc.encode_record(root_obj, trees.root_tree, recorded_snaps,
-                                 [encode_warning(w) for w in self.recorded_warnings()]),
+                                 _fitting([encode_warning(w) for w in self.recorded_warnings()])),
                 pack2.KIND_RECORD, b"run record")
             return builder, trees, record
 
@@ -692,6 +692,24 @@ def run_figures(tally: FileTally, snapshots: list[PendingSnapshot], warnings: in
                "bytes_uploaded": stats.bytes_uploaded, "packs_uploaded": stats.packs_uploaded,
                "packs_extended": lease.extended, "packs_rewritten": lease.rewritten}
     return counts, figures
+
+
+WARNINGS_IN_RECORD = 4 << 20  # bytes of warnings a run record holds (a blob is <= 8 MiB)
+
+
+def _fitting(warnings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recorded warnings that fit in the run record; the rest counted in one
+    (the log has them all)."""
+    kept, used = [], 0
+    for number, warning in enumerate(warnings):
+        used += len(tc.dumps(warning)) + 1
+        if used > WARNINGS_IN_RECORD:
+            kept.append(encode_warning(Warning_(
+                "run", f"{len(warnings) - number} more warnings were logged but not recorded "
+                       "in the run")))
+            return kept
+        kept.append(warning)
+    return kept
 
 
 def _first_few(items: list[str], shown: int = 3) -> str:

@@ -400,8 +400,8 @@ def decode_record(plain: bytes, table: PackTable, where: str,
         line_obj["path"] = "/"
         root = decode_entry(_Line(line_obj, 0, where, limits), [])
     raw_snaps = obj.get("snapshots")
-    if not isinstance(raw_snaps, list) or len(raw_snaps) > 1000:
-        raise ManifestError(f"{where}: at most 1000 snapshots")
+    if not isinstance(raw_snaps, list) or len(raw_snaps) > limits.snapshots:
+        raise ManifestError(f"{where}: at most {limits.snapshots} snapshots")
     snapshots: list[Snapshot] = []
     snapshot_lists: dict[str, list[ChunkRef]] = {}
     for number, item in enumerate(raw_snaps, 1):

@@ -233,3 +233,16 @@ def test_the_root_entry_and_warnings_live_in_the_run_record(host: Host) -> None:
     assert tree.top().entry.path == b"/" and tree.top().entry.kind == DIR
     assert {e.kind for e in tree.walk()} >= {DIR, FILE}
     assert SYMLINK not in {e.kind for e in tree.walk()}
+
+
+def test_ten_thousand_long_warnings_still_fit_the_run_record() -> None:
+    from s3archive.archive.archiver import _fitting
+    from s3archive.format.manifest_codec import encode_warning
+    from s3archive.format.model import Warning_
+    warnings = [encode_warning(Warning_("file", "x" * 4096, b"/p/%d" % i)) for i in range(10_000)]
+    kept = _fitting(warnings)
+    record = tree_codec.encode_record(None, None, [], kept)
+    assert len(record) <= tree_codec.MAX_META_BLOB
+    assert kept[:-1] == warnings[:len(kept) - 1]
+    assert kept[-1]["message"] == f"{10_000 - len(kept) + 1} more warnings were logged but " \
+                                  "not recorded in the run"
