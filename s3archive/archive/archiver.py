@@ -243,14 +243,21 @@ class Archiver:
         """Whether this run encrypts, by the mixing rule (a host's runs are all plain or
         all encrypted but for one recorded switch), and whether it is that switch."""
         cfg = self.config
-        latest = latest_run(runs)
-        before = None
-        if latest is not None:
-            # the latest root object says (a header that cannot be read stops the run:
-            # guessing could write a plain run after encrypted ones)
-            before = load_manifest(self.store, latest, part=ROOT).header.encryption
+        # the newest readable run says; one that cannot be read (damaged, or planted by
+        # whoever held this host's credentials: the store locks what s3archive wrote)
+        # is named and passed over
+        candidates, before, readable = list(runs), None, False
+        while (latest := latest_run(candidates)) is not None:
+            try:
+                before = load_manifest(self.store, latest, part=ROOT).header.encryption
+                readable = True
+                break
+            except ManifestError as err:
+                log.warning("the mixing rule passes over %s: %s", latest.key, err)
+                candidates = [r for r in candidates
+                              if (r.host, r.run_id) != (latest.host, latest.run_id)]
         decision = decide_encryption(cfg.host_name, before, cfg.encryption,
-                                     self.start_encryption, first_run=latest is None)
+                                     self.start_encryption, first_run=not readable)
         for note in decision.notes:
             log.warning("%s", note)
         if not decision.encrypt:
