@@ -23,6 +23,7 @@ from s3archive.crypto.dedup import DedupSecret
 from s3archive.crypto.errors import KeyFormatError
 from s3archive.crypto.keys import Recipient
 from s3archive.errors import ConfigError
+from s3archive.storage_classes import DEFAULT_CLASS_PRICES, STANDARD_GB_MONTH, STORAGE_CLASSES
 
 DEFAULT_CONFIG_PATH = Path("/etc/s3archive/config.toml")
 CONFIG_ENV = "S3ARCHIVE_CONFIG"
@@ -91,18 +92,13 @@ class ReportSettings:
     prometheus_textfile: Path | None = None
 
 
-# S3 Standard list prices (us-east-1, USD) as defaults; storage per class
-# per GB-month, requests per 1,000.  An operator sets their own in [cost].
-STORAGE_CLASSES = ("STANDARD", "INTELLIGENT_TIERING", "STANDARD_IA", "ONEZONE_IA",
-                   "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE", "REDUCED_REDUNDANCY")
-DEFAULT_CLASS_PRICES = {"STANDARD_IA": 0.0125, "ONEZONE_IA": 0.01, "GLACIER_IR": 0.004,
-                        "GLACIER": 0.0036, "DEEP_ARCHIVE": 0.00099}
-
-
+# S3 list prices (us-east-1, USD; source and date in storage_classes) as
+# defaults; storage per class per GB-month, requests per 1,000.  An operator
+# sets their own in [cost].
 @dataclass(frozen=True)
 class CostSettings:
     currency: str = "USD"
-    storage_gb_month: float = 0.023  # every class without its own price below
+    storage_gb_month: float = STANDARD_GB_MONTH  # every class without its own price below
     class_gb_month: tuple[tuple[str, float], ...] = tuple(sorted(DEFAULT_CLASS_PRICES.items()))
     put_per_1000: float = 0.005  # PUT, COPY, POST, LIST (and PutObjectRetention)
     get_per_1000: float = 0.0004  # GET, HEAD and other reads

@@ -2,10 +2,14 @@
 
 Storage is measured, not guessed: one version listing of the bucket (under
 the prefix), every version counted (non-current versions are billed until
-lifecycle expires them), grouped by storage class and by kind (packs,
-manifests, other).  Requests come from the local run history (exact counts
-of the last runs).  Prices come from ``[cost]`` in the configuration
-(defaults: S3 Standard list prices, us-east-1).
+lifecycle expires them), grouped by storage class and by kind (packs of
+both formats, of which format 2's data and metadata packs, manifests, key
+copies, other).
+Requests come from the local run history (exact counts of the last runs).
+Prices come from ``[cost]`` in the configuration (defaults: S3 list prices,
+us-east-1, ``storage_classes``); reading a class with a retrieval fee
+(GLACIER_IR: data packs after ``--cold-after``) is priced per GB from
+``storage_classes.RETRIEVAL_GB``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from s3archive.config import Config, CostSettings
 from s3archive.browse import run_summaries
 from s3archive.archive.run_record import HISTORY_KEEP, read_history
 from s3archive.stats import RunStats
+from s3archive.storage_classes import PRICES_SOURCE, RETRIEVAL_GB, area, effective
 from s3archive.store.base import StoreReader
 
 GIB = 1024 ** 3
@@ -26,6 +31,9 @@ WRITE_CLASS = frozenset({"PutObject", "PutObjectRetention", "PutObjectLegalHold"
                          "ListObjectVersions", "ListObjectsV2", "ListObjects", "PostObject"})
 FREE = frozenset({"DeleteObject"})
 RECENT_RUNS = 10
+# Bytes by kind (storage_classes.area): "packs" counts every pack, format 1's
+# (packs/) and format 2's, which "data" (data/) and "metadata" (meta/) split.
+KINDS = ("packs", "data", "metadata", "manifests", "keys", "other")
 
 
 def storage_by_class(store: StoreReader) -> dict[str, Any]:
@@ -36,17 +44,17 @@ def storage_by_class(store: StoreReader) -> dict[str, Any]:
         if row.is_delete_marker:
             markers += 1
             continue
-        key = row.key
-        kind = "packs" if key.startswith(("packs/", "data/", "meta/")) else "manifests" if key.startswith("runs/") \
-            else "other"
-        entry = classes.setdefault(row.storage_class or "STANDARD",
+        entry = classes.setdefault(effective(row.storage_class),
                                    {"objects": 0, "bytes": 0, "current": 0, "noncurrent": 0,
-                                    "packs": 0, "manifests": 0, "other": 0})
+                                    **dict.fromkeys(KINDS, 0)})
         size = row.size
         entry["objects"] += 1
         entry["bytes"] += size
         entry["current" if row.is_latest else "noncurrent"] += size
+        kind = area(row.key)
         entry[kind] += size
+        if kind in ("data", "metadata"):  # "packs": the packs of both formats
+            entry["packs"] += size
     return {"classes": classes, "delete_markers": markers}
 
 
@@ -97,6 +105,10 @@ def estimate(config: Config, store: StoreReader, now: datetime | None = None) ->
         entry["gib"] = round(entry["bytes"] / GIB, 6)
         entry["price_gb_month"] = prices.price_of(name)
         entry["month"] = round(entry["bytes"] / GIB * prices.price_of(name), 6)
+        # What reading every byte of the class once costs in retrieval fees
+        # (a restore of everything cold; GET requests not included).
+        entry["retrieval_gb"] = RETRIEVAL_GB.get(name, 0.0)
+        entry["retrieval_all"] = round(entry["bytes"] / GIB * entry["retrieval_gb"], 6)
         storage_month += entry["month"]
     succeeded = [r for r in recent if r["result"] in ("ok", "warnings")] or recent
     # The first run uploads everything once: steady runs say what a month adds.
@@ -113,9 +125,13 @@ def estimate(config: Config, store: StoreReader, now: datetime | None = None) ->
         "prices": {"storage_gb_month": prices.storage_gb_month,
                    "class_gb_month": dict(prices.class_gb_month),
                    "put_per_1000": prices.put_per_1000, "get_per_1000": prices.get_per_1000,
-                   "runs_per_month": prices.runs_per_month},
+                   "runs_per_month": prices.runs_per_month,
+                   "retrieval_gb": dict(sorted(RETRIEVAL_GB.items())),
+                   "defaults_source": PRICES_SOURCE},
         "storage": storage, "runs": runs, "recent_runs": recent,
         "monthly": {"storage": round(storage_month, 4),
+                    "storage_by_class": {name: round(entry["month"], 4)
+                                         for name, entry in sorted(storage["classes"].items())},
                     "requests": round(requests_month, 4),
                     "total": round(storage_month + requests_month, 4),
                     "requests_per_run": round(requests_per_run, 1),

@@ -29,6 +29,7 @@ from s3archive.errors import NoSuchVersion, S3ArchiveError, StoreError, Transpor
 from s3archive.human import json_path
 from s3archive.format.model import ChunkRef, Manifest, PackRef
 from s3archive.repo.pack_reader import PackReader, merge_reads
+from s3archive.storage_classes import ClassSurvey
 from s3archive.store.base import ObjectInfo, StoreReader
 
 _STRENGTH = {None: 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
@@ -65,6 +66,7 @@ class RunVerification:
     bytes_checked: int = 0
     problems: list[Problem] = field(default_factory=list)
     contents_checked: bool = True  # False: an encrypted run verified without its key
+    storage: ClassSurvey = field(default_factory=ClassSurvey)  # classes, from the HEADs
 
     @property
     def ok(self) -> bool:
@@ -76,7 +78,9 @@ class RunVerification:
                 "lock_mode": self.lock_mode, "packs": self.packs, "packs_read": self.packs_read,
                 "chunks_checked": self.chunks_checked, "bytes_checked": self.bytes_checked,
                 "contents_checked": self.contents_checked,
-                "problems": [p.to_json() for p in self.problems]}
+                "problems": [p.to_json() for p in self.problems],
+                "pack_classes": self.storage.packs_json(),
+                "warnings": self.storage.warnings_json()}
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,14 @@ class Verifier:
                 lambda p: self._check_object("pack", p.key, p.version_id, p.size,
                                              header.lock_mode, header.retain_until),
                 manifest.packs))
+        surveyed = [(run.key, run.version_id, False),
+                    *((p.key, p.version_id, True) for p in manifest.packs)]
+        if header.encryption is not None:
+            surveyed.append((header.encryption["dedup_key"]["key"],
+                             header.encryption["dedup_key"]["version_id"], False))
+        for key, version_id, is_pack in surveyed:
+            if isinstance(info := self._head(key, version_id), ObjectInfo):  # cached
+                result.storage.add(key, version_id, info.storage_class, is_pack)
         users = _PackUsers(manifest)
         for pack, problems in zip(manifest.packs, checks):
             for problem in problems:

@@ -17,12 +17,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def rgw() -> Iterator[RGWCluster]:
-    """One throw-away Ceph RGW cluster for the whole session (a real S3).
+    """One throw-away Ceph RGW cluster for the whole session (a real S3),
+    which also knows the storage class GLACIER_IR (``--cold-after``).
 
     Skips with the reason when the Ceph binaries are not installed.
     """
     reason = rgw_available()
     if reason is not None:
         pytest.skip(reason)
-    with RGWCluster() as cluster:
+    with RGWCluster(storage_classes=("GLACIER_IR",)) as cluster:
         yield cluster

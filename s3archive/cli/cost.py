@@ -8,7 +8,7 @@ import click
 
 from s3archive import human
 from s3archive.cli.context import Repository, with_repository
-from s3archive.cost import estimate
+from s3archive.cost import KINDS, estimate
 
 
 @click.command("cost")
@@ -17,7 +17,9 @@ from s3archive.cost import estimate
 def cost_command(repo: Repository, as_json: bool) -> None:
     """What the bucket costs, and a monthly estimate.
 
-    Storage by class (every version counted), live runs, the requests of
+    Storage by class and kind (every version counted; with --cold-after,
+    data packs move to GLACIER_IR, whose reads also pay a retrieval fee per
+    GB, shown with what reading all of it once costs), live runs, the requests of
     this host's last runs, and a monthly estimate from the [cost] price
     table of the configuration (default: S3 Standard list prices,
     us-east-1).  The first run's upload is a one-off, not monthly growth:
@@ -35,16 +37,25 @@ def cost_command(repo: Repository, as_json: bool) -> None:
     cur = figures["currency"]
     click.echo(f"{figures['location']} (measured {figures['measured']})")
     classes = figures["storage"]["classes"]
-    rows = [[name, entry["objects"], human.size(entry["bytes"]), human.size(entry["packs"]),
-             human.size(entry["manifests"]), human.size(entry["noncurrent"]),
+    # Kinds the bucket holds (packs and manifests always: format 1's columns).
+    kinds = [k for k in KINDS if k in ("packs", "manifests")
+             or any(entry[k] for entry in classes.values())]
+    rows = [[name, entry["objects"], human.size(entry["bytes"]),
+             *(human.size(entry[k]) for k in kinds), human.size(entry["noncurrent"]),
              f"{entry['price_gb_month']:g}", f"{entry['month']:.4f}"]
             for name, entry in sorted(classes.items())]
     if rows:
-        click.echo(human.table(["CLASS", "VERSIONS", "STORED", "PACKS", "MANIFESTS",
+        click.echo(human.table(["CLASS", "VERSIONS", "STORED", *(k.upper() for k in kinds),
                                 "NONCURRENT", f"{cur}/GB-MONTH", f"{cur}/MONTH"], rows,
-                               right=(1, 2, 3, 4, 5, 6, 7)))
+                               right=tuple(range(1, len(kinds) + 6))))
     else:
         click.echo("storage: the bucket holds nothing under this prefix")
+    for name, entry in sorted(classes.items()):
+        if entry["retrieval_gb"] and entry["bytes"]:
+            click.echo(f"  {name}: every GB read (restore, verify --read-data, cat, export, "
+                       f"mount) also costs {cur} {entry['retrieval_gb']:g} in retrieval; "
+                       f"reading all {human.size(entry['bytes'])} once: "
+                       f"{cur} {entry['retrieval_all']:.2f}")
     runs = figures["runs"]
     click.echo(f"runs: {runs['live']} live (still locked) of {runs['manifests']} manifests"
                + (" — " + ", ".join(f"{h} {n}" for h, n in sorted(runs["by_host"].items()))

@@ -42,6 +42,11 @@ _DEFAULTS = RetentionSettings()
 @click.option("--legal-hold", is_flag=True,
               help="Let those hosts place (never lift) legal holds: for "
                    "[retention] legal_hold = true.")
+@click.option("--cold-after", type=int, default=None, metavar="DAYS",
+              help="Add a lifecycle rule moving data packs (data/, storage format 2) to "
+                   "S3 Glacier Instant Retrieval DAYS days after they are written "
+                   "(1-36500); metadata, runs and format-1 packs stay STANDARD. Reads "
+                   "need no restore request but pay a retrieval fee per GB.")
 @click.option("--iam/--no-iam", "with_iam", default=None,
               help="s3-api method: also create the IAM policies, roles and groups "
                    "(default: on without --endpoint-url). CloudFormation always does.")
@@ -52,7 +57,7 @@ def create_resources_command(bucket: str, region: str, endpoint_url: str | None,
                              method: str | None, stack_name: str | None, lock_mode: str,
                              default_retention_days: int, max_retention_days: int,
                              kms_key_id: str | None, no_bucket_policy: bool,
-                             hosts: tuple[str, ...], legal_hold: bool,
+                             hosts: tuple[str, ...], legal_hold: bool, cold_after: int | None,
                              with_iam: bool | None, print_template: bool, as_json: bool) -> None:
     """Create the Object Lock bucket, its policy and the backup, restore and
     audit IAM groups (restore and audit roles too, and a role per --host);
@@ -71,7 +76,7 @@ def create_resources_command(bucket: str, region: str, endpoint_url: str | None,
                       default_retention_days=default_retention_days,
                       max_retention_days=max_retention_days, kms_key_id=kms_key_id,
                       bucket_policy=not no_bucket_policy, endpoint_url=endpoint_url,
-                      hosts=hosts, legal_hold=legal_hold)
+                      hosts=hosts, legal_hold=legal_hold, cold_after=cold_after)
     if legal_hold and not hosts:
         raise UsageError("--legal-hold applies to the roles of --host NAME; a host with an "
                          "IAM user gets it from write-config --legal-hold")

@@ -22,15 +22,24 @@ def _print_text(result: RunVerification, read_data: bool) -> None:
                 f"of {result.packs_read} packs read and hashed" if read_data else "")
         if not result.contents_checked:
             data = "; encrypted: trees and data not checked (give --key)"
-        click.echo(f"ok       {name}: {result.packs} packs present, {lock}{data}")
+        classes = result.storage.describe_packs()
+        click.echo(f"ok       {name}: {result.packs} packs present"
+                   f"{f' ({classes})' if classes else ''}, {lock}{data}")
+        _print_warnings(result)
         return
     click.echo(f"PROBLEM  {name}: {len(result.problems)} problem(s)")
+    _print_warnings(result)
     for problem in result.problems:
         click.echo(f"  - {problem.message}")
         if problem.paths:
             shown = ", ".join(human.path(p) for p in problem.paths[:5])
             more = problem.paths_total - min(5, len(problem.paths))
             click.echo(f"    affects {shown}{f' and {more} more' if more > 0 else ''}")
+
+
+def _print_warnings(result: RunVerification) -> None:
+    for message in result.storage.messages():
+        click.echo(f"  warning: {message}")
 
 
 @click.command("verify")
@@ -51,6 +60,12 @@ def verify_command(repo: Repository, run: str | None, all_runs: bool, read_data:
     size and be locked in the run's mode (or COMPLIANCE) until at least the
     run's retain-until; the manifest version too.  --read-data also downloads
     the chunks and checks their SHA-256.
+
+    Packs are counted by storage class (the HEADs say it): data packs in
+    GLACIER_IR are fine (read without a restore request, at a retrieval fee
+    with --read-data); a manifest or metadata object not in STANDARD, and
+    anything in GLACIER or DEEP_ARCHIVE (unreadable without a restore
+    request), is a warning, which does not change the exit status.
 
     With --all, --host limits the runs to one host (default: every host).
 
@@ -90,7 +105,9 @@ def verify_command(repo: Repository, run: str | None, all_runs: bool, read_data:
     if bad:
         raise CommandFailed(f"{len(results)} run(s) verified, {len(bad)} with problems")
     if not as_json:
-        click.echo(f"{len(results)} run(s) verified, none with problems", err=True)
+        warned = sum(bool(r.storage.warnings) for r in results)
+        click.echo(f"{len(results)} run(s) verified, none with problems"
+                   + (f", {warned} with storage-class warnings" if warned else ""), err=True)
 
 
 COMMANDS = [verify_command]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s3archive.setup import lifecycle
+from s3archive.storage_classes import misplaced_transitions
 from s3archive.setup.bucket_setup import encryption_configuration
 from s3archive.setup.spec import BucketSpec
 from s3archive.store.errors import describe_error
@@ -99,8 +100,11 @@ def _check_lock(s3: Any, spec: BucketSpec, add: Any) -> None:
 
 def _check_lifecycle(s3: Any, spec: BucketSpec, add: Any) -> None:
     answer = _read(s3.get_bucket_lifecycle_configuration, spec.bucket)
-    for behaviour in lifecycle.missing_behaviours(answer.value.get("Rules", [])):
+    rules = answer.value.get("Rules", [])
+    for behaviour in lifecycle.missing_behaviours(rules, spec.cold_after):
         add(Difference("lifecycle", behaviour, answer.error or "no such rule"))
+    for why in misplaced_transitions(rules):
+        add(Difference("lifecycle transition", "data packs (data/) only, to GLACIER_IR", why))
 
 
 def _check_encryption(s3: Any, spec: BucketSpec, add: Any) -> None:

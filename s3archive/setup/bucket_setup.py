@@ -63,7 +63,7 @@ def configure_bucket(s3: Any, spec: BucketSpec, account_id: str | None) -> Setup
     attempt("object ownership", s3.put_bucket_ownership_controls,
             OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
     attempt("lifecycle", s3.put_bucket_lifecycle_configuration,
-            LifecycleConfiguration={"Rules": lifecycle.s3_rules()})
+            LifecycleConfiguration={"Rules": lifecycle.s3_rules(spec.cold_after)})
     if spec.bucket_policy:
         document = resolved_bucket_policy(spec, account_id)
         report.notes += policies.bucket_policy_notes(spec)

@@ -108,7 +108,7 @@ def _bucket(spec: BucketSpec) -> dict[str, Any]:
                 "BlockPublicAcls": True, "BlockPublicPolicy": True,
                 "IgnorePublicAcls": True, "RestrictPublicBuckets": True},
             "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-            "LifecycleConfiguration": {"Rules": lifecycle.cloudformation_rules()},
+            "LifecycleConfiguration": {"Rules": lifecycle.cloudformation_rules(spec.cold_after)},
         },
     }
 

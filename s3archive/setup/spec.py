@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from s3archive.config import LOCK_MODES, MAX_RETENTION_DAYS
 from s3archive.errors import UsageError
+from s3archive.setup import lifecycle
 
 ROLE_KINDS = ("backup", "restore", "audit")
 # Kinds with one role shared by its users.  Backup has none: a role shared by
@@ -43,6 +44,8 @@ class BucketSpec:
     hosts: tuple[str, ...] = ()
     # Those hosts may place (never lift) legal holds: [retention] legal_hold.
     legal_hold: bool = False
+    # Days after which lifecycle moves data packs (data/) to GLACIER_IR.
+    cold_after: int | None = None
 
     def __post_init__(self) -> None:
         validate_bucket_name(self.bucket)
@@ -60,6 +63,7 @@ class BucketSpec:
                               ("--max-retention-days", self.max_retention_days)):
             if not 1 <= value <= MAX_RETENTION_DAYS:
                 raise UsageError(f"{option} {value}: must be between 1 and {MAX_RETENTION_DAYS}")
+        lifecycle.validate_cold_after(self.cold_after)
         if self.default_retention_days > self.max_retention_days:
             raise UsageError(f"--default-retention-days {self.default_retention_days} exceeds "
                              f"--max-retention-days {self.max_retention_days}")

@@ -122,6 +122,7 @@ class ObjectInfo:
     retain_until: datetime | None
     legal_hold: bool
     last_modified: datetime | None = None
+    storage_class: str | None = None  # None: the store does not say (S3: STANDARD)
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,8 @@ class S3Store:
             lock_mode=response.get("ObjectLockMode"),
             retain_until=until.astimezone(timezone.utc) if until else None,
             legal_hold=response.get("ObjectLockLegalHoldStatus") == "ON",
-            last_modified=response.get("LastModified"))
+            last_modified=response.get("LastModified"),
+            storage_class=response.get("StorageClass"))
 
     def extend_retention(self, key: str, version_id: str, lock: ObjectLock) -> None:
         try:

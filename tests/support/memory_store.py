@@ -23,7 +23,12 @@ It follows S3, not convenience:
 * ``lifecycle_day()`` runs the rules ``create-resources`` writes once:
   delete marker on current versions one day old, expiry of versions that
   have been non-current for a day unless a lock or legal hold protects them,
-  removal of delete markers that are the only version left.
+  removal of delete markers that are the only version left; with
+  ``cold_after`` (``--cold-after``), the transition of ``data/`` versions to
+  GLACIER_IR (``s3archive/setup/lifecycle.py``);
+* a version has a storage class (STANDARD when written; ``transition``
+  changes it as a lifecycle rule would); GET of a version in an archival
+  class (GLACIER, DEEP_ARCHIVE) fails as on S3 (InvalidObjectState).
 
 Requests are counted by S3 operation name (the names ``CountingStore`` uses).
 Test helpers (not part of the protocol) read the raw state: ``versions``,
@@ -38,7 +43,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
+from s3archive import storage_classes
 from s3archive.errors import NoSuchVersion, StoreError
+from s3archive.setup import lifecycle
 from s3archive.store.base import (BucketLockConfig, ObjectInfo, ObjectLock, PutResult,
                                   StoreUsage, VersionEntry)
 
@@ -82,6 +89,7 @@ class StoredVersion:
     retain_until: datetime | None = None
     legal_hold: bool = False
     noncurrent_since: datetime | None = None  # when a newer version was added
+    storage_class: str = storage_classes.STANDARD
 
     @property
     def is_delete_marker(self) -> bool:
@@ -100,6 +108,7 @@ class LifecycleReport:
     markers_added: int = 0
     versions_expired: int = 0
     markers_removed: int = 0
+    transitioned: int = 0
 
 
 class MemoryStore:
@@ -107,7 +116,7 @@ class MemoryStore:
 
     def __init__(self, clock: FakeClock, bucket: str = "memory-bucket", prefix: str = "",
                  object_lock: bool = True, default_mode: str | None = None,
-                 default_days: int | None = None):
+                 default_days: int | None = None, cold_after: int | None = None):
         if (default_mode is None) != (default_days is None):
             raise ValueError("default retention needs both mode and days")
         self.clock = clock
@@ -116,6 +125,7 @@ class MemoryStore:
         self.object_lock = object_lock
         self.default_mode = default_mode
         self.default_days = default_days
+        self.cold_after = cold_after
         self.requests: Counter[str] = Counter()
         self.bytes_up = 0
         self.bytes_down = 0
@@ -205,6 +215,9 @@ class MemoryStore:
         with self._lock:
             self._count("GetObject")
             version = self._readable(what, key, version_id)
+            if version.storage_class in storage_classes.ARCHIVAL_CLASSES:
+                raise StoreError(f"{what}: InvalidObjectState (the object is in "
+                                 f"{version.storage_class}: restore it first)")
             body = version.body
             assert body is not None
             if byte_range is not None:
@@ -225,7 +238,8 @@ class MemoryStore:
             return ObjectInfo(key=key, version_id=version.version_id, size=version.size,
                               lock_mode=version.lock_mode, retain_until=version.retain_until,
                               legal_hold=version.legal_hold,
-                              last_modified=version.last_modified)
+                              last_modified=version.last_modified,
+                              storage_class=version.storage_class)
 
     def extend_retention(self, key: str, version_id: str, lock: ObjectLock) -> None:
         what = f"PutObjectRetention {key}"
@@ -279,7 +293,9 @@ class MemoryStore:
                                              size=version.size,
                                              last_modified=version.last_modified,
                                              is_latest=position == 0,
-                                             is_delete_marker=version.is_delete_marker))
+                                             is_delete_marker=version.is_delete_marker,
+                                             storage_class=None if version.is_delete_marker
+                                             else version.storage_class))
         yield from rows
 
     def list_keys(self, prefix: str) -> Iterator[VersionEntry]:
@@ -342,6 +358,8 @@ class MemoryStore:
         report = LifecycleReport()
         with self._lock:
             now = self.clock()
+            if self.cold_after is not None:
+                report.transitioned = self._transition_data(now, self.cold_after)
             # (a) Expiration Days=1: a delete marker on current versions a day old
             for key, versions in self._keys.items():
                 current = versions[-1]
@@ -370,7 +388,37 @@ class MemoryStore:
                     report.markers_removed += 1
         return report
 
+    def _transition_data(self, now: datetime, cold_after: int) -> int:
+        """``lifecycle.cold_rule``: data/ versions to GLACIER_IR, current ones
+        ``Days`` after they were written, non-current ones ``NoncurrentDays``
+        after they stopped being current."""
+        rule = lifecycle.cold_rule(cold_after)
+        current_days = rule["Transitions"][0]["Days"]
+        noncurrent_days = rule["NoncurrentVersionTransitions"][0]["NoncurrentDays"]
+        moved = 0
+        for key, versions in self._keys.items():
+            if not key.startswith(rule["Filter"]["Prefix"]):
+                continue
+            for index, version in enumerate(versions):
+                if version.is_delete_marker or version.storage_class != "STANDARD":
+                    continue
+                due = (now - version.last_modified >= current_days * DAY
+                       if version.noncurrent_since is None
+                       else now - version.noncurrent_since >= noncurrent_days * DAY)
+                if due:
+                    versions[index] = replace(version, storage_class=storage_classes.GLACIER_IR)
+                    moved += 1
+        return moved
+
     # ------------------------------------------------------------ test helpers
+    def transition(self, key: str, version_id: str, storage_class: str) -> None:
+        """Move one version to another storage class, as a lifecycle rule would."""
+        with self._lock:
+            versions, index = self._find(f"transition {key}", key, version_id)
+            if versions[index].is_delete_marker:
+                raise ValueError(f"{key}@{version_id} is a delete marker")
+            versions[index] = replace(versions[index], storage_class=storage_class)
+
     def put_delete_marker(self, key: str) -> str:
         """What S3's DELETE without a version id does: a new current delete marker."""
         with self._lock:

@@ -261,6 +261,7 @@ class RGWCluster:
         region: str = DEFAULT_REGION,
         start_timeout: float = 60.0,
         stop_grace: float = STOP_GRACE_SECONDS,
+        storage_classes: Sequence[str] = (),
     ) -> None:
         self._given_directory = directory is not None
         self._directory_arg = directory
@@ -271,6 +272,7 @@ class RGWCluster:
         self.region = region
         self.start_timeout = start_timeout
         self.stop_grace = stop_grace
+        self.storage_classes = tuple(storage_classes)
         self.fsid = str(uuid.uuid4())
         self._ports: list[int] = []
         self._daemons: list[_Daemon] = []
@@ -316,6 +318,7 @@ class RGWCluster:
             self._start_mon()
             self._start_osd()
             self._start_rgw()
+            self._add_storage_classes()
             self._create_user()
         except BaseException:
             self.stop()
@@ -509,6 +512,24 @@ rgw frontends = beast endpoint=127.0.0.1:{self.rgw_port}
         """Start radosgw; it creates its pools once the OSD is up."""
         self._spawn("client.rgw.a", ["radosgw", "-n", "client.rgw.a", "-f"])
         self._wait_for(self._endpoint_answers, "S3 endpoint to answer")
+
+    def _add_storage_classes(self) -> None:
+        """Storage classes besides STANDARD (e.g. GLACIER_IR), each with a pool
+        of its own in the default placement, so PUTs and lifecycle
+        transitions to them work and listings and HEAD report them.  radosgw
+        creates the zone on its first start and reads it only at start-up:
+        it is restarted once (about 0.4 s)."""
+        if not self.storage_classes:
+            return
+        for name in self.storage_classes:
+            self.admin("zonegroup", "placement", "add", "--rgw-zonegroup", "default",
+                       "--placement-id", "default-placement", "--storage-class", name)
+            self.admin("zone", "placement", "add", "--rgw-zone", "default",
+                       "--placement-id", "default-placement", "--storage-class", name,
+                       "--data-pool", f"default.rgw.{name.lower()}.data")
+        radosgw = self._daemons.pop()
+        radosgw.stop(self.stop_grace)
+        self._start_rgw()
 
     def _create_user(self) -> None:
         self.admin(
