@@ -342,3 +342,65 @@ def test_host_policies_isolate_hosts_on_rgw(rgw, tmp_path: Path) -> None:
     assert _code(clients["held"].put_object_legal_hold, Bucket=bucket, Key=b_key,
                  VersionId=run_of["host-b"]["VersionId"],
                  LegalHold={"Status": "ON"}) == "AccessDenied"
+
+
+# ------------------------------------------------------------- cold data
+
+
+def test_cold_after_writes_exactly_the_rules_intended(rgw) -> None:
+    """RGW knows GLACIER_IR here (the session cluster adds the class): the
+    lifecycle configuration read back is the expiry rules, unchanged, plus
+    the one transition of data/, and the check accepts it."""
+    from s3archive.setup import lifecycle
+
+    run = create_resources(rgw, "setup-cold", "--no-bucket-policy", "--cold-after", "3")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert "lifecycle" in result["applied"]
+    assert not [d for d in result["check"]["differences"] if d["setting"].startswith("lifecycle")]
+    rules = [_with_filter(r) for r in
+             rgw.client().get_bucket_lifecycle_configuration(Bucket="setup-cold")["Rules"]]
+    assert sorted(rules, key=lambda r: r["ID"]) == sorted(lifecycle.s3_rules(3),
+                                                          key=lambda r: r["ID"])
+    cold = next(r for r in rules if r["ID"] == "s3archive-cold-data")
+    assert cold == {"ID": "s3archive-cold-data", "Status": "Enabled",
+                    "Filter": {"Prefix": "data/"},
+                    "Transitions": [{"Days": 3, "StorageClass": "GLACIER_IR"}],
+                    "NoncurrentVersionTransitions": [{"NoncurrentDays": 2,
+                                                      "StorageClass": "GLACIER_IR"}]}
+    # Run again without --cold-after: the rule goes, the expiry rules stay.
+    again = create_resources(rgw, "setup-cold", "--no-bucket-policy")
+    assert again.returncode == 0, again.stderr
+    rules = rgw.client().get_bucket_lifecycle_configuration(Bucket="setup-cold")["Rules"]
+    assert sorted(r["ID"] for r in rules) == sorted(r["ID"] for r in lifecycle.s3_rules())
+
+
+def _with_filter(rule: dict) -> dict:
+    """RGW answers an empty Filter prefix in the older shape, Prefix: ''."""
+    if "Filter" in rule or "Prefix" not in rule:
+        return rule
+    rest = {k: v for k, v in rule.items() if k != "Prefix"}
+    return {**rest, "Filter": {"Prefix": rule["Prefix"]}}
+
+
+def test_check_flags_a_transition_of_metadata_read_back_from_rgw(rgw) -> None:
+    """An operator's rule that moves runs/ (or the whole bucket) is named by
+    the read-back check; the check asks the bucket, not our own rule list."""
+    from s3archive.setup import lifecycle
+    from s3archive.setup.bucket_check import check_bucket
+
+    s3 = rgw.client()
+    s3.create_bucket(Bucket="setup-cold-bad", ObjectLockEnabledForBucket=True)
+    s3.put_bucket_versioning(Bucket="setup-cold-bad",
+                             VersioningConfiguration={"Status": "Enabled"})
+    rogue = {"ID": "operator-runs", "Status": "Enabled", "Filter": {"Prefix": "runs/"},
+             "Transitions": [{"Days": 10, "StorageClass": "GLACIER_IR"}]}
+    s3.put_bucket_lifecycle_configuration(
+        Bucket="setup-cold-bad",
+        LifecycleConfiguration={"Rules": [*lifecycle.s3_rules(30), rogue]})
+    spec = BucketSpec(bucket="setup-cold-bad", endpoint_url=rgw.endpoint_url, cold_after=30)
+    found = [(d.setting, d.actual) for d in check_bucket(s3, spec, None).differences
+             if d.setting.startswith("lifecycle")]
+    assert found == [("lifecycle transition",
+                      "rule operator-runs (prefix 'runs/') moves GLACIER_IR objects under "
+                      "runs/: metadata and format-1 packs must stay STANDARD")]

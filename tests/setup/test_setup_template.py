@@ -66,7 +66,8 @@ def print_template(*args: str) -> str:
 @pytest.mark.parametrize("args", [[], ["--kms-key-id", "alias/backup", "--no-bucket-policy",
                                        "--host", "web1", "--host", "db.example.org",
                                        "--legal-hold"],
-                                  ["--lock-mode", "COMPLIANCE", "--max-retention-days", "36500"]])
+                                  ["--lock-mode", "COMPLIANCE", "--max-retention-days", "36500"],
+                                  ["--cold-after", "30"]])
 def test_printed_template_passes_cfn_lint_without_errors_or_warnings(tmp_path: Path,
                                                                       args: list[str]) -> None:
     cfn_lint = _cfn_lint()
