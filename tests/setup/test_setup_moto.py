@@ -329,3 +329,51 @@ def test_create_user_pins_this_host_and_asks_for_held_runs(moto: MotoServer,
     assert "DenyLiftingLegalHolds" in held and "DenyLegalHolds" not in held
     groups = iam.list_groups_for_user(UserName="lh-user")["Groups"]
     assert [g["GroupName"] for g in groups] == ["s3archive-lh-bucket-backup"]
+
+
+def test_shipped_read_policies_read_cold_data_without_a_restore_request(moto: MotoServer) -> None:
+    """GLACIER_IR needs no RestoreObject: with IAM enforced, the restore
+    group's policy (unchanged by --cold-after) lists, HEADs and reads a cold
+    data pack, ranged too, and the audit group's reads its locks and the hot
+    runs.  The contrast shows the test can fail: a GLACIER object is not
+    readable at all, and RestoreObject is granted to nobody."""
+    from s3archive.setup import lifecycle
+
+    moto.set_iam_enforcement(False)
+    bucket = "cold-bucket"
+    setup = s3archive(moto, "create-resources", "--bucket", bucket, "--endpoint-url",
+                      moto.endpoint_url, "--iam", "--no-bucket-policy", "--cold-after", "30")
+    assert setup.returncode == 0, setup.stderr
+    admin_s3 = moto.client("s3")
+    assert admin_s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"] == \
+        lifecycle.s3_rules(30)
+    body = bytes(range(256)) * 64
+    cold = admin_s3.put_object(Bucket=bucket, Key="data/ab/cold", Body=body,
+                               StorageClass="GLACIER_IR")["VersionId"]
+    admin_s3.put_object(Bucket=bucket, Key="data/ab/archived", Body=body,
+                        StorageClass="GLACIER")
+    admin_s3.put_object(Bucket=bucket, Key="runs/h1/20260101T000000Z.jsonl.zst", Body=b"run")
+    restorer = moto.client("s3", *_access_key(moto, "cold-restorer",
+                                               f"s3archive-{bucket}-restore"))
+    auditor = moto.client("s3", *_access_key(moto, "cold-auditor", f"s3archive-{bucket}-audit"))
+    moto.set_iam_enforcement(True)
+    try:
+        listed = restorer.list_object_versions(Bucket=bucket, Prefix="data/")["Versions"]
+        assert {v["Key"]: v["StorageClass"] for v in listed} == {
+            "data/ab/cold": "GLACIER_IR", "data/ab/archived": "GLACIER"}
+        assert restorer.head_object(Bucket=bucket, Key="data/ab/cold",
+                                    VersionId=cold)["StorageClass"] == "GLACIER_IR"
+        assert restorer.get_object(Bucket=bucket, Key="data/ab/cold",
+                                   VersionId=cold)["Body"].read() == body
+        assert restorer.get_object(Bucket=bucket, Key="data/ab/cold", VersionId=cold,
+                                   Range="bytes=256-511")["Body"].read() == body[256:512]
+        assert _denied(restorer.get_object, Bucket=bucket,
+                       Key="data/ab/archived") == "InvalidObjectState"
+        assert _denied(restorer.restore_object, Bucket=bucket, Key="data/ab/archived",
+                       RestoreRequest={"Days": 1}) == "AccessDenied"
+        assert auditor.get_object(Bucket=bucket, Key="runs/h1/20260101T000000Z.jsonl.zst")[
+            "Body"].read() == b"run"
+        assert auditor.list_object_versions(Bucket=bucket)["Versions"]
+        assert _denied(auditor.get_object, Bucket=bucket, Key="data/ab/cold") == "AccessDenied"
+    finally:
+        moto.set_iam_enforcement(False)

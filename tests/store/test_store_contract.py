@@ -28,6 +28,7 @@ import pytest
 
 from s3archive.errors import NoSuchVersion, StoreError, TransportError
 from s3archive.store.base import DeletingStore, ObjectLock
+from s3archive.storage_classes import effective
 from s3archive.store.counting_store import CountingStore
 from s3archive.store.s3_store import S3Store
 from support.memory_store import FakeClock, MemoryStore
@@ -44,6 +45,9 @@ class Backend:
     now: Callable[[], datetime]
     wait_until: Callable[[datetime], None]
     add_delete_marker: Callable[[str], str]
+    # a version in another storage class (S3: a PUT with StorageClass; the
+    # double: a PUT and a transition, as lifecycle makes it)
+    put_in_class: Callable[[str, bytes, str], str]
     known_gaps: dict[str, str] = field(default_factory=dict)  # test name -> reason
 
     def gap(self, request: pytest.FixtureRequest) -> None:
@@ -101,7 +105,13 @@ def _s3_backend(name: str, bucket: _Bucket, gaps: dict[str, str] | None = None) 
         answer = bucket.client.delete_object(Bucket=bucket.name, Key=f"{prefix}/{key}")
         return str(answer["VersionId"])
 
-    return Backend(name, store, _real_now, _sleep_until, add_delete_marker, gaps or {})
+    def put_in_class(key: str, data: bytes, storage_class: str) -> str:
+        answer = bucket.client.put_object(Bucket=bucket.name, Key=f"{prefix}/{key}", Body=data,
+                                          StorageClass=storage_class)
+        return str(answer["VersionId"])
+
+    return Backend(name, store, _real_now, _sleep_until, add_delete_marker, put_in_class,
+                   gaps or {})
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +134,16 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "memory":
         clock = FakeClock()
         memory = MemoryStore(clock)
+
+        def put_in_class(key: str, data: bytes, storage_class: str) -> str:
+            version = memory.put(key, data, None).version_id
+            memory.transition(key, version, storage_class)
+            return version
+
         result = Backend("memory", memory, clock.now,
                          lambda moment: clock.advance(max(timedelta(0), moment - clock.now())
                                                       + timedelta(seconds=1)) and None,
-                         memory.put_delete_marker)
+                         memory.put_delete_marker, put_in_class)
     elif request.param == "moto":
         result = _s3_backend("moto", request.getfixturevalue("moto_bucket"), MOTO_GAPS)
     else:
@@ -371,6 +387,22 @@ def test_listings_page_through_everything_in_key_order(backend: Backend) -> None
     keys = list(store.list_keys("list/"))
     assert [e.key for e in keys] == sorted(k for k in written if k != "list/03")
     assert all(e.size == int(e.key[-2:]) + 1 for e in keys)
+
+
+def test_versions_report_their_storage_class(backend: Backend) -> None:
+    """Listings and HEAD say a version's class (S3 leaves STANDARD out of HEAD:
+    None means STANDARD); a GLACIER_IR version reads like any other, ranged
+    GETs included, without a restore request."""
+    store = backend.store
+    hot = store.put("sc/hot", b"hot bytes", None)
+    cold = backend.put_in_class("sc/cold", b"cold bytes", "GLACIER_IR")
+    rows = {e.key: e for e in store.list_versions("sc/")}
+    assert effective(rows["sc/hot"].storage_class) == "STANDARD"
+    assert rows["sc/cold"].storage_class == "GLACIER_IR"
+    assert effective(store.head("sc/hot", hot.version_id).storage_class) == "STANDARD"
+    assert store.head("sc/cold", cold).storage_class == "GLACIER_IR"
+    assert store.get("sc/cold", cold) == b"cold bytes"
+    assert store.get("sc/cold", cold, byte_range=(5, 100)) == b"bytes"
 
 
 def test_usage_counts_requests_where_the_store_counts(backend: Backend) -> None:
