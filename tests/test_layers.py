@@ -1,7 +1,7 @@
 """Data flows one way: no module imports a stage above its own.
 
 Stages, lowest first (a module may import its own stage and any below):
-basics (errors, clock, human) → config, format, progress, crypto → store →
+basics (errors, clock, human, storage_classes) → config, format, progress, crypto → store →
 repo → archive | restore (siblings: neither imports the other) → operations
 (verify, prune, hold, browse, status, cost, export, find, mount, fleet) → setup → demo → cli.
 """
@@ -17,6 +17,7 @@ PACKAGE = Path(s3archive.__file__).parent
 
 STAGES: dict[str, int] = {
     "s3archive": 0, "s3archive.errors": 0, "s3archive.clock": 0, "s3archive.human": 0,
+    "s3archive.storage_classes": 0,
     "s3archive.config": 1, "s3archive.format": 1, "s3archive.progress": 1,
     "s3archive.crypto": 1, "s3archive.stats": 1,
     "s3archive.store": 2,

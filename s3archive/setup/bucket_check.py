@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s3archive.setup import lifecycle
-from s3archive.storage_classes import misplaced_transitions
 from s3archive.setup.bucket_setup import encryption_configuration
 from s3archive.setup.spec import BucketSpec
+from s3archive.storage_classes import misplaced_transitions
 from s3archive.store.errors import describe_error
 
 

@@ -29,7 +29,7 @@ COLD_RULE_ID = "s3archive-cold-data"
 # S3 accepts 0 days for a GLACIER_IR transition (the 30-day minimum is
 # STANDARD_IA's and ONEZONE_IA's), but non-current days start at 1 and a
 # pack is non-current from its second day: 1 is the earliest that means what
-# it says.  No lock lasts longer than the upper bound.
+# it says.  The upper bound is that of every days option (36500).
 COLD_AFTER_MIN = 1
 COLD_AFTER_MAX = MAX_RETENTION_DAYS
 
