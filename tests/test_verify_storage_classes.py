@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
+from s3archive.archive.archiver import Archiver
+from s3archive.config import dedup_secret_file_text, parse_config
+from s3archive.crypto.dedup import DedupSecret
+from s3archive.crypto.keys import Identity
 from s3archive.repo.catalog import list_runs
 from s3archive.store.base import ObjectLock
 from s3archive.verify import Verifier, VerifyOptions
@@ -106,3 +111,61 @@ def test_the_double_moves_data_when_the_rule_says(cold_after: int, moved_on_day:
                    for key, version in written.items()}
         assert classes["data/aa/p"] == ("GLACIER_IR" if day >= moved_on_day else "STANDARD"), day
         assert {classes[k] for k in written if k != "data/aa/p"} == {"STANDARD"}
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_a_format2_run_goes_cold_in_the_double_and_verifies(tmp_path: Path,
+                                                             encrypted: bool) -> None:
+    """archive (format 2) into the double with --cold-after 2, two lifecycle
+    days: its data packs are GLACIER_IR, its metadata packs, root object and
+    (encrypted) dedup-secret copy STANDARD; verify counts them and, with the
+    key, reads the cold data.  A dedup-secret copy moved by hand is named."""
+    clock = FakeClock(datetime(2031, 11, 24, 3, 15, tzinfo=timezone.utc))
+    store = MemoryStore(clock, cold_after=2)
+    etc, tree = tmp_path / "etc", tmp_path / "tree"
+    (etc / "pickers.d").mkdir(parents=True)
+    tree.mkdir()
+    (tree / "big.bin").write_bytes(os.urandom(3 << 20))
+    (tree / "note.txt").write_text("cold\n")
+    picker = etc / "pickers.d" / "10-tree"
+    picker.write_text(f"#!/bin/sh\necho '{tree}'\n")
+    picker.chmod(0o755)
+    table: dict = {"s3": {"bucket": "cold"}, "host": {"name": "h"},
+                   "content": {"pack_size_mib": 1},
+                   "local": {"cache_dir": str(tmp_path / "cache"),
+                             "state_file": str(tmp_path / "state" / "s.json")}}
+    identity = Identity.generate()
+    if encrypted:
+        fd = os.open(etc / "dedup.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(dedup_secret_file_text(DedupSecret.generate()))
+        table["encryption"] = {"recipients": [str(identity.recipient())],
+                               "dedup_secret_file": str(etc / "dedup.key")}
+    config = parse_config(table, etc / "config.toml", clock=clock)
+    assert Archiver(config, store, clock=clock).run().exit_code == 0
+    for _ in range(2):
+        clock.advance(timedelta(days=1))
+        store.lifecycle_day()
+    classes = {v.key.split("/")[0]: set() for v in store.versions()}
+    for version in store.versions():
+        if not version.is_delete_marker:
+            classes[version.key.split("/")[0]].add(version.storage_class)
+    assert classes["data"] == {"GLACIER_IR"}
+    assert classes["meta"] == classes["runs"] == {"STANDARD"}
+    assert classes.get("keys", {"STANDARD"}) == {"STANDARD"}
+    assert ("keys" in classes) == encrypted
+
+    run = list_runs(store, "h")[0]
+    options = VerifyOptions(read_data=True, identities=(identity,))
+    result = Verifier(store, options).verify(run)
+    assert result.ok, [p.message for p in result.problems]
+    assert result.chunks_checked > 0 and result.storage.warnings == []
+    counts = result.to_json()["pack_classes"]
+    assert set(counts) == {"GLACIER_IR", "STANDARD"}
+    assert counts["GLACIER_IR"] == len({v.key for v in store.versions("data/")})
+    assert counts["STANDARD"] == len({v.key for v in store.versions("meta/")})
+    if encrypted:
+        copy = next(v for v in store.versions("keys/") if not v.is_delete_marker)
+        store.transition(copy.key, copy.version_id, "GLACIER_IR")
+        warned = Verifier(store).verify(run)
+        assert [w["key"] for w in warned.to_json()["warnings"]] == [copy.key]
