@@ -40,7 +40,7 @@ from s3archive.archive.sources.walker import WalkOptions
 from s3archive.clock import Clock, check_clock, isoformat, parse_iso, utc_now
 from s3archive.config import Config
 from s3archive.errors import (EXIT_OK, EXIT_PARTIAL, BucketNotLocked, ManifestError,
-                              NoSuchVersion, NothingToArchive, S3ArchiveError, StoreError)
+                              NothingToArchive, S3ArchiveError, StoreError)
 from s3archive.format.chunk_codec import ChunkCodec, chunk_hash
 from s3archive.format.limits import LIMITS
 from s3archive.format import pack2
@@ -277,14 +277,6 @@ class Archiver:
             assert self.config.encryption is not None
             learned = learn(self.store, self.config.host_name,
                             self.config.encryption.dedup_secret, cache, locked)
-            # the copy of the dedup secret the latest run pins is locked at least as long
-            # as that run: reuse it rather than write it again
-            header = load_manifest(self.store, latest, part=ROOT).header
-            copy = (header.encryption or {}).get("dedup_key")
-            if copy:
-                cache.set_meta("dedup_secret_copy", json.dumps(
-                    [copy["key"], copy["version_id"], copy["size"],
-                     isoformat(header.retain_until)]))
             log.info("the local cache is empty: learned %d packs from this host's index "
                      "objects; every file is read again, stored data is reused", learned)
             latest = None
@@ -646,9 +638,11 @@ class _Run:
                     ctx.cache.set_meta("dedup_secret_copy", json.dumps(
                         [key, version, size, isoformat(retention.pack_until)]))
                     return version, size
-                except NoSuchVersion:
-                    log.warning("the copy of the dedup secret %s is gone; writing it again",
-                                key)
+                except StoreError as err:
+                    # gone, or locked longer than the cache knew (the backup role cannot
+                    # look): a new copy, locked for this run, is a few hundred bytes
+                    log.info("the copy of the dedup secret %s@%s: %s; writing it again",
+                             key, version, err)
         body = enc.sealed_secret()
         if ctx.dry_run:
             return "dry-run", len(body)

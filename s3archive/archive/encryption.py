@@ -12,7 +12,6 @@ as it is now can open its row.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import struct
@@ -43,10 +42,10 @@ class RunEncryption:
 
     # -- ids
     def data_id(self, plain: bytes | memoryview) -> str:
-        return hmac.new(self._data_key, plain, hashlib.sha256).hexdigest()
+        return hmac.digest(self._data_key, plain, "sha256").hex()
 
     def meta_id(self, plain: bytes | memoryview) -> str:
-        return hmac.new(self._meta_key, plain, hashlib.sha256).hexdigest()
+        return hmac.digest(self._meta_key, plain, "sha256").hex()
 
     # -- packs
     def new_pack(self) -> tuple[bytes, bytes, bytes]:
@@ -95,11 +94,11 @@ class FileCipher:
         self.label = label  # which secret keyed the rows (rows of another are dropped)
 
     def name(self, path: bytes) -> bytes:
-        return hmac.new(self._key, b"name\0" + path, hashlib.sha256).digest()[:16]
+        return hmac.digest(self._key, b"name\0" + path, "sha256")[:16]
 
     def _line_key(self, path: bytes, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> bytes:
         stat = struct.pack(">QQqq", ino, size, mtime_ns, ctime_ns)
-        return hmac.new(self._key, b"line\0" + stat + path, hashlib.sha256).digest()
+        return hmac.digest(self._key, b"line\0" + stat + path, "sha256")
 
     def seal(self, path: bytes, stat: tuple[int, int, int, int], line: bytes) -> bytes:
         nonce = os.urandom(_NONCE)

@@ -10,7 +10,6 @@ offset, a wrong key — each is refused and named, never used as data.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import threading
 
@@ -63,10 +62,10 @@ class RunCrypto:
         self._lock = threading.Lock()
 
     def data_id(self, plain: bytes | memoryview) -> str:
-        return hmac.new(self._data_key, plain, hashlib.sha256).hexdigest()
+        return hmac.digest(self._data_key, plain, "sha256").hex()
 
     def meta_id(self, plain: bytes | memoryview) -> str:
-        return hmac.new(self._meta_key, plain, hashlib.sha256).hexdigest()
+        return hmac.digest(self._meta_key, plain, "sha256").hex()
 
     def blob_id(self, kind: bytes, plain: bytes | memoryview) -> str:
         return self.data_id(plain) if kind == pack2.KIND_DATA else self.meta_id(plain)
