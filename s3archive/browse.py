@@ -18,6 +18,9 @@ from s3archive.errors import RunNotFound, S3ArchiveError
 from s3archive.format.model import DIR, FILE, HARDLINK, SYMLINK, Entry, Manifest
 from s3archive.human import json_path
 from s3archive.repo.catalog import ROOT, RunRef, list_runs, load_manifest, resolve_run
+from s3archive.repo.run_access import open_run
+from s3archive.repo.run_tree import RunTree
+from s3archive.repo.tree_diff import changed_pairs, every_item
 from s3archive.stats import RunStats, describe_warning
 from s3archive.store.base import StoreReader
 
@@ -212,17 +215,17 @@ class Change:
         return {"change": self.change, **json_path(self.path), "fields": self.fields}
 
 
-def _content_of(entry: Entry, files: dict[bytes, Entry]) -> Any:
-    if entry.kind == HARDLINK and entry.target in files:
-        entry = files[entry.target]
-    return tuple(c.hash for c in entry.chunks)
+def _content_of(entry: Entry, target: Entry | None) -> Any:
+    return tuple(c.hash for c in (target or entry).chunks)
 
 
-def _field(entry: Entry, name: str, files: dict[bytes, Entry]) -> Any:
+def _field(entry: Entry, name: str, target: Entry | None) -> Any:
+    """``target``: the file a hardlink names (None for other entries, or when
+    the run does not hold it as a file)."""
     if name == "content":
-        return _content_of(entry, files)
-    if name == "size" and entry.kind == HARDLINK and entry.target in files:
-        return files[entry.target].size
+        return _content_of(entry, target)
+    if name == "size" and target is not None:
+        return target.size
     if name == "target" and entry.kind == HARDLINK:
         return None  # another name of the same content: compared by content
     if name == "kind" and entry.kind == HARDLINK:
@@ -230,8 +233,24 @@ def _field(entry: Entry, name: str, files: dict[bytes, Entry]) -> Any:
     return getattr(entry, name)
 
 
+def _compare(path: bytes, a: Entry, b: Entry, target_a: Entry | None, target_b: Entry | None,
+             same_content: bool = False) -> Change | None:
+    """``same_content``: the content is known equal (not compared again)."""
+    fields = [f for f in CONTENT_FIELDS if not (same_content and f == "content")]
+    content = [f for f in fields
+               if _field(a, f, target_a) != _field(b, f, target_b)]
+    meta = [f for f in METADATA_FIELDS
+            if _field(a, f, target_a) != _field(b, f, target_b)]
+    if content:
+        return Change(path, "content", content + meta)
+    if meta:
+        return Change(path, "metadata", meta)
+    return None
+
+
 def diff_manifests(old: Manifest, new: Manifest) -> list[Change]:
-    """Changes from ``old`` to ``new`` in path order."""
+    """Changes from ``old`` to ``new`` in path order (runs read whole: format 1,
+    or one run of each format)."""
     old_files = {e.path: e for e in old.entries if e.kind == FILE}
     new_files = {e.path: e for e in new.entries if e.kind == FILE}
     before = {e.path: e for e in old.entries}
@@ -244,15 +263,105 @@ def diff_manifests(old: Manifest, new: Manifest) -> list[Change]:
         elif b is None:
             changes.append(Change(path, "removed"))
         else:
-            content = [f for f in CONTENT_FIELDS
-                       if _field(a, f, old_files) != _field(b, f, new_files)]
-            meta = [f for f in METADATA_FIELDS
-                    if _field(a, f, old_files) != _field(b, f, new_files)]
-            if content:
-                changes.append(Change(path, "content", content + meta))
-            elif meta:
-                changes.append(Change(path, "metadata", meta))
+            change = _compare(path, a, b, _target(a, old_files), _target(b, new_files))
+            if change is not None:
+                changes.append(change)
     return changes
+
+
+def _target(entry: Entry, files: dict[bytes, Entry]) -> Entry | None:
+    if entry.kind != HARDLINK or entry.target is None:
+        return None
+    return files.get(entry.target)
+
+
+class _Files:
+    """The files hardlinks of one run name, looked up on demand (and kept:
+    as many as the hardlinks met)."""
+
+    def __init__(self, tree: RunTree):
+        self.tree = tree
+        self.found: dict[bytes, Entry | None] = {}
+
+    def target(self, entry: Entry) -> Entry | None:
+        if entry.kind != HARDLINK or entry.target is None:
+            return None
+        if entry.target not in self.found:
+            item = self.tree.lookup(entry.target)
+            self.found[entry.target] = self.tree.complete(item) \
+                if item is not None and item.entry.kind == FILE else None
+        return self.found[entry.target]
+
+
+def diff_trees(old: RunTree, new: RunTree) -> list[Change]:
+    """Changes from ``old`` to ``new`` (two format-2 runs) in path order, as
+    :func:`diff_manifests` finds them, reading only the nodes the runs do not
+    share (repo/tree_diff.py): a directory or leaf with the same id in both
+    runs holds the same entries.
+
+    One thing a skipped node can hide: a hardlink whose own entry (its
+    inode's metadata) is unchanged while the file it names changed content.
+    A file's content rarely changes without its mtime; when a changed file
+    kept all its metadata, the new run is walked once more for hardlinks
+    naming it.  (A hardlink read before, and its file after, a change during
+    the run is not found this way.)
+    """
+    files_old, files_new = _Files(old), _Files(new)
+    changes: list[Change] = []
+    kept_metadata: set[bytes] = set()  # files whose content changed, metadata not
+    for pair in changed_pairs(old, new):
+        if pair.old is None:
+            changes.append(Change(pair.path, "added"))
+            continue
+        if pair.new is None:
+            changes.append(Change(pair.path, "removed"))
+            continue
+        a, b = pair.old, pair.new
+        same_content = (a.lists is not None and b.lists is not None
+                        and [r.hash for r in a.lists] == [r.hash for r in b.lists])
+        entry_a = a.entry if same_content else old.complete(a)
+        entry_b = b.entry if same_content else new.complete(b)
+        change = _compare(pair.path, entry_a, entry_b, files_old.target(entry_a),
+                          files_new.target(entry_b), same_content)
+        if change is None:
+            continue
+        changes.append(change)
+        if (entry_a.kind == entry_b.kind == FILE
+                and not set(change.fields) & set(METADATA_FIELDS)):
+            kept_metadata.add(pair.path)
+    if kept_metadata:
+        changes += _hidden_hardlinks(old, new, kept_metadata, {c.path for c in changes},
+                                     files_old, files_new)
+        changes.sort(key=lambda c: tuple(c.path.split(b"/")))
+    return changes
+
+
+def _hidden_hardlinks(old: RunTree, new: RunTree, targets: set[bytes], reported: set[bytes],
+                      files_old: _Files, files_new: _Files) -> list[Change]:
+    found = []
+    for item in every_item(new):
+        entry = item.entry
+        if entry.kind != HARDLINK or entry.target not in targets or entry.path in reported:
+            continue
+        before = old.lookup(entry.path)
+        if before is None:
+            continue
+        change = _compare(entry.path, before.entry, entry, files_old.target(before.entry),
+                          files_new.target(entry))
+        if change is not None:
+            found.append(change)
+    return found
+
+
+def diff_runs(store: StoreReader, old: RunRef, new: RunRef) -> list[Change]:
+    """Changes from run ``old`` to run ``new``: two format-2 runs by their trees
+    (:func:`diff_trees`), otherwise both read whole (:func:`diff_manifests`)."""
+    a, b = open_run(store, old), open_run(store, new)
+    if isinstance(a, RunTree) and isinstance(b, RunTree):
+        return diff_trees(a, b)
+    # one of each: the format-2 run read whole too (its packs read whole, not node by node)
+    return diff_manifests(load_manifest(store, old) if isinstance(a, RunTree) else a,
+                          load_manifest(store, new) if isinstance(b, RunTree) else b)
 
 
 def show_json(run: RunRef, manifest: Manifest, summary: RunSummary) -> dict[str, Any]:

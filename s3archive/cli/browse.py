@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from s3archive import human
-from s3archive.browse import (FIELD_LABELS, RunSummary, diff_manifests, entry_json, run_json,
+from s3archive.browse import (FIELD_LABELS, RunSummary, diff_runs, entry_json, run_json,
                               run_summaries, select_entries, show_json, summarize)
 from s3archive.cli.context import Repository, with_repository
 from s3archive.repo.catalog import RECORD
@@ -232,9 +232,8 @@ def diff_command(repo: Repository, run_a: str, run_b: str, as_json: bool) -> Non
       0  ok (whether or not something changed);  1  a run not found or
       unreadable;  2  usage error
     """
-    ref_a, old = repo.open_run(run_a)
-    ref_b, new = repo.open_run(run_b)
-    changes = diff_manifests(old, new)
+    ref_a, ref_b = repo.run(run_a), repo.run(run_b)
+    changes = diff_runs(repo.store, ref_a, ref_b)
     counts = {kind: sum(1 for c in changes if c.change == kind) for kind in _MARKS}
     if as_json:
         click.echo(json.dumps({"from": run_json(ref_a), "to": run_json(ref_b),

@@ -1,0 +1,35 @@
+"""A run opened the cheapest way its format allows, with one GET of its root.
+
+Format 2: the root object only (a :class:`RunTree`; nodes are read on
+demand).  Format 1: the manifest, read whole (it has no other shape).  The
+checks are those of :func:`catalog.load_manifest`, which reads the object
+again to tell the formats apart — here it is read once.
+"""
+
+from __future__ import annotations
+
+from s3archive.errors import ManifestError
+from s3archive.format import run_root
+from s3archive.format.limits import LIMITS
+from s3archive.format.manifest_codec import decode_manifest
+from s3archive.format.model import Manifest
+from s3archive.repo.catalog import RunRef, open_tree, peek_format
+from s3archive.repo.run_tree import RunTree
+from s3archive.store.base import StoreReader
+
+
+def open_run(store: StoreReader, run: RunRef, whole_packs: bool = False
+             ) -> RunTree | Manifest:
+    """``run`` as a tree (format 2) or a whole manifest (format 1)."""
+    where = f"{run.key}@{run.version_id}"
+    if run.size > LIMITS.stored_bytes:
+        raise ManifestError(f"{where}: manifest is larger than {LIMITS.stored_bytes} bytes "
+                            f"({run.size})")
+    blob = store.get(run.key, run.version_id)
+    if peek_format(blob, where) == run_root.FORMAT:
+        return open_tree(store, run, blob, whole_packs=whole_packs)
+    manifest = decode_manifest(blob, where=where, limits=LIMITS)
+    if manifest.header.host != run.host or manifest.header.run_id != run.run_id:
+        raise ManifestError(f"{run.key}: header names run {manifest.header.host}/"
+                            f"{manifest.header.run_id}, not the key's")
+    return manifest
