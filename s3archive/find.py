@@ -8,8 +8,12 @@ never cross ``/``, ``**`` crosses any number of components, ``[...]`` is a
 character class.  Matching works on bytes, so non-UTF-8 names can be found
 (the pattern is taken as UTF-8).
 
-Runs are read one at a time, newest first, so memory holds one run's
-metadata at most.
+Format-2 runs are read by their trees, never whole: ``find`` walks the runs
+together, reading each directory shared by several runs once and skipping
+directories below which no pattern can match; ``history`` looks the path up
+run by run, reusing an earlier run's answer where a directory on the way is
+the same node.  Memory holds the directories along one path and the matches;
+a format-1 run is read whole, one at a time.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import fnmatch
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from s3archive.errors import UsageError
+from s3archive.errors import ManifestError, UsageError
 from s3archive.format.model import FILE, HARDLINK, SYMLINK, Entry, Manifest
 from s3archive.repo.catalog import RunRef
+from s3archive.repo.run_set import Failures, PathLookup, walk_union
+from s3archive.repo.run_tree import RunTree
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,68 @@ class Version:
     changed: bool  # content or kind differs from the older run before it
 
 
-def compile_pattern(pattern: str) -> Callable[[bytes], bool]:
+@dataclass(frozen=True)
+class Pattern:
+    """One pattern, compiled: a matcher for whole paths, and the components a
+    tree walk steps through (``None`` for ``**``) to know where it may prune."""
+
+    text: str
+    whole: Callable[[bytes], bool]
+    steps: tuple[Callable[[str], bool] | None, ...]
+    literals: tuple[str | None, ...]  # a component without wildcards, else None
+    name: Callable[[str], bool] | None = None  # a name pattern: its matcher
+    by_steps: bool = False  # the steps decide a match (else ``whole`` or ``name`` does)
+
+    def __call__(self, path: bytes) -> bool:
+        return self.whole(path)
+
+    def start(self) -> int:
+        """The state at ``/``: a bit per step position reached."""
+        return self._closure(1)
+
+    def step(self, state: int, name: str) -> int:
+        moved = 0
+        for j, matcher in enumerate(self.steps):
+            if state >> j & 1:
+                if matcher is None:
+                    moved |= 1 << j  # '**' takes this name and may take more
+                elif matcher(name):
+                    moved |= 1 << (j + 1)
+        return self._closure(moved)
+
+    def live(self, state: int) -> bool:
+        """Something below a directory in this state may match."""
+        return state & ((1 << len(self.steps)) - 1) != 0
+
+    def accepts(self, state: int, path: bytes, name: str) -> bool:
+        """``path`` (named ``name``, in a directory in ``state``) matches."""
+        if self.name is not None:
+            return self.name(name)
+        if self.by_steps:
+            return self.step(state, name) >> len(self.steps) & 1 == 1
+        return self.whole(path)
+
+    def wanted(self, state: int) -> set[str] | None:
+        """The only names a directory in ``state`` can continue with, or None."""
+        names: set[str] = set()
+        for j, literal in enumerate(self.literals):
+            if state >> j & 1:
+                if literal is None:
+                    return None
+                names.add(literal)
+        return names
+
+    def _closure(self, state: int) -> int:
+        for j, matcher in enumerate(self.steps):
+            if matcher is None and state >> j & 1:
+                state |= 1 << (j + 1)  # '**' may also take no name
+        return state
+
+
+_WILDCARDS = frozenset("*?[")
+
+
+def compile_pattern(pattern: str) -> Pattern:
     """A matcher for one pattern (see the module's doc).
 
     Paths are matched as text (``os.fsdecode``: a byte that is not UTF-8
@@ -59,19 +126,30 @@ def compile_pattern(pattern: str) -> Callable[[bytes], bool]:
     """
     if "/" not in pattern:
         name = _component(pattern)
-        return lambda path: name(os.fsdecode(path.rsplit(b"/", 1)[-1]))
+        return Pattern(pattern, lambda path: name(os.fsdecode(path.rsplit(b"/", 1)[-1])),
+                       (None,), (None,), name=name)
     parts = [p for p in pattern.split("/") if p]
     if not pattern.startswith("/"):
         parts = ["**"] + parts  # a relative pattern matches at any depth
     if any("**" in p and p.strip("*") for p in parts):
-        return _crossing(pattern)  # e.g. /etc/**.conf: ** inside a component crosses '/'
-    matchers: list[Callable[[str], bool] | None] = [
-        None if p.strip("*") == "" and "**" in p else _component(p) for p in parts]
+        # e.g. /etc/**.conf: ** inside a component crosses '/'; a walk descends
+        # along the components before the first wildcard, then everywhere
+        lead: list[str] = []
+        for part in parts:
+            if _WILDCARDS & set(part):
+                break
+            lead.append(part)
+        return Pattern(pattern, _crossing(pattern),
+                       tuple([_component(p) for p in lead] + [None]),
+                       tuple([*lead, None]))
+    steps = tuple(None if p.strip("*") == "" and "**" in p else _component(p) for p in parts)
+    literals = tuple(None if _WILDCARDS & set(p) else p for p in parts)
+    matchers = list(steps)
 
     def match(path: bytes) -> bool:
         names = [n for n in os.fsdecode(path).split("/") if n]
         return _match_components(matchers, names)
-    return match
+    return Pattern(pattern, match, steps, literals, by_steps=True)
 
 
 def _component(pattern: str) -> Callable[[str], bool]:
@@ -122,19 +200,97 @@ def _crossing(pattern: str) -> Callable[[bytes], bool]:
     return lambda path: regex.match(os.fsdecode(path)) is not None
 
 
-Loader = Callable[[RunRef], Manifest | None]  # None: the run cannot be read; skip it
+State = tuple[int, ...]  # per pattern, the step positions reached (0: cannot match below)
 
 
-def find(runs: Iterable[RunRef], load: Loader, patterns: list[str]) -> Iterator[Hit]:
-    """Every entry of ``runs`` (in the order given) matching any pattern."""
-    matchers = [compile_pattern(p) for p in patterns]
-    for run in runs:
-        manifest = load(run)
-        if manifest is None:
+class Search:
+    """Several patterns as a ``Pruner`` of a tree walk (repo/run_set.py): a
+    directory is entered only when some pattern can match below it, and only
+    the names a pattern spells out are looked up when every live pattern spells
+    out the next name (``/etc/ssh/*``: ``etc``, then ``ssh``, then all)."""
+
+    def __init__(self, patterns: list[Pattern]):
+        self.patterns = patterns
+
+    def start(self) -> State:
+        return tuple(p.start() for p in self.patterns)
+
+    def child(self, state: State, name: bytes) -> State | None:
+        text = os.fsdecode(name)
+        inner = tuple(p.step(s, text) if s else 0 for p, s in zip(self.patterns, state))
+        live = tuple(s if p.live(s) else 0 for p, s in zip(self.patterns, inner))
+        return live if any(live) else None
+
+    def names(self, state: State) -> set[bytes] | None:
+        wanted: set[bytes] = set()
+        for pattern, s in zip(self.patterns, state):
+            if s:
+                names = pattern.wanted(s)
+                if names is None:
+                    return None
+                wanted |= {os.fsencode(n) for n in names}
+        return wanted
+
+    def matches(self, state: State, path: bytes) -> bool:
+        """``path`` (in a directory in ``state``; ``/`` itself: any state) matches."""
+        if path == b"/":
+            return any(p(path) for p in self.patterns)
+        text = os.fsdecode(path.rsplit(b"/", 1)[1])
+        return any(s and p.accepts(s, path, text) for p, s in zip(self.patterns, state))
+
+
+# A run opened (raises ManifestError when it cannot be): a format-2 run as its
+# tree, whose metadata packs are read whole when the flag is set (a walk of
+# most of the run), else node by node; a format-1 run whole.
+Opener = Callable[[RunRef, bool], "RunTree | Manifest"]
+Skip = Callable[[RunRef, str], None]  # a run that cannot be read: reported, the rest go on
+
+
+def find(runs: list[RunRef], open_run: Opener, patterns: list[str], skip: Skip
+         ) -> list[Hit]:
+    """Every entry of ``runs`` matching any pattern: run by run in the order
+    given, each run's entries in path order.
+
+    Format-2 runs are walked together (repo/run_set.py): a directory shared
+    by several runs is read and matched once, and directories below which
+    no pattern can match are not read.  A format-1 run is read whole, one at
+    a time.
+    """
+    search = Search([compile_pattern(p) for p in patterns])
+    # a walk of everything reads whole packs through the first run (the one that
+    # reads all it shares with the others); the other runs read their own nodes
+    broad = search.names(search.start()) is None
+    hits: dict[int, list[Hit]] = {}
+    trees: list[RunTree] = []
+    tree_runs: list[int] = []  # the position in ``runs`` of each tree
+    failed: set[int] = set()
+    for number, run in enumerate(runs):
+        try:
+            opened = open_run(run, broad and not trees)
+        except ManifestError as err:
+            skip(run, str(err))
+            failed.add(number)
             continue
-        for entry in manifest.entries:
-            if any(m(entry.path) for m in matchers):
-                yield Hit(run, entry.path, entry.kind, entry.size, entry.mtime_ns)
+        if isinstance(opened, RunTree):
+            trees.append(opened)
+            tree_runs.append(number)
+            continue
+        hits[number] = [Hit(run, e.path, e.kind, e.size, e.mtime_ns)
+                        for e in opened.entries if any(p(e.path) for p in search.patterns)]
+    failures = Failures()
+    for held, state in walk_union(trees, search.start(), search, failures):
+        entry = held.entry
+        if search.matches(state, entry.path):
+            for tree in held.runs:
+                number = tree_runs[tree]
+                hits.setdefault(number, []).append(
+                    Hit(runs[number], entry.path, entry.kind, entry.size, entry.mtime_ns))
+    for tree, why in sorted(failures.by_run.items()):
+        number = tree_runs[tree]
+        skip(runs[number], why)
+        failed.add(number)
+    return [hit for number in range(len(runs)) if number not in failed
+            for hit in hits.get(number, [])]
 
 
 def content_digest(entry: Entry, files: dict[bytes, Entry] | None = None) -> str | None:
@@ -153,18 +309,39 @@ def content_digest(entry: Entry, files: dict[bytes, Entry] | None = None) -> str
     return digest.hexdigest()
 
 
-def history(runs: Iterable[RunRef], load: Loader, path: bytes) -> list[Version]:
-    """``path`` in each of ``runs`` (give them oldest first), with changes marked."""
+def history(runs: Iterable[RunRef], open_run: Opener, path: bytes, skip: Skip
+            ) -> list[Version]:
+    """``path`` in each of ``runs`` (give them oldest first), with changes marked.
+
+    In a format-2 run the path is looked up (one node per level), and a run
+    that holds the same directory node as an earlier one at some level on
+    the way reuses that answer without reading (repo/run_set.py).  A
+    format-1 run is read whole.
+    """
+    lookup = PathLookup(path)
+    targets: dict[bytes, PathLookup] = {}  # the files hardlinks name, looked up alike
     versions: list[Version] = []
     previous: tuple[str | None, str | None] | None = None
     for run in runs:
-        manifest = load(run)
-        if manifest is None:
+        try:
+            opened = open_run(run, False)
+            if isinstance(opened, RunTree):
+                found = lookup.entry(opened)
+                group: dict[bytes, Entry] = {}
+                if found is not None and found.kind == HARDLINK and found.target is not None:
+                    target = targets.setdefault(found.target, PathLookup(found.target))
+                    named = target.entry(opened)
+                    if named is not None:
+                        group[found.target] = named
+            else:
+                found = next((e for e in opened.entries if e.path == path), None)
+                group = {e.path: e for e in opened.entries
+                         if found is not None and e.path == found.target}
+        except ManifestError as err:
+            skip(run, str(err))
             continue
-        found = next((e for e in manifest.entries if e.path == path), None)
         content = None
         if found is not None and found.kind == HARDLINK:
-            group = {e.path: e for e in manifest.entries if e.path == found.target}
             content = content_digest(found, group)
         elif found is not None:
             content = content_digest(found)

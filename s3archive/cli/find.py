@@ -8,22 +8,25 @@ import click
 
 from s3archive import human
 from s3archive.cli.context import Repository, with_repository
-from s3archive.errors import ManifestError, UsageError
-from s3archive.find import Loader, find, history
+from s3archive.errors import UsageError
+from s3archive.find import Opener, Skip, find, history
 from s3archive.format.model import Manifest
-from s3archive.repo.catalog import RunRef, first_versions, list_runs, load_manifest
+from s3archive.repo.catalog import RunRef, first_versions, list_runs
+from s3archive.repo.run_access import open_run
+from s3archive.repo.run_tree import RunTree
 from s3archive.restore.plan import normalise_selection
-from s3archive.store.base import StoreReader
 
 
-def _loader(store: StoreReader, skipped: list[str], identities: list) -> Loader:
-    def load(run: RunRef) -> Manifest | None:
-        try:
-            return load_manifest(store, run, identities=identities)
-        except ManifestError as err:  # a damaged or hostile run: name it, search the rest
-            skipped.append(f"{run.host}/{run.run_id}: {err}")
-            return None
-    return load
+def _opener(repo: Repository) -> Opener:
+    def opener(run: RunRef, whole_packs: bool) -> RunTree | Manifest:
+        return open_run(repo.store, run, whole_packs=whole_packs, identities=repo.identities)
+    return opener
+
+
+def _skipper(skipped: list[str]) -> Skip:
+    def skip(run: RunRef, why: str) -> None:  # a damaged or hostile run: named, the rest searched
+        skipped.append(f"{run.host}/{run.run_id}: {why}")
+    return skip
 
 
 def _select_runs(runs: list[RunRef], newest: int | None, oldest: int | None) -> list[RunRef]:
@@ -66,7 +69,7 @@ def find_command(repo: Repository, patterns: tuple[str, ...], host: str | None,
     runs = _select_runs(list_runs(store, None if all_hosts else (host or repo.config.host_name)),
                         newest, oldest)
     skipped: list[str] = []
-    hits = list(find(runs, _loader(store, skipped, repo.identities), list(patterns)))
+    hits = find(runs, _opener(repo), list(patterns), _skipper(skipped))
     for problem in skipped:
         click.echo(f"warning: skipped run {problem}", err=True)
     if as_json:
@@ -106,7 +109,7 @@ def history_command(repo: Repository, path: str, host: str | None, as_json: bool
     runs = list(reversed(_select_runs(list_runs(store, host or repo.config.host_name),
                                       None, None)))
     skipped: list[str] = []
-    versions = history(runs, _loader(store, skipped, repo.identities), wanted)
+    versions = history(runs, _opener(repo), wanted, _skipper(skipped))
     for problem in skipped:
         click.echo(f"warning: skipped run {problem}", err=True)
     present = [v for v in versions if v.entry is not None]

@@ -8,6 +8,7 @@ again to tell the formats apart — here it is read once.
 
 from __future__ import annotations
 
+from s3archive.crypto.keys import Identity
 from s3archive.errors import ManifestError
 from s3archive.format import run_root
 from s3archive.format.limits import LIMITS
@@ -18,16 +19,17 @@ from s3archive.repo.run_tree import RunTree
 from s3archive.store.base import StoreReader
 
 
-def open_run(store: StoreReader, run: RunRef, whole_packs: bool = False
-             ) -> RunTree | Manifest:
-    """``run`` as a tree (format 2) or a whole manifest (format 1)."""
+def open_run(store: StoreReader, run: RunRef, whole_packs: bool = False,
+             identities: list[Identity] | None = None) -> RunTree | Manifest:
+    """``run`` as a tree (format 2; ``identities``: the restore keys of an
+    encrypted run) or a whole manifest (format 1)."""
     where = f"{run.key}@{run.version_id}"
     if run.size > LIMITS.stored_bytes:
         raise ManifestError(f"{where}: manifest is larger than {LIMITS.stored_bytes} bytes "
                             f"({run.size})")
     blob = store.get(run.key, run.version_id)
     if peek_format(blob, where) == run_root.FORMAT:
-        return open_tree(store, run, blob, whole_packs=whole_packs)
+        return open_tree(store, run, blob, whole_packs=whole_packs, identities=identities)
     manifest = decode_manifest(blob, where=where, limits=LIMITS)
     if manifest.header.host != run.host or manifest.header.run_id != run.run_id:
         raise ManifestError(f"{run.key}: header names run {manifest.header.host}/"
