@@ -1,16 +1,23 @@
-"""find and history at scale: N small files, R runs, one RGW (no restic: it has
-no equivalent of ``history``; ``restic find`` is compared by hand if wanted).
+"""find, history and diff at scale: N small files, R runs, one RGW (no restic:
+it has no equivalent of ``history``; ``restic find`` is compared by hand if wanted).
 
-    python bench/bench_find.py [--files 100000] [--runs 2]
+    python bench/bench_find.py [--files 100000] [--runs 3] [--per-dir 1000]
 
-Prints the wall time of each archive run, of ``find NAME`` over every run and
-of ``history PATH``.  Format 1 reads every run's whole manifest: these times
-grow with files x runs; format 2's per-directory metadata is meant to fix that.
+Between runs, a few files change (one in a different directory each run, and
+one file that changes every run); the tree is otherwise unchanged.  Prints
+the wall time and peak RSS growth of each archive run, then of ``find NAME``
+(a name pattern: every run's tree walked, shared directories once),
+``find /DIR/PREFIX*`` (anchored: only that directory), ``history PATH`` and
+``diff`` of the first and last runs — each through the real CLI, in
+process, against a fresh RGW.  The test suite's 100,000-file test
+(tests/test_find_scale_rgw.py) uses the same tree.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import shutil
 import sys
 import tempfile
@@ -25,10 +32,45 @@ from support.manifest_builder import invoke, make_bucket_env  # noqa: E402
 from support.rgw import RGWCluster, rgw_available  # noqa: E402
 
 
+def make_tree(src: Path, files: int, per_dir: int) -> None:
+    """``files`` small files, ``per_dir`` to a directory: d0000/f0000000.txt ..."""
+    for i in range(files):
+        if i % per_dir == 0:
+            folder = src / f"d{i // per_dir:04d}"
+            folder.mkdir(parents=True)
+        (folder / f"f{i:07d}.txt").write_bytes(b"%d\n" % i)
+
+
+def change(src: Path, files: int, per_dir: int, run: int) -> None:
+    """Before run ``run`` (1, 2, ...): one file in directory ``run`` rewritten,
+    and d0000/f0000000.txt (the file whose history is asked) rewritten."""
+    dirs = max(1, files // per_dir)
+    target = (run * 7919) % files  # spread over the tree, deterministic
+    folder = src / f"d{target // per_dir:04d}"
+    (folder / f"f{target:07d}.txt").write_bytes(b"changed in run %d\n" % run)
+    (src / "d0000" / "f0000000.txt").write_bytes(b"version %d\n" % run)
+    assert dirs >= 1
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(label: str, env, *args: str) -> object:
+    before = peak_mib()
+    began = time.monotonic()
+    result = invoke(env, *args)
+    took = time.monotonic() - began
+    print(f"{label}: exit {result.exit_code}, {took:.1f} s, peak RSS {peak_mib():.0f} MiB "
+          f"(+{peak_mib() - before:.0f})", flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--per-dir", type=int, default=1000)
     args = parser.parse_args(argv)
     if reason := rgw_available():
         print(f"bench: {reason}", file=sys.stderr)
@@ -38,28 +80,30 @@ def main(argv: list[str] | None = None) -> int:
         with RGWCluster(work / "rgw") as rgw:
             env = make_bucket_env(rgw, work)
             src = work / "src"
-            for i in range(args.files):
-                if i % 1000 == 0:
-                    (src / f"d{i // 1000:04d}").mkdir(parents=True)
-                (src / f"d{i // 1000:04d}" / f"f{i:07d}.txt").write_bytes(b"%d\n" % i)
+            began = time.monotonic()
+            make_tree(src, args.files, args.per_dir)
+            print(f"tree: {args.files} files in {time.monotonic() - began:.1f} s")
             picker = work / "pickers.d" / "10-src"
             picker.parent.mkdir()
             picker.write_text(f"#!/bin/sh\necho '{src}'\n")
             picker.chmod(0o755)
+            run_ids = []
             for run in range(args.runs):
-                began = time.monotonic()
-                result = invoke(env, "archive", "--json")
-                print(f"archive {run + 1}: exit {result.exit_code}, "
-                      f"{time.monotonic() - began:.1f}s")
+                if run:
+                    change(src, args.files, args.per_dir, run)
+                result = timed(f"archive {run + 1}", env, "archive", "--json")
+                run_ids.append(json.loads(result.stdout.strip().splitlines()[-1])["run_id"])
             middle = args.files // 2
             name = f"f{middle:07d}.txt"
-            began = time.monotonic()
-            result = invoke(env, "find", name, "--json")
-            print(f"find {name} over {args.runs} runs: exit {result.exit_code}, "
-                  f"{time.monotonic() - began:.1f}s")
-            began = time.monotonic()
-            result = invoke(env, "history", str(src / f"d{middle // 1000:04d}" / name))
-            print(f"history: exit {result.exit_code}, {time.monotonic() - began:.1f}s")
+            folder = src / f"d{middle // args.per_dir:04d}"
+            timed(f"find {name} over {args.runs} runs", env, "find", name, "--json")
+            timed(f"find {folder}/f00*5.txt over {args.runs} runs", env, "find",
+                  f"{folder}/f00*5.txt", "--json")
+            timed(f"history {folder / name}", env, "history", str(folder / name))
+            timed("history d0000/f0000000.txt (changes every run)", env, "history",
+                  str(src / "d0000" / "f0000000.txt"))
+            timed(f"diff of runs 1 and {args.runs}", env, "diff", run_ids[0], run_ids[-1],
+                  "--json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -202,3 +202,20 @@ def test_history_of_a_removed_file_and_a_hardlink(host: Host, runs: list[RunRef]
     assert [v.entry.kind for v in first_name] == ["file", "hardlink"]
     assert first_name[1].content == first_name[0].content == linked[1].content is not None
     assert not first_name[1].changed
+
+
+def test_format_1_runs_beside_format_2(tmp_path: Path) -> None:
+    host = Host(tmp_path)
+    (host.tree / "etc").mkdir()
+    (host.tree / "etc/a.conf").write_text("one\n")
+    old = host.archive(storage_format=1)
+    (host.tree / "etc/a.conf").write_text("two!\n")
+    (host.tree / "etc/b.conf").write_text("new\n")
+    new = host.archive()
+    runs = [new, old]
+    for patterns in (["*.conf"], [os.fsdecode(host.p("/etc/b*"))], ["/"]):
+        hits, skipped = run_find(host.store, runs, patterns)
+        assert skipped == [] and hits == read_whole(host.store, runs, patterns)
+    versions = history([old, new], opener(host.store), host.p("/etc/a.conf"),
+                       lambda run, why: None)
+    assert [(v.entry.size, v.changed) for v in versions] == [(4, False), (5, True)]
