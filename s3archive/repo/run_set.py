@@ -33,6 +33,9 @@ from s3archive.format.model import FILE, ChunkRef, Entry
 from s3archive.repo.run_tree import MAX_WALK_ENTRIES, Item, RunTree
 
 S = TypeVar("S")
+# What a damaged or hostile run raises.  PackLayoutError: RunTree reads a whole
+# metadata pack (on walks) without turning a bad preamble into a ManifestError.
+UNREADABLE = (ManifestError, PackLayoutError)
 BUDGET_EVERY = 1024  # entries read between two checks of the runs' declared counts
 
 
@@ -96,8 +99,8 @@ def walk_union(trees: Sequence[RunTree], start: S, pruner: Pruner[S],
     for number, tree in enumerate(trees):
         try:
             top = tree.top()
-        except ManifestError as err:
-            failures.add([number], str(err))
+        except UNREADABLE as err:
+            failures.add([number], _why(tree, err))
             continue
         if top is None:
             continue
@@ -182,10 +185,8 @@ def _stream(trees: Sequence[RunTree], group: _Group, path: bytes,
                     return
                 count = 0
         _charge(trees, group, count, budgets, failures)
-    except ManifestError as err:
-        failures.add(group.runs, str(err))
-    except PackLayoutError as err:  # RunTree reads a whole pack without wrapping this
-        failures.add(group.runs, f"{tree.where}: a metadata pack: {err}")
+    except UNREADABLE as err:
+        failures.add(group.runs, _why(tree, err))
 
 
 def _named(tree: RunTree, ref: ChunkRef, path: bytes, names: list[bytes]) -> Iterator[Item]:
@@ -210,6 +211,10 @@ def _charge(trees: Sequence[RunTree], group: _Group, count: int, budgets: list[i
         else:
             alive = True
     return alive
+
+
+def _why(tree: RunTree, err: Exception) -> str:
+    return str(err) if isinstance(err, ManifestError) else f"{tree.where}: a metadata pack: {err}"
 
 
 class PathLookup:
@@ -254,4 +259,4 @@ class PathLookup:
         return answer
 
 
-__all__ = ["Failures", "Held", "PathLookup", "Pruner", "walk_union"]
+__all__ = ["UNREADABLE", "Failures", "Held", "PathLookup", "Pruner", "walk_union"]
