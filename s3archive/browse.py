@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Iterator
 
 from s3archive.clock import isoformat
+from s3archive.crypto.keys import Identity
 from s3archive.errors import RunNotFound, S3ArchiveError
 from s3archive.format.model import DIR, FILE, HARDLINK, SYMLINK, Entry, Manifest
 from s3archive.human import json_path
@@ -353,15 +354,19 @@ def _hidden_hardlinks(old: RunTree, new: RunTree, targets: set[bytes], reported:
     return found
 
 
-def diff_runs(store: StoreReader, old: RunRef, new: RunRef) -> list[Change]:
+def diff_runs(store: StoreReader, old: RunRef, new: RunRef,
+              identities: list[Identity] | None = None) -> list[Change]:
     """Changes from run ``old`` to run ``new``: two format-2 runs by their trees
-    (:func:`diff_trees`), otherwise both read whole (:func:`diff_manifests`)."""
-    a, b = open_run(store, old), open_run(store, new)
+    (:func:`diff_trees`), otherwise both read whole (:func:`diff_manifests`).
+    ``identities``: the restore keys of encrypted runs."""
+    a = open_run(store, old, identities=identities)
+    b = open_run(store, new, identities=identities)
     if isinstance(a, RunTree) and isinstance(b, RunTree):
         return diff_trees(a, b)
     # one of each: the format-2 run read whole too (its packs read whole, not node by node)
-    return diff_manifests(load_manifest(store, old) if isinstance(a, RunTree) else a,
-                          load_manifest(store, new) if isinstance(b, RunTree) else b)
+    return diff_manifests(
+        load_manifest(store, old, identities=identities) if isinstance(a, RunTree) else a,
+        load_manifest(store, new, identities=identities) if isinstance(b, RunTree) else b)
 
 
 def show_json(run: RunRef, manifest: Manifest, summary: RunSummary) -> dict[str, Any]:

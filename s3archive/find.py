@@ -25,10 +25,10 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from s3archive.errors import UsageError
+from s3archive.errors import ManifestError, UsageError
 from s3archive.format.model import FILE, HARDLINK, SYMLINK, Entry, Manifest
 from s3archive.repo.catalog import RunRef
-from s3archive.repo.run_set import UNREADABLE, Failures, PathLookup, walk_union
+from s3archive.repo.run_set import Failures, PathLookup, walk_union
 from s3archive.repo.run_tree import RunTree
 
 
@@ -267,7 +267,7 @@ def find(runs: list[RunRef], open_run: Opener, patterns: list[str], skip: Skip
     for number, run in enumerate(runs):
         try:
             opened = open_run(run, broad and not trees)
-        except UNREADABLE as err:
+        except ManifestError as err:
             skip(run, str(err))
             failed.add(number)
             continue
@@ -337,7 +337,7 @@ def history(runs: Iterable[RunRef], open_run: Opener, path: bytes, skip: Skip
                 found = next((e for e in opened.entries if e.path == path), None)
                 group = {e.path: e for e in opened.entries
                          if found is not None and e.path == found.target}
-        except UNREADABLE as err:
+        except ManifestError as err:
             skip(run, str(err))
             continue
         content = None

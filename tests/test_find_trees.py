@@ -219,3 +219,50 @@ def test_format_1_runs_beside_format_2(tmp_path: Path) -> None:
     versions = history([old, new], opener(host.store), host.p("/etc/a.conf"),
                        lambda run, why: None)
     assert [(v.entry.size, v.changed) for v in versions] == [(4, False), (5, True)]
+
+
+def test_encrypted_runs_with_the_key(tmp_path: Path) -> None:
+    """Keyed node ids are shared by a host's runs as plain ids are: find,
+    history and diff read them with the restore key, as a whole read does."""
+    from s3archive.browse import diff_manifests, diff_runs
+    from s3archive.config import dedup_secret_file_text
+    from s3archive.crypto.dedup import DedupSecret
+    from s3archive.crypto.keys import Identity
+
+    host = Host(tmp_path)
+    identity, secret = Identity.generate(), DedupSecret.generate()
+    secret_file = tmp_path / "dedup.key"
+    secret_file.write_text(dedup_secret_file_text(secret))
+    secret_file.chmod(0o600)
+    host.config = parse_config(
+        {"s3": {"bucket": "find"}, "host": {"name": "h"}, "content": {"pack_size_mib": 1},
+         "local": {"cache_dir": str(tmp_path / "cache"), "state_file": str(tmp_path / "s.json")},
+         "encryption": {"recipients": [str(identity.recipient())],
+                        "dedup_secret_file": str(secret_file)}},
+        tmp_path / "etc" / "config.toml", clock=host.clock)
+    for d in range(3):
+        (host.tree / f"d{d}").mkdir()
+        for i in range(100):
+            (host.tree / f"d{d}" / f"f{i}.conf").write_text(f"{d} {i}\n")
+    first = host.archive()
+    (host.tree / "d1" / "f7.conf").write_text("changed\n")
+    second = host.archive()
+    keys = [identity]
+
+    def whole(run: RunRef):
+        return load_manifest(host.store, run, identities=keys)
+
+    def open_with_key(run: RunRef, whole_packs: bool):
+        return open_run(host.store, run, whole_packs=whole_packs, identities=keys)
+
+    runs = [second, first]
+    hits = find(runs, open_with_key, ["f7.conf"], lambda run, why: pytest.fail(why))
+    assert hits == [Hit(run, e.path, e.kind, e.size, e.mtime_ns) for run in runs
+                    for e in whole(run).entries if e.path.endswith(b"/f7.conf")]
+    assert len(hits) == 6
+    versions = history([first, second], open_with_key, host.p("/d1/f7.conf"),
+                       lambda run, why: pytest.fail(why))
+    assert [v.changed for v in versions] == [False, True]
+    changes = diff_runs(host.store, first, second, keys)
+    assert changes == diff_manifests(whole(first), whole(second))
+    assert host.p("/d1/f7.conf") in {c.path for c in changes}

@@ -233,7 +233,7 @@ def diff_command(repo: Repository, run_a: str, run_b: str, as_json: bool) -> Non
       unreadable;  2  usage error
     """
     ref_a, ref_b = repo.run(run_a), repo.run(run_b)
-    changes = diff_runs(repo.store, ref_a, ref_b)
+    changes = diff_runs(repo.store, ref_a, ref_b, repo.identities)
     counts = {kind: sum(1 for c in changes if c.change == kind) for kind in _MARKS}
     if as_json:
         click.echo(json.dumps({"from": run_json(ref_a), "to": run_json(ref_b),

@@ -28,14 +28,10 @@ from typing import Collection, Iterator, Protocol, Sequence, TypeVar
 
 from s3archive.errors import ManifestError
 from s3archive.format.limits import LIMITS
-from s3archive.format.pack2 import PackLayoutError
 from s3archive.format.model import FILE, ChunkRef, Entry
 from s3archive.repo.run_tree import MAX_WALK_ENTRIES, Item, RunTree
 
 S = TypeVar("S")
-# What a damaged or hostile run raises.  PackLayoutError: RunTree reads a whole
-# metadata pack (on walks) without turning a bad preamble into a ManifestError.
-UNREADABLE = (ManifestError, PackLayoutError)
 BUDGET_EVERY = 1024  # entries read between two checks of the runs' declared counts
 
 
@@ -99,8 +95,8 @@ def walk_union(trees: Sequence[RunTree], start: S, pruner: Pruner[S],
     for number, tree in enumerate(trees):
         try:
             top = tree.top()
-        except UNREADABLE as err:
-            failures.add([number], _why(tree, err))
+        except ManifestError as err:
+            failures.add([number], str(err))
             continue
         if top is None:
             continue
@@ -185,8 +181,8 @@ def _stream(trees: Sequence[RunTree], group: _Group, path: bytes,
                     return
                 count = 0
         _charge(trees, group, count, budgets, failures)
-    except UNREADABLE as err:
-        failures.add(group.runs, _why(tree, err))
+    except ManifestError as err:
+        failures.add(group.runs, str(err))
 
 
 def _named(tree: RunTree, ref: ChunkRef, path: bytes, names: list[bytes]) -> Iterator[Item]:
@@ -211,10 +207,6 @@ def _charge(trees: Sequence[RunTree], group: _Group, count: int, budgets: list[i
         else:
             alive = True
     return alive
-
-
-def _why(tree: RunTree, err: Exception) -> str:
-    return str(err) if isinstance(err, ManifestError) else f"{tree.where}: a metadata pack: {err}"
 
 
 class PathLookup:
@@ -259,4 +251,4 @@ class PathLookup:
         return answer
 
 
-__all__ = ["UNREADABLE", "Failures", "Held", "PathLookup", "Pruner", "walk_union"]
+__all__ = ["Failures", "Held", "PathLookup", "Pruner", "walk_union"]
