@@ -1,7 +1,7 @@
 """find, history and diff at scale: N small files, R runs, one RGW (no restic:
 it has no equivalent of ``history``; ``restic find`` is compared by hand if wanted).
 
-    python bench/bench_find.py [--files 100000] [--runs 3] [--per-dir 1000]
+    python bench/bench_find.py [--files 100000] [--runs 3] [--per-dir 1000] [--tree-dir DIR]
 
 Between runs, a few files change (one in a different directory each run, and
 one file that changes every run); the tree is otherwise unchanged.  Prints
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sys
@@ -38,18 +39,18 @@ def make_tree(src: Path, files: int, per_dir: int) -> None:
         if i % per_dir == 0:
             folder = src / f"d{i // per_dir:04d}"
             folder.mkdir(parents=True)
-        (folder / f"f{i:07d}.txt").write_bytes(b"%d\n" % i)
+        fd = os.open(folder / f"f{i:07d}.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"%d\n" % i)
+        os.close(fd)
 
 
 def change(src: Path, files: int, per_dir: int, run: int) -> None:
     """Before run ``run`` (1, 2, ...): one file in directory ``run`` rewritten,
     and d0000/f0000000.txt (the file whose history is asked) rewritten."""
-    dirs = max(1, files // per_dir)
     target = (run * 7919) % files  # spread over the tree, deterministic
     folder = src / f"d{target // per_dir:04d}"
     (folder / f"f{target:07d}.txt").write_bytes(b"changed in run %d\n" % run)
     (src / "d0000" / "f0000000.txt").write_bytes(b"version %d\n" % run)
-    assert dirs >= 1
 
 
 def peak_mib() -> float:
@@ -71,15 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--per-dir", type=int, default=1000)
+    parser.add_argument("--tree-dir", type=Path, default=None,
+                        help="where to make the tree (e.g. /dev/shm: made in seconds)")
     args = parser.parse_args(argv)
     if reason := rgw_available():
         print(f"bench: {reason}", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="s3archive-bench-find-"))
+    tree_dir = work
     try:
         with RGWCluster(work / "rgw") as rgw:
             env = make_bucket_env(rgw, work)
-            src = work / "src"
+            if args.tree_dir:
+                tree_dir = Path(tempfile.mkdtemp(prefix="s3archive-bench-", dir=args.tree_dir))
+            src = tree_dir / "src"
             began = time.monotonic()
             make_tree(src, args.files, args.per_dir)
             print(f"tree: {args.files} files in {time.monotonic() - began:.1f} s")
@@ -105,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             timed(f"diff of runs 1 and {args.runs}", env, "diff", run_ids[0], run_ids[-1],
                   "--json")
     finally:
+        if args.tree_dir:
+            shutil.rmtree(tree_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
