@@ -218,7 +218,6 @@ class PathLookup:
         self.path = b"/" + b"/".join(p for p in path.split(b"/") if p)
         self.names = [p for p in self.path.split(b"/") if p]
         self.known: dict[tuple[int, str], Entry | None] = {}
-        self.nodes_skipped = 0
 
     def entry(self, tree: RunTree) -> Entry | None:
         """The entry at the path in ``tree`` (complete: a file's chunks read), or None."""
@@ -236,7 +235,6 @@ class PathLookup:
             key = (level, item.tree.hash)
             if key in self.known:
                 answer = self.known[key]
-                self.nodes_skipped += 1
                 break
             seen.append(key)
             found = tree.find(item.tree, current or b"/", name)
