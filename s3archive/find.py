@@ -22,7 +22,8 @@ import fnmatch
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from s3archive.errors import ManifestError, UsageError
@@ -246,6 +247,38 @@ Opener = Callable[[RunRef, bool], "RunTree | Manifest"]
 Skip = Callable[[RunRef, str], None]  # a run that cannot be read: reported, the rest go on
 
 
+PREFETCH_BYTES = 1 << 20  # runs this small are opened ahead, in parallel (root objects)
+PREFETCH_WORKERS = 8
+
+
+def _opened(runs: list[RunRef], open_run: Opener, whole_first: bool
+            ) -> Iterator[tuple[int, RunRef, RunTree | Manifest | ManifestError]]:
+    """Each run opened, in order.  Format-2 root objects (small) are fetched in
+    parallel with their run records; a format-1 manifest (read whole) only
+    when its turn comes, so one is held at a time.  ``whole_first``: the
+    first run reads its metadata packs whole."""
+    def one(number: int, ahead: bool) -> RunTree | Manifest | ManifestError | None:
+        try:
+            opened = open_run(runs[number], whole_first and number == 0)
+            if isinstance(opened, RunTree):
+                opened.top()  # the run record: read here, in parallel
+            elif ahead:
+                return None  # format 1: not kept, read again in its turn
+            return opened
+        except ManifestError as err:
+            return err
+
+    small = [n for n, run in enumerate(runs) if run.size <= PREFETCH_BYTES]
+    with ThreadPoolExecutor(max_workers=PREFETCH_WORKERS) as pool:
+        early = dict(zip(small, pool.map(lambda n: one(n, True), small)))
+    for number, run in enumerate(runs):
+        opened = early.pop(number, None)
+        if opened is None:
+            opened = one(number, False)
+        assert opened is not None
+        yield number, run, opened
+
+
 def find(runs: list[RunRef], open_run: Opener, patterns: list[str], skip: Skip
          ) -> list[Hit]:
     """Every entry of ``runs`` matching any pattern: run by run in the order
@@ -264,11 +297,9 @@ def find(runs: list[RunRef], open_run: Opener, patterns: list[str], skip: Skip
     trees: list[RunTree] = []
     tree_runs: list[int] = []  # the position in ``runs`` of each tree
     failed: set[int] = set()
-    for number, run in enumerate(runs):
-        try:
-            opened = open_run(run, broad and not trees)
-        except ManifestError as err:
-            skip(run, str(err))
+    for number, run, opened in _opened(runs, open_run, broad):
+        if isinstance(opened, ManifestError):
+            skip(run, str(opened))
             failed.add(number)
             continue
         if isinstance(opened, RunTree):
@@ -322,9 +353,10 @@ def history(runs: Iterable[RunRef], open_run: Opener, path: bytes, skip: Skip
     targets: dict[bytes, PathLookup] = {}  # the files hardlinks name, looked up alike
     versions: list[Version] = []
     previous: tuple[str | None, str | None] | None = None
-    for run in runs:
+    for _, run, opened in _opened(list(runs), open_run, False):
         try:
-            opened = open_run(run, False)
+            if isinstance(opened, ManifestError):
+                raise opened
             if isinstance(opened, RunTree):
                 found = lookup.entry(opened)
                 group: dict[bytes, Entry] = {}

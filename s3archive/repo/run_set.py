@@ -10,7 +10,8 @@ after the other reads the same nodes again and again.  Here:
   it holds is credited to every run of the group.  A ``Pruner`` says below
   which directories nothing can be wanted, and where only some names can.
   Memory: the open directories along one path, one leaf per distinct
-  version of each — not the runs.
+  version of each — not the runs.  The first nodes of a directory's
+  versions are read in parallel (each through its own run's tree).
 * :class:`PathLookup` finds one path in run after run, one node per level,
   remembering the answer under each directory id on the way: a run whose
   directory on the path has an id seen before costs no node at all.
@@ -22,6 +23,8 @@ runs that reference that node; the walk goes on with the others.
 from __future__ import annotations
 
 import heapq
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Collection, Iterator, Protocol, Sequence, TypeVar
@@ -33,6 +36,7 @@ from s3archive.repo.run_tree import MAX_WALK_ENTRIES, Item, RunTree
 
 S = TypeVar("S")
 BUDGET_EVERY = 1024  # entries read between two checks of the runs' declared counts
+PARALLEL_READS = 8  # the versions of one directory: their first nodes read at once
 
 
 class Pruner(Protocol[S]):
@@ -150,7 +154,13 @@ def _versions(trees: Sequence[RunTree], groups: list[_Group], path: bytes,
               ) -> Iterator[list[tuple[Item, _Group]]]:
     """The entries of directory ``path`` in every version ``groups`` name,
     merged by name: per name, each version's item."""
-    streams = [_stream(trees, group, path, names, budgets, failures) for group in groups]
+    streams: list[Iterator[tuple[bytes, Item, _Group]]] = [
+        _stream(trees, group, path, names, budgets, failures) for group in groups]
+    if len(streams) > 1:  # the versions' first nodes, read in parallel (each its own run)
+        with ThreadPoolExecutor(max_workers=min(len(streams), PARALLEL_READS)) as pool:
+            firsts = list(pool.map(lambda stream: next(stream, None), streams))
+        streams = [chain([first], stream) if first is not None else iter(())
+                   for first, stream in zip(firsts, streams)]
     current: list[tuple[Item, _Group]] = []
     name: bytes | None = None
     for this, item, group in heapq.merge(*streams, key=itemgetter(0)):
