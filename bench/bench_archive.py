@@ -1,6 +1,7 @@
 """Archive benchmark: s3archive against restic on the same tree, each on its own fresh RGW.
 
-    python bench/bench_archive.py [--scale 1.0] [--workdir DIR] [--no-restic] [--json OUT]
+    python bench/bench_archive.py [--scale 1.0] [--workdir DIR] [--no-restic] [--encrypt]
+                                  [--json OUT]
 
 Builds the deterministic tree of ``bench/dataset.py`` once, then for each tool
 runs three steps as subprocesses: the initial run, a run with no change, and a
@@ -262,11 +263,18 @@ class S3Archive:
     name = "s3archive"
     bucket = "bench-s3archive"
 
-    def __init__(self, workdir: Path, tree: Path, cluster: CountingRGW):
+    def __init__(self, workdir: Path, tree: Path, cluster: CountingRGW, *, encrypt: bool = False,
+                 name: str | None = None):
+        self.name = name or self.name
         self.cluster = cluster
-        self.home = workdir / "s3archive"
+        self.home = workdir / self.name
         shutil.rmtree(self.home, ignore_errors=True)
         (self.home / "pickers.d").mkdir(parents=True)
+        self.env = _base_env()
+        self.env["PYTHONPATH"] = str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")
+        # readers of an encrypted bucket take the restore key (--key FILE)
+        self.key_args: list[str] = []
+        encryption = self._encryption() if encrypt else ""
         cluster.client().create_bucket(Bucket=self.bucket, ObjectLockEnabledForBucket=True)
         credentials = self.home / "credentials"
         credentials.write_text(f"[default]\naws_access_key_id = {cluster.access_key}\n"
@@ -281,13 +289,35 @@ class S3Archive:
             f'region = "{cluster.region}"\ncredentials_file = "{credentials}"\n'
             f'\n[host]\nname = "bench"\n'
             f'\n[local]\ncache_dir = "{self.home / "cache"}"\n'
-            f'state_file = "{self.home / "state" / "last-run.json"}"\n')
-        self.env = _base_env()
-        self.env["PYTHONPATH"] = str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")
+            f'state_file = "{self.home / "state" / "last-run.json"}"\n' + encryption)
+
+    def _encryption(self) -> str:
+        """A restore key (``key generate``, as an operator would) and a dedup secret
+        beside the config (what ``write-config --recipient`` installs); the
+        ``[encryption]`` section naming both."""
+        key = self.home / "restore.key"
+        done = subprocess.run([sys.executable, "-m", "s3archive", "key", "generate",
+                               "--out", str(key)], env=self.env, cwd=REPO, check=True,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        recipient = done.stdout.splitlines()[0].strip()  # age1...: the first line
+        secret = self.home / "dedup.key"
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(subprocess.run(
+                [sys.executable, "-c", "import sys; from s3archive.config import "
+                 "dedup_secret_file_text; from s3archive.crypto.dedup import DedupSecret; "
+                 "sys.stdout.write(dedup_secret_file_text(DedupSecret.generate()))"],
+                env=self.env, cwd=REPO, check=True, capture_output=True, text=True).stdout)
+        self.key_args = ["--key", str(key)]
+        return (f'\n[encryption]\nrecipients = ["{recipient}"]\n'
+                f'dedup_secret_file = "{secret}"\n')
+
+    def cli(self, step: str) -> list[str]:
+        """How the s3archive command of ``step`` starts (bench_scale --profile wraps it)."""
+        return [sys.executable, "-m", "s3archive"]
 
     def run(self, step: str, logdir: Path) -> Step:
-        command = [sys.executable, "-m", "s3archive", "--config", str(self.config),
-                   "archive", "--json"]
+        command = self.cli(step) + ["--config", str(self.config), "archive", "--json"]
         result, stdout = measure(self.name, step, command, self.env, self.cluster, logdir,
                                  cwd=REPO)
         summary = json.loads(stdout.strip().splitlines()[-1])
@@ -386,10 +416,10 @@ def table(results: list[Step]) -> str:
     if ops:
         rows.append(("s3archive says:", ["" for _ in columns]))
         for op in ops:
-            row(f"  {op}", lambda r, op=op: r.requests_tool.get(op) if r.tool == "s3archive"
+            row(f"  {op}", lambda r, op=op: r.requests_tool.get(op) if r.tool.startswith("s3archive")
                 else None)
     width = max(len(label) for label, _ in rows)
-    heads = [f"{tool[:9]} {step[:9]}" for tool, step in columns]
+    heads = [f"{tool[:13]} {step[:9]}" for tool, step in columns]
     cell = max(11, *(len(h) for h in heads))
     lines = [" " * width + " | " + " | ".join(h.rjust(cell) for h in heads)]
     lines.append("-" * len(lines[0]))
@@ -419,6 +449,7 @@ def targets(results: list[Step]) -> list[tuple[str, bool | None, str]]:
     if ours_rss is not None and theirs_rss is not None:
         checks.append(("peak RSS < restic", ours_rss < theirs_rss,
                        f"{ours_rss:.0f} MiB vs {theirs_rss:.0f} MiB"))
+    checks.extend(encryption_overhead(by))
     ours = by.get(("s3archive", "initial"))
     if ours:
         own = (ours.cpu_s + ours.rgw_cpu_s) / ours.wall_s / CORES  # not other jobs' CPU
@@ -427,6 +458,34 @@ def targets(results: list[Step]) -> list[tuple[str, bool | None, str]]:
                        f"(machine {100 * ours.machine_busy:.0f} % busy), s3archive alone "
                        f"{100 * ours.cpu_util:.0f} % of {CORES} cores, all cores >=75 % in "
                        f"{100 * ours.both_cores_busy_share:.0f} % of samples"))
+    return checks
+
+
+ENCRYPTED = "s3archive-enc"
+WALL_OVERHEAD = 0.10  # issue 11 item 5: encryption under 10 % of archive wall time ...
+BYTES_OVERHEAD = 0.02  # ... and under 2 % of stored bytes
+
+
+def encryption_overhead(by: dict[tuple[str, str], Step]) -> list[tuple[str, bool | None, str]]:
+    """Encrypted against plain s3archive (``--encrypt``), step by step: wall time of
+    the archive runs and bytes stored (what RGW received)."""
+    checks: list[tuple[str, bool | None, str]] = []
+    for step in STEPS:
+        plain, sealed = by.get(("s3archive", step)), by.get((ENCRYPTED, step))
+        if not (plain and sealed):
+            continue
+        if step != "no-change":  # a no-change run takes ~1 s: noise, not encryption
+            extra = sealed.wall_s / plain.wall_s - 1
+            checks.append((f"{step}: encryption adds < {WALL_OVERHEAD:.0%} wall",
+                           extra < WALL_OVERHEAD,
+                           f"{sealed.wall_s:.2f}s vs {plain.wall_s:.2f}s plain ({extra:+.1%}); "
+                           f"CPU {sealed.cpu_s:.2f}s vs {plain.cpu_s:.2f}s"))
+        if plain.bytes_received_rgw > 1_000_000:
+            extra = sealed.bytes_received_rgw / plain.bytes_received_rgw - 1
+            checks.append((f"{step}: encryption adds < {BYTES_OVERHEAD:.0%} stored bytes",
+                           extra < BYTES_OVERHEAD,
+                           f"{sealed.bytes_received_rgw / 1e6:.2f} MB vs "
+                           f"{plain.bytes_received_rgw / 1e6:.2f} MB plain ({extra:+.2%})"))
     return checks
 
 
@@ -446,6 +505,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "removed at the end unless --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workdir")
     parser.add_argument("--no-restic", action="store_true", help="benchmark s3archive only")
+    parser.add_argument("--encrypt", action="store_true",
+                        help="also run s3archive with [encryption] (its own RGW) and print "
+                             "the encryption overhead against plain s3archive")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON")
     return parser.parse_args(argv)
 
@@ -499,6 +561,10 @@ def main(argv: list[str] | None = None) -> int:
         cluster = _fresh_cluster(workdir, "s3archive", size)
         clusters.append(cluster)
         tools.append(S3Archive(workdir, tree, cluster))
+        if args.encrypt:
+            cluster = _fresh_cluster(workdir, ENCRYPTED, size)
+            clusters.append(cluster)
+            tools.append(S3Archive(workdir, tree, cluster, encrypt=True, name=ENCRYPTED))
         if use_restic:
             cluster = _fresh_cluster(workdir, "restic", size)
             clusters.append(cluster)
@@ -520,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.stop()
         if temporary and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    order = [(t, s) for t in ("s3archive", "restic") for s in STEPS]
+    order = [(t, s) for t in ("s3archive", ENCRYPTED, "restic") for s in STEPS]
     results.sort(key=lambda r: order.index((r.tool, r.step)))
     print(f"\nscale {args.scale}: {report['dataset']['files']} files, "
           f"{report['dataset']['bytes'] / 1e6:.0f} MB; {CORES} cores; "

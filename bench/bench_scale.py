@@ -30,7 +30,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -43,8 +42,11 @@ sys.path.insert(0, str(HERE))
 from bench_archive import (CORES, REPO, CountingRGW, Restic, S3Archive, Step,  # noqa: E402
                            _fresh_cluster, _log, measure, prepare, warm_page_cache)
 from dataset import _Text  # noqa: E402
+from profile_run import report as profile_report  # noqa: E402
 
-STEPS = ("initial", "no-change", "ls-dir", "restore-one", "mutation")
+STEPS = ("initial", "no-change", "ls-dir", "restore-one", "restore-all", "cache-rebuild",
+         "mutation", "diff", "verify-all")
+ARCHIVE_STEPS = ("initial", "no-change", "cache-rebuild", "mutation")
 
 
 def make_many(root: Path, files: int, per_dir: int, seed: int = 1) -> dict[str, Any]:
@@ -95,93 +97,237 @@ def tree_size(path: Path) -> int:
 
 
 class ScaleS3Archive(S3Archive):
+    """s3archive with reader commands; ``--encrypt`` gives the host [encryption]
+    and the readers ``--key``.  Cold reads use a second config whose cache
+    directory is new and empty every time (a fresh host, a lost cache)."""
+
+    def __init__(self, workdir: Path, tree: Path, cluster: CountingRGW, *, encrypt: bool,
+                 profile: Path | None):
+        super().__init__(workdir, tree, cluster, encrypt=encrypt)
+        self.profile = profile
+        self.cold_cache = self.home / "cold-cache"
+        text = self.config.read_text()
+        self.cold_config = self.home / "config-cold.toml"
+        self.cold_config.write_text(
+            text.replace(str(self.home / "cache"), str(self.cold_cache))
+                .replace(str(self.home / "state"), str(self.home / "cold-state")))
+
+    def cli(self, step: str) -> list[str]:
+        if self.profile is None:
+            return super().cli(step)
+        return [sys.executable, str(HERE / "profile_run.py"), *PROFILE_ARGS,
+                str(self.profile / f"{step}.prof"), "--"]
+
     def cache_dir(self) -> Path:
         return self.home / "cache"
 
+    def lose_cache(self) -> None:
+        shutil.rmtree(self.cache_dir())
+
+    def read(self, step: str, args: list[str], logdir: Path) -> tuple[Step, str]:
+        """A reader command in a fresh process with a cold (new, empty) local cache."""
+        shutil.rmtree(self.cold_cache, ignore_errors=True)
+        command = [sys.executable, "-m", "s3archive", "--config", str(self.cold_config), *args,
+                   *self.key_args]
+        return measure(self.name, step, command, self.env, self.cluster, logdir, cwd=REPO)
+
     def ls_dir(self, directory: str, logdir: Path) -> Step:
-        command = [sys.executable, "-m", "s3archive", "--config", str(self.config), "ls",
-                   "latest", directory]
-        result, stdout = measure(self.name, "ls-dir", command, self.env, self.cluster, logdir,
-                                 cwd=REPO)
+        result, stdout = self.read("ls-dir", ["ls", "latest", directory], logdir)
         result.summary = {"lines": len(stdout.splitlines())}
         return result
 
-    def restore_one(self, path: str, target: Path, logdir: Path) -> Step:
-        command = [sys.executable, "-m", "s3archive", "--config", str(self.config), "restore",
-                   "latest", path, "--target", str(target)]
-        result, _ = measure(self.name, "restore-one", command, self.env, self.cluster, logdir,
-                            cwd=REPO)
+    def restore(self, step: str, paths: list[str], target: Path, logdir: Path) -> Step:
+        return self.read(step, ["restore", "latest", *paths, "--target", str(target)],
+                         logdir)[0]
+
+    def verify_all(self, logdir: Path) -> Step:
+        result, stdout = self.read("verify-all", ["verify", "--all", "--read-data"], logdir)
+        result.summary = {"output_lines": len(stdout.splitlines())}
         return result
+
+    def diff(self, first: str, second: str, logdir: Path) -> Step:
+        result, stdout = self.read("diff", ["diff", first, second], logdir)
+        result.summary = {"lines": len(stdout.splitlines())}
+        return result
+
+    @staticmethod
+    def run_id(result: Step) -> str:
+        return str(result.summary["run_id"])
 
 
 class ScaleRestic(Restic):
+    """restic with the same reader steps; cold reads get a new, empty --cache-dir."""
+
     def cache_dir(self) -> Path:
         return self.cache
 
-    def _cold(self, workdir: Path) -> Path:
-        cold = workdir / "restic-cold-cache"
+    def lose_cache(self) -> None:
+        shutil.rmtree(self.cache)
+
+    def read(self, step: str, args: list[str], logdir: Path) -> tuple[Step, str]:
+        cold = logdir.parent / "restic-cold-cache"
         shutil.rmtree(cold, ignore_errors=True)
-        return cold
+        command = ["restic", "-r", self.repo, "--cache-dir", str(cold), *args]
+        return measure(self.name, step, command, self.env, self.cluster, logdir)
 
     def ls_dir(self, directory: str, logdir: Path) -> Step:
-        cold = self._cold(logdir.parent)
-        command = ["restic", "-r", self.repo, "--cache-dir", str(cold), "ls", "latest",
-                   directory]
-        result, stdout = measure(self.name, "ls-dir", command, self.env, self.cluster, logdir)
+        result, stdout = self.read("ls-dir", ["ls", "latest", directory], logdir)
         result.summary = {"lines": len(stdout.splitlines())}
         return result
 
-    def restore_one(self, path: str, target: Path, logdir: Path) -> Step:
-        cold = self._cold(logdir.parent)
-        command = ["restic", "-r", self.repo, "--cache-dir", str(cold), "restore", "latest",
-                   "--target", str(target), "--include", path]
-        result, _ = measure(self.name, "restore-one", command, self.env, self.cluster, logdir)
+    def restore(self, step: str, paths: list[str], target: Path, logdir: Path) -> Step:
+        include = [arg for path in paths for arg in ("--include", path)]
+        return self.read(step, ["restore", "latest", "--target", str(target), *include],
+                         logdir)[0]
+
+    def verify_all(self, logdir: Path) -> Step:
+        # restic check uses a temporary cache of its own unless --with-cache
+        result, stdout = self.read("verify-all", ["check", "--read-data"], logdir)
+        result.summary = {"output_lines": len(stdout.splitlines())}
         return result
 
+    def diff(self, first: str, second: str, logdir: Path) -> Step:
+        result, stdout = self.read("diff", ["diff", first, second], logdir)
+        result.summary = {"lines": len(stdout.splitlines())}
+        return result
 
-def targets(by: dict[tuple[str, str], Step], cache: dict[str, int]) -> list[tuple[str, bool, str]]:
-    checks: list[tuple[str, bool, str]] = []
+    @staticmethod
+    def run_id(result: Step) -> str:
+        return str(result.summary["snapshot_id"])
 
-    def ratio(step: str, limit: float, label: str) -> None:
+
+def stored_by_prefix(cluster: CountingRGW, bucket: str) -> dict[str, int]:
+    """Bytes of every object version in the bucket by first key component
+    (s3archive: data/, meta/, runs/; restic: data/, index/, snapshots/, ...)."""
+    totals: dict[str, int] = {}
+    pages = cluster.client().get_paginator("list_object_versions").paginate(Bucket=bucket)
+    for page in pages:
+        for version in page.get("Versions", []):
+            prefix = version["Key"].split("/", 1)[0] if "/" in version["Key"] else "(top)"
+            totals[prefix] = totals.get(prefix, 0) + int(version["Size"])
+    return totals
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(after.keys() | before.keys())
+            if after.get(k, 0) != before.get(k, 0)}
+
+
+METADATA = {"s3archive": ("meta", "runs"), "restic": ("index", "snapshots")}
+RSS_BOUND_MB = 300  # issue 10 item 2, at 1M files
+RANDOM_ACCESS = (3.0, 150)  # issue 10 item 1: seconds, MB, cache cold
+MUTATION_SHARE = 0.01
+
+
+def metadata_stored(result: Step) -> int:
+    """Bytes of new s3archive metadata objects (meta/ packs and runs/ roots)."""
+    stored = result.summary.get("stored", {})
+    return sum(v for k, v in stored.items() if k in METADATA["s3archive"])
+
+
+def targets(by: dict[tuple[str, str], Step], cache: dict[str, int],
+            dataset: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
+    """Issue 10's targets; ``None`` marks a figure shown without a target."""
+    checks: list[tuple[str, bool | None, str]] = []
+
+    def ratio(step: str, limit: float | None, label: str) -> None:
         ours, theirs = by.get(("s3archive", step)), by.get(("restic", step))
         if ours and theirs:
-            checks.append((label, ours.wall_s <= limit * theirs.wall_s,
+            checks.append((label, None if limit is None else ours.wall_s <= limit * theirs.wall_s,
                            f"{ours.wall_s:.2f}s vs {theirs.wall_s:.2f}s "
-                           f"({ours.wall_s / theirs.wall_s:.2f}x, limit {limit}x)"))
+                           f"({ours.wall_s / theirs.wall_s:.2f}x"
+                           + (f", limit {limit}x)" if limit else ")")))
 
     ratio("initial", 1.0, "initial archive no slower than restic")
     ratio("no-change", 0.8, "no-change archive <= 0.8x restic")
-    ratio("ls-dir", 1.0, "ls one directory no slower than restic")
-    ratio("restore-one", 1.0, "restore one file no slower than restic")
+    ratio("ls-dir", 1.0, "ls one directory no slower than restic (cache cold)")
+    ratio("restore-one", 1.0, "restore one file no slower than restic (cache cold)")
+    for step, label in (("mutation", "archive after 1 % change"),
+                        ("cache-rebuild", "archive with a lost cache"),
+                        ("restore-all", "restore the whole run"),
+                        ("verify-all", "verify --all --read-data / restic check --read-data"),
+                        ("diff", "diff of two runs")):
+        ratio(step, None, f"{label}: wall vs restic")
     for step in STEPS:
         ours, theirs = by.get(("s3archive", step)), by.get(("restic", step))
         if ours and theirs:
             checks.append((f"{step} peak RSS <= restic", ours.peak_rss_mib <= theirs.peak_rss_mib,
                            f"{ours.peak_rss_mib:.0f} vs {theirs.peak_rss_mib:.0f} MiB"))
+    for step in ("initial", "no-change", "cache-rebuild", "mutation", "restore-all",
+                 "verify-all", "diff"):
+        ours = by.get(("s3archive", step))
+        if ours:
+            checks.append((f"{step} peak RSS < {RSS_BOUND_MB} MB",
+                           ours.peak_rss_mib * 1.048576 < RSS_BOUND_MB,
+                           f"{ours.peak_rss_mib * 1.048576:.0f} MB"))
+    seconds, megabytes = RANDOM_ACCESS
     for step in ("ls-dir", "restore-one"):
         ours = by.get(("s3archive", step))
         if ours:
-            checks.append((f"{step} under 3 s and 150 MB (cache cold)",
-                           ours.wall_s < 3.0 and ours.peak_rss_mib * 1.048576 < 150,
-                           f"{ours.wall_s:.2f}s, {ours.peak_rss_mib:.0f} MiB"))
-    ours = by.get(("s3archive", "no-change"))
-    if ours:
-        checks.append(("no-change run stores at most 1 MB", ours.bytes_received_rgw <= 1_000_000,
-                       f"{ours.bytes_received_rgw / 1e6:.3f} MB received by RGW"))
+            checks.append((f"{step} under {seconds:.0f} s and {megabytes} MB (cache cold)",
+                           ours.wall_s < seconds and ours.peak_rss_mib * 1.048576 < megabytes,
+                           f"{ours.wall_s:.2f}s, {ours.peak_rss_mib * 1.048576:.0f} MB"))
+    for step in ("no-change", "cache-rebuild"):
+        ours = by.get(("s3archive", step))
+        if ours and "stored" in ours.summary:
+            stored = sum(ours.summary["stored"].values())
+            theirs = by.get(("restic", step))
+            restic = (f"; restic {sum(theirs.summary['stored'].values()) / 1e3:.1f} kB"
+                      if theirs and "stored" in theirs.summary else "")
+            checks.append((f"{step} run stores at most 1 MB of new objects",
+                           stored <= 1_000_000,
+                           f"{stored / 1e3:.1f} kB ({_fmt_prefixes(ours.summary['stored'])}; "
+                           f"RGW received {ours.bytes_received_rgw / 1e3:.1f} kB){restic}"))
+    first, changed = by.get(("s3archive", "initial")), by.get(("s3archive", "mutation"))
+    if first and changed and "stored" in first.summary and "stored" in changed.summary:
+        # the changed leaf directories plus the directory holding them all
+        share = (dataset["dirs_changed"] + 1) / dataset["dirs"]
+        expected = share * metadata_stored(first)
+        limit = 2 * expected + 64 * 1024
+        checks.append(("1 % change stores metadata proportional to the changed directories",
+                       metadata_stored(changed) <= limit,
+                       f"{metadata_stored(changed) / 1e3:.1f} kB of metadata "
+                       f"(initial run {metadata_stored(first) / 1e3:.1f} kB x "
+                       f"{dataset['dirs_changed']}+1 of {dataset['dirs']} dirs = "
+                       f"{expected / 1e3:.1f} kB; limit 2x + 64 KiB = {limit / 1e3:.1f} kB)"))
     if "s3archive" in cache and "restic" in cache:
         checks.append(("local cache <= 2x restic's", cache["s3archive"] <= 2 * cache["restic"],
                        f"{cache['s3archive'] / 1e6:.1f} MB vs {cache['restic'] / 1e6:.1f} MB"))
     return checks
 
 
+def _fmt_prefixes(stored: dict[str, int]) -> str:
+    return ", ".join(f"{k}/ {v / 1e3:.1f} kB" for k, v in stored.items()) or "nothing"
+
+
 def table(results: list[Step]) -> str:
-    lines = [f"{'tool':<10} {'step':<12} {'wall s':>8} {'CPU s':>8} {'RSS MiB':>8} "
-             f"{'requests':>9} {'MB recv':>8}"]
+    lines = [f"{'tool':<10} {'step':<14} {'wall s':>8} {'CPU s':>8} {'user s':>7} "
+             f"{'sys s':>6} {'RSS MiB':>8} {'other CPU':>9} {'requests':>9} {'MB recv':>8}  "
+             f"stored (new objects)"]
     for r in results:
-        lines.append(f"{r.tool:<10} {r.step:<12} {r.wall_s:>8.2f} {r.cpu_s:>8.2f} "
-                     f"{r.peak_rss_mib:>8.0f} {r.requests_total_rgw:>9} "
-                     f"{r.bytes_received_rgw / 1e6:>8.3f}")
+        stored = _fmt_prefixes(r.summary["stored"]) if "stored" in r.summary else ""
+        lines.append(f"{r.tool:<10} {r.step:<14} {r.wall_s:>8.2f} {r.cpu_s:>8.2f} "
+                     f"{r.user_s:>7.2f} {r.sys_s:>6.2f} {r.peak_rss_mib:>8.0f} "
+                     f"{r.other_cpu_s:>9.1f} {r.requests_total_rgw:>9} "
+                     f"{r.bytes_received_rgw / 1e6:>8.3f}  {stored}")
     return "\n".join(lines)
+
+
+def check_restored(target: Path, tree: Path, files: int, rng: random.Random) -> None:
+    """The whole tree came back: as many files, and a sample of them byte for byte."""
+    restored = target / str(tree).lstrip("/")
+    count = 0
+    for _, _, names in os.walk(restored):
+        count += len(names)
+    if count != files:
+        raise RuntimeError(f"restored {count} files of {files} under {restored}")
+    for directory in rng.sample(sorted(tree.iterdir()), min(20, files)):
+        for path in list(directory.iterdir())[:10]:
+            if (restored / path.relative_to(tree)).read_bytes() != path.read_bytes():
+                raise RuntimeError(f"{path} restored wrongly")
+
+
+PROFILE_ARGS: list[str] = []
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -189,12 +335,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--files", type=int, default=1_000_000, help="number of small files")
     parser.add_argument("--per-dir", type=int, default=1000, help="files per directory")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--steps", default=",".join(STEPS),
+                        help=f"comma-separated subset of {','.join(STEPS)} (in this order; "
+                             "initial always runs)")
+    parser.add_argument("--encrypt", action="store_true",
+                        help="s3archive with [encryption] (readers get --key), as restic "
+                             "always encrypts")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="run s3archive's archive steps under bench/profile_run.py and "
+                             "write DIR/STEP.prof and DIR/STEP.txt (timings are then not "
+                             "comparable: use with --no-restic)")
+    parser.add_argument("--profile-cpu", action="store_true",
+                        help="with --profile: per-thread CPU time instead of wall time")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="work directory (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workdir")
     parser.add_argument("--no-restic", action="store_true", help="benchmark s3archive only")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.steps = [step.strip() for step in args.steps.split(",") if step.strip()]
+    unknown = sorted(set(args.steps) - set(STEPS))
+    if unknown:
+        parser.error(f"--steps: unknown {', '.join(unknown)} (known: {', '.join(STEPS)})")
+    if "initial" not in args.steps:
+        args.steps.insert(0, "initial")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,13 +367,22 @@ def main(argv: list[str] | None = None) -> int:
     workdir, temporary, use_restic = prepare(args, "s3archive-bench-scale-")
     if workdir is None:
         return 2
+    if args.profile:
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE_ARGS[:] = ["--cpu"] if args.profile_cpu else []
     logdir = workdir / "logs"
     tree = workdir / "tree"
     shutil.rmtree(tree, ignore_errors=True)
     clusters: list[CountingRGW] = []
     results: list[Step] = []
     cache: dict[str, int] = {}
-    report: dict[str, Any] = {"files": args.files, "per_dir": args.per_dir, "cores": CORES}
+    runs: dict[str, list[str]] = {}
+    report: dict[str, Any] = {"files": args.files, "per_dir": args.per_dir, "cores": CORES,
+                              "encrypt": args.encrypt, "steps": args.steps,
+                              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                              "load_at_start": os.getloadavg()}
+    rng = random.Random(args.seed)
     try:
         began = time.monotonic()
         report["dataset"] = make_many(tree, args.files, args.per_dir, args.seed)
@@ -216,41 +390,60 @@ def main(argv: list[str] | None = None) -> int:
              f"{report['dataset']['bytes'] / 1e6:.0f} MB in {time.monotonic() - began:.0f}s")
         size = report["dataset"]["bytes"]
         tools: list[Any] = []
-        kinds: list[Any] = [("s3archive", ScaleS3Archive)]
-        if use_restic:
-            kinds.append(("restic", ScaleRestic))
-        for name, kind in kinds:
+        for name in ("s3archive", "restic") if use_restic else ("s3archive",):
             cluster = _fresh_cluster(workdir, name, size)
             clusters.append(cluster)
-            tools.append(kind(workdir, tree, cluster))
+            if name == "s3archive":
+                tools.append(ScaleS3Archive(workdir, tree, cluster, encrypt=args.encrypt,
+                                            profile=args.profile))
+            else:
+                tools.append(ScaleRestic(workdir, tree, cluster))
         middle = f"{tree}/d{report['dataset']['dirs'] // 2:05d}"
         one_file = f"{middle}/f{(report['dataset']['dirs'] // 2) * args.per_dir + 7:07d}.txt"
-        for step in STEPS:
+        for step in args.steps:
             if step == "mutation":
-                report["mutation"] = mutate_dirs(tree, 0.01, args.seed + 1000)
+                report["mutation"] = mutate_dirs(tree, MUTATION_SHARE, args.seed + 1000)
+                report["dataset"]["dirs_changed"] = report["mutation"]["dirs_changed"]
                 _log(f"mutated: {report['mutation']}")
             for tool in tools:
                 _log(f"{tool.name} {step} ...")
-                if step in ("initial", "no-change", "mutation"):
+                if step in ARCHIVE_STEPS:
+                    if step == "cache-rebuild":
+                        tool.lose_cache()
                     warm_page_cache(tree)
+                    before = stored_by_prefix(tool.cluster, tool.bucket)
                     result = tool.run(step, logdir)
+                    result.summary["stored"] = _delta(before,
+                                                      stored_by_prefix(tool.cluster, tool.bucket))
+                    runs.setdefault(tool.name, []).append(tool.run_id(result))
                 elif step == "ls-dir":
                     result = tool.ls_dir(middle, logdir)
+                elif step == "diff":
+                    result = tool.diff(runs[tool.name][0], runs[tool.name][-1], logdir)
+                elif step == "verify-all":
+                    result = tool.verify_all(logdir)
                 else:
-                    target = workdir / f"restore-one-{tool.name}"
+                    target = workdir / f"{step}-{tool.name}"
                     shutil.rmtree(target, ignore_errors=True)
                     target.mkdir()
-                    result = tool.restore_one(one_file, target, logdir)
-                    restored = target / one_file.lstrip("/")
-                    if restored.read_bytes() != Path(one_file).read_bytes():
-                        raise RuntimeError(f"{tool.name} restored {one_file} wrongly")
+                    paths = [one_file] if step == "restore-one" else []
+                    result = tool.restore(step, paths, target, logdir)
+                    if step == "restore-one":
+                        restored = target / one_file.lstrip("/")
+                        if restored.read_bytes() != Path(one_file).read_bytes():
+                            raise RuntimeError(f"{tool.name} restored {one_file} wrongly")
+                    else:
+                        check_restored(target, tree, args.files, rng)
                     shutil.rmtree(target)
                 results.append(result)
                 if step == "no-change":
                     cache[tool.name] = tree_size(tool.cache_dir())
+                if args.json:  # after every step: a long run stopped early keeps its numbers
+                    save(args.json, report, results, cache)
                 _log(f"{tool.name} {step}: {result.wall_s:.2f}s wall, {result.cpu_s:.2f}s CPU, "
                      f"{result.peak_rss_mib:.0f} MiB, {result.bytes_received_rgw / 1e6:.3f} MB "
-                     f"received, {result.requests_total_rgw} requests")
+                     f"received, {result.requests_total_rgw} requests, other processes "
+                     f"{result.other_cpu_s:.1f}s CPU")
     finally:
         for cluster in clusters:
             cluster.stop()
@@ -258,21 +451,35 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     by = {(r.tool, r.step): r for r in results}
     print(f"\n{args.files} files, {args.per_dir} per directory, "
-          f"{report['dataset']['bytes'] / 1e6:.0f} MB; {CORES} cores; "
-          f"local cache after no-change: "
+          f"{report['dataset']['bytes'] / 1e6:.0f} MB; {CORES} cores; s3archive "
+          f"{'encrypted' if args.encrypt else 'plain'}; load at start "
+          f"{report['load_at_start'][0]:.2f}; local cache after no-change: "
           + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in cache.items()) + "\n")
     print(table(results))
-    checks = targets(by, cache)
+    checks = targets(by, cache, report["dataset"])
     print("\ntargets:")
     for label, ok, detail in checks:
-        print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {detail}")
-    report["cache_bytes"] = cache
-    report["results"] = [asdict(r) for r in results]
+        print(f"  [{'INFO' if ok is None else 'PASS' if ok else 'FAIL'}] {label}: {detail}")
+    if args.profile:
+        for step in ARCHIVE_STEPS:
+            profile = args.profile / f"{step}.prof"
+            if profile.exists():
+                profile.with_suffix(".txt").write_text(profile_report(profile, 30))
+                profile.with_suffix(".main.txt").write_text(
+                    profile_report(profile.with_suffix(".main.prof"), 30))
+        print(f"\nprofiles: {args.profile}/*.prof, top lists in *.txt "
+              f"(python bench/profile_run.py --report FILE.prof)")
     report["targets"] = [{"target": label, "ok": ok, "detail": detail}
                          for label, ok, detail in checks]
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        save(args.json, report, results, cache)
     return 0
+
+
+def save(path: Path, report: dict[str, Any], results: list[Step], cache: dict[str, int]) -> None:
+    report["cache_bytes"] = cache
+    report["results"] = [asdict(r) for r in results]
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":
