@@ -203,8 +203,11 @@ def warm_page_cache(tree: Path) -> None:
 
 
 def measure(tool: str, step: str, command: list[str], env: dict[str, str], cluster: CountingRGW,
-            logdir: Path, cwd: Path | None = None) -> tuple[Step, str]:
-    """Run ``command`` once; return its measurements and its stdout."""
+            logdir: Path, cwd: Path | None = None,
+            allow_failure: bool = False) -> tuple[Step, str]:
+    """Run ``command`` once; return its measurements and its stdout.  A non-zero
+    exit raises, unless ``allow_failure`` (then ``exit_code`` and ``summary["error"]``
+    say it)."""
     result = Step(tool, step)
     stem = f"{tool}-{step}"
     usage_before = cluster.settled_usage()
@@ -238,6 +241,10 @@ def measure(tool: str, step: str, command: list[str], env: dict[str, str], clust
     stdout = out_path.read_text(errors="replace")
     if process.returncode != 0:
         tail = err_path.read_text(errors="replace")[-3000:]
+        if allow_failure:
+            result.summary["error"] = tail.strip().splitlines()[-1] if tail.strip() else ""
+            _log(f"{stem} exited with {process.returncode}: {result.summary['error']}")
+            return result, stdout
         raise RuntimeError(f"{stem}: {' '.join(command)} exited with {process.returncode}\n{tail}")
     return result, stdout
 
