@@ -1,6 +1,7 @@
 """Run the s3archive CLI under cProfile, every thread included, or report a profile.
 
     python bench/profile_run.py OUT.prof [--cpu] -- --config CONFIG archive --json
+    python bench/profile_run.py OUT --sample 5 -- --config CONFIG archive --json
     python bench/profile_run.py --report OUT.prof [--top 15]
 
 cProfile alone sees only the thread that enabled it; s3archive hashes,
@@ -15,8 +16,12 @@ Times are wall clock by default: a worker waiting for work shows up as time in
 (``time.thread_time``), so waiting costs nothing and the merged tottime column
 adds up to the CPU the process spent in Python-visible functions.
 
-Profiling slows pure-Python code (often 1.5-2x): compare shares, not seconds,
-with an unprofiled run (``bench_scale.py``/``bench_archive.py``).
+cProfile slows pure-Python code (about 4x on an archive run here) and not C
+code (zstd, syscalls), so its shares overstate small Python functions.
+``--sample MS`` instead samples every thread's stack every MS milliseconds,
+weighted by the CPU that thread used since its previous sample (OUT.txt: self
+and inclusive CPU per function; OUT.folded: flamegraph input, in ms): a few
+per cent of overhead, C work at its true weight.
 """
 
 from __future__ import annotations
