@@ -143,12 +143,15 @@ class ScaleS3Archive(S3Archive):
 
     def verify_all(self, logdir: Path) -> Step:
         result, stdout = self.read("verify-all", ["verify", "--all", "--read-data"], logdir)
-        result.summary = {"output_lines": len(stdout.splitlines())}
+        result.summary["output_lines"] = len(stdout.splitlines())
+        problems = [line.strip() for line in stdout.splitlines() if line.startswith("  - ")]
+        if problems:  # the first problem says more than "N runs with problems"
+            result.summary["error"] = f"{result.summary.get('error', '')}; {problems[0]}"
         return result
 
     def diff(self, first: str, second: str, logdir: Path) -> Step:
         result, stdout = self.read("diff", ["diff", first, second], logdir)
-        result.summary = {"lines": len(stdout.splitlines())}
+        result.summary["lines"] = len(stdout.splitlines())
         return result
 
     @staticmethod
@@ -185,12 +188,12 @@ class ScaleRestic(Restic):
     def verify_all(self, logdir: Path) -> Step:
         # restic check uses a temporary cache of its own unless --with-cache
         result, stdout = self.read("verify-all", ["check", "--read-data"], logdir)
-        result.summary = {"output_lines": len(stdout.splitlines())}
+        result.summary["output_lines"] = len(stdout.splitlines())
         return result
 
     def diff(self, first: str, second: str, logdir: Path) -> Step:
         result, stdout = self.read("diff", ["diff", first, second], logdir)
-        result.summary = {"lines": len(stdout.splitlines())}
+        result.summary["lines"] = len(stdout.splitlines())
         return result
 
     @staticmethod
@@ -328,7 +331,8 @@ def check_restored(target: Path, tree: Path, files: int, rng: random.Random) -> 
         count += len(names)
     if count != files:
         raise RuntimeError(f"restored {count} files of {files} under {restored}")
-    for directory in rng.sample(sorted(tree.iterdir()), min(20, files)):
+    directories = sorted(tree.iterdir())
+    for directory in rng.sample(directories, min(20, len(directories))):
         for path in list(directory.iterdir())[:10]:
             if (restored / path.relative_to(tree)).read_bytes() != path.read_bytes():
                 raise RuntimeError(f"{path} restored wrongly")
