@@ -12,6 +12,7 @@ run's pack table.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from dataclasses import dataclass, field
@@ -23,7 +24,6 @@ from s3archive.errors import ManifestError
 from s3archive.format import pack2
 from s3archive.format import tree_codec as tc
 from s3archive.format.manifest_codec import dumps as line_dumps
-from s3archive.format.manifest_codec import encode_chunks
 
 log = logging.getLogger(__name__)
 
@@ -219,14 +219,12 @@ def record_snapshot(builder: TreeBuilder, obj: dict[str, Any], chunks: list[Chun
 def _path_of(obj: dict[str, Any]) -> bytes:
     if "path" in obj:
         return obj["path"].encode("utf-8")
-    import base64
     return base64.b64decode(obj["path_b64"])
 
 
 def _entry_name(obj: dict[str, Any]) -> bytes:
     if "name" in obj:
         return obj["name"].encode("utf-8")
-    import base64
     return base64.b64decode(obj["name_b64"])
 
 
@@ -237,5 +235,3 @@ def _synthetic_dir() -> dict[str, Any]:
 def _is_within(path: bytes, directory: bytes) -> bool:
     return directory == b"/" or path == directory or path.startswith(directory + b"/")
 
-
-__all__ = ["TreeBuilder", "TreeResult", "record_snapshot", "blob_ref", "encode_chunks"]

@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from typing import Iterator
 
-from s3archive.errors import IntegrityError, ManifestError, NoSuchVersion, StoreError
+from s3archive.errors import IntegrityError, ManifestError, NoSuchVersion
 from s3archive.format import pack2
 from s3archive.format import tree_codec as tc
 from s3archive.format.chunk_codec import decode_chunk
@@ -373,5 +373,3 @@ def _name(entry: Entry) -> bytes:
 def _shown(path: bytes) -> str:
     return path[:200].decode("utf-8", "backslashreplace")
 
-
-__all__ = ["RunTree", "BlobReader", "Item", "StoreError"]
