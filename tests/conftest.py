@@ -13,6 +13,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: takes tens of seconds (e.g. RGW lifecycle in test time)"
     )
+    config.addinivalue_line(
+        "markers", "scale: 100,000 files or more; left out of the suite (pyproject addopts), "
+                   "run from bench/ with `python -m pytest -m scale`")
 
 
 @pytest.fixture(scope="session")

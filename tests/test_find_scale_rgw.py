@@ -40,7 +40,7 @@ def src(tmp_path: Path):
         shutil.rmtree(where, ignore_errors=True)
 
 
-@pytest.mark.slow
+@pytest.mark.scale  # not in the suite: run it with `python -m pytest -m scale` (bench/README.md)
 def test_find_and_history_over_100000_files(rgw, tmp_path: Path, src: Path) -> None:
     timings: dict[str, float] = {}
 
