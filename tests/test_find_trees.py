@@ -4,44 +4,21 @@ reading every run whole, from a fraction of the nodes."""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from s3archive.archive.archiver import Archiver
 from s3archive.config import parse_config
 from s3archive.find import Hit, compile_pattern, find, history
-from s3archive.repo.catalog import RunRef, list_runs, load_manifest
+from s3archive.repo.catalog import RunRef, load_manifest
 from s3archive.repo.run_access import open_run
 from s3archive.store.base import StoreReader
-from support.memory_store import FakeClock, MemoryStore
+from support.memory_host import MemoryHost
 
 
-class Host:
+class Host(MemoryHost):
     def __init__(self, root: Path):
-        etc = root / "etc"
-        (etc / "pickers.d").mkdir(parents=True)
-        self.tree = root / "tree"
-        self.tree.mkdir()
-        picker = etc / "pickers.d" / "10-tree"
-        picker.write_text(f"#!/bin/sh\necho '{self.tree}'\n")
-        picker.chmod(0o755)
-        self.clock = FakeClock(datetime(2031, 11, 24, 3, 15, tzinfo=timezone.utc))
-        self.store = MemoryStore(self.clock)
-        self.config = parse_config(
-            {"s3": {"bucket": "find"}, "host": {"name": "h"}, "content": {"pack_size_mib": 1},
-             "local": {"cache_dir": str(root / "cache"), "state_file": str(root / "s.json")}},
-            etc / "config.toml", clock=self.clock)
-
-    def archive(self, **options) -> RunRef:
-        summary = Archiver(self.config, self.store, clock=self.clock, **options).run()
-        assert summary.exit_code == 0, summary.warnings
-        self.clock.advance(timedelta(days=1))
-        return max(list_runs(self.store, "h"), key=lambda r: r.run_id)
-
-    def gets(self) -> int:
-        return self.store.usage().requests.get("GetObject", 0)
+        super().__init__(root, "find")
 
     def p(self, rest: str) -> bytes:
         return os.fsencode(self.tree) + rest.encode()

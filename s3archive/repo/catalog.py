@@ -28,7 +28,7 @@ from s3archive.errors import ManifestError, RunNotFound, UsageError
 from s3archive.format import run_root
 from s3archive.format.limits import LIMITS, ManifestLimits
 from s3archive.format.manifest_codec import decode_manifest
-from s3archive.format.model import Manifest
+from s3archive.format.model import Header, Manifest
 from s3archive.repo.run_tree import RunTree
 from s3archive.crypto.keys import Identity
 from s3archive.store.base import StoreReader
@@ -190,9 +190,7 @@ def open_tree(store: StoreReader, run: RunRef, blob: bytes | None = None,
                                 f"{run_root.ROOT_LIMITS.stored_bytes} bytes ({run.size})")
         blob = store.get(run.key, run.version_id)
     root = run_root.decode_root(blob, where)
-    if root.header.host != run.host or root.header.run_id != run.run_id:
-        raise ManifestError(f"{run.key}: header names run {root.header.host}/"
-                            f"{root.header.run_id}, not the key's")
+    check_names(root.header, run)
     return RunTree(store, root, where, whole_packs, identities)
 
 
@@ -217,11 +215,7 @@ def load_manifest(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMI
     The listed size is checked before the GET, so an oversized object is never
     downloaded; the decoder checks the body again (a listing is no promise).
     """
-    where = f"{run.key}@{run.version_id}"
-    if run.size > limits.stored_bytes:
-        raise ManifestError(f"{where}: manifest is larger than {limits.stored_bytes} bytes "
-                            f"({run.size})")
-    blob = store.get(run.key, run.version_id)
+    blob, where = fetch_run_object(store, run, limits)
     if peek_format(blob, where) == run_root.FORMAT:
         if part == ROOT:  # no key needed: the root object holds nothing secret
             root = run_root.decode_root(blob, where)
@@ -233,7 +227,23 @@ def load_manifest(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMI
             manifest = tree.head(with_record=True) if part == RECORD else tree.manifest(paths)
     else:
         manifest = decode_manifest(blob, where=where, limits=limits)
-    if manifest.header.host != run.host or manifest.header.run_id != run.run_id:
-        raise ManifestError(f"{run.key}: header names run {manifest.header.host}/"
-                            f"{manifest.header.run_id}, not the key's")
+    check_names(manifest.header, run)
     return manifest
+
+
+def fetch_run_object(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMITS
+                     ) -> tuple[bytes, str]:
+    """The pinned run object's bytes, and how messages name it.  The listed size
+    is checked before the GET: an oversized object is never downloaded."""
+    where = f"{run.key}@{run.version_id}"
+    if run.size > limits.stored_bytes:
+        raise ManifestError(f"{where}: manifest is larger than {limits.stored_bytes} bytes "
+                            f"({run.size})")
+    return store.get(run.key, run.version_id), where
+
+
+def check_names(header: Header, run: RunRef) -> None:
+    """A run object must name the run its key names."""
+    if header.host != run.host or header.run_id != run.run_id:
+        raise ManifestError(f"{run.key}: header names run {header.host}/{header.run_id}, "
+                            "not the key's")

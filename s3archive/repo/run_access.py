@@ -2,19 +2,19 @@
 
 Format 2: the root object only (a :class:`RunTree`; nodes are read on
 demand).  Format 1: the manifest, read whole (it has no other shape).  The
-checks are those of :func:`catalog.load_manifest`, which reads the object
-again to tell the formats apart — here it is read once.
+object is fetched and its names checked as :func:`catalog.load_manifest`
+does (the same helpers); here it is read once.
 """
 
 from __future__ import annotations
 
 from s3archive.crypto.keys import Identity
-from s3archive.errors import ManifestError
 from s3archive.format import run_root
 from s3archive.format.limits import LIMITS
 from s3archive.format.manifest_codec import decode_manifest
 from s3archive.format.model import Manifest
-from s3archive.repo.catalog import RunRef, open_tree, peek_format
+from s3archive.repo.catalog import (RunRef, check_names, fetch_run_object, open_tree,
+                                   peek_format)
 from s3archive.repo.run_tree import RunTree
 from s3archive.store.base import StoreReader
 
@@ -23,15 +23,9 @@ def open_run(store: StoreReader, run: RunRef, whole_packs: bool = False,
              identities: list[Identity] | None = None) -> RunTree | Manifest:
     """``run`` as a tree (format 2; ``identities``: the restore keys of an
     encrypted run) or a whole manifest (format 1)."""
-    where = f"{run.key}@{run.version_id}"
-    if run.size > LIMITS.stored_bytes:
-        raise ManifestError(f"{where}: manifest is larger than {LIMITS.stored_bytes} bytes "
-                            f"({run.size})")
-    blob = store.get(run.key, run.version_id)
+    blob, where = fetch_run_object(store, run)
     if peek_format(blob, where) == run_root.FORMAT:
         return open_tree(store, run, blob, whole_packs=whole_packs, identities=identities)
     manifest = decode_manifest(blob, where=where, limits=LIMITS)
-    if manifest.header.host != run.host or manifest.header.run_id != run.run_id:
-        raise ManifestError(f"{run.key}: header names run {manifest.header.host}/"
-                            f"{manifest.header.run_id}, not the key's")
+    check_names(manifest.header, run)
     return manifest
