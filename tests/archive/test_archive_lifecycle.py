@@ -52,7 +52,7 @@ def test_lifecycle_removes_a_pack_only_after_every_run_that_needs_it_lapsed(
     settings = "slack_days = 0\nrepack_below = 0.0\n"
     start = time.monotonic()
 
-    env.write_config(retention=f"mode = \"GOVERNANCE\"\n{settings}{until_in(5)}")
+    env.write_config(retention=f"mode = \"GOVERNANCE\"\n{settings}{until_in(8)}")
     first = archive_now(env)
     (src / "replaced.bin").write_bytes(os.urandom(3 * MiB))
     env.write_config(retention=f"mode = \"GOVERNANCE\"\n{settings}{until_in(42)}")
