@@ -51,8 +51,9 @@ from s3archive.format.run_root import ROOT_LIMITS, RunRoot, encode_root
 from s3archive.format.run_id import new_run_id
 from s3archive.progress import Progress
 from s3archive.stats import RunStats, describe_warning
-from s3archive.repo.catalog import (ROOT, RunRef, latest_run, list_runs, load_manifest,
-                                   run_id_time)
+from s3archive.format import run_root
+from s3archive.repo.catalog import (ROOT, RunRef, fetch_run_object, latest_run, list_runs,
+                                   load_manifest, open_tree, peek_format, run_id_time)
 from s3archive.store.base import ObjectLock, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,7 @@ class Archiver:
             store=self.store, lookup_cached=cached_in(data_prefixes),
             reuse_prefixes=data_prefixes,
             may_be_cached=chunk_filter.may_contain, record_pack=record_pack,
+            lookup_many=cache.get_chunks,
             codec=self.codec, pack_size=cfg.content.pack_size_mib << 20,
             lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency,
             prefix="data" if format2 else None,
@@ -268,6 +270,24 @@ class Archiver:
         return (RunEncryption(list(cfg.encryption.recipients), cfg.encryption.dedup_secret),
                 decision.encryption_started)
 
+    def _rebuild_cache(self, cache: LocalCache, run: RunRef) -> int:
+        """Fill an empty cache from ``run``, streamed: a format-2 run's tree is walked
+        (one node per level in memory, whole metadata packs read) and its rows go in
+        in batches; a format-1 manifest is read whole, as it is stored."""
+        blob, where = fetch_run_object(self.store, run)
+        if peek_format(blob, where) != run_root.FORMAT:
+            return cache.rebuild_from_manifest(load_manifest(self.store, run))
+        tree = open_tree(self.store, run, blob, whole_packs=True)
+
+        def metadata() -> list[ChunkRef]:  # the blobs read since the last batch
+            blobs = list(tree.metadata.values())
+            tree.metadata.clear()
+            return blobs
+
+        snapshots = tree.snapshots()
+        return cache.rebuild(tree.root.header, tree.root.packs, tree.walk(),
+                             [c for snap in snapshots for c in snap.chunks], metadata)
+
     def _prepare_cache(self, cache: LocalCache, runs: list[RunRef], locked: bool,
                        encrypting: bool = False) -> None:
         latest = latest_run(runs) if cache.is_empty() else None
@@ -282,11 +302,10 @@ class Archiver:
             latest = None
         if latest is not None:
             try:
-                manifest = load_manifest(self.store, latest)
+                learned = self._rebuild_cache(cache, latest)
             except S3ArchiveError as err:  # the run goes on, reading and uploading afresh
                 log.warning("cannot rebuild the cache from %s: %s", latest.key, err)
             else:
-                learned = cache.rebuild_from_manifest(manifest)
                 log.info("rebuilt the local cache from run %s (%d files)", latest.run_id, learned)
         lapsing = cache.packs_lapsing_before(self.clock() + self.reuse_margin)
         if lapsing:
@@ -447,7 +466,7 @@ class _Run:
                                              ctx.writer, progress, self.warn)
                 progress.phase("uploading")
                 ctx.writer.drain()
-                if ctx.writer.resolve_reused(ctx.cache.get_chunks):
+                if ctx.writer.resolve_reused():
                     raise CacheInconsistent("file cache rows point at chunks it does not know")
                 progress.phase("securing retention")
                 lease = PackLease(ctx.store, ctx.cache, ctx.writer, self.plan.retention,
@@ -462,8 +481,10 @@ class _Run:
                     key = self._write_manifest(spool, snapshots, lease, files.tally)
         finally:
             ctx.writer.close()
+            ctx.writer.release()
             if ctx.meta is not None:
                 ctx.meta.close()
+                ctx.meta.release()
             ctx.cache.commit()
             progress.done()
         return self._summary(key, files.tally, snapshots, lease)
@@ -521,14 +542,21 @@ class _Run:
         retention = plan.retention
         writer = ctx.writer
 
+        window: dict[str, ChunkLocation] = {}
+
+        def prefetch(digests: list[str]) -> None:  # a block of spooled entries at once
+            window.clear()
+            window.update(writer.locate_many(digests))
+
         def locate(chunk: ChunkId) -> ChunkLocation:
-            return writer.locations[chunk.hash]
+            found = window.get(chunk.hash)
+            return found if found is not None else writer.locations[chunk.hash]
 
         leasing = PackLease(ctx.store, ctx.cache, meta, retention, cfg.retention.repack_below,
                             plan.locked, NoSources(), ctx.dry_run, self._index_host())
 
         def build() -> tuple[TreeBuilder, TreeResult, tc.BlobRef]:
-            builder = TreeBuilder(meta, locate)
+            builder = TreeBuilder(meta, locate, prefetch)
             trees = builder.build(spool)
             recorded_snaps = []
             for snap, chunks in sorted(snapshots, key=lambda s: s[0].name):

@@ -4,6 +4,12 @@ Producers (the archiver's file readers, thread-safe) hash each chunk and ask the
 a new chunk goes to an encoder pool (zstd releases the GIL), the packer, and
 when a pack is full, to an uploader pool.  Bytes in flight are bounded, so
 memory stays flat however much data passes.
+
+Where each chunk the run references is (in a pack this run uploaded, or one
+the local cache knows) lives on disk, in a :class:`~archive.run_index.RunIndex`;
+memory holds only what is in flight (chunks reserved until their pack is
+stored, metadata blobs in unsent packs) and a batch of file-cache hits still
+to be located.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
 from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer, Sealer
+from s3archive.archive.run_index import RunIndex
 from s3archive.store.base import ObjectLock, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,35 @@ class WriterStats:
 # Chunks up to this size are encoded by the thread that read them: handing a
 # small chunk to the encoder pool costs more (locks, wake-ups) than zstd does.
 INLINE_BYTES = 256 * 1024
+REUSE_BATCH = 2048  # file-cache hits located at once
+
+
+class Locations:
+    """A read-only view of where the run's chunks are (in flight, then on disk)."""
+
+    def __init__(self, writer: "ChunkWriter"):
+        self._writer = writer
+
+    def get(self, digest: str) -> ChunkLocation | None:
+        return self._writer.location(digest)
+
+    def __getitem__(self, digest: str) -> ChunkLocation:
+        found = self._writer.location(digest)
+        if found is None:
+            raise KeyError(digest)
+        return found
+
+    def __contains__(self, digest: object) -> bool:
+        return isinstance(digest, str) and self._writer.location(digest) is not None
+
+    def __len__(self) -> int:
+        return len(self._writer.index)
+
+    def values(self) -> Iterator[ChunkLocation]:
+        return iter(self._writer.index)
+
+    def items(self) -> Iterator[tuple[str, ChunkLocation]]:
+        return ((location.hash, location) for location in self._writer.index)
 
 
 class _Tasks:
@@ -108,19 +144,26 @@ class ChunkWriter:
     # never come from metadata packs, an encrypted run's never from plain ones
     reuse_prefixes: tuple[str, ...] | None = None
 
-    def reusable(self, location: ChunkLocation) -> bool:
-        return self.reuse_prefixes is None or location.pack.startswith(self.reuse_prefixes)
-    # where each chunk the run references is: in a pack this run uploaded, or
-    # in a pack the local cache knows (a chunk waiting in an unsealed or
-    # uploading pack is only reserved until its pack is stored)
-    locations: dict[str, ChunkLocation] = field(default_factory=dict)
+    # many lookups at once in the local cache (file-cache hits); None: one by one
+    lookup_many: Callable[[list[str]], dict[str, ChunkLocation]] | None = None
     new_packs: dict[str, NewPack] = field(default_factory=dict)
     stats: WriterStats = field(default_factory=WriterStats)
 
+    def reusable(self, location: ChunkLocation) -> bool:
+        return self.reuse_prefixes is None or location.pack.startswith(self.reuse_prefixes)
+
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        # where each chunk the run references is: in a pack this run stored, or in a
+        # pack the local cache knows (on disk; a chunk in an unsealed or uploading
+        # pack is only reserved, or, a metadata blob, pending, until its pack is stored)
+        self.index = RunIndex()
+        self.locations = Locations(self)
         self._reserved: set[str] = set()  # claimed: being encoded, packed or uploaded
-        self._deferred: set[str] = set()
+        self._pending: dict[str, ChunkLocation] = {}  # add_blob: in a pack not yet stored
+        self._stored = 0  # packs stored so far (a claim looks again when it moved)
+        self._reused: list[str] = []  # file-cache hits not located yet
+        self._unknown: set[str] = set()  # file-cache hits nothing knows (few, or a bug)
         self._excluded: set[str] = set()  # packs whose blobs are not reused (add_blob)
         self._encode_pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="encode")
         self._upload_pool = ThreadPoolExecutor(self.uploaders, thread_name_prefix="upload")
@@ -154,32 +197,58 @@ class ChunkWriter:
         assert self.prefix is not None, "only format-2 packs place blobs at once"
         self._raise_failure()
         digest = self.id_of(plain)
-        with self._lock:
-            known = self.locations.get(digest)
+        known = self.location(digest)
         if known is not None:
             self.stats.chunks_reused += 1
             return known
         cached = self.lookup_cached(digest) if self.may_be_cached(digest) else None
         if cached is not None and cached.pack not in self._excluded:
-            location = cached
+            self.index.put([cached])
             self.stats.chunks_reused += 1
-        else:
-            location = self.packer.add(self.codec.encode(plain, digest), kind)
-            self.stats.chunks_new += 1
-            self.stats.bytes_new += len(plain)
+            return cached
+        location = self.packer.add(self.codec.encode(plain, digest), kind)
+        self.stats.chunks_new += 1
+        self.stats.bytes_new += len(plain)
         with self._lock:
-            self.locations[digest] = location
+            if location.pack in self.new_packs:  # stored already (a pack of one blob)
+                self.index.put([location])
+            else:
+                self._pending[digest] = location
         return location
+
+    def location(self, digest: str) -> ChunkLocation | None:
+        """Where a chunk of this run is: in a pack not yet stored, or (on disk) stored."""
+        with self._lock:
+            pending = self._pending.get(digest)
+        return pending if pending is not None else self.index.get(digest)
+
+    def locate_many(self, digests: Iterable[str]) -> dict[str, ChunkLocation]:
+        """Where many chunks of this run are, at once (a block of entries)."""
+        wanted = set(digests)
+        with self._lock:
+            found = {d: self._pending[d] for d in wanted if d in self._pending}
+        found.update(self.index.get_many(wanted - found.keys()))
+        return found
+
+    def reused_bytes(self) -> dict[str, int]:
+        """Stored bytes the run references in each pack it did not write."""
+        return {key: used for key, used in self.index.bytes_by_pack().items()
+                if key not in self.new_packs}
+
+    def chunks_in(self, packs: set[str]) -> list[ChunkLocation]:
+        """The run's chunks inside ``packs``."""
+        return self.index.in_packs(packs)
 
     def start_over(self, excluded: set[str]) -> None:
         """Forget what was reused (the blobs are added again) and the open pack (never
         uploaded), and from now on reuse nothing of the packs ``excluded``; blobs of
         this run's packs already sealed stay."""
         dropped = self.packer.discard_open()
+        kept = set(self.packer.created) - ({dropped.key} if dropped is not None else set())
+        self.index.keep_only(kept)
         with self._lock:
-            self.locations = {digest: location for digest, location in self.locations.items()
-                              if location.pack in self.packer.created
-                              and (dropped is None or location.pack != dropped.key)}
+            self._pending = {digest: location for digest, location in self._pending.items()
+                             if location.pack in kept}
             self._excluded |= excluded
             if dropped is not None:  # not stored after all
                 self.stats.chunks_new -= len(dropped.chunks)
@@ -189,51 +258,85 @@ class ChunkWriter:
         """Write a chunk the run already references into a new pack (its old
         pack is left to lapse); ``plain`` is verified against ``digest``."""
         self._raise_failure()
+        self.index.delete(digest)
         with self._lock:
-            self.locations.pop(digest, None)
             self._reserved.add(digest)
         self.packer.add(self.codec.encode(plain, digest))
 
     def _claim(self, digest: str) -> bool:
-        """True when the chunk is new and this caller must encode it."""
-        with self._lock:
-            if digest in self.locations or digest in self._reserved:
-                self.stats.chunks_reused += 1
+        """True when the chunk is new and this caller must encode it.
+
+        Exact under concurrency: a chunk reserved by another thread is reused;
+        one whose pack was stored meanwhile is looked up again (the index gets a
+        pack's rows before its chunks leave the reserved set)."""
+        while True:
+            with self._lock:
+                if digest in self._reserved:
+                    self.stats.chunks_reused += 1
+                    return False
+                stored = self._stored
+            if self.index.get(digest) is not None:
+                with self._lock:
+                    self.stats.chunks_reused += 1
                 return False
-        cached = self.lookup_cached(digest) if self.may_be_cached(digest) else None
-        with self._lock:
-            if digest in self.locations or digest in self._reserved:
-                self.stats.chunks_reused += 1
-                return False
+            cached = self.lookup_cached(digest) if self.may_be_cached(digest) else None
             if cached is not None:
-                self.locations[digest] = cached
-                self.stats.chunks_reused += 1
+                self.index.put([cached], replace=False)
+                with self._lock:
+                    self.stats.chunks_reused += 1
                 return False
-            self._reserved.add(digest)
-            return True
+            with self._lock:
+                if digest in self._reserved:
+                    self.stats.chunks_reused += 1
+                    return False
+                if stored != self._stored:
+                    continue  # a pack was stored meanwhile: it may hold this chunk
+                self._reserved.add(digest)
+                return True
 
     def reuse(self, digest: str) -> None:
         """Reference a chunk the local cache knows (a file cache hit).
 
-        Its location is looked up later, in one batch (``resolve_reused``).
+        Its location is looked up later, in batches (``resolve_reused`` at the end).
         """
         with self._lock:
             self.stats.chunks_reused += 1
-            if digest not in self.locations and digest not in self._reserved:
-                self._deferred.add(digest)
+            if digest in self._reserved:
+                return  # being stored by this run: indexed when its pack is
+            self._reused.append(digest)
+            if len(self._reused) < REUSE_BATCH:
+                return
+            batch, self._reused = self._reused, []
+        self._locate_reused(batch)
+
+    def _locate_reused(self, batch: list[str]) -> None:
+        wanted = set(batch)
+        if self.lookup_many is not None:
+            cached = self.lookup_many(list(wanted))
+        else:
+            cached = {d: found for d in wanted if (found := self.lookup_cached(d)) is not None}
+        found = [location for location in cached.values() if self.reusable(location)]
+        self.index.put(found, replace=False)
+        missing = wanted - {location.hash for location in found}
+        if missing:  # stored by this run since (or a cache that contradicts itself)
+            missing -= self.index.get_many(missing).keys()
+        with self._lock:
+            missing -= self._reserved
+            self._unknown |= missing
 
     def resolve_reused(self, lookup_many: Callable[[set[str]], dict[str, ChunkLocation]]
-                       ) -> set[str]:
-        """Locate the chunks referenced through the file cache; returns those not found."""
+                       | None = None) -> set[str]:
+        """Locate the chunks referenced through the file cache not located yet;
+        returns those nothing knows (the file cache contradicts the chunk index)."""
+        if lookup_many is not None and self.lookup_many is None:
+            self.lookup_many = lambda digests: lookup_many(set(digests))
         with self._lock:
-            wanted = {d for d in self._deferred if d not in self.locations}
-            self._deferred.clear()
-        found = {digest: location for digest, location in lookup_many(wanted).items()
-                 if self.reusable(location)}
+            batch, self._reused = self._reused, []
+        if batch:
+            self._locate_reused(batch)
         with self._lock:
-            for digest, cached in found.items():
-                self.locations.setdefault(digest, cached)
-        return wanted - found.keys()
+            unknown, self._unknown = self._unknown, set()
+        return unknown
 
     def _store_encoded(self, encoded: EncodedChunk, plain_size: int) -> None:
         self.packer.add(encoded)
@@ -266,11 +369,14 @@ class ChunkWriter:
                 version_id = self.store.put(pack.key, body, self.lock).version_id
                 self.record_pack(NewPack(pack.key, version_id, len(body)), located)
             del body
+            self.index.put(located)  # before the chunks leave the reserved set (_claim)
             with self._lock:
                 self.new_packs[pack.key] = NewPack(pack.key, version_id, pack.size)
                 for location in located:
-                    self.locations[location.hash] = location
                     self._reserved.discard(location.hash)
+                    if self._pending.get(location.hash) == location:
+                        del self._pending[location.hash]
+                self._stored += 1
                 self.stats.bytes_uploaded += pack.size
                 self.stats.packs_uploaded += 1
             log.debug("uploaded %s (%d bytes, %d chunks)", pack.key, pack.size, len(pack.chunks))
@@ -299,5 +405,10 @@ class ChunkWriter:
         self._raise_failure()
 
     def close(self) -> None:
+        """Stop the pools; the locations stay readable until :meth:`release`."""
         self._encode_pool.shutdown(wait=True, cancel_futures=True)
         self._upload_pool.shutdown(wait=True, cancel_futures=True)
+
+    def release(self) -> None:
+        """Remove the run's index (its temporary database)."""
+        self.index.close()

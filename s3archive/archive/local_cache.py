@@ -6,17 +6,28 @@
 * ``packs``: pack key -> version id, size, lock mode and the retain-until
   known to be in force.
 
-When it is lost it is rebuilt from the latest manifest of this host
-(``rebuild_from_manifest``).  A pack whose lock may lapse soon is forgotten
-with everything that points into it, so no run reuses data that lifecycle
-might delete.
+When it is lost it is rebuilt from the latest run of this host, streamed
+(``rebuild``: a format-2 run's tree is walked, rows go in in batches).  A pack
+whose lock may lapse soon is forgotten with everything that points into it,
+so no run reuses data that lifecycle might delete.
+
+Rows are compact (schema 3): a chunk is its 32-byte hash and integers (its
+pack a number into ``pack_names``); a file is keyed by its directory's number
+and its name, and keeps of its manifest line only what its columns do not
+hold, as a number into ``attrs`` (the same owner, group and mode for most
+files: stored once).  An encrypting host keeps no path, name or metadata in
+clear: its rows are named by an HMAC of the path and hold the rest of the
+line sealed (``FileCipher``).  A cache of an older schema is dropped and
+rebuilt on open (a cache is disposable).
 """
 
 from __future__ import annotations
 
 import array
+import base64
 import bisect
 import functools
+import json
 import os
 import re
 import sqlite3
@@ -25,32 +36,42 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
 
 from s3archive.archive.packer import ChunkId, ChunkLocation
 from s3archive.clock import isoformat, parse_iso
 from s3archive.format.manifest_codec import dumps, encode_entry
-from s3archive.format.model import FILE, Manifest
+from s3archive.format.model import ENCODINGS, FILE, ChunkRef, Entry, Header, Manifest, PackRef
 
 if TYPE_CHECKING:
     from s3archive.archive.encryption import FileCipher
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+_TABLES = ("meta", "packs", "pack_names", "chunks", "files", "attrs", "dirs")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pack_names (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS packs (
-    key TEXT PRIMARY KEY, version_id TEXT NOT NULL, size INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY, version_id TEXT NOT NULL, size INTEGER NOT NULL,
     lock_mode TEXT, retain_until TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
-    hash BLOB PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL,
-    stored INTEGER NOT NULL, size INTEGER NOT NULL, encoding TEXT NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks (pack);
+    hash BLOB PRIMARY KEY, pack INTEGER NOT NULL, offset INTEGER NOT NULL,
+    stored INTEGER NOT NULL, size INTEGER NOT NULL, encoding INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dirs (id INTEGER PRIMARY KEY, path BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS attrs (id INTEGER PRIMARY KEY, body BLOB NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS files (
-    path BLOB PRIMARY KEY, dev INTEGER, ino INTEGER NOT NULL, size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, chunks BLOB NOT NULL,
-    line BLOB NOT NULL) WITHOUT ROWID;
+    dir INTEGER NOT NULL, name BLOB NOT NULL, dev INTEGER, ino INTEGER NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    chunks BLOB NOT NULL, attrs INTEGER, sealed BLOB,
+    PRIMARY KEY (dir, name)) WITHOUT ROWID;
 """
-_CHUNK_ITEM = struct.Struct(">32sQ")
+_CHUNK_ITEM = struct.Struct(">32sI")  # a chunk is at most 8 MiB (format/limits.py)
+_BATCH = 500  # hashes in one ``IN (...)``
+_ROWS_BATCH = 2048  # rows written at once while rebuilding
+_MEMO = 4096  # directory and attribute numbers remembered
+# the line's fields a file row keeps in columns (absent ones are listed under _ABSENT)
+_COLUMNS = ("mtime_ns", "size", "ino", "ctime_ns")
+_ABSENT = "\x00absent"
 
 # Packs in a bucket without Object Lock (allow_unlocked_bucket) have no lease
 # to renew: the cache treats them as lasting, and nothing protects them.
@@ -88,8 +109,10 @@ class ChunkFilter:
     positive) is confirmed by a lookup in the index.
     """
 
-    def __init__(self, prefixes: Iterable[bytes]):
-        self._sorted = array.array("Q", sorted(int.from_bytes(p, "big") for p in prefixes))
+    def __init__(self, prefixes: Iterable[bytes], presorted: bool = False):
+        values = (int.from_bytes(p, "big") for p in prefixes)
+        # presorted (the index read in key order): no list of a Python int per chunk
+        self._sorted = array.array("Q", values if presorted else sorted(values))
 
     def __len__(self) -> int:
         return len(self._sorted)
@@ -144,14 +167,22 @@ class LocalCache:
         self.db.execute("PRAGMA synchronous=NORMAL")
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
-            self.db.executescript("DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS packs;"
-                                  "DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS files;")
+            # an older schema: dropped (and compacted, no page keeps its rows); the
+            # archiver finds the cache empty and rebuilds it from the latest run
+            self.db.executescript("".join(f"DROP TABLE IF EXISTS {name};" for name in _TABLES)
+                                  + "DROP INDEX IF EXISTS chunks_by_pack;")
+            self.db.execute("VACUUM")
         self.db.executescript(_SCHEMA)
         # rows of files read by a run that has not committed yet (per connection)
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS files_pending AS "
                         "SELECT * FROM files WHERE 0")
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         os.chmod(path, 0o600)
+        self._pack_ids: dict[str, int] = {}
+        self._pack_keys: dict[int, str] = {}
+        self._dir_ids: dict[bytes, int] = {}
+        self._attr_ids: dict[bytes, int] = {}
+        self._attr_bodies: dict[int, bytes] = {}
 
     @_locked
     def close(self) -> None:
@@ -181,76 +212,124 @@ class LocalCache:
     def is_empty(self) -> bool:
         return self.db.execute("SELECT 1 FROM packs LIMIT 1").fetchone() is None
 
+    # -- pack numbers
+    def _pack_id(self, key: str, create: bool = True) -> int | None:
+        number = self._pack_ids.get(key)
+        if number is not None:
+            return number
+        row = self.db.execute("SELECT id FROM pack_names WHERE key=?", (key,)).fetchone()
+        if row is None:
+            if not create:
+                return None
+            row = (self.db.execute("INSERT INTO pack_names (key) VALUES (?)", (key,)).lastrowid,)
+        self._remember(self._pack_ids, key, row[0])
+        self._remember(self._pack_keys, row[0], key)
+        return row[0]
+
+    def _pack_key(self, number: int) -> str:
+        key = self._pack_keys.get(number)
+        if key is None:
+            key = self.db.execute("SELECT key FROM pack_names WHERE id=?", (number,)).fetchone()[0]
+            self._remember(self._pack_keys, number, key)
+        return key
+
+    @staticmethod
+    def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(memo) >= _MEMO:
+            memo.clear()
+        memo[key] = value
+
     # -- packs
     @_locked
     def add_pack(self, pack: CachedPack) -> None:
+        number = self._pack_id(pack.key)
         self.db.execute(
-            "INSERT INTO packs VALUES (?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "INSERT INTO packs VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "version_id=excluded.version_id, size=excluded.size, lock_mode=excluded.lock_mode, "
             "retain_until=max(packs.retain_until, excluded.retain_until) "
             "WHERE packs.version_id = excluded.version_id OR excluded.retain_until >= packs.retain_until",
-            (pack.key, pack.version_id, pack.size, pack.lock_mode, isoformat(pack.retain_until)))
+            (number, pack.version_id, pack.size, pack.lock_mode, isoformat(pack.retain_until)))
 
     @_locked
     def get_pack(self, key: str) -> CachedPack | None:
-        row = self.db.execute("SELECT key, version_id, size, lock_mode, retain_until FROM packs "
-                              "WHERE key=?", (key,)).fetchone()
-        return CachedPack(row[0], row[1], row[2], row[3], parse_iso(row[4])) if row else None
+        number = self._pack_id(key, create=False)
+        row = self.db.execute("SELECT version_id, size, lock_mode, retain_until FROM packs "
+                              "WHERE id=?", (number,)).fetchone() if number is not None else None
+        return CachedPack(key, row[0], row[1], row[2], parse_iso(row[3])) if row else None
 
     @_locked
     def forget_packs(self, keys: Iterable[str]) -> None:
-        """Drop packs and every chunk and file entry that points into them."""
-        for key in keys:
-            hashes = [row[0] for row in self.db.execute("SELECT hash FROM chunks WHERE pack=?", (key,))]
-            self.db.execute("DELETE FROM chunks WHERE pack=?", (key,))
-            self.db.execute("DELETE FROM packs WHERE key=?", (key,))
-            if hashes:
-                self._forget_files_with(set(hashes))
+        """Drop packs and every chunk and file entry that points into them (one scan of
+        the chunk index for them all: no index by pack, it would double the chunks' size)."""
+        numbers = {n for key in keys if (n := self._pack_id(key, create=False)) is not None}
+        if not numbers:
+            return
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS forgotten (id INTEGER PRIMARY KEY)")
+        self.db.execute("DELETE FROM forgotten")
+        self.db.executemany("INSERT INTO forgotten VALUES (?)", [(n,) for n in numbers])
+        hashes = {row[0] for row in self.db.execute(
+            "SELECT hash FROM chunks WHERE pack IN (SELECT id FROM forgotten)")}
+        self.db.execute("DELETE FROM chunks WHERE pack IN (SELECT id FROM forgotten)")
+        self.db.execute("DELETE FROM packs WHERE id IN (SELECT id FROM forgotten)")
+        self.db.execute("DELETE FROM pack_names WHERE id IN (SELECT id FROM forgotten)")
+        self._pack_ids.clear()
+        self._pack_keys.clear()
+        if hashes:
+            self._forget_files_with(hashes)
 
     def _forget_files_with(self, hashes: set[bytes]) -> None:
         doomed = []
-        for path, blob in self.db.execute("SELECT path, chunks FROM files"):
+        for directory, name, blob in self.db.execute("SELECT dir, name, chunks FROM files"):
             for i in range(0, len(blob), _CHUNK_ITEM.size):
                 if blob[i:i + 32] in hashes:
-                    doomed.append(path)
+                    doomed.append((directory, name))
                     break
-        self.db.executemany("DELETE FROM files WHERE path=?", [(p,) for p in doomed])
+        self.db.executemany("DELETE FROM files WHERE dir=? AND name=?", doomed)
 
     @_locked
     def packs_not_locked_in(self, mode: str) -> list[str]:
         return [row[0] for row in self.db.execute(
-            "SELECT key FROM packs WHERE lock_mode IS NULL OR lock_mode != ?", (mode,))]
+            "SELECT n.key FROM packs p JOIN pack_names n ON n.id = p.id "
+            "WHERE p.lock_mode IS NULL OR p.lock_mode != ?", (mode,))]
 
     @_locked
     def packs_lapsing_before(self, moment: datetime) -> list[str]:
         return [row[0] for row in self.db.execute(
-            "SELECT key FROM packs WHERE retain_until < ?", (isoformat(moment),))]
+            "SELECT n.key FROM packs p JOIN pack_names n ON n.id = p.id "
+            "WHERE p.retain_until < ?", (isoformat(moment),))]
 
     # -- chunks
     @_locked
     def add_chunks(self, rows: Iterable[ChunkLocation]) -> None:
+        """Many rows in one ``executemany`` (a stored pack's, a batch of a rebuild)."""
         self.db.executemany(
             "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
-            [(bytes.fromhex(c.hash), c.pack, c.offset, c.stored, c.size, c.encoding) for c in rows])
+            [(bytes.fromhex(c.hash), self._pack_id(c.pack), c.offset, c.stored, c.size,
+              ENCODINGS.index(c.encoding)) for c in rows])
+
+    def _location(self, digest: str, row: tuple[int, int, int, int, int]) -> ChunkLocation:
+        return ChunkLocation(digest, self._pack_key(row[0]), row[1], row[2], row[3],
+                             ENCODINGS[row[4]])
 
     @_locked
     def get_chunks(self, digests: Iterable[str]) -> dict[str, ChunkLocation]:
         """Many lookups at once (in batches of 500)."""
         found: dict[str, ChunkLocation] = {}
         wanted = [bytes.fromhex(d) for d in digests]
-        for start in range(0, len(wanted), 500):
-            batch = wanted[start:start + 500]
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start:start + _BATCH]
             marks = ",".join("?" * len(batch))
             for row in self.db.execute("SELECT hash, pack, offset, stored, size, encoding "
-                                       f"FROM chunks WHERE hash IN ({marks})", batch):
+                                       f"FROM chunks WHERE hash IN ({marks})", batch).fetchall():
                 digest = row[0].hex()
-                found[digest] = ChunkLocation(digest, *row[1:])
+                found[digest] = self._location(digest, row[1:])
         return found
 
     @_locked
     def chunk_filter(self) -> "ChunkFilter":
         """A snapshot of the chunk index, for lookups that need no lock."""
-        return ChunkFilter(row[0][:8] for row in self.db.execute("SELECT hash FROM chunks"))
+        return ChunkFilter((row[0][:8] for row in self.db.execute(
+            "SELECT hash FROM chunks ORDER BY hash")), presorted=True)
 
     @_locked
     def forget_files(self) -> None:
@@ -260,9 +339,46 @@ class LocalCache:
     def get_chunk(self, digest: str) -> ChunkLocation | None:
         row = self.db.execute("SELECT pack, offset, stored, size, encoding FROM chunks WHERE hash=?",
                               (bytes.fromhex(digest),)).fetchone()
-        return ChunkLocation(digest, *row) if row else None
+        return self._location(digest, row) if row else None
 
     # -- files
+    def _row_key(self, path: bytes, create: bool) -> tuple[int, bytes] | None:
+        """(directory number, name) of a file row: an encrypting host's rows are all
+        in directory 0, named by an HMAC of the path (no path in clear)."""
+        if self._cipher is not None:
+            return 0, self._cipher.name(path)
+        parent, _, name = path.rpartition(b"/")
+        number = self._dir_ids.get(parent)
+        if number is None:
+            row = self.db.execute("SELECT id FROM dirs WHERE path=?", (parent,)).fetchone()
+            if row is None:
+                if not create:
+                    return None
+                row = (self.db.execute("INSERT INTO dirs (path) VALUES (?)", (parent,)).lastrowid,)
+            number = row[0]
+            self._remember(self._dir_ids, parent, number)
+        return number, name
+
+    def _attrs_id(self, body: bytes) -> int:
+        number = self._attr_ids.get(body)
+        if number is None:
+            row = self.db.execute("SELECT id FROM attrs WHERE body=?", (body,)).fetchone()
+            if row is None:
+                row = (self.db.execute("INSERT INTO attrs (body) VALUES (?)", (body,)).lastrowid,)
+            number = row[0]
+            self._remember(self._attr_ids, body, number)
+        return number
+
+    def _attrs_body(self, number: int) -> bytes | None:
+        body = self._attr_bodies.get(number)
+        if body is None:
+            row = self.db.execute("SELECT body FROM attrs WHERE id=?", (number,)).fetchone()
+            if row is None:
+                return None
+            body = row[0]
+            self._remember(self._attr_bodies, number, body)
+        return body
+
     @_locked
     def get_file(self, path: bytes, key: FileKey) -> CachedFile | None:
         """The cached line and chunks of an unchanged file, or None.
@@ -270,22 +386,26 @@ class LocalCache:
         Every chunk of a file row is in the chunk index: ``forget_packs``
         removes the file rows that point into a forgotten pack.
         """
-        name = self._cipher.name(path) if self._cipher is not None else path
+        row_key = self._row_key(path, create=False)
+        if row_key is None:
+            return None
         row = self.db.execute(
-            "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, line FROM files WHERE path=?",
-            (name,)).fetchone()
+            "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed FROM files "
+            "WHERE dir=? AND name=?", row_key).fetchone()
         if row is None:
             return None
-        dev, ino, size, mtime_ns, ctime_ns, blob, line = row
+        dev, ino, size, mtime_ns, ctime_ns, blob, attrs, sealed = row
         if (ino, size, mtime_ns, ctime_ns) != (key.ino, key.size, key.mtime_ns, key.ctime_ns):
             return None
         if dev is not None and dev != key.dev:
             return None
         if self._cipher is not None:
-            line = self._cipher.open(path, (ino, size, mtime_ns, ctime_ns), line)
-            if line is None:
-                return None
-        return CachedFile(line, unpack_chunk_list(blob))
+            rest = self._cipher.open(path, (ino, size, mtime_ns, ctime_ns), sealed or b"")
+        else:
+            rest = self._attrs_body(attrs) if attrs is not None else None
+        if rest is None:
+            return None
+        return CachedFile(join_line(path, key, rest), unpack_chunk_list(blob))
 
     @_locked
     def use_cipher(self, cipher: "FileCipher | None") -> None:
@@ -297,8 +417,13 @@ class LocalCache:
         if self.get_meta("file_rows") not in (None, label):
             self.db.execute("PRAGMA secure_delete=ON")
             self.db.execute("DELETE FROM files")
+            self.db.execute("DELETE FROM dirs")
+            self.db.execute("DELETE FROM attrs")
             self.db.execute("VACUUM")
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._dir_ids.clear()
+            self._attr_ids.clear()
+            self._attr_bodies.clear()
         self.set_meta("file_rows", label)
         self._cipher = cipher
 
@@ -312,14 +437,20 @@ class LocalCache:
                   pending: bool = False) -> None:
         table = "files_pending" if pending else "files"
         cipher = self._cipher
-        if cipher is not None:
-            rows = [(cipher.name(path), key,
-                     cipher.seal(path, (key.ino, key.size, key.mtime_ns, key.ctime_ns), line),
-                     chunks) for path, key, line, chunks in rows]
+        values = []
+        for path, key, line, chunks in rows:
+            rest = split_line(path, key, line)
+            row_key = self._row_key(path, create=True)
+            assert row_key is not None
+            if cipher is not None:
+                attrs, sealed = None, cipher.seal(
+                    path, (key.ino, key.size, key.mtime_ns, key.ctime_ns), rest)
+            else:
+                attrs, sealed = self._attrs_id(rest), None
+            values.append((*row_key, key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns,
+                           pack_chunk_list(chunks), attrs, sealed))
         self.db.executemany(
-            f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(path, key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns,
-              pack_chunk_list(chunks), line) for path, key, line, chunks in rows])
+            f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
 
     @_locked
     def commit_pending_files(self) -> None:
@@ -332,39 +463,115 @@ class LocalCache:
         self.db.execute("DELETE FROM files_pending")
 
     # -- rebuild
-    @_locked
     def rebuild_from_manifest(self, manifest: Manifest) -> int:
-        """Fill the cache from a manifest; returns the number of files learned."""
-        packs = {p.id: p for p in manifest.packs}
+        """Fill the cache from a manifest read whole; returns the number of files learned."""
+        metadata = [manifest.metadata]
+        return self.rebuild(manifest.header, manifest.packs, iter(manifest.entries),
+                            [c for snap in manifest.snapshots for c in snap.chunks],
+                            lambda: metadata.pop() if metadata else ())
+
+    @_locked
+    def rebuild(self, header: Header, packs: list[PackRef], entries: Iterator[Entry],
+                other_chunks: Iterable[ChunkRef] = (),
+                metadata: Callable[[], Iterable[ChunkRef]] = lambda: ()) -> int:
+        """Fill the cache from a run, streamed: ``entries`` (a tree's walk) go in
+        batches of rows; ``metadata()`` gives the metadata blobs read since it was
+        last called (each batch takes them).  All or nothing: a failure midway (a
+        damaged run) leaves the cache as it was.  Returns the files learned."""
+        by_id = {p.id: p for p in packs}
         self.begin()
-        for pack in manifest.packs:
-            self.add_pack(CachedPack(pack.key, pack.version_id, pack.size,
-                                     pack.lock_mode or manifest.header.lock_mode,
-                                     pack.locked_until or manifest.header.retain_until))
-        learned = 0
-        chunk_rows = []
-        for entry in manifest.entries:
-            if entry.kind != FILE:
-                continue
-            for c in entry.chunks:
-                chunk_rows.append(ChunkLocation(c.hash, packs[c.pack].key, c.offset, c.stored,
-                                              c.size, c.encoding))
-            if entry.ino is not None and entry.ctime_ns is not None:
-                chunks = [ChunkId(c.hash, c.size) for c in entry.chunks]
-                line = dumps(encode_entry(entry, with_chunks=False))[:-1]
-                self.put_file(entry.path, FileKey(-1, entry.ino, entry.size, entry.mtime_ns,
-                                                  entry.ctime_ns), line, chunks)
-                learned += 1
-        for snap in manifest.snapshots:
-            for c in snap.chunks:
-                chunk_rows.append(ChunkLocation(c.hash, packs[c.pack].key, c.offset, c.stored,
-                                              c.size, c.encoding))
-        for c in manifest.metadata:  # format 2: unchanged directories are not stored again
-            chunk_rows.append(ChunkLocation(c.hash, packs[c.pack].key, c.offset, c.stored,
-                                          c.size, c.encoding))
-        self.add_chunks(chunk_rows)
-        # rows learned from a manifest carry no device number
-        self.db.execute("UPDATE files SET dev=NULL WHERE dev=-1")
-        self.set_meta("last_run_id", manifest.header.run_id)
+        try:
+            for pack in packs:
+                self.add_pack(CachedPack(pack.key, pack.version_id, pack.size,
+                                         pack.lock_mode or header.lock_mode,
+                                         pack.locked_until or header.retain_until))
+            learned = 0
+            chunk_rows: list[ChunkLocation] = []
+            file_rows: list[tuple[bytes, FileKey, bytes, list[ChunkId]]] = []
+
+            def located(refs: Iterable[ChunkRef]) -> Iterator[ChunkLocation]:
+                for c in refs:
+                    yield ChunkLocation(c.hash, by_id[c.pack].key, c.offset, c.stored, c.size,
+                                        c.encoding)
+
+            def flush() -> None:
+                chunk_rows.extend(located(metadata()))
+                self.add_chunks(chunk_rows)
+                # rows learned from a run carry no device number (-1: NULL below)
+                self.put_files(file_rows)
+                chunk_rows.clear()
+                file_rows.clear()
+
+            for entry in entries:
+                if entry.kind != FILE:
+                    continue
+                chunk_rows.extend(located(entry.chunks))
+                if entry.ino is not None and entry.ctime_ns is not None:
+                    chunks = [ChunkId(c.hash, c.size) for c in entry.chunks]
+                    line = dumps(encode_entry(entry, with_chunks=False))[:-1]
+                    file_rows.append((entry.path, FileKey(-1, entry.ino, entry.size,
+                                                          entry.mtime_ns, entry.ctime_ns),
+                                      line, chunks))
+                    learned += 1
+                if len(chunk_rows) + len(file_rows) >= _ROWS_BATCH:
+                    flush()
+            chunk_rows.extend(located(other_chunks))
+            flush()
+            self.db.execute("UPDATE files SET dev=NULL WHERE dev=-1")
+            self.set_meta("last_run_id", header.run_id)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            self._pack_ids.clear()
+            self._pack_keys.clear()
+            self._dir_ids.clear()
+            self._attr_ids.clear()
+            self._attr_bodies.clear()
+            raise
         self.commit()
         return learned
+
+
+def split_line(path: bytes, key: FileKey, line: bytes) -> bytes:
+    """What a file row keeps of its manifest line: the fields its path and columns
+    do not hold (JSON; a field the line lacks is listed as absent, so
+    :func:`join_line` gives back exactly what was put)."""
+    obj = json.loads(line)
+    absent = []
+    if obj.get("type") == "entry":
+        del obj["type"]
+    elif "type" not in obj:
+        absent.append("type")
+    if "path" in obj and "path_b64" not in obj and obj["path"].encode("utf-8") == path:
+        del obj["path"]
+    elif "path_b64" in obj and "path" not in obj and obj["path_b64"] == \
+            base64.b64encode(path).decode("ascii"):
+        del obj["path_b64"]
+    elif "path" not in obj and "path_b64" not in obj:
+        absent.append("path")
+    for name in _COLUMNS:
+        if name not in obj:
+            absent.append(name)
+        elif obj[name] == getattr(key, name):
+            del obj[name]
+    if absent:
+        obj[_ABSENT] = absent
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def join_line(path: bytes, key: FileKey, rest: bytes) -> bytes:
+    """The manifest line :func:`split_line` took apart."""
+    obj = json.loads(rest)
+    absent = obj.pop(_ABSENT, ())
+    line: dict[str, Any] = {}
+    if "type" not in obj and "type" not in absent:
+        line["type"] = "entry"
+    if "path" not in obj and "path_b64" not in obj and "path" not in absent:
+        try:
+            line["path"] = path.decode("utf-8")
+        except UnicodeDecodeError:
+            line["path_b64"] = base64.b64encode(path).decode("ascii")
+    line.update(obj)
+    for name in _COLUMNS:
+        if name not in line and name not in absent:
+            line[name] = getattr(key, name)
+    return dumps(line)[:-1]

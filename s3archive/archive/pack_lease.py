@@ -89,11 +89,7 @@ class PackLease:
 
     def _used(self) -> dict[str, int]:
         """Bytes this run needs of each reused pack."""
-        used: dict[str, int] = {}
-        for location in self.writer.locations.values():
-            if location.pack not in self.writer.new_packs:
-                used[location.pack] = used.get(location.pack, 0) + location.stored
-        return used
+        return self.writer.reused_bytes()
 
     def doomed(self) -> set[str]:
         """The reused packs :meth:`secure` would rewrite (the run needs little of
@@ -194,9 +190,8 @@ class PackLease:
         again from the run's files; returns the packs that must be kept instead."""
         doomed = set(keys)
         wanted: dict[str, set[str]] = {key: set() for key in keys}
-        for digest, location in self.writer.locations.items():
-            if location.pack in doomed:
-                wanted[location.pack].add(digest)
+        for location in self.writer.chunks_in(doomed):
+            wanted[location.pack].add(location.hash)
         found = self.sources.locate(set().union(*wanted.values()))
         kept = [key for key in keys if not wanted[key] <= found]
         readable = set().union(*(wanted[key] for key in keys if key not in kept))

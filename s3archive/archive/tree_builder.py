@@ -13,10 +13,11 @@ run's pack table.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 from s3archive.archive.chunk_writer import ChunkWriter
 from s3archive.archive.packer import ChunkId, ChunkLocation
@@ -55,10 +56,15 @@ class TreeResult:
     packs: set[str]  # every pack a node references (data and metadata)
 
 
+SPOOL_BLOCK = 1024  # spooled entries read ahead: their chunks are located at once
+
+
 class TreeBuilder:
-    def __init__(self, meta: ChunkWriter, locate: Callable[[ChunkId], ChunkLocation]):
+    def __init__(self, meta: ChunkWriter, locate: Callable[[ChunkId], ChunkLocation],
+                 prefetch: Callable[[list[str]], None] | None = None):
         self.meta = meta
         self.locate = locate
+        self.prefetch = prefetch  # told the chunks of the next block of entries
         self.packs: set[str] = set()
         self.entries = 0
         self.nodes_written = 0
@@ -102,7 +108,7 @@ class TreeBuilder:
         spool.seek(0)
         stack: list[_Dir] = []
         root: _Dir | None = None
-        for raw in spool:
+        for raw in self._lines(spool):
             line, tab, listed = raw.rstrip(b"\n").partition(b"\t")
             obj = json.loads(line)
             path = _path_of(obj)
@@ -141,6 +147,19 @@ class TreeBuilder:
         if root is None:
             return TreeResult(None, None, self.entries, self.packs)
         return TreeResult(root.obj, root_tree, self.entries, self.packs)
+
+    def _lines(self, spool: IO[bytes]) -> Iterator[bytes]:
+        """The spool's lines, a block at a time (the block's chunks prefetched)."""
+        while True:
+            block = list(itertools.islice(spool, SPOOL_BLOCK))
+            if not block:
+                return
+            if self.prefetch is not None:
+                self.prefetch([item[:64].decode("ascii")
+                               for raw in block if b"\t" in raw
+                               for item in raw.rstrip(b"\n").partition(b"\t")[2].split(b",")
+                               if item])
+            yield from block
 
     def _append(self, parent: _Dir, name: bytes, obj: dict[str, Any],
                 chunks: list[tc.BlobRef] | None, lists: list[tc.BlobRef] | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -195,3 +196,83 @@ def test_a_rewritten_chunk_moves_to_a_new_pack(store: MemoryStore) -> None:
     assert read_back(store, writer, old.hash) == known
     assert (writer.stats.chunks_new, writer.stats.chunks_reused) == (0, 1)
     assert [c.hash for _, rows in recorder.packs for c in rows] == [old.hash]
+
+
+def test_dedup_stays_exact_while_packs_are_stored_under_the_claims(store: MemoryStore) -> None:
+    """Many threads add overlapping chunks while small packs are sealed and stored
+    (a stored chunk leaves the reserved set for the on-disk index): each chunk is
+    stored exactly once."""
+    rng = random.Random(11)
+    distinct = [rng.randbytes(rng.randrange(2 * KiB, 40 * KiB)) for _ in range(300)]
+    writer, recorder = make_writer(store, pack_size=64 * KiB)
+
+    def slow_miss(digest: str) -> None:  # the cache is asked while packs are stored
+        time.sleep(0.0005)
+        return None
+
+    writer.may_be_cached, writer.lookup_cached = (lambda digest: True), slow_miss
+    orders = [random.Random(seed).sample(distinct, len(distinct)) for seed in range(6)]
+    try:
+        threads = [threading.Thread(target=lambda order=order: [writer.add(c) for c in order])
+                   for order in orders]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        writer.drain()
+        stored = [c.hash for _, rows in recorder.packs for c in rows]
+        assert sorted(stored) == sorted(chunk_hash(c) for c in distinct), "each once"
+        assert (writer.stats.chunks_new, writer.stats.chunks_reused) == (300, 5 * 300)
+        assert len(recorder.packs) > 20, "packs were stored while chunks were claimed"
+        for chunk in distinct[:20]:
+            assert read_back(store, writer, chunk_hash(chunk)) == chunk
+    finally:
+        writer.close()
+        writer.release()
+
+
+def test_file_cache_hits_are_located_in_batches_and_unknown_ones_reported(
+        store: MemoryStore) -> None:
+    known = {digest: ChunkLocation(digest, f"data/aa/{'a' * 64}", i, 10, 20, "raw")
+             for i, digest in enumerate(chunk_hash(b"%d" % i) for i in range(5000))}
+    plain_pack = ChunkLocation(chunk_hash(b"plain"), f"packs/bb/{'b' * 64}", 0, 1, 1, "raw")
+    known[plain_pack.hash] = plain_pack
+    calls: list[int] = []
+
+    def lookup_many(digests):
+        calls.append(len(digests))
+        return {d: known[d] for d in digests if d in known}
+
+    writer, _ = make_writer(store, cached=known, lookup_many=lookup_many,
+                            reuse_prefixes=("data/",))
+    try:
+        for digest in known:
+            writer.reuse(digest)
+        writer.reuse(chunk_hash(b"nobody knows"))
+        unknown = writer.resolve_reused()
+        assert unknown == {chunk_hash(b"nobody knows"), plain_pack.hash}, \
+            "a chunk in a pack the run may not reuse is as good as unknown"
+        assert len(calls) >= 2 and max(calls) <= 2048, "batches, not one query a chunk"
+        digest = chunk_hash(b"4321")
+        assert writer.locations[digest] == known[digest]
+        assert writer.reused_bytes() == {f"data/aa/{'a' * 64}": 10 * 5000}
+    finally:
+        writer.close()
+        writer.release()
+
+
+def test_blobs_of_excluded_packs_are_never_reused_after_start_over(store: MemoryStore) -> None:
+    old = ChunkLocation(chunk_hash(b"node"), f"meta/cc/{'c' * 64}", 0, 4, 4, "raw")
+    writer, _ = make_writer(store, cached={old.hash: old}, prefix="meta")
+    try:
+        assert writer.add_blob(b"node", b"T") == old
+        assert writer.reused_bytes() == {old.pack: 4}
+        writer.start_over({old.pack})
+        assert writer.locations.get(old.hash) is None
+        again = writer.add_blob(b"node", b"T")
+        assert again.pack != old.pack and again.pack.startswith("meta/")
+        writer.drain()
+        assert writer.locations[old.hash] == again and writer.reused_bytes() == {}
+    finally:
+        writer.close()
+        writer.release()

@@ -515,8 +515,9 @@ def test_pack_deleted_behind_the_caches_back_is_written_again(tmp_path: Path) ->
     # ... while the cache still believes the pack is locked for 1.5 more days
     db = cache_path(sim.config.local.cache_dir, "sim-bucket", "", HOST)
     with sqlite3.connect(db) as conn:
-        changed = conn.execute("UPDATE packs SET retain_until=? WHERE key=?",
-                               (isoformat(sim.clock() + timedelta(hours=36)), pack.key)).rowcount
+        changed = conn.execute("UPDATE packs SET retain_until=? WHERE id="
+                               "(SELECT id FROM pack_names WHERE key=?)", (isoformat(
+                                   sim.clock() + timedelta(hours=36)), pack.key)).rowcount
     assert changed == 1
     second = sim.run()  # extension -> NoSuchVersion -> the chunks are written again
     assert second.failed == [(pack.key, pack.version_id, "NoSuchVersion")]

@@ -1,0 +1,189 @@
+"""Where every chunk a run references is, kept on disk instead of in memory.
+
+A run of a million files references about a million chunks; a dict of their
+:class:`ChunkLocation` s costs hundreds of megabytes.  :class:`RunIndex` keeps
+them in a private temporary SQLite database (deleted when closed), keyed by
+the 32-byte hash, the pack as a small integer.  A Bloom filter of the hashes
+put answers most "not here" questions without a query; lookups come in
+batches where the caller can batch (a block of spooled entries, a leaf).
+Memory: the filter (2 bytes a chunk) and SQLite's page cache, whatever the
+run's size.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Iterable, Iterator
+
+from s3archive.archive.packer import ChunkLocation
+from s3archive.format.model import ENCODINGS
+
+BATCH = 500  # hashes in one ``IN (...)``: below SQLite's 999 variables
+_CACHE_KIB = 8 << 10  # SQLite page cache of the index (KiB)
+
+
+class DigestFilter:
+    """A growing Bloom filter over hex digests (uniform already: their bits are the
+    hash functions).  ``may_contain`` never answers False for a digest added."""
+
+    BITS_PER_ITEM = 16  # with 4 probes: ~0.3 % false positives at capacity
+    PROBES = 4
+
+    def __init__(self, capacity: int = 1 << 16):
+        # each layer: its bits, a mask of its size in bits (a power of two), its capacity
+        self._layers: list[tuple[bytearray, int, int]] = []
+        self._count = 0  # items in the newest layer
+        self._grow(1 << max(capacity - 1, 1).bit_length())
+
+    def _grow(self, capacity: int) -> None:
+        size = capacity * self.BITS_PER_ITEM
+        self._layers.append((bytearray(size // 8), size - 1, capacity))
+        self._count = 0
+
+    def add(self, digest: str) -> None:
+        bits, mask, capacity = self._layers[-1]
+        if self._count >= capacity:
+            self._grow(capacity * 2)
+            bits, mask, capacity = self._layers[-1]
+        position, step = int(digest[:16], 16), int(digest[16:32], 16) | 1
+        for _ in range(self.PROBES):
+            position &= mask
+            bits[position >> 3] |= 1 << (position & 7)
+            position += step
+        self._count += 1
+
+    def may_contain(self, digest: str) -> bool:
+        first, step = int(digest[:16], 16), int(digest[16:32], 16) | 1
+        for bits, mask, _ in self._layers:
+            position = first
+            for _ in range(self.PROBES):
+                position &= mask
+                if not bits[position >> 3] & (1 << (position & 7)):
+                    break
+                position += step
+            else:
+                return True
+        return False
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(bits) for bits, _, _ in self._layers)
+
+
+class RunIndex:
+    """hash -> :class:`ChunkLocation` of one run's chunks; thread-safe (one lock)."""
+
+    def __init__(self) -> None:
+        # "": a private temporary database on disk, removed when closed
+        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE chunks (hash BLOB PRIMARY KEY, pack INTEGER NOT NULL, "
+                         "offset INTEGER NOT NULL, stored INTEGER NOT NULL, "
+                         "size INTEGER NOT NULL, encoding INTEGER NOT NULL) WITHOUT ROWID")
+        self._lock = threading.Lock()
+        self._filter = DigestFilter()
+        self._pack_ids: dict[str, int] = {}
+        self._pack_keys: list[str] = []
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _pack_id(self, key: str) -> int:
+        number = self._pack_ids.get(key)
+        if number is None:
+            number = self._pack_ids[key] = len(self._pack_keys)
+            self._pack_keys.append(key)
+        return number
+
+    def _row(self, location: ChunkLocation) -> tuple[bytes, int, int, int, int, int]:
+        return (bytes.fromhex(location.hash), self._pack_id(location.pack), location.offset,
+                location.stored, location.size, ENCODINGS.index(location.encoding))
+
+    def _location(self, row: tuple[bytes, int, int, int, int, int]) -> ChunkLocation:
+        return ChunkLocation(row[0].hex(), self._pack_keys[row[1]], row[2], row[3], row[4],
+                             ENCODINGS[row[5]])
+
+    # -- writing
+    def put(self, locations: Iterable[ChunkLocation], replace: bool = True) -> None:
+        """Record locations (one ``executemany``); ``replace=False`` keeps a
+        location already recorded (the first place found wins)."""
+        with self._lock:
+            rows = [self._row(location) for location in locations]
+            verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+            self._db.executemany(f"{verb} INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
+            for row in rows:
+                self._filter.add(row[0].hex())
+
+    def delete(self, digest: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM chunks WHERE hash=?", (bytes.fromhex(digest),))
+
+    def keep_only(self, packs: set[str]) -> None:
+        """Forget every location outside ``packs``."""
+        with self._lock:
+            gone = [(number,) for key, number in self._pack_ids.items() if key not in packs]
+            self._db.executemany("DELETE FROM chunks WHERE pack=?", gone)
+
+    # -- reading
+    def may_contain(self, digest: str) -> bool:
+        with self._lock:
+            return self._filter.may_contain(digest)
+
+    def get(self, digest: str) -> ChunkLocation | None:
+        with self._lock:
+            if not self._filter.may_contain(digest):
+                return None
+            row = self._db.execute("SELECT * FROM chunks WHERE hash=?",
+                                   (bytes.fromhex(digest),)).fetchone()
+            return self._location(row) if row is not None else None
+
+    def get_many(self, digests: Iterable[str]) -> dict[str, ChunkLocation]:
+        """The locations known of ``digests`` (in batches of :data:`BATCH`)."""
+        found: dict[str, ChunkLocation] = {}
+        with self._lock:
+            wanted = [bytes.fromhex(d) for d in set(digests) if self._filter.may_contain(d)]
+            for start in range(0, len(wanted), BATCH):
+                batch = wanted[start:start + BATCH]
+                marks = ",".join("?" * len(batch))
+                for row in self._db.execute(f"SELECT * FROM chunks WHERE hash IN ({marks})",
+                                            batch):
+                    location = self._location(row)
+                    found[location.hash] = location
+        return found
+
+    def bytes_by_pack(self) -> dict[str, int]:
+        """Stored bytes referenced in each pack."""
+        with self._lock:
+            return {self._pack_keys[pack]: stored for pack, stored in self._db.execute(
+                "SELECT pack, sum(stored) FROM chunks GROUP BY pack")}
+
+    def in_packs(self, packs: set[str]) -> list[ChunkLocation]:
+        """The locations inside ``packs`` (a run's little-used packs: few)."""
+        with self._lock:
+            numbers = [(self._pack_ids[key],) for key in packs if key in self._pack_ids]
+            out = []
+            for (number,) in numbers:
+                out += [self._location(row) for row in self._db.execute(
+                    "SELECT * FROM chunks WHERE pack=?", (number,))]
+            return out
+
+    def __iter__(self) -> Iterator[ChunkLocation]:
+        """Every location, read in pages (bounded memory)."""
+        last = b""
+        while True:
+            with self._lock:
+                rows = self._db.execute("SELECT * FROM chunks WHERE hash > ? ORDER BY hash "
+                                        "LIMIT 1000", (last,)).fetchall()
+                page = [self._location(row) for row in rows]
+            if not page:
+                return
+            yield from page
+            last = rows[-1][0]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]

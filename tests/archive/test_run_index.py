@@ -1,0 +1,75 @@
+"""The run's chunk locations on disk: exact lookups, batches, a filter without false negatives."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from s3archive.archive.packer import ChunkLocation
+from s3archive.archive.run_index import DigestFilter, RunIndex
+
+
+def digest(n: int) -> str:
+    return hashlib.sha256(b"%d" % n).hexdigest()
+
+
+def at(n: int, pack: str = "data/aa/" + "a" * 64, offset: int | None = None) -> ChunkLocation:
+    return ChunkLocation(digest(n), pack, n if offset is None else offset, 10 + n % 7, 20,
+                         "zstd" if n % 2 else "raw")
+
+
+@pytest.fixture
+def index():
+    index = RunIndex()
+    yield index
+    index.close()
+
+
+def test_the_filter_never_forgets_and_rarely_imagines() -> None:
+    digests = [digest(n) for n in range(12_000)]
+    bloom = DigestFilter(capacity=1000)  # grows: layers of 1024, 2048, 4096 ...
+    for d in digests:
+        bloom.add(d)
+    assert all(bloom.may_contain(d) for d in digests)
+    imagined = sum(bloom.may_contain(digest(n)) for n in range(20_000, 30_000))
+    assert imagined < 200, "about one per cent at most (four layers)"
+    assert bloom.nbytes <= 16_000 * 2, "about 2 bytes a digest"
+
+
+def test_locations_read_back_exactly_one_by_one_and_in_batches(index: RunIndex) -> None:
+    other = "meta/bb/" + "b" * 64
+    rows = [at(n, other if n % 3 == 0 else "data/aa/" + "a" * 64) for n in range(1300)]
+    index.put(rows)
+    assert len(index) == 1300
+    assert index.get(digest(7)) == rows[7] and index.get(digest(9999)) is None
+    wanted = [digest(n) for n in range(0, 2600, 2)]
+    found = index.get_many(wanted)
+    assert found == {r.hash: r for r in rows[::2]}
+    assert sorted(index, key=lambda r: r.offset) == rows
+    assert index.bytes_by_pack() == {
+        other: sum(r.stored for r in rows if r.pack == other),
+        "data/aa/" + "a" * 64: sum(r.stored for r in rows if r.pack != other)}
+    assert sorted(r.offset for r in index.in_packs({other})) == list(range(0, 1300, 3))
+
+
+def test_the_first_location_wins_unless_replaced(index: RunIndex) -> None:
+    first, second = at(1, offset=100), at(1, "data/cc/" + "c" * 64, offset=200)
+    index.put([first])
+    index.put([second], replace=False)
+    assert index.get(first.hash) == first
+    index.put([second])
+    assert index.get(first.hash) == second
+    index.delete(first.hash)
+    assert index.get(first.hash) is None
+
+
+def test_keep_only_forgets_the_other_packs(index: RunIndex) -> None:
+    packs = [f"meta/{i:02x}/" + f"{i:02x}" * 32 for i in range(4)]
+    rng = random.Random(3)
+    rows = [at(n, rng.choice(packs)) for n in range(400)]
+    index.put(rows)
+    index.keep_only({packs[0], packs[2]})
+    assert sorted(index, key=lambda r: r.offset) == [r for r in rows
+                                                     if r.pack in (packs[0], packs[2])]
