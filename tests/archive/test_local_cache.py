@@ -4,6 +4,7 @@ file rows batched and counted only once the run's manifest is written."""
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -133,3 +134,105 @@ def test_a_pack_lock_is_only_ever_lengthened_for_the_same_version(cache: LocalCa
     assert cache.get_pack(pack_key(1)).retain_until == T0 + timedelta(days=9)
     cache.add_pack(CachedPack(pack_key(1), "v2", 10, "GOVERNANCE", T0 + timedelta(days=1)))
     assert cache.get_pack(pack_key(1)).version_id == "v1", "an older-locked version never wins"
+
+
+SCHEMA_2 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE packs (key TEXT PRIMARY KEY, version_id TEXT NOT NULL, size INTEGER NOT NULL,
+    lock_mode TEXT, retain_until TEXT NOT NULL);
+CREATE TABLE chunks (hash BLOB PRIMARY KEY, pack TEXT NOT NULL, offset INTEGER NOT NULL,
+    stored INTEGER NOT NULL, size INTEGER NOT NULL, encoding TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX chunks_by_pack ON chunks (pack);
+CREATE TABLE files (path BLOB PRIMARY KEY, dev INTEGER, ino INTEGER NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, chunks BLOB NOT NULL,
+    line BLOB NOT NULL) WITHOUT ROWID;
+PRAGMA user_version=2;
+"""
+
+
+def test_a_cache_of_the_older_schema_is_dropped_and_then_rebuilt(tmp_path: Path) -> None:
+    import sqlite3
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as old:
+        old.executescript(SCHEMA_2)
+        old.execute("INSERT INTO packs VALUES (?, 'v', 1, NULL, '2031-01-01T00:00:00Z')",
+                    (pack_key(1),))
+        old.execute("INSERT INTO files VALUES (?, 1, 2, 3, 4, 5, x'', ?)",
+                    (b"/secret/old-path", b'{"path":"/secret/old-path"}'))
+    cache = LocalCache(path)
+    try:
+        assert cache.is_empty(), "an old schema is not read: the archiver rebuilds the cache"
+        assert cache.rebuild_from_manifest(manifest()) == 1
+        assert cache.get_chunk(digest(3)) == ChunkLocation(digest(3), pack_key(2), 20, 5, 5, "raw")
+        assert cache.get_file(b"/a", FileKey(1, 11, 30, 2, 3)) is not None
+    finally:
+        cache.close()
+    assert b"/secret/old-path" not in path.read_bytes(), "the old rows are gone from the pages"
+    with sqlite3.connect(path) as reopened:
+        assert reopened.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_rebuild_that_fails_midway_leaves_the_cache_empty(cache: LocalCache) -> None:
+    source = manifest()
+
+    def entries_then_damage():
+        yield from source.entries[:2]
+        raise ValueError("a damaged node")
+
+    with pytest.raises(ValueError):
+        cache.rebuild(source.header, source.packs, entries_then_damage())
+    assert cache.is_empty() and cache.get_chunk(digest(1)) is None
+    assert cache.get_file(b"/a", FileKey(1, 11, 30, 2, 3)) is None
+    assert cache.rebuild_from_manifest(source) == 1, "and can be rebuilt after"
+
+
+def test_rebuild_takes_a_stream_in_batches(cache: LocalCache, monkeypatch) -> None:
+    import s3archive.archive.local_cache as module
+    monkeypatch.setattr(module, "_ROWS_BATCH", 64)
+    source = manifest()
+    drained: list[int] = []
+
+    def entries():
+        for n in range(1000):
+            yield Entry(b"/d/f%04d" % n, "file", 0o644, 0, 0, 2, size=10, ino=n, ctime_ns=3,
+                        chunks=[ChunkRef(digest(n), 10, n % 2, n, 8, "zstd")])
+
+    def metadata():
+        drained.append(1)
+        return [ChunkRef(digest(5000 + len(drained)), 9, 1, 0, 9, "raw")]
+
+    assert cache.rebuild(source.header, source.packs, entries(), (), metadata) == 1000
+    assert len(drained) > 10, "the metadata read so far goes with each batch"
+    assert len(cache.get_chunks([digest(n) for n in range(1000)])) == 1000
+    assert cache.get_chunk(digest(5001)) is not None
+    hit = cache.get_file(b"/d/f0999", FileKey(7, 999, 10, 2, 3))
+    assert hit is not None and hit.chunks == [(digest(999), 10)]
+
+
+@pytest.mark.parametrize("path", [b"/plain/name", b"/bad/\xff\xfe-name", b"/d/x"])
+def test_a_file_line_is_given_back_exactly(cache: LocalCache, path: bytes) -> None:
+    from s3archive.format.manifest_codec import dumps, encode_entry
+    entry = Entry(path, "file", 0o640, 5, 6, 7, user="u", group="g", size=12, ino=8,
+                  ctime_ns=9, xattrs={"user.a": b"\x00\x01"}, extents=[(0, 4), (8, 4)])
+    line = dumps(encode_entry(entry, with_chunks=False))[:-1]
+    key = FileKey(1, 8, 12, 7, 9)
+    cache.put_files([(path, key, line, [(digest(1), 12)])])
+    odd = b'{"type":"entry","path":"elsewhere","size":99}'  # fields that differ stay in
+    cache.put_files([(b"/d/odd", key, odd, [])])
+    hit, other = cache.get_file(path, key), cache.get_file(b"/d/odd", key)
+    assert hit is not None and json.loads(hit.line) == json.loads(line)
+    assert other is not None and json.loads(other.line) == json.loads(odd)
+
+
+def test_file_rows_share_their_attributes(cache: LocalCache) -> None:
+    import sqlite3
+    rows = [(b"/d%d/f%d" % (n % 7, n), FileKey(1, n, 5, 6, 7),
+             b'{"type":"entry","path":"/d%d/f%d","kind":"file","mode":"0644","uid":0,"gid":0,'
+             b'"mtime_ns":6,"size":5,"ino":%d,"ctime_ns":7}' % (n % 7, n, n), [(digest(n), 5)])
+            for n in range(300)]
+    cache.put_files(rows)
+    cache.commit()
+    with sqlite3.connect(cache.path) as db:
+        assert db.execute("SELECT count(*) FROM attrs").fetchone()[0] == 1
+        assert db.execute("SELECT count(*) FROM dirs").fetchone()[0] == 7
+    assert all(cache.get_file(p, k).line == line for p, k, line, _ in rows)
