@@ -558,8 +558,21 @@ def split_line(path: bytes, key: FileKey, line: bytes) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+_PLAIN_REST = re.compile(rb'\{(?!\})(?!.*"(?:type|path|path_b64|mtime_ns|size|ino|ctime_ns|'
+                         rb'\\u0000absent)":).*\}', re.DOTALL)
+
+
 def join_line(path: bytes, key: FileKey, rest: bytes) -> bytes:
     """The manifest line :func:`split_line` took apart."""
+    if _PLAIN_REST.fullmatch(rest):  # the usual row: joined as bytes, no JSON parsed
+        try:
+            name = json.dumps(path.decode("utf-8"), ensure_ascii=False).encode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return (b'{"type":"entry","path":%s,%s,"mtime_ns":%d,"size":%d,"ino":%d,'
+                    b'"ctime_ns":%d}' % (name, rest[1:-1], key.mtime_ns, key.size, key.ino,
+                                         key.ctime_ns))
     obj = json.loads(rest)
     absent = obj.pop(_ABSENT, ())
     line: dict[str, Any] = {}
