@@ -349,13 +349,14 @@ class LocalCache:
             return 0, self._cipher.name(path)
         parent, _, name = path.rpartition(b"/")
         number = self._dir_ids.get(parent)
-        if number is None:
+        if number is None:  # not asked yet (a directory with no rows is remembered as 0)
             row = self.db.execute("SELECT id FROM dirs WHERE path=?", (parent,)).fetchone()
-            if row is None:
-                if not create:
-                    return None
-                row = (self.db.execute("INSERT INTO dirs (path) VALUES (?)", (parent,)).lastrowid,)
-            number = row[0]
+            number = row[0] if row is not None else 0
+            self._remember(self._dir_ids, parent, number)
+        if number == 0:
+            if not create:
+                return None
+            number = self.db.execute("INSERT INTO dirs (path) VALUES (?)", (parent,)).lastrowid
             self._remember(self._dir_ids, parent, number)
         return number, name
 
