@@ -1,21 +1,34 @@
-"""find, history and diff at scale: N small files, R runs, one RGW (no restic:
-it has no equivalent of ``history``; ``restic find`` is compared by hand if wanted).
+"""find, history and diff at scale, through the real CLI against one RGW.
 
-    python bench/bench_find.py [--files 100000] [--runs 3] [--per-dir 1000] [--tree-dir DIR]
+Two ways to get the runs:
 
-Between runs, a few files change (one in a different directory each run, and
-one file that changes every run); the tree is otherwise unchanged.  Prints
-the wall time and peak RSS growth of each archive run, then of ``find NAME``
-(a name pattern: every run's tree walked, shared directories once),
-``find /DIR/f*99.txt`` (anchored: only that directory), ``history PATH`` and
-``diff`` of the first and last runs — each through the real CLI, in
-process, against a fresh RGW.  The test suite's 100,000-file test
-(tests/test_find_scale_rgw.py) uses the same tree.
+* default (``--files 1000000 --runs 30``): a daily series built directly
+  (bench/synthetic_runs.py: the metadata of R runs of an N-file host, ~1 %
+  of the files changed per run, written in minutes instead of hours).  Then,
+  each in a fresh process (cache cold: nothing of an earlier command is
+  kept), ``find NAME`` over all runs (a name pattern: every run's tree
+  walked), over the newest 5, ``find '*.conf'`` (a match in every 500th
+  file), an anchored ``find /bench/t000/.../fNNN.txt`` and ``history`` of
+  that path.  Each prints wall time, CPU seconds and peak RSS of the process
+  (``os.wait4``), and ``find NAME`` over all runs is held to ``--target``
+  seconds of wall time (PASS/FAIL; 30 s at 1M x 30).
+
+      python bench/bench_find.py [--files 1000000] [--runs 30] [--target 30]
+
+* ``--archive``: N small files archived R times by the CLI (a few files
+  changed between runs), then find, history and diff in process — the
+  shape of the suite's 100,000-file test (tests/test_find_scale_rgw.py).
+
+      python bench/bench_find.py --archive [--files 100000] [--runs 3] [--per-dir 1000]
+
+Needs the Ceph packages of /work/shared/RGW.md.  restic is not compared (it
+has no ``history``; ``restic find`` over one archived tree can be timed by hand).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import json
 import os
 import resource
@@ -28,9 +41,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 from support.manifest_builder import invoke, make_bucket_env  # noqa: E402
 from support.rgw import RGWCluster, rgw_available  # noqa: E402
+from synthetic_runs import RunWriter, Series, Shape  # noqa: E402
 
 
 def make_tree(src: Path, files: int, per_dir: int) -> None:
@@ -67,17 +82,68 @@ def timed(label: str, env, *args: str) -> object:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--files", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--per-dir", type=int, default=1000)
-    parser.add_argument("--tree-dir", type=Path, default=None,
-                        help="where to make the tree (e.g. /dev/shm: made in seconds)")
-    args = parser.parse_args(argv)
-    if reason := rgw_available():
-        print(f"bench: {reason}", file=sys.stderr)
-        return 2
+def run_cli(label: str, config: Path, *args: str) -> tuple[float, str]:
+    """The CLI in a fresh process (cache cold); prints wall, CPU and peak RSS."""
+    command = [sys.executable, "-m", "s3archive", "--config", str(config), *args]
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        began = time.monotonic()
+        child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(child.pid, 0)
+        took = time.monotonic() - began
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        text, problems = out.read().decode(), err.read().decode()
+    matches = ""
+    if args[-1] == "--json" and text.strip():
+        document = json.loads(text)
+        if "matches" in document:
+            matches = f", {len(document['matches'])} matches in " \
+                      f"{len({m['run_id'] for m in document['matches']})} runs"
+    print(f"{label}: exit {child.returncode}{matches}, {took:.1f} s wall, "
+          f"{usage.ru_utime + usage.ru_stime:.1f} s CPU, peak RSS "
+          f"{usage.ru_maxrss / 1024:.0f} MiB", flush=True)
+    if problems.strip():
+        print("  " + problems.strip().replace("\n", "\n  ")[:2000], flush=True)
+    return took, text
+
+
+def synthetic(args: argparse.Namespace) -> int:
+    work = Path(tempfile.mkdtemp(prefix="s3archive-bench-find-"))
+    try:
+        with RGWCluster(work / "rgw") as rgw:
+            env = make_bucket_env(rgw, work, host="bench")
+            shape = Shape(args.files)
+            series = Series(shape)
+            writer = RunWriter(env.store, "bench")
+            began = time.monotonic()
+            for run in range(args.runs):
+                changed = series.advance() if run else args.files
+                run_id, nodes = writer.commit(series)
+                print(f"run {run + 1} {run_id}: {changed} files changed, {nodes} new nodes, "
+                      f"{time.monotonic() - began:.0f} s so far", flush=True)
+            print(f"load: {os.getloadavg()[0]:.2f} (1-minute average)", flush=True)
+            name, path = shape.middle()
+            took, _ = run_cli(f"find {name} over {args.runs} runs", env.config_path,
+                              "find", name, "--json")
+            run_cli(f"find {name} over the newest 5", env.config_path,
+                    "find", name, "--newest", "5", "--json")
+            run_cli(f"find '*.conf' over {args.runs} runs", env.config_path,
+                    "find", "*.conf", "--json")
+            run_cli(f"find {path} over {args.runs} runs", env.config_path,
+                    "find", path, "--json")
+            run_cli(f"history {path}", env.config_path, "history", path, "--json")
+            print(f"load: {os.getloadavg()[0]:.2f} (1-minute average)", flush=True)
+            verdict = "PASS" if took <= args.target else "FAIL"
+            print(f"{verdict}: find NAME over {args.files} files x {args.runs} runs took "
+                  f"{took:.1f} s (target {args.target:.0f} s)")
+            return 0 if verdict == "PASS" else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def archived(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="s3archive-bench-find-"))
     tree_dir = work
     try:
@@ -115,6 +181,32 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tree_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=None,
+                        help="files of the host (default 1,000,000; --archive: 100,000)")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="runs (default 30; --archive: 3)")
+    parser.add_argument("--target", type=float, default=30.0,
+                        help="seconds find NAME over all runs may take (PASS/FAIL)")
+    parser.add_argument("--archive", action="store_true",
+                        help="archive a real tree by the CLI instead (slow: small sizes)")
+    parser.add_argument("--per-dir", type=int, default=1000, help="--archive: files a directory")
+    parser.add_argument("--tree-dir", type=Path, default=None,
+                        help="--archive: where to make the tree (e.g. /dev/shm)")
+    args = parser.parse_args(argv)
+    if reason := rgw_available():
+        print(f"bench: {reason}", file=sys.stderr)
+        return 2
+    if args.archive:
+        args.files = args.files or 100_000
+        args.runs = args.runs or 3
+        return archived(args)
+    args.files = args.files or 1_000_000
+    args.runs = args.runs or 30
+    return synthetic(args)
 
 
 if __name__ == "__main__":
