@@ -27,10 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from s3archive.errors import ManifestError, UsageError
+from s3archive.format.limits import LIMITS
 from s3archive.format.model import FILE, HARDLINK, SYMLINK, Entry, Manifest
 from s3archive.repo.catalog import RunRef
-from s3archive.repo.run_set import Failures, PathLookup, walk_union
-from s3archive.repo.run_tree import RunTree
+from s3archive.repo.run_set import PathLookup, TreeSearch, expand
+from s3archive.repo.run_tree import PackCache, RunTree
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,11 @@ class Pattern:
 
     def __call__(self, path: bytes) -> bool:
         return self.whole(path)
+
+    @property
+    def needs_path(self) -> bool:
+        """Whether a match needs the whole path (else the state and the name decide)."""
+        return self.name is None and not self.by_steps
 
     def start(self) -> int:
         """The state at ``/``: a bit per step position reached."""
@@ -205,13 +211,14 @@ State = tuple[int, ...]  # per pattern, the step positions reached (0: cannot ma
 
 
 class Search:
-    """Several patterns as a ``Pruner`` of a tree walk (repo/run_set.py): a
+    """Several patterns as a ``Matcher`` of a tree search (repo/run_set.py): a
     directory is entered only when some pattern can match below it, and only
     the names a pattern spells out are looked up when every live pattern spells
     out the next name (``/etc/ssh/*``: ``etc``, then ``ssh``, then all)."""
 
     def __init__(self, patterns: list[Pattern]):
         self.patterns = patterns
+        self.by_path = any(p.needs_path for p in patterns)
 
     def start(self) -> State:
         return tuple(p.start() for p in self.patterns)
@@ -232,12 +239,21 @@ class Search:
                 wanted |= {os.fsencode(n) for n in names}
         return wanted
 
-    def matches(self, state: State, path: bytes) -> bool:
-        """``path`` (in a directory in ``state``; ``/`` itself: any state) matches."""
-        if path == b"/":
-            return any(p(path) for p in self.patterns)
-        text = os.fsdecode(path.rsplit(b"/", 1)[1])
-        return any(s and p.accepts(s, path, text) for p, s in zip(self.patterns, state))
+    def matches(self, state: State, parent: bytes, name: bytes) -> bool:
+        """Entry ``name`` of directory ``parent`` (in ``state``) matches."""
+        text = os.fsdecode(name)
+        for pattern, s in zip(self.patterns, state):
+            if s and pattern.accepts(s, _join(parent, name) if pattern.needs_path else b"",
+                                     text):
+                return True
+        return False
+
+    def matches_root(self) -> bool:
+        return any(p(b"/") for p in self.patterns)
+
+
+def _join(parent: bytes, name: bytes) -> bytes:
+    return parent + name if parent == b"/" else parent + b"/" + name
 
 
 # A run opened (raises ManifestError when it cannot be): a format-2 run as its
@@ -284,44 +300,47 @@ def find(runs: list[RunRef], open_run: Opener, patterns: list[str], skip: Skip
     """Every entry of ``runs`` matching any pattern: run by run in the order
     given, each run's entries in path order.
 
-    Format-2 runs are walked together (repo/run_set.py): a directory shared
-    by several runs is read and matched once, and directories below which
-    no pattern can match are not read.  A format-1 run is read whole, one at
-    a time.
+    Format-2 runs are searched one after the other by one ``TreeSearch``
+    (repo/run_set.py): a node an earlier run shares was searched already and
+    is not read again, directories below which no pattern can match are not
+    read, and only a matching entry is decoded whole.  A walk of everything
+    reads whole metadata packs, kept for all the runs.  A format-1 run is
+    read whole, one at a time.
     """
     search = Search([compile_pattern(p) for p in patterns])
-    # a walk of everything reads whole packs through the first run (the one that
-    # reads all it shares with the others); the other runs read their own nodes
     broad = search.names(search.start()) is None
-    hits: dict[int, list[Hit]] = {}
-    trees: list[RunTree] = []
-    tree_runs: list[int] = []  # the position in ``runs`` of each tree
-    failed: set[int] = set()
-    for number, run, opened in _opened(runs, open_run, broad):
-        if isinstance(opened, ManifestError):
-            skip(run, str(opened))
-            failed.add(number)
-            continue
-        if isinstance(opened, RunTree):
-            trees.append(opened)
-            tree_runs.append(number)
-            continue
-        hits[number] = [Hit(run, e.path, e.kind, e.size, e.mtime_ns)
-                        for e in opened.entries if any(p(e.path) for p in search.patterns)]
-    failures = Failures()
-    for held, state in walk_union(trees, search.start(), search, failures):
-        entry = held.entry
-        if search.matches(state, entry.path):
-            for tree in held.runs:
-                number = tree_runs[tree]
-                hits.setdefault(number, []).append(
-                    Hit(runs[number], entry.path, entry.kind, entry.size, entry.mtime_ns))
-    for tree, why in sorted(failures.by_run.items()):
-        number = tree_runs[tree]
-        skip(runs[number], why)
-        failed.add(number)
-    return [hit for number in range(len(runs)) if number not in failed
-            for hit in hits.get(number, [])]
+    packs = PackCache()
+    searcher: TreeSearch[State] = TreeSearch(search)
+    hits: list[Hit] = []
+    for _, run, opened in _opened(runs, open_run, broad):
+        try:
+            if isinstance(opened, ManifestError):
+                raise opened
+            if isinstance(opened, RunTree):
+                if broad:
+                    opened.blobs.share_packs(packs)
+                hits += _tree_hits(run, opened, search, searcher)
+            else:
+                hits += [Hit(run, e.path, e.kind, e.size, e.mtime_ns) for e in opened.entries
+                         if any(p(e.path) for p in search.patterns)]
+        except ManifestError as err:
+            skip(run, str(err))
+    return hits
+
+
+def _tree_hits(run: RunRef, tree: RunTree, search: Search, searcher: TreeSearch[State]
+               ) -> list[Hit]:
+    root, below = searcher.search(tree, search.start())
+    hits = []
+    if root is not None and search.matches_root():
+        hits.append(Hit(run, root.path, root.kind, root.size, root.mtime_ns))
+    if below is not None:
+        for path, found in expand(below, b"/"):
+            if len(path) > LIMITS.path_bytes:  # a subtree shared at a deeper place
+                raise ManifestError(f"{tree.where}: a path longer than {LIMITS.path_bytes} "
+                                    "bytes")
+            hits.append(Hit(run, path, found.kind, found.size, found.mtime_ns))
+    return hits
 
 
 def content_digest(entry: Entry, files: dict[bytes, Entry] | None = None) -> str | None:

@@ -21,7 +21,7 @@ from s3archive.format import pack2
 from s3archive.format.limits import LIMITS, MAX_CHUNK_SIZE, ManifestLimits
 from s3archive.format.manifest_codec import (_HASH, ENCODINGS, _is_nat, _Line, decode_entry,
                                              decode_snapshot, decode_trailer)
-from s3archive.format.model import ChunkRef, Entry, PackRef, Snapshot, Warning_
+from s3archive.format.model import KINDS, ChunkRef, Entry, PackRef, Snapshot, Warning_
 
 # Cuts (section 6.3, 6.4)
 LEAF_MIN = 64
@@ -295,6 +295,29 @@ def _name(obj: dict[str, Any], key: str, where: str, limits: ManifestLimits) -> 
     return name
 
 
+def _inner(obj: dict[str, Any], packs: list[PackRef], table: PackTable, where: str,
+           limits: ManifestLimits) -> Node:
+    height = obj.get("height")
+    children_raw = obj.get("children")
+    if not _is_nat(height) or not 1 <= height <= MAX_HEIGHT:
+        raise ManifestError(f"{where}: bad height {str(height)[:20]}")
+    if not isinstance(children_raw, list) or not 1 <= len(children_raw) <= LEAF_MAX:
+        raise ManifestError(f"{where}: an inner node has 1 to {LEAF_MAX} children")
+    children = []
+    for item in children_raw:
+        if not isinstance(item, dict):
+            raise ManifestError(f"{where}: malformed child")
+        first = _name(item, "first", where, limits)
+        count = item.get("entries")
+        if not _is_nat(count) or count == 0:
+            raise ManifestError(f"{where}: bad entry count of a child")
+        if children and first <= children[-1].first:
+            raise ManifestError(f"{where}: children are not in strictly increasing order")
+        children.append(Child(first, count, _ref(item.get("ref"), packs, where, True,
+                                                 table.overhead)))
+    return Node(height, [], children, {}, {})
+
+
 def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
                 limits: ManifestLimits = LIMITS) -> Node:
     """A tree node of directory ``parent``; every field checked, references mapped."""
@@ -302,25 +325,7 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
     packs = _node_packs(obj, table, where)
     kind = obj.get("node")
     if kind == "inner":
-        height = obj.get("height")
-        children_raw = obj.get("children")
-        if not _is_nat(height) or not 1 <= height <= MAX_HEIGHT:
-            raise ManifestError(f"{where}: bad height {str(height)[:20]}")
-        if not isinstance(children_raw, list) or not 1 <= len(children_raw) <= LEAF_MAX:
-            raise ManifestError(f"{where}: an inner node has 1 to {LEAF_MAX} children")
-        children = []
-        for item in children_raw:
-            if not isinstance(item, dict):
-                raise ManifestError(f"{where}: malformed child")
-            first = _name(item, "first", where, limits)
-            count = item.get("entries")
-            if not _is_nat(count) or count == 0:
-                raise ManifestError(f"{where}: bad entry count of a child")
-            if children and first <= children[-1].first:
-                raise ManifestError(f"{where}: children are not in strictly increasing order")
-            children.append(Child(first, count, _ref(item.get("ref"), packs, where, True,
-                                                     table.overhead)))
-        return Node(height, [], children, {}, {})
+        return _inner(obj, packs, table, where, limits)
     if kind != "leaf":
         raise ManifestError(f"{where}: unknown node kind {str(kind)[:20]!r}")
     raw_entries = obj.get("entries")
@@ -336,40 +341,121 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
             raise ManifestError(f"{where}: names are not in strictly increasing order "
                                 f"({name[:100]!r})")
         last = name
-        path = parent + name if parent == b"/" else parent + b"/" + name
-        line_obj = {k: v for k, v in item.items()
-                    if k not in ("name", "name_b64", "tree", "chunks", "chunk_lists",
-                                 "path", "path_b64")}
-        line_obj["path_b64"] = base64.b64encode(path).decode("ascii")
-        entry_kind = item.get("kind")
-        lists = None
-        if entry_kind == "file":
-            if ("chunks" in item) == ("chunk_lists" in item):
-                raise ManifestError(f"{where}: file {name[:100]!r} needs exactly one of "
-                                    "chunks and chunk_lists")
-            if "chunks" in item:
-                line_obj["chunks"] = [_ref(r, packs, where, False, table.overhead) for r in
-                                      _bounded(item["chunks"], INLINE_CHUNKS, where)]
-            else:
-                lists = _refs(item["chunk_lists"], packs, where, True, MAX_LISTS,
-                              table.overhead)
-                if not lists:
-                    raise ManifestError(f"{where}: empty chunk_lists")
-                line_obj["chunks"] = []
-        if "chunks" in line_obj:
-            line_obj["chunks"] = [[c.hash, c.size, c.pack, c.offset, c.stored, c.encoding]
-                                  for c in line_obj["chunks"]]
-        entry = decode_entry(_Line(line_obj, number, where, limits), table.packs,
-                             with_chunks=lists is None, overhead=table.overhead)
+        entry, lists, tree = _leaf_entry(item, number, name, parent, packs, table, where, limits)
         if lists is not None:
             node.lists[name] = lists
+        if tree is not None:
+            node.trees[name] = tree
+        node.entries.append(entry)
+    return node
+
+
+def _leaf_entry(item: dict[str, Any], number: int, name: bytes, parent: bytes,
+                packs: list[PackRef], table: PackTable, where: str, limits: ManifestLimits
+                ) -> tuple[Entry, list[ChunkRef] | None, ChunkRef | None]:
+    """One entry of a leaf, every field checked: (entry, its chunk lists, its tree)."""
+    path = parent + name if parent == b"/" else parent + b"/" + name
+    line_obj = {k: v for k, v in item.items()
+                if k not in ("name", "name_b64", "tree", "chunks", "chunk_lists",
+                             "path", "path_b64")}
+    line_obj["path_b64"] = base64.b64encode(path).decode("ascii")
+    entry_kind = item.get("kind")
+    lists = None
+    if entry_kind == "file":
+        if ("chunks" in item) == ("chunk_lists" in item):
+            raise ManifestError(f"{where}: file {name[:100]!r} needs exactly one of "
+                                "chunks and chunk_lists")
+        if "chunks" in item:
+            line_obj["chunks"] = [_ref(r, packs, where, False, table.overhead) for r in
+                                  _bounded(item["chunks"], INLINE_CHUNKS, where)]
+        else:
+            lists = _refs(item["chunk_lists"], packs, where, True, MAX_LISTS,
+                          table.overhead)
+            if not lists:
+                raise ManifestError(f"{where}: empty chunk_lists")
+            line_obj["chunks"] = []
+    if "chunks" in line_obj:
+        line_obj["chunks"] = [[c.hash, c.size, c.pack, c.offset, c.stored, c.encoding]
+                              for c in line_obj["chunks"]]
+    entry = decode_entry(_Line(line_obj, number, where, limits), table.packs,
+                         with_chunks=lists is None, overhead=table.overhead)
+    tree = None
+    if entry_kind == "dir":
+        tree = _ref(item.get("tree"), packs, where, True, table.overhead)
+    elif "tree" in item:
+        raise ManifestError(f"{where}: {name[:100]!r} is a {entry_kind}, not a directory, "
+                            "but has a tree")
+    return entry, lists, tree
+
+
+@dataclass(slots=True)
+class Listing:
+    """A tree node read for a search: a leaf's names, kinds and directory trees
+    (an entry's other fields are checked when :func:`listed_entry` decodes it),
+    or an inner node's children."""
+
+    height: int
+    names: list[bytes]
+    kinds: list[str]
+    trees: list[ChunkRef | None]  # per entry: a directory's tree, else None
+    children: list[Child]
+    items: list[dict[str, Any]]  # per entry: its object, as the node holds it
+    packs: list[PackRef]  # the node's ``packs`` list, mapped to the run's table
+
+
+def decode_listing(plain: bytes, table: PackTable, where: str,
+                   limits: ManifestLimits = LIMITS) -> Listing:
+    """A tree node as :func:`decode_node` checks it, but of a leaf's entries only
+    what a walk follows: each name (checked, in strictly increasing order),
+    kind (one of the entry kinds) and directory tree (checked and mapped; no
+    other kind may have one).  The rest of an entry is decoded, and checked, by
+    :func:`listed_entry` when it is needed."""
+    obj = _object(plain, where)
+    packs = _node_packs(obj, table, where)
+    kind = obj.get("node")
+    if kind == "inner":
+        inner = _inner(obj, packs, table, where, limits)
+        return Listing(inner.height, [], [], [], inner.children, [], packs)
+    if kind != "leaf":
+        raise ManifestError(f"{where}: unknown node kind {str(kind)[:20]!r}")
+    raw_entries = obj.get("entries")
+    if not isinstance(raw_entries, list) or len(raw_entries) > LEAF_MAX:
+        raise ManifestError(f"{where}: a leaf has at most {LEAF_MAX} entries")
+    names: list[bytes] = []
+    kinds: list[str] = []
+    trees: list[ChunkRef | None] = []
+    last = b""
+    for number, item in enumerate(raw_entries, 1):
+        if not isinstance(item, dict):
+            raise ManifestError(f"{where}: entry {number} is not an object")
+        name = _name(item, "name", where, limits)
+        if name <= last:
+            raise ManifestError(f"{where}: names are not in strictly increasing order "
+                                f"({name[:100]!r})")
+        last = name
+        entry_kind = item.get("kind")
+        if entry_kind not in KINDS:
+            raise ManifestError(f"{where}: line {number}: unknown kind "
+                                f"{str(entry_kind)[:20]!r}")
         if entry_kind == "dir":
-            node.trees[name] = _ref(item.get("tree"), packs, where, True, table.overhead)
+            trees.append(_ref(item.get("tree"), packs, where, True, table.overhead))
         elif "tree" in item:
             raise ManifestError(f"{where}: {name[:100]!r} is a {entry_kind}, not a directory, "
                                 "but has a tree")
-        node.entries.append(entry)
-    return node
+        else:
+            trees.append(None)
+        names.append(name)
+        kinds.append(entry_kind)
+    return Listing(0, names, kinds, trees, [], raw_entries, packs)
+
+
+def listed_entry(listing: Listing, index: int, parent: bytes, table: PackTable, where: str,
+                 limits: ManifestLimits = LIMITS) -> tuple[Entry, list[ChunkRef] | None]:
+    """Entry ``index`` of a listed leaf of directory ``parent``, every field checked
+    as :func:`decode_node` checks it: (entry, its chunk lists or None)."""
+    entry, lists, _ = _leaf_entry(listing.items[index], index + 1, listing.names[index],
+                                  parent, listing.packs, table, where, limits)
+    return entry, lists
 
 
 def _bounded(raw: Any, limit: int, where: str) -> list[Any]:

@@ -38,6 +38,29 @@ PACKS_KEPT = 4
 MAX_WALK_ENTRIES = LIMITS.lines
 
 
+class PackCache:
+    """Whole metadata packs (LRU), by key, version and size: one run's, or shared by
+    the runs one command reads (consecutive runs share most of their packs)."""
+
+    def __init__(self, kept: int = PACKS_KEPT):
+        self.kept = kept
+        self._packs: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, int]) -> bytes | None:
+        with self._lock:
+            body = self._packs.get(key)
+            if body is not None:
+                self._packs.move_to_end(key)
+            return body
+
+    def put(self, key: tuple[str, str, int], body: bytes) -> None:
+        with self._lock:
+            self._packs[key] = body
+            while len(self._packs) > self.kept:
+                self._packs.popitem(last=False)
+
+
 class BlobReader:
     """Metadata blobs of one run, verified; whole metadata packs kept (LRU) on walks."""
 
@@ -47,9 +70,13 @@ class BlobReader:
         self.table = table
         self.whole_packs = whole_packs
         self.crypto = crypto
-        self._packs: OrderedDict[int, bytes] = OrderedDict()
-        self._lock = threading.Lock()
+        self._packs = PackCache()
         self.gets = 0
+
+    def share_packs(self, cache: PackCache) -> None:
+        """Read whole metadata packs, kept in ``cache`` (shared with other runs' readers)."""
+        self.whole_packs = True
+        self._packs = cache
 
     def read(self, ref: ChunkRef, kind: bytes) -> bytes:
         pack = self.table.packs[ref.pack]
@@ -81,17 +108,15 @@ class BlobReader:
             raise ManifestError(f"{where}: the pack version is gone") from None
 
     def _pack(self, number: int) -> bytes:
-        with self._lock:
-            body = self._packs.get(number)
-            if body is not None:
-                self._packs.move_to_end(number)
-                return body
         pack = self.table.packs[number]
-        self.gets += 1
-        body = self.store.get(pack.key, pack.version_id)
-        if len(body) != pack.size:
-            raise ManifestError(f"{pack.key}@{pack.version_id}: {len(body)} bytes, the run "
-                                f"records {pack.size}")
+        key = (pack.key, pack.version_id, pack.size)
+        body = self._packs.get(key)
+        if body is None:
+            self.gets += 1
+            body = self.store.get(pack.key, pack.version_id)
+            if len(body) != pack.size:
+                raise ManifestError(f"{pack.key}@{pack.version_id}: {len(body)} bytes, the run "
+                                    f"records {pack.size}")
         try:
             preamble = pack2.parse_preamble(body[:pack2.PREAMBLE_FIXED])
         except pack2.PackLayoutError as err:
@@ -100,10 +125,7 @@ class BlobReader:
             raise ManifestError(f"{pack.key}: an {'encrypted' if preamble.flags else 'plain'} "
                                 f"pack in a{' plain' if self.crypto is None else 'n encrypted'} "
                                 "run")
-        with self._lock:
-            self._packs[number] = body
-            while len(self._packs) > PACKS_KEPT:
-                self._packs.popitem(last=False)
+        self._packs.put(key, body)
         return body
 
 
@@ -163,6 +185,19 @@ class RunTree:
         plain = self._read(ref, pack2.KIND_TREE)
         return tc.decode_node(plain, parent, self.table,
                               f"{self.where}: node {ref.hash[:16]} of {_shown(parent)}")
+
+    def listing(self, ref: ChunkRef, parent: bytes) -> tc.Listing:
+        """A node of directory ``parent`` read for a search: names, kinds, trees."""
+        plain = self._read(ref, pack2.KIND_TREE)
+        return tc.decode_listing(plain, self.table,
+                                 f"{self.where}: node {ref.hash[:16]} of {_shown(parent)}")
+
+    def listed(self, ref: ChunkRef, listing: tc.Listing, index: int, parent: bytes) -> Item:
+        """Entry ``index`` of a listed leaf (``ref``) of directory ``parent``, decoded."""
+        entry, lists = tc.listed_entry(listing, index, parent, self.table,
+                                       f"{self.where}: node {ref.hash[:16]} of "
+                                       f"{_shown(parent)}")
+        return Item(entry, listing.trees[index], lists)
 
     def items(self, tree: ChunkRef, path: bytes) -> Iterator[Item]:
         """The entries of directory ``path`` in name order."""
