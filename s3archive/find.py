@@ -219,12 +219,13 @@ class Search:
     def __init__(self, patterns: list[Pattern]):
         self.patterns = patterns
         self.by_path = any(p.needs_path for p in patterns)
+        self._names = ([p.name for p in patterns if p.name is not None]
+                       if all(p.name is not None for p in patterns) else None)
 
     def start(self) -> State:
         return tuple(p.start() for p in self.patterns)
 
-    def child(self, state: State, name: bytes) -> State | None:
-        text = os.fsdecode(name)
+    def child(self, state: State, name: bytes, text: str) -> State | None:
         inner = tuple(p.step(s, text) if s else 0 for p, s in zip(self.patterns, state))
         live = tuple(s if p.live(s) else 0 for p, s in zip(self.patterns, inner))
         return live if any(live) else None
@@ -239,9 +240,13 @@ class Search:
                 wanted |= {os.fsencode(n) for n in names}
         return wanted
 
-    def matches(self, state: State, parent: bytes, name: bytes) -> bool:
-        """Entry ``name`` of directory ``parent`` (in ``state``) matches."""
-        text = os.fsdecode(name)
+    def matches(self, state: State, parent: bytes, name: bytes, text: str) -> bool:
+        """Entry ``name`` (``text``: as text) of directory ``parent`` (in ``state``) matches."""
+        if self._names is not None:  # name patterns only: the usual search
+            for match in self._names:
+                if match(text):
+                    return True
+            return False
         for pattern, s in zip(self.patterns, state):
             if s and pattern.accepts(s, _join(parent, name) if pattern.needs_path else b"",
                                      text):
@@ -263,6 +268,8 @@ Opener = Callable[[RunRef, bool], "RunTree | Manifest"]
 Skip = Callable[[RunRef, str], None]  # a run that cannot be read: reported, the rest go on
 
 
+SHARED_PACKS = 4096  # whole metadata packs kept for all the runs of a search: at most
+SHARED_PACK_BYTES = 256 << 20  # this many bytes of them
 PREFETCH_BYTES = 1 << 20  # runs this small are opened ahead, in parallel (root objects)
 PREFETCH_WORKERS = 8
 
@@ -309,7 +316,7 @@ def find(runs: list[RunRef], open_run: Opener, patterns: list[str], skip: Skip
     """
     search = Search([compile_pattern(p) for p in patterns])
     broad = search.names(search.start()) is None
-    packs = PackCache()
+    packs = PackCache(kept=SHARED_PACKS, bytes_kept=SHARED_PACK_BYTES)
     searcher: TreeSearch[State] = TreeSearch(search)
     hits: list[Hit] = []
     for _, run, opened in _opened(runs, open_run, broad):

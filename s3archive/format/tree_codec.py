@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -256,8 +257,9 @@ def _ref(raw: Any, packs: list[PackRef], where: str, meta: bool, overhead: int =
     if raw[1] > MAX_CHUNK_SIZE or raw[4] > MAX_CHUNK_SIZE + overhead or raw[4] <= overhead \
             or (raw[5] == "raw" and raw[4] != raw[1] + overhead):
         raise ManifestError(f"{where}: reference sizes are inconsistent")
-    start = pack2.PREAMBLE_FIXED if pack2.is_pack2_key(pack.key) else 0
-    end = pack.size - (pack2.FOOTER_SIZE if pack2.is_pack2_key(pack.key) else 0)
+    layout2 = pack2.is_pack2_key(pack.key)
+    start = pack2.PREAMBLE_FIXED if layout2 else 0
+    end = pack.size - (pack2.FOOTER_SIZE if layout2 else 0)
     if raw[3] < start or raw[3] + raw[4] > end:
         raise ManifestError(f"{where}: reference lies outside the blobs of {pack.key}")
     return ChunkRef(raw[0], raw[1], pack.id, raw[3], raw[4], raw[5])
@@ -396,6 +398,7 @@ class Listing:
 
     height: int
     names: list[bytes]
+    texts: list[str]  # the names as text (os.fsdecode), as patterns match them
     kinds: list[str]
     trees: list[ChunkRef | None]  # per entry: a directory's tree, else None
     children: list[Child]
@@ -415,20 +418,29 @@ def decode_listing(plain: bytes, table: PackTable, where: str,
     kind = obj.get("node")
     if kind == "inner":
         inner = _inner(obj, packs, table, where, limits)
-        return Listing(inner.height, [], [], [], inner.children, [], packs)
+        return Listing(inner.height, [], [], [], [], inner.children, [], packs)
     if kind != "leaf":
         raise ManifestError(f"{where}: unknown node kind {str(kind)[:20]!r}")
     raw_entries = obj.get("entries")
     if not isinstance(raw_entries, list) or len(raw_entries) > LEAF_MAX:
         raise ManifestError(f"{where}: a leaf has at most {LEAF_MAX} entries")
     names: list[bytes] = []
+    texts: list[str] = []
     kinds: list[str] = []
     trees: list[ChunkRef | None] = []
     last = b""
+    longest = limits.name_bytes
     for number, item in enumerate(raw_entries, 1):
         if not isinstance(item, dict):
             raise ManifestError(f"{where}: entry {number} is not an object")
-        name = _name(item, "name", where, limits)
+        text = item.get("name")
+        # the common name, checked at once (else, and for name_b64, by _name)
+        if (type(text) is str and text.isascii() and 0 < len(text) <= longest
+                and "/" not in text and "\0" not in text and text != "." and text != ".."):
+            name = text.encode("ascii")
+        else:
+            name = _name(item, "name", where, limits)
+            text = os.fsdecode(name)
         if name <= last:
             raise ManifestError(f"{where}: names are not in strictly increasing order "
                                 f"({name[:100]!r})")
@@ -445,8 +457,9 @@ def decode_listing(plain: bytes, table: PackTable, where: str,
         else:
             trees.append(None)
         names.append(name)
+        texts.append(text)
         kinds.append(entry_kind)
-    return Listing(0, names, kinds, trees, [], raw_entries, packs)
+    return Listing(0, names, texts, kinds, trees, [], raw_entries, packs)
 
 
 def listed_entry(listing: Listing, index: int, parent: bytes, table: PackTable, where: str,

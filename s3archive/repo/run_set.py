@@ -42,8 +42,8 @@ class Pruner(Protocol[S]):
     """Which directories a walk needs.  ``S`` is the caller's state of a
     directory (e.g. how far patterns got along its path)."""
 
-    def child(self, state: S, name: bytes) -> S | None:
-        """The state inside subdirectory ``name``, or None: skip it."""
+    def child(self, state: S, name: bytes, text: str) -> S | None:
+        """The state inside subdirectory ``name`` (``text``: as text), or None: skip it."""
 
     def names(self, state: S) -> Collection[bytes] | None:
         """The only names of this directory that matter, or None: all of them."""
@@ -54,8 +54,9 @@ class Matcher(Pruner[S], Protocol[S]):
 
     by_path: bool  # whether ``matches`` needs the path (else the state and name decide)
 
-    def matches(self, state: S, parent: bytes, name: bytes) -> bool:
-        """Entry ``name`` of directory ``parent`` (in ``state``) is wanted."""
+    def matches(self, state: S, parent: bytes, name: bytes, text: str) -> bool:
+        """Entry ``name`` (``text``: as text) of directory ``parent`` (in ``state``) is
+        wanted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,21 +227,22 @@ class TreeSearch(Generic[S]):
         return Summary(listing.height, first, last, entries, walked, tuple(pieces) or EMPTY)
 
     def _leaf(self, tree: RunTree, ask: _Ask, listing: tc.Listing) -> _Task:
-        matcher, path, state = self.matcher, ask.path, ask.state
+        matches, child = self.matcher.matches, self.matcher.child
+        path, state = ask.path, ask.state
         pieces: list[Piece] = []
-        walked = len(listing.names)
-        for index, name in enumerate(listing.names):
-            if matcher.matches(state, path, name):
+        names, texts, trees = listing.names, listing.texts, listing.trees
+        walked = len(names)
+        for index, name in enumerate(names):
+            if matches(state, path, name, texts[index]):
                 pieces.append(self._found(tree, ask, listing, index))
-            below = listing.trees[index]
+            below = trees[index]
             if below is not None:
-                inner = matcher.child(state, name)
+                inner = child(state, name, texts[index])
                 if inner is not None:
                     summary = yield _Ask(below, _join(path, name), inner, True, ask.depth + 1)
                     walked += summary.walked
                     if summary.pieces:
                         pieces.append((name, summary))
-        names = listing.names
         return Summary(0, names[0] if names else None, names[-1] if names else None,
                        len(names), walked, tuple(pieces) or EMPTY)
 
@@ -257,12 +259,13 @@ class TreeSearch(Generic[S]):
                 continue
             ref, listing, index = found
             walked += 1
-            if matcher.matches(state, path, name):
+            text = listing.texts[index]
+            if matcher.matches(state, path, name, text):
                 pieces.append(self._found(tree, _Ask(ref, path, state, False, ask.depth), listing,
                                                index))
             below = listing.trees[index]
             if below is not None:
-                inner = matcher.child(state, name)
+                inner = matcher.child(state, name, text)
                 if inner is not None:
                     summary = yield _Ask(below, _join(path, name), inner, True, ask.depth + 1)
                     walked += summary.walked

@@ -40,10 +40,14 @@ MAX_WALK_ENTRIES = LIMITS.lines
 
 class PackCache:
     """Whole metadata packs (LRU), by key, version and size: one run's, or shared by
-    the runs one command reads (consecutive runs share most of their packs)."""
+    the runs one command reads (consecutive runs share most of their packs, and
+    a run's nodes lie in the packs of every run that changed them: a search
+    across runs keeps them by bytes, not a few)."""
 
-    def __init__(self, kept: int = PACKS_KEPT):
+    def __init__(self, kept: int = PACKS_KEPT, bytes_kept: int | None = None):
         self.kept = kept
+        self.bytes_kept = bytes_kept
+        self.bytes = 0
         self._packs: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -56,9 +60,15 @@ class PackCache:
 
     def put(self, key: tuple[str, str, int], body: bytes) -> None:
         with self._lock:
+            if key in self._packs:
+                self._packs.move_to_end(key)
+                return
             self._packs[key] = body
-            while len(self._packs) > self.kept:
-                self._packs.popitem(last=False)
+            self.bytes += len(body)
+            while len(self._packs) > 1 and (
+                    len(self._packs) > self.kept
+                    or (self.bytes_kept is not None and self.bytes > self.bytes_kept)):
+                self.bytes -= len(self._packs.popitem(last=False)[1])
 
 
 class BlobReader:
