@@ -10,8 +10,10 @@ Two ways to get the runs:
   walked), over the newest 5, ``find '*.conf'`` (a match in every 500th
   file), an anchored ``find /bench/t000/.../fNNN.txt`` and ``history`` of
   that path.  Each prints wall time, CPU seconds and peak RSS of the process
-  (``os.wait4``), and ``find NAME`` over all runs is held to ``--target``
-  seconds of wall time (PASS/FAIL; 30 s at 1M x 30).
+  (``os.wait4``, ``VmHWM``), and ``find NAME`` over all runs is held to
+  ``--target`` CPU seconds (PASS/FAIL; 30 s at 1M x 30).  CPU, not wall:
+  on a shared machine the wall time measures the others' load; on an idle
+  one it is the CPU time plus the GETs of the metadata (a few seconds).
 
       python bench/bench_find.py [--files 1000000] [--runs 30] [--target 30]
 
@@ -28,11 +30,11 @@ has no ``history``; ``restic find`` over one archived tree can be timed by hand)
 from __future__ import annotations
 
 import argparse
-import subprocess
 import json
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,9 +45,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from support.manifest_builder import invoke, make_bucket_env  # noqa: E402
-from support.rgw import RGWCluster, rgw_available  # noqa: E402
-from synthetic_runs import RunWriter, Series, Shape  # noqa: E402
+from support.manifest_builder import invoke, make_bucket_env
+from support.rgw import RGWCluster, rgw_available
+from synthetic_runs import RunWriter, Series, Shape
 
 
 def make_tree(src: Path, files: int, per_dir: int) -> None:
@@ -82,14 +84,29 @@ def timed(label: str, env, *args: str) -> object:
     return result
 
 
-def run_cli(label: str, config: Path, *args: str) -> tuple[float, str]:
-    """The CLI in a fresh process (cache cold); prints wall, CPU and peak RSS."""
+def run_cli(label: str, config: Path, *args: str) -> tuple[float, float, str]:
+    """The CLI in a fresh process (cache cold); prints wall, CPU and peak RSS.
+
+    The peak is the child's own ``VmHWM`` (polled): ``ru_maxrss`` of a child
+    forked from this process would count this process's memory (the runs'
+    builder) too."""
     command = [sys.executable, "-m", "s3archive", "--config", str(config), *args]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    peak = 0
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         began = time.monotonic()
         child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                with open(f"/proc/{child.pid}/status") as proc:
+                    peak = max([peak] + [int(line.split()[1]) for line in proc
+                                         if line.startswith("VmHWM:")])
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
         took = time.monotonic() - began
         child.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -102,11 +119,11 @@ def run_cli(label: str, config: Path, *args: str) -> tuple[float, str]:
             matches = f", {len(document['matches'])} matches in " \
                       f"{len({m['run_id'] for m in document['matches']})} runs"
     print(f"{label}: exit {child.returncode}{matches}, {took:.1f} s wall, "
-          f"{usage.ru_utime + usage.ru_stime:.1f} s CPU, peak RSS "
-          f"{usage.ru_maxrss / 1024:.0f} MiB", flush=True)
+          f"{usage.ru_utime + usage.ru_stime:.1f} s CPU, peak RSS {peak / 1024:.0f} MiB",
+          flush=True)
     if problems.strip():
         print("  " + problems.strip().replace("\n", "\n  ")[:2000], flush=True)
-    return took, text
+    return took, usage.ru_utime + usage.ru_stime, text
 
 
 def synthetic(args: argparse.Namespace) -> int:
@@ -125,8 +142,8 @@ def synthetic(args: argparse.Namespace) -> int:
                       f"{time.monotonic() - began:.0f} s so far", flush=True)
             print(f"load: {os.getloadavg()[0]:.2f} (1-minute average)", flush=True)
             name, path = shape.middle()
-            took, _ = run_cli(f"find {name} over {args.runs} runs", env.config_path,
-                              "find", name, "--json")
+            took, cpu, _ = run_cli(f"find {name} over {args.runs} runs", env.config_path,
+                                   "find", name, "--json")
             run_cli(f"find {name} over the newest 5", env.config_path,
                     "find", name, "--newest", "5", "--json")
             run_cli(f"find '*.conf' over {args.runs} runs", env.config_path,
@@ -135,9 +152,10 @@ def synthetic(args: argparse.Namespace) -> int:
                     "find", path, "--json")
             run_cli(f"history {path}", env.config_path, "history", path, "--json")
             print(f"load: {os.getloadavg()[0]:.2f} (1-minute average)", flush=True)
-            verdict = "PASS" if took <= args.target else "FAIL"
+            # judged on CPU seconds: on a shared machine the wall time measures the load
+            verdict = "PASS" if cpu <= args.target else "FAIL"
             print(f"{verdict}: find NAME over {args.files} files x {args.runs} runs took "
-                  f"{took:.1f} s (target {args.target:.0f} s)")
+                  f"{cpu:.1f} s CPU, {took:.1f} s wall (target {args.target:.0f} s CPU)")
             return 0 if verdict == "PASS" else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -190,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None,
                         help="runs (default 30; --archive: 3)")
     parser.add_argument("--target", type=float, default=30.0,
-                        help="seconds find NAME over all runs may take (PASS/FAIL)")
+                        help="CPU seconds find NAME over all runs may take (PASS/FAIL)")
     parser.add_argument("--archive", action="store_true",
                         help="archive a real tree by the CLI instead (slow: small sizes)")
     parser.add_argument("--per-dir", type=int, default=1000, help="--archive: files a directory")

@@ -23,7 +23,7 @@ import hashlib
 import random
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from s3archive.archive.chunk_writer import ChunkWriter, NewPack
@@ -42,7 +42,7 @@ BIG = 0.02  # mail/ and cache/: this share of the files each
 CONF_EVERY = 500
 DATA_PACKS = 64
 DATA_PACK_SIZE = 1 << 30
-START = datetime(2026, 10, 1, 3, 0, tzinfo=timezone.utc)
+START = datetime(2026, 10, 1, 3, 0, tzinfo=UTC)
 START_S = int(START.timestamp())
 
 

@@ -8,11 +8,14 @@ never cross ``/``, ``**`` crosses any number of components, ``[...]`` is a
 character class.  Matching works on bytes, so non-UTF-8 names can be found
 (the pattern is taken as UTF-8).
 
-Format-2 runs are read by their trees, never whole: ``find`` walks the runs
-together, reading each directory shared by several runs once and skipping
-directories below which no pattern can match; ``history`` looks the path up
-run by run, reusing an earlier run's answer where a directory on the way is
-the same node.  Memory holds the directories along one path and the matches;
+Format-2 runs are read by their trees, never whole: ``find`` searches run
+after run, remembering what it found under each tree node's id, so a node
+an earlier run shares (an unchanged directory, or leaf of a large one) is
+neither read nor decoded again; it skips directories below which no pattern
+can match, reads nodes as names and kinds, and decodes only matching
+entries whole.  ``history`` looks the path up run by run, reusing an earlier
+run's answer where a directory on the way is the same node.  Memory holds
+the nodes along one path, a bounded memo (repo/run_set.py) and the matches;
 a format-1 run is read whole, one at a time.
 """
 

@@ -24,9 +24,9 @@ that reach that node; the search goes on with the others.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable
+from collections.abc import Collection, Generator, Hashable
 from dataclasses import dataclass
-from typing import Collection, Generator, Generic, Protocol, TypeVar, Union
+from typing import Generic, Protocol, TypeAlias, TypeVar
 
 from s3archive.errors import ManifestError
 from s3archive.format import tree_codec as tc
@@ -71,7 +71,7 @@ class Found:
 
 # What lies in a node: wanted entries, and (name, what lies below) for a
 # subdirectory with something wanted in it; in path order.
-Piece = Union[Found, tuple[bytes, "Summary"]]
+Piece: TypeAlias = "Found | tuple[bytes, Summary]"
 
 
 @dataclass(frozen=True, slots=True)

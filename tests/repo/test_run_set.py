@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from support.memory_host import MemoryHost
 
 from s3archive.errors import ManifestError
 from s3archive.find import Search, compile_pattern, find
@@ -21,7 +22,6 @@ from s3archive.repo.catalog import RunRef, load_manifest
 from s3archive.repo.run_access import open_run
 from s3archive.repo.run_set import TreeSearch, expand
 from s3archive.repo.run_tree import RunTree
-from support.memory_host import MemoryHost
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,8 @@ def test_a_run_declaring_fewer_entries_is_skipped_even_when_memoised(
     skipped: list[tuple[str, str]] = []
     hits = find([runs[0], liar], lambda run, _: open_run(host.store, run), ["*.txt"],
                 lambda run, why: skipped.append((run.run_id, why)))
-    assert skipped == [(run_id, f"{key}@{put.version_id}: more entries than the run "
-                                 "declares (100)")]
+    why = f"{key}@{put.version_id}: more entries than the run declares (100)"
+    assert skipped == [(run_id, why)]
     assert {h.run for h in hits} == {runs[0]} and len(hits) == 1501
 
 
