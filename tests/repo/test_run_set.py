@@ -206,3 +206,90 @@ def test_a_search_fails_on_a_matching_entry_it_cannot_decode(
     with pytest.raises(ManifestError, match="target.conf.*|line 1: mode 'rwx'"):
         searcher.search(tree, search.start())
     assert decoded == [b"target.conf"]  # only the match was decoded whole
+
+
+# ------------------------------------------------------------------ crafted trees
+class CraftedTree:
+    """A run's tree as listings by node id (what TreeSearch reads of a RunTree)."""
+
+    def __init__(self, nodes: dict[str, tc.Listing], entries: int):
+        self.nodes = nodes
+        self.where = "runs/h/crafted"
+        self.root = dataclasses.make_dataclass("Root", ["entries"])(entries)
+
+    def top(self):
+        from s3archive.format.model import Entry
+        from s3archive.repo.run_tree import Item
+        return Item(Entry(b"/", "dir", 0o755, 0, 0, 0), ref("top"), None)
+
+    def listing(self, at, parent: bytes) -> tc.Listing:
+        return self.nodes[at.hash]
+
+    def listed(self, at, listing: tc.Listing, index: int, parent: bytes):
+        from s3archive.repo.run_tree import Item
+        entry, lists = tc.listed_entry(listing, index, parent, TABLE, "crafted")
+        return Item(entry, listing.trees[index], lists)
+
+
+def ref(name: str):
+    from s3archive.format.model import ChunkRef
+    return ChunkRef(name, 10, 1, 100, 10, "raw")
+
+
+def listed(*entries: dict) -> tc.Listing:
+    return tc.decode_listing(leaf(*entries), TABLE, "crafted")
+
+
+def inner(height: int, *children: tuple[str, int, str]) -> tc.Listing:
+    return tc.Listing(height, [], [], [], [], [tc.Child(first.encode(), count, ref(node))
+                                              for first, count, node in children], [], [])
+
+
+def search_crafted(nodes: dict[str, tc.Listing], entries: int = 100) -> list[bytes]:
+    search = Search([compile_pattern("*.conf")])
+    _, below = TreeSearch(search).search(CraftedTree(nodes, entries), search.start())
+    return [path for path, _ in expand(below, b"/")]
+
+
+GOOD = {"top": inner(1, ("a.conf", 2, "left"), ("c.conf", 1, "right")),
+        "left": listed(file("a.conf"), file("b.txt")), "right": listed(file("c.conf"))}
+
+
+def test_a_crafted_tree_is_searched_as_written() -> None:
+    assert search_crafted(GOOD) == [b"/a.conf", b"/c.conf"]
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"top": inner(2, ("a.conf", 2, "left"), ("c.conf", 1, "right"))},
+     "has height 0, its parent expects 1"),
+    ({"top": inner(1, ("a.conf", 2, "left"), ("b.conf", 1, "right"))},
+     "does not start with the name its parent gives"),
+    ({"top": inner(1, ("a.conf", 3, "left"), ("c.conf", 1, "right"))},
+     "a child node holds 2 entries, its parent says 3"),
+    ({"right": listed(file("a.conf")),
+      "top": inner(1, ("a.conf", 2, "left"), ("a.conf", 1, "right"))},
+     "names out of order across nodes"),
+])
+def test_a_crafted_inner_node_fails_the_search(change: dict, why: str) -> None:
+    with pytest.raises(ManifestError, match=why):
+        search_crafted({**GOOD, **change})
+
+
+def test_a_subtree_shared_under_many_names_counts_against_the_declared_entries() -> None:
+    """Shared subtrees are read once, but their entries count for every place they
+    appear: 41 nodes holding 2^40 paths are refused, not expanded."""
+    def level(number: int) -> str:
+        return f"{number:064x}"
+
+    def two_dirs_to(node: str) -> tc.Listing:
+        return listed(*(directory(f"d{i}", tree=[node, 50, 1, 100, 40, "zstd"])
+                        for i in range(2)))
+
+    nodes = {"top": two_dirs_to(level(1)), level(40): listed(file("x.conf"))}
+    for number in range(1, 40):
+        nodes[level(number)] = two_dirs_to(level(number + 1))
+    with pytest.raises(ManifestError, match=r"more entries than the run declares \(1000\)"):
+        search_crafted(nodes, entries=1000)
+    nodes[level(39)] = listed(file("x.conf"))  # 2^39 paths to it, each one
+    with pytest.raises(ManifestError, match="more entries than the run declares"):
+        search_crafted(nodes, entries=10**6)
