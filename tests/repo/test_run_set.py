@@ -16,12 +16,12 @@ from support.memory_host import MemoryHost
 from s3archive.errors import ManifestError
 from s3archive.find import Search, compile_pattern, find
 from s3archive.format import tree_codec as tc
-from s3archive.format.model import PackRef
+from s3archive.format.model import ChunkRef, Entry, PackRef
 from s3archive.format.run_root import decode_root, encode_root
 from s3archive.repo.catalog import RunRef, load_manifest
 from s3archive.repo.run_access import open_run
 from s3archive.repo.run_set import TreeSearch, expand
-from s3archive.repo.run_tree import RunTree
+from s3archive.repo.run_tree import Item, RunTree
 
 
 @pytest.fixture(scope="module")
@@ -217,22 +217,18 @@ class CraftedTree:
         self.where = "runs/h/crafted"
         self.root = dataclasses.make_dataclass("Root", ["entries"])(entries)
 
-    def top(self):
-        from s3archive.format.model import Entry
-        from s3archive.repo.run_tree import Item
+    def top(self) -> Item:
         return Item(Entry(b"/", "dir", 0o755, 0, 0, 0), ref("top"), None)
 
-    def listing(self, at, parent: bytes) -> tc.Listing:
+    def listing(self, at: ChunkRef, parent: bytes) -> tc.Listing:
         return self.nodes[at.hash]
 
-    def listed(self, at, listing: tc.Listing, index: int, parent: bytes):
-        from s3archive.repo.run_tree import Item
+    def listed(self, at: ChunkRef, listing: tc.Listing, index: int, parent: bytes) -> Item:
         entry, lists = tc.listed_entry(listing, index, parent, TABLE, "crafted")
         return Item(entry, listing.trees[index], lists)
 
 
-def ref(name: str):
-    from s3archive.format.model import ChunkRef
+def ref(name: str) -> ChunkRef:
     return ChunkRef(name, 10, 1, 100, 10, "raw")
 
 
