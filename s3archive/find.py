@@ -319,7 +319,7 @@ def find(runs: list[RunRef], open_run: Opener, patterns: list[str], skip: Skip
     """
     search = Search([compile_pattern(p) for p in patterns])
     broad = search.names(search.start()) is None
-    packs = PackCache(kept=SHARED_PACKS, bytes_kept=SHARED_PACK_BYTES)
+    packs = PackCache(kept=SHARED_PACKS, bytes_kept=SHARED_PACK_BYTES, once=True)
     searcher: TreeSearch[State] = TreeSearch(search)
     hits: list[Hit] = []
     for _, run, opened in _opened(runs, open_run, broad):

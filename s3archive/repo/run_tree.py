@@ -44,12 +44,21 @@ class PackCache:
     a run's nodes lie in the packs of every run that changed them: a search
     across runs keeps them by bytes, not a few)."""
 
-    def __init__(self, kept: int = PACKS_KEPT, bytes_kept: int | None = None):
+    def __init__(self, kept: int = PACKS_KEPT, bytes_kept: int | None = None,
+                 once: bool = False):
         self.kept = kept
         self.bytes_kept = bytes_kept
         self.bytes = 0
+        # ``once``: a pack dropped is not read whole again (its blobs are read by
+        # range): a walk whose packs do not fit never downloads one pack many times
+        self.once = once
+        self.dropped: set[tuple[str, str, int]] = set()
         self._packs: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
+
+    def whole(self, key: tuple[str, str, int]) -> bool:
+        """Whether to read (or take) this pack whole."""
+        return not self.once or key not in self.dropped
 
     def get(self, key: tuple[str, str, int]) -> bytes | None:
         with self._lock:
@@ -68,7 +77,10 @@ class PackCache:
             while len(self._packs) > 1 and (
                     len(self._packs) > self.kept
                     or (self.bytes_kept is not None and self.bytes > self.bytes_kept)):
-                self.bytes -= len(self._packs.popitem(last=False)[1])
+                dropped, body = self._packs.popitem(last=False)
+                self.bytes -= len(body)
+                if self.once:
+                    self.dropped.add(dropped)
 
 
 class BlobReader:
@@ -94,7 +106,8 @@ class BlobReader:
         if kind in pack2.META_KINDS and not pack.key.startswith(pack2.META_PREFIX + "/"):
             raise ManifestError(f"{where}: a metadata blob outside meta/")
         try:
-            if self.whole_packs and pack.size <= WHOLE_PACK_LIMIT:
+            if self.whole_packs and pack.size <= WHOLE_PACK_LIMIT \
+                    and self._packs.whole((pack.key, pack.version_id, pack.size)):
                 body = self._pack(ref.pack)
                 if ref.offset + ref.stored > len(body):
                     raise ManifestError(f"{where}: blob lies beyond the end of the pack")

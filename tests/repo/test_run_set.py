@@ -289,3 +289,27 @@ def test_a_subtree_shared_under_many_names_counts_against_the_declared_entries()
     nodes[level(39)] = listed(file("x.conf"))  # 2^39 paths to it, each one
     with pytest.raises(ManifestError, match="more entries than the run declares"):
         search_crafted(nodes, entries=10**6)
+
+
+def test_packs_that_do_not_fit_are_downloaded_whole_once(
+        host: MemoryHost, runs: list[RunRef], monkeypatch: pytest.MonkeyPatch) -> None:
+    import s3archive.find as find_module
+    whole_gets: list[str] = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(host.store, name)
+
+        def get(self, key, version_id=None, byte_range=None):
+            if byte_range is None and key.startswith("meta/"):
+                whole_gets.append(key)
+            return host.store.get(key, version_id, byte_range)
+
+    expected = find(runs, lambda run, _: open_run(host.store, run), ["*.txt"],
+                    lambda run, why: pytest.fail(why))
+    monkeypatch.setattr(find_module, "SHARED_PACK_BYTES", 1)  # one pack kept at a time
+    store = Recording()
+    hits = find(runs, lambda run, _: open_run(store, run), ["*.txt"],
+                lambda run, why: pytest.fail(why))
+    assert hits == expected
+    assert whole_gets and len(whole_gets) == len(set(whole_gets))
