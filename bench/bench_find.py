@@ -16,6 +16,7 @@ Two ways to get the runs:
   one it is the CPU time plus the GETs of the metadata (a few seconds).
 
       python bench/bench_find.py [--files 1000000] [--runs 30] [--target 30]
+      python bench/bench_find.py --files 200000 --compare /work/main   # before/after
 
 * ``--archive``: N small files archived R times by the CLI (a few files
   changed between runs), then find, history and diff in process — the
@@ -84,14 +85,15 @@ def timed(label: str, env, *args: str) -> object:
     return result
 
 
-def run_cli(label: str, config: Path, *args: str) -> tuple[float, float, str]:
+def run_cli(label: str, config: Path, *args: str, code: Path = HERE.parent
+            ) -> tuple[float, float, str]:
     """The CLI in a fresh process (cache cold); prints wall, CPU and peak RSS.
 
     The peak is the child's own ``VmHWM`` (polled): ``ru_maxrss`` of a child
     forked from this process would count this process's memory (the runs'
     builder) too."""
     command = [sys.executable, "-m", "s3archive", "--config", str(config), *args]
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    env = {**os.environ, "PYTHONPATH": str(code)}
     peak = 0
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         began = time.monotonic()
@@ -144,6 +146,12 @@ def synthetic(args: argparse.Namespace) -> int:
             name, path = shape.middle()
             took, cpu, _ = run_cli(f"find {name} over {args.runs} runs", env.config_path,
                                    "find", name, "--json")
+            if args.compare:  # the same, by another checkout (e.g. main), interleaved
+                for _ in range(2):
+                    run_cli(f"  the same by {args.compare}", env.config_path, "find", name,
+                            "--json", code=args.compare)
+                    run_cli("  the same by this checkout", env.config_path, "find", name,
+                            "--json")
             run_cli(f"find {name} over the newest 5", env.config_path,
                     "find", name, "--newest", "5", "--json")
             run_cli(f"find '*.conf' over {args.runs} runs", env.config_path,
@@ -209,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs (default 30; --archive: 3)")
     parser.add_argument("--target", type=float, default=30.0,
                         help="CPU seconds find NAME over all runs may take (PASS/FAIL)")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="also time find NAME by the s3archive checkout at this path "
+                             "(e.g. /work/main), interleaved with this one")
     parser.add_argument("--archive", action="store_true",
                         help="archive a real tree by the CLI instead (slow: small sizes)")
     parser.add_argument("--per-dir", type=int, default=1000, help="--archive: files a directory")
