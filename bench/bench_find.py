@@ -97,7 +97,8 @@ def run_cli(label: str, config: Path, *args: str, code: Path = HERE.parent
     peak = 0
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         began = time.monotonic()
-        child = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        # run from the checkout: ``python -m`` puts the working directory first
+        child = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=code)
         while True:
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid:
