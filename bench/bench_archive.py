@@ -1,7 +1,8 @@
 """Archive benchmark: s3archive against restic on the same tree, each on its own fresh RGW.
 
     python bench/bench_archive.py [--scale 1.0] [--workdir DIR] [--no-restic] [--encrypt]
-                                  [--json OUT]
+                                  [--json OUT] [--profile DIR [--profile-sample MS]]
+    python bench/bench_archive.py --encrypt-compare [--repeat 3] [--scale 1.0]
 
 Builds the deterministic tree of ``bench/dataset.py`` once, then for each tool
 runs three steps as subprocesses: the initial run, a run with no change, and a
@@ -271,9 +272,13 @@ class S3Archive:
     bucket = "bench-s3archive"
 
     def __init__(self, workdir: Path, tree: Path, cluster: CountingRGW, *, encrypt: bool = False,
-                 name: str | None = None):
+                 name: str | None = None, bucket: str | None = None):
         self.name = name or self.name
+        self.bucket = bucket or self.bucket
         self.cluster = cluster
+        # --profile: archive steps under bench/profile_run.py, DIR/<tool>-<step>.prof
+        self.profile: Path | None = None
+        self.profile_args: list[str] = []
         self.home = workdir / self.name
         shutil.rmtree(self.home, ignore_errors=True)
         (self.home / "pickers.d").mkdir(parents=True)
@@ -320,8 +325,11 @@ class S3Archive:
                 f'dedup_secret_file = "{secret}"\n')
 
     def cli(self, step: str) -> list[str]:
-        """How the s3archive command of ``step`` starts (bench_scale --profile wraps it)."""
-        return [sys.executable, "-m", "s3archive"]
+        """How the s3archive command of ``step`` starts (``--profile`` wraps it)."""
+        if self.profile is None:
+            return [sys.executable, "-m", "s3archive"]
+        out = self.profile / f"{self.name}-{step}.prof"
+        return [sys.executable, str(HERE / "profile_run.py"), *self.profile_args, str(out), "--"]
 
     def run(self, step: str, logdir: Path) -> Step:
         command = self.cli(step) + ["--config", str(self.config), "archive", "--json"]
@@ -515,8 +523,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--encrypt", action="store_true",
                         help="also run s3archive with [encryption] (its own RGW) and print "
                              "the encryption overhead against plain s3archive")
+    parser.add_argument("--encrypt-compare", action="store_true",
+                        help="plain against encrypted s3archive only (no restic), --repeat "
+                             "times, each repeat on a fresh tree and fresh buckets, the order "
+                             "of the two alternating; prints the median overhead per step "
+                             "and PASS/FAIL against the targets")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="with --encrypt-compare: how many interleaved repeats (default 3)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="run s3archive's archive steps under bench/profile_run.py: "
+                             "DIR/TOOL-STEP.prof (timings are then not comparable)")
+    parser.add_argument("--profile-cpu", action="store_true",
+                        help="with --profile: per-thread CPU time instead of wall time")
+    parser.add_argument("--profile-sample", type=float, default=None, metavar="MS",
+                        help="with --profile: sample every thread's stack every MS ms "
+                             "(DIR/TOOL-STEP.txt) instead of cProfile")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    if args.encrypt_compare:
+        args.encrypt, args.no_restic = True, True
+    return args
+
+
+def _profiling(tool: "S3Archive", args: argparse.Namespace) -> None:
+    if args.profile is None:
+        return
+    args.profile.mkdir(parents=True, exist_ok=True)
+    tool.profile = args.profile.resolve()
+    tool.profile_args = (["--sample", str(args.profile_sample)] if args.profile_sample
+                         else ["--cpu"] if args.profile_cpu else [])
 
 
 def prepare(args: argparse.Namespace, prefix: str) -> tuple[Path | None, bool, bool]:
@@ -545,11 +582,125 @@ def open_workdir(given: Path | None, prefix: str) -> tuple[Path | None, bool]:
     return workdir, temporary
 
 
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def overhead_summary(rounds: list[dict[tuple[str, str], Step]]
+                     ) -> tuple[list[str], list[tuple[str, bool | None, str]]]:
+    """Per step, the encrypted run against the plain one of the same repeat: every
+    repeat's overhead and their median (lines to print), and the targets checked on
+    the medians: wall < 10 % (initial, mutation), stored bytes < 2 %."""
+    lines: list[str] = []
+    checks: list[tuple[str, bool | None, str]] = []
+    for step in STEPS:
+        pairs = [(by[("s3archive", step)], by[(ENCRYPTED, step)]) for by in rounds
+                 if ("s3archive", step) in by and (ENCRYPTED, step) in by]
+        if not pairs:
+            continue
+        wall = [e.wall_s / p.wall_s - 1 for p, e in pairs]
+        cpu = [e.cpu_s / p.cpu_s - 1 for p, e in pairs]
+        stored = [e.bytes_received_rgw / p.bytes_received_rgw - 1 for p, e in pairs
+                  if p.bytes_received_rgw > 1_000_000]
+        puts = [f"{p.put_requests_rgw}->{e.put_requests_rgw}" for p, e in pairs]
+
+        def each(values: list[float]) -> str:
+            return ", ".join(f"{v:+.1%}" for v in values)
+
+        lines.append(
+            f"{step:9s} wall {median([p.wall_s for p, _ in pairs]):6.2f} -> "
+            f"{median([e.wall_s for _, e in pairs]):6.2f} s, median {median(wall):+.1%} "
+            f"({each(wall)}); CPU {median([p.cpu_s for p, _ in pairs]):6.2f} -> "
+            f"{median([e.cpu_s for _, e in pairs]):6.2f} s, median {median(cpu):+.1%} "
+            f"({each(cpu)}); PUTs {', '.join(puts)}"
+            + (f"; stored median {median(stored):+.2%}" if stored else "")
+            + f"; load {', '.join(f'{p.load_before:.1f}' for p, _ in pairs)}")
+        if step != "no-change":  # a no-change run takes ~1 s: noise, not encryption
+            checks.append((f"{step}: encryption adds < {WALL_OVERHEAD:.0%} wall (median of "
+                           f"{len(wall)})", median(wall) < WALL_OVERHEAD,
+                           f"{median(wall):+.1%}; CPU {median(cpu):+.1%}"))
+        if stored:
+            checks.append((f"{step}: encryption adds < {BYTES_OVERHEAD:.0%} stored bytes "
+                           f"(median of {len(stored)})", median(stored) < BYTES_OVERHEAD,
+                           f"{median(stored):+.2%}"))
+    return lines, checks
+
+
+def compare_encryption(args: argparse.Namespace, workdir: Path, temporary: bool) -> int:
+    """``--encrypt-compare``: plain and encrypted s3archive, ``--repeat`` times.
+
+    Each repeat builds the tree afresh (the mutation changed it), gives both tools a
+    fresh bucket and cache on their own long-lived RGW, and runs the three steps
+    interleaved: plain first in even repeats, encrypted first in odd ones."""
+    logdir = workdir / "logs"
+    tree = workdir / "tree"
+    clusters: dict[str, CountingRGW] = {}
+    rounds: list[dict[tuple[str, str], Step]] = []
+    report: dict[str, Any] = {"scale": args.scale, "seed": args.seed, "cores": CORES,
+                              "repeat": args.repeat, "workdir": str(workdir),
+                              "load_at_start": os.getloadavg(), "rounds": []}
+    try:
+        for number in range(args.repeat):
+            shutil.rmtree(tree, ignore_errors=True)
+            dataset = make_tree(tree, args.scale, args.seed)
+            report["dataset"] = dataset
+            if not clusters:
+                for name in ("s3archive", ENCRYPTED):
+                    clusters[name] = _fresh_cluster(workdir, name, dataset["bytes"])
+            tools = [S3Archive(workdir, tree, clusters["s3archive"],
+                               bucket=f"bench-s3archive-{number}"),
+                     S3Archive(workdir, tree, clusters[ENCRYPTED], encrypt=True, name=ENCRYPTED,
+                               bucket=f"bench-s3archive-{number}")]
+            for tool in tools:
+                _profiling(tool, args)
+            if number % 2:
+                tools.reverse()
+            by: dict[tuple[str, str], Step] = {}
+            for step in STEPS:
+                if step == "mutation":
+                    mutate(tree, seed=args.seed + 1000)
+                for tool in tools:
+                    warm_page_cache(tree)
+                    # logs (and profiles) of each repeat apart: STEP, STEP-1, STEP-2, ...
+                    result = tool.run(step if number == 0 else f"{step}-{number}", logdir)
+                    result.step = step
+                    by[(tool.name, step)] = result
+                    _log(f"repeat {number + 1}/{args.repeat} {tool.name} {step}: "
+                         f"{result.wall_s:.2f}s wall, {result.cpu_s:.2f}s CPU, "
+                         f"{result.bytes_received_rgw / 1e6:.2f} MB received, "
+                         f"load {result.load_before:.2f}")
+            rounds.append(by)
+            report["rounds"].append([asdict(r) for r in by.values()])
+    finally:
+        for cluster in clusters.values():
+            cluster.stop()
+        if temporary and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    dataset = report["dataset"]
+    print(f"\nscale {args.scale}: {dataset['files']} files, {dataset['bytes'] / 1e6:.0f} MB; "
+          f"{CORES} cores; {args.repeat} repeats; plain -> encrypted, per step:\n")
+    lines, checks = overhead_summary(rounds)
+    print("\n".join(lines))
+    print("\ntargets (issue 11 item 5, on the medians):")
+    for label, ok, detail in checks:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {label}: {detail}")
+    report["summary"] = lines
+    report["targets"] = [{"target": label, "ok": ok, "detail": detail}
+                         for label, ok, detail in checks]
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workdir, temporary, use_restic = prepare(args, "s3archive-bench-")
     if workdir is None:
         return 2
+    if args.encrypt_compare:
+        return compare_encryption(args, workdir, temporary)
     logdir = workdir / "logs"
     tree = workdir / "tree"
     shutil.rmtree(tree, ignore_errors=True)
@@ -572,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
             cluster = _fresh_cluster(workdir, ENCRYPTED, size)
             clusters.append(cluster)
             tools.append(S3Archive(workdir, tree, cluster, encrypt=True, name=ENCRYPTED))
+        for tool in tools[:2]:
+            _profiling(tool, args)
         if use_restic:
             cluster = _fresh_cluster(workdir, "restic", size)
             clusters.append(cluster)
