@@ -2,7 +2,7 @@
 
     python bench/bench_archive.py [--scale 1.0] [--workdir DIR] [--no-restic] [--encrypt]
                                   [--json OUT] [--profile DIR [--profile-sample MS]]
-    python bench/bench_archive.py --encrypt-compare [--repeat 3] [--scale 1.0]
+    python bench/bench_archive.py --encrypt-compare --repeat 3 [--scale 1.0]
 
 Builds the deterministic tree of ``bench/dataset.py`` once, then for each tool
 runs three steps as subprocesses: the initial run, a run with no change, and a
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -267,6 +268,11 @@ def _base_env() -> dict[str, str]:
             if not k.startswith(("AWS_", "RESTIC_", "S3ARCHIVE_"))}
 
 
+# --profile DIR: s3archive's archive steps run under bench/profile_run.py (PROFILE_ARGS)
+PROFILE_DIR: Path | None = None
+PROFILE_ARGS: list[str] = []
+
+
 class S3Archive:
     name = "s3archive"
     bucket = "bench-s3archive"
@@ -276,9 +282,6 @@ class S3Archive:
         self.name = name or self.name
         self.bucket = bucket or self.bucket
         self.cluster = cluster
-        # --profile: archive steps under bench/profile_run.py, DIR/<tool>-<step>.prof
-        self.profile: Path | None = None
-        self.profile_args: list[str] = []
         self.home = workdir / self.name
         shutil.rmtree(self.home, ignore_errors=True)
         (self.home / "pickers.d").mkdir(parents=True)
@@ -326,10 +329,10 @@ class S3Archive:
 
     def cli(self, step: str) -> list[str]:
         """How the s3archive command of ``step`` starts (``--profile`` wraps it)."""
-        if self.profile is None:
+        if PROFILE_DIR is None:
             return [sys.executable, "-m", "s3archive"]
-        out = self.profile / f"{self.name}-{step}.prof"
-        return [sys.executable, str(HERE / "profile_run.py"), *self.profile_args, str(out), "--"]
+        out = PROFILE_DIR / f"{self.name}-{step}.prof"
+        return [sys.executable, str(HERE / "profile_run.py"), *PROFILE_ARGS, str(out), "--"]
 
     def run(self, step: str, logdir: Path) -> Step:
         command = self.cli(step) + ["--config", str(self.config), "archive", "--json"]
@@ -520,16 +523,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "removed at the end unless --keep)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workdir")
     parser.add_argument("--no-restic", action="store_true", help="benchmark s3archive only")
-    parser.add_argument("--encrypt", action="store_true",
-                        help="also run s3archive with [encryption] (its own RGW) and print "
-                             "the encryption overhead against plain s3archive")
     parser.add_argument("--encrypt-compare", action="store_true",
                         help="plain against encrypted s3archive only (no restic), --repeat "
-                             "times, each repeat on a fresh tree and fresh buckets, the order "
-                             "of the two alternating; prints the median overhead per step "
-                             "and PASS/FAIL against the targets")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="with --encrypt-compare: how many interleaved repeats (default 3)")
+                             "times, each on a fresh tree and fresh buckets, the order of the "
+                             "two alternating; prints the median overhead of each step and "
+                             "PASS/FAIL against issue 11's targets")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run s3archive's archive steps under bench/profile_run.py: "
                              "DIR/TOOL-STEP.prof (timings are then not comparable)")
@@ -538,22 +536,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-sample", type=float, default=None, metavar="MS",
                         help="with --profile: sample every thread's stack every MS ms "
                              "(DIR/TOOL-STEP.txt) instead of cProfile")
+    parser.add_argument("--encrypt", action="store_true",
+                        help="also run s3archive with [encryption] (its own RGW) and print "
+                             "the encryption overhead against plain s3archive")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON")
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    if args.encrypt_compare:
-        args.encrypt, args.no_restic = True, True
-    return args
-
-
-def _profiling(tool: "S3Archive", args: argparse.Namespace) -> None:
-    if args.profile is None:
-        return
-    args.profile.mkdir(parents=True, exist_ok=True)
-    tool.profile = args.profile.resolve()
-    tool.profile_args = (["--sample", str(args.profile_sample)] if args.profile_sample
-                         else ["--cpu"] if args.profile_cpu else [])
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every step this many times (fresh tree, RGWs and caches "
+                             "each time; tools interleaved); targets use the medians")
+    return parser.parse_args(argv)
 
 
 def prepare(args: argparse.Namespace, prefix: str) -> tuple[Path | None, bool, bool]:
@@ -582,12 +572,6 @@ def open_workdir(given: Path | None, prefix: str) -> tuple[Path | None, bool]:
     return workdir, temporary
 
 
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def overhead_summary(rounds: list[dict[tuple[str, str], Step]]
                      ) -> tuple[list[str], list[tuple[str, bool | None, str]]]:
     """Per step, the encrypted run against the plain one of the same repeat: every
@@ -600,23 +584,24 @@ def overhead_summary(rounds: list[dict[tuple[str, str], Step]]
                  if ("s3archive", step) in by and (ENCRYPTED, step) in by]
         if not pairs:
             continue
+        median = statistics.median
         wall = [e.wall_s / p.wall_s - 1 for p, e in pairs]
         cpu = [e.cpu_s / p.cpu_s - 1 for p, e in pairs]
         stored = [e.bytes_received_rgw / p.bytes_received_rgw - 1 for p, e in pairs
                   if p.bytes_received_rgw > 1_000_000]
-        puts = [f"{p.put_requests_rgw}->{e.put_requests_rgw}" for p, e in pairs]
 
         def each(values: list[float]) -> str:
             return ", ".join(f"{v:+.1%}" for v in values)
 
-        lines.append(
-            f"{step:9s} wall {median([p.wall_s for p, _ in pairs]):6.2f} -> "
-            f"{median([e.wall_s for _, e in pairs]):6.2f} s, median {median(wall):+.1%} "
-            f"({each(wall)}); CPU {median([p.cpu_s for p, _ in pairs]):6.2f} -> "
-            f"{median([e.cpu_s for _, e in pairs]):6.2f} s, median {median(cpu):+.1%} "
-            f"({each(cpu)}); PUTs {', '.join(puts)}"
-            + (f"; stored median {median(stored):+.2%}" if stored else "")
-            + f"; load {', '.join(f'{p.load_before:.1f}' for p, _ in pairs)}")
+        line = (f"{step:9s} wall {median(p.wall_s for p, _ in pairs):6.2f} -> "
+                f"{median(e.wall_s for _, e in pairs):6.2f} s, median {median(wall):+.1%} "
+                f"({each(wall)}); CPU {median(p.cpu_s for p, _ in pairs):6.2f} -> "
+                f"{median(e.cpu_s for _, e in pairs):6.2f} s, median {median(cpu):+.1%} "
+                f"({each(cpu)}); PUTs "
+                + ", ".join(f"{p.put_requests_rgw}->{e.put_requests_rgw}" for p, e in pairs))
+        if stored:
+            line += f"; stored median {median(stored):+.2%}"
+        lines.append(line + "; load " + ", ".join(f"{p.load_before:.1f}" for p, _ in pairs))
         if step != "no-change":  # a no-change run takes ~1 s: noise, not encryption
             checks.append((f"{step}: encryption adds < {WALL_OVERHEAD:.0%} wall (median of "
                            f"{len(wall)})", median(wall) < WALL_OVERHEAD,
@@ -653,8 +638,6 @@ def compare_encryption(args: argparse.Namespace, workdir: Path, temporary: bool)
                                bucket=f"bench-s3archive-{number}"),
                      S3Archive(workdir, tree, clusters[ENCRYPTED], encrypt=True, name=ENCRYPTED,
                                bucket=f"bench-s3archive-{number}")]
-            for tool in tools:
-                _profiling(tool, args)
             if number % 2:
                 tools.reverse()
             by: dict[tuple[str, str], Step] = {}
@@ -695,7 +678,18 @@ def compare_encryption(args: argparse.Namespace, workdir: Path, temporary: bool)
 
 
 def main(argv: list[str] | None = None) -> int:
+    global PROFILE_DIR
     args = parse_args(argv)
+    if args.repeat < 1:
+        print("bench: --repeat must be at least 1", file=sys.stderr)
+        return 2
+    if args.encrypt_compare:  # plain against encrypted s3archive alone
+        args.encrypt, args.no_restic = True, True
+    if args.profile is not None:
+        PROFILE_DIR = args.profile.resolve()
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+        PROFILE_ARGS[:] = (["--sample", str(args.profile_sample)] if args.profile_sample
+                           else ["--cpu"] if args.profile_cpu else [])
     workdir, temporary, use_restic = prepare(args, "s3archive-bench-")
     if workdir is None:
         return 2
@@ -723,8 +717,6 @@ def main(argv: list[str] | None = None) -> int:
             cluster = _fresh_cluster(workdir, ENCRYPTED, size)
             clusters.append(cluster)
             tools.append(S3Archive(workdir, tree, cluster, encrypt=True, name=ENCRYPTED))
-        for tool in tools[:2]:
-            _profiling(tool, args)
         if use_restic:
             cluster = _fresh_cluster(workdir, "restic", size)
             clusters.append(cluster)

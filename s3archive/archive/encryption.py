@@ -12,7 +12,6 @@ as it is now can open its row.
 
 from __future__ import annotations
 
-import hmac
 import os
 import struct
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from s3archive.crypto import blob as sealing
-from s3archive.crypto.dedup import (DedupSecret, _derive, dedup_secret_key,
+from s3archive.crypto.dedup import (DedupSecret, HmacSha256, _derive, dedup_secret_key,
                                     seal_dedup_secret)
 from s3archive.crypto.keys import Recipient
 from s3archive.format import pack2
@@ -37,15 +36,15 @@ class RunEncryption:
     secret: DedupSecret = field(repr=False)
 
     def __post_init__(self) -> None:
-        self._data_key = _derive(self.secret.secret, b"s3archive/v2/id/data")
-        self._meta_key = _derive(self.secret.secret, b"s3archive/v2/id/meta")
+        self._data_mac = HmacSha256(_derive(self.secret.secret, b"s3archive/v2/id/data"))
+        self._meta_mac = HmacSha256(_derive(self.secret.secret, b"s3archive/v2/id/meta"))
 
     # -- ids
     def data_id(self, plain: bytes | memoryview) -> str:
-        return hmac.digest(self._data_key, plain, "sha256").hex()
+        return self._data_mac.digest(plain).hex()
 
     def meta_id(self, plain: bytes | memoryview) -> str:
-        return hmac.digest(self._meta_key, plain, "sha256").hex()
+        return self._meta_mac.digest(plain).hex()
 
     # -- packs
     def new_pack(self) -> tuple[bytes, bytes, bytes]:
@@ -54,9 +53,8 @@ class RunEncryption:
 
     def seal_blob(self, pack_key: bytes, pack_id: bytes, offset: int, kind: bytes,
                   encoding: str, blob_id: str, stored: bytes | memoryview) -> bytes:
-        place = sealing.BlobPlace(pack_id, offset, kind, pack2.ENCODING_BYTE[encoding],
-                                  bytes.fromhex(blob_id))
-        return sealing.seal(pack_key, place, stored)
+        return sealing.seal_at(pack_key, pack_id, offset, kind, pack2.ENCODING_BYTE[encoding],
+                               bytes.fromhex(blob_id), stored)
 
     def seal_index(self, pack_id: bytes, block: bytes) -> bytes:
         return self.secret.seal_index(pack_id, block)
@@ -84,21 +82,21 @@ class RunEncryption:
 
 
 _NONCE = 12
+_STAT = struct.Struct(">QQqq")  # ino, size, mtime_ns, ctime_ns in a row's line key
 
 
 class FileCipher:
     """Names and seals the local cache's file rows of an encrypting host."""
 
     def __init__(self, key: bytes, label: str):
-        self._key = key
+        self._mac = HmacSha256(key)
         self.label = label  # which secret keyed the rows (rows of another are dropped)
 
     def name(self, path: bytes) -> bytes:
-        return hmac.digest(self._key, b"name\0" + path, "sha256")[:16]
+        return self._mac.digest(b"name\0" + path)[:16]
 
     def _line_key(self, path: bytes, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> bytes:
-        stat = struct.pack(">QQqq", ino, size, mtime_ns, ctime_ns)
-        return hmac.digest(self._key, b"line\0" + stat + path, "sha256")
+        return self._mac.digest(b"line\0" + _STAT.pack(ino, size, mtime_ns, ctime_ns) + path)
 
     def seal(self, path: bytes, stat: tuple[int, int, int, int], line: bytes) -> bytes:
         nonce = os.urandom(_NONCE)

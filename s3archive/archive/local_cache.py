@@ -456,7 +456,10 @@ class LocalCache:
     @_locked
     def commit_pending_files(self) -> None:
         """The run's manifest is written: its files' rows become the file cache."""
-        self.db.execute("INSERT OR REPLACE INTO files SELECT * FROM files_pending")
+        # in key order (an encrypting host's row names are HMACs: 200k rows in random
+        # order took 4.3 s of CPU, sorted 1.1 s); a path put twice: the later row wins
+        self.db.execute("INSERT OR REPLACE INTO files SELECT * FROM files_pending "
+                        "ORDER BY path, rowid")
         self.db.execute("DELETE FROM files_pending")
 
     @_locked

@@ -40,6 +40,15 @@ RAW = b"r"
 ENCODINGS = (ZSTD, RAW)
 
 
+def blob_nonce(offset: int) -> bytes:
+    """The nonce of the blob at ``offset`` of the pack body: 12 bytes, big-endian."""
+    return offset.to_bytes(12, "big")
+
+
+def blob_associated_data(pack_id: bytes, kind: bytes, encoding: bytes, blob_id: bytes) -> bytes:
+    return AAD_LABEL + pack_id + kind + encoding + blob_id
+
+
 @dataclass(frozen=True)
 class BlobPlace:
     """Where a blob belongs: everything its associated data and nonce bind."""
@@ -59,10 +68,10 @@ class BlobPlace:
             raise ValueError("offset out of range")
 
     def nonce(self) -> bytes:
-        return self.offset.to_bytes(12, "big")
+        return blob_nonce(self.offset)
 
     def associated_data(self) -> bytes:
-        return AAD_LABEL + self.pack_id + self.kind + self.encoding + self.blob_id
+        return blob_associated_data(self.pack_id, self.kind, self.encoding, self.blob_id)
 
     def describe(self) -> str:
         kind = {DATA: "data", TREE: "tree", CHUNK_LIST: "chunk-list",
@@ -108,8 +117,17 @@ def open_key_block(key_block: bytes, identities: list[Identity], pack_name: str)
 
 def seal(pack_key: bytes, place: BlobPlace, stored: bytes | memoryview) -> bytes:
     """Ciphertext ‖ tag of the stored (encoded) bytes of one blob."""
-    return ChaCha20Poly1305(pack_key).encrypt(place.nonce(), bytes(stored),
-                                              place.associated_data())
+    return seal_at(pack_key, place.pack_id, place.offset, place.kind, place.encoding,
+                   place.blob_id, stored)
+
+
+def seal_at(pack_key: bytes, pack_id: bytes, offset: int, kind: bytes, encoding: bytes,
+            blob_id: bytes, stored: bytes | memoryview) -> bytes:
+    """:func:`seal` for the writer, whose values are its own (no :class:`BlobPlace`
+    built and checked for every blob it packs)."""
+    return ChaCha20Poly1305(pack_key).encrypt(
+        blob_nonce(offset), bytes(stored),
+        blob_associated_data(pack_id, kind, encoding, blob_id))
 
 
 def open_sealed(pack_key: bytes, place: BlobPlace, sealed: bytes | memoryview,

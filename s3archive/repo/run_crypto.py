@@ -10,11 +10,10 @@ offset, a wrong key — each is refused and named, never used as data.
 
 from __future__ import annotations
 
-import hmac
 import threading
 
 from s3archive.crypto import blob as sealing
-from s3archive.crypto.dedup import _derive, open_dedup_secret
+from s3archive.crypto.dedup import HmacSha256, _derive, open_dedup_secret
 from s3archive.crypto.errors import AgeFormatError, WrongKeyError
 from s3archive.crypto.keys import Identity
 from s3archive.errors import IntegrityError, ManifestError, NoSuchVersion, UsageError
@@ -56,16 +55,16 @@ class RunCrypto:
                                 f"{', '.join(encryption['recipients'])})") from None
         except AgeFormatError as err:
             raise ManifestError(f"{where}: dedup secret {copy['key']}: {err}") from None
-        self._data_key = _derive(secret.secret, b"s3archive/v2/id/data")
-        self._meta_key = _derive(secret.secret, b"s3archive/v2/id/meta")
+        self._data_mac = HmacSha256(_derive(secret.secret, b"s3archive/v2/id/data"))
+        self._meta_mac = HmacSha256(_derive(secret.secret, b"s3archive/v2/id/meta"))
         self._packs: dict[str, tuple[bytes, bytes]] = {}
         self._lock = threading.Lock()
 
     def data_id(self, plain: bytes | memoryview) -> str:
-        return hmac.digest(self._data_key, plain, "sha256").hex()
+        return self._data_mac.digest(plain).hex()
 
     def meta_id(self, plain: bytes | memoryview) -> str:
-        return hmac.digest(self._meta_key, plain, "sha256").hex()
+        return self._meta_mac.digest(plain).hex()
 
     def blob_id(self, kind: bytes, plain: bytes | memoryview) -> str:
         return self.data_id(plain) if kind == pack2.KIND_DATA else self.meta_id(plain)

@@ -1,0 +1,93 @@
+"""The writer's fast paths give exactly the documented constructions
+(docs/FORMAT.md part 2, 5 and 10): keyed ids, sealed blobs and the local
+cache's row names and line keys, computed the slow, obvious way beside them."""
+
+from __future__ import annotations
+
+import hmac
+import random
+import struct
+import threading
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from s3archive.archive.encryption import FileCipher, RunEncryption
+from s3archive.crypto.blob import (
+    CHUNK_LIST,
+    DATA,
+    RAW,
+    TREE,
+    ZSTD,
+    BlobPlace,
+    open_sealed,
+    seal,
+)
+from s3archive.crypto.dedup import DedupSecret, HmacSha256
+from s3archive.crypto.keys import Identity
+
+RNG = random.Random(23)
+
+
+@pytest.mark.parametrize("key_size", [0, 16, 32, 64, 65, 200])
+def test_hmac_sha256_is_rfc_2104_hmac(key_size: int) -> None:
+    key = RNG.randbytes(key_size)
+    mac = HmacSha256(key)
+    for size in (0, 1, 55, 56, 63, 64, 65, 3000, 1 << 20):
+        message = RNG.randbytes(size)
+        assert mac.digest(message) == hmac.digest(key, message, "sha256")
+        assert mac.digest(memoryview(message)) == hmac.digest(key, message, "sha256")
+    assert key.hex() not in repr(mac) or not key
+
+
+def test_hmac_sha256_is_safe_across_threads() -> None:
+    key = RNG.randbytes(32)
+    mac = HmacSha256(key)
+    messages = [RNG.randbytes(RNG.randrange(0, 5000)) for _ in range(64)]
+    wrong: list[bytes] = []
+
+    def work() -> None:
+        for _ in range(20):
+            for message in messages:
+                if mac.digest(message) != hmac.digest(key, message, "sha256"):
+                    wrong.append(message)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not wrong
+
+
+def test_the_writers_ids_and_sealed_blobs_are_the_documented_ones() -> None:
+    secret = DedupSecret(RNG.randbytes(32))
+    writer = RunEncryption([Identity(RNG.randbytes(32)).recipient()], secret)
+    plain = RNG.randbytes(5000)
+    assert writer.data_id(plain) == secret.blob_id(DATA, plain).hex()
+    assert writer.meta_id(plain) == secret.blob_id(TREE, plain).hex()
+    assert writer.meta_id(plain) == secret.blob_id(CHUNK_LIST, plain).hex()
+    pack_id, _, key = writer.new_pack()
+    for kind, encoding, name in ((DATA, ZSTD, "zstd"), (TREE, RAW, "raw")):
+        blob_id = writer.data_id(plain)
+        place = BlobPlace(pack_id, 12_345, kind, encoding, bytes.fromhex(blob_id))
+        sealed = writer.seal_blob(key, pack_id, 12_345, kind, name, blob_id, memoryview(plain))
+        assert sealed == seal(key, place, plain)
+        assert open_sealed(key, place, sealed) == plain
+
+
+def test_the_cache_rows_are_named_and_keyed_as_documented() -> None:
+    """FORMAT.md 10.2: name = HMAC(K_cache, "name" 0x00 path)[:16]; K_line =
+    HMAC(K_cache, "line" 0x00 ino size mtime_ns ctime_ns path), 8 bytes each,
+    big-endian, the times signed: a row written before opens after."""
+    key = RNG.randbytes(32)
+    cipher = FileCipher(key, "label")
+    path = b"/srv/\xffpayroll/q3.txt"
+    stat = (123456789, 4096, -5, 1_700_000_000_123_456_789)
+    assert cipher.name(path) == hmac.digest(key, b"name\0" + path, "sha256")[:16]
+    line_key = hmac.digest(key, b"line\0" + struct.pack(">QQqq", *stat) + path, "sha256")
+    nonce = RNG.randbytes(12)
+    written_before = nonce + ChaCha20Poly1305(line_key).encrypt(nonce, b"the line", None)
+    assert cipher.open(path, stat, written_before) == b"the line"
+    assert cipher.open(path, stat, cipher.seal(path, stat, b"the line")) == b"the line"
+    assert cipher.open(path, (stat[0], stat[1] + 1, *stat[2:]), written_before) is None
