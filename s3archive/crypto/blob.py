@@ -125,9 +125,8 @@ def seal_at(pack_key: bytes, pack_id: bytes, offset: int, kind: bytes, encoding:
             blob_id: bytes, stored: bytes | memoryview) -> bytes:
     """:func:`seal` for the writer, whose values are its own (no :class:`BlobPlace`
     built and checked for every blob it packs)."""
-    return ChaCha20Poly1305(pack_key).encrypt(
-        blob_nonce(offset), bytes(stored),
-        blob_associated_data(pack_id, kind, encoding, blob_id))
+    return ChaCha20Poly1305(pack_key).encrypt(  # any buffer: a chunk's view is not copied
+        blob_nonce(offset), stored, blob_associated_data(pack_id, kind, encoding, blob_id))
 
 
 def open_sealed(pack_key: bytes, place: BlobPlace, sealed: bytes | memoryview,
@@ -136,7 +135,7 @@ def open_sealed(pack_key: bytes, place: BlobPlace, sealed: bytes | memoryview,
     if len(sealed) < TAG_SIZE:
         raise BlobAuthError(f"{place.describe()}{_in(pack_name)}: shorter than its tag")
     try:
-        return ChaCha20Poly1305(pack_key).decrypt(place.nonce(), bytes(sealed),
+        return ChaCha20Poly1305(pack_key).decrypt(place.nonce(), sealed,
                                                   place.associated_data())
     except InvalidTag:
         raise BlobAuthError(
