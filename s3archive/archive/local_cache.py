@@ -459,7 +459,7 @@ class LocalCache:
         # in key order (an encrypting host's row names are HMACs: 200k rows in random
         # order took 4.3 s of CPU, sorted 1.1 s); a path put twice: the later row wins
         self.db.execute("INSERT OR REPLACE INTO files SELECT * FROM files_pending "
-                        "ORDER BY path, rowid")
+                        "ORDER BY dir, name, rowid")
         self.db.execute("DELETE FROM files_pending")
 
     @_locked

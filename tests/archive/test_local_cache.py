@@ -103,13 +103,15 @@ def test_file_rows_count_only_after_the_manifest_is_written(cache: LocalCache, t
 def test_a_file_put_twice_in_a_run_keeps_its_later_row(cache: LocalCache) -> None:
     """The pending rows become the file cache in key order; of two rows of one
     path, the one put later wins (as it did in the order they were put)."""
-    paths = [hashlib.sha256(b"%d" % i).digest()[:16] for i in range(600)]  # as HMAC names
-    for line in (b"old", b"new"):
+    # put in an order unlike the key order (as HMAC-named rows are)
+    paths = sorted((b"/d%d/f%d" % (i % 7, i) for i in range(600)),
+                   key=lambda p: hashlib.sha256(p).digest())
+    for line in (b'{"line":"old"}', b'{"line":"new"}'):
         cache.put_files([(p, FileKey(1, i, 5, 6, 7), line, [(digest(i), 5)])
                          for i, p in enumerate(paths)], pending=True)
     cache.commit_pending_files()
     assert {cache.get_file(p, FileKey(1, i, 5, 6, 7)).line  # type: ignore[union-attr]
-            for i, p in enumerate(paths)} == {b"new"}
+            for i, p in enumerate(paths)} == {b'{"line":"new"}'}
 
 
 def test_pending_file_rows_of_a_failed_run_are_discarded(cache: LocalCache) -> None:
