@@ -3,7 +3,8 @@
 The file is opened without following symlinks and without updating its
 atime; a shared advisory ``flock`` is tried first (a writer that holds an
 exclusive one gets a short grace period); holes of sparse files are never
-read.  The caller re-reads a file that changed while read, once.
+read (a file whose allocated blocks cover its size has none: its holes are
+not looked for).  The caller re-reads a file that changed while read, once.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def read_file(path: bytes, expected_ino: int, chunker: Chunker,
         if not stat.S_ISREG(before.st_mode) or before.st_ino != expected_ino:
             raise Unreadable("was replaced while being read; skipped")
         _try_shared_flock(fd, path, lock_timeout)
-        extents = fs_metadata.data_extents(fd, before.st_size)
+        extents = None if is_dense(before) else fs_metadata.data_extents(fd, before.st_size)
         chunks: list[tuple[str, int]] = []
         total = 0
         for plain in chunker.file(fd, before.st_size, extents):
@@ -78,6 +79,16 @@ def read_file(path: bytes, expected_ino: int, chunker: Chunker,
             (extents is None and total != before.st_size)
     return FileContent(size=size, extents=extents, chunks=chunks, bytes_read=total,
                        changed=changed, after=after)
+
+
+def is_dense(st: os.stat_result) -> bool:
+    """Whether the file's allocated blocks cover its size: then it has no holes
+    to map (three ``lseek`` calls saved on almost every file).
+
+    Blocks preallocated past the end (``fallocate --keep-size``) could hide a
+    hole: such a file is stored as if dense, its bytes the same (zeros).
+    """
+    return st.st_blocks * 512 >= st.st_size
 
 
 def clip_extents(extents: list[tuple[int, int]], total: int) -> list[tuple[int, int]]:
