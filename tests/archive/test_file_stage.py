@@ -127,3 +127,20 @@ def test_a_first_run_makes_no_file_cache_lookups(host: Host, monkeypatch) -> Non
     assert lookups == []
     second = host.run()
     assert len(lookups) == 5 and second.files_unchanged == 5
+
+
+def test_no_wait_for_a_lock_is_logged_when_none_was_held(tmp_path: Path, monkeypatch,
+                                                           caplog) -> None:
+    # a reader thread can be held up (by the GIL, by a busy machine) between taking the
+    # lock and looking at the clock: that is no writer's lock and must not read as one
+    path = tmp_path / "free"
+    path.write_bytes(b"x")
+    ticks = iter(range(0, 1000))
+    monkeypatch.setattr(file_reader.time, "monotonic", lambda: float(next(ticks)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with caplog.at_level("INFO", logger=file_reader.__name__):
+            file_reader._try_shared_flock(fd, os.fsencode(path), 2.0)
+    finally:
+        os.close(fd)
+    assert "writer's lock" not in caplog.text

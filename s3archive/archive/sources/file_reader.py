@@ -113,16 +113,17 @@ def _open_for_reading(path: bytes) -> int:
 def _try_shared_flock(fd: int, path: bytes, timeout: float) -> None:
     """Politely wait a little for writers holding an exclusive advisory lock;
     a wait is logged, so a slow run can be explained."""
-    began = time.monotonic()
+    began: float | None = None  # set once a writer's lock made us wait
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            waited = time.monotonic() - began
-            if waited >= 0.05:
-                log.info("waited %.1f s for a writer's lock on %s", waited,
+            if began is not None:
+                log.info("waited %.1f s for a writer's lock on %s", time.monotonic() - began,
                          path.decode("utf-8", "backslashreplace"))
             return
         except BlockingIOError:
+            if began is None:
+                began = time.monotonic()
             if time.monotonic() - began >= timeout:
                 log.info("%s: a writer still holds its lock after %g s (sources.lock_timeout); "
                          "reading it anyway", path.decode("utf-8", "backslashreplace"), timeout)
