@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import s3archive.archive.file_stage as file_stage
-from s3archive.archive.archiver import ArchiveSummary, Archiver
+from s3archive.archive.archiver import Archiver, ArchiveSummary
 from s3archive.archive.local_cache import LocalCache
 from s3archive.archive.sources import file_reader, fs_metadata
 from s3archive.archive.sources.file_reader import Unreadable
@@ -135,7 +135,7 @@ def test_no_wait_for_a_lock_is_logged_when_none_was_held(tmp_path: Path, monkeyp
     # lock and looking at the clock: that is no writer's lock and must not read as one
     path = tmp_path / "free"
     path.write_bytes(b"x")
-    ticks = iter(range(0, 1000))
+    ticks = iter(range(1000))
     monkeypatch.setattr(file_reader.time, "monotonic", lambda: float(next(ticks)))
     fd = os.open(path, os.O_RDONLY)
     try:
