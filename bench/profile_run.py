@@ -3,6 +3,7 @@
     python bench/profile_run.py OUT.prof [--cpu] -- --config CONFIG archive --json
     python bench/profile_run.py OUT --sample 5 -- --config CONFIG archive --json
     python bench/profile_run.py --report OUT.prof [--top 15]
+    python bench/profile_run.py --phases OUT.folded [OTHER.folded]   # CPU by archive phase
 
 cProfile alone sees only the thread that enabled it; s3archive hashes,
 compresses and uploads in thread pools.  Here ``threading.Thread.run`` is
@@ -21,7 +22,10 @@ code (zstd, syscalls), so its shares overstate small Python functions.
 ``--sample MS`` instead samples every thread's stack every MS milliseconds,
 weighted by the CPU that thread used since its previous sample (OUT.txt: self
 and inclusive CPU per function; OUT.folded: flamegraph input, in ms): a few
-per cent of overhead, C work at its true weight.
+per cent of overhead, C work at its true weight.  Each sample's system time
+(from ``/proc/self/task/TID/stat``, in clock ticks: coarse per sample, right
+on the sum) goes to OUT.sys.folded, so ``--phases`` splits every phase's CPU
+into user and system time.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import sys
 import threading
@@ -79,6 +84,7 @@ def profiled(out: Path, cli_args: list[str], cpu: bool) -> int:
 
 
 SWITCH_INTERVAL = 0.0002  # s; Python's default is 0.005
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class Sampler(threading.Thread):
@@ -97,14 +103,16 @@ class Sampler(threading.Thread):
         self.own: dict[str, float] = {}
         self.inclusive: dict[str, float] = {}
         self.stacks: dict[str, float] = {}
+        self.sys_stacks: dict[str, float] = {}  # system time per stack (clock ticks)
         self.threads: dict[str, float] = {}
         self._last: dict[int, float] = {}
+        self._last_sys: dict[int, int] = {}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         me = threading.get_ident()
         while not self._stop_event.wait(self.interval):
-            names = {thread.ident: thread.name for thread in threading.enumerate()}
+            threads = {thread.ident: thread for thread in threading.enumerate()}
             for ident, frame in sys._current_frames().items():
                 if ident == me:
                     continue
@@ -114,10 +122,27 @@ class Sampler(threading.Thread):
                     continue
                 used = now - self._last.get(ident, now)
                 self._last[ident] = now
+                thread = threads.get(ident)
+                system = self._system_ticks(ident, thread.native_id if thread else None)
                 if used > 0:
-                    self._take(frame, used, names.get(ident, "?").split("_")[0])
+                    self._take(frame, used, (thread.name if thread else "?").split("_")[0],
+                               system)
 
-    def _take(self, frame: FrameType | None, used: float, thread: str) -> None:
+    def _system_ticks(self, ident: int, native_id: int | None) -> float:
+        """System seconds the thread used since its previous sample (whole clock ticks)."""
+        if native_id is None:
+            return 0.0
+        try:
+            with open(f"/proc/self/task/{native_id}/stat", "rb") as handle:
+                ticks = int(handle.read().rsplit(b")", 1)[1].split()[12])  # stime
+        except (OSError, IndexError, ValueError):
+            return 0.0
+        previous = self._last_sys.get(ident, ticks)
+        self._last_sys[ident] = ticks
+        return (ticks - previous) / TICKS
+
+    def _take(self, frame: FrameType | None, used: float, thread: str,
+              system: float = 0.0) -> None:
         names: list[str] = []
         while frame is not None:
             code = frame.f_code
@@ -132,13 +157,16 @@ class Sampler(threading.Thread):
             self.inclusive[name] = self.inclusive.get(name, 0.0) + used
         folded = ";".join(reversed(names))
         self.stacks[folded] = self.stacks.get(folded, 0.0) + used
+        if system:
+            self.sys_stacks[folded] = self.sys_stacks.get(folded, 0.0) + system
 
     def finish(self, out: Path, top: int) -> None:
         self._stop_event.set()
         self.join()
-        with open(out.with_suffix(".folded"), "w") as handle:  # flamegraph.pl input (ms)
-            for stack, used in sorted(self.stacks.items()):
-                handle.write(f"{stack} {round(used * 1000)}\n")
+        for suffix, stacks in ((".folded", self.stacks), (".sys.folded", self.sys_stacks)):
+            with open(out.with_suffix(suffix), "w") as handle:  # flamegraph.pl input (ms)
+                for stack, used in sorted(stacks.items()):
+                    handle.write(f"{stack} {round(used * 1000)}\n")
         total = max(self.cpu, 1e-9)
         lines = [f"{self.cpu:.2f} CPU seconds sampled every {self.interval * 1000:.0f} ms; "
                  "by thread: " + ", ".join(f"{name} {used:.2f}s" for name, used in
@@ -174,6 +202,64 @@ def sampled(out: Path, cli_args: list[str], interval: float, top: int) -> int:
     return code if isinstance(code, int) else (0 if code is None else 1)
 
 
+# The archive's phases, by the innermost frame that names one (file name and
+# function as profile_run writes them; the first rule that matches wins).
+PHASES: list[tuple[str, tuple[str, ...]]] = [
+    ("hash (SHA-256)", ("(chunk_hash)",)),
+    ("compress (zstd)", ("chunk_codec.py:", "(encode)")),
+    ("chunk (FastCDC)", ("chunker.py:", "(blocks)")),
+    ("upload (PUT, MD5, chunk rows)", ("(_upload)",)),
+    ("pack (packer.add)", ("packer.py:",)),
+    ("file-cache lookup", ("(get_file)",)),
+    ("file-cache writes", ("(put_files)",)),
+    ("entry metadata (describe_entry)", ("(describe_entry)",)),
+    ("read (open, fstat, flock, pread)", ("(read_file)",)),
+    ("walk (lstat, listdir)", ("walker.py:",)),
+    ("tree building", ("tree_builder.py:",)),
+    ("spool (entry lines)", ("(_spool_ready)",)),
+    ("dedup (writer.add, claim)", ("chunk_writer.py:",)),
+    ("threads (pools, locks, GIL hand-overs)", ("thread.py:",)),
+    ("threads (pools, locks, GIL hand-overs)", ("threading.py:",)),
+]
+
+
+def phase_of(stack: str) -> str:
+    for frame in reversed(stack.split(";")):
+        for phase, needles in PHASES:
+            if all(needle in frame for needle in needles):
+                return phase
+    return "start-up and other"
+
+
+def _by_phase(path: Path) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            stack, _, ms = line.rpartition(" ")
+            phase = phase_of(stack)
+            totals[phase] = totals.get(phase, 0.0) + int(ms) / 1000
+    return totals
+
+
+def phases(paths: list[Path]) -> str:
+    """CPU seconds (and system seconds) per phase of each ``.folded`` file, side by side."""
+    columns = [(_by_phase(path), _by_phase(path.with_suffix("").with_suffix(".sys.folded")))
+               for path in paths]
+    order = sorted({phase for cpu, _ in columns for phase in cpu},
+                   key=lambda phase: -max(cpu.get(phase, 0.0) for cpu, _ in columns))
+    lines = ["phase".ljust(40) + "".join(f" | {path.stem[:24]:>24}" for path in paths),
+             " " * 40 + " | CPU s (   %), of it sys" * len(paths)]
+    for phase in order + ["total"]:
+        cells = []
+        for cpu, system in columns:
+            total = sum(cpu.values()) or 1e-9
+            used = total if phase == "total" else cpu.get(phase, 0.0)
+            sys_used = sum(system.values()) if phase == "total" else system.get(phase, 0.0)
+            cells.append(f" | {used:6.2f} ({100 * used / total:4.1f} %) {sys_used:5.2f}")
+        lines.append(phase.ljust(40) + "".join(cells))
+    return "\n".join(lines)
+
+
 def report(path: Path, top: int) -> str:
     """The ``top`` functions by tottime and by cumulative time."""
     text = io.StringIO()
@@ -200,10 +286,16 @@ def main(argv: list[str] | None = None) -> int:
                              "cProfile; writes OUT.txt (self and inclusive shares) and "
                              "OUT.folded (flamegraph input)")
     parser.add_argument("--report", type=Path, default=None, help="print a profile's top lists")
+    parser.add_argument("--phases", type=Path, nargs="+", default=None, metavar="FOLDED",
+                        help="CPU (and system) seconds by archive phase of sampled profiles "
+                             "(OUT.folded), side by side")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(own)
     if args.report:
         print(report(args.report, args.top))
+        return 0
+    if args.phases:
+        print(phases(args.phases))
         return 0
     if args.out is None or not cli_args:
         parser.error("give OUT.prof and, after --, the s3archive arguments")

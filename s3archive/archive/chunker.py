@@ -78,15 +78,18 @@ class Chunker:
 
 
 def _read_exactly(fd: int, offset: int, length: int) -> bytes:
+    """Up to ``length`` bytes; a short read of a regular file is its end (one
+    ``pread`` for a small file, not a second one that returns nothing)."""
     parts = []
     while length > 0:
-        data = os.pread(fd, min(length, 8 << 20), offset)
-        if not data:
-            break
+        want = min(length, 8 << 20)
+        data = os.pread(fd, want, offset)
         parts.append(data)
+        if len(data) < want:
+            break
         offset += len(data)
         length -= len(data)
-    return b"".join(parts)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class ExtentReader:

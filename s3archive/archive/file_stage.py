@@ -5,7 +5,9 @@ chunks, files followed by a TAB and their chunk ids (``hash:size,...``); the
 chunk locations are filled in at assembly, once every pack is secured.  A
 file the local cache knows unchanged (same inode, size, mtime, ctime) is
 not read: its cached line and chunk ids are reused.  Files are read by a
-small pool of threads; entries wait in a bounded queue for their file.
+small pool of threads, small files in batches (one task for up to
+``BATCH_FILES`` files or ``BATCH_BYTES`` bytes: a task per file cost more than
+reading it); entries wait in a bounded queue for their file.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from s3archive.progress import Progress
 log = logging.getLogger(__name__)
 READERS = 2  # file reader threads: reading, chunking and hashing release the GIL
 MAX_PENDING = 1024  # entries waiting for their file to be read before the walk waits
+BATCH_FILES = 64  # small files read by one task, at most ...
+BATCH_BYTES = 4 << 20  # ... and bytes; a file this large or larger is a task of its own
 FILE_ROWS_BATCH = 512  # file-cache rows written at once
 
 
@@ -60,15 +64,25 @@ class _ReadOutcome:
 
 
 @dataclass
+class _Batch:
+    """Files read one after the other by one reader task; ``job`` is set once submitted."""
+
+    files: list[tuple[Entry, os.stat_result]] = field(default_factory=list)
+    size: int = 0
+    job: Future[list[_ReadOutcome]] | None = None
+
+
+@dataclass
 class _Queued:
     """An entry waiting to be spooled in walk order.
 
-    Either an ``entry`` (its file maybe still being read by ``job``) or, for a
-    file-cache hit, its cached ``line`` and ``chunks``.
+    Either an ``entry`` (its file maybe still being read, the ``index``-th of
+    ``batch``) or, for a file-cache hit, its cached ``line`` and ``chunks``.
     """
 
     entry: Entry | None
-    job: Future[_ReadOutcome] | None = None
+    batch: _Batch | None = None
+    index: int = 0
     cache_key: FileKey | None = None
     cacheable: bool = True
     path: bytes = b""
@@ -113,15 +127,21 @@ class FileStage:
         self._file_rows: list[tuple[bytes, FileKey, bytes, list[ChunkId]]] = []
         self._hardlinks: dict[tuple[int, int], bytes] = {}
         self._to_read = 0  # bytes of the files the walk handed to be read (progress totals)
+        self._batch = _Batch()  # small files not yet handed to a reader
+        self._readers: ThreadPoolExecutor | None = None
+        self._cache_has_files = True
 
     def run(self, paths: list[bytes], spool: IO[bytes]) -> FileTally:
         """Walk in order; files are read by a pool, entries spooled in walk order."""
         pending: deque[_Queued] = deque()
         walked = 0
+        # a cache without file rows (a first run) answers no lookup: ask it once
+        self._cache_has_files = self.cache.has_files()
         with ThreadPoolExecutor(READERS, thread_name_prefix="read") as readers:
+            self._readers = readers
             try:
                 for item in Walker(self.options, self.warn).walk(paths):
-                    queued = self._entry(item, readers)
+                    queued = self._entry(item)
                     if queued is not None:
                         walked += 1
                         pending.append(queued)
@@ -133,16 +153,35 @@ class FileStage:
             except BaseException:
                 readers.shutdown(wait=True, cancel_futures=True)  # do not read the queue
                 raise
+            finally:
+                self._readers = None
         return self.tally
+
+    def _submit(self) -> None:
+        """Hand the open batch of small files to a reader."""
+        batch = self._batch
+        if batch.files:
+            assert self._readers is not None
+            batch.job = self._readers.submit(self._read_batch, batch.files)
+            self._batch = _Batch()
+
+    def _read_batch(self, files: list[tuple[Entry, os.stat_result]]) -> list[_ReadOutcome]:
+        return [self._read(entry, st) for entry, st in files]
 
     def _spool_ready(self, pending: deque[_Queued], spool: IO[bytes], wait: bool) -> None:
         tally = self.tally
         while pending:
             queued = pending[0]
-            if queued.job is not None:
-                if not (wait or queued.job.done()):
+            batch = queued.batch
+            if batch is not None:
+                if batch.job is None:  # the open batch: read it now
+                    if not wait:
+                        return
+                    self._submit()
+                assert batch.job is not None
+                if not (wait or batch.job.done()):
                     return
-                outcome = queued.job.result()
+                outcome = batch.job.result()[queued.index]
                 for warning in outcome.warnings:
                     self.warn(warning)
                 tally.bytes_read += outcome.bytes_read
@@ -172,14 +211,14 @@ class FileStage:
                     self.cache.put_files(self._file_rows, pending=True)
                     self._file_rows = []
 
-    def _entry(self, item: WalkItem, readers: ThreadPoolExecutor) -> _Queued | None:
+    def _entry(self, item: WalkItem) -> _Queued | None:
         st = item.st
         kind = fs_metadata.kind_of(st.st_mode)
         if kind is None:
             self.tally.sockets_skipped += 1
             log.info("skipping socket %s", item.path.decode("utf-8", "backslashreplace"))
             return None
-        if kind == FILE:
+        if kind == FILE and self._cache_has_files:
             unchanged = self._unchanged(item.path, st)
             if unchanged is not None:
                 return unchanged
@@ -194,7 +233,7 @@ class FileStage:
         if problem is not None:
             self.warn(problem)
         if kind == FILE:
-            queued = self._file(entry, st, readers)
+            queued = self._file(entry, st)
             if queued is not None and problem is not None:
                 queued.cacheable = False  # next run: read the metadata again
             return queued
@@ -206,8 +245,7 @@ class FileStage:
             self.tally.others += 1
         return _Queued(entry)
 
-    def _file(self, entry: Entry, st: os.stat_result, readers: ThreadPoolExecutor
-              ) -> _Queued | None:
+    def _file(self, entry: Entry, st: os.stat_result) -> _Queued | None:
         link_key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and link_key in self._hardlinks:
             entry.kind = HARDLINK
@@ -226,7 +264,19 @@ class FileStage:
             self._hardlinks[link_key] = entry.path
             return _Queued(entry, cache_key=outcome.cache_key, chunks=outcome.chunks)
         self._to_read += st.st_size
-        return _Queued(entry, job=readers.submit(self._read, entry, st))
+        if st.st_size >= BATCH_BYTES:  # a large file: a task of its own, read at once
+            self._submit()
+            self._batch.files.append((entry, st))
+            queued = _Queued(entry, batch=self._batch)
+            self._submit()
+            return queued
+        batch = self._batch
+        batch.files.append((entry, st))
+        batch.size += st.st_size
+        queued = _Queued(entry, batch=batch, index=len(batch.files) - 1)
+        if len(batch.files) >= BATCH_FILES or batch.size >= BATCH_BYTES:
+            self._submit()
+        return queued
 
     def _unchanged(self, path: bytes, st: os.stat_result) -> _Queued | None:
         """A file the cache knows, unchanged since (same inode, size, mtime, ctime).

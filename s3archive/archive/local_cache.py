@@ -209,6 +209,11 @@ class LocalCache:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     @_locked
+    def has_files(self) -> bool:
+        """Whether any file row is remembered (a first run's cache has none)."""
+        return self.db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
+
+    @_locked
     def is_empty(self) -> bool:
         return self.db.execute("SELECT 1 FROM packs LIMIT 1").fetchone() is None
 

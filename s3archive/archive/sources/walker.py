@@ -14,7 +14,7 @@ import fnmatch
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from s3archive.format.model import Warning_
 
@@ -22,8 +22,7 @@ CACHEDIR_TAG = b"CACHEDIR.TAG"
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 
-@dataclass(frozen=True)
-class WalkItem:
+class WalkItem(NamedTuple):
     path: bytes
     st: os.stat_result
 
@@ -73,8 +72,8 @@ class Walker:
         self._patterns = [(p.encode("utf-8", "surrogateescape"), "/" in p) for p in options.exclude]
 
     def excluded(self, path: bytes, name: bytes) -> bool:
-        return any(fnmatch.fnmatchcase(path if full else name, pattern)
-                   for pattern, full in self._patterns)
+        return bool(self._patterns) and any(fnmatch.fnmatchcase(path if full else name, pattern)
+                                            for pattern, full in self._patterns)
 
     def walk(self, picked: list[bytes]) -> Iterator[WalkItem]:
         roots = _Roots()
@@ -105,8 +104,16 @@ class Walker:
     def _visit(self, path: bytes, roots: _Roots, full: bool,
                root_dev: int | None) -> Iterator[WalkItem]:
         st = self._lstat(path)
-        if st is None:
-            return
+        if st is not None:
+            yield from self._stated(path, st, roots, full, root_dev)
+
+    def _stated(self, path: bytes, st: os.stat_result, roots: _Roots, full: bool,
+                root_dev: int | None) -> Iterator[WalkItem]:
+        """``path`` and, if it is a directory, what the walk takes below it.
+
+        Each child is stat'ed once, here; only a directory gets a generator of
+        its own (a file is yielded by its parent's).
+        """
         yield WalkItem(path, st)
         if not stat.S_ISDIR(st.st_mode):
             return
@@ -123,13 +130,20 @@ class Walker:
                 names = sorted({CACHEDIR_TAG} | wanted)
         else:
             names = sorted(wanted)
+        below = full and not crosses
+        prefix = path if path == b"/" else path + b"/"
         for name in names:
-            child = _join(path, name)
-            is_needed = name in wanted
-            if not is_needed and self.excluded(child, name):
+            child = prefix + name
+            if name not in wanted and self.excluded(child, name):
                 continue
-            yield from self._visit(child, roots, full=(full and not crosses) or child in roots.roots,
-                                   root_dev=root_dev)
+            child_st = self._lstat(child)
+            if child_st is None:
+                continue
+            if stat.S_ISDIR(child_st.st_mode):
+                yield from self._stated(child, child_st, roots, below or child in roots.roots,
+                                        root_dev)
+            else:
+                yield WalkItem(child, child_st)
 
     def _list(self, path: bytes) -> list[bytes] | None:
         try:

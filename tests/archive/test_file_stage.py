@@ -1,0 +1,146 @@
+"""The per-file work of a run: batches of small files, system calls saved (in-memory store)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import s3archive.archive.file_stage as file_stage
+from s3archive.archive.archiver import Archiver, ArchiveSummary
+from s3archive.archive.local_cache import LocalCache
+from s3archive.archive.sources import file_reader, fs_metadata
+from s3archive.archive.sources.file_reader import Unreadable
+from s3archive.format.model import Entry
+from s3archive.repo.catalog import list_runs, load_manifest
+from support.memory_host import MemoryHost
+
+
+class Host(MemoryHost):
+    def run(self) -> ArchiveSummary:
+        summary = Archiver(self.config, self.store, clock=self.clock).run()
+        self.clock.advance(timedelta(days=1))
+        return summary
+
+    def entries(self) -> dict[str, Entry]:
+        latest = max(list_runs(self.store, "h"), key=lambda r: r.run_id)
+        prefix = os.fsencode(self.tree) + b"/"
+        return {os.fsdecode(e.path.removeprefix(prefix)): e
+                for e in load_manifest(self.store, latest).entries if e.path.startswith(prefix)}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    return Host(tmp_path, "file-stage-test")
+
+
+def test_small_files_are_read_in_batches_spooled_in_walk_order(host: Host, monkeypatch) -> None:
+    monkeypatch.setattr(file_stage, "BATCH_FILES", 8)
+    monkeypatch.setattr(file_stage, "BATCH_BYTES", 64 * 1024)  # larger files: a task each
+    rng = random.Random(15)
+    contents = {}
+    for number in range(60):
+        size = rng.choice([0, 10, 3000, 20_000, 70_000])
+        contents[f"f{number:03d}"] = rng.randbytes(size)
+    for name, data in contents.items():
+        (host.tree / name).write_bytes(data)
+    tasks: list[list[bytes]] = []
+    real_batch = file_stage.FileStage._read_batch
+
+    def counted(self, files):
+        tasks.append([entry.path for entry, _ in files])
+        return real_batch(self, files)
+
+    real_read = file_stage.read_file
+
+    def one_unreadable(path, *args, **kwargs):
+        if path.endswith(b"/f021"):
+            raise Unreadable("cannot read: Input/output error")
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(file_stage.FileStage, "_read_batch", counted)
+    monkeypatch.setattr(file_stage, "read_file", one_unreadable)
+    summary = host.run()
+
+    assert len(summary.warnings) == 1
+    assert "f021" in summary.warnings[0] and "Input/output error" in summary.warnings[0]
+    read = [path for task in tasks for path in task]
+    assert read == sorted(os.fsencode(host.tree / name) for name in contents)  # walk order
+    for task in tasks:
+        sizes = [len(contents[os.fsdecode(path).rsplit("/", 1)[1]]) for path in task]
+        assert len(task) <= 8 and (sum(sizes) < 64 * 1024 + max(sizes) or len(task) == 1)
+        if any(size >= 64 * 1024 for size in sizes):
+            assert len(task) == 1, "a large file is a task of its own"
+    assert len(tasks) < len(contents) / 2, "small files share tasks"
+    entries = host.entries()
+    assert "f021" not in entries
+    for name, data in contents.items():
+        if name == "f021":
+            continue
+        entry = entries[name]
+        assert entry.size == len(data)
+        assert [c.hash for c in entry.chunks] == ([hashlib.sha256(data).hexdigest()]
+                                                  if data else [])
+    assert summary.files == len(contents) - 1
+
+
+def test_a_dense_file_is_not_searched_for_holes_a_sparse_one_is(host: Host, monkeypatch) -> None:
+    (host.tree / "dense").write_bytes(os.urandom(300_000))
+    with open(host.tree / "sparse", "wb") as handle:
+        handle.write(b"A" * 4096)
+        handle.seek(8 << 20)
+        handle.write(b"B" * 4096)
+    if os.stat(host.tree / "sparse").st_blocks * 512 >= 8 << 20:
+        pytest.skip("this filesystem keeps no holes")
+    searched: list[int] = []
+    real = fs_metadata.data_extents
+
+    def counted(fd, size):
+        searched.append(size)
+        return real(fd, size)
+
+    monkeypatch.setattr(fs_metadata, "data_extents", counted)
+    assert host.run().exit_code == 0
+    assert searched == [(8 << 20) + 4096], "only the sparse file is searched for holes"
+    entries = host.entries()
+    assert entries["sparse"].extents == [(0, 4096), (8 << 20, 4096)]
+    assert entries["dense"].extents is None
+    assert file_reader.is_dense(os.stat(host.tree / "dense"))
+
+
+def test_a_first_run_makes_no_file_cache_lookups(host: Host, monkeypatch) -> None:
+    for number in range(5):
+        (host.tree / f"f{number}").write_bytes(b"x" * number)
+    lookups: list[bytes] = []
+    real = LocalCache.get_file
+
+    def counted(self, path, key):
+        lookups.append(path)
+        return real(self, path, key)
+
+    monkeypatch.setattr(LocalCache, "get_file", counted)
+    host.run()
+    assert lookups == []
+    second = host.run()
+    assert len(lookups) == 5 and second.files_unchanged == 5
+
+
+def test_no_wait_for_a_lock_is_logged_when_none_was_held(tmp_path: Path, monkeypatch,
+                                                           caplog) -> None:
+    # a reader thread can be held up (by the GIL, by a busy machine) between taking the
+    # lock and looking at the clock: that is no writer's lock and must not read as one
+    path = tmp_path / "free"
+    path.write_bytes(b"x")
+    ticks = iter(range(1000))
+    monkeypatch.setattr(file_reader.time, "monotonic", lambda: float(next(ticks)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with caplog.at_level("INFO", logger=file_reader.__name__):
+            file_reader._try_shared_flock(fd, os.fsencode(path), 2.0)
+    finally:
+        os.close(fd)
+    assert "writer's lock" not in caplog.text
