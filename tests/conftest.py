@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
-import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,23 +15,30 @@ from support.rgw import RGWCluster, rgw_available
 
 # Where test trees live.  An archive records the ancestors of every path it
 # picks, so a test that archives a tree twice and expects nothing new needs
-# ancestors whose mtime no one else changes meanwhile.  /tmp is a poor parent:
+# ancestors whose mtime no one changes meanwhile.  /tmp is a poor parent:
 # every process creating a temporary file there (the other xdist worker, a CLI
-# subprocess, the RGW cluster) changes its mtime.  One directory per session
-# under /var/tmp is changed only when a session starts.
+# subprocess, the RGW cluster) changes its mtime.  A session takes one of a
+# few fixed slots under /var/tmp (a lock file held while it runs) and pytest
+# empties the slot's `run` directory at the start: after a slot exists, a
+# session creates nothing in a directory another session's trees lie below.
 STABLE_TEMP = Path("/var/tmp") / f"s3archive-tests-{os.getuid()}"
-KEEP_SESSIONS_SECONDS = 2 * 86400
+SLOTS = 32
+_held_slot: list[int] = []
 
 
 def _session_basetemp() -> Path:
     STABLE_TEMP.mkdir(mode=0o700, exist_ok=True)
-    cutoff = time.time() - KEEP_SESSIONS_SECONDS
-    for old in STABLE_TEMP.glob("run-*"):
+    for number in range(SLOTS):
+        slot = STABLE_TEMP / f"slot-{number}"
+        slot.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(slot / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            if old.stat().st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
-        except FileNotFoundError:
-            pass
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _held_slot.append(fd)  # released when the session's process ends
+        return slot / "run"
     return Path(tempfile.mkdtemp(prefix="run-", dir=STABLE_TEMP))
 
 
