@@ -238,7 +238,9 @@ def open_entries(store: StoreReader, run: RunRef, identities: list[Identity] | N
     1 has no other shape)."""
     blob, where = fetch_run_object(store, run)
     if peek_format(blob, where) == run_root.FORMAT:
-        return open_tree(store, run, blob, identities=identities)
+        tree = open_tree(store, run, blob, identities=identities)
+        tree.keep_metadata = False
+        return tree
     manifest = decode_manifest(blob, where=where)
     check_names(manifest.header, run)
     return manifest

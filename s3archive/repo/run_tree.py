@@ -142,6 +142,7 @@ class RunTree:
         self.blobs = BlobReader(store, self.table, whole_packs, self.crypto)
         self._record: tc.RunRecord | None = None
         self.metadata: dict[tuple[str, int, int], ChunkRef] = {}  # every metadata blob read
+        self.keep_metadata = True  # False: a walk that needs no list of them (restore, verify)
         self._nodes: OrderedDict[tuple[ChunkRef, bytes], tc.Node] = OrderedDict()  # lookups
 
     # ------------------------------------------------------------ record
@@ -171,7 +172,8 @@ class RunTree:
 
     def _read(self, ref: ChunkRef, kind: bytes) -> bytes:
         plain = self.blobs.read(ref, kind)
-        self.metadata.setdefault((ref.hash, ref.pack, ref.offset), ref)
+        if self.keep_metadata:
+            self.metadata.setdefault((ref.hash, ref.pack, ref.offset), ref)
         return plain
 
     # ------------------------------------------------------------ nodes
