@@ -32,12 +32,14 @@ from s3archive.errors import NoSuchVersion, S3ArchiveError, StoreError, Transpor
 from s3archive.human import json_path
 from s3archive.format.model import (FILE, HARDLINK, BlobOpener, ChunkRef, Entry, Manifest,
                                     PackRef, Snapshot)
-from s3archive.repo.pack_reader import PackReader, merge_reads
+from s3archive.repo.pack_reader import DEFAULT_WINDOW, PackReader, merge_reads
 from s3archive.storage_classes import ClassSurvey
 from s3archive.store.base import ObjectInfo, StoreReader
 
 _STRENGTH = {None: 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
 _PATHS_KEPT = 20
+MAX_REQUEST = 16 << 20  # bytes of one ranged GET of --read-data
+SPOOL_ROWS = 4096  # references written to (or verdicts kept for) the database at a time
 
 
 @dataclass
@@ -92,6 +94,7 @@ class VerifyOptions:
     read_data: bool = False
     sample_percent: float = 100.0
     workers: int = 8
+    window: int = DEFAULT_WINDOW  # bytes of --read-data GETs in flight
     seed: int | None = None
     # restore keys (--key): an encrypted run's trees and data are checked only with them
     identities: tuple[Identity, ...] = ()
@@ -302,15 +305,16 @@ class Verifier:
                 else:
                     yield ref
 
-        reader = PackReader(self.store, packs, workers=self.options.workers, opener=opener)
+        reader = PackReader(self.store, packs, workers=self.options.workers,
+                            window=self.options.window, opener=opener)
         verdicts: list[tuple[Any, ...]] = []
-        for chunk in reader.results(merge_reads(todo(), max_request=16 << 20)):
+        for chunk in reader.results(merge_reads(todo(), max_request=MAX_REQUEST)):
             pack = packs[chunk.ref.pack]
             if chunk.transport:  # not a verdict on the data: count it, remember nothing
                 self._count(result, chunk.ref, chunk.error, pack, users, transport=True)
                 continue
             verdicts.append((*_checked_key(pack, chunk.ref), chunk.error))
-            if len(verdicts) >= 4096:  # into a table the query above does not read
+            if len(verdicts) >= SPOOL_ROWS:  # into a table the query above does not read
                 _remember(db, verdicts)
             self._count(result, chunk.ref, chunk.error, pack, users)
         _remember(db, verdicts)
@@ -365,7 +369,7 @@ class _Contents:
             if spool is None:
                 continue
             rows.extend((r.pack, r.offset, r.stored, r.encoding, r.hash, r.size) for r in refs)
-            if len(rows) >= 4096:
+            if len(rows) >= SPOOL_ROWS:
                 spool.executemany("INSERT OR IGNORE INTO wanted VALUES (?, ?, ?, ?, ?, ?)", rows)
                 rows.clear()
         if spool is not None and rows:

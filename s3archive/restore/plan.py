@@ -225,7 +225,7 @@ def entry_source(run: "Manifest | RunTree | EntrySource") -> EntrySource:
 
 # ------------------------------------------------------------------ the plan
 
-ENTRY_HELD = 1024  # bytes a planned entry is taken to hold (read-ahead accounting)
+ENTRY_HELD = 2048  # bytes a planned entry is taken to hold (read-ahead accounting)
 
 
 class RestorePlan:
