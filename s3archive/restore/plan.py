@@ -40,6 +40,11 @@ def components(path: bytes) -> tuple[bytes, ...]:
     return tuple(p for p in path.split(b"/") if p)
 
 
+def _parts(path: bytes) -> tuple[bytes, ...]:
+    """:func:`components` of a path the run's decoder checked (absolute, normalised)."""
+    return tuple(path[1:].split(b"/")) if path != b"/" else ()
+
+
 def normalise_selection(raw: bytes) -> bytes:
     """``etc/ssh/`` -> ``/etc/ssh``; refuses ``..`` and the like."""
     path = b"/" + b"/".join(components(raw))
@@ -314,27 +319,29 @@ class RestorePlan:
         flt = self.entry_filter
         above = {b"/" + b"/".join(components(sel)[:depth])
                  for sel in self.chosen for depth in range(len(components(sel)))}
-        pending: list[Entry] = []  # recorded directories above the next entry, not yet given
+        # recorded directories above the next entry, not yet given
+        pending: list[tuple[Entry, tuple[bytes, ...]]] = []
         copies: dict[bytes, tuple[bytes, ...]] = {}  # group file left out -> its copy
         last: tuple[bytes, ...] | None = None
+        everything = self.chosen == [b"/"]
         for entry in entries:
-            key = components(entry.path)
-            while pending and not _is_below(key, components(pending[-1].path)):
+            key = _parts(entry.path)
+            while pending and not _is_below(key, pending[-1][1]):
                 pending.pop()
-            if not _selected(entry.path, self.chosen):
+            if not everything and not _selected(entry.path, self.chosen):
                 if entry.kind == DIR:
                     if entry.path in above:  # a selection's parents always come along
                         yield from _give(pending)
                         yield PlannedEntry(entry, key, kept=False)
                     else:
-                        pending.append(entry)
+                        pending.append((entry, key))
                 continue
             # both always evaluated: a pattern is "used" when it matches in the selection
             included = includes.under(entry.path) if flt.include else True
             excluded = excludes.under(entry.path) if flt.exclude else False
             if not included or excluded:
                 if entry.kind == DIR:
-                    pending.append(entry)
+                    pending.append((entry, key))
                 continue
             yield from _give(pending)
             if last is not None and key <= last:
@@ -370,9 +377,9 @@ def _is_below(key: tuple[bytes, ...], parent: tuple[bytes, ...]) -> bool:
     return len(key) > len(parent) and key[:len(parent)] == parent
 
 
-def _give(pending: list[Entry]) -> Iterator[PlannedEntry]:
-    for entry in pending:
-        yield PlannedEntry(entry, components(entry.path), kept=False)
+def _give(pending: list[tuple[Entry, tuple[bytes, ...]]]) -> Iterator[PlannedEntry]:
+    for entry, key in pending:
+        yield PlannedEntry(entry, key, kept=False)
     pending.clear()
 
 
