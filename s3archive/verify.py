@@ -272,6 +272,12 @@ class Verifier:
     def _db(self) -> sqlite3.Connection:
         return self._spool()
 
+    def close(self) -> None:
+        """Drop the database (its temporary file goes with it)."""
+        if self._database is not None:
+            self._database.close()
+            self._database = None
+
     def _read_data(self, packs: list[PackRef], opener: BlobOpener | None,
                    result: RunVerification, users: "_Users", missing: set[str | None]) -> None:
         chosen_packs = [p for p in packs if p.key not in missing]
