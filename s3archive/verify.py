@@ -286,7 +286,6 @@ class Verifier:
                      if chosen_packs else 0)
             chosen_packs = self._random.sample(chosen_packs, count)
         result.packs_read = len(chosen_packs)
-        chosen = {p.id for p in chosen_packs}
         db = self._db
 
         db.execute("DELETE FROM run_packs")
@@ -329,7 +328,7 @@ class Verifier:
 
     @staticmethod
     def _count(result: RunVerification, ref: ChunkRef, error: str | None, pack: PackRef,
-               users: "_PackUsers", transport: bool = False) -> None:
+               users: "_Users", transport: bool = False) -> None:
         if transport:  # the bytes never arrived: not checked, and not damaged either
             problem = Problem("transport", f"chunk {ref.hash[:16]} at {ref.offset} of "
                               f"{pack.key}@{pack.version_id} not checked: {error}", pack.key,
