@@ -13,6 +13,7 @@ and the paths it affects.  HEADs and verified chunks are shared between runs.
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -23,17 +24,22 @@ from typing import Any, Iterator
 from s3archive.archive.encryption_rule import RunEncryption as RunEncryptionInfo
 from s3archive.archive.encryption_rule import mixing_problems
 from s3archive.crypto.keys import Identity
-from s3archive.repo.catalog import ROOT, RunRef, load_manifest
+from s3archive.format import run_root
+from s3archive.repo.catalog import ROOT, RunRef, load_manifest, open_tree
+from s3archive.repo.run_tree import RunTree
 from s3archive.clock import isoformat
 from s3archive.errors import NoSuchVersion, S3ArchiveError, StoreError, TransportError
 from s3archive.human import json_path
-from s3archive.format.model import ChunkRef, Manifest, PackRef
-from s3archive.repo.pack_reader import PackReader, merge_reads
+from s3archive.format.model import (FILE, HARDLINK, BlobOpener, ChunkRef, Entry, Manifest,
+                                    PackRef, Snapshot)
+from s3archive.repo.pack_reader import DEFAULT_WINDOW, PackReader, merge_reads
 from s3archive.storage_classes import ClassSurvey
 from s3archive.store.base import ObjectInfo, StoreReader
 
 _STRENGTH = {None: 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
 _PATHS_KEPT = 20
+MAX_REQUEST = 16 << 20  # bytes of one ranged GET of --read-data
+SPOOL_ROWS = 4096  # references written to (or verdicts kept for) the database at a time
 
 
 @dataclass
@@ -88,6 +94,7 @@ class VerifyOptions:
     read_data: bool = False
     sample_percent: float = 100.0
     workers: int = 8
+    window: int = DEFAULT_WINDOW  # bytes of --read-data GETs in flight
     seed: int | None = None
     # restore keys (--key): an encrypted run's trees and data are checked only with them
     identities: tuple[Identity, ...] = ()
@@ -100,7 +107,7 @@ class Verifier:
         self.store = store
         self.options = options
         self._heads: dict[tuple[str, str], ObjectInfo | S3ArchiveError] = {}
-        self._checked: dict[_CheckedKey, str | None] = {}  # reference -> error or None
+        self._database: sqlite3.Connection | None = None  # spooled and checked references
         self._lock = threading.Lock()
         self._random = random.Random(options.seed)
         self._encryption_seen: dict[str, list[RunEncryptionInfo]] = {}
@@ -157,14 +164,25 @@ class Verifier:
         time_problem = run.time_problem()
         if time_problem is not None:
             result.problems.append(Problem("time", time_problem, run.key, run.version_id))
+        contents: _Contents | None = None
         try:
             manifest = load_manifest(self.store, run, part=ROOT)
             self._encryption_seen.setdefault(run.host, []).append(RunEncryptionInfo(
                 run.run_id, manifest.header.encryption,
                 bool((manifest.header.encryption or {}).get("encryption_started"))))
             if manifest.header.encryption is None or self.options.identities:
-                manifest = load_manifest(self.store, run,
-                                         identities=list(self.options.identities))
+                if manifest.header.format == run_root.FORMAT:
+                    tree = open_tree(self.store, run, whole_packs=True,
+                                     identities=list(self.options.identities))
+                    tree.keep_metadata = False
+                    contents = _TreeContents(tree)
+                else:
+                    manifest = load_manifest(self.store, run,
+                                             identities=list(self.options.identities))
+                    contents = _ManifestContents(manifest)
+                # every node, chunk list and record read and checked; with --read-data
+                # every data reference spooled to disk, one row each
+                contents.read(self._spool() if self.options.read_data else None)
             else:  # without a key: the pack table, sizes and locks; no tree, no data
                 result.contents_checked = False
                 if self.options.read_data:
@@ -202,14 +220,20 @@ class Verifier:
         for key, version_id, is_pack in surveyed:
             if isinstance(info := self._head(key, version_id), ObjectInfo):  # cached
                 result.storage.add(key, version_id, info.storage_class, is_pack)
-        users = _PackUsers(manifest)
+        users = _Users()
         for pack, problems in zip(manifest.packs, checks):
             for problem in problems:
                 users.attach(problem, pack.id)
                 result.problems.append(problem)
-        if self.options.read_data and result.contents_checked:
+        if self.options.read_data and contents is not None:
             missing = {p.key for p in result.problems if p.kind == "missing"}
-            self._read_data(manifest, result, users, missing)
+            self._read_data(manifest.packs, contents.opener, result, users, missing)
+        if contents is not None:
+            try:
+                users.resolve(contents)
+            except S3ArchiveError as err:  # read once already: the store failed meanwhile
+                result.problems.append(Problem("transport", "could not name the paths "
+                                               f"affected: {err}", run.key, run.version_id))
         return result
 
     def mixing_problems(self) -> dict[str, list[str]]:
@@ -222,36 +246,89 @@ class Verifier:
                 found[host] = problems
         return found
 
-    def _read_data(self, manifest: Manifest, result: RunVerification, users: "_PackUsers",
-                   missing: set[str | None]) -> None:
-        packs = [p for p in manifest.packs if p.key not in missing]
+    def _spool(self) -> sqlite3.Connection:
+        """The verifier's database: ``wanted`` (the data references of the run
+        being verified, each once) and ``checked`` (every reference read so far,
+        by pack version, with its verdict: shared between runs).  A temporary
+        file, so memory does not grow with the references."""
+        if self._database is None:
+            db = sqlite3.connect("", check_same_thread=False)  # "": a private temporary file
+            db.executescript("""
+                PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+                CREATE TABLE wanted (pack INTEGER, offset INTEGER, stored INTEGER,
+                    encoding TEXT, hash TEXT, size INTEGER,
+                    PRIMARY KEY (pack, offset, stored, hash, encoding, size)) WITHOUT ROWID;
+                CREATE TABLE checked (pack_key TEXT, version TEXT, offset INTEGER,
+                    stored INTEGER, encoding TEXT, hash TEXT, size INTEGER, error TEXT,
+                    PRIMARY KEY (pack_key, version, offset, stored, encoding, hash, size))
+                    WITHOUT ROWID;
+                CREATE TABLE fresh AS SELECT * FROM checked WHERE 0;
+                CREATE TABLE run_packs (id INTEGER PRIMARY KEY, key TEXT, version TEXT);
+            """)
+            self._database = db
+        return self._database
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._spool()
+
+    def close(self) -> None:
+        """Drop the database (its temporary file goes with it)."""
+        if self._database is not None:
+            self._database.close()
+            self._database = None
+
+    def _read_data(self, packs: list[PackRef], opener: BlobOpener | None,
+                   result: RunVerification, users: "_Users", missing: set[str | None]) -> None:
+        chosen_packs = [p for p in packs if p.key not in missing]
         if self.options.sample_percent < 100:
-            count = max(1, round(len(packs) * self.options.sample_percent / 100)) if packs else 0
-            packs = self._random.sample(packs, count)
-        result.packs_read = len(packs)
-        chosen = {p.id for p in packs}
-        wanted = sorted({ref for ref in _all_chunks(manifest) if ref.pack in chosen},
-                        key=lambda c: (c.pack, c.offset, c.stored, c.hash))
-        todo = []
-        for ref in wanted:
-            known = self._checked.get(_checked_key(manifest.packs[ref.pack], ref), "unknown")
-            if known == "unknown":
-                todo.append(ref)
-            else:
-                self._count(result, ref, known, manifest.packs[ref.pack], users)
-        reader = PackReader(self.store, manifest.packs, workers=self.options.workers,
-                            opener=manifest.opener)
-        for chunk in reader.results(merge_reads(todo, max_request=16 << 20)):
-            pack = manifest.packs[chunk.ref.pack]
+            count = (max(1, round(len(chosen_packs) * self.options.sample_percent / 100))
+                     if chosen_packs else 0)
+            chosen_packs = self._random.sample(chosen_packs, count)
+        result.packs_read = len(chosen_packs)
+        db = self._db
+
+        db.execute("DELETE FROM run_packs")
+        db.executemany("INSERT INTO run_packs VALUES (?, ?, ?)",
+                       [(p.id, p.key, p.version_id) for p in chosen_packs])
+
+        def todo() -> Iterator[ChunkRef]:
+            """The run's references in the chosen packs in (pack, offset) order;
+            those an earlier run checked (the same pack version) are counted, not
+            read again."""
+            rows = db.execute(
+                "SELECT w.pack, w.offset, w.stored, w.encoding, w.hash, w.size, "
+                "c.pack_key IS NOT NULL, c.error FROM wanted w "
+                "JOIN run_packs p ON p.id = w.pack LEFT JOIN checked c ON "
+                "c.pack_key = p.key AND c.version = p.version AND c.offset = w.offset AND "
+                "c.stored = w.stored AND c.encoding = w.encoding AND c.hash = w.hash AND "
+                "c.size = w.size ORDER BY w.pack, w.offset, w.stored, w.hash")
+            for number, offset, stored, encoding, hash_, size, known, error in rows:
+                ref = ChunkRef(hash_, size, number, offset, stored, encoding)
+                if known:
+                    self._count(result, ref, error, packs[number], users)
+                else:
+                    yield ref
+
+        reader = PackReader(self.store, packs, workers=self.options.workers,
+                            window=self.options.window, opener=opener)
+        verdicts: list[tuple[Any, ...]] = []
+        for chunk in reader.results(merge_reads(todo(), max_request=MAX_REQUEST)):
+            pack = packs[chunk.ref.pack]
             if chunk.transport:  # not a verdict on the data: count it, remember nothing
                 self._count(result, chunk.ref, chunk.error, pack, users, transport=True)
                 continue
-            self._checked[_checked_key(pack, chunk.ref)] = chunk.error
+            verdicts.append((*_checked_key(pack, chunk.ref), chunk.error))
+            if len(verdicts) >= SPOOL_ROWS:  # into a table the query above does not read
+                _remember(db, verdicts)
             self._count(result, chunk.ref, chunk.error, pack, users)
+        _remember(db, verdicts)
+        db.execute("INSERT OR REPLACE INTO checked SELECT * FROM fresh")
+        db.execute("DELETE FROM fresh")
 
     @staticmethod
     def _count(result: RunVerification, ref: ChunkRef, error: str | None, pack: PackRef,
-               users: "_PackUsers", transport: bool = False) -> None:
+               users: "_Users", transport: bool = False) -> None:
         if transport:  # the bytes never arrived: not checked, and not damaged either
             problem = Problem("transport", f"chunk {ref.hash[:16]} at {ref.offset} of "
                               f"{pack.key}@{pack.version_id} not checked: {error}", pack.key,
@@ -277,41 +354,115 @@ def _checked_key(pack: PackRef, ref: ChunkRef) -> _CheckedKey:
     return pack.key, pack.version_id, ref.offset, ref.stored, ref.encoding, ref.hash, ref.size
 
 
-def _all_chunks(manifest: Manifest) -> Iterator[ChunkRef]:
-    for entry in manifest.entries:
-        yield from entry.chunks
-    for snap in manifest.snapshots:
-        yield from snap.chunks
+def _remember(db: sqlite3.Connection, verdicts: list[tuple[Any, ...]]) -> None:
+    db.executemany("INSERT INTO fresh VALUES (?, ?, ?, ?, ?, ?, ?, ?)", verdicts)
+    verdicts.clear()
 
 
-class _PackUsers:
-    """Which paths (and snapshots) use a pack, or one reference into it — built on demand."""
+class _Contents:
+    """What a run references below its pack table: read once to check it (and
+    spool its data references), then again only to name the paths a problem
+    affects."""
+
+    opener: BlobOpener | None = None
+
+    def read(self, spool: sqlite3.Connection | None) -> None:
+        rows: list[tuple[Any, ...]] = []
+        if spool is not None:
+            spool.execute("DELETE FROM wanted")
+        for _, refs in self.uses():
+            if spool is None:
+                continue
+            rows.extend((r.pack, r.offset, r.stored, r.encoding, r.hash, r.size) for r in refs)
+            if len(rows) >= SPOOL_ROWS:
+                spool.executemany("INSERT OR IGNORE INTO wanted VALUES (?, ?, ?, ?, ?, ?)", rows)
+                rows.clear()
+        if spool is not None and rows:
+            spool.executemany("INSERT OR IGNORE INTO wanted VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def uses(self) -> Iterator[tuple[Entry | Snapshot, list[ChunkRef]]]:
+        """Every entry and snapshot with the data references it uses."""
+        raise NotImplementedError
+
+
+class _ManifestContents(_Contents):
+    """A format-1 run (its manifest is read whole: format 1 has no other shape)."""
 
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
-        self._by_pack: dict[int, list[tuple[ChunkRef, bytes]]] | None = None
+        self.opener = manifest.opener
 
-    def _index(self) -> dict[int, list[tuple[ChunkRef, bytes]]]:
-        if self._by_pack is None:
-            index: dict[int, list[tuple[ChunkRef, bytes]]] = defaultdict(list)
-            hardlinks: dict[bytes, list[bytes]] = defaultdict(list)
-            for entry in self.manifest.entries:
-                if entry.kind == "hardlink" and entry.target is not None:
-                    hardlinks[entry.target].append(entry.path)
-            for entry in self.manifest.entries:
-                for ref in entry.chunks:
-                    for path in [entry.path, *hardlinks.get(entry.path, [])]:
-                        index[ref.pack].append((ref, path))
-            for snap in self.manifest.snapshots:
-                for ref in snap.chunks:
-                    index[ref.pack].append((ref, f"snapshot:{snap.name}".encode()))
-            self._by_pack = index
-        return self._by_pack
+    def uses(self) -> Iterator[tuple[Entry | Snapshot, list[ChunkRef]]]:
+        for entry in self.manifest.entries:
+            yield entry, entry.chunks
+        for snap in self.manifest.snapshots:
+            yield snap, snap.chunks
+
+
+class _TreeContents(_Contents):
+    """A format-2 run, walked directory by directory (every node, chunk list and
+    the record checked against its id as it is read)."""
+
+    def __init__(self, tree: RunTree):
+        self.tree = tree
+        self.opener = tree.crypto
+
+    def uses(self) -> Iterator[tuple[Entry | Snapshot, list[ChunkRef]]]:
+        for entry in self.tree.walk():
+            yield entry, entry.chunks
+        for snap in self.tree.snapshots():
+            yield snap, snap.chunks
+
+
+class _Users:
+    """The paths (and snapshots) a problem affects: a pack, or one reference into
+    it.  Problems are collected first; :meth:`resolve` names their paths with one
+    more pass over the run (only when there are problems), keeping at most
+    ``_PATHS_KEPT`` paths and a count for each."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Problem, int, ChunkRef | None]] = []
 
     def attach(self, problem: Problem, pack_id: int, ref: ChunkRef | None = None) -> None:
-        seen: dict[bytes, None] = {}
-        for used, path in self._index().get(pack_id, []):
-            if ref is None or used == ref:
-                seen.setdefault(path)
-        problem.paths = list(seen)[:_PATHS_KEPT]
-        problem.paths_total = len(seen)
+        self._pending.append((problem, pack_id, ref))
+
+    def resolve(self, contents: _Contents) -> None:
+        if not self._pending:
+            return
+        by_pack: dict[int, list[tuple[Problem, ChunkRef | None]]] = defaultdict(list)
+        for problem, pack_id, ref in self._pending:
+            by_pack[pack_id].append((problem, ref))
+        found: dict[int, dict[bytes, None]] = {id(p): {} for p, _, _ in self._pending}
+        counts: dict[int, int] = {id(p): 0 for p, _, _ in self._pending}
+        files: dict[bytes, list[Problem]] = {}  # affected files, for their hardlinks
+
+        def add(problem: Problem, path: bytes) -> None:
+            seen = found[id(problem)]
+            if path in seen:
+                return
+            counts[id(problem)] += 1
+            if len(seen) < _PATHS_KEPT:
+                seen[path] = None
+
+        for used, refs in contents.uses():
+            if isinstance(used, Snapshot):
+                path = f"snapshot:{used.name}".encode()
+            else:
+                path = used.path
+                if used.kind == HARDLINK and used.target in files:
+                    for problem in files[used.target]:
+                        add(problem, path)
+                    continue
+            hit: list[Problem] = []
+            for ref in refs:
+                for problem, wanted in by_pack.get(ref.pack, ()):
+                    if (wanted is None or wanted == ref) and all(p is not problem for p in hit):
+                        hit.append(problem)
+            for problem in hit:
+                add(problem, path)
+            if hit and isinstance(used, Entry) and used.kind == FILE:
+                files[used.path] = hit
+        for problem, _, _ in self._pending:
+            problem.paths = list(found[id(problem)])
+            problem.paths_total = counts[id(problem)]
+        self._pending.clear()

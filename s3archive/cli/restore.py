@@ -16,7 +16,7 @@ from s3archive.repo.catalog import RECORD
 from s3archive.errors import CommandFailed, IntegrityError, UsageError
 from s3archive.find import compile_pattern
 from s3archive.progress import progress_for
-from s3archive.repo.catalog import RunRef
+from s3archive.repo.catalog import RunRef, open_entries
 from s3archive.restore.plan import EntryFilter, Pattern
 from s3archive.restore.restorer import (Problem, RestoreOptions, RestorePreview, find_snapshot,
                                         preview_restore, restore_run, snapshot_stream)
@@ -117,13 +117,19 @@ def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: 
         if resume:
             raise UsageError("--dry-run cannot tell what --resume would keep (that needs "
                              "reading the target back): leave out one of them")
-        ref, manifest = repo.open_run(run, selections)
-        _report_preview(repo, ref, preview_restore(manifest, selections, entry_filter),
-                        target, overwrite, as_json)
+        ref = repo.run(run)
+        source = open_entries(repo.store, ref, repo.identities)
+
+        def list_planned(path: bytes) -> None:  # each path as it is planned, on stdout
+            click.echo(human.path(path))
+        preview = preview_restore(source, selections, entry_filter,
+                                  None if as_json else list_planned)
+        _report_preview(repo, ref, preview, target, overwrite, as_json)
         return
     if target is None:
         raise UsageError("restore needs --target DIR (or --dry-run to see what it would do)")
-    ref, manifest = repo.open_run(run, selections)
+    ref = repo.run(run)
+    manifest = open_entries(repo.store, ref, repo.identities)
     verbosity = repo.app.verbosity
     progress = progress_for(sys.stderr, quiet=as_json or verbosity < 0, verb="written",
                             by_kind=False)
@@ -173,7 +179,8 @@ def _patterns(option: str, texts: tuple[str, ...]) -> tuple[Pattern, ...]:
 
 def _report_preview(repo: Repository, ref: RunRef, preview: RestorePreview,
                     target: Path | None, overwrite: bool, as_json: bool) -> None:
-    """``--dry-run``: the paths on stdout (a count with --json), the figures on stderr."""
+    """``--dry-run``: the figures on stderr, or (--json) on stdout; the paths went to
+    stdout while the restore was planned."""
     warnings = list(preview.warnings)
     if target is not None and not overwrite and _not_empty(target):
         warnings.append(Problem(b"", f"{target} is not empty: the restore would refuse it "
@@ -183,19 +190,17 @@ def _report_preview(repo: Repository, ref: RunRef, preview: RestorePreview,
         click.echo(json.dumps({
             "dry_run": True, "host": ref.host, "run_id": ref.run_id,
             "target": None if target is None else str(target),
-            "entries": len(preview.planned), "files": preview.files, "bytes": preview.bytes,
+            "entries": preview.entries, "files": preview.files, "bytes": preview.bytes,
             "download_bytes": preview.download_bytes, "requests": preview.requests,
             "store": usage.to_json() if usage is not None else {},
             "warnings": _problems_json(warnings)}))
         return
-    for item in preview.planned:
-        click.echo(human.path(item.entry.path))
     _echo_problems("warning", warnings)
     if repo.app.verbosity < 0:
         return
     where = f" into {target}" if target is not None else ""
     click.echo(f"dry run: would restore {ref.host}/{ref.run_id}{where}: "
-               f"{len(preview.planned)} entries, {preview.files} files, "
+               f"{preview.entries} entries, {preview.files} files, "
                f"{human.size(preview.bytes)} to write; would download "
                f"{human.size(preview.download_bytes)} in {preview.requests} ranged GETs "
                "(each chunk once, neighbours merged); nothing written", err=True)

@@ -90,8 +90,11 @@ def verify_command(repo: Repository, run: str | None, all_runs: bool, read_data:
                                              sample_percent=sample or 100.0, workers=workers,
                                              identities=tuple(repo.identities)))
     results = []
-    for ref in runs:
-        results.append(verifier.verify(ref))
+    try:
+        for ref in runs:
+            results.append(verifier.verify(ref))
+    finally:
+        verifier.close()
     for host, problems in verifier.mixing_problems().items():
         last = max((r for r in results if r.host == host), key=lambda r: r.run_id)
         last.problems += [Problem("mixing", text, None, None) for text in problems]

@@ -231,6 +231,21 @@ def load_manifest(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMI
     return manifest
 
 
+def open_entries(store: StoreReader, run: RunRef, identities: list[Identity] | None = None
+                 ) -> Manifest | RunTree:
+    """A run to read entry by entry (restore): a format-2 run as its tree, whose
+    nodes are read as the reader goes, or a format-1 manifest, read whole (format
+    1 has no other shape)."""
+    blob, where = fetch_run_object(store, run)
+    if peek_format(blob, where) == run_root.FORMAT:
+        tree = open_tree(store, run, blob, identities=identities)
+        tree.keep_metadata = False
+        return tree
+    manifest = decode_manifest(blob, where=where)
+    check_names(manifest.header, run)
+    return manifest
+
+
 def fetch_run_object(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMITS
                      ) -> tuple[bytes, str]:
     """The pinned run object's bytes, and how messages name it.  The listed size

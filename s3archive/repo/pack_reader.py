@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from s3archive.errors import IntegrityError, NoSuchVersion, StoreError, TransportError
 from s3archive.format.chunk_codec import decode_chunk
@@ -87,6 +87,16 @@ class ReadBatch:
 
     chunks: tuple[ChunkRef, ...]
     requests: tuple[ReadRequest, ...]
+    held: int = 0  # bytes of the caller's own state the batch stands for (counted in the window)
+
+
+def read_batch(chunks: Iterable[ChunkRef], held: int = 0, max_request: int = MAX_REQUEST,
+               max_gap: int = 256 << 10) -> ReadBatch:
+    """``chunks`` (in the consumer's order, repeats allowed) and the GETs that fetch
+    each distinct reference once, sorted by (pack, offset) and merged."""
+    ordered = tuple(chunks)
+    distinct = sorted(dict.fromkeys(ordered), key=lambda c: (c.pack, c.offset, c.stored))
+    return ReadBatch(ordered, tuple(merge_reads(distinct, max_request, max_gap)), held)
 
 
 def batched_reads(chunks: Iterable[ChunkRef], batch_bytes: int = 32 << 20,
@@ -102,8 +112,7 @@ def batched_reads(chunks: Iterable[ChunkRef], batch_bytes: int = 32 << 20,
     held = 0
 
     def flush() -> ReadBatch:
-        ordered = sorted(distinct, key=lambda c: (c.pack, c.offset, c.stored))
-        return ReadBatch(tuple(batch), tuple(merge_reads(ordered, max_request, max_gap)))
+        return read_batch(batch, 0, max_request, max_gap)
 
     for ref in chunks:
         batch.append(ref)
@@ -193,10 +202,18 @@ class PackReader:
 
     def results(self, requests: Iterable[ReadRequest]) -> Iterator[ChunkResult]:
         """Every reference of ``requests``, in order, fetched ahead within the window."""
-        pending: deque[tuple[Future[list[ChunkResult]], int]] = deque()
+        for result in self._results(requests):
+            assert isinstance(result, ChunkResult)
+            yield result
+
+    def _results(self, requests: Iterable["ReadRequest | _BatchEnd"]
+                 ) -> Iterator["ChunkResult | _BatchEnd"]:
+        """``results``, with the ends of batches passed through in order (no GET;
+        a batch's ``held`` bytes count in the window until its end is consumed)."""
+        pending: deque[tuple[Future[list[Any]], int]] = deque()
         in_flight = 0
         source = iter(requests)
-        upcoming: ReadRequest | None = next(source, None)
+        upcoming: ReadRequest | _BatchEnd | None = next(source, None)
         with ThreadPoolExecutor(max_workers=self.workers,
                                 thread_name_prefix="s3archive-get") as pool:
             try:
@@ -204,7 +221,12 @@ class PackReader:
                     while upcoming is not None and (
                             not pending or in_flight + _cost(upcoming) <= self.window):
                         cost = _cost(upcoming)
-                        pending.append((pool.submit(self.fetch, upcoming), cost))
+                        if isinstance(upcoming, _BatchEnd):
+                            done: Future[list[Any]] = Future()
+                            done.set_result([upcoming])
+                            pending.append((done, cost))
+                        else:
+                            pending.append((pool.submit(self.fetch, upcoming), cost))
                         in_flight += cost
                         upcoming = next(source, None)
                     future, cost = pending.popleft()
@@ -215,39 +237,51 @@ class PackReader:
                 for future, _ in pending:
                     future.cancel()
 
-    def ordered(self, batches: Iterable[ReadBatch]) -> Iterator[ChunkResult]:
-        """Every chunk of every batch in the batch's own order (duplicates included).
+    def batches(self, batches: Iterable[ReadBatch]
+                ) -> Iterator[tuple[ReadBatch, list[ChunkResult]]]:
+        """Each batch, in order, with the results of its chunks in the batch's own
+        order (duplicates included).
 
-        The GETs of later batches are issued while earlier ones are consumed;
-        a batch's results are held until its last chunk has been handed out.
-        Results are matched to the references by the whole reference (hash,
-        size, pack, offset, stored, encoding), never by position alone.
+        The GETs of later batches are issued while earlier ones are consumed; a
+        batch's results are held until it is handed out.  A batch without chunks
+        passes through (its ``held`` bytes still count in the window, so a long
+        stretch of them is not read ahead without bound).  Results are matched to
+        the references by the whole reference (hash, size, pack, offset, stored,
+        encoding), never by position alone.
         """
-        queued: deque[ReadBatch] = deque()
-
-        def requests() -> Iterator[ReadRequest]:
+        def requests() -> Iterator[ReadRequest | _BatchEnd]:
             for batch in batches:
-                queued.append(batch)
                 yield from batch.requests
+                yield _BatchEnd(batch)
 
-        stream = self.results(requests())
-        while True:
-            first = next(stream, None)
-            if first is None:
-                return
-            batch = queued.popleft()
-            got = {first.ref: first}
-            for _ in range(sum(len(r.chunks) for r in batch.requests) - 1):
-                result = next(stream)
+        got: dict[ChunkRef, ChunkResult] = {}
+        for result in self._results(requests()):
+            if isinstance(result, _BatchEnd):
+                yield result.batch, [got[ref] for ref in result.batch.chunks]
+                got = {}
+            else:
                 got[result.ref] = result
-            for ref in batch.chunks:
-                yield got[ref]
+
+    def ordered(self, batches: Iterable[ReadBatch]) -> Iterator[ChunkResult]:
+        """Every chunk of every batch in the batch's own order (see :meth:`batches`)."""
+        for _, results in self.batches(batches):
+            yield from results
 
     def chunks(self, refs: Iterable[ChunkRef]) -> Iterator[ChunkResult]:
         """Every reference of ``refs`` in order, verified (or with its error)."""
         return self.ordered(batched_reads(refs))
 
 
-def _cost(request: ReadRequest) -> int:
-    """Memory a request holds until consumed: the stored bytes plus the plain ones."""
+@dataclass(frozen=True, slots=True)
+class _BatchEnd:
+    """In a request stream: the end of ``batch`` (no GET)."""
+
+    batch: ReadBatch
+
+
+def _cost(request: "ReadRequest | _BatchEnd") -> int:
+    """Memory a request holds until consumed: the stored bytes plus the plain ones
+    (a batch's end: what the caller holds for it)."""
+    if isinstance(request, _BatchEnd):
+        return request.batch.held
     return request.length + request.plain

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 WHOLE_PACK_LIMIT = 32 << 20  # metadata packs up to this size are read whole on a walk
 PACKS_KEPT = 4
+# Point reads (ls, restore of one path) fetch single blobs with ranged GETs; once this
+# many blobs of one pack were read so, the pack is read whole (a walk of a subtree).
+RANGED_BEFORE_WHOLE = 8
+NODES_KEPT = 8  # decoded nodes kept for lookups (the path to a name is read once)
 # A whole run read into memory holds at most as many entries as a format-1 manifest
 # could (identical directories are one shared node, so a crafted root object could
 # otherwise claim any count): the same bound, the same exposure.
@@ -55,6 +59,10 @@ class PackCache:
         self.dropped: set[tuple[str, str, int]] = set()
         self._packs: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __contains__(self, key: tuple[str, str, int]) -> bool:
+        with self._lock:
+            return key in self._packs
 
     def whole(self, key: tuple[str, str, int]) -> bool:
         """Whether to read (or take) this pack whole."""
@@ -93,6 +101,8 @@ class BlobReader:
         self.whole_packs = whole_packs
         self.crypto = crypto
         self._packs = PackCache()
+        self._ranged: dict[int, int] = {}  # pack -> blobs read from it with ranged GETs
+        self._lock = threading.Lock()
         self.gets = 0
 
     def share_packs(self, cache: PackCache) -> None:
@@ -100,14 +110,25 @@ class BlobReader:
         self.whole_packs = True
         self._packs = cache
 
+    def _whole(self, number: int) -> bool:
+        pack = self.table.packs[number]
+        key = (pack.key, pack.version_id, pack.size)
+        if pack.size > WHOLE_PACK_LIMIT or not self._packs.whole(key):
+            return False
+        if self.whole_packs or key in self._packs:
+            return True
+        with self._lock:
+            seen = self._ranged.get(number, 0)
+            self._ranged[number] = seen + 1
+        return seen >= RANGED_BEFORE_WHOLE
+
     def read(self, ref: ChunkRef, kind: bytes) -> bytes:
         pack = self.table.packs[ref.pack]
         where = f"{pack.key}@{pack.version_id} offset {ref.offset}"
         if kind in pack2.META_KINDS and not pack.key.startswith(pack2.META_PREFIX + "/"):
             raise ManifestError(f"{where}: a metadata blob outside meta/")
         try:
-            if self.whole_packs and pack.size <= WHOLE_PACK_LIMIT \
-                    and self._packs.whole((pack.key, pack.version_id, pack.size)):
+            if self._whole(ref.pack):
                 body = self._pack(ref.pack)
                 if ref.offset + ref.stored > len(body):
                     raise ManifestError(f"{where}: blob lies beyond the end of the pack")
@@ -172,6 +193,8 @@ class RunTree:
         self.blobs = BlobReader(store, self.table, whole_packs, self.crypto)
         self._record: tc.RunRecord | None = None
         self.metadata: dict[tuple[str, int, int], ChunkRef] = {}  # every metadata blob read
+        self.keep_metadata = True  # False: a walk that needs no list of them (restore, verify)
+        self._nodes: OrderedDict[tuple[ChunkRef, bytes], tc.Node] = OrderedDict()  # lookups
 
     # ------------------------------------------------------------ record
     def record(self) -> tc.RunRecord:
@@ -200,7 +223,8 @@ class RunTree:
 
     def _read(self, ref: ChunkRef, kind: bytes) -> bytes:
         plain = self.blobs.read(ref, kind)
-        self.metadata.setdefault((ref.hash, ref.pack, ref.offset), ref)
+        if self.keep_metadata:
+            self.metadata.setdefault((ref.hash, ref.pack, ref.offset), ref)
         return plain
 
     # ------------------------------------------------------------ nodes
@@ -258,11 +282,25 @@ class RunTree:
                 raise ManifestError(f"{self.where}: {_shown(path)}: a child node holds "
                                     f"{count} entries, its parent says {child.entries}")
 
+    def _kept_node(self, ref: ChunkRef, path: bytes) -> tc.Node:
+        """A node read for a lookup: the last few are kept (a path is looked up
+        again by the next step of a restore, e.g. its parents, then its subtree)."""
+        key = (ref, path)
+        node = self._nodes.get(key)
+        if node is not None:
+            self._nodes.move_to_end(key)
+            return node
+        node = self._node(ref, path)
+        self._nodes[key] = node
+        while len(self._nodes) > NODES_KEPT:
+            self._nodes.popitem(last=False)
+        return node
+
     def find(self, tree: ChunkRef, path: bytes, name: bytes) -> Item | None:
         """The entry ``name`` of directory ``path``: one node per level."""
         ref, height = tree, None
         while True:
-            node = self._node(ref, path)
+            node = self._kept_node(ref, path)
             if height is not None and node.height != height:
                 raise ManifestError(f"{self.where}: {_shown(path)}: node heights do not "
                                     "decrease by one")
@@ -307,11 +345,18 @@ class RunTree:
 
     def lookup(self, path: bytes) -> Item | None:
         """The entry at ``path`` (absolute), or None when the run does not hold it."""
+        chain = self.lookup_chain(path)
+        return chain[-1] if chain is not None else None
+
+    def lookup_chain(self, path: bytes) -> list[Item] | None:
+        """The entries of ``/``, every ancestor of ``path`` and ``path`` itself (one
+        descent, one node per level), or None when the run does not hold it."""
         item = self.top()
         if item is None or check_path(path) is not None:
             return None
+        chain = [item]
         if path == b"/":
-            return item
+            return chain
         current = b""
         for name in path.strip(b"/").split(b"/"):
             if item.tree is None:
@@ -321,15 +366,22 @@ class RunTree:
                 return None
             current += b"/" + name
             item = found
-        return item
+            chain.append(item)
+        return chain
 
-    def walk(self, start: Item | None = None, budget: list[int] | None = None
-             ) -> Iterator[Entry]:
-        """Every entry at and below ``start`` (default ``/``) in path order, complete."""
+    def walk_budget(self) -> list[int]:
+        """The entries a walk of this run may still meet (shared by several walks)."""
+        return [min(self.root.entries, MAX_WALK_ENTRIES)]
+
+    def walk(self, start: Item | None = None, budget: list[int] | None = None,
+             complete: bool = True) -> Iterator[Entry]:
+        """Every entry at and below ``start`` (default ``/``) in path order, complete
+        (``complete=False``: a file's chunk lists are not read; its size is right).
+        Memory: one node per level."""
         start = start or self.top()
         if start is None:
             return
-        budget = budget if budget is not None else [min(self.root.entries, MAX_WALK_ENTRIES)]
+        budget = budget if budget is not None else self.walk_budget()
         stack: list[Iterator[Item]] = []
 
         def take(item: Item) -> Entry:
@@ -337,7 +389,7 @@ class RunTree:
             if budget[0] < 0:
                 raise ManifestError(f"{self.where}: more entries than the run declares "
                                     f"({self.root.entries})")
-            return self.complete(item)
+            return self.complete(item) if complete else item.entry
 
         yield take(start)
         if start.tree is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -31,8 +32,11 @@ from s3archive.errors import IntegrityError, TransportError, UsageError
 from s3archive.restore.apply import MetadataApplier
 from s3archive.format.model import DIR, FILE, ChunkRef, Manifest, Snapshot
 from s3archive.progress import Progress
-from s3archive.repo.pack_reader import DEFAULT_WINDOW, DEFAULT_WORKERS, PackReader, batched_reads
-from s3archive.restore.plan import EntryFilter, PlannedEntry, file_chunks, plan_entries
+from s3archive.repo.pack_reader import (DEFAULT_WINDOW, DEFAULT_WORKERS, ChunkResult, PackReader,
+                                        ReadBatch, batched_reads, read_batch)
+from s3archive.repo.run_tree import RunTree
+from s3archive.restore.plan import (ENTRY_HELD, EntryFilter, EntrySource, PlannedEntry,
+                                    RestorePlan, file_chunks)
 from s3archive.restore.tree import EntryFailed, TreeWriter
 from s3archive.store.base import StoreReader
 
@@ -84,7 +88,7 @@ class RestorePreview:
     from the packs when no GET has to be repeated.
     """
 
-    planned: list[PlannedEntry]
+    entries: int  # entries restored (directories that come along included)
     files: int  # regular files written (a hardlink whose group file is left out counts)
     bytes: int  # plain bytes written into files
     download_bytes: int
@@ -92,27 +96,56 @@ class RestorePreview:
     warnings: list[Problem]
 
 
-def preview_restore(manifest: Manifest, selections: Iterable[bytes] = (),
-                    entry_filter: EntryFilter = EntryFilter()) -> RestorePreview:
+def preview_restore(run: Manifest | RunTree | EntrySource, selections: Iterable[bytes] = (),
+                    entry_filter: EntryFilter = EntryFilter(),
+                    listed: Callable[[bytes], None] | None = None) -> RestorePreview:
+    """Plan the restore and count what it would write and download; ``listed``
+    hears each entry's path as it is planned (nothing is held per entry)."""
     warnings: list[Problem] = []
-    planned = plan_entries(manifest, selections, entry_filter,
-                           lambda path, message: warnings.append(Problem(path, message)))
-    files = sum(1 for item in planned if item.entry.kind == FILE and item.link_to is None)
+    plan = RestorePlan(run, selections, entry_filter,
+                       lambda path, message: warnings.append(Problem(path, message)))
+    plan.check()
+    counts = [0, 0]  # entries, files
+
+    def planned() -> Iterator[PlannedEntry]:
+        for item in plan:
+            counts[0] += 1
+            if item.entry.kind == FILE and item.link_to is None and item.problem is None:
+                counts[1] += 1
+            if listed is not None:
+                listed(item.entry.path)
+            yield item
+
     plain = downloaded = requests = 0
-    for batch in batched_reads(file_chunks(planned)):
+    for batch in batched_reads(file_chunks(planned())):
         plain += sum(ref.size for ref in batch.chunks)
         downloaded += sum(request.length for request in batch.requests)
         requests += len(batch.requests)
-    return RestorePreview(planned, files, plain, downloaded, requests, warnings)
+    return RestorePreview(counts[0], counts[1], plain, downloaded, requests, warnings)
 
 
-def restore_run(store: StoreReader, manifest: Manifest, target: Path,
+BATCH_BYTES = 32 << 20  # plain bytes of chunks a batch of the restore asks for at most
+BATCH_ENTRIES = 4096  # entries a batch covers at most (directories, empty files ...)
+
+ChunkStream = Iterator[tuple[ChunkRef, "bytes | memoryview | None", "str | None"]]
+
+
+def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, target: Path,
                 selections: Iterable[bytes] = (),
                 options: RestoreOptions = RestoreOptions(),
                 entry_filter: EntryFilter = EntryFilter(),
                 progress: Progress | None = None,
                 listed: Callable[[bytes], None] | None = None) -> RestoreReport:
-    """Restore the selected entries into ``target``; ``listed`` hears each one restored."""
+    """Restore the selected entries into ``target``; ``listed`` hears each one restored.
+
+    The run is read as the restore goes (a format-2 run: directory by
+    directory): entries are planned in batches of at most ``BATCH_BYTES`` of
+    chunks or ``BATCH_ENTRIES`` entries, each batch's chunks fetched as merged
+    ranged GETs sorted by pack and offset, later batches fetched while earlier
+    ones are written, within the reader's window.  Memory does not grow with
+    the run: the batches in flight, the path being written, the copies made
+    for hardlinks.
+    """
     began = time.monotonic()
     progress = progress or Progress()
     report = RestoreReport(target=str(target))
@@ -123,47 +156,92 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
             seen_warnings.add((path, message))
             report.warnings.append(Problem(path, message))
 
-    planned = plan_entries(manifest, selections, entry_filter, warn)
+    plan = RestorePlan(run, selections, entry_filter, warn)
+    plan.check(count=options.resume)
 
     applier = MetadataApplier(warn, numeric_owner=options.numeric_owner)
     if not applier.is_root:
         warn(b"", "not running as root: owners are not restored, files belong to the "
                   "restoring user")
     damaged: dict[tuple[bytes, ...], bytes] = {}  # restored parts -> path of damaged files
-    chunk_id = manifest.opener.data_id if manifest.opener is not None else None
+    opener = plan.source.opener
+    chunk_id = opener.data_id if opener is not None else None
     with TreeWriter(target, applier, overwrite=options.overwrite, resume=options.resume,
                     chunk_id=chunk_id) as tree, progress:
-        kept: dict[int, frozenset[int]] = {}  # planned index -> chunks already in place
         if options.resume:
-            tree.remove_stray_temporaries({item.parts for item in planned if item.parts
-                                           and item.parts[-1].startswith(b".s3archive-")})
-            for index, item in enumerate(planned):
-                if item.entry.kind == FILE and item.link_to is None and item.entry.chunks:
-                    found = tree.survey_file(item)
-                    if found:
-                        kept[index] = found
-        reader = PackReader(store, manifest.packs, options.workers, options.window,
-                            manifest.opener)
+            tree.remove_stray_temporaries(plan.odd_names)
+        reader = PackReader(store, plan.source.packs, options.workers, options.window, opener)
         unread = [False]  # the current file met chunks the store could not deliver
-        progress.phase("restoring", (len(planned),
-                                     sum(ref.size for ref in file_chunks(planned, kept))))
+        progress.phase("restoring", plan.totals)
+        # each batch's entries, with (resume) the chunks of each file already in place
+        planned: deque[list[tuple[PlannedEntry, frozenset[int]]]] = deque()
 
-        def chunk_results() -> Iterator[tuple[ChunkRef, bytes | memoryview | None, str | None]]:
-            for r in reader.chunks(file_chunks(planned, kept)):
+        def batches() -> Iterator[ReadBatch]:
+            items: list[tuple[PlannedEntry, frozenset[int]]] = []
+            refs: list[ChunkRef] = []
+            held = 0
+            for item in plan:
+                have: frozenset[int] = frozenset()
+                if _writes_data(item) and options.resume and item.entry.chunks:
+                    have = tree.survey_file(item)
+                items.append((item, have))
+                if _writes_data(item):
+                    for number, ref in enumerate(item.entry.chunks):
+                        if number in have:
+                            continue
+                        refs.append(ref)
+                        held += ref.size
+                        if held >= BATCH_BYTES:
+                            planned.append(items)
+                            yield read_batch(refs, len(items) * ENTRY_HELD)
+                            items, refs, held = [], [], 0
+                if len(items) >= BATCH_ENTRIES:
+                    planned.append(items)
+                    yield read_batch(refs, len(items) * ENTRY_HELD)
+                    items, refs, held = [], [], 0
+            planned.append(items)
+            yield read_batch(refs, len(items) * ENTRY_HELD)
+
+        fetched = reader.batches(batches())
+        items: deque[tuple[PlannedEntry, frozenset[int]]] = deque()
+        results: deque[ChunkResult] = deque()
+
+        def more() -> bool:
+            """The next batch: its entries and its chunks' results, queued."""
+            got = next(fetched, None)
+            if got is None:
+                return False
+            items.extend(planned.popleft())
+            results.extend(got[1])
+            return True
+
+        def chunk_results() -> ChunkStream:
+            while True:
+                while not results:
+                    if not more():
+                        return
+                r = results.popleft()
                 unread[0] = unread[0] or r.transport
                 progress.read(r.ref.size)  # handed to the writer
                 yield r.ref, r.data, r.error
 
-        results = chunk_results()
-        for index, item in enumerate(planned):
+        stream = chunk_results()
+        while True:
+            if not items:
+                if more():
+                    continue  # (a batch may hold only the rest of a large file's chunks)
+                break
+            item, have = items.popleft()
             entry = item.entry
             report.entries += 1
             try:
+                tree.leave_dirs(item.parts)
+                if item.problem is not None:
+                    raise EntryFailed(item.problem)
                 if entry.kind == DIR:
                     tree.make_dir(item)
-                elif entry.kind == FILE and item.link_to is None:
-                    have = kept.get(index, frozenset())
-                    mine = itertools.islice(results, len(entry.chunks) - len(have))
+                elif _writes_data(item):
+                    mine = itertools.islice(stream, len(entry.chunks) - len(have))
                     unread[0] = False
                     progress.begin(entry.path)
                     try:
@@ -201,6 +279,11 @@ def restore_run(store: StoreReader, manifest: Manifest, target: Path,
     if usage is not None:
         report.store = usage.to_json()
     return report
+
+
+def _writes_data(item: PlannedEntry) -> bool:
+    """A regular file whose bytes the restore writes (not a link to one restored)."""
+    return item.entry.kind == FILE and item.link_to is None and item.problem is None
 
 
 def snapshot_stream(store: StoreReader, manifest: Manifest, name: str,

@@ -72,8 +72,9 @@ class TreeWriter:
         self.resume = resume
         self.root_fd = -1
         self._stack: list[tuple[bytes, int]] = []  # open directories below the root
-        self._dirs: list[Entry] = []  # directory entries, metadata applied at the end
-        self._dir_parts: list[tuple[bytes, ...]] = []
+        # restored directories along the current path: metadata applied when complete
+        self._dirs: list[tuple[tuple[bytes, ...], Entry]] = []
+        self._failed_dirs: list[tuple[bytes, str]] = []
         self._tmp_names = (f"{_TMP_PREFIX}{os.getpid()}.{n}".encode()
                            for n in itertools.count())
 
@@ -164,8 +165,7 @@ class TreeWriter:
                     os.mkdir(name, 0o700, dir_fd=parent)
                 elif self.resume and not st.st_mode & stat.S_IWUSR:
                     self._make_writable(parent, name)  # its mode comes back at the end
-        self._dirs.append(item.entry)
-        self._dir_parts.append(item.parts)
+        self._dirs.append((item.parts, item.entry))
 
     @staticmethod
     def _make_writable(parent: int, name: bytes) -> None:
@@ -195,19 +195,38 @@ class TreeWriter:
                     pass
         return removed
 
+    def leave_dirs(self, parts: tuple[bytes, ...]) -> None:
+        """The next entry is ``parts``: every restored directory it is not below is
+        complete (entries come in path order), and gets its metadata now, deepest
+        first.  A failure is reported by :meth:`finish_dirs`."""
+        while self._dirs:
+            dir_parts = self._dirs[-1][0]
+            if len(parts) > len(dir_parts) and parts[:len(dir_parts)] == dir_parts:
+                return
+            _, entry = self._dirs.pop()
+            self._apply_dir(dir_parts, entry)
+
+    def _apply_dir(self, parts: tuple[bytes, ...], entry: Entry) -> None:
+        try:
+            fd = self._walk_open(parts)
+        except (EntryFailed, OSError) as err:
+            self._failed_dirs.append((entry.path, f"cannot set directory metadata: {err}"))
+            return
+        try:
+            self.applier.apply_fd(fd, entry)
+        finally:
+            os.close(fd)
+
     def finish_dirs(self, fail: Callable[[bytes, str], None]) -> None:
-        """Directory metadata, deepest first (the reverse of manifest order)."""
+        """The metadata of the directories still open, deepest first; ``fail``
+        hears every directory whose metadata could not be set."""
         self._close_stack(0)
-        for entry, parts in zip(reversed(self._dirs), reversed(self._dir_parts)):
-            try:
-                fd = self._walk_open(parts)
-            except (EntryFailed, OSError) as err:
-                fail(entry.path, f"cannot set directory metadata: {err}")
-                continue
-            try:
-                self.applier.apply_fd(fd, entry)
-            finally:
-                os.close(fd)
+        while self._dirs:
+            parts, entry = self._dirs.pop()
+            self._apply_dir(parts, entry)
+        for path, message in self._failed_dirs:
+            fail(path, message)
+        self._failed_dirs.clear()
 
     # ------------------------------------------------------------ other kinds
 

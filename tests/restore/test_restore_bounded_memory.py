@@ -1,0 +1,84 @@
+"""Whole-run readers of a format-2 run hold what one batch and one path need,
+not a list of the run: restore and ``verify --read-data`` of a run of N files
+and of 4 N files (in-memory store, tracemalloc) peak at about the same."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from s3archive.repo.catalog import open_entries
+from s3archive.restore import restorer
+from s3archive.restore.restorer import RestoreOptions, restore_run
+from s3archive import verify
+from s3archive.verify import Verifier, VerifyOptions
+from support.memory_host import MemoryHost
+
+PER_DIR = 50
+
+
+def archived(root: Path, files: int) -> MemoryHost:
+    host = MemoryHost(root, "bounded")
+    for number in range(files):
+        directory = host.tree / f"d{number // PER_DIR:03d}"
+        directory.mkdir(exist_ok=True)
+        (directory / f"f{number:05d}.txt").write_bytes(b"%d\n" % number * 7)
+    host.run = host.archive()  # type: ignore[attr-defined]
+    return host
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory) -> tuple[MemoryHost, MemoryHost]:
+    return (archived(tmp_path_factory.mktemp("small"), 300),
+            archived(tmp_path_factory.mktemp("large"), 1200))
+
+
+def peak(action) -> int:
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_restoring_a_run_four_times_larger_takes_no_more_memory(hosts, tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    # batches small enough that both runs need many of them, and a window that holds
+    # a few (at the defaults, 4096 entries a batch in a window of 32 MiB)
+    monkeypatch.setattr(restorer, "BATCH_ENTRIES", 32)
+    options = RestoreOptions(window=256 << 10)
+    peaks = []
+    for number, host in enumerate(hosts):
+        target = tmp_path / f"t{number}"
+
+        def restore() -> None:
+            report = restore_run(host.store, open_entries(host.store, host.run), target,
+                                 options=options)
+            assert report.ok and report.files == (300, 1200)[number], report
+
+        peaks.append(peak(restore))
+        assert len(list((target / str(host.tree).lstrip("/")).iterdir())) == \
+            (300, 1200)[number] // PER_DIR
+    small, large = peaks
+    # a list of the run's entries costs about 1 kB an entry: 0.9 MB more for the larger
+    assert large - small < 400_000, peaks
+
+
+def test_verifying_a_run_four_times_larger_takes_no_more_memory(hosts, monkeypatch) -> None:
+    # GETs and database batches small enough that both runs need many of them
+    monkeypatch.setattr(verify, "MAX_REQUEST", 16 << 10)
+    monkeypatch.setattr(verify, "SPOOL_ROWS", 64)
+    peaks = []
+    for host in hosts:
+        def verify_run() -> None:
+            result = Verifier(host.store, VerifyOptions(read_data=True, window=64 << 10)
+                              ).verify(host.run)
+            assert result.ok, result.problems
+            assert result.chunks_checked >= 300
+
+        peaks.append(peak(verify_run))
+    small, large = peaks
+    assert large - small < 400_000, peaks
