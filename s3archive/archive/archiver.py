@@ -31,6 +31,7 @@ from s3archive.archive.pack_lease import LeaseResult, NoSources, PackLease, Pack
 from s3archive.archive.packer import ChunkId, ChunkLocation
 from s3archive.archive.encryption import RunEncryption
 from s3archive.archive.encryption_rule import decide_encryption
+from s3archive.archive.dir_cache import DirCache
 from s3archive.archive.tree_builder import TreeBuilder, TreeResult, record_snapshot
 from s3archive.archive.retention import (REUSE_MARGIN, RunRetention, check_retain_until,
                                         plan_run_retention)
@@ -555,8 +556,16 @@ class _Run:
         leasing = PackLease(ctx.store, ctx.cache, meta, retention, cfg.retention.repack_below,
                             plan.locked, NoSources(), ctx.dry_run, self._index_host())
 
+        # an unchanged directory reuses its nodes (archive/dir_cache.py) when its data
+        # packs are in the table anyway: uploaded by this run or leased for it
+        dirs = DirCache(ctx.cache, plan.encryption.secret.cache_key() if plan.encryption
+                        else None, remember=not ctx.dry_run)
+
+        def may_reference(pack: str) -> bool:
+            return pack in writer.new_packs or pack in data_lease.packs
+
         def build() -> tuple[TreeBuilder, TreeResult, tc.BlobRef]:
-            builder = TreeBuilder(meta, locate, prefetch)
+            builder = TreeBuilder(meta, locate, prefetch, dirs, may_reference)
             trees = builder.build(spool)
             recorded_snaps = []
             for snap, chunks in sorted(snapshots, key=lambda s: s[0].name):

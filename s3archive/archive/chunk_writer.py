@@ -18,7 +18,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
 from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer, Sealer
@@ -215,6 +215,23 @@ class ChunkWriter:
             else:
                 self._pending[digest] = location
         return location
+
+    def adopt_blobs(self, blobs: Sequence[ChunkLocation]) -> bool:
+        """Reference metadata blobs an earlier run stored (format 2: the nodes of an
+        unchanged directory, archive/dir_cache.py) without encoding them again: all
+        of them, each only where :meth:`add_blob` would find it, or none (False)."""
+        adopted = []
+        for blob in blobs:
+            known = self.location(blob.hash)
+            if known is None:
+                if blob.pack in self._excluded or self.lookup_cached(blob.hash) != blob:
+                    return False
+                adopted.append(blob)
+            elif known != blob:
+                return False
+        self.index.put(adopted)
+        self.stats.chunks_reused += len(blobs)
+        return True
 
     def location(self, digest: str) -> ChunkLocation | None:
         """Where a chunk of this run is: in a pack not yet stored, or (on disk) stored."""

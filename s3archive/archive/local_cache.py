@@ -4,7 +4,9 @@
   unchanged file is not read again;
 * ``chunks``: chunk hash -> pack, offset, stored length, encoding (dedup);
 * ``packs``: pack key -> version id, size, lock mode and the retain-until
-  known to be in force.
+  known to be in force;
+* ``dir_trees``: format 2, a directory's digest -> its tree nodes, so an
+  unchanged directory is not encoded again (archive/dir_cache.py).
 
 When it is lost it is rebuilt from the latest run of this host, streamed
 (``rebuild``: a format-2 run's tree is walked, rows go in in batches).  A pack
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from s3archive.archive.encryption import FileCipher
 
 SCHEMA_VERSION = 3
-_TABLES = ("meta", "packs", "pack_names", "chunks", "files", "attrs", "dirs")
+_TABLES = ("meta", "packs", "pack_names", "chunks", "files", "attrs", "dirs", "dir_trees")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pack_names (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
@@ -64,6 +66,8 @@ CREATE TABLE IF NOT EXISTS files (
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
     chunks BLOB NOT NULL, attrs INTEGER, sealed BLOB,
     PRIMARY KEY (dir, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dir_trees (
+    name BLOB PRIMARY KEY, digest BLOB NOT NULL, row BLOB NOT NULL) WITHOUT ROWID;
 """
 _CHUNK_ITEM = struct.Struct(">32sI")  # a chunk is at most 8 MiB (format/limits.py)
 _BATCH = 500  # hashes in one ``IN (...)``
@@ -176,6 +180,10 @@ class LocalCache:
         # rows of files read by a run that has not committed yet (per connection)
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS files_pending AS "
                         "SELECT * FROM files WHERE 0")
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS dir_trees_pending (name BLOB PRIMARY "
+                        "KEY, digest BLOB NOT NULL, row BLOB NOT NULL) WITHOUT ROWID")
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS dir_trees_seen (name BLOB PRIMARY KEY) "
+                        "WITHOUT ROWID")
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         os.chmod(path, 0o600)
         self._pack_ids: dict[str, int] = {}
@@ -320,7 +328,7 @@ class LocalCache:
     def get_chunks(self, digests: Iterable[str]) -> dict[str, ChunkLocation]:
         """Many lookups at once (in batches of 500)."""
         found: dict[str, ChunkLocation] = {}
-        wanted = [bytes.fromhex(d) for d in digests]
+        wanted = sorted(bytes.fromhex(d) for d in digests)  # neighbours share pages
         for start in range(0, len(wanted), _BATCH):
             batch = wanted[start:start + _BATCH]
             marks = ",".join("?" * len(batch))
@@ -425,6 +433,7 @@ class LocalCache:
             self.db.execute("DELETE FROM files")
             self.db.execute("DELETE FROM dirs")
             self.db.execute("DELETE FROM attrs")
+            self.db.execute("DELETE FROM dir_trees")
             self.db.execute("VACUUM")
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._dir_ids.clear()
@@ -466,10 +475,37 @@ class LocalCache:
         self.db.execute("INSERT OR REPLACE INTO files SELECT * FROM files_pending "
                         "ORDER BY dir, name, rowid")
         self.db.execute("DELETE FROM files_pending")
+        # the directories of the run, no more: rows of directories gone are dropped
+        self.db.execute("DELETE FROM dir_trees WHERE name NOT IN "
+                        "(SELECT name FROM dir_trees_seen)")
+        self.db.execute("INSERT OR REPLACE INTO dir_trees SELECT * FROM dir_trees_pending")
+        self.discard_pending_dirs()
 
     @_locked
     def discard_pending_files(self) -> None:
         self.db.execute("DELETE FROM files_pending")
+        self.discard_pending_dirs()
+
+    # -- directory trees (archive/dir_cache.py: rows by name, opaque to the cache)
+    @_locked
+    def get_dir(self, name: bytes) -> tuple[bytes, bytes] | None:
+        """The digest and row of a directory, as the last committed run left them."""
+        row = self.db.execute("SELECT digest, row FROM dir_trees WHERE name=?",
+                              (name,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    @_locked
+    def put_dirs(self, rows: list[tuple[bytes, bytes, bytes]], kept: list[bytes]) -> None:
+        """(name, digest, row) of directories, pending like file rows; ``kept``: the
+        names of the run's other directories, whose rows stay as they are."""
+        self.db.executemany("INSERT OR REPLACE INTO dir_trees_pending VALUES (?, ?, ?)", rows)
+        self.db.executemany("INSERT OR IGNORE INTO dir_trees_seen VALUES (?)",
+                            [(name,) for name, _, _ in rows] + [(name,) for name in kept])
+
+    @_locked
+    def discard_pending_dirs(self) -> None:
+        self.db.execute("DELETE FROM dir_trees_pending")
+        self.db.execute("DELETE FROM dir_trees_seen")
 
     # -- rebuild
     def rebuild_from_manifest(self, manifest: Manifest) -> int:

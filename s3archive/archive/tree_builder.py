@@ -2,24 +2,32 @@
 
 Entries arrive in path (component-wise) order, so a directory's contents
 follow it directly and a directory is complete when the walk leaves it.
-Each directory keeps only its current leaf and the references of the leaves
-already written: memory is bounded by the depth times one leaf, whatever the
-size of the run.  Nodes go to the metadata writer (content-addressed: an
-unchanged directory encodes to the same bytes, hence the same id, and is
-not stored again).  Every pack a node references is collected for the
-run's pack table.
+While the spool is read, each open directory keeps only where its entries'
+lines are (16 bytes an entry), a digest of those lines and its
+subdirectories' trees: memory is bounded by the largest directory, whatever
+the size of the run.  When a directory is complete, its digest is looked up
+in the directory cache (archive/dir_cache.py): an unchanged directory reuses
+the nodes an earlier run stored and costs nothing more.  Otherwise its lines
+are read again and encoded, one leaf at a time.  Nodes go to the metadata
+writer (content-addressed: a directory that encodes to the same bytes has the
+same id, and is not stored again).  Every pack a node references is collected
+for the run's pack table.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import logging
+import os
+from array import array
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterator
 
 from s3archive.archive.chunk_writer import ChunkWriter
+from s3archive.archive.dir_cache import DirCache, DirRow, new_digest, ref_line
 from s3archive.archive.packer import ChunkId, ChunkLocation
 from s3archive.errors import ManifestError
 from s3archive.format import pack2
@@ -31,6 +39,15 @@ log = logging.getLogger(__name__)
 Leaf = list[tuple[dict[str, Any], list[tc.BlobRef] | None, list[tc.BlobRef] | None,
                   tc.BlobRef | None]]
 
+READ_BYTES = 1 << 20  # a changed directory's lines are read again in runs of up to this
+SPOOL_BLOCK = 1024  # entries of a changed directory encoded at once: their chunks located at once
+_SYNTHETIC = -1  # the offset of an entry the walk did not record (an ancestor)
+# how file_stage spools an entry (manifest_codec.encode_entry): a path that needs
+# no escaping is read off the line without decoding it
+_PATH_AT = b'{"type":"entry","path":"'
+_KIND_AT = b'","kind":"'
+_DIR_KIND_AT = b'","kind":"dir"'
+
 
 def blob_ref(location: ChunkLocation) -> tc.BlobRef:
     return tc.BlobRef(location.hash, location.size, location.pack, location.offset,
@@ -39,13 +56,42 @@ def blob_ref(location: ChunkLocation) -> tc.BlobRef:
 
 @dataclass
 class _Dir:
+    """A directory whose entries are being read: where their lines are, and a digest."""
+
     path: bytes
-    obj: dict[str, Any]  # the directory's own entry (spool form)
+    digest: hashlib._Hash
+    obj: dict[str, Any] | None = None  # the root's own entry (spool form)
+    offsets: array[int] = field(default_factory=lambda: array("q"))  # of the lines in the spool
+    lengths: array[int] = field(default_factory=lambda: array("q"))
+    synthetic: dict[int, bytes] = field(default_factory=dict)  # index -> name, not recorded
+    trees: dict[int, tc.BlobRef] = field(default_factory=dict)  # index -> a subdirectory's
+
+    def add(self, offset: int, raw: bytes) -> None:
+        self.offsets.append(offset)
+        self.lengths.append(len(raw))
+        self.digest.update(raw)
+
+    def add_synthetic(self, name: bytes) -> None:
+        self.synthetic[len(self.offsets)] = name
+        self.offsets.append(_SYNTHETIC)
+        self.lengths.append(0)
+        self.digest.update(b"synthetic %d " % len(name) + name + b"\n")
+
+    def set_tree(self, tree: tc.BlobRef) -> None:
+        """The tree of the subdirectory that is this directory's last entry."""
+        self.trees[len(self.offsets) - 1] = tree
+        self.digest.update(ref_line(tree))
+
+
+@dataclass
+class _Encoding:
+    """A directory being encoded: its current leaf and the leaves already written."""
+
+    path: bytes
     leaf: Leaf = field(default_factory=list)
     leaf_bytes: int = 0
     leaves: list[tuple[bytes, int, tc.BlobRef]] = field(default_factory=list)
     last_name: bytes = b""
-    synthetic: bool = False
 
 
 @dataclass
@@ -56,25 +102,39 @@ class TreeResult:
     packs: set[str]  # every pack a node references (data and metadata)
 
 
-SPOOL_BLOCK = 1024  # spooled entries read ahead: their chunks are located at once
-
-
 class TreeBuilder:
+    """Builds a run's trees.  With ``dirs`` (the directory cache) an unchanged
+    directory is reused when its data packs are ones ``may_reference`` allows
+    (packs the run uploaded or leased: the root's pack table lists exactly those)."""
+
     def __init__(self, meta: ChunkWriter, locate: Callable[[ChunkId], ChunkLocation],
-                 prefetch: Callable[[list[str]], None] | None = None):
+                 prefetch: Callable[[list[str]], None] | None = None,
+                 dirs: DirCache | None = None,
+                 may_reference: Callable[[str], bool] | None = None):
         self.meta = meta
         self.locate = locate
         self.prefetch = prefetch  # told the chunks of the next block of entries
+        self.dirs = dirs
+        self.may_reference = may_reference
         self.packs: set[str] = set()
         self.entries = 0
         self.nodes_written = 0
+        self.dirs_encoded = 0
+        self.dirs_reused = 0
+        self._fd = -1
+        # what the directory being encoded stores and references (its row)
+        self._blobs: list[ChunkLocation] | None = None
+        self._data: set[str] | None = None
 
     # ------------------------------------------------------------ blobs
     def store_blob(self, plain: bytes, kind: bytes, what: bytes) -> tc.BlobRef:
         if len(plain) > tc.MAX_META_BLOB:
             raise ManifestError(f"metadata of {what[:200]!r} is {len(plain)} bytes, more than "
                                 f"a reader accepts ({tc.MAX_META_BLOB}); not committing the run")
-        ref = blob_ref(self.meta.add_blob(plain, kind))
+        location = self.meta.add_blob(plain, kind)
+        if self._blobs is not None:
+            self._blobs.append(location)
+        ref = blob_ref(location)
         self.packs.add(ref.pack)
         self.nodes_written += 1
         return ref
@@ -86,6 +146,8 @@ class TreeBuilder:
         for chunk in chunks:
             ref = blob_ref(self.locate(chunk))
             self.packs.add(ref.pack)
+            if self._data is not None:
+                self._data.add(ref.pack)
             refs.append(ref)
         if len(refs) <= tc.INLINE_CHUNKS:
             return refs, None
@@ -105,23 +167,27 @@ class TreeBuilder:
 
     # ------------------------------------------------------------ the walk
     def build(self, spool: IO[bytes]) -> TreeResult:
-        spool.seek(0)
+        spool.seek(0)  # (flushes what was written: the lines are read again with pread)
+        self._fd = spool.fileno()
+        if self.dirs is not None:
+            self.dirs.begin_pass()
+        seed = new_digest()
         stack: list[_Dir] = []
         root: _Dir | None = None
-        for raw in self._lines(spool):
-            line, tab, listed = raw.rstrip(b"\n").partition(b"\t")
-            obj = json.loads(line)
-            path = _path_of(obj)
+        offset = 0
+        for raw in spool:
+            start, offset = offset, offset + len(raw)
             self.entries += 1
+            path, is_dir = _spooled_path(raw)
             if path == b"/":
-                root = _Dir(b"/", obj)
+                root = _Dir(b"/", seed.copy(), json.loads(raw.partition(b"\t")[0]))
                 stack = [root]
                 continue
             parent = path.rsplit(b"/", 1)[0] or b"/"
             while stack and not _is_within(parent, stack[-1].path):
                 self._close(stack)
             if not stack:
-                root = _Dir(b"/", _synthetic_dir(), synthetic=True)
+                root = _Dir(b"/", seed.copy(), _synthetic_dir())
                 stack = [root]
             while stack[-1].path != parent:  # an ancestor the walk did not record
                 top = stack[-1].path
@@ -129,70 +195,96 @@ class TreeBuilder:
                 name = rest.split(b"/", 1)[0]
                 child = top + name if top == b"/" else top + b"/" + name
                 log.warning("%r was not recorded: stored as a plain directory", child)
-                self._append(stack[-1], name, _synthetic_dir(), None, None, True)
-                stack.append(_Dir(child, _synthetic_dir(), synthetic=True))
-            name = path.rsplit(b"/", 1)[1]
-            chunks = lists = None
-            if tab:
-                pairs = [item.split(b":") for item in listed.split(b",")] if listed else []
-                chunks, lists = self.content_refs(
-                    [ChunkId(h.decode("ascii"), int(n)) for h, n in pairs], path)
-            is_dir = obj.get("kind") == "dir"
-            self._append(stack[-1], name, obj, chunks, lists, is_dir)
+                stack[-1].add_synthetic(name)
+                stack.append(_Dir(child, seed.copy()))
+            stack[-1].add(start, raw)
             if is_dir:
-                stack.append(_Dir(path, obj))
+                stack.append(_Dir(path, seed.copy()))
         root_tree = None
         while stack:
             root_tree = self._close(stack)
+        if self.dirs is not None:
+            self.dirs.flush()
+        log.info("trees: %d directories unchanged (reused), %d encoded", self.dirs_reused,
+                 self.dirs_encoded)
         if root is None:
             return TreeResult(None, None, self.entries, self.packs)
         return TreeResult(root.obj, root_tree, self.entries, self.packs)
 
-    def _lines(self, spool: IO[bytes]) -> Iterator[bytes]:
-        """The spool's lines, a block at a time (the block's chunks prefetched)."""
-        while True:
-            block = list(itertools.islice(spool, SPOOL_BLOCK))
-            if not block:
-                return
-            if self.prefetch is not None:
-                self.prefetch([item[:64].decode("ascii")
-                               for raw in block if b"\t" in raw
-                               for item in raw.rstrip(b"\n").partition(b"\t")[2].split(b",")
-                               if item])
-            yield from block
-
-    def _append(self, parent: _Dir, name: bytes, obj: dict[str, Any],
-                chunks: list[tc.BlobRef] | None, lists: list[tc.BlobRef] | None,
-                is_dir: bool) -> None:
-        if parent.leaf and (len(parent.leaf) >= tc.LEAF_MAX
-                            or tc.cut_after(parent.last_name, len(parent.leaf))):
-            self._flush_leaf(parent)
-        node_obj = tc.entry_object(obj, name)
-        size = len(line_dumps(node_obj)) + 80 * len(chunks or lists or ()) + (80 if is_dir else 0)
-        if parent.leaf and parent.leaf_bytes + size > tc.NODE_TARGET_BYTES:
-            self._flush_leaf(parent)
-        parent.leaf.append((node_obj, chunks, lists, None))
-        parent.leaf_bytes += size
-        parent.last_name = name
-
-    def _flush_leaf(self, directory: _Dir) -> None:
-        first = _entry_name(directory.leaf[0][0])
-        ref = self.store_blob(tc.encode_leaf(directory.leaf), pack2.KIND_TREE, directory.path)
-        directory.leaves.append((first, len(directory.leaf), ref))
-        directory.leaf = []
-        directory.leaf_bytes = 0
-
     def _close(self, stack: list[_Dir]) -> tc.BlobRef:
         directory = stack.pop()
-        if directory.leaf or not directory.leaves:
-            if directory.leaves:
-                self._flush_leaf(directory)
-            else:  # one leaf (perhaps empty) is the whole directory
-                tree = self.store_blob(tc.encode_leaf(directory.leaf), pack2.KIND_TREE,
-                                   directory.path)
-                self._set_tree(stack, directory, tree)
-                return tree
-        level = directory.leaves
+        digest = directory.digest.digest()
+        row = self.dirs.lookup(directory.path, digest) if self.dirs is not None else None
+        if row is not None and self._reuse(row):
+            self.dirs_reused += 1
+            tree = blob_ref(row.tree)
+            assert self.dirs is not None
+            self.dirs.keep(directory.path)
+        else:
+            self.dirs_encoded += 1
+            self._blobs, self._data = [], set()
+            try:
+                tree = self._encode(directory)
+                blobs = tuple(dict.fromkeys(self._blobs))
+                made = DirRow(next(b for b in blobs if b.hash == tree.id), blobs,
+                              frozenset(self._data))
+            finally:
+                self._blobs = self._data = None
+            if self.dirs is not None:
+                self.dirs.remember(directory.path, digest, made)
+        if stack:
+            stack[-1].set_tree(tree)
+        return tree
+
+    def _reuse(self, row: DirRow) -> bool:
+        """Take an unchanged directory's nodes as they are, if that is safe (dir_cache)."""
+        if self.may_reference is None or not all(map(self.may_reference, row.data_packs)):
+            return False
+        if not self.meta.adopt_blobs(row.blobs):
+            return False
+        self.packs.update(row.data_packs)
+        self.packs.update(blob.pack for blob in row.blobs)
+        return True
+
+    # ------------------------------------------------------------ encoding
+    def _encode(self, directory: _Dir) -> tc.BlobRef:
+        encoding = _Encoding(directory.path)
+        lines = self._lines(directory)
+        while block := list(itertools.islice(lines, SPOOL_BLOCK)):
+            if self.prefetch is not None:
+                self.prefetch([item[:64].decode("ascii")
+                               for _, raw in block if raw is not None and b"\t" in raw
+                               for item in raw.rstrip(b"\n").partition(b"\t")[2].split(b",")
+                               if item])
+            self._encode_block(directory, encoding, block)
+        return self._close_encoding(directory, encoding)
+
+    def _encode_block(self, directory: _Dir, encoding: _Encoding,
+                      block: list[tuple[int, bytes | None]]) -> None:
+        for index, raw in block:
+            chunks = lists = None
+            if raw is None:
+                name, obj = directory.synthetic[index], _synthetic_dir()
+            else:
+                line, tab, listed = raw.rstrip(b"\n").partition(b"\t")
+                obj = json.loads(line)
+                path = _path_of(obj)
+                name = path.rsplit(b"/", 1)[1]
+                if tab:
+                    pairs = [item.split(b":") for item in listed.split(b",")] if listed else []
+                    chunks, lists = self.content_refs(
+                        [ChunkId(h.decode("ascii"), int(n)) for h, n in pairs], path)
+            tree = directory.trees.get(index)
+            assert (tree is not None) == (obj.get("kind") == "dir"), "walk order broken"
+            self._append(encoding, name, obj, chunks, lists, tree)
+
+    def _close_encoding(self, directory: _Dir, encoding: _Encoding) -> tc.BlobRef:
+        if encoding.leaf or not encoding.leaves:
+            if not encoding.leaves:  # one leaf (perhaps empty) is the whole directory
+                return self.store_blob(tc.encode_leaf(encoding.leaf), pack2.KIND_TREE,
+                                       directory.path)
+            self._flush_leaf(encoding)
+        level = encoding.leaves
         height = 0
         while len(level) > 1:
             height += 1
@@ -209,23 +301,58 @@ class TreeBuilder:
             if group:
                 upper.append(self._inner(height, group, directory.path))
             level = upper
-        tree = level[0][2]
-        self._set_tree(stack, directory, tree)
-        return tree
+        return level[0][2]
+
+    def _lines(self, directory: _Dir) -> Iterator[tuple[int, bytes | None]]:
+        """The directory's entries' lines (None for an entry not recorded), read again
+        from the spool: adjacent lines with one read."""
+        offsets, lengths = directory.offsets, directory.lengths
+        count, index = len(offsets), 0
+        while index < count:
+            start = offsets[index]
+            if start == _SYNTHETIC:
+                yield index, None
+                index += 1
+                continue
+            stop, end = index, start
+            while stop < count and offsets[stop] == end and end - start < READ_BYTES:
+                end += lengths[stop]
+                stop += 1
+            block = os.pread(self._fd, end - start, start)
+            if len(block) != end - start:
+                raise ManifestError("the run's entry spool was cut short")
+            at = 0
+            for number in range(index, stop):
+                yield number, block[at:at + lengths[number]]
+                at += lengths[number]
+            index = stop
+
+    def _append(self, encoding: _Encoding, name: bytes, obj: dict[str, Any],
+                chunks: list[tc.BlobRef] | None, lists: list[tc.BlobRef] | None,
+                tree: tc.BlobRef | None) -> None:
+        if encoding.leaf and (len(encoding.leaf) >= tc.LEAF_MAX
+                              or tc.cut_after(encoding.last_name, len(encoding.leaf))):
+            self._flush_leaf(encoding)
+        node_obj = tc.entry_object(obj, name)
+        size = (len(line_dumps(node_obj)) + 80 * len(chunks or lists or ())
+                + (80 if tree is not None else 0))
+        if encoding.leaf and encoding.leaf_bytes + size > tc.NODE_TARGET_BYTES:
+            self._flush_leaf(encoding)
+        encoding.leaf.append((node_obj, chunks, lists, tree))
+        encoding.leaf_bytes += size
+        encoding.last_name = name
+
+    def _flush_leaf(self, encoding: _Encoding) -> None:
+        first = _entry_name(encoding.leaf[0][0])
+        ref = self.store_blob(tc.encode_leaf(encoding.leaf), pack2.KIND_TREE, encoding.path)
+        encoding.leaves.append((first, len(encoding.leaf), ref))
+        encoding.leaf = []
+        encoding.leaf_bytes = 0
 
     def _inner(self, height: int, group: list[tuple[bytes, int, tc.BlobRef]],
                path: bytes) -> tuple[bytes, int, tc.BlobRef]:
         ref = self.store_blob(tc.encode_inner(height, group), pack2.KIND_TREE, path)
         return group[0][0], sum(count for _, count, _ in group), ref
-
-    @staticmethod
-    def _set_tree(stack: list[_Dir], directory: _Dir, tree: tc.BlobRef) -> None:
-        if not stack:
-            return
-        parent = stack[-1]
-        obj, chunks, lists, _ = parent.leaf[-1]
-        assert _entry_name(obj) == directory.path.rsplit(b"/", 1)[1], "walk order broken"
-        parent.leaf[-1] = (obj, chunks, lists, tree)
 
 
 def record_snapshot(builder: TreeBuilder, obj: dict[str, Any], chunks: list[ChunkId]
@@ -233,6 +360,24 @@ def record_snapshot(builder: TreeBuilder, obj: dict[str, Any], chunks: list[Chun
                                list[tc.BlobRef] | None]:
     inline, lists = builder.content_refs(chunks, obj["name"].encode("utf-8", "replace"))
     return obj, inline, lists
+
+
+def _spooled_path(raw: bytes) -> tuple[bytes, bool]:
+    """A spooled entry's path, and whether it is a directory.
+
+    A path that needs no escaping is read off the line as it is (the entry's
+    JSON writes it as its UTF-8 bytes, and its kind right after); any other
+    line is decoded."""
+    if raw.startswith(_PATH_AT):
+        end = raw.find(b'"', len(_PATH_AT))
+        path = raw[len(_PATH_AT):end]
+        if end > 0 and b"\\" not in path:
+            if raw.startswith(_DIR_KIND_AT, end):
+                return path, True
+            if raw.startswith(_KIND_AT, end):
+                return path, False
+    obj = json.loads(raw.partition(b"\t")[0])
+    return _path_of(obj), obj.get("kind") == "dir"
 
 
 def _path_of(obj: dict[str, Any]) -> bytes:
@@ -253,4 +398,3 @@ def _synthetic_dir() -> dict[str, Any]:
 
 def _is_within(path: bytes, directory: bytes) -> bool:
     return directory == b"/" or path == directory or path.startswith(directory + b"/")
-
