@@ -93,7 +93,7 @@ class DirRow:
 
 
 class DirCache:
-    """The ``dirs`` table of the local cache, named and keyed for this host.
+    """The ``dir_trees`` table of the local cache, named and keyed for this host.
 
     ``key`` is the dedup secret's cache key of an encrypting host (None: plain).
     ``remember`` is off in a dry run (its packs are never stored).
