@@ -167,6 +167,9 @@ class Archiver:
                 raise AssertionError("unreachable")
             finally:
                 cache.close()
+                # a picker forked while the lock is held keeps a copy of its descriptor
+                # until it execs: the lock is released only once no picker can start
+                picking.wait()
 
     def _attempt(self, cache: LocalCache, plan: RunPlan,
                  picking: "_Background[PickResult]") -> ArchiveSummary:
@@ -349,6 +352,9 @@ class _Background(Generic[_T]):
 
         self._thread = threading.Thread(target=target, name="pickers", daemon=True)
         self._thread.start()
+
+    def wait(self) -> None:
+        self._thread.join()
 
     def result(self) -> _T:
         self._thread.join()

@@ -172,6 +172,27 @@ def test_plain_and_encrypted_runs_of_a_host_never_mix_silently(tmp_path: Path) -
     assert any(e.path.endswith(b"/f") for e in manifest.entries)
 
 
+def test_a_run_refused_under_its_lock_releases_it_only_after_every_picker_ran(
+        tmp_path: Path) -> None:
+    """A picker forked while the run lock is held keeps a copy of the lock's
+    descriptor until it execs: a run that fails early must not release the lock
+    while pickers may still start (the next run was refused as 'another archive
+    run holds' the lock)."""
+    (tmp_path / "state").mkdir()
+    host = Host(tmp_path, encrypted=False)
+    (host.tree / "f").write_text("plain first\n")
+    host.archive()
+    late = host.etc / "pickers.d" / "20-late"
+    marker = tmp_path / "late-picker-ran"
+    late.write_text(f"#!/bin/sh\nsleep 0.5\ntouch '{marker}'\n")
+    late.chmod(0o755)
+    host.configure(encrypted=True)
+    with pytest.raises(EncryptionMixError):
+        host.archive()
+    assert marker.exists(), "the run returned while its pickers were still running"
+    assert host.archive(start_encryption=True).exit_code == 0
+
+
 def test_the_cache_of_a_host_that_starts_encrypting_forgets_its_plain_rows(
         tmp_path: Path) -> None:
     (tmp_path / "state").mkdir()
