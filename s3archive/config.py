@@ -127,6 +127,23 @@ class EncryptionConfig:
         return read_dedup_secret_file(self.dedup_secret_file)
 
 
+DEFAULT_DEDUP_GROUP = "all"  # every plain host of the bucket
+_DEDUP_GROUP = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _parse_dedup_group(reader: "_Reader") -> str | None:
+    """``[dedup] group``: a name, or ``"none"``/``false`` for a host that shares nothing."""
+    value = reader.get("group", (str, bool), DEFAULT_DEDUP_GROUP)
+    if value is False or value == "none":
+        return None
+    if value is True:
+        return DEFAULT_DEDUP_GROUP
+    if not _DEDUP_GROUP.fullmatch(value):
+        raise reader.fail("group", value, "must be 1-64 characters of A-Z a-z 0-9 . _ - "
+                                          '(or "none" to share nothing)')
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -140,6 +157,8 @@ class Config:
     cost: CostSettings = field(default_factory=CostSettings)
     allow_unlocked_bucket: bool = False
     encryption: EncryptionConfig | None = None  # None: plain runs
+    # [dedup] group (docs/FORMAT.md part 2, 16): None shares nothing with other hosts
+    dedup_group: str | None = DEFAULT_DEDUP_GROUP
 
     @property
     def pickers_dir(self) -> Path:
@@ -250,7 +269,7 @@ def load_config(path: Path | None = None, *, clock: Clock = utc_now) -> Config:
 
 def parse_config(document: dict[str, Any], path: Path, *, clock: Clock = utc_now) -> Config:
     sections = ("s3", "host", "retention", "content", "sources", "local", "report", "cost",
-                "encryption")
+                "encryption", "dedup")
     top = _Reader(path, "", document)
     allow_unlocked = top.get("allow_unlocked_bucket", bool, False)
     for name in sections:
@@ -280,11 +299,13 @@ def parse_config(document: dict[str, Any], path: Path, *, clock: Clock = utc_now
     cost = _parse_cost(tables["cost"], path)
     encryption = _parse_encryption(tables["encryption"], path) if "encryption" in document \
         else None
+    dedup_group = _parse_dedup_group(tables["dedup"])
     for name, reader in tables.items():
         reader.finish(("class_gb_month",) if name == "cost" else ())
     return Config(path=path, s3=s3, host_name=host_name, retention=retention, content=content,
                   sources=sources, local=local, report=report, cost=cost,
-                  allow_unlocked_bucket=allow_unlocked, encryption=encryption)
+                  allow_unlocked_bucket=allow_unlocked, encryption=encryption,
+                  dedup_group=dedup_group)
 
 
 def _parse_encryption(reader: _Reader, path: Path) -> EncryptionConfig:

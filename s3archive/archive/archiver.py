@@ -26,6 +26,7 @@ from s3archive.archive.chunker import CHUNKER_PARAMS
 from s3archive.archive.commit import commit_manifest
 from s3archive.archive.file_stage import FileStage, FileTally
 from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache, cache_path
+from s3archive.archive.group_index import GroupIndex, for_host
 from s3archive.archive.pack_index import PackIndexWriter, cache_name, learn
 from s3archive.archive.pack_lease import LeaseResult, NoSources, PackLease, PacksMissing
 from s3archive.archive.packer import ChunkId, ChunkLocation
@@ -311,6 +312,12 @@ class Archiver:
                 log.warning("cannot rebuild the cache from %s: %s", latest.key, err)
             else:
                 log.info("rebuilt the local cache from run %s (%d files)", latest.run_id, learned)
+        group = _group_index(self.config, self.store, encrypting)
+        if group is not None:  # what the other hosts of the dedup group store (FORMAT2 16)
+            report = group.refresh(cache, self.clock(), locked)
+            log.info("dedup group %s: %d list requests, %d index objects read (%d packs, "
+                     "%d blobs), %d refused", group.directory, report.listed, report.objects,
+                     report.packs, report.blobs, report.skipped)
         lapsing = cache.packs_lapsing_before(self.clock() + self.reuse_margin)
         if lapsing:
             log.info("forgetting %d cached packs whose lock lapses soon", len(lapsing))
@@ -328,6 +335,11 @@ class Archiver:
                 cache.begin()
                 cache.forget_packs(weaker)
                 cache.commit()
+
+
+def _group_index(config: Config, store: StoreWriter, encrypting: bool) -> GroupIndex | None:
+    secret = config.encryption.dedup_secret if encrypting and config.encryption else None
+    return for_host(store, config.host_name, config.dedup_group, secret)
 
 
 def _run_start(run: RunRef) -> datetime:
@@ -657,6 +669,14 @@ class _Run:
         if hold:  # packs first: a held run never points at unheld packs
             for ref in table:
                 ctx.store.set_legal_hold(ref.key, ref.version_id, True)
+        group = _group_index(cfg, ctx.store, plan.encryption is not None)
+        if group is not None and (writer.new_packs or data_lease.extended):
+            # the data this run uploaded and the locks it extended, for its group (FORMAT2 16)
+            try:
+                group.publish(ctx.store, plan.run_id, ctx.clock(), table, ctx.cache,
+                              writer.new_packs, pack_lock)
+            except StoreError as err:  # an optimisation for the group, never the run's data
+                log.warning("could not write the group index of this run: %s", err)
         commit_manifest(ctx.store, key, blob, lock, hold)
         ctx.cache.commit_pending_files()
         ctx.cache.set_meta("last_run_id", plan.run_id)

@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from s3archive.archive.encryption import FileCipher
 
 SCHEMA_VERSION = 3
-_TABLES = ("meta", "packs", "pack_names", "chunks", "files", "attrs", "dirs", "dir_trees")
+_TABLES = ("meta", "packs", "pack_names", "chunks", "files", "attrs", "dirs", "dir_trees",
+           "group_packs", "group_seen")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pack_names (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
@@ -68,6 +69,10 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (dir, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dir_trees (
     name BLOB PRIMARY KEY, digest BLOB NOT NULL, row BLOB NOT NULL) WITHOUT ROWID;
+-- the dedup group (archive/group_index.py): packs other hosts uploaded, and the
+-- group index objects already read
+CREATE TABLE IF NOT EXISTS group_packs (key TEXT PRIMARY KEY, host TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_seen (key TEXT PRIMARY KEY, day TEXT NOT NULL) WITHOUT ROWID;
 """
 _CHUNK_ITEM = struct.Struct(">32sI")  # a chunk is at most 8 MiB (format/limits.py)
 _BATCH = 500  # hashes in one ``IN (...)``
@@ -353,6 +358,59 @@ class LocalCache:
         row = self.db.execute("SELECT pack, offset, stored, size, encoding FROM chunks WHERE hash=?",
                               (bytes.fromhex(digest),)).fetchone()
         return self._location(digest, row) if row else None
+
+    # -- the dedup group (archive/group_index.py)
+    @_locked
+    def learn_group_pack(self, pack: CachedPack, host: str | None,
+                         rows: Iterable[ChunkLocation]) -> None:
+        """A pack another host of the group uploaded (``host``), or only a newer lock of
+        a pack (``host`` None); its blobs never replace a location already known."""
+        self.add_pack(pack)
+        if host is not None:
+            self.db.execute("INSERT OR IGNORE INTO group_packs VALUES (?, ?)", (pack.key, host))
+        self.db.executemany(
+            "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+            [(bytes.fromhex(c.hash), self._pack_id(c.pack), c.offset, c.stored, c.size,
+              ENCODINGS.index(c.encoding)) for c in rows])
+
+    @_locked
+    def group_pack_host(self, key: str) -> str | None:
+        """The host that uploaded a pack learned from the group index, or None."""
+        row = self.db.execute("SELECT host FROM group_packs WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @_locked
+    def group_seen(self, keys: Iterable[str]) -> set[str]:
+        wanted = list(keys)
+        seen: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            batch = wanted[start:start + 500]
+            marks = ",".join("?" * len(batch))
+            seen.update(row[0] for row in self.db.execute(
+                f"SELECT key FROM group_seen WHERE key IN ({marks})", batch))
+        return seen
+
+    @_locked
+    def add_group_seen(self, key: str, day: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO group_seen VALUES (?, ?)", (key, day))
+
+    @_locked
+    def forget_group_seen_before(self, day: str) -> None:
+        self.db.execute("DELETE FROM group_seen WHERE day < ?", (day,))
+
+    @_locked
+    def chunks_in_packs(self, keys: Iterable[str]) -> list[ChunkLocation]:
+        """Every chunk the index places in one of the packs ``keys``."""
+        found = []
+        for key in keys:
+            number = self._pack_id(key, create=False)
+            if number is None:
+                continue
+            found += [ChunkLocation(row[0].hex(), key, row[1], row[2], row[3], ENCODINGS[row[4]])
+                      for row in self.db.execute(
+                          "SELECT hash, offset, stored, size, encoding FROM chunks WHERE pack=? "
+                          "ORDER BY offset", (number,))]
+        return found
 
     # -- files
     def _row_key(self, path: bytes, create: bool) -> tuple[int, bytes] | None:

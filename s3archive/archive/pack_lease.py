@@ -12,6 +12,12 @@ instead.  (Packs in a weaker mode never get this far: the archiver forgets
 them before the walk, so their files are read and their chunks written anew.)
 A pack version that turns out to be gone raises :class:`PacksMissing`: the
 archiver forgets it and runs again, so its chunks are written anew.
+
+A pack another host of the dedup group uploaded (archive/group_index.py) is
+leased the same way; when its extension is refused (its lock is already later
+than this host knew, which S3 refuses as a shortening, and the backup role
+cannot look; or a policy) the run does not reference it: the chunks it needs
+are written anew from its own files (docs/FORMAT.md part 2, 16.4).
 """
 
 from __future__ import annotations
@@ -113,6 +119,7 @@ class PackLease:
         result = LeaseResult()
         rewrite: list[str] = []
         missing: set[str] = set()
+        refused: set[str] = set()  # another host's packs whose lease this host cannot take
         for key in sorted(used):
             cached = self.cache.get_pack(key)
             if cached is None:
@@ -132,27 +139,35 @@ class PackLease:
             elif decision.action == "rewrite" or weaker:
                 rewrite.append(key)
             else:
-                lock = self._extend(cached, missing)
+                lock = self._extend(cached, missing, refused)
                 if lock is not None:
                     result.packs[key] = LeasedPack(cached.version_id, cached.size, *lock)
                     result.extended += 1
         if missing:
             raise PacksMissing(missing)
+        if refused:
+            kept = self._rewrite(sorted(refused))
+            if kept:  # some chunks cannot be read again: forget the packs, start over
+                raise PacksMissing(set(kept))
+            result.rewritten += len(refused)
         if rewrite:
             for key in self._rewrite(rewrite):  # could not be read again: extend
                 cached = self.cache.get_pack(key)
                 assert cached is not None
-                lock = self._extend(cached, missing)
+                lock = self._extend(cached, missing, missing)
                 if lock is not None:
                     result.packs[key] = LeasedPack(cached.version_id, cached.size, *lock)
                     result.extended += 1
                 rewrite.remove(key)
             if missing:
                 raise PacksMissing(missing)
-            result.rewritten = len(rewrite)
+            result.rewritten += len(rewrite)
         return result
 
-    def _extend(self, pack: CachedPack, missing: set[str]) -> tuple[datetime, str] | None:
+    def _extend(self, pack: CachedPack, missing: set[str],
+                refused: set[str]) -> tuple[datetime, str] | None:
+        """Lengthen a pack's lock; None when it is gone (``missing``) or, for another
+        host's pack, when the store refuses and the lock cannot be seen (``refused``)."""
         mode = stronger_mode(pack.lock_mode, self.retention.mode)
         target = self.retention.pack_until
         if self.dry_run:
@@ -164,12 +179,23 @@ class PackLease:
             return None
         except StoreError as err:
             # The lock may already be later than we knew (never shorten): look.
+            foreign = self.cache.group_pack_host(pack.key)
             try:
                 info = self.store.head(pack.key, pack.version_id)
             except NoSuchVersion:
                 missing.add(pack.key)
                 return None
-            if info.retain_until is None or info.retain_until < self.retention.retain_until:
+            except StoreError:
+                if foreign is None:
+                    raise
+                info = None
+            if info is None or info.retain_until is None \
+                    or info.retain_until < self.retention.retain_until:
+                if foreign is not None:
+                    log.info("%s (uploaded by %s): the lock cannot be extended (%s); its "
+                             "chunks are written anew", pack.key, foreign, err)
+                    refused.add(pack.key)
+                    return None
                 raise StoreError(f"cannot extend the lock of {pack.key}: {err}") from None
             target, mode = info.retain_until, info.lock_mode or mode
         self.cache.add_pack(CachedPack(pack.key, pack.version_id, pack.size, mode, target))

@@ -1,0 +1,349 @@
+"""The group index: what the hosts of one dedup group store (docs/FORMAT.md part 2, 16).
+
+Every committed run of a sharing host writes one small object per part under
+``index/<group-dir>/<day>/``: the packs of its table with the locks it made
+sure of, and the blobs of the data packs it uploaded.  Before each run a host
+lists the days since its cursor (O(1) list requests a day, whatever the
+number of hosts), GETs the objects it has not read, checks each as untrusted
+input and enters packs and blobs into its local cache (SQLite: memory is
+bounded by one part).  Its chunk writer then reuses what another host
+uploaded exactly as its own, and its pack lease extends the lock.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Iterator
+
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache
+from s3archive.archive.packer import ChunkLocation
+from s3archive.clock import isoformat, parse_iso
+from s3archive.crypto.dedup import DedupSecret, _derive
+from s3archive.errors import S3ArchiveError
+from s3archive.format import pack2
+from s3archive.format.model import PackRef
+from s3archive.format.run_id import RUN_ID
+from s3archive.store.base import ObjectLock, StoreReader, StoreWriter
+
+log = logging.getLogger(__name__)
+
+INDEX_PREFIX = "index/"
+LABEL = b"s3archive/v2/group-index"
+VERSION = 1
+MAX_OBJECT = 64 << 20  # stored bytes of one object (listed size, checked before the GET)
+MAX_PLAIN = 256 << 20  # decompressed bytes of one object
+MAX_LINE = 4096
+BLOBS_PER_PART = 262_144
+MAX_PACK_SIZE = 1 << 30
+MAX_BLOB = 8 << 20
+_NONCE = 12
+_DAY = "%Y%m%d"
+_WRITTEN = "%Y%m%dT%H%M%SZ"
+LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
+# hosts' clocks are checked against the store's (the clock check allows minutes): an
+# object is named at most this far from the time it becomes visible to a listing
+CLOCK_MARGIN = timedelta(hours=1)
+_PART = re.compile(r"-(?P<run>" + RUN_ID.pattern + r")-p\d+\.idx")
+
+
+class GroupIndexInvalid(ValueError):
+    """A group index object that fails a check: skipped whole."""
+
+
+def for_host(store: StoreReader, host: str, group: str | None,
+             secret: DedupSecret | None) -> "GroupIndex | None":
+    """The group index of a host (``[dedup] group``; an encrypting host's group is
+    its dedup secret's), or None when it shares nothing."""
+    directory = group_dir(group, secret)
+    return GroupIndex(store, directory, host, secret) if directory is not None else None
+
+
+def group_dir(group: str | None, secret: DedupSecret | None) -> str | None:
+    """Where a host's group keeps its index; None: the host shares nothing."""
+    if group is None:
+        return None
+    if secret is not None:
+        return f"sealed-{secret.dedup_id}"
+    return f"plain-{group}"
+
+
+@dataclass(frozen=True)
+class LearnReport:
+    listed: int = 0  # list requests made
+    objects: int = 0  # objects read and learned
+    skipped: int = 0  # objects refused as invalid
+    packs: int = 0
+    blobs: int = 0
+
+
+@dataclass
+class GroupIndex:
+    """One host's view of its dedup group's index objects."""
+
+    store: StoreReader
+    directory: str  # group_dir(...)
+    host: str
+    secret: DedupSecret | None = None  # an encrypted group: objects sealed with K_group
+    _key: bytes | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.secret is not None:
+            self._key = _derive(self.secret.secret, LABEL)
+
+    @property
+    def prefix(self) -> str:
+        return f"{INDEX_PREFIX}{self.directory}/"
+
+    def object_key(self, written: datetime, run_id: str, part: int) -> str:
+        stamp = written.strftime(_WRITTEN)
+        return f"{self.prefix}{stamp[:8]}/{stamp}-{self.host}-{run_id}-p{part}.idx"
+
+    def _is_own(self, key: str) -> bool:
+        name = key.rsplit("/", 1)[-1]
+        rest = name[len("YYYYMMDDTHHMMSSZ-"):]
+        return rest.startswith(self.host + "-") and \
+            _PART.fullmatch(rest[len(self.host):]) is not None
+
+    # ------------------------------------------------------------ writing
+    def publish(self, store: StoreWriter, run_id: str, written: datetime,
+                table: list[PackRef], cache: LocalCache, new_data_packs: Iterable[str],
+                lock: ObjectLock | None) -> list[str]:
+        """PUT the run's index objects; returns their keys.  The blobs come from the
+        local cache (the rows of the data packs this run uploaded), one pack at a time."""
+        new = sorted(set(new_data_packs))
+        refs = {ref.key: ref for ref in table}
+        parts: list[list[str]] = [[]]
+        counts: list[int] = [0]
+        for key in new:
+            rows = len(cache.chunks_in_packs([key]))
+            if counts[-1] and counts[-1] + rows > BLOBS_PER_PART:
+                parts.append([])
+                counts.append(0)
+            parts[-1].append(key)
+            counts[-1] += rows
+        keys = []
+        for number, packs in enumerate(parts):
+            listed = [ref.key for ref in table if ref.key.startswith("data/")] \
+                if number == 0 else packs
+            body = self._encode(run_id, written, number, [refs[k] for k in listed if k in refs],
+                                packs, cache)
+            key = self.object_key(written, run_id, number)
+            store.put(key, self._seal(key, body), lock)
+            keys.append(key)
+        return keys
+
+    def _encode(self, run_id: str, written: datetime, part: int, packs: list[PackRef],
+                with_blobs: list[str], cache: LocalCache) -> bytes:
+        out = io.BytesIO()
+        with zstandard.ZstdCompressor(level=6).stream_writer(out, closefd=False) as z:
+            header = {"type": "group_index", "version": VERSION, "host": self.host,
+                      "run_id": run_id, "written": isoformat(written), "part": part}
+            z.write(_line(header))
+            numbers: dict[str, int] = {}
+            for ref in packs:
+                numbers[ref.key] = len(numbers)
+                z.write(_line(["P", numbers[ref.key], ref.key, ref.version_id, ref.size,
+                               ref.lock_mode,
+                               isoformat(ref.locked_until) if ref.locked_until else None]))
+            for key in with_blobs:
+                if key not in numbers:  # a data pack of this run that its table does not name
+                    continue
+                for row in cache.chunks_in_packs([key]):
+                    z.write(_line(["B", numbers[key], row.hash, row.offset, row.stored,
+                                   row.size, row.encoding]))
+        return out.getvalue()
+
+    def _seal(self, key: str, body: bytes) -> bytes:
+        if self._key is None:
+            return body
+        nonce = os.urandom(_NONCE)
+        return nonce + ChaCha20Poly1305(self._key).encrypt(nonce, body, _aad(key))
+
+    def _open(self, key: str, body: bytes) -> bytes:
+        if self._key is None:
+            return body
+        try:
+            return ChaCha20Poly1305(self._key).decrypt(body[:_NONCE], body[_NONCE:], _aad(key))
+        except InvalidTag:
+            raise GroupIndexInvalid("does not open with this group's dedup secret") from None
+
+    # ------------------------------------------------------------ learning
+    def refresh(self, cache: LocalCache, now: datetime, locked: bool) -> LearnReport:
+        """Learn the objects written since the cursor (16.3)."""
+        cursor_name = f"group-index-cursor:{self.directory}"
+        cursor = cache.get_meta(cursor_name)
+        listed = 0
+        found: list[tuple[str, int]] = []
+        if cursor is None:
+            found += [(e.key, e.size) for e in self.store.list_keys(self.prefix)]
+            listed += 1
+        else:
+            day = datetime.strptime(cursor, _DAY).replace(tzinfo=now.tzinfo)
+            last = (now + CLOCK_MARGIN).strftime(_DAY)
+            while day.strftime(_DAY) <= last:
+                found += [(e.key, e.size)
+                          for e in self.store.list_keys(f"{self.prefix}{day.strftime(_DAY)}/")]
+                listed += 1
+                day += timedelta(days=1)
+        seen = cache.group_seen(k for k, _ in found)
+        objects = skipped = packs = blobs = 0
+        for key, size in found:
+            day = key[len(self.prefix):].split("/", 1)[0]
+            if key in seen or not key.endswith(".idx") or not re.fullmatch(r"\d{8}", day):
+                continue
+            if not self._is_own(key):
+                try:
+                    learned = self._learn(key, size, cache, locked)
+                except (GroupIndexInvalid, S3ArchiveError) as err:
+                    log.warning("group index object %s is unusable (%s): nothing of it is "
+                                "reused", key, err)
+                    skipped += 1
+                else:
+                    objects += 1
+                    packs += learned[0]
+                    blobs += learned[1]
+            cache.add_group_seen(key, day)
+        # every object named before now - CLOCK_MARGIN is visible: the next refresh starts
+        # at that day (and keys seen of it are skipped)
+        cursor = (now - CLOCK_MARGIN).strftime(_DAY)
+        cache.set_meta(cursor_name, cursor)
+        cache.forget_group_seen_before(cursor)
+        return LearnReport(listed, objects, skipped, packs, blobs)
+
+    def _learn(self, key: str, size: int, cache: LocalCache, locked: bool) -> tuple[int, int]:
+        if size > MAX_OBJECT:
+            raise GroupIndexInvalid(f"{size} bytes, more than {MAX_OBJECT}")
+        body = self._open(key, self.store.get(key))
+        # first pass: check every line; second: enter them (nothing of a bad object is learned)
+        uploader = _check(_lines(body))
+        cache.begin()
+        try:
+            return _enter(_lines(body), uploader, cache, locked)
+        finally:
+            cache.commit()
+
+
+def _line(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode() + b"\n"
+
+
+def _aad(key: str) -> bytes:
+    return LABEL + b"\x00" + key.encode()
+
+
+def _lines(body: bytes) -> Iterator[Any]:
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body),
+                                                            read_across_frames=True)
+        total = 0
+        buffered = io.BufferedReader(reader, buffer_size=1 << 16)  # type: ignore[arg-type]
+        while True:
+            line = buffered.readline(MAX_LINE + 1)
+            if not line:
+                return
+            total += len(line)
+            if len(line) > MAX_LINE or not line.endswith(b"\n"):
+                raise GroupIndexInvalid("a line longer than 4 KiB, or a truncated last line")
+            if total > MAX_PLAIN:
+                raise GroupIndexInvalid(f"more than {MAX_PLAIN} bytes decompressed")
+            try:
+                yield json.loads(line)
+            except ValueError:
+                raise GroupIndexInvalid("a line is not JSON") from None
+    except zstandard.ZstdError as err:
+        raise GroupIndexInvalid(f"not zstd: {err}") from None
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check(lines: Iterator[Any]) -> str:
+    """Check every line of one object; returns its host."""
+    header = next(lines, None)
+    if not isinstance(header, dict) or header.get("type") != "group_index" \
+            or header.get("version") != VERSION or not isinstance(header.get("host"), str):
+        raise GroupIndexInvalid("no group index header of version 1")
+    sizes: dict[int, int] = {}
+    blobs = 0
+    for line in lines:
+        if not isinstance(line, list) or not line:
+            raise GroupIndexInvalid("a line is not a P or B line")
+        if line[0] == "P" and len(line) == 7:
+            _, n, key, version, size, mode, until = line
+            if not _is_int(n, 0, BLOBS_PER_PART) or n in sizes or n != len(sizes):
+                raise GroupIndexInvalid(f"pack number {n!r} out of order")
+            if not isinstance(key, str) or not key.startswith("data/") or \
+                    not pack2.is_pack2_key(key):
+                raise GroupIndexInvalid(f"{key!r} is not a data pack key")
+            if not isinstance(version, str) or not 0 < len(version) <= 1024 \
+                    or not _is_int(size, 45, MAX_PACK_SIZE):
+                raise GroupIndexInvalid(f"{key}: bad version or size")
+            if (mode is None) != (until is None) or (mode is not None and mode not in LOCK_MODES):
+                raise GroupIndexInvalid(f"{key}: bad lock {mode!r}")
+            if until is not None:
+                try:
+                    parse_iso(until)
+                except (TypeError, ValueError):
+                    raise GroupIndexInvalid(f"{key}: bad locked_until {until!r}") from None
+            sizes[n] = size
+        elif line[0] == "B" and len(line) == 7:
+            _, n, digest, offset, stored, plain, encoding = line
+            if n not in sizes:
+                raise GroupIndexInvalid(f"a blob in undeclared pack {n!r}")
+            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise GroupIndexInvalid(f"bad blob id {digest!r}")
+            if not (_is_int(stored, 1, MAX_BLOB) and _is_int(plain, 0, MAX_BLOB)
+                    and encoding in ("zstd", "raw") and (encoding != "raw" or stored == plain)
+                    and _is_int(offset, 29, sizes[n]) and offset + stored <= sizes[n] - 16):
+                raise GroupIndexInvalid(f"blob {digest}: bad place or length")
+            blobs += 1
+            if blobs > BLOBS_PER_PART:
+                raise GroupIndexInvalid(f"more than {BLOBS_PER_PART} blobs")
+        else:
+            raise GroupIndexInvalid("a line is not a P or B line")
+    return header["host"]
+
+
+def _enter(lines: Iterator[Any], uploader: str, cache: LocalCache,
+           locked: bool) -> tuple[int, int]:
+    """Enter a checked object: its packs (a lock-only line updates a pack the cache
+    knows), then their blobs, never replacing a location the cache has."""
+    next(lines)
+    packs: dict[int, CachedPack] = {}
+    rows: dict[int, list[ChunkLocation]] = {}
+    for line in lines:
+        if line[0] == "P":
+            _, n, key, version, size, mode, until = line
+            if until is None:
+                if locked:  # the pack's lock is unknown: never count on it
+                    continue
+                when = UNLOCKED_UNTIL
+            else:
+                when = parse_iso(until)
+            packs[n] = CachedPack(key, version, size, mode, when)
+        elif line[1] in packs:
+            _, n, digest, offset, stored, plain, encoding = line
+            rows.setdefault(n, []).append(
+                ChunkLocation(digest, packs[n].key, offset, stored, plain, encoding))
+    learned = blobs = 0
+    for n, pack in packs.items():
+        known = cache.get_pack(pack.key)
+        if known is not None and known.version_id != pack.version_id:
+            continue  # another version of that key: keep what the cache knows
+        if known is None and n not in rows:
+            continue  # a pack this object only leases: nothing to reuse
+        cache.learn_group_pack(pack, uploader if known is None else None, rows.get(n, []))
+        learned += 1
+        blobs += len(rows.get(n, []))
+    return learned, blobs

@@ -1,0 +1,318 @@
+"""Cross-host deduplication through the group index (docs/FORMAT.md part 2, 16).
+
+Several hosts archive into one in-memory Object Lock store with the real
+``Archiver``; each sees the store as its backup role would (no deletes, no
+reads of ``data/``), and its list requests are recorded by prefix.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from s3archive.archive.archiver import ArchiveSummary, Archiver
+from s3archive.archive.group_index import INDEX_PREFIX
+from s3archive.config import Config, parse_config
+from s3archive.errors import ConfigError, StoreError
+from s3archive.store.base import ObjectLock
+from support.memory_store import FakeClock, MemoryStore
+from support.runs import read_run
+
+DAY = timedelta(days=1)
+START = datetime(2031, 11, 24, 3, 15, tzinfo=timezone.utc)
+
+
+class HostView:
+    """The store as one backup host sees it."""
+
+    def __init__(self, inner: MemoryStore, refuse_extensions_of: set[str] | None = None):
+        self.inner = inner
+        self.lists: list[str] = []
+        self.refuse = refuse_extensions_of if refuse_extensions_of is not None else set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    @property
+    def location(self) -> str:
+        return self.inner.location
+
+    def delete_version(self, key: str, version_id: str) -> None:
+        raise AssertionError(f"an archive run deleted {key}")
+
+    def get(self, key: str, version_id: str | None = None,
+            byte_range: tuple[int, int] | None = None) -> bytes:
+        if key.startswith(("data/", "packs/")):
+            raise StoreError(f"GET {key}: AccessDenied")
+        return self.inner.get(key, version_id, byte_range)
+
+    def head(self, key: str, version_id: str | None = None) -> Any:
+        if key.startswith(("data/", "packs/")):
+            raise StoreError(f"HEAD {key}: AccessDenied")
+        return self.inner.head(key, version_id)
+
+    def extend_retention(self, key: str, version_id: str, lock: ObjectLock) -> None:
+        if key in self.refuse:
+            raise StoreError(f"PutObjectRetention {key}: AccessDenied")
+        self.inner.extend_retention(key, version_id, lock)
+
+    def list_keys(self, prefix: str):  # type: ignore[no-untyped-def]
+        self.lists.append(prefix)
+        return self.inner.list_keys(prefix)
+
+    def list_versions(self, prefix: str):  # type: ignore[no-untyped-def]
+        self.lists.append(prefix)
+        return self.inner.list_versions(prefix)
+
+
+@dataclass
+class Fleet:
+    root: Path
+    clock: FakeClock = field(default_factory=lambda: FakeClock(START))
+    store: MemoryStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = MemoryStore(self.clock, bucket="fleet-bucket")
+
+    def host(self, name: str, tree: Path, **extra: Any) -> "Host":
+        etc = self.root / name / "etc"
+        (etc / "pickers.d").mkdir(parents=True)
+        (etc / "snapshots.d").mkdir()
+        picker = etc / "pickers.d" / "10-tree"
+        picker.write_text(f"#!/bin/sh\necho '{tree}'\n")
+        picker.chmod(0o755)
+        document = {
+            "s3": {"bucket": "fleet-bucket"}, "host": {"name": name},
+            "retention": {"daily_days": 10, "weekly_days": 10, "monthly_days": 10,
+                          "yearly_days": 10, "slack_days": 2},
+            "content": {"pack_size_mib": 1},
+            "local": {"cache_dir": str(self.root / name / "cache"),
+                      "state_file": str(self.root / name / "state.json")},
+            **extra,
+        }
+        config = parse_config(document, etc / "config.toml", clock=self.clock)
+        return Host(self, name, config, HostView(self.store))
+
+    def bytes_in(self, prefix: str) -> int:
+        return sum(v.size for v in self.store.versions(prefix) if not v.is_delete_marker)
+
+
+@dataclass
+class Host:
+    fleet: Fleet
+    name: str
+    config: Config
+    view: HostView
+
+    def run(self) -> ArchiveSummary:
+        summary = Archiver(self.config, self.view, clock=self.fleet.clock).run()
+        assert summary.exit_code == 0, summary.warnings
+        return summary
+
+
+def tree_of(root: Path, rng: random.Random, files: int, size: int = 20_000) -> Path:
+    root.mkdir(parents=True)
+    for i in range(files):
+        (root / f"f{i:04d}.bin").write_bytes(rng.randbytes(size))
+    return root
+
+
+def restores(fleet: Fleet, summary: ArchiveSummary, tree: Path) -> None:
+    """Every file of the run reads back from the pinned versions (the restore role)."""
+    from s3archive.format.chunk_codec import decode_chunk
+    from s3archive.format.model import FILE
+    key = summary.manifest_key
+    assert key is not None
+    manifest = read_run(fleet.store, key, fleet.store.get(key))
+    files = {e.path: e for e in manifest.entries if e.kind == FILE}
+    assert len(files) == sum(1 for _ in tree.iterdir())
+    for path, entry in files.items():
+        data = b"".join(decode_chunk(fleet.store.get(manifest.packs[c.pack].key,
+                                                     manifest.packs[c.pack].version_id,
+                                                     (c.offset, c.offset + c.stored - 1)),
+                                     c.encoding, c.size, c.hash) for c in entry.chunks)
+        assert data == Path(path.decode()).read_bytes()
+
+
+def test_a_second_host_with_the_same_tree_uploads_under_one_percent(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    rng = random.Random(13)
+    tree = tree_of(tmp_path / "tree", rng, 150)
+    web1, web2 = fleet.host("web1", tree), fleet.host("web2", tree)
+    first = web1.run()
+    fleet.clock.advance(timedelta(hours=1))
+    second = web2.run()
+    assert first.bytes_uploaded > 3_000_000
+    assert second.bytes_uploaded < 0.01 * first.bytes_uploaded, (second, first)
+    assert second.chunks_new == 0 and second.chunks_reused == first.chunks_new
+    restores(fleet, second, tree)
+    # web2's run references web1's data pack and has leased it: the lock covers its run
+    manifest = read_run(fleet.store, second.manifest_key, fleet.store.get(second.manifest_key))
+    for pack in manifest.packs:
+        stored = fleet.store.version(pack.key, pack.version_id)
+        assert stored.retain_until >= manifest.header.retain_until
+    # an index object for web1's run, under the default group; web2 uploaded no data
+    # and extended no lock: it writes none
+    (index,) = [v.key for v in fleet.store.versions(INDEX_PREFIX)]
+    assert index.startswith("index/plain-all/20311124/20311124T") and \
+        index.endswith(f"-web1-{first.run_id}-p0.idx"), index
+
+
+def test_ten_hosts_with_ninety_percent_shared_store_about_one_point_one(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    rng = random.Random(17)
+    shared = [rng.randbytes(20_000) for _ in range(90)]
+    hosts = []
+    for n in range(10):
+        tree = tmp_path / f"tree{n}"
+        tree.mkdir()
+        for i, data in enumerate(shared):
+            (tree / f"s{i:03d}.bin").write_bytes(data)
+        for i in range(10):
+            (tree / f"own{i:03d}.bin").write_bytes(rng.randbytes(20_000))
+        hosts.append((fleet.host(f"h{n}", tree), tree))
+    uploaded = []
+    for host, _ in hosts:
+        uploaded.append(host.run().bytes_uploaded)
+        fleet.clock.advance(timedelta(minutes=20))
+    one_host = _data_bytes_of_first(fleet)
+    # each further host adds its own 10 % (and its metadata), about 1.1x one host's
+    # data per host; the ten store 1 + 9 x 0.1 = 1.9x one host, not 10x
+    assert all(u < 0.11 * uploaded[0] for u in uploaded[1:]), uploaded
+    ratio = fleet.bytes_in("data/") / one_host
+    assert 1.85 <= ratio <= 1.95, (ratio, uploaded)
+    host, tree = hosts[-1]
+    restores(fleet, host.run(), tree)
+
+
+def _data_bytes_of_first(fleet: Fleet) -> int:
+    """The data bytes one host alone stores: the packs of the first run."""
+    first = min((v for v in fleet.store.versions("runs/")), key=lambda v: v.last_modified)
+    manifest = read_run(fleet.store, first.key, fleet.store.get(first.key, first.version_id))
+    return sum(p.size for p in manifest.packs if p.key.startswith("data/"))
+
+
+def test_daily_runs_list_the_group_index_a_constant_number_of_times(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    rng = random.Random(5)
+    hosts = [fleet.host(f"h{n:02d}", tree_of(tmp_path / f"t{n}", rng, 2, 2_000))
+             for n in range(12)]
+    for day in range(3):
+        for host in hosts:
+            host.view.lists.clear()
+            host.run()
+            index_lists = [p for p in host.view.lists if p.startswith(INDEX_PREFIX)]
+            if day == 0 and host is hosts[0]:
+                assert index_lists == ["index/plain-all/"]  # the bootstrap
+            elif day > 0:
+                assert len(index_lists) <= 2, index_lists  # yesterday and today
+            assert all(not p.startswith(("data/", "meta/", "runs/h")) or
+                       p.startswith(f"runs/{host.name}/") for p in host.view.lists), \
+                host.view.lists
+            fleet.clock.advance(timedelta(minutes=5))
+        fleet.clock.advance(DAY - timedelta(minutes=60))
+        fleet.store.lifecycle_day()
+
+
+def test_a_refused_lease_on_another_hosts_pack_writes_the_chunks_anew(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    rng = random.Random(23)
+    tree = tree_of(tmp_path / "tree", rng, 20)
+    web1 = fleet.host("web1", tree)
+    first = web1.run()
+    # web2 keeps its runs longer: it must extend web1's pack, and the store refuses
+    web2 = fleet.host("web2", tree, retention={"daily_days": 40, "weekly_days": 40,
+                                               "monthly_days": 40, "yearly_days": 40,
+                                               "slack_days": 2})
+    web2.view.refuse = {v.key for v in fleet.store.versions("data/")}
+    second = web2.run()
+    assert second.chunks_reused >= 20 and second.packs_rewritten == 1, second
+    manifest = read_run(fleet.store, second.manifest_key, fleet.store.get(second.manifest_key))
+    assert not {p.key for p in manifest.packs} & web2.view.refuse
+    restores(fleet, second, tree)
+    assert first.bytes_uploaded > 0
+
+
+def test_a_pack_that_vanished_is_not_referenced(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    rng = random.Random(29)
+    tree = tree_of(tmp_path / "tree", rng, 10)
+    fleet.host("web1", tree).run()
+    web2 = fleet.host("web2", tree, retention={"daily_days": 40, "weekly_days": 40,
+                                               "monthly_days": 40, "yearly_days": 40,
+                                               "slack_days": 2})
+    # the pack web1 uploaded is gone by the time web2 leases it
+    (data,) = [v for v in fleet.store.versions("data/")]
+    real = web2.view.extend_retention
+
+    def gone(key: str, version_id: str, lock: ObjectLock) -> None:
+        if key == data.key:
+            from s3archive.errors import NoSuchVersion
+            raise NoSuchVersion(f"PutObjectRetention {key}: NoSuchVersion")
+        real(key, version_id, lock)
+
+    web2.view.extend_retention = gone  # type: ignore[method-assign]
+    second = web2.run()
+    manifest = read_run(fleet.store, second.manifest_key, fleet.store.get(second.manifest_key))
+    assert data.key not in {p.key for p in manifest.packs}
+    assert second.chunks_new == 10
+    restores(fleet, second, tree)
+
+
+def test_a_malformed_index_object_is_skipped_whole_and_named(tmp_path: Path, caplog) -> None:
+    fleet = Fleet(tmp_path)
+    rng = random.Random(31)
+    tree = tree_of(tmp_path / "tree", rng, 5)
+    fleet.host("web1", tree).run()
+    (index,) = fleet.store.versions(INDEX_PREFIX)
+    lines = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(index.body)).read().splitlines()
+    # a poisoned copy: one blob line placed past its pack's end
+    bad = [json.loads(line) for line in lines]
+    blob = next(i for i, line in enumerate(bad) if isinstance(line, list) and line[0] == "B")
+    bad[blob][3] = 10 ** 9
+    body = zstandard.ZstdCompressor().compress(b"".join(json.dumps(x).encode() + b"\n" for x in bad))
+    evil = index.key.replace("web1", "evil1")
+    fleet.store.put(evil, body, None)
+    fleet.store.put(index.key.rsplit("/", 1)[0] + "/junk-p0.idx", b"not zstd", None)
+    web2 = fleet.host("web2", tree, dedup={"group": "all"})
+    with caplog.at_level(logging.WARNING):
+        second = web2.run()
+    assert f"group index object {evil} is unusable" in caplog.text
+    assert "junk-p0.idx is unusable" in caplog.text
+    assert second.chunks_new == 0  # web1's own index was learned
+    restores(fleet, second, tree)
+
+
+def test_groups_none_and_separate_groups_share_nothing(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    rng = random.Random(37)
+    tree = tree_of(tmp_path / "tree", rng, 10)
+    fleet.host("web1", tree, dedup={"group": "web"}).run()
+    alone = fleet.host("db1", tree, dedup={"group": "none"})
+    other = fleet.host("db2", tree, dedup={"group": "db"})
+    assert alone.run().chunks_new == 10
+    assert not [p for p in alone.view.lists if p.startswith(INDEX_PREFIX)]
+    assert other.run().chunks_new == 10
+    assert fleet.host("web2", tree, dedup={"group": "web"}).run().chunks_new == 0
+    groups = sorted({v.key.split("/")[1] for v in fleet.store.versions(INDEX_PREFIX)})
+    assert groups == ["plain-db", "plain-web"]
+
+
+@pytest.mark.parametrize("value,problem", [("a b", "must be 1-64 characters"),
+                                           (3, "must be a string or true or false"),
+                                           ("x" * 65, "must be 1-64 characters")])
+def test_a_bad_group_name_is_one_line(tmp_path: Path, value: Any, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        parse_config({"s3": {"bucket": "bucket-1"}, "dedup": {"group": value}}, tmp_path / "c.toml")
+    assert parse_config({"s3": {"bucket": "bucket-1"}, "dedup": {"group": False}},
+                        tmp_path / "c.toml").dedup_group is None
+    assert parse_config({"s3": {"bucket": "bucket-1"}}, tmp_path / "c.toml").dedup_group == "all"
