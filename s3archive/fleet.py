@@ -2,14 +2,19 @@
 
 One listing of ``runs/`` finds every host and run; only each host's newest
 run (by the store's time, LastModified of its first version — not by the
-name a host gave it) is read.  A host whose newest run is older than the
-threshold is *stale*: the command exits 1 so monitoring can alert.
+name a host gave it) is read, its root object only (the audit role reads
+``runs/``, never data or the group index).  A host whose newest run is older
+than the threshold is *stale*: the command exits 1 so monitoring can alert.
+A host's *shared* bytes are those of the data packs its newest run
+references that another host's newest run references too (cross-host
+deduplication, docs/FORMAT.md part 2, 16).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +35,10 @@ class HostView:
     stale: bool
     summary: RunSummary | None  # None when the newest run cannot be read
     error: str | None = None
+    # data packs of the newest run's table (key -> size), and the bytes of those that
+    # another host's newest run references too
+    data_packs: dict[str, int] = field(default_factory=dict, repr=False)
+    bytes_shared: int | None = None
 
     @property
     def status(self) -> str:
@@ -47,6 +56,8 @@ class HostView:
                 "bytes_snapshots": s.stats.bytes_snapshots if s else None,
                 "bytes_new": s.stats.bytes_new if s else None,
                 "bytes_uploaded": s.stats.bytes_uploaded if s else None,
+                "bytes_referenced": sum(self.data_packs.values()) if s else None,
+                "bytes_shared": self.bytes_shared,
                 "warnings": list(s.stats.warnings) if s else None,
                 "retain_until": isoformat(s.retain_until) if s and s.retain_until else None,
                 "error": self.error}
@@ -63,16 +74,26 @@ def fleet_view(store: StoreReader, now: datetime, stale_after: timedelta,
         runs = by_host[host]
         last = max(runs, key=lambda r: r.last_modified)
         age = (now - last.last_modified).total_seconds()
+        packs: dict[str, int] = {}
         try:
-            summary: RunSummary | None = summarize(load_manifest(store, last, part=ROOT), last, None)
+            manifest = load_manifest(store, last, part=ROOT)
+            summary: RunSummary | None = summarize(manifest, last, None)
+            packs = {p.key: p.size for p in manifest.packs if p.key.startswith(DATA_PACKS)}
             error = None
         except S3ArchiveError as err:
             summary, error = None, str(err)
         return HostView(host, len(runs), last, age, age > stale_after.total_seconds(),
-                        summary, error)
+                        summary, error, packs)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, sorted(by_host)))
+        views = list(pool.map(one, sorted(by_host)))
+    users = Counter(key for view in views for key in view.data_packs)
+    return [replace(view, bytes_shared=sum(size for key, size in view.data_packs.items()
+                                           if users[key] > 1))
+            if view.summary is not None else view for view in views]
+
+
+DATA_PACKS = ("data/", "packs/")  # format 2 data packs, format 1 packs
 
 
 def prometheus_text(views: list[HostView], now: datetime) -> str:
@@ -101,6 +122,20 @@ def prometheus_text(views: list[HostView], now: datetime) -> str:
         if v.summary:
             lines.append(f's3archive_fleet_last_run_bytes{{host="{label_value(v.host)}"}} '
                          f"{v.summary.stats.bytes_logical}")
+    for name, help_text, value in (
+            ("last_run_age_seconds", "Age of each host's newest run.", lambda v: round(v.age_s)),
+            ("stale", "1 when a host's newest run is older than the threshold.",
+             lambda v: int(v.stale)),
+            ("last_run_new_bytes", "Bytes of new chunks of each host's newest run.",
+             lambda v: v.summary.stats.bytes_new if v.summary else None),
+            ("last_run_shared_bytes", "Bytes of data packs each host's newest run shares "
+             "with another host's.", lambda v: v.bytes_shared)):
+        lines += [f"# HELP s3archive_fleet_{name} {help_text}",
+                  f"# TYPE s3archive_fleet_{name} gauge"]
+        for v in views:
+            figure = value(v)
+            if figure is not None:
+                lines.append(f's3archive_fleet_{name}{{host="{label_value(v.host)}"}} {figure}')
     lines += ["# HELP s3archive_fleet_scrape_timestamp_seconds When this file was written.",
               "# TYPE s3archive_fleet_scrape_timestamp_seconds gauge",
               f"s3archive_fleet_scrape_timestamp_seconds {now.timestamp():.0f}"]

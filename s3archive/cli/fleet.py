@@ -24,11 +24,15 @@ from s3archive.fleet import fleet_view, prometheus_text
 @with_repository(runs=False)
 def fleet_command(repo: Repository, stale_hours: float, prometheus_textfile: Path | None,
                   as_json: bool) -> None:
-    """Every host of the bucket: newest run, its age and result, size, new bytes.
+    """Every host of the bucket: newest run, its age and result, size, new bytes,
+    bytes shared with other hosts (deduplicated across the fleet).
 
-    Reads one listing of runs/ and each host's newest run; runs with the
-    audit role.  A run's time is the store's (when it was written), not the
-    name its host gave it.
+    Reads one listing of runs/ and each host's newest run's root object; runs
+    with the audit role (no key, no data read).  A run's time is the store's
+    (when it was written), not the name its host gave it.  SHARED: bytes of the
+    data packs the newest run references that another host's newest run
+    references too.  --prometheus-textfile writes the fleet's metrics for one
+    auditor host's node_exporter.
 
     \b
     EXIT STATUS
@@ -51,10 +55,11 @@ def fleet_command(repo: Repository, stale_hours: float, prometheus_textfile: Pat
                  human.duration(v.age_s) + (" STALE" if v.stale else ""), v.status,
                  v.summary.stats.files if v.summary else "-",
                  human.size(v.summary.stats.bytes_logical) if v.summary else "-",
-                 human.size(v.summary.stats.bytes_new) if v.summary else "-", v.runs]
+                 human.size(v.summary.stats.bytes_new) if v.summary else "-",
+                 human.size(v.bytes_shared) if v.bytes_shared is not None else "-", v.runs]
                 for v in views]
         click.echo(human.table(["HOST", "LAST RUN", "WRITTEN (UTC)", "AGE", "RESULT", "FILES",
-                                "SIZE", "NEW", "RUNS"], rows, right=(5, 6, 7, 8)))
+                                "SIZE", "NEW", "SHARED", "RUNS"], rows, right=(5, 6, 7, 8, 9)))
     else:
         click.echo("no runs in the bucket", err=True)
     for v in views:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from s3archive.setup.spec import (DATA_PREFIX, KEYS_PREFIX, MANIFEST_PREFIX, META_PREFIX,
-                                  PACK_PREFIX, BucketSpec)
+from s3archive.setup.spec import (DATA_PREFIX, INDEX_PREFIX, KEYS_PREFIX, MANIFEST_PREFIX,
+                                  META_PREFIX, PACK_PREFIX, BucketSpec)
 
 VERSION = "2012-10-17"
 ROOT_ARN = "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"
@@ -108,8 +108,9 @@ def _wants_tls_statement(spec: BucketSpec) -> bool:
 
 
 def backup_policy(spec: BucketSpec) -> dict[str, Any]:
-    """What every backup host may do: add packs, extend their locks, read
-    metadata packs, read the bucket's lock configuration.  No run access (see
+    """What every backup host may do: add packs, extend their locks (any host's: a run
+    leases every pack it references), read metadata packs, add, list and read group
+    index objects, read the bucket's lock configuration.  No run access (see
     ``host_policy``), no reads of data packs, no deletes, no governance bypass, no bucket changes, no
     legal holds (granted per host, placing only, with ``legal_hold``)."""
     bucket, objects, _ = _arns(spec)
@@ -128,6 +129,15 @@ def backup_policy(spec: BucketSpec) -> dict[str, Any]:
         {"Sid": "ReadMetadataPacks", "Effect": "Allow",
          "Action": ["s3:GetObject", "s3:GetObjectVersion"],
          "Resource": f"{bucket}/{META_PREFIX}*"},
+        # the dedup groups' index (docs/FORMAT.md part 2, 16): each run adds objects (locked,
+        # new keys) and reads what the other hosts of its group added since its last run;
+        # no deletes (below).  An encrypted group's objects open only with its dedup secret.
+        {"Sid": "WriteAndReadGroupIndex", "Effect": "Allow",
+         "Action": ["s3:PutObject", "s3:PutObjectRetention", "s3:GetObject",
+                    "s3:GetObjectVersion"],
+         "Resource": f"{bucket}/{INDEX_PREFIX}*"},
+        {"Sid": "ListGroupIndex", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": bucket, "Condition": {"StringLike": {"s3:prefix": [f"{INDEX_PREFIX}*"]}}},
         {"Sid": "ReadLockConfiguration", "Effect": "Allow",
          "Action": ["s3:GetBucketObjectLockConfiguration", "s3:GetBucketVersioning",
                     "s3:GetBucketLocation"],

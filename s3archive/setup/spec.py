@@ -19,6 +19,7 @@ PACK_PREFIX = "packs/"  # format 1 packs: read, leased, no longer written
 DATA_PREFIX = "data/"  # format 2 data packs (may go cold: --cold-after)
 META_PREFIX = "meta/"  # format 2 metadata packs (always hot)
 KEYS_PREFIX = "keys/"  # copies of dedup secrets, encrypted to the restore recipients
+INDEX_PREFIX = "index/"  # group index objects: what each dedup group stores (FORMAT2 16)
 # A host name that goes into an IAM policy ARN: no wildcard (* ?), no policy
 # variable ($), no '/' -- it must name exactly one runs/<host>/ prefix.
 _IAM_HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
