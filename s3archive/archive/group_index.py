@@ -225,7 +225,7 @@ class GroupIndex:
             raise GroupIndexInvalid(f"{size} bytes, more than {MAX_OBJECT}")
         body = self._open(key, self.store.get(key))
         # first pass: check every line; second: enter them (nothing of a bad object is learned)
-        uploader = _check(_lines(body))
+        uploader = _check(_lines(body), tag=16 if self._key is not None else 0)
         cache.begin()
         try:
             return _enter(_lines(body), uploader, cache, locked)
@@ -268,8 +268,9 @@ def _is_int(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
-def _check(lines: Iterator[Any]) -> str:
-    """Check every line of one object; returns its host."""
+def _check(lines: Iterator[Any], tag: int) -> str:
+    """Check every line of one object; returns its host.  ``tag``: the bytes sealing
+    adds to a blob (16 in an encrypted group, 5.5)."""
     header = next(lines, None)
     if not isinstance(header, dict) or header.get("type") != "group_index" \
             or header.get("version") != VERSION or not isinstance(header.get("host"), str):
@@ -304,7 +305,7 @@ def _check(lines: Iterator[Any]) -> str:
             if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise GroupIndexInvalid(f"bad blob id {digest!r}")
             if not (_is_int(stored, 1, MAX_BLOB) and _is_int(plain, 0, MAX_BLOB)
-                    and encoding in ("zstd", "raw") and (encoding != "raw" or stored == plain)
+                    and encoding in ("zstd", "raw") and (encoding != "raw" or stored == plain + tag)
                     and _is_int(offset, 29, sizes[n]) and offset + stored <= sizes[n] - 16):
                 raise GroupIndexInvalid(f"blob {digest}: bad place or length")
             blobs += 1

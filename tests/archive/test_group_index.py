@@ -316,3 +316,57 @@ def test_a_bad_group_name_is_one_line(tmp_path: Path, value: Any, problem: str) 
     assert parse_config({"s3": {"bucket": "bucket-1"}, "dedup": {"group": False}},
                         tmp_path / "c.toml").dedup_group is None
     assert parse_config({"s3": {"bucket": "bucket-1"}}, tmp_path / "c.toml").dedup_group == "all"
+
+
+def test_a_compromised_member_corrupts_what_others_reference_and_verify_names_it(
+        tmp_path: Path) -> None:
+    """Issue 13 item 3: a member of an encrypted group (it holds the dedup secret) plants
+    an index object placing the keyed id of a victim's chunk at the bytes of its own
+    blob.  The victim's run references them; ``verify --read-data`` with the restore
+    key names the blob, the pack, the host's run and the path; the liar's run is whole."""
+    import os
+
+    from s3archive.archive.group_index import GroupIndex
+    from s3archive.config import dedup_secret_file_text
+    from s3archive.crypto.dedup import DedupSecret
+    from s3archive.crypto.keys import Identity
+    from s3archive.repo.catalog import list_runs
+    from s3archive.verify import Verifier, VerifyOptions
+
+    fleet = Fleet(tmp_path)
+    identity, secret = Identity.generate(), DedupSecret.generate()
+    secret_file = tmp_path / "dedup.key"
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(dedup_secret_file_text(secret))
+    encryption = {"encryption": {"recipients": [str(identity.recipient())],
+                                 "dedup_secret_file": str(secret_file)}}
+    rng = random.Random(41)
+    evil_tree = tree_of(tmp_path / "evil-tree", rng, 1, 5_000)
+    victim_tree = tree_of(tmp_path / "victim-tree", random.Random(43), 2, 5_000)
+    evil = fleet.host("evil", evil_tree, **encryption)
+    evil.run()
+    # the liar rewrites its own index: its blob now claims the victim's file's keyed id
+    group = GroupIndex(fleet.store, f"sealed-{secret.dedup_id}", "evil", secret)
+    (own,) = fleet.store.versions(INDEX_PREFIX)
+    plain = group._open(own.key, own.body)
+    lines = [json.loads(line) for line in
+             zstandard.ZstdDecompressor().stream_reader(io.BytesIO(plain)).read().splitlines()]
+    wanted = secret.blob_id(b"D", (victim_tree / "f0000.bin").read_bytes()).hex()
+    (blob,) = [line for line in lines if isinstance(line, list) and line[0] == "B"]
+    blob[2], blob[5] = wanted, 5_000
+    forged = zstandard.ZstdCompressor().compress(
+        b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+    key = own.key.replace("-p0.idx", "-p1.idx")
+    fleet.store.put(key, group._seal(key, forged), None)
+
+    victim = fleet.host("victim", victim_tree, **encryption)
+    summary = victim.run()
+    assert summary.chunks_reused >= 1  # the planted claim was believed
+    verifier = Verifier(fleet.store, VerifyOptions(read_data=True, identities=(identity,)))
+    results = {run.host: verifier.verify(run) for run in list_runs(fleet.store)}
+    assert results["evil"].ok, results["evil"].problems
+    problems = results["victim"].problems
+    assert [p.kind for p in problems] == ["chunk"], problems
+    assert problems[0].key is not None and problems[0].key.startswith("data/")
+    assert problems[0].paths == [os.fsencode(victim_tree / "f0000.bin")]
