@@ -1,0 +1,152 @@
+"""A fleet of 100 hosts in one bucket, simulated on the in-memory store (issue 13 item 4).
+
+The other 99 hosts' runs are their group index objects, written here in the
+format of docs/FORMAT.md part 2, 16.2 (so the reader is held to the spec, not
+to the writer's code): a first run indexing every file of the host (90 % of
+them the same image on every host), then daily runs indexing 1 % changed
+files.  One real host archives daily; its list requests beyond its own stay
+constant, its GETs are the new objects only, and the memory its refresh needs
+does not grow with the number of hosts.  The suite runs 100 hosts x 1,000
+files; ``-m scale`` runs 100 hosts x 100,000 files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import tracemalloc
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from s3archive.archive.archiver import Archiver
+from s3archive.archive.group_index import GroupIndex
+from s3archive.archive.local_cache import LocalCache
+from s3archive.config import parse_config
+from s3archive.store.base import ObjectLock
+from support.fleet_hosts import HostView
+from support.memory_store import FakeClock, MemoryStore
+
+START = datetime(2031, 11, 24, 3, 15, tzinfo=timezone.utc)
+DAY = timedelta(days=1)
+PREFIX = "index/plain-all/"
+
+
+def _id(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def index_object(host: str, written: datetime, blob_ids: list[str], lock_until: datetime
+                 ) -> tuple[str, bytes]:
+    """One run's group index object, by hand: its blobs in packs of 4,000 x 4 KiB."""
+    stamp = written.strftime("%Y%m%dT%H%M%SZ")
+    key = f"{PREFIX}{stamp[:8]}/{stamp}-{host}-{stamp}-abcdef-p0.idx"
+    lines = [{"type": "group_index", "version": 1, "host": host, "run_id": f"{stamp}-abcdef",
+              "written": written.isoformat().replace("+00:00", "Z"), "part": 0}]
+    per_pack = 4000
+    for n in range(0, max(1, (len(blob_ids) + per_pack - 1) // per_pack)):
+        h = _id("pack", host, stamp, n)
+        lines.append(["P", n, f"data/{h[:2]}/{h}", "v1", 29 + per_pack * 4096 + 16 + 38 * per_pack,
+                      "GOVERNANCE", lock_until.isoformat().replace("+00:00", "Z")])
+    for i, blob in enumerate(blob_ids):
+        lines.append(["B", i // per_pack, blob, 29 + (i % per_pack) * 4096, 4096, 4096, "raw"])
+    body = b"".join(json.dumps(line, separators=(",", ":")).encode() + b"\n" for line in lines)
+    return key, zstandard.ZstdCompressor(level=1).compress(body)
+
+
+def fill_fleet(store: MemoryStore, clock: FakeClock, hosts: int, files: int, day: int,
+               rng: random.Random) -> None:
+    """The index objects of ``hosts`` other hosts' runs of day ``day`` (0: the first)."""
+    written = clock()
+    until = clock() + 20 * DAY
+    for host in range(hosts):
+        if day == 0:
+            blobs = [_id("image", i) for i in range(files * 9 // 10)] + \
+                    [_id("own", host, i) for i in range(files - files * 9 // 10)]
+        else:
+            blobs = [_id("change", host, day, i) for i in range(max(1, files // 100))]
+        key, body = index_object(f"other{host:03d}", written, blobs, until)
+        store.put(key, body, ObjectLock("GOVERNANCE", until))
+        written += timedelta(seconds=rng.randrange(1, 60))
+
+
+def peak_of_refresh(tmp_path: Path, hosts: int, files: int) -> tuple[int, int]:
+    """Peak traced memory of a bootstrap refresh over ``hosts`` hosts' first runs, and
+    the rows learned."""
+    clock = FakeClock(START)
+    store = MemoryStore(clock)
+    fill_fleet(store, clock, hosts, files, 0, random.Random(hosts))
+    cache = LocalCache(tmp_path / f"cache-{hosts}.sqlite")
+    group = GroupIndex(store, "plain-all", "me")
+    tracemalloc.start()
+    try:
+        report = group.refresh(cache, clock(), locked=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        cache.close()
+    assert report.objects == hosts and report.skipped == 0
+    return peak, report.blobs
+
+
+def run_fleet(tmp_path: Path, files: int, days: int = 3) -> None:
+    clock = FakeClock(START)
+    store = MemoryStore(clock, bucket="big-fleet")
+    rng = random.Random(100)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i in range(20):
+        (tree / f"f{i}").write_bytes(rng.randbytes(3_000))
+    etc = tmp_path / "etc"
+    (etc / "pickers.d").mkdir(parents=True)
+    picker = etc / "pickers.d" / "10-tree"
+    picker.write_text(f"#!/bin/sh\necho '{tree}'\n")
+    picker.chmod(0o755)
+    config = parse_config({"s3": {"bucket": "big-fleet"}, "host": {"name": "me"},
+                           "local": {"cache_dir": str(tmp_path / "cache"),
+                                     "state_file": str(tmp_path / "state.json")}},
+                          etc / "config.toml", clock=clock)
+    view = HostView(store)
+    for day in range(days):
+        fill_fleet(store, clock, 99, files, day, rng)
+        clock.advance(timedelta(hours=1))
+        before = dict(store.requests)
+        view.lists.clear()
+        (tree / "f0").write_bytes(rng.randbytes(3_000))
+        summary = Archiver(config, view, clock=clock).run()
+        assert summary.exit_code == 0
+        gets = store.requests["GetObject"] - before.get("GetObject", 0)
+        index_lists = [p for p in view.lists if p.startswith("index/")]
+        own_lists = [p for p in view.lists if not p.startswith("index/")]
+        assert all(p.startswith("runs/me/") for p in own_lists), own_lists
+        if day == 0:
+            assert index_lists == [PREFIX]  # the bootstrap: one listing of the group
+        else:
+            assert len(index_lists) <= 2, index_lists  # yesterday's and today's prefixes
+        assert gets <= 99 + 3, gets  # the new index objects, and the host's own reads
+        clock.advance(DAY - timedelta(hours=1))
+        store.lifecycle_day()
+
+
+def test_a_daily_run_in_a_fleet_of_100_makes_constant_list_requests(tmp_path: Path) -> None:
+    run_fleet(tmp_path, files=1_000)
+
+
+def test_refresh_memory_does_not_grow_with_the_hosts(tmp_path: Path) -> None:
+    small, learned_small = peak_of_refresh(tmp_path, 10, 300)
+    large, learned_large = peak_of_refresh(tmp_path, 100, 300)
+    assert learned_large == 10 * learned_small
+    # one object at a time: 10x the hosts, not 10x the memory
+    assert large < 1.5 * small, (small, large)
+
+
+@pytest.mark.scale
+def test_a_fleet_of_100_hosts_of_100k_files(tmp_path: Path) -> None:
+    run_fleet(tmp_path, files=100_000, days=2)
+    small, _ = peak_of_refresh(tmp_path, 10, 100_000)
+    large, _ = peak_of_refresh(tmp_path, 100, 100_000)
+    print(f"refresh peak: 10 hosts {small >> 20} MiB, 100 hosts {large >> 20} MiB")
+    assert large < 1.5 * small, (small, large)
