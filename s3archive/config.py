@@ -131,17 +131,27 @@ DEFAULT_DEDUP_GROUP = "all"  # every plain host of the bucket
 _DEDUP_GROUP = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-def _parse_dedup_group(reader: "_Reader") -> str | None:
-    """``[dedup] group``: a name, or ``"none"``/``false`` for a host that shares nothing."""
-    value = reader.get("group", (str, bool), DEFAULT_DEDUP_GROUP)
+DEDUP_GROUP_RULE = '1-64 characters of A-Z a-z 0-9 . _ - (or "none" to share nothing)'
+
+
+def dedup_group_of(value: str | bool) -> str | None:
+    """``[dedup] group``: a name, or None (``"none"``/``false``: the host shares nothing);
+    ValueError for a name that breaks DEDUP_GROUP_RULE."""
     if value is False or value == "none":
         return None
     if value is True:
         return DEFAULT_DEDUP_GROUP
     if not _DEDUP_GROUP.fullmatch(value):
-        raise reader.fail("group", value, "must be 1-64 characters of A-Z a-z 0-9 . _ - "
-                                          '(or "none" to share nothing)')
+        raise ValueError(f"must be {DEDUP_GROUP_RULE}")
     return value
+
+
+def _parse_dedup_group(reader: "_Reader") -> str | None:
+    value = reader.get("group", (str, bool), DEFAULT_DEDUP_GROUP)
+    try:
+        return dedup_group_of(value)
+    except ValueError as err:
+        raise reader.fail("group", value, str(err)) from None
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,9 @@ def _print_create_result(result: object) -> None:
 @click.option("--dedup-secret", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               default=None, metavar="FILE", help="Install this dedup group's secret (a copy "
               "of another host's dedup.key) instead of generating a new one.")
+@click.option("--dedup-group", default=None, metavar="NAME",
+              help="Share stored content with the plain hosts of this group ([dedup] group; "
+                   "default: every host of the bucket); 'none': share nothing.")
 def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                          host_name: str | None, lock_mode: str, daily_days: int,
                          weekly_days: int, monthly_days: int, yearly_days: int,
@@ -171,7 +174,7 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                          create_user: str | None, backup_group: str | None, root: Path | None,
                          no_enable: bool, force: bool, cache_dir: Path, state_file: Path,
                          prometheus_textfile: Path | None, recipients: tuple[str, ...],
-                         dedup_secret: Path | None) -> None:
+                         dedup_secret: Path | None, dedup_group: str | None) -> None:
     """Write /etc/s3archive (config.toml, credentials, pickers.d/, snapshots.d/)
     and the systemd service and daily timer, then enable the timer.
 
@@ -206,7 +209,8 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
                           prometheus_textfile=prometheus_textfile,
                           recipients=tuple(_recipient(r) for r in recipients),
                           dedup_secret=read_dedup_secret_file(dedup_secret, strict=False)
-                          if dedup_secret else None)
+                          if dedup_secret else None,
+                          dedup_group=_dedup_group(dedup_group))
     result = write_config(options, create_key=_key_maker(bucket, region, endpoint_url,
                                                                 legal_hold))
     for outcome in result.outcomes:
@@ -228,6 +232,15 @@ def write_config_command(bucket: str, region: str, endpoint_url: str | None,
         click.echo("to enable the daily timer, run:")
         for command in result.commands:
             click.echo("  " + " ".join(command))
+
+
+def _dedup_group(text: str | None) -> str | None:
+    from s3archive.config import DEFAULT_DEDUP_GROUP, dedup_group_of
+
+    try:
+        return dedup_group_of(text) if text is not None else DEFAULT_DEDUP_GROUP
+    except ValueError as err:
+        raise UsageError(f"--dedup-group {text!r}: {err}") from None
 
 
 def _recipient(text: str) -> Recipient:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from s3archive.config import (
+    DEFAULT_DEDUP_GROUP,
     MAX_RECIPIENTS,
     CostSettings,
     RetentionSettings,
@@ -60,6 +61,7 @@ class HostOptions:
     prometheus_textfile: Path | None = None
     recipients: tuple[Recipient, ...] = ()  # restore keys: [encryption] when given
     dedup_secret: DedupSecret | None = field(default=None, repr=False)  # --dedup-secret
+    dedup_group: str | None = DEFAULT_DEDUP_GROUP  # [dedup] group; None shares nothing
 
     def __post_init__(self) -> None:
         if len(self.recipients) > MAX_RECIPIENTS:
@@ -140,6 +142,11 @@ def render_config(options: HostOptions) -> str:
     if options.prometheus_textfile is not None:
         lines += ["[report]", f"prometheus_textfile = {_toml(str(options.prometheus_textfile))}",
                   ""]
+    if options.dedup_group != DEFAULT_DEDUP_GROUP:
+        lines += ["[dedup]",
+                  "# Hosts of one group upload a file's content once (docs/FORMAT.md part 2, 16);",
+                  "# \"none\": this host shares nothing.  Encrypted hosts: the dedup secret.",
+                  f"group = {_toml(options.dedup_group or 'none')}", ""]
     if options.recipients:
         lines += ["[encryption]",
                   "# The restore keys' recipients (public). Only their private keys, kept",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,72 +90,112 @@ def _cli(moto: MotoServer, *args: str, admin: bool = True) -> _Result:
     return _Result(result.exit_code, result.stdout, result.stderr)
 
 
-def _host(moto: MotoServer, tmp_path: Path, host: str, data: Path) -> tuple[Path, tuple[str, str]]:
-    root = tmp_path / host
-    written = _cli(moto, "write-config", "--root", str(root), "--bucket", BUCKET,
-                   "--endpoint-url", moto.endpoint_url, "--host-name", host,
-                   "--create-user", f"{host}-backup", "--cache-dir", str(root / "cache"),
-                   "--state-file", str(root / "state.json"), "--daily-days", "2")
-    assert written.returncode == 0, written.stderr
-    etc = root / "etc/s3archive"
-    values = dict(line.split(" = ", 1) for line in (etc / "credentials").read_text().splitlines()
-                  if " = " in line)
-    picker = etc / "pickers.d/50-data"
-    picker.write_text(f"#!/bin/sh\necho {data}\n")
-    picker.chmod(0o755)
-    return etc / "config.toml", (values["aws_access_key_id"], values["aws_secret_access_key"])
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_fleet_on_moto_with_iam(moto: MotoServer, tmp_path: Path) -> None:
+def readme_walkthrough() -> list[list[str]]:
+    """The s3archive commands of the README's "Running a fleet" block, in order."""
+    text = README.read_text()
+    block = text.split("<!-- fleet-walkthrough -->\n```sh\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line) for line in block.splitlines() if line.startswith("s3archive ")]
+
+
+def test_readme_fleet_walkthrough(moto: MotoServer, tmp_path: Path) -> None:
+    """A new user's fleet from the README, on moto with IAM enforced: the bucket, two
+    hosts with users of their own, their runs (the second uploads under 1 % of the
+    first's bytes), and the auditor's fleet view; the host policies allow the group
+    index and leases of each other's packs, and nothing of another host's runs."""
     from botocore.exceptions import ClientError
 
+    steps = readme_walkthrough()
+    assert [step[1] for step in steps] == ["create-resources", "write-config",
+                                           "write-config", "archive", "fleet"], steps
+    bucket = steps[0][steps[0].index("--bucket") + 1]
     moto.set_iam_enforcement(False)
-    setup = _cli(moto, "create-resources", "--bucket", BUCKET, "--endpoint-url",
-                 moto.endpoint_url, "--iam", "--no-bucket-policy")
+    setup = _cli(moto, *steps[0][1:], "--endpoint-url", moto.endpoint_url,
+                 "--no-bucket-policy")  # moto applies bucket-policy Denies to everyone
     assert setup.returncode == 0, setup.stderr
-    data = tmp_path / "data"
+    data = tmp_path / "image"
     data.mkdir()
     (data / "image.bin").write_bytes(os.urandom(600_000))
-    config_a, _ = _host(moto, tmp_path, "web1", data)
-    config_b, key_b = _host(moto, tmp_path, "web2", data)
+    configs, keys = [], []
+    for step in steps[1:3]:
+        host = step[step.index("--host-name") + 1]
+        root = tmp_path / host
+        written = _cli(moto, *step[1:], "--endpoint-url", moto.endpoint_url, "--root",
+                       str(root), "--cache-dir", str(root / "cache"), "--state-file",
+                       str(root / "state.json"))
+        assert written.returncode == 0, written.stderr
+        etc = root / "etc/s3archive"
+        values = dict(line.split(" = ", 1) for line in
+                      (etc / "credentials").read_text().splitlines() if " = " in line)
+        keys.append((values["aws_access_key_id"], values["aws_secret_access_key"]))
+        picker = etc / "pickers.d/50-image"
+        picker.write_text(f"#!/bin/sh\necho {data}\n")
+        picker.chmod(0o755)
+        configs.append(etc / "config.toml")
     iam = moto.client("iam")
     iam.create_user(UserName="auditor")
-    iam.add_user_to_group(GroupName=f"s3archive-{BUCKET}-audit", UserName="auditor")
+    iam.add_user_to_group(GroupName=f"s3archive-{bucket}-audit", UserName="auditor")
     audit_key = iam.create_access_key(UserName="auditor")["AccessKey"]
     audit_creds = tmp_path / "audit-credentials"
     audit_creds.write_text(f"[default]\naws_access_key_id = {audit_key['AccessKeyId']}\n"
                            f"aws_secret_access_key = {audit_key['SecretAccessKey']}\n")
     audit_creds.chmod(0o600)
     audit_config = tmp_path / "audit.toml"
-    audit_config.write_text(config_a.read_text().replace(
+    audit_config.write_text(configs[0].read_text().replace(
         'credentials_file = "credentials"', f'credentials_file = "{audit_creds}"'))
 
     moto.set_iam_enforcement(True)
     try:
-        first = _cli(moto, "--config", str(config_a), "archive", "--json", admin=False)
-        assert first.returncode == 0, first.stderr
-        second = _cli(moto, "--config", str(config_b), "archive", "--json", admin=False)
-        assert second.returncode == 0, second.stderr
-        a, b = json.loads(first.stdout), json.loads(second.stdout)
+        runs = []
+        for config in configs:
+            run = _cli(moto, "--config", str(config), *steps[3][1:], "--json", admin=False)
+            assert run.returncode == 0, run.stderr
+            runs.append(json.loads(run.stdout))
+        a, b = runs
         assert a["bytes_uploaded"] > 600_000
         assert b["bytes_uploaded"] < 0.01 * a["bytes_uploaded"], (a, b)
         # web2 reads the group index, but not web1's runs, and deletes nothing (moto
-        # ignores the s3:prefix conditions of listing: proven by the evaluator above)
-        web2 = moto.client("s3", *key_b)
-        index = web2.list_objects_v2(Bucket=BUCKET, Prefix="index/plain-all/")["Contents"]
+        # ignores the s3:prefix conditions of listing: the evaluator test proves them)
+        web2 = moto.client("s3", *keys[1])
+        index = web2.list_objects_v2(Bucket=bucket, Prefix="index/plain-all/")["Contents"]
         assert len(index) == 1 and "-web1-" in index[0]["Key"]
-        assert web2.get_object(Bucket=BUCKET, Key=index[0]["Key"])["Body"].read()
+        assert web2.get_object(Bucket=bucket, Key=index[0]["Key"])["Body"].read()
         for call, kwargs in ((web2.delete_object, {"Key": index[0]["Key"]}),
                              (web2.get_object, {"Key": f"runs/web1/{a['run_id']}.jsonl.zst"})):
             with pytest.raises(ClientError) as denied:
-                call(Bucket=BUCKET, **kwargs)
+                call(Bucket=bucket, **kwargs)
             assert denied.value.response["Error"]["Code"] == "AccessDenied"
-        # the auditor sees the fleet: both hosts, web2 sharing web1's data
-        view = _cli(moto, "--config", str(audit_config), "fleet", "--json", admin=False)
+        # the auditor's view of the fleet: both hosts, web2 sharing web1's data
+        textfile = tmp_path / "textfile" / "s3archive-fleet.prom"
+        fleet = [str(textfile) if arg.endswith(".prom") else arg for arg in steps[4][1:]]
+        view = _cli(moto, "--config", str(audit_config), *fleet, "--json", admin=False)
         assert view.returncode == 0, view.stderr
         hosts = {h["host"]: h for h in json.loads(view.stdout)["hosts"]}
         assert sorted(hosts) == ["web1", "web2"]
         assert hosts["web2"]["bytes_shared"] >= 600_000
         assert hosts["web2"]["bytes_uploaded"] == b["bytes_uploaded"]
+        assert 's3archive_fleet_last_run_shared_bytes{host="web2"}' in textfile.read_text()
+        # the auditor reads no data and writes nothing
+        auditor = moto.client("s3", audit_key["AccessKeyId"], audit_key["SecretAccessKey"])
+        with pytest.raises(ClientError):
+            auditor.put_object(Bucket=bucket, Key="runs/web1/x.jsonl.zst", Body=b"x")
     finally:
         moto.set_iam_enforcement(False)
+
+
+def test_write_config_writes_the_dedup_group(tmp_path: Path) -> None:
+    from s3archive.config import load_config
+
+    for group, expected in (("web", "web"), ("none", None), (None, "all")):
+        root = tmp_path / str(group)
+        args = ["write-config", "--bucket", "acme-backups", "--host-name", "web3",
+                "--root", str(root), "--no-enable"]
+        result = CliRunner().invoke(cli, args + (["--dedup-group", group] if group else []))
+        assert result.exit_code == 0, result.output
+        config = load_config(root / "etc/s3archive/config.toml")
+        assert config.dedup_group == expected
+    bad = CliRunner().invoke(cli, ["write-config", "--bucket", "acme-backups", "--root",
+                                   str(tmp_path / "bad"), "--no-enable", "--dedup-group", "a/b"])
+    assert bad.exit_code == 2 and "--dedup-group 'a/b': must be 1-64 characters" in bad.output
