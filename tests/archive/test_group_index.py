@@ -328,3 +328,22 @@ def test_a_compromised_member_corrupts_what_others_reference_and_verify_names_it
     assert [p.kind for p in problems] == ["chunk"], problems
     assert problems[0].key is not None and problems[0].key.startswith("data/")
     assert problems[0].paths == [os.fsencode(victim_tree / "f0000.bin")]
+
+
+def test_another_hosts_pack_about_to_lapse_is_not_reused(tmp_path: Path) -> None:
+    """A pack whose known lock ends within REUSE_MARGIN is forgotten before the walk:
+    lifecycle may remove it before the run could extend it."""
+    from s3archive.archive.retention import REUSE_MARGIN
+
+    fleet = Fleet(tmp_path)
+    tree = tree_of(tmp_path / "tree", random.Random(47), 4)
+    web1 = fleet.host("web1", tree, retention={"daily_days": 1, "weekly_days": 1,
+                                               "monthly_days": 1, "yearly_days": 1,
+                                               "slack_days": 0})
+    web1.run()
+    (pack,) = fleet.store.versions("data/")
+    fleet.clock.advance(pack.retain_until - fleet.clock() - REUSE_MARGIN / 2)
+    second = fleet.host("web2", tree).run()
+    assert second.chunks_new == 4 and second.packs_extended == 0
+    manifest = read_run(fleet.store, second.manifest_key, fleet.store.get(second.manifest_key))
+    assert pack.key not in {p.key for p in manifest.packs}
