@@ -43,7 +43,8 @@ VERSION = 1
 MAX_OBJECT = 64 << 20  # stored bytes of one object (listed size, checked before the GET)
 MAX_PLAIN = 256 << 20  # decompressed bytes of one object
 MAX_LINE = 4096
-BLOBS_PER_PART = 262_144
+BLOBS_PER_PART = 262_144  # a writer starts a new part beyond this (a pack is never split)
+MAX_BLOBS = 1_048_576  # a reader's bound per object: one pack's (pack2) at most
 MAX_PACK_SIZE = 1 << 30
 MAX_BLOB = 8 << 20
 _NONCE = 12
@@ -282,7 +283,7 @@ def _check(lines: Iterator[Any], tag: int) -> str:
             raise GroupIndexInvalid("a line is not a P or B line")
         if line[0] == "P" and len(line) == 7:
             _, n, key, version, size, mode, until = line
-            if not _is_int(n, 0, BLOBS_PER_PART) or n in sizes or n != len(sizes):
+            if not _is_int(n, 0, MAX_BLOBS) or n in sizes or n != len(sizes):
                 raise GroupIndexInvalid(f"pack number {n!r} out of order")
             if not isinstance(key, str) or not key.startswith("data/") or \
                     not pack2.is_pack2_key(key):
@@ -309,8 +310,8 @@ def _check(lines: Iterator[Any], tag: int) -> str:
                     and _is_int(offset, 29, sizes[n]) and offset + stored <= sizes[n] - 16):
                 raise GroupIndexInvalid(f"blob {digest}: bad place or length")
             blobs += 1
-            if blobs > BLOBS_PER_PART:
-                raise GroupIndexInvalid(f"more than {BLOBS_PER_PART} blobs")
+            if blobs > MAX_BLOBS:
+                raise GroupIndexInvalid(f"more than {MAX_BLOBS} blobs")
         else:
             raise GroupIndexInvalid("a line is not a P or B line")
     return header["host"]
@@ -318,11 +319,30 @@ def _check(lines: Iterator[Any], tag: int) -> str:
 
 def _enter(lines: Iterator[Any], uploader: str, cache: LocalCache,
            locked: bool) -> tuple[int, int]:
-    """Enter a checked object: its packs (a lock-only line updates a pack the cache
-    knows), then their blobs, never replacing a location the cache has."""
+    """Enter a checked object, streaming: its packs (a pack only leased by the run
+    updates the lock of a pack the cache knows), then their blobs in batches, never
+    replacing a location the cache has.  Memory: one batch, whatever the object's size."""
     next(lines)
     packs: dict[int, CachedPack] = {}
-    rows: dict[int, list[ChunkLocation]] = {}
+    learning: dict[int, str | None] = {}  # pack number -> uploader to record, if learned
+    batch: list[ChunkLocation] = []
+    batch_pack = -1
+    blobs = 0
+
+    def flush() -> None:
+        nonlocal batch
+        if batch:
+            cache.learn_group_pack(packs[batch_pack], learning[batch_pack], batch)
+            batch = []
+
+    def learn(n: int) -> bool:
+        if n not in learning:
+            known = cache.get_pack(packs[n].key)
+            if known is not None and known.version_id != packs[n].version_id:
+                return False  # another version of that key: keep what the cache knows
+            learning[n] = uploader if known is None else None
+        return True
+
     for line in lines:
         if line[0] == "P":
             _, n, key, version, size, mode, until = line
@@ -333,18 +353,21 @@ def _enter(lines: Iterator[Any], uploader: str, cache: LocalCache,
             else:
                 when = parse_iso(until)
             packs[n] = CachedPack(key, version, size, mode, when)
-        elif line[1] in packs:
-            _, n, digest, offset, stored, plain, encoding = line
-            rows.setdefault(n, []).append(
-                ChunkLocation(digest, packs[n].key, offset, stored, plain, encoding))
-    learned = blobs = 0
-    for n, pack in packs.items():
-        known = cache.get_pack(pack.key)
-        if known is not None and known.version_id != pack.version_id:
-            continue  # another version of that key: keep what the cache knows
-        if known is None and n not in rows:
-            continue  # a pack this object only leases: nothing to reuse
-        cache.learn_group_pack(pack, uploader if known is None else None, rows.get(n, []))
-        learned += 1
-        blobs += len(rows.get(n, []))
-    return learned, blobs
+            continue
+        n = line[1]
+        if n not in packs or not learn(n):
+            continue
+        if n != batch_pack or len(batch) >= 10_000:
+            flush()
+            batch_pack = n
+        _, _, digest, offset, stored, plain, encoding = line
+        batch.append(ChunkLocation(digest, packs[n].key, offset, stored, plain, encoding))
+        blobs += 1
+    flush()
+    for n, pack in packs.items():  # packs the run only leased: a newer lock, if known
+        if n not in learning:
+            known = cache.get_pack(pack.key)
+            if known is not None and known.version_id == pack.version_id:
+                cache.learn_group_pack(pack, None, [])
+                learning[n] = None
+    return len(learning), blobs

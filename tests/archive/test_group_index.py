@@ -22,7 +22,7 @@ import zstandard
 from s3archive.archive.archiver import ArchiveSummary, Archiver
 from s3archive.archive.group_index import INDEX_PREFIX
 from s3archive.config import Config, parse_config
-from s3archive.errors import ConfigError, StoreError
+from s3archive.errors import ConfigError
 from s3archive.store.base import ObjectLock
 from support.fleet_hosts import HostView
 from support.memory_store import FakeClock, MemoryStore
