@@ -347,3 +347,36 @@ def test_another_hosts_pack_about_to_lapse_is_not_reused(tmp_path: Path) -> None
     assert second.chunks_new == 4 and second.packs_extended == 0
     manifest = read_run(fleet.store, second.manifest_key, fleet.store.get(second.manifest_key))
     assert pack.key not in {p.key for p in manifest.packs}
+
+
+def test_encrypted_hosts_sharing_a_dedup_secret_upload_once(tmp_path: Path) -> None:
+    """An encrypted group: the index is sealed (no id, key or size readable without the
+    secret), a second host uploads no data, and its run verifies with the restore key."""
+    import os
+
+    from s3archive.config import dedup_secret_file_text
+    from s3archive.crypto.dedup import DedupSecret
+    from s3archive.crypto.keys import Identity
+    from s3archive.repo.catalog import list_runs
+    from s3archive.verify import Verifier, VerifyOptions
+
+    fleet = Fleet(tmp_path)
+    identity, secret = Identity.generate(), DedupSecret.generate()
+    secret_file = tmp_path / "dedup.key"
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(dedup_secret_file_text(secret))
+    encryption = {"encryption": {"recipients": [str(identity.recipient())],
+                                 "dedup_secret_file": str(secret_file)}}
+    tree = tree_of(tmp_path / "tree", random.Random(53), 30)
+    first = fleet.host("web1", tree, **encryption).run()
+    (index,) = fleet.store.versions(INDEX_PREFIX)
+    assert index.key.startswith(f"index/sealed-{secret.dedup_id}/")
+    with pytest.raises(zstandard.ZstdError):  # sealed: not even a zstd frame
+        zstandard.ZstdDecompressor().decompress(index.body)
+    second = fleet.host("web2", tree, **encryption).run()
+    assert second.chunks_new == 0 and second.bytes_uploaded < 0.01 * first.bytes_uploaded
+    verifier = Verifier(fleet.store, VerifyOptions(read_data=True, identities=(identity,)))
+    for run in list_runs(fleet.store):
+        result = verifier.verify(run)
+        assert result.ok and result.chunks_checked >= 30, result.problems
