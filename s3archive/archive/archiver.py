@@ -314,10 +314,16 @@ class Archiver:
                 log.info("rebuilt the local cache from run %s (%d files)", latest.run_id, learned)
         group = _group_index(self.config, self.store, encrypting)
         if group is not None:  # what the other hosts of the dedup group store (FORMAT2 16)
-            report = group.refresh(cache, self.clock(), locked)
-            log.info("dedup group %s: %d list requests, %d index objects read (%d packs, "
-                     "%d blobs), %d refused", group.directory, report.listed, report.objects,
-                     report.packs, report.blobs, report.skipped)
+            try:
+                report = group.refresh(cache, self.clock(), locked)
+            except StoreError as err:  # the run goes on, deduplicating against its own data
+                log.warning("cannot read the group index %s (%s): this run reuses only what "
+                            "the local cache knew (a backup policy from before issue 13? "
+                            "run create-resources again)", group.prefix, err)
+            else:
+                log.info("dedup group %s: %d list requests, %d index objects read (%d packs, "
+                         "%d blobs), %d refused", group.directory, report.listed,
+                         report.objects, report.packs, report.blobs, report.skipped)
         lapsing = cache.packs_lapsing_before(self.clock() + self.reuse_margin)
         if lapsing:
             log.info("forgetting %d cached packs whose lock lapses soon", len(lapsing))

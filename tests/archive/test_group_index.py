@@ -22,7 +22,7 @@ import zstandard
 from s3archive.archive.archiver import ArchiveSummary, Archiver
 from s3archive.archive.group_index import INDEX_PREFIX
 from s3archive.config import Config, parse_config
-from s3archive.errors import ConfigError
+from s3archive.errors import ConfigError, StoreError
 from s3archive.store.base import ObjectLock
 from support.fleet_hosts import HostView
 from support.memory_store import FakeClock, MemoryStore
@@ -380,3 +380,32 @@ def test_encrypted_hosts_sharing_a_dedup_secret_upload_once(tmp_path: Path) -> N
     for run in list_runs(fleet.store):
         result = verifier.verify(run)
         assert result.ok and result.chunks_checked >= 30, result.problems
+
+
+def test_a_backup_policy_without_the_index_costs_dedup_not_the_run(tmp_path: Path,
+                                                                    caplog) -> None:
+    """A bucket set up before the group index: listing and writing index/ are refused;
+    the run completes (warning once each), deduplicating against its own data."""
+    fleet = Fleet(tmp_path)
+    tree = tree_of(tmp_path / "tree", random.Random(59), 3)
+    host = fleet.host("web1", tree)
+
+    def refused(prefix: str):  # type: ignore[no-untyped-def]
+        if prefix.startswith(INDEX_PREFIX):
+            raise StoreError(f"ListObjectsV2 {prefix}: AccessDenied")
+        return fleet.store.list_keys(prefix)
+
+    real_put = fleet.store.put
+
+    def put(key: str, body: bytes, lock: ObjectLock | None, legal_hold: bool = False):  # type: ignore[no-untyped-def]
+        if key.startswith(INDEX_PREFIX):
+            raise StoreError(f"PUT {key}: AccessDenied")
+        return real_put(key, body, lock, legal_hold)
+
+    host.view.list_keys = refused  # type: ignore[method-assign]
+    fleet.store.put = put  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING):
+        summary = host.run()
+    assert summary.manifest_key is not None and summary.chunks_new == 3
+    assert "cannot read the group index index/plain-all/" in caplog.text
+    assert "could not write the group index of this run" in caplog.text
