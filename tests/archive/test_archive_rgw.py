@@ -68,8 +68,9 @@ def test_every_object_is_locked_and_every_put_carries_content_md5(env: ArchiveEn
     assert summary["exit_code"] == 0, summary["warnings"]
     retain_until = parse_time(summary["retain_until"])
     versions = env.versions()
-    assert {v["Key"].split("/")[0] for v in versions} == {"data", "meta", "runs"}
-    assert len(versions) == summary["packs_uploaded"] + 1
+    # packs, the run's root object, and its group index object (docs/FORMAT.md part 2, 16)
+    assert {v["Key"].split("/")[0] for v in versions} == {"data", "index", "meta", "runs"}
+    assert len(versions) == summary["packs_uploaded"] + 2
     for version in versions:
         head = env.client.head_object(Bucket=env.bucket, Key=version["Key"],
                                       VersionId=version["VersionId"])
@@ -279,8 +280,8 @@ def test_transient_s3_errors_are_retried_with_back_off(env: ArchiveEnv, tmp_path
     (small / "file").write_bytes(random_bytes(100_000, 9))
     env.pick(small)
     summary = env.archive()
-    puts = summary["packs_uploaded"] + 1
-    assert puts == 3  # a data pack, a metadata pack, the run's root object
+    puts = summary["packs_uploaded"] + 2
+    assert puts == 4  # a data pack, a metadata pack, the group index object, the root object
     assert len(attempts) == 3 * puts
     assert len(env.versions()) == puts
 

@@ -99,7 +99,7 @@ def test_runs_are_written_in_format_2_and_restore_exactly(host: Host, tmp_path: 
     assert peek_format(blob, run.key) == 2
     assert len(blob) < 4096, "the root object holds no entries"
     keys = {v.key.split("/")[0] for v in host.store.versions()}
-    assert keys == {"data", "meta", "runs"}
+    assert keys == {"data", "index", "meta", "runs"}  # index: the group index (16)
     target = tmp_path / "restored"
     report = restore_run(host.store, load_manifest(host.store, run), target, [])
     assert report.ok
