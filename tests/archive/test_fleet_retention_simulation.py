@@ -198,8 +198,8 @@ def simulate(tmp_path: Path, days: int) -> FleetSim:
 
 
 def test_leases_hold_across_hosts_with_different_retention(tmp_path: Path) -> None:
-    sim = simulate(tmp_path, 60)
-    assert sim.shared_reuse > 50  # the hosts did reference each other's packs
+    sim = simulate(tmp_path, 45)
+    assert sim.shared_reuse > 40  # the hosts did reference each other's packs
     # the stopped host's last run has lapsed: nothing it alone referenced is left
     stopped = sim.hosts[2]
     assert stopped.latest is not None
