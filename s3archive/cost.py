@@ -33,7 +33,7 @@ FREE = frozenset({"DeleteObject"})
 RECENT_RUNS = 10
 # Bytes by kind (storage_classes.area): "packs" counts every pack, format 1's
 # (packs/) and format 2's, which "data" (data/) and "metadata" (meta/) split.
-KINDS = ("packs", "data", "metadata", "manifests", "keys", "other")
+KINDS = ("packs", "data", "metadata", "manifests", "keys", "index", "other")  # index: 16
 
 
 def storage_by_class(store: StoreReader) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def area(key: str) -> str:
     if key.startswith(DATA_PREFIX):
         return "data"
     for prefix, name in (("meta/", "metadata"), ("runs/", "manifests"), ("keys/", "keys"),
-                         ("packs/", "packs")):
+                         ("packs/", "packs"), ("index/", "index")):
         if key.startswith(prefix):
             return name
     return "other"

@@ -30,6 +30,7 @@ def test_cost_measures_storage_runs_and_requests(env: ArchiveEnv) -> None:
     versions = env.versions()
     stored = sum(v["Size"] for v in versions)
     packs = sum(v["Size"] for v in versions if v["Key"].startswith(("data/", "meta/")))
+    index = sum(v["Size"] for v in versions if v["Key"].startswith("index/"))  # group index
 
     result = env.run("cost", "--json")
     assert result.exit_code == 0, result.stderr
@@ -40,7 +41,8 @@ def test_cost_measures_storage_runs_and_requests(env: ArchiveEnv) -> None:
     assert standard["objects"] == len(versions)
     assert standard["bytes"] == stored
     assert standard["packs"] == packs > 0
-    assert standard["manifests"] == stored - packs > 0
+    assert standard["manifests"] == stored - packs - index > 0
+    assert standard["index"] == index > 0
     assert standard["month"] == pytest.approx(stored / GIB * 0.023, abs=1e-6)
     assert figures["runs"] == {"manifests": 2, "live": 2, "by_host": {"testhost": 2},
                                "lapsed": 0}
