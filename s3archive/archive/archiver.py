@@ -26,7 +26,7 @@ from s3archive.archive.chunker import CHUNKER_PARAMS
 from s3archive.archive.commit import commit_manifest
 from s3archive.archive.file_stage import FileStage, FileTally
 from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache, cache_path
-from s3archive.archive.group_index import GroupIndex, for_host
+from s3archive.archive.group_index import GroupIndex, UploadedBlobs, for_host
 from s3archive.archive.pack_index import PackIndexWriter, cache_name, learn
 from s3archive.archive.pack_lease import LeaseResult, NoSources, PackLease, PacksMissing
 from s3archive.archive.packer import ChunkId, ChunkLocation
@@ -181,6 +181,9 @@ class Archiver:
         indexes = (PackIndexWriter(self.store, plan.host, plan.encryption.secret)
                    if plan.encryption is not None else None)
 
+        uploaded = (UploadedBlobs() if _group_index(cfg, self.store, plan.encryption is not None)
+                    else None)
+
         def record_pack(pack: NewPack, chunks: list[ChunkLocation]) -> None:
             cache.add_pack(CachedPack(pack.key, pack.version_id, pack.size,
                                       pack_lock.mode if pack_lock else None,
@@ -189,6 +192,8 @@ class Archiver:
             if indexes is not None:  # what a lost cache learns again (archive/pack_index.py)
                 version = indexes.write(pack.key, pack.version_id, pack.size, chunks, pack_lock)
                 cache.set_meta(cache_name(pack.key), version)
+            if uploaded is not None and pack.key.startswith("data/"):
+                uploaded.add(pack.key, chunks)  # for the group index (FORMAT2 16)
 
         format2 = self.storage_format == 2
         chunk_filter = cache.chunk_filter()
@@ -222,8 +227,12 @@ class Archiver:
                 lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency,
                 prefix="meta", id_of=enc.meta_id if enc else chunk_hash, sealer=enc)
         run = _Run(RunContext(cfg, self.store, cache, writer, self.progress, self.clock,
-                              self.dry_run, meta), plan)
-        return run.execute(picking)
+                              self.dry_run, meta, uploaded), plan)
+        try:
+            return run.execute(picking)
+        finally:
+            if uploaded is not None:
+                uploaded.close()
 
     def _check_bucket(self) -> tuple[bool, timedelta]:
         """Whether the bucket locks, and how far this host's clock is ahead of the store's.
@@ -410,6 +419,7 @@ class RunContext:
     clock: Clock
     dry_run: bool
     meta: ChunkWriter | None = None  # format 2: the metadata packs' writer
+    uploaded: UploadedBlobs | None = None  # the data blobs uploaded, for the group index
 
 
 # Metadata packs are smaller than data packs: a reader of one directory fetches
@@ -676,11 +686,12 @@ class _Run:
             for ref in table:
                 ctx.store.set_legal_hold(ref.key, ref.version_id, True)
         group = _group_index(cfg, ctx.store, plan.encryption is not None)
-        if group is not None and (writer.new_packs or data_lease.extended):
+        if group is not None and ctx.uploaded is not None and \
+                (ctx.uploaded.counts or data_lease.extended):
             # the data this run uploaded and the locks it extended, for its group (FORMAT2 16)
             try:
-                group.publish(ctx.store, plan.run_id, ctx.clock(), table, ctx.cache,
-                              writer.new_packs, pack_lock)
+                group.publish(ctx.store, plan.run_id, ctx.clock(), table, ctx.uploaded,
+                              pack_lock)
             except StoreError as err:  # an optimisation for the group, never the run's data
                 log.warning("could not write the group index of this run: %s", err)
         commit_manifest(ctx.store, key, blob, lock, hold)

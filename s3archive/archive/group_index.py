@@ -17,9 +17,11 @@ import json
 import logging
 import os
 import re
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -117,16 +119,16 @@ class GroupIndex:
 
     # ------------------------------------------------------------ writing
     def publish(self, store: StoreWriter, run_id: str, written: datetime,
-                table: list[PackRef], cache: LocalCache, new_data_packs: Iterable[str],
-                lock: ObjectLock | None) -> list[str]:
-        """PUT the run's index objects; returns their keys.  The blobs come from the
-        local cache (the rows of the data packs this run uploaded), one pack at a time."""
-        new = sorted(set(new_data_packs))
+                table: list[PackRef], uploaded: "UploadedBlobs", lock: ObjectLock | None
+                ) -> list[str]:
+        """PUT the run's index objects; returns their keys.  The blobs are those of the
+        data packs the run uploaded and references (``uploaded``, spooled on disk)."""
         refs = {ref.key: ref for ref in table}
         parts: list[list[str]] = [[]]
         counts: list[int] = [0]
-        for key in new:
-            rows = len(cache.chunks_in_packs([key]))
+        for key, rows in uploaded.counts.items():
+            if key not in refs:  # uploaded, then not referenced (rewritten, a restart)
+                continue
             if counts[-1] and counts[-1] + rows > BLOBS_PER_PART:
                 parts.append([])
                 counts.append(0)
@@ -136,15 +138,15 @@ class GroupIndex:
         for number, packs in enumerate(parts):
             listed = [ref.key for ref in table if ref.key.startswith("data/")] \
                 if number == 0 else packs
-            body = self._encode(run_id, written, number, [refs[k] for k in listed if k in refs],
-                                packs, cache)
+            body = self._encode(run_id, written, number, [refs[k] for k in listed],
+                                set(packs), uploaded)
             key = self.object_key(written, run_id, number)
             store.put(key, self._seal(key, body), lock)
             keys.append(key)
         return keys
 
     def _encode(self, run_id: str, written: datetime, part: int, packs: list[PackRef],
-                with_blobs: list[str], cache: LocalCache) -> bytes:
+                with_blobs: set[str], uploaded: "UploadedBlobs") -> bytes:
         out = io.BytesIO()
         with zstandard.ZstdCompressor(level=6).stream_writer(out, closefd=False) as z:
             header = {"type": "group_index", "version": VERSION, "host": self.host,
@@ -156,11 +158,9 @@ class GroupIndex:
                 z.write(_line(["P", numbers[ref.key], ref.key, ref.version_id, ref.size,
                                ref.lock_mode,
                                isoformat(ref.locked_until) if ref.locked_until else None]))
-            for key in with_blobs:
-                if key not in numbers:  # a data pack of this run that its table does not name
-                    continue
-                for row in cache.chunks_in_packs([key]):
-                    z.write(_line(["B", numbers[key], row.hash, row.offset, row.stored,
+            for row in uploaded.rows():
+                if row.pack in with_blobs and row.pack in numbers:
+                    z.write(_line(["B", numbers[row.pack], row.hash, row.offset, row.stored,
                                    row.size, row.encoding]))
         return out.getvalue()
 
@@ -232,6 +232,34 @@ class GroupIndex:
             return _enter(_lines(body), uploader, cache, locked)
         finally:
             cache.commit()
+
+
+class UploadedBlobs:
+    """The blobs of the data packs a run uploads, spooled to a temporary file as each
+    pack is stored (from the upload threads); memory: one count per pack."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="s3archive-group-index-")
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def add(self, pack: str, rows: list[ChunkLocation]) -> None:
+        with self._lock:
+            self._file.write(b"".join(_line([pack, r.hash, r.offset, r.stored, r.size,
+                                             r.encoding]) for r in rows))
+            self.counts[pack] = self.counts.get(pack, 0) + len(rows)
+
+    def rows(self) -> Iterator[ChunkLocation]:
+        with self._lock:
+            self._file.flush()
+            self._file.seek(0)
+            for line in self._file:
+                pack, digest, offset, stored, size, encoding = json.loads(line)
+                yield ChunkLocation(digest, pack, offset, stored, size, encoding)
+            self._file.seek(0, io.SEEK_END)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _line(value: Any) -> bytes:

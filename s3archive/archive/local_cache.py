@@ -398,20 +398,6 @@ class LocalCache:
     def forget_group_seen_before(self, day: str) -> None:
         self.db.execute("DELETE FROM group_seen WHERE day < ?", (day,))
 
-    @_locked
-    def chunks_in_packs(self, keys: Iterable[str]) -> list[ChunkLocation]:
-        """Every chunk the index places in one of the packs ``keys``."""
-        found = []
-        for key in keys:
-            number = self._pack_id(key, create=False)
-            if number is None:
-                continue
-            found += [ChunkLocation(row[0].hex(), key, row[1], row[2], row[3], ENCODINGS[row[4]])
-                      for row in self.db.execute(
-                          "SELECT hash, offset, stored, size, encoding FROM chunks WHERE pack=? "
-                          "ORDER BY offset", (number,))]
-        return found
-
     # -- files
     def _row_key(self, path: bytes, create: bool) -> tuple[int, bytes] | None:
         """(directory number, name) of a file row: an encrypting host's rows are all
