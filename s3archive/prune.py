@@ -23,6 +23,7 @@ from datetime import datetime
 from s3archive.repo.catalog import PACK_PREFIXES, ROOT, list_runs, load_manifest
 from s3archive.clock import Clock, utc_now
 from s3archive.errors import ManifestError, NoSuchVersion, S3ArchiveError, UsageError
+from s3archive.setup.spec import INDEX_PREFIX
 from s3archive.store.base import DeletingStore, ObjectInfo, VersionEntry
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ def prune(store: DeletingStore, *, dry_run: bool = False, clock: Clock = utc_now
                 # a live manifest we cannot read: keep every pack rather than guess
                 raise S3ArchiveError(f"not pruning: live run {run.key} is unreadable: {err}")
             needed.update((p.key, p.version_id) for p in manifest.packs)
-        versions = [v for prefix in PACK_PREFIXES for v in store.list_versions(prefix)
+        versions = [v for prefix in (*PACK_PREFIXES, INDEX_PREFIX)
+                    for v in store.list_versions(prefix)
                     if not v.is_delete_marker]
         candidates = [v for v in versions if (v.key, v.version_id) not in needed]
         result.kept_versions = len(versions) - len(candidates)

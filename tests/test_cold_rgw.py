@@ -150,9 +150,10 @@ def test_cold_data_moves_and_every_reader_copes(rgw, tmp_path: Path) -> None:
         assert entry["packs"] == sizes["data/", cls] + sizes["meta/", cls]
         assert entry["manifests"] == sizes["runs/", cls]
         assert entry["keys"] == sizes["keys/", cls]
+        assert entry["index"] == sizes["index/", cls]
         assert entry["bytes"] == sum(n for (_, c), n in sizes.items() if c == cls)
     assert cold["data"] > 0 and cold["manifests"] > 0 and hot["metadata"] > 0
-    assert cold["metadata"] == cold["keys"] == 0
+    assert cold["metadata"] == cold["keys"] == cold["index"] == 0 and hot["index"] > 0
     assert cold["price_gb_month"] == 0.004 and cold["retrieval_gb"] == 0.03
     assert cold["retrieval_all"] == pytest.approx(cold["bytes"] / 1024 ** 3 * 0.03, abs=1e-6)
     assert hot["retrieval_all"] == 0
@@ -171,7 +172,7 @@ def test_cold_data_moves_and_every_reader_copes(rgw, tmp_path: Path) -> None:
 def _sizes(env: ArchiveEnv) -> Counter[tuple[str, str]]:
     totals: Counter[tuple[str, str]] = Counter()
     for version in env.versions():
-        for prefix in ("data/", "meta/", "keys/", "packs/", "runs/"):
+        for prefix in ("data/", "meta/", "keys/", "packs/", "runs/", "index/"):
             if version["Key"].startswith(prefix):
                 totals[prefix, version.get("StorageClass", "STANDARD")] += version["Size"]
     return totals

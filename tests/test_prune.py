@@ -62,7 +62,11 @@ def test_prune_deletes_only_lapsed_versions_no_live_run_needs(tmp_path: Path,
     assert prune(store, clock=clock).deleted == [], "nothing has lapsed yet"
     clock.advance(3 * DAY)  # run 1 lapsed; run 2 is live
     preview = prune(store, clock=clock, dry_run=True)
-    assert set(preview.deleted) == only_first | {(first.key, first.version_id)}
+    # the lapsed run's group index object goes with it, the live run's stays
+    first_index = {(v.key, v.version_id) for v in store.versions()
+                   if v.key.startswith("index/") and first.run_id in v.key}
+    assert len(first_index) == 1
+    assert set(preview.deleted) == only_first | {(first.key, first.version_id)} | first_index
     assert {(v.key, v.version_id) for v in store.versions()} >= set(preview.deleted)
 
     result = prune(store, clock=clock)
@@ -70,6 +74,7 @@ def test_prune_deletes_only_lapsed_versions_no_live_run_needs(tmp_path: Path,
     assert (result.live_runs, result.lapsed_runs, result.problems) == (1, 1, [])
     remaining = {(v.key, v.version_id) for v in store.versions()}
     assert second_packs | {(second.key, second.version_id)} <= remaining
+    assert any(key.startswith("index/") and second.run_id in key for key, _ in remaining)
     assert not (only_first & remaining)
 
     clock.advance(30 * DAY)  # everything lapsed: the bucket empties

@@ -32,7 +32,9 @@ def test_prune_removes_what_lapsed_and_keeps_live_runs_whole(rgw, tmp_path: Path
     planned = {(d["key"], d["version_id"]) for d in preview.json["deleted"]}
     assert {v for v in first_packs if v not in second_packs} <= {v for _, v in planned}
     assert not {v for _, v in planned} & set(second_packs)
-    assert len(env.versions()) == len(set(first_packs) | set(second_packs)) + 2
+    index = [v for v in env.versions() if v["Key"].startswith("index/")]
+    assert all(any(run["run_id"] in v["Key"] for v in index) for run in (first, second))
+    assert len(env.versions()) - len(index) == len(set(first_packs) | set(second_packs)) + 2
 
     result = env.run("prune", "--json")
     assert result.exit_code == 0, result.stderr
@@ -40,5 +42,8 @@ def test_prune_removes_what_lapsed_and_keeps_live_runs_whole(rgw, tmp_path: Path
     assert result.json["live_runs"] == 1 and result.json["lapsed_runs"] == 1
     left = {v["VersionId"] for v in env.versions()}
     assert set(second_packs) <= left and not (set(first_packs) - set(second_packs)) & left
+    # the lapsed run's group index object went with it; the live run's stays
+    left_index = [v["Key"] for v in env.versions() if v["Key"].startswith("index/")]
+    assert left_index and all(second["run_id"] in key for key in left_index), left_index
     verify = env.run("verify", "--all", "--read-data")
     assert verify.exit_code == 0, verify.stdout + verify.stderr

@@ -54,11 +54,14 @@ def peaks(root: Path, files: int) -> dict[str, int]:
             tracemalloc.stop()
             assert summary.exit_code == 0 and summary.files == files
 
+    def lost_cache() -> int:
+        shutil.rmtree(root / "cache")
+        return archive()
+
     Archiver(config, store, clock=clock).run()
-    found = {"no-change": archive()}
-    shutil.rmtree(root / "cache")
-    found["lost cache"] = archive()
-    return found
+    # the lower of two peaks: threads (pickers, encoders, uploaders) make a single
+    # peak vary by tens of KiB from run to run, whatever the file count
+    return {"no-change": min(archive(), archive()), "lost cache": min(lost_cache(), lost_cache())}
 
 
 def test_peak_memory_does_not_grow_with_the_file_count(tmp_path: Path, monkeypatch) -> None:

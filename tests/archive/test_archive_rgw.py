@@ -234,6 +234,7 @@ def test_failed_run_writes_no_manifest_and_the_next_run_reuses_its_packs(
     monkeypatch.setattr(S3Store, "put_once", real_put)
     summary = env.archive()
     assert summary["packs_uploaded"] == 0 and summary["manifest_key"]
+    assert len(env.versions("data/")) + len(env.versions("meta/")) == uploaded
 
 
 def test_dry_run_reads_everything_and_writes_nothing(env: ArchiveEnv, tmp_path: Path) -> None:
