@@ -20,10 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from s3archive.repo.catalog import PACK_PREFIXES, ROOT, list_runs, load_manifest
+from s3archive.repo.catalog import INDEX_PREFIX, PACK_PREFIXES, ROOT, list_runs, load_manifest
 from s3archive.clock import Clock, utc_now
 from s3archive.errors import ManifestError, NoSuchVersion, S3ArchiveError, UsageError
-from s3archive.setup.spec import INDEX_PREFIX
 from s3archive.store.base import DeletingStore, ObjectInfo, VersionEntry
 
 log = logging.getLogger(__name__)

@@ -35,11 +35,11 @@ from s3archive.errors import S3ArchiveError
 from s3archive.format import pack2
 from s3archive.format.model import PackRef
 from s3archive.format.run_id import RUN_ID
+from s3archive.repo.catalog import INDEX_PREFIX
 from s3archive.store.base import ObjectLock, StoreReader, StoreWriter
 
 log = logging.getLogger(__name__)
 
-INDEX_PREFIX = "index/"
 LABEL = b"s3archive/v2/group-index"
 VERSION = 1
 MAX_OBJECT = 64 << 20  # stored bytes of one object (listed size, checked before the GET)

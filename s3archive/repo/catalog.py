@@ -197,6 +197,7 @@ def open_tree(store: StoreReader, run: RunRef, blob: bytes | None = None,
 ALL, RECORD, ROOT = "all", "record", "root"
 # where packs live: format 1, then format 2's data and metadata
 PACK_PREFIXES = ("packs/", "data/", "meta/")
+INDEX_PREFIX = "index/"  # group index objects (FORMAT.md part 2, 16)
 
 
 def load_manifest(store: StoreReader, run: RunRef, limits: ManifestLimits = LIMITS,
