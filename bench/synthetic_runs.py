@@ -175,9 +175,9 @@ class RunWriter:
             root = _dir("/", 0)
             record = self._blob(tc.encode_record(root, root_tree, [], []), pack2.KIND_RECORD)
             meta.drain()
+            self.known.update(meta.locations.items())
         finally:
             meta.close()
-        self.known.update(meta.locations)
         self.packs.update(meta.new_packs)
         table = []
         for number, key in enumerate(sorted(self.used | set(DATA_PACKS_KEYS))):

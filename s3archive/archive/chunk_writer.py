@@ -18,6 +18,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Callable, Iterable, Iterator, Sequence
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
@@ -52,7 +53,7 @@ INLINE_BYTES = 256 * 1024
 REUSE_BATCH = 2048  # file-cache hits located at once
 
 
-class Locations:
+class Locations(Mapping[str, ChunkLocation]):
     """A read-only view of where the run's chunks are (in flight, then on disk)."""
 
     def __init__(self, writer: "ChunkWriter"):
@@ -72,6 +73,9 @@ class Locations:
 
     def __len__(self) -> int:
         return len(self._writer.index)
+
+    def __iter__(self) -> Iterator[str]:
+        return (location.hash for location in self._writer.index)
 
     def values(self) -> Iterator[ChunkLocation]:
         return iter(self._writer.index)
