@@ -381,15 +381,22 @@ class ChunkWriter:
         self._upload_pool.submit(self._upload, pack, body)
 
     def _upload(self, pack: Pack, body: bytearray) -> None:
+        slot_held = True
         try:
             assert pack.key is not None
             located = pack.located()
+            size = len(body)
             if self.dry_run:
                 version_id = "dry-run"
             else:
                 version_id = self.store.put(pack.key, body, self.lock).version_id
-                self.record_pack(NewPack(pack.key, version_id, len(body)), located)
+            # the body is stored: the next pack may be sealed while this one is recorded
+            # (an encrypted run PUTs the pack's index object there)
             del body
+            self._pack_slots.release()
+            slot_held = False
+            if not self.dry_run:
+                self.record_pack(NewPack(pack.key, version_id, size), located)
             self.index.put(located)  # before the chunks leave the reserved set (_claim)
             with self._lock:
                 self.new_packs[pack.key] = NewPack(pack.key, version_id, pack.size)
@@ -404,7 +411,8 @@ class ChunkWriter:
         except BaseException as err:
             self._fail(err)
         finally:
-            self._pack_slots.release()
+            if slot_held:
+                self._pack_slots.release()
             self._uploading.finished()
 
     # ---------------------------------------------------------- finishing
