@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from s3archive.crypto import blob as sealing
-from s3archive.crypto.dedup import (DedupSecret, HmacSha256, _derive, dedup_secret_key,
+from s3archive.crypto.dedup import (DedupSecret, HmacSha256, derive, dedup_secret_key,
                                     seal_dedup_secret)
 from s3archive.crypto.keys import Recipient
 from s3archive.format import pack2
@@ -36,8 +36,8 @@ class RunEncryption:
     secret: DedupSecret = field(repr=False)
 
     def __post_init__(self) -> None:
-        self._data_mac = HmacSha256(_derive(self.secret.secret, b"s3archive/v2/id/data"))
-        self._meta_mac = HmacSha256(_derive(self.secret.secret, b"s3archive/v2/id/meta"))
+        self._data_mac = HmacSha256(derive(self.secret.secret, b"s3archive/v2/id/data"))
+        self._meta_mac = HmacSha256(derive(self.secret.secret, b"s3archive/v2/id/meta"))
 
     # -- ids
     def data_id(self, plain: bytes | memoryview) -> str:

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache
 from s3archive.archive.packer import ChunkLocation
 from s3archive.clock import isoformat, parse_iso
-from s3archive.crypto.dedup import DedupSecret, _derive
+from s3archive.crypto.dedup import DedupSecret, derive
 from s3archive.errors import S3ArchiveError
 from s3archive.format import pack2
 from s3archive.format.model import PackRef
@@ -101,7 +101,7 @@ class GroupIndex:
 
     def __post_init__(self) -> None:
         if self.secret is not None:
-            self._key = _derive(self.secret.secret, LABEL)
+            self._key = derive(self.secret.secret, LABEL)
 
     @property
     def prefix(self) -> str:

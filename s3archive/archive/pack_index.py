@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache
 from s3archive.archive.packer import ChunkLocation
-from s3archive.crypto.dedup import DedupSecret, _derive
+from s3archive.crypto.dedup import DedupSecret, derive
 from s3archive.errors import S3ArchiveError
 from s3archive.format import pack2
 from s3archive.store.base import ObjectLock, StoreReader, StoreWriter
@@ -65,7 +65,7 @@ class PackIndexWriter:
     secret: DedupSecret
 
     def _key(self) -> bytes:
-        return _derive(self.secret.secret, LABEL)
+        return derive(self.secret.secret, LABEL)
 
     def seal(self, pack: str, version_id: str, size: int, blobs: list[ChunkLocation]) -> bytes:
         nonce = os.urandom(_NONCE)
@@ -163,7 +163,7 @@ def learn(store: StoreReader, host: str, secret: DedupSecret, cache: LocalCache,
     Each object is untrusted input: one that does not open with the dedup
     secret, or that names something malformed, is skipped (its pack is then
     simply not reused)."""
-    key = ChaCha20Poly1305(_derive(secret.secret, LABEL))
+    key = ChaCha20Poly1305(derive(secret.secret, LABEL))
     newest: dict[str, tuple[str, int]] = {}
     for item in store.list_versions(f"runs/{host}/packs/"):
         if item.is_delete_marker or not item.key.endswith(".idx") or item.size > MAX_OBJECT:

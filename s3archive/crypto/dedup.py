@@ -30,7 +30,7 @@ SECRET_PREFIX = "S3ARCHIVE-DEDUP-1"
 INDEX_LABEL = b"s3archive/v2/pack-index"
 
 
-def _derive(secret: bytes, info: bytes, salt: bytes = b"") -> bytes:
+def derive(secret: bytes, info: bytes, salt: bytes = b"") -> bytes:
     return age.hkdf_sha256(secret, salt, info)
 
 
@@ -96,7 +96,7 @@ class DedupSecret:
     @property
     def dedup_id(self) -> str:
         """Public name of the dedup group: 16 hex digits, reveals nothing of the secret."""
-        return _derive(self.secret, b"s3archive/v2/dedup-id")[:8].hex()
+        return derive(self.secret, b"s3archive/v2/dedup-id")[:8].hex()
 
     def blob_id(self, kind: bytes, plain: bytes | memoryview) -> bytes:
         """HMAC-SHA256 of the plain bytes under the data key (kind D) or the
@@ -104,16 +104,16 @@ class DedupSecret:
         if kind not in KINDS:
             raise ValueError(f"unknown blob kind {kind!r}")
         info = b"s3archive/v2/id/data" if kind == DATA else b"s3archive/v2/id/meta"
-        return hmac.new(_derive(self.secret, info), plain, hashlib.sha256).digest()
+        return hmac.new(derive(self.secret, info), plain, hashlib.sha256).digest()
 
     def index_key(self, pack_id: bytes) -> bytes:
         if len(pack_id) != PACK_ID_SIZE:
             raise ValueError("pack id must be 16 bytes")
-        return _derive(self.secret, INDEX_LABEL, salt=pack_id)
+        return derive(self.secret, INDEX_LABEL, salt=pack_id)
 
     def cache_key(self) -> bytes:
         """Key for the names of paths in the local cache (HMAC, never the path)."""
-        return _derive(self.secret, b"s3archive/v2/cache")
+        return derive(self.secret, b"s3archive/v2/cache")
 
     def seal_index(self, pack_id: bytes, index: bytes) -> bytes:
         """The pack index block: ChaCha20-Poly1305, zero nonce (the key is

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 
 from s3archive.crypto import blob as sealing
-from s3archive.crypto.dedup import HmacSha256, _derive, open_dedup_secret
+from s3archive.crypto.dedup import HmacSha256, derive, open_dedup_secret
 from s3archive.crypto.errors import AgeFormatError, WrongKeyError
 from s3archive.crypto.keys import Identity
 from s3archive.errors import IntegrityError, ManifestError, NoSuchVersion, UsageError
@@ -55,8 +55,8 @@ class RunCrypto:
                                 f"{', '.join(encryption['recipients'])})") from None
         except AgeFormatError as err:
             raise ManifestError(f"{where}: dedup secret {copy['key']}: {err}") from None
-        self._data_mac = HmacSha256(_derive(secret.secret, b"s3archive/v2/id/data"))
-        self._meta_mac = HmacSha256(_derive(secret.secret, b"s3archive/v2/id/meta"))
+        self._data_mac = HmacSha256(derive(secret.secret, b"s3archive/v2/id/data"))
+        self._meta_mac = HmacSha256(derive(secret.secret, b"s3archive/v2/id/meta"))
         self._packs: dict[str, tuple[bytes, bytes]] = {}
         self._lock = threading.Lock()
 

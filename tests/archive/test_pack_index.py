@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from s3archive.archive import pack_index
 from s3archive.archive.local_cache import LocalCache
 from s3archive.archive.packer import ChunkLocation
-from s3archive.crypto.dedup import DedupSecret, _derive
+from s3archive.crypto.dedup import DedupSecret, derive
 from s3archive.store.base import ObjectLock
 from support.memory_store import FakeClock, MemoryStore
 
@@ -63,7 +63,7 @@ def lock() -> ObjectLock:
 
 def sealed(secret: DedupSecret, payload: bytes) -> bytes:
     nonce = os.urandom(12)
-    key = _derive(secret.secret, pack_index.LABEL)
+    key = derive(secret.secret, pack_index.LABEL)
     return nonce + ChaCha20Poly1305(key).encrypt(nonce, payload, pack_index.LABEL)
 
 
