@@ -212,7 +212,7 @@ class Archiver:
             store=self.store, lookup_cached=cached_in(data_prefixes),
             reuse_prefixes=data_prefixes,
             may_be_cached=chunk_filter.may_contain, record_pack=record_pack,
-            lookup_many=cache.get_chunks,
+            lookup_many=cache.get_chunks, cache_file=cache.path,
             codec=self.codec, pack_size=cfg.content.pack_size_mib << 20,
             lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency,
             prefix="data" if format2 else None,

@@ -19,6 +19,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
@@ -150,6 +151,9 @@ class ChunkWriter:
 
     # many lookups at once in the local cache (file-cache hits); None: one by one
     lookup_many: Callable[[list[str]], dict[str, ChunkLocation]] | None = None
+    # the local cache's file: file-cache hits are located by the run index reading it
+    # in SQL (RunIndex.put_from_cache); the few it does not find, by ``lookup_many``
+    cache_file: Path | None = None
     new_packs: dict[str, NewPack] = field(default_factory=dict)
     stats: WriterStats = field(default_factory=WriterStats)
 
@@ -162,6 +166,8 @@ class ChunkWriter:
         # pack the local cache knows (on disk; a chunk in an unsealed or uploading
         # pack is only reserved, or, a metadata blob, pending, until its pack is stored)
         self.index = RunIndex()
+        if self.cache_file is not None:
+            self.index.attach_cache(self.cache_file)
         self.locations = Locations(self)
         self._reserved: set[str] = set()  # claimed: being encoded, packed or uploaded
         self._pending: dict[str, ChunkLocation] = {}  # add_blob: in a pack not yet stored
@@ -332,6 +338,10 @@ class ChunkWriter:
 
     def _locate_reused(self, batch: list[str]) -> None:
         wanted = set(batch)
+        if self.cache_file is not None:
+            wanted = self.index.put_from_cache(wanted, self.reuse_prefixes)
+            if not wanted:
+                return
         if self.lookup_many is not None:
             cached = self.lookup_many(list(wanted))
         else:

@@ -78,6 +78,8 @@ _CHUNK_ITEM = struct.Struct(">32sI")  # a chunk is at most 8 MiB (format/limits.
 _BATCH = 500  # hashes in one ``IN (...)``
 _ROWS_BATCH = 2048  # rows written at once while rebuilding
 _MEMO = 4096  # directory and attribute numbers remembered
+_FILE_PAGE = 256  # file rows of one directory read at once, in name order
+_FILE_PAGES = 64  # directories whose current page is kept (those the walk is inside)
 # the line's fields a file row keeps in columns (absent ones are listed under _ABSENT)
 _COLUMNS = ("mtime_ns", "size", "ino", "ctime_ns")
 _ABSENT = "\x00absent"
@@ -130,6 +132,19 @@ class ChunkFilter:
         value = int(digest[:16], 16)
         index = bisect.bisect_left(self._sorted, value)
         return index < len(self._sorted) and self._sorted[index] == value
+
+
+@dataclass(slots=True)
+class _FilePage:
+    """The file rows of one directory with names from ``low`` to ``high`` (None: to
+    the last), by name: a name in that range and not in ``rows`` has no row."""
+
+    low: bytes
+    high: bytes | None
+    rows: dict[bytes, tuple[Any, ...]]
+
+    def covers(self, name: bytes) -> bool:
+        return self.low <= name and (self.high is None or name <= self.high)
 
 
 def cache_path(cache_dir: Path, bucket: str, prefix: str, host: str) -> Path:
@@ -196,6 +211,7 @@ class LocalCache:
         self._dir_ids: dict[bytes, int] = {}
         self._attr_ids: dict[bytes, int] = {}
         self._attr_bodies: dict[int, bytes] = {}
+        self._file_pages: dict[bytes, _FilePage] = {}  # by directory (plain rows only)
 
     @_locked
     def close(self) -> None:
@@ -303,6 +319,7 @@ class LocalCache:
                     doomed.append((directory, name))
                     break
         self.db.executemany("DELETE FROM files WHERE dir=? AND name=?", doomed)
+        self._file_pages.clear()
 
     @_locked
     def packs_not_locked_in(self, mode: str) -> list[str]:
@@ -352,6 +369,7 @@ class LocalCache:
     @_locked
     def forget_files(self) -> None:
         self.db.execute("DELETE FROM files")
+        self._file_pages.clear()
 
     @_locked
     def get_chunk(self, digest: str) -> ChunkLocation | None:
@@ -444,12 +462,12 @@ class LocalCache:
         Every chunk of a file row is in the chunk index: ``forget_packs``
         removes the file rows that point into a forgotten pack.
         """
-        row_key = self._row_key(path, create=False)
-        if row_key is None:
-            return None
-        row = self.db.execute(
-            "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed FROM files "
-            "WHERE dir=? AND name=?", row_key).fetchone()
+        if self._cipher is None:
+            row = self._plain_file_row(path)
+        else:
+            row = self.db.execute(
+                "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed FROM files "
+                "WHERE dir=? AND name=?", self._row_key(path, create=False)).fetchone()
         if row is None:
             return None
         dev, ino, size, mtime_ns, ctime_ns, blob, attrs, sealed = row
@@ -464,6 +482,28 @@ class LocalCache:
         if rest is None:
             return None
         return CachedFile(join_line(path, key, rest), unpack_chunk_list(blob))
+
+    def _plain_file_row(self, path: bytes) -> tuple[Any, ...] | None:
+        """The row of ``path`` (plain rows), from a page of its directory's rows:
+        the walk asks for a directory's files in name order, so one query serves
+        :data:`_FILE_PAGE` of them (names compare as SQLite compares blobs)."""
+        parent, _, name = path.rpartition(b"/")
+        page = self._file_pages.get(parent)
+        if page is None or not page.covers(name):
+            row_key = self._row_key(path, create=False)
+            if row_key is None:  # no row in this directory
+                page = _FilePage(b"", None, {})
+            else:
+                rows = self.db.execute(
+                    "SELECT name, dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed "
+                    "FROM files WHERE dir=? AND name>=? ORDER BY name LIMIT ?",
+                    (row_key[0], name, _FILE_PAGE)).fetchall()
+                page = _FilePage(name, rows[-1][0] if len(rows) == _FILE_PAGE else None,
+                                 {row[0]: row[1:] for row in rows})
+            if len(self._file_pages) >= _FILE_PAGES and parent not in self._file_pages:
+                self._file_pages.clear()
+            self._file_pages[parent] = page
+        return page.rows.get(name)
 
     @_locked
     def use_cipher(self, cipher: "FileCipher | None") -> None:
@@ -481,6 +521,7 @@ class LocalCache:
             self.db.execute("VACUUM")
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._dir_ids.clear()
+            self._file_pages.clear()
             self._attr_ids.clear()
             self._attr_bodies.clear()
         self.set_meta("file_rows", label)
@@ -510,6 +551,8 @@ class LocalCache:
                            pack_chunk_list(chunks), attrs, sealed))
         self.db.executemany(
             f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+        if not pending:
+            self._file_pages.clear()
 
     @_locked
     def commit_pending_files(self) -> None:
@@ -519,6 +562,7 @@ class LocalCache:
         self.db.execute("INSERT OR REPLACE INTO files SELECT * FROM files_pending "
                         "ORDER BY dir, name, rowid")
         self.db.execute("DELETE FROM files_pending")
+        self._file_pages.clear()
         # the directories of the run, no more: rows of directories gone are dropped
         self.db.execute("DELETE FROM dir_trees WHERE name NOT IN "
                         "(SELECT name FROM dir_trees_seen)")
@@ -613,6 +657,7 @@ class LocalCache:
             self._pack_ids.clear()
             self._pack_keys.clear()
             self._dir_ids.clear()
+            self._file_pages.clear()
             self._attr_ids.clear()
             self._attr_bodies.clear()
             raise
