@@ -16,19 +16,20 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 from click.core import ParameterSource
 
-from s3archive.browse import pick_run
 from s3archive.config import Config, default_config_path, load_config
 from s3archive.crypto.errors import KeyFormatError
-from s3archive.crypto.keys import MAX_IDENTITY_FILE, Identity, read_identity_file, read_paper
-from s3archive.format.model import Manifest
-from s3archive.repo.catalog import ALL, RunRef, load_manifest
 from s3archive.store.counting_store import CountingStore
 from s3archive.store.factory import open_store
+
+if TYPE_CHECKING:  # imported where used: an archive run needs neither (start-up time)
+    from s3archive.crypto.keys import Identity
+    from s3archive.format.model import Manifest
+    from s3archive.repo.catalog import RunRef
 
 F = TypeVar("F", bound=Callable[..., Any])
 KEY_FILE_ENV = "S3ARCHIVE_KEY_FILE"
@@ -73,17 +74,22 @@ class Repository:
     config: Config
     store: CountingStore
     host: str | None = None
-    identities: list[Identity] = field(default_factory=list, repr=False)
+    identities: list["Identity"] = field(default_factory=list, repr=False)
 
-    def run(self, spec: str) -> RunRef:
+    def run(self, spec: str) -> "RunRef":
+        from s3archive.browse import pick_run
+
         return pick_run(self.store, spec, self.host, self.config.host_name)
 
     def open_run(self, spec: str, paths: list[bytes] | None = None,
-                 part: str = ALL) -> tuple[RunRef, Manifest]:
+                 part: str | None = None) -> tuple["RunRef", "Manifest"]:
         """The run ``spec`` names, read whole, or (format 2) only along ``paths``
-        or only ``part`` of it (repo.catalog.load_manifest)."""
+        or only ``part`` of it (repo.catalog.load_manifest; None: all of it)."""
+        from s3archive.repo.catalog import ALL, load_manifest
+
         ref = self.run(spec)
-        return ref, load_manifest(self.store, ref, paths=paths or None, part=part,
+        return ref, load_manifest(self.store, ref, paths=paths or None,
+                                  part=ALL if part is None else part,
                                   identities=self.identities)
 
 
@@ -100,12 +106,14 @@ key_option = click.option(
          "for encrypted runs.")
 
 
-def load_identities(path: Path, source: str) -> list[Identity]:
+def load_identities(path: Path, source: str) -> list["Identity"]:
     """The restore keys of ``--key``: an identity file, or a typed-in paper
     copy (``key generate --paper``'s numbered lines); one line naming the
     file (never a key) when it cannot be used.  A key file others may read
     is used, with a warning: refusing it would stop a restore from a stick
     that shows every file as 0755 on the bad day."""
+    from s3archive.crypto.keys import read_identity_file
+
     try:
         try:
             identities = read_identity_file(path)
@@ -128,9 +136,11 @@ def load_identities(path: Path, source: str) -> list[Identity]:
     return identities
 
 
-def _paper_copy(path: Path, error: KeyFormatError) -> list[Identity]:
+def _paper_copy(path: Path, error: KeyFormatError) -> list["Identity"]:
     """The key typed from the paper sheet, when the file is one; else the
     identity file's ``error``."""
+    from s3archive.crypto.keys import MAX_IDENTITY_FILE, read_paper
+
     with open(path, "rb") as stream:
         text = stream.read(MAX_IDENTITY_FILE).decode("ascii", errors="replace")
     if "\ufffd" in text or not any(line.strip()[:1].isdigit() for line in text.splitlines()):

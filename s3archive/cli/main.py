@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +16,27 @@ from s3archive.cli.context import AppContext
 from s3archive.cli.failures import Failure, describe_failure, foreign_errors
 from s3archive.errors import S3ArchiveError
 
-# Each module listed here exposes ``COMMANDS``: a list of click commands.
-COMMAND_MODULES = (
-    "archive",
-    "prune",
-    "restore",
-    "browse",
-    "export",
-    "find",
-    "fleet",
-    "mount",
-    "verify",
-    "hold",
-    "setup",
-    "demo",
-    "status",
-    "cost",
-    "key",
-    "shell",
-)
+# Each module listed here exposes ``COMMANDS``: a list of click commands.  Its
+# commands are named here too, so a command imports its own module only (an
+# archive run no reader, a reader no archiver); test_cli_edge checks the names.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "archive": ("archive",),
+    "prune": ("prune",),
+    "restore": ("restore", "cat-snapshot", "restore-snapshot"),
+    "browse": ("runs", "ls", "show", "diff"),
+    "export": ("cat", "dump"),
+    "find": ("find", "history"),
+    "fleet": ("fleet",),
+    "mount": ("mount",),
+    "verify": ("verify",),
+    "hold": ("hold", "release"),
+    "setup": ("create-resources", "write-config"),
+    "demo": ("demo",),
+    "status": ("status",),
+    "cost": ("cost",),
+    "key": ("key",),
+    "shell": ("completion", "man"),
+}
 
 log = logging.getLogger("s3archive")
 
@@ -157,10 +160,47 @@ def _setup_logging(verbosity: int) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-for _name in COMMAND_MODULES:
-    for _command in importlib.import_module(f"s3archive.cli.{_name}").COMMANDS:
-        _command.params.extend(_global_options())
-        cli.add_command(_command)
+class _LazyCommands(MutableMapping[str, click.Command]):
+    """The root group's commands: a command module is imported when one of its
+    commands is first wanted (listing them all, as ``--help`` does, imports all)."""
+
+    def __init__(self) -> None:
+        self._module_of = {name: module for module, names in COMMAND_MODULES.items()
+                           for name in names}
+        self._loaded: dict[str, click.Command] = {}
+
+    def _load(self, module: str) -> None:
+        for command in importlib.import_module(f"s3archive.cli.{module}").COMMANDS:
+            command.params.extend(_global_options())
+            self._loaded[command.name or ""] = command
+        for name in COMMAND_MODULES[module]:
+            self._module_of.pop(name, None)
+
+    def _load_all(self) -> None:
+        for module in dict.fromkeys(self._module_of.values()):
+            self._load(module)
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded and name in self._module_of:
+            self._load(self._module_of[name])
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._load_all()
+        return iter(dict(self._loaded))
+
+    def __len__(self) -> int:
+        self._load_all()
+        return len(self._loaded)
+
+
+cli.commands = _LazyCommands()
 
 
 def _return_big_buffers_to_the_system() -> None:
