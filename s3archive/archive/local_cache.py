@@ -696,11 +696,22 @@ _PLAIN_REST = re.compile(rb'\{(?!\})(?!.*"(?:type|path|path_b64|mtime_ns|size|in
                          rb'\\u0000absent)":).*\}', re.DOTALL)
 
 
+# a path JSON (ensure_ascii=False) writes as it is: printable ASCII but " and backslash
+_PLAIN_PATH = re.compile(rb'[\x20\x21\x23-\x5b\x5d-\x7f]*')
+
+
+@functools.lru_cache(maxsize=256)
+def _is_plain_rest(rest: bytes) -> bool:
+    """Whether a row's rest joins as bytes (most files share a handful of rests)."""
+    return _PLAIN_REST.fullmatch(rest) is not None
+
+
 def join_line(path: bytes, key: FileKey, rest: bytes) -> bytes:
     """The manifest line :func:`split_line` took apart."""
-    if _PLAIN_REST.fullmatch(rest):  # the usual row: joined as bytes, no JSON parsed
+    if _is_plain_rest(rest):  # the usual row: joined as bytes, no JSON parsed
         try:
-            name = json.dumps(path.decode("utf-8"), ensure_ascii=False).encode("utf-8")
+            name = (b'"' + path + b'"' if _PLAIN_PATH.fullmatch(path) else
+                    json.dumps(path.decode("utf-8"), ensure_ascii=False).encode("utf-8"))
         except UnicodeDecodeError:
             pass
         else:
