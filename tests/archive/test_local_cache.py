@@ -250,3 +250,63 @@ def test_file_rows_share_their_attributes(cache: LocalCache) -> None:
         assert db.execute("SELECT count(*) FROM attrs").fetchone()[0] == 1
         assert db.execute("SELECT count(*) FROM dirs").fetchone()[0] == 7
     assert all(cache.get_file(p, k).line == line for p, k, line, _ in rows)
+
+
+def test_file_rows_are_read_by_pages_of_a_directory_in_any_order(cache: LocalCache) -> None:
+    """get_file reads a page of a directory's rows at once; every answer is still
+    exact: names asked out of order, across page ends, in nested directories asked
+    in between, absent names, and rows changed since a page was read."""
+    import random
+
+    from s3archive.archive import local_cache
+
+    count = local_cache._FILE_PAGE * 2 + 7
+    names = [b"f%04d" % i for i in range(0, count * 2, 2)]  # odd numbers are absent
+    rows = [(b"/d/" + n, FileKey(1, i, 5, 6, 7), b'{"line":%d}' % i, [(digest(i), 5)])
+            for i, n in enumerate(names)]
+    rows += [(b"/d/sub/" + n, FileKey(1, 9000 + i, 5, 6, 7), b'{"sub":%d}' % i, [])
+             for i, n in enumerate(names[:40])]
+    cache.put_files(rows)
+
+    def ask(path: bytes, ino: int) -> bytes | None:
+        hit = cache.get_file(path, FileKey(1, ino, 5, 6, 7))
+        return hit.line if hit is not None else None
+
+    for i, name in enumerate(names):  # walk order, a subdirectory visited midway
+        assert ask(b"/d/" + name, i) == b'{"line":%d}' % i
+        assert ask(b"/d/f%04d" % (2 * i + 1), i) is None
+        if i == 300:
+            for j, sub in enumerate(names[:40]):
+                assert ask(b"/d/sub/" + sub, 9000 + j) == b'{"sub":%d}' % j
+    order = list(enumerate(names))
+    random.Random(5).shuffle(order)
+    for i, name in order:
+        assert ask(b"/d/" + name, i) == b'{"line":%d}' % i
+        assert ask(b"/d/" + name, i + 1) is None, "another inode: not this row"
+    assert ask(b"/d/zzz", 0) is None and ask(b"/d/", 0) is None and ask(b"/e/f0000", 0) is None
+    # a row written since the page was read is seen; one deleted is gone
+    cache.put_files([(b"/d/f0001", FileKey(1, 77, 5, 6, 7), b'{"new":1}', [])])
+    assert ask(b"/d/f0001", 77) == b'{"new":1}'
+    cache.put_files([(b"/d/f0003", FileKey(1, 78, 5, 6, 7), b'{"new":3}', [])], pending=True)
+    assert ask(b"/d/f0003", 78) is None
+    cache.commit_pending_files()
+    assert ask(b"/d/f0003", 78) == b'{"new":3}'
+    cache.forget_files()
+    assert ask(b"/d/f0000", 0) is None and ask(b"/d/f0003", 78) is None
+
+
+def test_a_plain_path_joins_as_json_would_write_it(cache: LocalCache) -> None:
+    for path in (b"/a b/c", b'/q"uote', b"/back\\slash", b"/ctl\x01", b"/del\x7f",
+                 "/caf\u00e9".encode(), b"/bad\xff"):
+        key = FileKey(1, 2, 3, 4, 5)
+        obj = {"type": "entry", "kind": "file", "mode": "0644", "mtime_ns": 4, "size": 3,
+               "ino": 2, "ctime_ns": 5}
+        try:
+            obj["path"] = path.decode("utf-8")
+        except UnicodeDecodeError:
+            import base64
+            obj["path_b64"] = base64.b64encode(path).decode("ascii")
+        line = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        cache.put_files([(path, key, line, [])])
+        hit = cache.get_file(path, key)
+        assert hit is not None and json.loads(hit.line) == obj, path

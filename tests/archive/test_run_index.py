@@ -73,3 +73,36 @@ def test_keep_only_forgets_the_other_packs(index: RunIndex) -> None:
     index.keep_only({packs[0], packs[2]})
     assert sorted(index, key=lambda r: r.offset) == [r for r in rows
                                                      if r.pack in (packs[0], packs[2])]
+
+
+def test_locations_are_copied_from_the_local_cache_in_sql(tmp_path) -> None:
+    """put_from_cache: the cache's locations of the digests asked, in reusable packs
+    only, a location already recorded kept; the filter knows every one copied; the
+    digests left unknown are returned."""
+    from s3archive.archive.local_cache import LocalCache
+
+    cache = LocalCache(tmp_path / "c.sqlite")
+    data = [at(n, pack=f"data/{n % 3:02x}/" + f"{n % 3:x}" * 64) for n in range(3000)]
+    meta = [at(n, pack="meta/00/" + "0" * 64) for n in range(3000, 3100)]
+    cache.add_chunks(data + meta)
+    index = RunIndex()
+    try:
+        index.attach_cache(cache.path)
+        mine = at(4, pack="data/ff/" + "f" * 64, offset=999)
+        index.put([mine])
+        asked = [digest(n) for n in range(0, 3100, 2)] + [digest(n) for n in range(9000, 9010)]
+        unknown = index.put_from_cache(asked, ("data/",))
+        assert unknown == ({digest(n) for n in range(3000, 3100, 2)}
+                           | {digest(n) for n in range(9000, 9010)})
+        assert index.get(digest(4)) == mine, "a location already recorded is kept"
+        for n in range(0, 3000, 2):
+            assert index.get(digest(n)) == (mine if n == 4 else data[n])
+        assert index.get(digest(1)) is None and len(index) == 1500
+        assert index.get_many([digest(2), digest(6)]) == {digest(2): data[2], digest(6): data[6]}
+        assert sum(index.bytes_by_pack().values()) == sum(d.stored for d in data[::2]) \
+            - data[4].stored + mine.stored
+        assert index.put_from_cache([digest(3001)], None) == set(), "any pack: meta too"
+        assert index.get(digest(3001)) == meta[1]
+    finally:
+        index.close()
+        cache.close()
