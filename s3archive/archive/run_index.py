@@ -57,6 +57,29 @@ class DigestFilter:
             position += step
         self._count += 1
 
+    def add_many(self, digests: Iterable[str]) -> None:
+        """:meth:`add` each (the same bits; the probes unrolled: a third cheaper)."""
+        assert self.PROBES == 4
+        bits, mask, capacity = self._layers[-1]
+        count = self._count
+        for digest in digests:
+            if count >= capacity:
+                self._count = count
+                self._grow(capacity * 2)
+                bits, mask, capacity = self._layers[-1]
+                count = 0
+            position, step = int(digest[:16], 16), int(digest[16:32], 16) | 1
+            position &= mask
+            bits[position >> 3] |= 1 << (position & 7)
+            position = (position + step) & mask
+            bits[position >> 3] |= 1 << (position & 7)
+            position = (position + step) & mask
+            bits[position >> 3] |= 1 << (position & 7)
+            position = (position + step) & mask
+            bits[position >> 3] |= 1 << (position & 7)
+            count += 1
+        self._count = count
+
     def may_contain(self, digest: str) -> bool:
         first, step = int(digest[:16], 16), int(digest[16:32], 16) | 1
         for bits, mask, _ in self._layers:
@@ -136,8 +159,7 @@ class RunIndex:
             verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
             with self._transaction():
                 self._db.executemany(f"{verb} INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
-            for row in rows:
-                self._filter.add(row[0].hex())
+            self._filter.add_many(row[0].hex() for row in rows)
 
     def attach_cache(self, path: Path) -> None:
         """Read the local cache at ``path`` (schema 3: ``chunks``, ``pack_names``)
@@ -175,8 +197,7 @@ class RunIndex:
             db.execute("INSERT OR IGNORE INTO chunks SELECT c.hash, p.id, c.offset, c.stored, "
                        f"c.size, c.encoding {found} CROSS JOIN packs p ON p.key = n.key {where}",
                        params)
-            for digest in wanted:  # may be more than were found: only false positives
-                self._filter.add(digest)
+            self._filter.add_many(wanted)  # more than were found: only false positives
             return {row[0].hex() for row in db.execute(
                 "SELECT hash FROM wanted WHERE hash NOT IN (SELECT hash FROM chunks)")}
 

@@ -106,3 +106,14 @@ def test_locations_are_copied_from_the_local_cache_in_sql(tmp_path) -> None:
     finally:
         index.close()
         cache.close()
+
+
+def test_adding_many_sets_the_bits_adding_each_does() -> None:
+    digests = [digest(n) for n in range(5000)]
+    one, many = DigestFilter(capacity=1000), DigestFilter(capacity=1000)
+    for d in digests:
+        one.add(d)
+    many.add_many(digests[:10])
+    many.add_many(digests[10:])
+    assert one._layers == many._layers and one._count == many._count
+    assert all(many.may_contain(d) for d in digests)
