@@ -79,7 +79,7 @@ _BATCH = 500  # hashes in one ``IN (...)``
 _ROWS_BATCH = 2048  # rows written at once while rebuilding
 _MEMO = 4096  # directory and attribute numbers remembered
 _FILE_PAGE = 256  # file rows of one directory read at once, in name order
-_FILE_PAGES = 64  # directories whose current page is kept (those the walk is inside)
+_FILE_PAGES = 64  # at most this many directories' pages are kept (the walk's ancestors)
 # the line's fields a file row keeps in columns (absent ones are listed under _ABSENT)
 _COLUMNS = ("mtime_ns", "size", "ino", "ctime_ns")
 _ABSENT = "\x00absent"
@@ -500,8 +500,11 @@ class LocalCache:
                     (row_key[0], name, _FILE_PAGE)).fetchall()
                 page = _FilePage(name, rows[-1][0] if len(rows) == _FILE_PAGE else None,
                                  {row[0]: row[1:] for row in rows})
-            if len(self._file_pages) >= _FILE_PAGES and parent not in self._file_pages:
-                self._file_pages.clear()
+            # the walk is depth first: only the pages of this directory's ancestors
+            # can be asked again (memory: the depth of the walk, not its width)
+            self._file_pages = {directory: kept for directory, kept in self._file_pages.items()
+                                if parent.startswith(directory + b"/")
+                                and len(self._file_pages) < _FILE_PAGES}
             self._file_pages[parent] = page
         return page.rows.get(name)
 
