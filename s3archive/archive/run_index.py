@@ -7,7 +7,9 @@ the 32-byte hash, the pack as a small integer.  A Bloom filter of the hashes
 put answers most "not here" questions without a query; lookups come in
 batches where the caller can batch (a block of spooled entries, a leaf).
 Memory: the filter (2 bytes a chunk) and SQLite's page cache, whatever the
-run's size.
+run's size.  The chunks of unchanged files are copied from the local cache in
+SQL (:meth:`RunIndex.put_from_cache`, the cache attached read-only): a
+no-change run builds no Python object per chunk.
 """
 
 from __future__ import annotations
