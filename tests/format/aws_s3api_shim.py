@@ -7,7 +7,7 @@ tab-separated rows), over boto3 and the same ``AWS_*`` environment::
     python aws_s3api_shim.py s3api [--endpoint-url URL] list-object-versions \\
         --bucket B --prefix P [--query Q] [--output text|json]
     python aws_s3api_shim.py s3api [--endpoint-url URL] get-object \\
-        --bucket B --key K [--version-id V] [--range bytes=A-B] OUTFILE
+        --bucket B --key K [--version-id=V] [--range bytes=A-B] OUTFILE
 
 Anything else exits non-zero with one line.
 """
@@ -28,9 +28,14 @@ def _parse(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
     positional: list[str] = []
     words = iter(argv)
     for word in words:
-        if word.startswith("--"):
+        if word.startswith("--") and "=" in word:
+            name, value = word[2:].split("=", 1)
+            options[name] = value
+        elif word.startswith("--"):
+            # as the AWS CLI's argparse: a separate value that starts with "-" is
+            # taken for an option (RGW version ids can: write --version-id="$VID")
             value = next(words, None)
-            if value is None:
+            if value is None or value.startswith("-"):
                 sys.exit(f"argument {word}: expected one argument")
             options[word[2:]] = value
         else:

@@ -160,7 +160,7 @@ $AWS list-object-versions --bucket "$BUCKET" --prefix "${{PREFIX}}runs/" \\
 KEY="${{PREFIX}}{run.key}"
 VID=$($AWS list-object-versions --bucket "$BUCKET" --prefix "$KEY" \\
     --query "Versions[?Key=='$KEY'] | [0].VersionId" --output text)
-$AWS get-object --bucket "$BUCKET" --key "$KEY" --version-id "$VID" root.jsonl.zst >/dev/null
+$AWS get-object --bucket "$BUCKET" --key "$KEY" --version-id="$VID" root.jsonl.zst >/dev/null
 zstdcat root.jsonl.zst | sed -n 1p | jq -e '.type == "header" and .format == 2'
 zstdcat root.jsonl.zst | tail -n 1 | jq -e '.type == "trailer"'
 mkdir run && open_run root.jsonl.zst run
@@ -194,7 +194,7 @@ def test_format_1_worked_example_restores_a_run_by_hand(env: ArchiveEnv, tmp_pat
 KEY="${{PREFIX}}{run.key}"
 VID=$($AWS list-object-versions --bucket "$BUCKET" --prefix "$KEY" \\
     --query "Versions[?Key=='$KEY'] | [0].VersionId" --output text)
-$AWS get-object --bucket "$BUCKET" --key "$KEY" --version-id "$VID" manifest.jsonl.zst >/dev/null
+$AWS get-object --bucket "$BUCKET" --key "$KEY" --version-id="$VID" manifest.jsonl.zst >/dev/null
 zstdcat manifest.jsonl.zst | sed -n 1p | jq -e '.type == "header" and .format == 1'
 zstdcat manifest.jsonl.zst | tail -n 1 | jq -e '.type == "trailer"'
 zstdcat manifest.jsonl.zst | jq -c 'select(.type == "pack")' > packs.jsonl
