@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from s3archive.errors import IntegrityError, NoSuchVersion, StoreError, TransportError
 from s3archive.format.chunk_codec import decode_chunk
@@ -148,8 +148,14 @@ class PackReader:
         self.workers = workers
         self.window = window
 
-    def fetch(self, request: ReadRequest) -> list[ChunkResult]:
+    def fetch(self, request: ReadRequest,
+              sink: Callable[[ChunkResult], ChunkResult] | None = None) -> list[ChunkResult]:
         """One ranged GET; every reference in it decoded and checked against its hash.
+
+        ``sink`` (called on the fetching thread) takes each verified result as it
+        is decoded, before the next is, and returns what to keep of it (a restore
+        writes the bytes and keeps none): the plain bytes of a request are then
+        never all held at once.
 
         A range with a reference that does not verify is read a second time:
         the store returns only whole bodies, but a body can still be garbled
@@ -158,11 +164,11 @@ class PackReader:
         """
         pack = self.packs[request.pack]
         try:
-            results = self._decode(request, self._get(request))
+            results = self._decode(request, self._get(request), sink)
             if any(r.error is not None for r in results):
                 log.info("pack %s: %s; reading it again", pack.key,
                          next(r.error for r in results if r.error is not None))
-                results = self._decode(request, self._get(request))
+                results = self._decode(request, self._get(request), sink)
         except TransportError as err:
             return [ChunkResult(ref, None, f"could not read pack {pack.key}@{pack.version_id}: "
                                 f"{err}", transport=True) for ref in request.chunks]
@@ -175,7 +181,8 @@ class PackReader:
         pack = self.packs[request.pack]
         return self.store.get(pack.key, pack.version_id, (request.first, request.last))
 
-    def _decode(self, request: ReadRequest, blob: bytes) -> list[ChunkResult]:
+    def _decode(self, request: ReadRequest, blob: bytes,
+                sink: Callable[[ChunkResult], ChunkResult] | None = None) -> list[ChunkResult]:
         pack = self.packs[request.pack]
         if len(blob) != request.length:
             why = (f"pack {pack.key}@{pack.version_id}: short read "
@@ -197,7 +204,10 @@ class PackReader:
             except IntegrityError as err:
                 results.append(ChunkResult(ref, None, f"pack {pack.key}: {err}"))
                 continue
-            results.append(ChunkResult(ref, plain, stored=stored))
+            if sink is not None:
+                results.append(sink(ChunkResult(ref, plain)))
+            else:
+                results.append(ChunkResult(ref, plain, stored=stored))
         return results
 
     def results(self, requests: Iterable[ReadRequest]) -> Iterator[ChunkResult]:

@@ -24,12 +24,14 @@ import itertools
 import logging
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from s3archive.errors import IntegrityError, TransportError, UsageError
 from s3archive.restore.apply import MetadataApplier
+from s3archive.restore.direct import DIRECT_BYTES, DirectOutcome, DirectWriter
 from s3archive.format.model import DIR, FILE, ChunkRef, Manifest, Snapshot
 from s3archive.progress import Progress
 from s3archive.repo.pack_reader import (DEFAULT_WINDOW, DEFAULT_WORKERS, ChunkResult, PackReader,
@@ -37,7 +39,7 @@ from s3archive.repo.pack_reader import (DEFAULT_WINDOW, DEFAULT_WORKERS, ChunkRe
 from s3archive.repo.run_tree import RunTree
 from s3archive.restore.plan import (ENTRY_HELD, EntryFilter, EntrySource, PlannedEntry,
                                     RestorePlan, file_chunks)
-from s3archive.restore.tree import EntryFailed, TreeWriter
+from s3archive.restore.tree import EntryFailed, FileResult, TreeWriter
 from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
@@ -167,25 +169,31 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
     opener = plan.source.opener
     chunk_id = opener.data_id if opener is not None else None
     with TreeWriter(target, applier, overwrite=options.overwrite, resume=options.resume,
-                    chunk_id=chunk_id) as tree, progress:
+                    chunk_id=chunk_id) as tree, progress, ExitStack() as tree_stack:
         if options.resume:
             tree.remove_stray_temporaries(plan.odd_names)
         reader = PackReader(store, plan.source.packs, options.workers, options.window, opener)
+        # large files: their GET threads write them (direct.py), outside the batches
+        direct = tree_stack.enter_context(DirectWriter(reader, options.workers, options.window))
         unread = [False]  # the current file met chunks the store could not deliver
         progress.phase("restoring", plan.totals)
         # each batch's entries, with (resume) the chunks of each file already in place
-        planned: deque[list[tuple[PlannedEntry, frozenset[int]]]] = deque()
+        # and whether the file is written directly
+        planned: deque[list[tuple[PlannedEntry, frozenset[int], bool]]] = deque()
 
         def batches() -> Iterator[ReadBatch]:
-            items: list[tuple[PlannedEntry, frozenset[int]]] = []
+            items: list[tuple[PlannedEntry, frozenset[int], bool]] = []
             refs: list[ChunkRef] = []
             held = 0
             for item in plan:
                 have: frozenset[int] = frozenset()
                 if _writes_data(item) and options.resume and item.entry.chunks:
                     have = tree.survey_file(item)
-                items.append((item, have))
-                if _writes_data(item):
+                large = _writes_data(item) and sum(
+                    ref.size for number, ref in enumerate(item.entry.chunks)
+                    if number not in have) >= DIRECT_BYTES
+                items.append((item, have, large))
+                if _writes_data(item) and not large:
                     for number, ref in enumerate(item.entry.chunks):
                         if number in have:
                             continue
@@ -203,7 +211,7 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
             yield read_batch(refs, len(items) * ENTRY_HELD)
 
         fetched = reader.batches(batches())
-        items: deque[tuple[PlannedEntry, frozenset[int]]] = deque()
+        items: deque[tuple[PlannedEntry, frozenset[int], bool]] = deque()
         results: deque[ChunkResult] = deque()
 
         def more() -> bool:
@@ -231,7 +239,7 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                 if more():
                     continue  # (a batch may hold only the rest of a large file's chunks)
                 break
-            item, have = items.popleft()
+            item, have, large = items.popleft()
             entry = item.entry
             report.entries += 1
             try:
@@ -240,6 +248,16 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                     raise EntryFailed(item.problem)
                 if entry.kind == DIR:
                     tree.make_dir(item)
+                elif large:
+                    outcome = DirectOutcome()
+                    progress.begin(entry.path)
+                    try:
+                        written = tree.write_file_with(
+                            item, lambda fd, result: direct.fill(
+                                fd, entry, have, result, outcome, progress.read), bool(have))
+                    finally:
+                        progress.end(entry.path)
+                    _count_file(report, damaged, item, written, outcome.transport)
                 elif _writes_data(item):
                     mine = itertools.islice(stream, len(entry.chunks) - len(have))
                     unread[0] = False
@@ -250,13 +268,7 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                         for _ in mine:  # keep the stream aligned after a failure
                             pass
                         progress.end(entry.path)
-                    report.files += 1
-                    report.bytes_written += written.written
-                    report.bytes_kept += written.kept
-                    if written.damage:  # a transport failure is not damage: the data may be fine
-                        (report.failed if unread[0] else report.damaged).append(
-                            Problem(entry.path, "; ".join(written.damage[:3])))
-                        damaged[item.parts] = entry.path
+                    _count_file(report, damaged, item, written, unread[0])
                 elif item.link_to is not None:
                     tree.make_hardlink(item)
                     if item.link_to in damaged:
@@ -279,6 +291,19 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
     if usage is not None:
         report.store = usage.to_json()
     return report
+
+
+def _count_file(report: RestoreReport, damaged: dict[tuple[bytes, ...], bytes],
+                item: PlannedEntry, written: FileResult, unread: bool) -> None:
+    """A file written: its bytes in the report, its damage named (``unread``: some
+    chunks could not be read, which says nothing about the data: failed, not damaged)."""
+    report.files += 1
+    report.bytes_written += written.written
+    report.bytes_kept += written.kept
+    if written.damage:
+        (report.failed if unread else report.damaged).append(
+            Problem(item.entry.path, "; ".join(written.damage[:3])))
+        damaged[item.parts] = item.entry.path
 
 
 def _writes_data(item: PlannedEntry) -> bool:

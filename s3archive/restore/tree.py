@@ -354,21 +354,34 @@ class TreeWriter:
         place: ``chunks`` leaves them out and the file is finished in place.
         """
         entry = item.entry
+
+        def fill(fd: int, result: FileResult) -> None:
+            if entry.extents is not None or kept:
+                os.ftruncate(fd, entry.size)
+            for offset, data, length, error in _placements(entry, chunks, kept):
+                if data is _KEPT:
+                    result.kept += length
+                elif data is None:
+                    result.damage.append(f"bytes {offset}-{offset + length - 1}: {error}")
+                else:
+                    pwrite_all(fd, data, offset)  # type: ignore[arg-type]
+                    result.written += length
+        return self.write_file_with(item, fill, bool(kept))
+
+    def write_file_with(self, item: PlannedEntry, fill: Callable[[int, "FileResult"], None],
+                        in_place: bool = False) -> FileResult:
+        """Create the file as :meth:`write_file` does, its bytes written by ``fill(fd,
+        result)`` (which says in ``result`` what it wrote, kept and could not write,
+        and has stopped writing to ``fd`` when it returns or raises); then the
+        metadata, and the file moved into place.  ``in_place``: resume finishes
+        the file already at its name."""
+        entry = item.entry
         parent = self.parent_fd(item.parts)
         result = FileResult()
-        fd, name = self._open_for_writing(parent, item.parts[-1], bool(kept))
+        fd, name = self._open_for_writing(parent, item.parts[-1], in_place)
         try:
             try:
-                if entry.extents is not None or kept:
-                    os.ftruncate(fd, entry.size)
-                for offset, data, length, error in _placements(entry, chunks, kept):
-                    if data is _KEPT:
-                        result.kept += length
-                    elif data is None:
-                        result.damage.append(f"bytes {offset}-{offset + length - 1}: {error}")
-                    else:
-                        _pwrite_all(fd, data, offset)  # type: ignore[arg-type]
-                        result.written += length
+                fill(fd, result)
                 if result.damage or self.resume:
                     os.ftruncate(fd, entry.size)  # a bad last chunk, a longer old file
             except OSError as err:
@@ -376,7 +389,7 @@ class TreeWriter:
             self.applier.apply_fd(fd, entry)
         except BaseException:
             os.close(fd)
-            if not kept:
+            if not in_place:
                 _unlink_quietly(parent, name)
             raise
         os.close(fd)
@@ -458,7 +471,34 @@ def _placements(entry: Entry, chunks: ChunkSource, kept: frozenset[int] = frozen
             remaining -= take
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+def chunk_spans(entry: Entry) -> list[list[tuple[int, int, int]]]:
+    """For each of the entry's chunks, where its bytes go: (file offset, offset in
+    the chunk, length) pieces, split at the data extents as :func:`_placements` does."""
+    extents = entry.extents if entry.extents is not None else [(0, entry.size)]
+    extent_iter = iter(extents)
+    ext_offset, ext_left = 0, 0
+    spans: list[list[tuple[int, int, int]]] = []
+    for ref in entry.chunks:
+        pieces: list[tuple[int, int, int]] = []
+        remaining, pos = ref.size, 0
+        while remaining:
+            while ext_left == 0:
+                following = next(extent_iter, None)
+                if following is None:
+                    raise EntryFailed("its chunks are longer than its data extents")
+                ext_offset, ext_left = following
+            take = min(remaining, ext_left)
+            pieces.append((ext_offset, pos, take))
+            ext_offset += take
+            ext_left -= take
+            pos += take
+            remaining -= take
+        spans.append(pieces)
+    return spans
+
+
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (pwrite may write less than asked)."""
     while data:
         written = os.pwrite(fd, data, offset)
         data = data[written:]
