@@ -40,11 +40,11 @@ class DirectWriter:
     """Writes large files' chunks from the GET threads (one pool for the restore)."""
 
     def __init__(self, reader: PackReader, workers: int, window: int,
-                 max_request: int | None = None):
+                 max_request: int = DIRECT_REQUEST):
         self.reader = reader
         self.workers = max(1, workers)
         self.window = window
-        self.max_request = max_request or DIRECT_REQUEST
+        self.max_request = max_request
         self._pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:

@@ -23,10 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-import os
-import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +128,6 @@ def preview_restore(run: Manifest | RunTree | EntrySource, selections: Iterable[
 
 BATCH_BYTES = 32 << 20  # plain bytes of chunks a batch of the restore asks for at most
 BATCH_ENTRIES = 4096  # entries a batch covers at most (directories, empty files ...)
-BATCH_REQUEST = 8 << 20  # bytes of one ranged GET of a batch
 
 ChunkStream = Iterator[tuple[ChunkRef, "bytes | memoryview | None", "str | None"]]
 
@@ -156,13 +152,11 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
     progress = progress or Progress()
     report = RestoreReport(target=str(target))
     seen_warnings: set[tuple[bytes, str]] = set()
-    warn_lock = threading.Lock()  # file threads warn too
 
     def warn(path: bytes, message: str) -> None:
-        with warn_lock:
-            if (path, message) not in seen_warnings:
-                seen_warnings.add((path, message))
-                report.warnings.append(Problem(path, message))
+        if (path, message) not in seen_warnings:
+            seen_warnings.add((path, message))
+            report.warnings.append(Problem(path, message))
 
     plan = RestorePlan(run, selections, entry_filter, warn)
     plan.check(count=options.resume)
@@ -181,43 +175,6 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
         reader = PackReader(store, plan.source.packs, options.workers, options.window, opener)
         # large files: their GET threads write them (direct.py), outside the batches
         direct = tree_stack.enter_context(DirectWriter(reader, options.workers, options.window))
-        # the other files: written by file threads into an empty target (creating a file
-        # and setting its metadata wait on the filesystem: the threads overlap the waits)
-        files_pool = None
-        if tree.threads_may_write:
-            files_pool = ThreadPoolExecutor(max_workers=FILE_THREADS,
-                                            thread_name_prefix="s3archive-file")
-            tree_stack.callback(files_pool.shutdown)  # before the tree closes its descriptors
-        pending: deque[_FileTask] = deque()
-        pending_bytes = [0]
-
-        def settle(everything: bool) -> None:
-            """Count the files the threads finished, in order (``everything``: wait for all)."""
-            while pending and (everything or pending[0].future is None
-                               or pending[0].future.done()
-                               or len(pending) > PENDING_FILES
-                               or pending_bytes[0] > PENDING_BYTES):
-                task = pending.popleft()
-                pending_bytes[0] -= task.size
-                path = task.item.entry.path
-                if task.future is None:  # restored by this thread
-                    progress.entry(task.item.entry.kind, path, task.item.entry.size)
-                    if listed is not None:
-                        listed(path)
-                    continue
-                try:
-                    written = task.future.result()
-                except EntryFailed as err:
-                    report.failed.append(Problem(path, str(err)))
-                    continue
-                except OSError as err:
-                    report.failed.append(Problem(path, err.strerror or str(err)))
-                    continue
-                _count_file(report, damaged, task.item, written, task.unread)
-                progress.entry(task.item.entry.kind, path, task.item.entry.size)
-                if listed is not None:
-                    listed(path)
-
         unread = [False]  # the current file met chunks the store could not deliver
         progress.phase("restoring", plan.totals)
         # each batch's entries, with (resume) the chunks of each file already in place
@@ -244,14 +201,14 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                         held += ref.size
                         if held >= BATCH_BYTES:
                             planned.append(items)
-                            yield read_batch(refs, len(items) * ENTRY_HELD, BATCH_REQUEST)
+                            yield read_batch(refs, len(items) * ENTRY_HELD)
                             items, refs, held = [], [], 0
                 if len(items) >= BATCH_ENTRIES:
                     planned.append(items)
-                    yield read_batch(refs, len(items) * ENTRY_HELD, BATCH_REQUEST)
+                    yield read_batch(refs, len(items) * ENTRY_HELD)
                     items, refs, held = [], [], 0
             planned.append(items)
-            yield read_batch(refs, len(items) * ENTRY_HELD, BATCH_REQUEST)
+            yield read_batch(refs, len(items) * ENTRY_HELD)
 
         fetched = reader.batches(batches())
         items: deque[tuple[PlannedEntry, frozenset[int], bool]] = deque()
@@ -286,8 +243,6 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
             entry = item.entry
             report.entries += 1
             try:
-                if pending and (item.link_to is not None or tree.completes_dirs(item.parts)):
-                    settle(True)  # a directory's metadata, or a link, after its files
                 tree.leave_dirs(item.parts)
                 if item.problem is not None:
                     raise EntryFailed(item.problem)
@@ -298,23 +253,11 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                     progress.begin(entry.path)
                     try:
                         written = tree.write_file_with(
-                            item, lambda fd, result, entry=entry, have=have, outcome=outcome:
-                            direct.fill(fd, entry, have, result, outcome, progress.read),
-                            bool(have))
+                            item, lambda fd, result: direct.fill(
+                                fd, entry, have, result, outcome, progress.read), bool(have))
                     finally:
                         progress.end(entry.path)
                     _count_file(report, damaged, item, written, outcome.transport)
-                elif _writes_data(item) and files_pool is not None:
-                    unread[0] = False
-                    chunks = list(itertools.islice(stream, len(entry.chunks)))
-                    parent = tree.parent_for_thread(item.parts)
-                    size = sum(ref.size for ref, _, _ in chunks)
-                    pending.append(_FileTask(files_pool.submit(_write_in_thread, tree, item,
-                                                               chunks, parent),
-                                             item, unread[0], size))
-                    pending_bytes[0] += size
-                    settle(False)
-                    continue  # counted when settled
                 elif _writes_data(item):
                     mine = itertools.islice(stream, len(entry.chunks) - len(have))
                     unread[0] = False
@@ -339,44 +282,15 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
             except OSError as err:
                 report.failed.append(Problem(entry.path, err.strerror or str(err)))
                 continue
-            if pending:  # heard after the files before it
-                pending.append(_FileTask(None, item, False, 0))
-                continue
             progress.entry(entry.kind, entry.path, entry.size)
             if listed is not None:
                 listed(entry.path)
-        settle(True)
         tree.finish_dirs(lambda path, msg: report.failed.append(Problem(path, msg)))
     report.seconds = time.monotonic() - began
     usage = store.usage()
     if usage is not None:
         report.store = usage.to_json()
     return report
-
-
-FILE_THREADS = 4  # threads writing the files below DIRECT_BYTES (into an empty target)
-PENDING_FILES = 256  # files handed to them and not yet counted, at most
-PENDING_BYTES = 16 << 20  # their bytes (the verified chunks they hold), at most
-
-
-@dataclass
-class _FileTask:
-    """A file a thread writes (or, without ``future``, an entry restored meanwhile by
-    the main thread, heard in its turn)."""
-
-    future: Future[FileResult] | None
-    item: PlannedEntry
-    unread: bool  # some chunks could not be read (a failure, not damage)
-    size: int
-
-
-def _write_in_thread(tree: TreeWriter, item: PlannedEntry,
-                     chunks: list[tuple[ChunkRef, "bytes | memoryview | None", "str | None"]],
-                     parent: int) -> FileResult:
-    try:
-        return tree.write_file(item, iter(chunks), parent=parent)
-    finally:
-        os.close(parent)
 
 
 def _count_file(report: RestoreReport, damaged: dict[tuple[bytes, ...], bytes],

@@ -342,7 +342,7 @@ class TreeWriter:
             os.close(fd)
 
     def write_file(self, item: PlannedEntry, chunks: ChunkSource,
-                   kept: frozenset[int] = frozenset(), parent: int | None = None) -> FileResult:
+                   kept: frozenset[int] = frozenset()) -> FileResult:
         """Create the file from ``chunks``: this file's chunks, in order.
 
         Holes stay holes: a sparse file is truncated to its size first and
@@ -352,7 +352,6 @@ class TreeWriter:
         O_NOFOLLOW``; with ``--overwrite`` under a temporary name, then renamed.
         With ``resume``, ``kept`` are the chunks :meth:`survey_file` found in
         place: ``chunks`` leaves them out and the file is finished in place.
-        ``parent``: the open directory to create it in (see :meth:`parent_for_thread`).
         """
         entry = item.entry
 
@@ -367,39 +366,17 @@ class TreeWriter:
                 else:
                     pwrite_all(fd, data, offset)  # type: ignore[arg-type]
                     result.written += length
-        return self.write_file_with(item, fill, bool(kept), parent)
-
-    @property
-    def threads_may_write(self) -> bool:
-        """Files may be written by other threads (:meth:`parent_for_thread`): only into
-        an empty target, where each file is created at its own name (no temporary
-        names, nothing replaced, nothing surveyed)."""
-        return not self.overwrite and not self.resume
-
-    def parent_for_thread(self, parts: tuple[bytes, ...]) -> int:
-        """A descriptor of the directory that holds ``parts[-1]`` (created as needed),
-        the caller's own to close: a thread writes the file into it while this
-        writer goes on to other directories."""
-        assert self.threads_may_write
-        return os.dup(self.parent_fd(parts))
-
-    def completes_dirs(self, parts: tuple[bytes, ...]) -> bool:
-        """:meth:`leave_dirs` of ``parts`` would set some directory's metadata now."""
-        if not self._dirs:
-            return False
-        dir_parts = self._dirs[-1][0]
-        return not (len(parts) > len(dir_parts) and parts[:len(dir_parts)] == dir_parts)
+        return self.write_file_with(item, fill, bool(kept))
 
     def write_file_with(self, item: PlannedEntry, fill: Callable[[int, "FileResult"], None],
-                        in_place: bool = False, parent: int | None = None) -> FileResult:
+                        in_place: bool = False) -> FileResult:
         """Create the file as :meth:`write_file` does, its bytes written by ``fill(fd,
         result)`` (which says in ``result`` what it wrote, kept and could not write,
         and has stopped writing to ``fd`` when it returns or raises); then the
         metadata, and the file moved into place.  ``in_place``: resume finishes
-        the file already at its name.  ``parent``: as in :meth:`write_file`."""
+        the file already at its name."""
         entry = item.entry
-        if parent is None:
-            parent = self.parent_fd(item.parts)
+        parent = self.parent_fd(item.parts)
         result = FileResult()
         fd, name = self._open_for_writing(parent, item.parts[-1], in_place)
         try:
