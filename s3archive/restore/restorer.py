@@ -189,9 +189,9 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                 have: frozenset[int] = frozenset()
                 if _writes_data(item) and options.resume and item.entry.chunks:
                     have = tree.survey_file(item)
-                large = _writes_data(item) and sum(
-                    ref.size for number, ref in enumerate(item.entry.chunks)
-                    if number not in have) >= DIRECT_BYTES
+                large = (_writes_data(item) and item.entry.size >= DIRECT_BYTES
+                         and sum(ref.size for number, ref in enumerate(item.entry.chunks)
+                                 if number not in have) >= DIRECT_BYTES)
                 items.append((item, have, large))
                 if _writes_data(item) and not large:
                     for number, ref in enumerate(item.entry.chunks):
@@ -253,8 +253,9 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                     progress.begin(entry.path)
                     try:
                         written = tree.write_file_with(
-                            item, lambda fd, result: direct.fill(
-                                fd, entry, have, result, outcome, progress.read), bool(have))
+                            item, lambda fd, result, entry=entry, have=have, outcome=outcome:
+                            direct.fill(fd, entry, have, result, outcome, progress.read),
+                            bool(have))
                     finally:
                         progress.end(entry.path)
                     _count_file(report, damaged, item, written, outcome.transport)

@@ -1,0 +1,142 @@
+"""Large files written by their GET threads (restore/direct.py): the same bytes,
+holes and damage reports as the ordered path, and no write after the file is closed.
+
+The thresholds are lowered so that files of a few hundred KiB take the direct
+path on the in-memory store (no Object Lock fidelity needed here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from s3archive.restore import direct, restorer
+from s3archive.restore.restorer import RestoreOptions, restore_run
+from support.manifest_builder import RunBuilder
+from support.memory_store import FakeClock, MemoryStore
+
+CHUNK = 16 << 10
+
+
+@pytest.fixture
+def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Files of 128 KiB or more go direct, in GETs of 48 KiB; returns the paths that did."""
+    monkeypatch.setattr(restorer, "DIRECT_BYTES", 128 << 10)
+    monkeypatch.setattr(direct, "DIRECT_REQUEST", 48 << 10)
+    went: list[bytes] = []
+    original = direct.DirectWriter.fill
+
+    def fill(self, fd, entry, *args, **kwargs):  # type: ignore[no-untyped-def]
+        went.append(entry.path)
+        return original(self, fd, entry, *args, **kwargs)
+    monkeypatch.setattr(direct.DirectWriter, "fill", fill)
+    return went
+
+
+def _builder() -> tuple[MemoryStore, RunBuilder]:
+    store = MemoryStore(FakeClock())
+    return store, RunBuilder(store, lock_mode=None, chunk_size=CHUNK, pack_size=100 << 10)
+
+
+def test_large_files_restore_the_same_bytes_holes_and_links(small_thresholds, tmp_path: Path
+                                                            ) -> None:
+    rng = random.Random(15)
+    store, builder = _builder()
+    builder.dir(b"/")
+    block = rng.randbytes(CHUNK)
+    repeated = block + rng.randbytes(8 * CHUNK) + block + rng.randbytes(3000)  # a chunk twice
+    text = b"".join(b"line %d of a compressible dump\n" % n for n in range(20_000))
+    sparse_data = rng.randbytes(9 * CHUNK + 100)
+    extents = [(0, 3 * CHUNK + 50), (1 << 20, 6 * CHUNK + 50)]  # a hole of ~1 MiB between
+    builder.file(b"/big-random", repeated)
+    builder.file(b"/big-text", text)
+    builder.hardlink(b"/link-to-big", b"/big-random")
+    builder.file(b"/small", b"stays on the ordered path\n")
+    builder.file(b"/sparse", sparse_data, extents=extents, size=(1 << 20) + 6 * CHUNK + 50)
+    manifest = builder.manifest()
+    target = tmp_path / "t"
+
+    report = restore_run(store, manifest, target, options=RestoreOptions(window=160 << 10))
+
+    assert report.ok, (report.damaged, report.failed)
+    assert sorted(small_thresholds) == [b"/big-random", b"/big-text", b"/sparse"]
+    assert (target / "big-random").read_bytes() == repeated
+    assert (target / "big-text").read_bytes() == text
+    assert os.stat(target / "link-to-big").st_ino == os.stat(target / "big-random").st_ino
+    assert (target / "small").read_bytes() == b"stays on the ordered path\n"
+    got = (target / "sparse").read_bytes()
+    assert len(got) == (1 << 20) + 6 * CHUNK + 50
+    assert got[:3 * CHUNK + 50] == sparse_data[:3 * CHUNK + 50]
+    assert got[3 * CHUNK + 50:1 << 20] == bytes((1 << 20) - 3 * CHUNK - 50)
+    assert got[1 << 20:] == sparse_data[3 * CHUNK + 50:]
+    assert os.stat(target / "sparse").st_blocks * 512 < 1 << 20  # the hole stayed a hole
+    for name in ("big-random", "big-text", "sparse"):
+        assert os.stat(target / name).st_mtime_ns == 1_700_000_000_000_000_000
+    assert report.bytes_written == len(repeated) + len(text) + 26 + len(sparse_data)
+
+
+def test_a_bad_chunk_damages_only_its_range_of_a_large_file(small_thresholds, tmp_path: Path
+                                                            ) -> None:
+    data = random.Random(16).randbytes(20 * CHUNK)
+    store, builder = _builder()
+    builder.dir(b"/")
+    entry = builder.file(b"/big", data)
+    builder.file(b"/zz-after", b"after\n")
+    entry.chunks[7] = dataclasses.replace(entry.chunks[7], hash="0" * 64)
+    target = tmp_path / "t"
+
+    report = restore_run(store, builder.manifest(), target)
+
+    assert small_thresholds == [b"/big"]
+    assert [p.path for p in report.damaged] == [b"/big"] and not report.failed
+    first, last = 7 * CHUNK, 8 * CHUNK - 1
+    assert report.damaged[0].message.startswith(f"bytes {first}-{last}: ")
+    assert "does not match its hash" in report.damaged[0].message
+    got = (target / "big").read_bytes()
+    assert got[:first] == data[:first] and got[last + 1:] == data[last + 1:]
+    assert got[first:last + 1] == bytes(CHUNK)  # never the unverified bytes
+    assert report.bytes_written == len(data) - CHUNK + 6
+    assert (target / "zz-after").read_bytes() == b"after\n"
+
+
+def test_a_write_error_fails_the_file_after_every_get_ended(small_thresholds, monkeypatch,
+                                                             tmp_path: Path) -> None:
+    data = random.Random(17).randbytes(40 * CHUNK)
+    store, builder = _builder()
+    builder.dir(b"/")
+    builder.file(b"/big", data)
+    builder.file(b"/zz-after", b"after\n")
+    calls: list[bool] = []  # per pwrite: was the file's fill still running?
+    running = threading.Event()
+    original_fill, original_write = direct.DirectWriter.fill, direct.pwrite_all
+
+    def fill(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        running.set()
+        try:
+            return original_fill(self, *args, **kwargs)
+        finally:
+            running.clear()
+
+    def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+        calls.append(running.is_set())
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original_write(fd, data, offset)
+    monkeypatch.setattr(direct.DirectWriter, "fill", fill)
+    monkeypatch.setattr(direct, "pwrite_all", pwrite_all)
+    target = tmp_path / "t"
+
+    report = restore_run(store, builder.manifest(), target,
+                         options=RestoreOptions(workers=4, window=400 << 10))
+
+    assert [(p.path, p.message) for p in report.failed] == [
+        (b"/big", "cannot write: No space left on device")]
+    assert calls and all(calls)  # no thread wrote once the file was given up
+    assert sorted(os.listdir(target)) == ["zz-after"]  # the partial file is removed
+    assert report.files == 1 and report.entries == 3
