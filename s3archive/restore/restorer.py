@@ -2,7 +2,9 @@
 
 The plan lists the entries in manifest order; the chunks of its files are
 fetched as merged ranged GETs of the pinned pack versions, in parallel within
-a memory window, checked against their SHA-256 and written in the same order.
+a memory window, checked against their SHA-256 and written in the same order;
+a file with at least ``DIRECT_BYTES`` to fetch is written by its GET threads
+instead, each chunk verified before it is written (``direct``).
 A bad chunk damages only its file: the file is named, everything else is
 restored, and the report says the restore failed.
 
