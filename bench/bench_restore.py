@@ -15,8 +15,8 @@ the usage log on, as in ``bench_archive.py``), then, ``--repeat`` times
 s3archive, bytes sent by RGW, and the load average when it started.  The
 medians count (peak RSS: the largest); the first restore of each step is
 compared with the source (``rsync -naHAXS -c``, ``cmp``) unless ``--no-check``.
-s3archive's modules are compiled once into ``WORKDIR/pycache``, as an installed
-package's are.  Issue 15's targets are printed PASS/FAIL and the exit code is 1
+s3archive's modules are compiled once, as an installed package's are
+(``bench_archive.compile_tool``).  Issue 15's targets are printed PASS/FAIL and the exit code is 1
 when one fails: whole-tree MB/s at least 1.3x restic's with a peak RSS below
 restic's, and the single file at least as fast as restic.  ``--profile DIR``
 runs s3archive's restores under ``profile_run.py --sample 5``.
@@ -239,11 +239,6 @@ def main(argv: list[str] | None = None) -> int:
             cluster = _fresh_cluster(workdir, name, size)
             clusters.append(cluster)
             tools[name] = kind(workdir, tree, cluster)
-            if name == "s3archive":
-                # as installed: modules compiled once (by the backup), not by every command
-                # (this machine sets PYTHONDONTWRITEBYTECODE=1: ~0.2 CPU s a command)
-                tools[name].env.pop("PYTHONDONTWRITEBYTECODE", None)
-                tools[name].env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
             _log(f"{name}: backing up ...")
             backup = tools[name].run("initial", logdir)
             _log(f"{name}: backup took {backup.wall_s:.1f}s")
