@@ -32,10 +32,16 @@ log = logging.getLogger(__name__)
 
 WHOLE_PACK_LIMIT = 32 << 20  # metadata packs up to this size are read whole on a walk
 PACKS_KEPT = 4
-# Point reads (ls, restore of one path) fetch single blobs with ranged GETs; once this
-# many blobs of one pack were read so, the pack is read whole (a walk of a subtree).
+# Point reads (ls, restore of one path) fetch single blobs with ranged GETs; once a walk
+# read this many blobs of one pack so, the pack is read whole (a walk of a subtree).
+# The nodes a lookup descends through are not counted: a deep path is no walk.
 RANGED_BEFORE_WHOLE = 8
-NODES_KEPT = 8  # decoded nodes kept for lookups (the path to a name is read once)
+# Decoded nodes kept for lookups, so the path to a name is read once however often
+# it is looked up (a restore looks up the path, then its chain, then hardlink targets):
+# at most this many, and at most this many plain bytes of them (a deep path of
+# small directories fits; a few large leaves push the oldest out).
+NODES_KEPT = 64
+NODE_BYTES_KEPT = 4 << 20
 # A whole run read into memory holds at most as many entries as a format-1 manifest
 # could (identical directories are one shared node, so a crafted root object could
 # otherwise claim any count): the same bound, the same exposure.
@@ -110,25 +116,29 @@ class BlobReader:
         self.whole_packs = True
         self._packs = cache
 
-    def _whole(self, number: int) -> bool:
+    def _whole(self, number: int, point: bool) -> bool:
         pack = self.table.packs[number]
         key = (pack.key, pack.version_id, pack.size)
         if pack.size > WHOLE_PACK_LIMIT or not self._packs.whole(key):
             return False
         if self.whole_packs or key in self._packs:
             return True
+        if point:  # a lookup's node: ranged, and no step towards reading the pack whole
+            return False
         with self._lock:
             seen = self._ranged.get(number, 0)
             self._ranged[number] = seen + 1
         return seen >= RANGED_BEFORE_WHOLE
 
-    def read(self, ref: ChunkRef, kind: bytes) -> bytes:
+    def read(self, ref: ChunkRef, kind: bytes, point: bool = False) -> bytes:
+        """The blob ``ref``, verified.  ``point``: a lookup's read, never the reason
+        to read its pack whole."""
         pack = self.table.packs[ref.pack]
         where = f"{pack.key}@{pack.version_id} offset {ref.offset}"
         if kind in pack2.META_KINDS and not pack.key.startswith(pack2.META_PREFIX + "/"):
             raise ManifestError(f"{where}: a metadata blob outside meta/")
         try:
-            if self._whole(ref.pack):
+            if self._whole(ref.pack, point):
                 body = self._pack(ref.pack)
                 if ref.offset + ref.stored > len(body):
                     raise ManifestError(f"{where}: blob lies beyond the end of the pack")
@@ -195,6 +205,7 @@ class RunTree:
         self.metadata: dict[tuple[str, int, int], ChunkRef] = {}  # every metadata blob read
         self.keep_metadata = True  # False: a walk that needs no list of them (restore, verify)
         self._nodes: OrderedDict[tuple[ChunkRef, bytes], tc.Node] = OrderedDict()  # lookups
+        self._node_bytes = 0  # plain bytes of the nodes kept
 
     # ------------------------------------------------------------ record
     def record(self) -> tc.RunRecord:
@@ -221,15 +232,15 @@ class RunTree:
         trailer.warnings = list(self.record().warnings)
         return trailer
 
-    def _read(self, ref: ChunkRef, kind: bytes) -> bytes:
-        plain = self.blobs.read(ref, kind)
+    def _read(self, ref: ChunkRef, kind: bytes, point: bool = False) -> bytes:
+        plain = self.blobs.read(ref, kind, point)
         if self.keep_metadata:
             self.metadata.setdefault((ref.hash, ref.pack, ref.offset), ref)
         return plain
 
     # ------------------------------------------------------------ nodes
-    def _node(self, ref: ChunkRef, parent: bytes) -> tc.Node:
-        plain = self._read(ref, pack2.KIND_TREE)
+    def _node(self, ref: ChunkRef, parent: bytes, point: bool = False) -> tc.Node:
+        plain = self._read(ref, pack2.KIND_TREE, point)
         return tc.decode_node(plain, parent, self.table,
                               f"{self.where}: node {ref.hash[:16]} of {_shown(parent)}")
 
@@ -290,10 +301,13 @@ class RunTree:
         if node is not None:
             self._nodes.move_to_end(key)
             return node
-        node = self._node(ref, path)
+        node = self._node(ref, path, point=True)
         self._nodes[key] = node
-        while len(self._nodes) > NODES_KEPT:
-            self._nodes.popitem(last=False)
+        self._node_bytes += ref.size
+        while len(self._nodes) > 1 and (len(self._nodes) > NODES_KEPT
+                                        or self._node_bytes > NODE_BYTES_KEPT):
+            (dropped, _), _ = self._nodes.popitem(last=False)
+            self._node_bytes -= dropped.size
         return node
 
     def find(self, tree: ChunkRef, path: bytes, name: bytes) -> Item | None:
