@@ -294,28 +294,31 @@ class _Files:
         return self.found[entry.target]
 
 
-def diff_trees(old: RunTree, new: RunTree) -> list[Change]:
+def diff_trees(old: RunTree, new: RunTree) -> Iterator[Change]:
     """Changes from ``old`` to ``new`` (two format-2 runs) in path order, as
     :func:`diff_manifests` finds them, reading only the nodes the runs do not
     share (repo/tree_diff.py): a directory or leaf with the same id in both
-    runs holds the same entries.
+    runs holds the same entries.  Yielded as they are found: memory is the
+    open directories along one path, not the changes (a diff of two runs that
+    differ in every file holds no list of them).
 
     One thing a skipped node can hide: a hardlink whose own entry (its
     inode's metadata) is unchanged while the file it names changed content.
     A file's content rarely changes without its mtime; when a changed file
     kept all its metadata, the new run is walked once more for hardlinks
-    naming it.  (A hardlink read before, and its file after, a change during
-    the run is not found this way.)
+    naming it, and those follow the other changes (in path order among
+    themselves).  (A hardlink read before, and its file after, a change
+    during the run is not found this way.)
     """
     files_old, files_new = _Files(old), _Files(new)
-    changes: list[Change] = []
     kept_metadata: set[bytes] = set()  # files whose content changed, metadata not
+    links_reported: set[bytes] = set()  # hardlinks reported (not to report them twice)
     for pair in changed_pairs(old, new):
         if pair.old is None:
-            changes.append(Change(pair.path, "added"))
+            yield Change(pair.path, "added")
             continue
         if pair.new is None:
-            changes.append(Change(pair.path, "removed"))
+            yield Change(pair.path, "removed")
             continue
         a, b = pair.old, pair.new
         same_content = (a.lists is not None and b.lists is not None
@@ -326,20 +329,19 @@ def diff_trees(old: RunTree, new: RunTree) -> list[Change]:
                           files_new.target(entry_b), same_content)
         if change is None:
             continue
-        changes.append(change)
+        yield change
+        if entry_b.kind == HARDLINK:
+            links_reported.add(pair.path)
         if (entry_a.kind == entry_b.kind == FILE
                 and not set(change.fields) & set(METADATA_FIELDS)):
             kept_metadata.add(pair.path)
     if kept_metadata:
-        changes += _hidden_hardlinks(old, new, kept_metadata, {c.path for c in changes},
+        yield from _hidden_hardlinks(old, new, kept_metadata, links_reported,
                                      files_old, files_new)
-        changes.sort(key=lambda c: tuple(c.path.split(b"/")))
-    return changes
 
 
 def _hidden_hardlinks(old: RunTree, new: RunTree, targets: set[bytes], reported: set[bytes],
-                      files_old: _Files, files_new: _Files) -> list[Change]:
-    found = []
+                      files_old: _Files, files_new: _Files) -> Iterator[Change]:
     for item in every_item(new):
         entry = item.entry
         if entry.kind != HARDLINK or entry.target not in targets or entry.path in reported:
@@ -350,23 +352,22 @@ def _hidden_hardlinks(old: RunTree, new: RunTree, targets: set[bytes], reported:
         change = _compare(entry.path, before.entry, entry, files_old.target(before.entry),
                           files_new.target(entry))
         if change is not None:
-            found.append(change)
-    return found
+            yield change
 
 
 def diff_runs(store: StoreReader, old: RunRef, new: RunRef,
-              identities: list[Identity] | None = None) -> list[Change]:
-    """Changes from run ``old`` to run ``new``: two format-2 runs by their trees
-    (:func:`diff_trees`), otherwise both read whole (:func:`diff_manifests`).
-    ``identities``: the restore keys of encrypted runs."""
+              identities: list[Identity] | None = None) -> Iterator[Change]:
+    """Changes from run ``old`` to run ``new``: two format-2 runs by their trees,
+    yielded as found (:func:`diff_trees`), otherwise both read whole
+    (:func:`diff_manifests`).  ``identities``: the restore keys of encrypted runs."""
     a = open_run(store, old, identities=identities)
     b = open_run(store, new, identities=identities)
     if isinstance(a, RunTree) and isinstance(b, RunTree):
         return diff_trees(a, b)
     # one of each: the format-2 run read whole too (its packs read whole, not node by node)
-    return diff_manifests(
+    return iter(diff_manifests(
         load_manifest(store, old, identities=identities) if isinstance(a, RunTree) else a,
-        load_manifest(store, new, identities=identities) if isinstance(b, RunTree) else b)
+        load_manifest(store, new, identities=identities) if isinstance(b, RunTree) else b))
 
 
 def show_json(run: RunRef, manifest: Manifest, summary: RunSummary) -> dict[str, Any]:

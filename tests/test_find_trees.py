@@ -249,6 +249,6 @@ def test_encrypted_runs_with_the_key(tmp_path: Path) -> None:
     versions = history([first, second], open_with_key, host.p("/d1/f7.conf"),
                        lambda run, why: pytest.fail(why))
     assert [v.changed for v in versions] == [False, True]
-    changes = diff_runs(host.store, first, second, keys)
+    changes = list(diff_runs(host.store, first, second, keys))
     assert changes == diff_manifests(whole(first), whole(second))
     assert host.p("/d1/f7.conf") in {c.path for c in changes}

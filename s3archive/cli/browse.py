@@ -233,14 +233,18 @@ def diff_command(repo: Repository, run_a: str, run_b: str, as_json: bool) -> Non
       unreadable;  2  usage error
     """
     ref_a, ref_b = repo.run(run_a), repo.run(run_b)
-    changes = diff_runs(repo.store, ref_a, ref_b, repo.identities)
-    counts = {kind: sum(1 for c in changes if c.change == kind) for kind in _MARKS}
-    if as_json:
-        click.echo(json.dumps({"from": run_json(ref_a), "to": run_json(ref_b),
-                               "counts": counts, "changes": [c.to_json() for c in changes]},
-                              indent=1))
+    # printed as found (two runs that differ in every file: no list of the changes)
+    counts = dict.fromkeys(_MARKS, 0)
+    if as_json:  # one document, its changes streamed, the counts after them
+        click.echo(json.dumps({"from": run_json(ref_a), "to": run_json(ref_b)})[:-1]
+                   + ', "changes": [')
+        for number, change in enumerate(diff_runs(repo.store, ref_a, ref_b, repo.identities)):
+            counts[change.change] += 1
+            click.echo((",\n" if number else "") + json.dumps(change.to_json()), nl=False)
+        click.echo(f'], "counts": {json.dumps(counts)}}}')
         return
-    for change in changes:
+    for change in diff_runs(repo.store, ref_a, ref_b, repo.identities):
+        counts[change.change] += 1
         what = ", ".join(FIELD_LABELS.get(f, f) for f in change.fields)
         detail = f"  ({what} changed)" if what else ""
         click.echo(f"{_MARKS[change.change]}  {human.path(change.path)}{detail}")
