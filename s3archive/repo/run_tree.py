@@ -116,6 +116,11 @@ class BlobReader:
         self.whole_packs = True
         self._packs = cache
 
+    def release_packs(self) -> None:
+        """Drop the whole metadata packs kept (a walk is over: up to PACKS_KEPT
+        packs of up to WHOLE_PACK_LIMIT bytes each); later reads fetch again."""
+        self._packs = PackCache(self._packs.kept, self._packs.bytes_kept, self._packs.once)
+
     def _whole(self, number: int, point: bool) -> bool:
         pack = self.table.packs[number]
         key = (pack.key, pack.version_id, pack.size)
