@@ -312,7 +312,7 @@ class Verifier:
                     yield ref
 
         reader = PackReader(self.store, packs, workers=self.options.workers,
-                            window=self.options.window, opener=opener)
+                            window=self.options.window, opener=opener, keep_data=False)
         verdicts: list[tuple[Any, ...]] = []
         for chunk in reader.results(merge_reads(todo(), max_request=MAX_REQUEST)):
             pack = packs[chunk.ref.pack]

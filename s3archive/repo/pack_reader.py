@@ -130,6 +130,7 @@ def batched_reads(chunks: Iterable[ChunkRef], batch_bytes: int = 32 << 20,
 class ChunkResult:
     ref: ChunkRef
     data: bytes | memoryview | None  # the plain bytes, verified; None when ``error``
+    # (or when the reader keeps no data)
     error: str | None = None
     pack_missing: bool = False  # the error is that the pack version does not exist
     stored: memoryview | None = None  # the bytes as stored (a view into the response)
@@ -141,10 +142,13 @@ class PackReader:
 
     def __init__(self, store: StoreReader, packs: list[PackRef],
                  workers: int = DEFAULT_WORKERS, window: int = DEFAULT_WINDOW,
-                 opener: BlobOpener | None = None):
+                 opener: BlobOpener | None = None, keep_data: bool = True):
         self.store = store
         self.packs = packs
         self.opener = opener  # an encrypted run's blobs are opened before decoding
+        # False: a chunk's plain bytes are checked and dropped (``verify``: a request's
+        # results held no copy of its plain bytes, ~twice the stored bytes for text)
+        self.keep_data = keep_data
         self.workers = workers
         self.window = window
 
@@ -207,7 +211,8 @@ class PackReader:
             if sink is not None:
                 results.append(sink(ChunkResult(ref, plain)))
             else:
-                results.append(ChunkResult(ref, plain, stored=stored))
+                results.append(ChunkResult(ref, plain if self.keep_data else None,
+                                           stored=stored))
         return results
 
     def results(self, requests: Iterable[ReadRequest]) -> Iterator[ChunkResult]:

@@ -113,3 +113,20 @@ def test_verify_reads_data_without_the_metadata_packs_of_its_walk(hosts, monkeyp
     assert result.ok, result.problems
     assert result.chunks_checked >= 1200
     assert held == [0], f"{held[0]} bytes of metadata packs held while the data is read"
+
+
+def test_verify_holds_no_plain_bytes_of_what_it_checked(tmp_path: Path) -> None:
+    """``--read-data`` checks each chunk's hash and keeps no plain bytes: a file of
+    16 MiB that compresses well (one ranged GET of its chunks) peaks at about
+    one chunk, not the file."""
+    host = MemoryHost(tmp_path, "plain")
+    text = b"".join(b"line %08d of a longer text.\n" % n for n in range(16 << 15))  # 16 MiB
+    (host.tree / "text").write_bytes(text)
+    run = host.archive()
+
+    def verify_run() -> None:
+        result = Verifier(host.store, VerifyOptions(read_data=True)).verify(run)
+        assert result.ok, result.problems
+        assert result.bytes_checked == len(text) == 16 << 20
+
+    assert peak(verify_run) < 10 << 20
