@@ -26,7 +26,6 @@ meant to hold at 20 000, 200 000 and 1 000 000 files.
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import random
@@ -387,10 +386,6 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
         PROFILE_ARGS[:] = (["--sample", str(args.profile_sample)] if args.profile_sample
                            else ["--cpu"] if args.profile_cpu else [])
-    # as an installed package: every s3archive command reads its modules' bytecode
-    # (this machine sets PYTHONDONTWRITEBYTECODE, and a cold reader compiled ~190
-    # modules, ~0.5 CPU s, on every run)
-    compileall.compile_dir(str(REPO / "s3archive"), quiet=1)
     logdir = workdir / "logs"
     tree = workdir / "tree"
     shutil.rmtree(tree, ignore_errors=True)
