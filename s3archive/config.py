@@ -72,6 +72,12 @@ class ContentSettings:
     pack_size_mib: int = 16
     one_file_system: bool = True
     exclude: tuple[str, ...] = ()
+    # processes that read, chunk, hash and compress small files (None: one per CPU;
+    # 0: threads of the main process only)
+    workers: int | None = None
+
+    def content_workers(self) -> int:
+        return self.workers if self.workers is not None else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -566,8 +572,9 @@ def _parse_content(reader: _Reader) -> ContentSettings:
     pack = reader.get("pack_size_mib", int, 16, _in_range(1, 512))
     one_fs = reader.get("one_file_system", bool, True)
     exclude = reader.get("exclude", list, [])
+    workers = reader.get("workers", int, None, _in_range(0, 64))
     for item in exclude:
         if not isinstance(item, str) or not item:
             raise reader.fail("exclude", exclude, "must be a list of non-empty glob strings")
     return ContentSettings(compression_level=level, pack_size_mib=pack, one_file_system=one_fs,
-                           exclude=tuple(exclude))
+                           exclude=tuple(exclude), workers=workers)

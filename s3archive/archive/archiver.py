@@ -24,6 +24,7 @@ from s3archive.archive.chunk_sources import SpoolSources
 from s3archive.archive.chunk_writer import ChunkWriter, NewPack, WriterStats
 from s3archive.archive.chunker import CHUNKER_PARAMS
 from s3archive.archive.commit import commit_manifest
+from s3archive.archive.content_workers import ContentWorkers, WorkerSettings
 from s3archive.archive.file_stage import FileStage, FileTally
 from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache, cache_path
 from s3archive.archive.group_index import GroupIndex, UploadedBlobs, for_host
@@ -473,11 +474,12 @@ class _Run:
 
     def execute(self, picking: "_Background[PickResult]") -> ArchiveSummary:
         ctx, cfg, progress = self.ctx, self.ctx.config, self.ctx.progress
+        workers = self._content_workers()  # started by the file stage if it reads enough
         files = FileStage(WalkOptions(one_file_system=cfg.content.one_file_system,
                                       exclude=cfg.content.exclude),
                           ctx.cache, ctx.writer, progress, self.warn,
                           remember_files=not ctx.dry_run,
-                          lock_timeout=cfg.sources.lock_timeout)
+                          lock_timeout=cfg.sources.lock_timeout, workers=workers)
         lease = LeaseResult()
         snapshots: list[PendingSnapshot] = []
         try:
@@ -496,6 +498,8 @@ class _Run:
                 ctx.cache.discard_pending_files()
                 ctx.cache.begin()
                 files.run(picked.paths, spool)
+                if workers is not None:
+                    workers.close()
                 progress.phase("running snapshotters")
                 snapshots = run_snapshotters(cfg.snapshots_dir, cfg.sources.snapshot_timeout,
                                              ctx.writer, progress, self.warn)
@@ -515,6 +519,8 @@ class _Run:
                     progress.phase("writing manifest")
                     key = self._write_manifest(spool, snapshots, lease, files.tally)
         finally:
+            if workers is not None:
+                workers.close(kill=True)  # (stopped already unless the run failed)
             ctx.writer.close()
             ctx.writer.release()
             if ctx.meta is not None:
@@ -523,6 +529,17 @@ class _Run:
             ctx.cache.commit()
             progress.done()
         return self._summary(key, files.tally, snapshots, lease)
+
+    def _content_workers(self) -> ContentWorkers | None:
+        """The worker processes that read small files (``[content] workers``)."""
+        count = self.ctx.config.content.content_workers()
+        if count == 0:
+            return None
+        enc = self.plan.encryption
+        codec = self.ctx.writer.codec
+        return ContentWorkers(count, WorkerSettings(
+            codec.level, codec.min_saving, self.ctx.config.sources.lock_timeout,
+            enc.data_id_key if enc is not None else None))
 
     # -- manifest: the commit point
     def _write_manifest(self, spool: IO[bytes], snapshots: list[PendingSnapshot],

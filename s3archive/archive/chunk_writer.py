@@ -200,6 +200,14 @@ class ChunkWriter:
         self._encode_pool.submit(self._encode, plain, digest)
         return ChunkId(digest, len(plain))
 
+    def add_encoded(self, encoded: EncodedChunk) -> ChunkId:
+        """Store a chunk a content worker already identified and encoded, once
+        (a duplicate is dropped); returns its id."""
+        self._raise_failure()
+        if self._claim(encoded.hash):
+            self._store_encoded(encoded, encoded.size)
+        return ChunkId(encoded.hash, encoded.size)
+
     def add_blob(self, plain: bytes, kind: bytes) -> ChunkLocation:
         """Store a metadata blob once and return where it is, at once (format 2:
         a pack's key is known while it is open, so a parent node can reference

@@ -36,7 +36,9 @@ class RunEncryption:
     secret: DedupSecret = field(repr=False)
 
     def __post_init__(self) -> None:
-        self._data_mac = HmacSha256(derive(self.secret.secret, b"s3archive/v2/id/data"))
+        # the key of data ids, also handed to content workers (archive/content_workers.py)
+        self.data_id_key = derive(self.secret.secret, b"s3archive/v2/id/data")
+        self._data_mac = HmacSha256(self.data_id_key)
         self._meta_mac = HmacSha256(derive(self.secret.secret, b"s3archive/v2/id/meta"))
 
     # -- ids

@@ -8,6 +8,16 @@ not read: its cached line and chunk ids are reused.  Files are read by a
 small pool of threads, small files in batches (one task for up to
 ``BATCH_FILES`` files or ``BATCH_BYTES`` bytes: a task per file cost more than
 reading it); entries wait in a bounded queue for their file.
+
+With content workers (archive/content_workers.py, ``[content] workers``) the
+batches of small files are read, chunked, hashed and compressed by worker
+processes instead, at most ``BATCHES_PER_WORKER`` per worker in flight; the
+main process claims their chunk ids and packs the new chunks as encoded.
+The workers are started once the walk has handed ``WORKERS_AFTER_FILES``
+files or ``WORKERS_AFTER_BYTES`` bytes to be read (threads read those): a run
+that reads little (an unchanged host, a small tree) does not pay their start.
+A file of ``BATCH_BYTES`` or more is still read by a thread here (its work is
+per byte, in C, without the GIL), streamed chunk by chunk.
 """
 
 from __future__ import annotations
@@ -21,14 +31,16 @@ from dataclasses import dataclass, field
 from typing import IO, Callable
 
 from s3archive.archive.chunk_writer import ChunkWriter
+from s3archive.archive.content_workers import ContentWorkers, EncodedPiece, FileToRead
 from s3archive.archive.chunker import Chunker
 from s3archive.archive.local_cache import FileKey, LocalCache
 from s3archive.archive.packer import ChunkId
 from s3archive.archive.sources import fs_metadata
 from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
-from s3archive.archive.sources.file_reader import FLOCK_WAIT_S, Unreadable, read_file
+from s3archive.archive.sources.file_reader import FLOCK_WAIT_S, FileRead, read_whole
 from s3archive.archive.sources.walker import WalkItem, Walker, WalkOptions
 from s3archive.format import manifest_codec as codec
+from s3archive.format.chunk_codec import EncodedChunk
 from s3archive.format.model import FILE, HARDLINK, SYMLINK, Entry, Warning_
 from s3archive.progress import Progress
 
@@ -38,6 +50,9 @@ MAX_PENDING = 1024  # entries waiting for their file to be read before the walk 
 BATCH_FILES = 64  # small files read by one task, at most ...
 BATCH_BYTES = 4 << 20  # ... and bytes; a file this large or larger is a task of its own
 FILE_ROWS_BATCH = 512  # file-cache rows written at once
+BATCHES_PER_WORKER = 2  # batches handed to content workers and not yet spooled, per worker
+WORKERS_AFTER_FILES = 256  # content workers start once this many files are to be read ...
+WORKERS_AFTER_BYTES = 16 << 20  # ... or this many bytes (threads read the first ones)
 
 
 @dataclass
@@ -70,6 +85,10 @@ class _Batch:
     files: list[tuple[Entry, os.stat_result]] = field(default_factory=list)
     size: int = 0
     job: Future[list[_ReadOutcome]] | None = None
+    # read by a content worker: (what was read, its encoded chunks) per file, claimed
+    # as each file is spooled; ``left`` files not spooled yet
+    remote: Future[list[tuple[FileRead, list[EncodedPiece]]]] | None = None
+    left: int = 0
 
 
 @dataclass
@@ -114,8 +133,9 @@ class FileStage:
 
     def __init__(self, options: WalkOptions, cache: LocalCache, writer: ChunkWriter,
                  progress: Progress, warn: Callable[[Warning_], None], remember_files: bool,
-                 lock_timeout: float = FLOCK_WAIT_S):
+                 lock_timeout: float = FLOCK_WAIT_S, workers: ContentWorkers | None = None):
         self.options = options
+        self.workers = workers
         self.lock_timeout = lock_timeout
         self.cache = cache
         self.writer = writer
@@ -127,13 +147,18 @@ class FileStage:
         self._file_rows: list[tuple[bytes, FileKey, bytes, list[ChunkId]]] = []
         self._hardlinks: dict[tuple[int, int], bytes] = {}
         self._to_read = 0  # bytes of the files the walk handed to be read (progress totals)
+        self._files_to_read = 0
         self._batch = _Batch()  # small files not yet handed to a reader
         self._readers: ThreadPoolExecutor | None = None
         self._cache_has_files = True
+        self._remote_batches = 0  # handed to content workers, not all spooled yet
+        self._pending: deque[_Queued] = deque()
+        self._spool: IO[bytes] | None = None
 
     def run(self, paths: list[bytes], spool: IO[bytes]) -> FileTally:
         """Walk in order; files are read by a pool, entries spooled in walk order."""
-        pending: deque[_Queued] = deque()
+        pending: deque[_Queued] = self._pending
+        self._spool = spool
         walked = 0
         # a cache without file rows (a first run) answers no lookup: ask it once
         self._cache_has_files = self.cache.has_files()
@@ -157,31 +182,53 @@ class FileStage:
                 self._readers = None
         return self.tally
 
-    def _submit(self) -> None:
-        """Hand the open batch of small files to a reader."""
+    def _submit(self, large: bool = False) -> None:
+        """Hand the open batch of small files to a content worker (or a reader
+        thread); a large file's batch to a reader thread."""
         batch = self._batch
-        if batch.files:
+        if not batch.files:
+            return
+        self._batch = _Batch()
+        if self.workers is not None and not self.workers.started and (
+                self._files_to_read >= WORKERS_AFTER_FILES or self._to_read >= WORKERS_AFTER_BYTES):
+            self.workers.start()  # the run reads enough to pay for them
+        if self.workers is None or not self.workers.started or large:
             assert self._readers is not None
             batch.job = self._readers.submit(self._read_batch, batch.files)
-            self._batch = _Batch()
+            return
+        limit = BATCHES_PER_WORKER * self.workers.count
+        while self._remote_batches >= limit:  # bounded: spool what the workers returned
+            assert self._spool is not None
+            self._spool_ready(self._pending, self._spool, wait=True, until_batches=limit - 1)
+        batch.left = len(batch.files)
+        batch.remote = self.workers.submit([FileToRead(entry.path, st.st_ino, st.st_ctime_ns)
+                                            for entry, st in batch.files])
+        self._remote_batches += 1
 
     def _read_batch(self, files: list[tuple[Entry, os.stat_result]]) -> list[_ReadOutcome]:
         return [self._read(entry, st) for entry, st in files]
 
-    def _spool_ready(self, pending: deque[_Queued], spool: IO[bytes], wait: bool) -> None:
+    def _spool_ready(self, pending: deque[_Queued], spool: IO[bytes], wait: bool,
+                     until_batches: int = -1) -> None:
+        """Spool the entries whose files are read (all of them: ``wait``; or until
+        no more than ``until_batches`` batches are with content workers)."""
         tally = self.tally
-        while pending:
+        while pending and self._remote_batches > until_batches:
             queued = pending[0]
             batch = queued.batch
             if batch is not None:
-                if batch.job is None:  # the open batch: read it now
+                if batch.job is None and batch.remote is None:  # the open batch: read it now
                     if not wait:
                         return
                     self._submit()
-                assert batch.job is not None
-                if not (wait or batch.job.done()):
+                job = batch.job or batch.remote
+                assert job is not None
+                if not (wait or job.done()):
                     return
-                outcome = batch.job.result()[queued.index]
+                if batch.remote is not None:
+                    outcome = self._claim_read(batch, queued)
+                else:
+                    outcome = batch.job.result()[queued.index]
                 for warning in outcome.warnings:
                     self.warn(warning)
                 tally.bytes_read += outcome.bytes_read
@@ -264,11 +311,12 @@ class FileStage:
             self._hardlinks[link_key] = entry.path
             return _Queued(entry, cache_key=outcome.cache_key, chunks=outcome.chunks)
         self._to_read += st.st_size
+        self._files_to_read += 1
         if st.st_size >= BATCH_BYTES:  # a large file: a task of its own, read at once
             self._submit()
             self._batch.files.append((entry, st))
             queued = _Queued(entry, batch=self._batch)
-            self._submit()
+            self._submit(large=True)
             return queued
         batch = self._batch
         batch.files.append((entry, st))
@@ -298,6 +346,21 @@ class FileStage:
         self.tally.files_unchanged += 1
         return _Queued(None, path=path, size=st.st_size, line=hit.line, chunks=hit.chunks)
 
+    def _claim_read(self, batch: _Batch, queued: _Queued) -> _ReadOutcome:
+        """A file a content worker read: its chunks claimed (new ones packed as the
+        worker encoded them), its entry completed."""
+        assert batch.remote is not None and queued.entry is not None
+        read, pieces = batch.remote.result()[queued.index]
+        batch.left -= 1
+        if batch.left == 0:  # every file of the batch is spooled: let its bytes go
+            batch.remote = None
+            self._remote_batches -= 1
+        for piece in pieces:
+            self.writer.add_encoded(EncodedChunk(piece.hash, piece.size, piece.encoding,
+                                                 piece.data))
+        self.progress.read(read.bytes_read)
+        return self._outcome(queued.entry, read)
+
     def _read(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:
         """Read a file (in a reader thread); progress shows it while it is read."""
         self.progress.begin(entry.path)
@@ -307,32 +370,24 @@ class FileStage:
             self.progress.end(entry.path)
 
     def _read_file(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:
-        """Read a file, once more if it changed meanwhile."""
-        outcome = _ReadOutcome()
-        for attempt in (1, 2):
-            try:
-                content = read_file(entry.path, st.st_ino, self._chunkers.get(), self.writer.add,
-                                    self.progress.read, self.lock_timeout)
-            except Unreadable as problem:
-                outcome.warnings.append(Warning_("file", str(problem), entry.path))
-                outcome.ok = False
-                return outcome
-            outcome.bytes_read += content.bytes_read
-            if not content.changed:
-                break
-            if attempt == 2:
-                outcome.warnings.append(Warning_(
-                    "file", "changed while being read (read twice); stored as read the "
-                    "second time", entry.path))
-        after = content.after
-        entry.size, entry.extents = content.size, content.extents
-        outcome.chunks = [ChunkId(*chunk) for chunk in content.chunks]
-        entry.mtime_ns, entry.ino, entry.ctime_ns = after.st_mtime_ns, after.st_ino, after.st_ctime_ns
-        if not content.changed and after.st_ctime_ns == st.st_ctime_ns:
-            # (a ctime that moved since the walk may hide a metadata change
-            # the entry does not have: such a file is described afresh next time)
-            outcome.cache_key = FileKey(after.st_dev, after.st_ino, after.st_size,
-                                        after.st_mtime_ns, after.st_ctime_ns)
+        """Read a file here, once more if it changed meanwhile."""
+        read = read_whole(entry.path, st.st_ino, st.st_ctime_ns, self._chunkers.get(),
+                          self.writer.add, self.progress.read, self.lock_timeout)
+        return self._outcome(entry, read)
+
+    @staticmethod
+    def _outcome(entry: Entry, read: FileRead) -> _ReadOutcome:
+        """Complete ``entry`` from what reading its file found."""
+        outcome = _ReadOutcome(ok=read.ok, bytes_read=read.bytes_read,
+                               warnings=[Warning_("file", problem, entry.path)
+                                         for problem in read.problems])
+        if not read.ok:
+            return outcome
+        entry.size, entry.extents = read.size, read.extents
+        outcome.chunks = [ChunkId(*chunk) for chunk in read.chunks]
+        entry.mtime_ns, entry.ino, entry.ctime_ns = read.mtime_ns, read.ino, read.ctime_ns
+        if read.cache_key is not None:
+            outcome.cache_key = FileKey(*read.cache_key)
         return outcome
 
 

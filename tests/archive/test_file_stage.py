@@ -55,7 +55,7 @@ def test_small_files_are_read_in_batches_spooled_in_walk_order(host: Host, monke
         tasks.append([entry.path for entry, _ in files])
         return real_batch(self, files)
 
-    real_read = file_stage.read_file
+    real_read = file_reader.read_file
 
     def one_unreadable(path, *args, **kwargs):
         if path.endswith(b"/f021"):
@@ -63,7 +63,7 @@ def test_small_files_are_read_in_batches_spooled_in_walk_order(host: Host, monke
         return real_read(path, *args, **kwargs)
 
     monkeypatch.setattr(file_stage.FileStage, "_read_batch", counted)
-    monkeypatch.setattr(file_stage, "read_file", one_unreadable)
+    monkeypatch.setattr(file_reader, "read_file", one_unreadable)
     summary = host.run()
 
     assert len(summary.warnings) == 1

@@ -15,7 +15,7 @@ import logging
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from s3archive.archive.chunker import Chunker
@@ -40,8 +40,58 @@ class FileContent:
     after: os.stat_result
 
 
+@dataclass
+class FileRead:
+    """A file read whole (once more if it changed meanwhile): what its entry and
+    the file cache need.  ``ok`` False: unreadable, ``problems`` says why."""
+
+    ok: bool = True
+    bytes_read: int = 0
+    chunks: list[tuple[str, int]] = field(default_factory=list)  # (id, plain size)
+    problems: list[str] = field(default_factory=list)  # warnings about the file
+    size: int = 0
+    extents: list[tuple[int, int]] | None = None
+    mtime_ns: int = 0
+    ino: int = 0
+    ctime_ns: int = 0
+    # (dev, ino, size, mtime_ns, ctime_ns) when the file did not change while read
+    cache_key: tuple[int, int, int, int, int] | None = None
+
+
+def read_whole(path: bytes, expected_ino: int, walked_ctime_ns: int, chunker: Chunker,
+               add_chunk: Callable[[bytes | memoryview], tuple[str, int]],
+               on_read: Callable[[int], None] = lambda n: None,
+               lock_timeout: float = FLOCK_WAIT_S) -> FileRead:
+    """Read a file, once more if it changed meanwhile (in a reader thread or a
+    content worker: nothing here touches the run's state)."""
+    result = FileRead()
+    for attempt in (1, 2):
+        try:
+            content = read_file(path, expected_ino, chunker, add_chunk, on_read, lock_timeout)
+        except Unreadable as problem:
+            result.problems.append(str(problem))
+            result.ok = False
+            return result
+        result.bytes_read += content.bytes_read
+        if not content.changed:
+            break
+        if attempt == 2:
+            result.problems.append("changed while being read (read twice); stored as read "
+                                   "the second time")
+    after = content.after
+    result.size, result.extents = content.size, content.extents
+    result.chunks = content.chunks
+    result.mtime_ns, result.ino, result.ctime_ns = after.st_mtime_ns, after.st_ino, after.st_ctime_ns
+    if not content.changed and after.st_ctime_ns == walked_ctime_ns:
+        # (a ctime that moved since the walk may hide a metadata change
+        # the entry does not have: such a file is described afresh next time)
+        result.cache_key = (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns,
+                            after.st_ctime_ns)
+    return result
+
+
 def read_file(path: bytes, expected_ino: int, chunker: Chunker,
-              add_chunk: Callable[[bytes], tuple[str, int]],
+              add_chunk: Callable[[bytes | memoryview], tuple[str, int]],
               on_read: Callable[[int], None] = lambda n: None,
               lock_timeout: float = FLOCK_WAIT_S) -> FileContent:
     try:

@@ -1,0 +1,273 @@
+"""Worker processes that read files into encoded chunks (the initial run's per-byte
+and per-chunk work, off the main process's GIL).
+
+The main process walks, describes entries, keeps the file cache, claims chunk
+ids and packs; a worker takes a batch of small files and, for each, opens,
+locks, checks and reads it (holes kept), cuts it into chunks, computes their
+ids (keyed for an encrypted run) and compresses them.  It returns what the
+main process needs of each file (:class:`~archive.sources.file_reader.FileRead`)
+and the encoded chunks; the main process claims each id and packs the new
+ones without encoding them again.
+
+A worker is ``python -m s3archive.archive.content_workers``, started with
+``subprocess`` (fork and exec at once: safe in a threaded process) so that it
+imports only what reading needs (no boto3, not the caller's ``__main__``).
+Frames on its stdin and stdout are a 4-byte length and a pickle: the first
+frame in is :class:`WorkerSettings` (the dedup id key travels there, never in
+argv or the environment), then batches; one result frame per batch, in order.
+A worker ignores SIGINT (the main process stops it) and exits at the end of
+its stdin: when the main process ends, however it ends, its workers end too.
+A worker that dies fails the run (:class:`ContentWorkerFailed`), never hangs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable
+
+from s3archive.errors import S3ArchiveError
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+MAX_FRAME = 1 << 30  # a frame longer than this is a broken worker, not a batch
+
+
+class ContentWorkerFailed(S3ArchiveError):
+    """A content worker died or broke its protocol: the run fails, nothing is committed."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    compression_level: int
+    min_saving: float
+    lock_timeout: float
+    id_key: bytes | None = field(default=None, repr=False)  # encrypted runs: keyed data ids
+
+
+@dataclass(frozen=True)
+class FileToRead:
+    path: bytes
+    ino: int  # as the walk saw it: another inode is a replaced file
+    ctime_ns: int  # as the walk saw it: a moved ctime keeps the file out of the cache
+
+
+@dataclass(frozen=True)
+class EncodedPiece:
+    """One chunk as a worker encoded it (a picklable ``EncodedChunk``)."""
+
+    hash: str
+    size: int
+    encoding: str
+    data: bytes
+
+
+# ---------------------------------------------------------------- the worker side
+def _read_frame(stream: BinaryIO) -> bytes | None:
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (length,) = _LENGTH.unpack(head)
+    if length > MAX_FRAME:
+        raise ContentWorkerFailed(f"a frame of {length} bytes")
+    body = stream.read(length)
+    if len(body) < length:
+        return None
+    return body
+
+
+def _write_frame(stream: BinaryIO, obj: object) -> None:
+    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(body)))
+    stream.write(body)
+    stream.flush()
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """The worker's loop: settings, then batch after batch until end of input."""
+    from s3archive.archive.chunker import Chunker
+    from s3archive.archive.sources.file_reader import read_whole
+    from s3archive.format.chunk_codec import ChunkCodec, chunk_hash
+
+    frame = _read_frame(inp)
+    if frame is None:
+        return
+    settings: WorkerSettings = pickle.loads(frame)
+    codec = ChunkCodec(settings.compression_level, settings.min_saving)
+    id_of: Callable[[bytes | memoryview], str] = chunk_hash
+    if settings.id_key is not None:
+        from s3archive.crypto.dedup import HmacSha256
+        mac = HmacSha256(settings.id_key)
+
+        def id_of(plain: bytes | memoryview) -> str:
+            return mac.digest(plain).hex()
+    chunker = Chunker()
+    while (frame := _read_frame(inp)) is not None:
+        batch: list[FileToRead] = pickle.loads(frame)
+        results = []
+        for item in batch:
+            pieces: list[EncodedPiece] = []
+
+            def add(plain: bytes | memoryview) -> tuple[str, int]:
+                encoded = codec.encode(plain, id_of(plain))
+                pieces.append(EncodedPiece(encoded.hash, encoded.size, encoded.encoding,
+                                           bytes(encoded.data)))
+                return encoded.hash, encoded.size
+
+            read = read_whole(item.path, item.ino, item.ctime_ns, chunker, add,
+                              lock_timeout=settings.lock_timeout)
+            if not read.ok:
+                pieces = []
+            results.append((read, pieces))
+        _write_frame(out, results)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops us
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:  # the main process is gone
+        pass
+
+
+# ---------------------------------------------------------------- the main side
+class _Worker:
+    def __init__(self, settings: WorkerSettings, on_dead: Callable[["_Worker"], None]):
+        env = dict(os.environ)
+        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "s3archive.archive.content_workers"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self._in, self._out = self.process.stdin, self.process.stdout
+        self._lock = threading.Lock()
+        self.waiting: deque[Future[list]] = deque()
+        self._on_dead = on_dead
+        self.closing = False
+        self.broken: str | None = None  # what was wrong with a frame it sent
+        self._send(settings)
+        self._collector = threading.Thread(target=self._collect, daemon=True,
+                                           name=f"content-worker-{self.process.pid}")
+        self._collector.start()
+
+    def _send(self, obj: object) -> None:
+        try:
+            _write_frame(self._in, obj)
+        except (BrokenPipeError, OSError, ValueError):
+            raise ContentWorkerFailed(self.death()) from None
+
+    def submit(self, batch: list[FileToRead]) -> Future[list]:
+        job: Future[list] = Future()
+        with self._lock:
+            self.waiting.append(job)
+        self._send(batch)
+        return job
+
+    def _collect(self) -> None:
+        try:
+            while (frame := _read_frame(self._out)) is not None:
+                results = pickle.loads(frame)
+                with self._lock:
+                    job = self.waiting.popleft()
+                job.set_result(results)
+        except Exception as err:  # a broken frame: the worker is as good as dead
+            self.broken = f"{type(err).__name__}: {err}"
+            self.process.kill()
+        if self.closing:
+            return
+        message = self.death()
+        with self._lock:
+            jobs, self.waiting = list(self.waiting), deque()
+        for job in jobs:
+            job.set_exception(ContentWorkerFailed(message))
+        self._on_dead(self)
+
+    def death(self) -> str:
+        try:
+            code = self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        if self.broken is not None:
+            how = f"sent a frame that could not be read ({self.broken})"
+        return (f"a content worker (pid {self.process.pid}) {how} while reading files; "
+                "the run was stopped and nothing was committed")
+
+    def stop(self, kill: bool) -> None:
+        self.closing = True
+        try:
+            self._in.close()
+        except OSError:
+            pass
+        if kill:
+            self.process.kill()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._collector.join(timeout=10)
+        self._out.close()
+
+
+class ContentWorkers:
+    """A pool of content worker processes; :meth:`submit` hands a batch to the
+    least busy one.  Use as a context manager: workers stop on every path."""
+
+    def __init__(self, count: int, settings: WorkerSettings):
+        self.count = count
+        self.settings = settings
+        self._workers: list[_Worker] = []
+        self._failure: str | None = None
+
+    @property
+    def started(self) -> bool:
+        return bool(self._workers)
+
+    def start(self) -> "ContentWorkers":
+        if not self._workers:
+            self._workers = [_Worker(self.settings, self._dead) for _ in range(self.count)]
+        return self
+
+    @property
+    def pids(self) -> list[int]:
+        return [worker.process.pid for worker in self._workers]
+
+    def _dead(self, worker: _Worker) -> None:
+        if self._failure is None:
+            self._failure = worker.death()
+
+    def submit(self, batch: list[FileToRead]) -> Future[list]:
+        if self._failure is not None:
+            raise ContentWorkerFailed(self._failure)
+        worker = min(self._workers, key=lambda w: len(w.waiting))
+        return worker.submit(batch)
+
+    def close(self, kill: bool = False) -> None:
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.stop(kill)
+
+    def __enter__(self) -> "ContentWorkers":
+        return self.start()
+
+    def __exit__(self, kind: object, value: object, tb: object) -> None:
+        self.close(kill=value is not None)
+
+
+if __name__ == "__main__":
+    # by its own name: what is pickled here must unpickle there (not as __main__.X)
+    from s3archive.archive.content_workers import main as _main
+    _main()

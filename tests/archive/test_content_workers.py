@@ -1,0 +1,223 @@
+"""Content worker processes: small files read, chunked, hashed and compressed off the
+main process; a dead worker fails the run; no worker outlives its run."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import s3archive.archive.file_stage as file_stage
+from s3archive.archive.archiver import Archiver, ArchiveSummary
+from s3archive.archive.content_workers import ContentWorkerFailed, ContentWorkers
+from s3archive.format.model import Entry
+from s3archive.repo.catalog import list_runs, load_manifest
+from support.manifest_builder import make_bucket_env
+from support.memory_host import MemoryHost
+
+
+class Host(MemoryHost):
+    def run(self) -> ArchiveSummary:
+        summary = Archiver(self.config, self.store, clock=self.clock).run()
+        self.clock.advance(timedelta(days=1))
+        return summary
+
+    def entries(self) -> dict[str, Entry]:
+        latest = max(list_runs(self.store, "h"), key=lambda r: r.run_id)
+        prefix = os.fsencode(self.tree) + b"/"
+        return {os.fsdecode(e.path.removeprefix(prefix)): e
+                for e in load_manifest(self.store, latest).entries if e.path.startswith(prefix)}
+
+
+@pytest.fixture
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
+    monkeypatch.setattr(file_stage, "WORKERS_AFTER_FILES", 0)  # workers from the first batch
+    return Host(tmp_path, "content-workers-test")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _gone(pids: list[int], within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_workers_read_batches_in_walk_order_keep_holes_and_name_a_vanished_file(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(file_stage, "BATCH_FILES", 8)
+    monkeypatch.setattr(file_stage, "BATCH_BYTES", 64 * 1024)
+    monkeypatch.setattr(file_stage, "BATCHES_PER_WORKER", 1)  # the bound is reached often
+    rng = random.Random(15)
+    contents = {}
+    for number in range(60):
+        size = rng.choice([0, 10, 3000, 20_000, 70_000])
+        contents[f"f{number:03d}"] = rng.randbytes(size // 2) + b"a" * (size - size // 2)
+    for name, data in contents.items():
+        (host.tree / name).write_bytes(data)
+    with open(host.tree / "sparse", "wb") as handle:  # 8 MiB + 4 KiB: a large file, a thread's
+        handle.write(b"A" * 4096)
+        handle.seek(8 << 20)
+        handle.write(b"B" * 4096)
+    with open(host.tree / "small-sparse", "wb") as handle:  # a worker's
+        handle.write(b"C" * 4096)
+        handle.seek(40_960)
+        handle.write(b"D" * 4096)
+    sparse_kept = os.stat(host.tree / "small-sparse").st_blocks * 512 < 45_056
+    batches: list[list[bytes]] = []
+    real_submit = ContentWorkers.submit
+
+    def recorded(self, batch):
+        batches.append([item.path for item in batch])
+        for item in batch:
+            if item.path.endswith(b"/f021"):
+                os.unlink(item.path)  # after the walk, before the worker reads it
+        return real_submit(self, batch)
+
+    monkeypatch.setattr(ContentWorkers, "submit", recorded)
+    summary = host.run()
+
+    assert len(summary.warnings) == 1
+    assert "f021" in summary.warnings[0] and "vanished" in summary.warnings[0]
+    small = [path for batch in batches for path in batch]
+    expected = sorted(os.fsencode(host.tree / name) for name in [*contents, "small-sparse"]
+                      if len(contents.get(name, b"")) < 64 * 1024)
+    assert small == expected  # walk order; large files are not a worker's
+    assert all(len(batch) <= 8 for batch in batches) and len(batches) < len(contents) / 2
+    entries = host.entries()
+    assert "f021" not in entries
+    for name, data in contents.items():
+        if name != "f021":
+            assert entries[name].size == len(data)
+            assert [c.hash for c in entries[name].chunks] == (
+                [hashlib.sha256(data).hexdigest()] if data else [])
+    if sparse_kept:
+        assert entries["small-sparse"].extents == [(0, 4096), (40_960, 4096)]
+        assert entries["sparse"].extents == [(0, 4096), (8 << 20, 4096)]
+    assert summary.files == len(contents) + 1
+    assert host.run().files_unchanged == summary.files  # the cache rows are right
+
+
+def test_a_duplicate_chunk_from_a_worker_is_stored_once(host: Host) -> None:
+    data = os.urandom(50_000)
+    for number in range(40):
+        (host.tree / f"same{number}").write_bytes(data)
+    summary = host.run()
+    assert summary.exit_code == 0
+    chunks = {c.hash for e in host.entries().values() for c in e.chunks}
+    assert chunks == {hashlib.sha256(data).hexdigest()}
+    assert summary.stats.chunks_new == 1
+
+
+def test_a_killed_worker_fails_the_run_with_one_line_and_commits_nothing(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    for number in range(300):
+        (host.tree / f"f{number:03d}").write_bytes(os.urandom(3000))
+    submitted: list[ContentWorkers] = []
+    real_submit = ContentWorkers.submit
+
+    def kill_on_third(self, batch):
+        submitted.append(self)
+        if len(submitted) == 3:
+            os.kill(self.pids[0], signal.SIGKILL)
+            time.sleep(0.2)
+        return real_submit(self, batch)
+
+    monkeypatch.setattr(file_stage, "BATCH_FILES", 16)
+    monkeypatch.setattr(ContentWorkers, "submit", kill_on_third)
+    pids: list[int] = []
+    real_start = ContentWorkers.start
+
+    def start(self):
+        started = real_start(self)
+        pids.extend(self.pids)
+        return started
+
+    monkeypatch.setattr(ContentWorkers, "start", start)
+    began = time.monotonic()
+    with pytest.raises(ContentWorkerFailed) as failed:
+        host.run()
+    assert time.monotonic() - began < 30
+    message = str(failed.value)
+    assert "\n" not in message and "killed by signal 9" in message, message
+    assert f"pid {pids[0]}" in message
+    assert list_runs(host.store, "h") == []
+    assert _gone(pids), "every worker stopped"
+    assert host.run().exit_code == 0  # the next run is not held up
+
+
+def _workers_of(pid: int) -> set[int]:
+    found = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                children = [int(c) for c in handle.read().split()]
+        except FileNotFoundError:
+            continue
+        for child in children:
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as handle:
+                    if b"content_workers" in handle.read():
+                        found.add(child)
+            except FileNotFoundError:
+                pass
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_no_worker_outlives_a_cli_run_stopped_by_a_signal(rgw, tmp_path: Path,
+                                                          signum: int) -> None:
+    env = make_bucket_env(rgw, tmp_path)
+    with open(env.config_path, "a") as handle:
+        handle.write("\n[content]\nworkers = 2\n[sources]\nlock_timeout = 60\n")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for number in range(400):
+        (tree / f"f{number:03d}").write_bytes(b"%d" % number)
+    pickers = tmp_path / "pickers.d"
+    pickers.mkdir()
+    (pickers / "10-tree").write_text(f"#!/bin/sh\necho '{tree}'\n")
+    (pickers / "10-tree").chmod(0o755)
+    # a writer's lock on the last file holds its worker (lock_timeout): the signal comes
+    # while the workers read
+    with open(tree / "f399", "rb") as locked:
+        fcntl.flock(locked, fcntl.LOCK_EX)
+        proc = subprocess.Popen([sys.executable, "-m", "s3archive", "--config",
+                                 str(env.config_path), "archive"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            workers: set[int] = set()
+            deadline = time.monotonic() + 60
+            while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+                workers |= _workers_of(proc.pid)
+                time.sleep(0.01)
+            assert len(workers) == 2, "the run started its workers"
+            time.sleep(0.5)
+            assert proc.poll() is None
+            proc.send_signal(signum)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode != 0
+    assert b"Traceback" not in stderr, stderr.decode()
+    assert _gone(list(workers)), "no orphaned content worker"
