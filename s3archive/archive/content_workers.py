@@ -12,9 +12,11 @@ ones without encoding them again.
 A worker is ``python -m s3archive.archive.content_workers``, started with
 ``subprocess`` (fork and exec at once: safe in a threaded process) so that it
 imports only what reading needs (no boto3, not the caller's ``__main__``).
-Frames on its stdin and stdout are a 4-byte length and a pickle: the first
-frame in is :class:`WorkerSettings` (the dedup id key travels there, never in
-argv or the environment), then batches; one result frame per batch, in order.
+A frame on its stdin or stdout is a pickle (protocol 5) whose large buffers,
+the encoded chunks, follow it out of band (no copy into or out of the pickle);
+the first frame in is :class:`WorkerSettings` (the dedup id key travels there,
+never in argv or the environment), then batches; one result frame per batch,
+in order.
 A worker ignores SIGINT (the main process stops it) and exits at the end of
 its stdin: when the main process ends, however it ends, its workers end too.
 A worker that dies fails the run (:class:`ContentWorkerFailed`), never hangs it.
@@ -39,8 +41,10 @@ from s3archive.errors import S3ArchiveError
 
 log = logging.getLogger(__name__)
 
-_LENGTH = struct.Struct(">I")
+_HEAD = struct.Struct(">II")  # pickle length, number of out-of-band buffers
+_SIZE = struct.Struct(">Q")
 MAX_FRAME = 1 << 30  # a frame longer than this is a broken worker, not a batch
+MAX_BUFFERS = 1 << 20
 
 
 class ContentWorkerFailed(S3ArchiveError):
@@ -69,27 +73,53 @@ class EncodedPiece:
     hash: str
     size: int
     encoding: str
-    data: bytes
+    data: bytes | memoryview | pickle.PickleBuffer  # a PickleBuffer only while sent
 
 
 # ---------------------------------------------------------------- the worker side
-def _read_frame(stream: BinaryIO) -> bytes | None:
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
-        return None
-    (length,) = _LENGTH.unpack(head)
-    if length > MAX_FRAME:
-        raise ContentWorkerFailed(f"a frame of {length} bytes")
-    body = stream.read(length)
-    if len(body) < length:
-        return None
-    return body
+class _EndOfStream(Exception):
+    pass
+
+
+def _read_exactly(stream: BinaryIO, length: int) -> bytes:
+    data = stream.read(length)
+    if len(data) < length:
+        raise _EndOfStream()
+    return data
+
+
+def _read_frame(stream: BinaryIO) -> object:
+    """The next frame's object (its out-of-band buffers as views of one block);
+    _EndOfStream at the end of the stream."""
+    length, count = _HEAD.unpack(_read_exactly(stream, _HEAD.size))
+    if length > MAX_FRAME or count > MAX_BUFFERS:
+        raise ValueError(f"a frame of {length} bytes and {count} buffers")
+    sizes = struct.unpack(f">{count}Q", _read_exactly(stream, _SIZE.size * count))
+    if sum(sizes) > MAX_FRAME:
+        raise ValueError(f"a frame of {sum(sizes)} bytes of buffers")
+    body = _read_exactly(stream, length)
+    block = memoryview(bytearray(sum(sizes)))
+    filled = 0
+    while filled < len(block):
+        count = stream.readinto(block[filled:])  # type: ignore[attr-defined]
+        if not count:
+            raise _EndOfStream()
+        filled += count
+    buffers, offset = [], 0
+    for size in sizes:
+        buffers.append(block[offset:offset + size])
+        offset += size
+    return pickle.loads(body, buffers=buffers)
 
 
 def _write_frame(stream: BinaryIO, obj: object) -> None:
-    body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_LENGTH.pack(len(body)))
-    stream.write(body)
+    buffers: list[pickle.PickleBuffer] = []
+    body = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    stream.write(_HEAD.pack(len(body), len(raws)) +
+                 b"".join(_SIZE.pack(raw.nbytes) for raw in raws) + body)
+    for raw in raws:
+        stream.write(raw)
     stream.flush()
 
 
@@ -99,10 +129,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     from s3archive.archive.sources.file_reader import read_whole
     from s3archive.format.chunk_codec import ChunkCodec, chunk_hash
 
-    frame = _read_frame(inp)
-    if frame is None:
+    try:
+        settings: WorkerSettings = _read_frame(inp)  # type: ignore[assignment]
+    except _EndOfStream:
         return
-    settings: WorkerSettings = pickle.loads(frame)
     codec = ChunkCodec(settings.compression_level, settings.min_saving)
     id_of: Callable[[bytes | memoryview], str] = chunk_hash
     if settings.id_key is not None:
@@ -112,8 +142,11 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         def id_of(plain: bytes | memoryview) -> str:
             return mac.digest(plain).hex()
     chunker = Chunker()
-    while (frame := _read_frame(inp)) is not None:
-        batch: list[FileToRead] = pickle.loads(frame)
+    while True:
+        try:
+            batch: list[FileToRead] = _read_frame(inp)  # type: ignore[assignment]
+        except _EndOfStream:
+            return
         results = []
         for item in batch:
             pieces: list[EncodedPiece] = []
@@ -121,7 +154,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             def add(plain: bytes | memoryview) -> tuple[str, int]:
                 encoded = codec.encode(plain, id_of(plain))
                 pieces.append(EncodedPiece(encoded.hash, encoded.size, encoded.encoding,
-                                           bytes(encoded.data)))
+                                           pickle.PickleBuffer(encoded.data)))
                 return encoded.hash, encoded.size
 
             read = read_whole(item.path, item.ino, item.ctime_ns, chunker, add,
@@ -176,11 +209,13 @@ class _Worker:
 
     def _collect(self) -> None:
         try:
-            while (frame := _read_frame(self._out)) is not None:
-                results = pickle.loads(frame)
+            while True:
+                results = _read_frame(self._out)
                 with self._lock:
                     job = self.waiting.popleft()
                 job.set_result(results)
+        except _EndOfStream:
+            pass
         except Exception as err:  # a broken frame: the worker is as good as dead
             self.broken = f"{type(err).__name__}: {err}"
             self.process.kill()
