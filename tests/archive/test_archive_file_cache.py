@@ -56,15 +56,15 @@ def test_metadata_changed_between_walk_and_read_is_not_cached(host: Host, monkey
     target = host.tree / "a"
     target.write_bytes(b"x" * 1000)
     target.chmod(0o644)
-    real_read = file_stage_module.read_file
+    real_read = file_reader.read_file
 
     def chmod_first(path, *args, **kwargs):
         os.chmod(path, 0o600)  # after the walk's lstat, before the read
         return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(file_stage_module, "read_file", chmod_first)
+    monkeypatch.setattr(file_reader, "read_file", chmod_first)
     host.archive()
-    monkeypatch.setattr(file_stage_module, "read_file", real_read)
+    monkeypatch.setattr(file_reader, "read_file", real_read)
     second = host.archive()
     assert second.files_unchanged == 0, "the stale line must not be reused"
     assert host.entry("a").mode == 0o600
@@ -93,7 +93,7 @@ def test_incomplete_metadata_is_read_again_next_time(host: Host, monkeypatch) ->
     assert host.archive().files_unchanged == 1
 
 
-def test_a_dry_run_leaves_the_file_cache_as_it_was(host: Host) -> None:
+def test_a_dry_run_leaves_the_file_cache_as_it_was(host: Host, read_by: str) -> None:
     for i in range(20):
         (host.tree / f"f{i}").write_bytes(os.urandom(2000))
     host.archive()

@@ -25,7 +25,8 @@ def env(rgw, tmp_path: Path) -> ArchiveEnv:
 
 
 @needs_root
-def test_metadata_of_every_kind_of_entry_is_captured(env: ArchiveEnv, tmp_path: Path) -> None:
+def test_metadata_of_every_kind_of_entry_is_captured(env: ArchiveEnv, tmp_path: Path,
+                                                    read_by: str) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "plain").write_bytes(b"hello\n")

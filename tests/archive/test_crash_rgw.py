@@ -51,6 +51,9 @@ def test_archive_killed_at_random_points_leaves_a_bucket_that_verifies_and_resto
     (src / "bulk").mkdir()
     for index in range(6):
         (src / "bulk" / f"f{index}").write_bytes(rng.randbytes(rng.randrange(300_000, 1_500_000)))
+    (src / "many").mkdir()  # more than file_stage.WORKERS_AFTER_FILES: content workers read
+    for index in range(300):
+        (src / "many" / f"s{index:03d}").write_bytes(rng.randbytes(rng.randrange(10, 3000)))
     pickers = tmp_path / "pickers.d"
     pickers.mkdir()
     picker = pickers / "10-tree"

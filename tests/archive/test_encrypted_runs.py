@@ -12,7 +12,7 @@ import pytest
 
 from s3archive.archive.archiver import Archiver
 from s3archive.archive.encryption_rule import EncryptionMixError
-from s3archive.config import dedup_secret_file_text, parse_config
+from s3archive.config import ContentSettings, dedup_secret_file_text, parse_config
 from s3archive.crypto.dedup import DedupSecret
 from s3archive.crypto.errors import WrongKeyError
 from s3archive.crypto.keys import Identity
@@ -82,7 +82,7 @@ def every_stored_byte(store: MemoryStore) -> bytes:
     return b"".join(v.body or b"" for v in store.versions())
 
 
-def test_nothing_readable_is_stored_and_the_key_restores_everything(host: Host,
+def test_nothing_readable_is_stored_and_the_key_restores_everything(host: Host, read_by: str,
                                                                     tmp_path: Path) -> None:
     summary = host.archive()
     assert summary.exit_code == 0, summary.warnings
@@ -208,7 +208,9 @@ def test_the_cache_of_a_host_that_starts_encrypting_forgets_its_plain_rows(
 
 
 def test_a_host_that_lost_its_cache_reads_its_files_again_but_uploads_no_data(
-        host: Host) -> None:
+        host: Host, read_by: str, monkeypatch) -> None:
+    for number in range(20):  # small files: a content worker's with read_by "workers"
+        (host.tree / f"small{number}").write_bytes(os.urandom(100) * number)
     first = host.archive()
     assert first.chunks_new > 0
     import shutil
@@ -218,6 +220,8 @@ def test_a_host_that_lost_its_cache_reads_its_files_again_but_uploads_no_data(
     # as if lost elsewhere: the directory above the tree keeps its mtime
     os.utime(host.root, ns=(above.st_atime_ns, above.st_mtime_ns))
     before = {(v.key, v.version_id) for v in host.store.versions()}
+    # read by threads again: a worker's keyed ids are the main process's
+    monkeypatch.setattr(ContentSettings, "content_workers", lambda self: 0)
     again = host.archive()
     assert again.exit_code == 0, again.warnings
     # it cannot read its runs back: every file is read again ...

@@ -90,7 +90,8 @@ def snapshot_of(root: Path) -> dict[str, tuple]:
     return out
 
 
-def test_runs_are_written_in_format_2_and_restore_exactly(host: Host, tmp_path: Path) -> None:
+def test_runs_are_written_in_format_2_and_restore_exactly(host: Host, tmp_path: Path,
+                                                          read_by: str) -> None:
     fill(host.tree)
     summary = host.archive()
     assert summary.exit_code == 0, summary.warnings
