@@ -81,6 +81,10 @@ class _EndOfStream(Exception):
     pass
 
 
+class _WorkerError(Exception):
+    """What a worker said went wrong in it."""
+
+
 def _read_exactly(stream: BinaryIO, length: int) -> bytes:
     data = stream.read(length)
     if len(data) < length:
@@ -167,10 +171,17 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops us
+    out = sys.stdout.buffer
     try:
-        serve(sys.stdin.buffer, sys.stdout.buffer)
+        serve(sys.stdin.buffer, out)
     except BrokenPipeError:  # the main process is gone
         pass
+    except BaseException as err:  # a bug or no memory: one line for the main process
+        try:
+            _write_frame(out, f"{type(err).__name__}: {err}")
+        except OSError:
+            pass
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------- the main side
@@ -211,13 +222,18 @@ class _Worker:
         try:
             while True:
                 results = _read_frame(self._out)
+                if isinstance(results, str):  # the worker failed: why
+                    raise _WorkerError(results)
                 with self._lock:
                     job = self.waiting.popleft()
                 job.set_result(results)
         except _EndOfStream:
             pass
+        except _WorkerError as err:
+            self.broken = str(err)
+            self.process.kill()
         except Exception as err:  # a broken frame: the worker is as good as dead
-            self.broken = f"{type(err).__name__}: {err}"
+            self.broken = f"a frame that could not be read ({type(err).__name__}: {err})"
             self.process.kill()
         if self.closing:
             return
@@ -236,7 +252,7 @@ class _Worker:
             code = self.process.wait()
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         if self.broken is not None:
-            how = f"sent a frame that could not be read ({self.broken})"
+            how = f"failed: {self.broken}"
         return (f"a content worker (pid {self.process.pid}) {how} while reading files; "
                 "the run was stopped and nothing was committed")
 

@@ -18,7 +18,10 @@ import pytest
 
 import s3archive.archive.file_stage as file_stage
 from s3archive.archive.archiver import Archiver, ArchiveSummary
-from s3archive.archive.content_workers import ContentWorkerFailed, ContentWorkers
+from s3archive.archive.content_workers import (ContentWorkerFailed, ContentWorkers, FileToRead,
+                                                WorkerSettings)
+from s3archive.config import load_config
+from s3archive.errors import ConfigError
 from s3archive.format.model import Entry
 from s3archive.repo.catalog import list_runs, load_manifest
 from support.manifest_builder import make_bucket_env
@@ -221,3 +224,34 @@ def test_no_worker_outlives_a_cli_run_stopped_by_a_signal(rgw, tmp_path: Path,
     assert proc.returncode != 0
     assert b"Traceback" not in stderr, stderr.decode()
     assert _gone(list(workers)), "no orphaned content worker"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("", os.cpu_count() or 1), ("workers = 0", 0), ("workers = 3", 3),
+    ("workers = -1", "content.workers = -1: must be between 0 and 64"),
+    ("workers = 65", "content.workers = 65: must be between 0 and 64"),
+    ('workers = "2"', "content.workers = '2': must be "),
+    ("workers = true", "content.workers = True: must be "),
+])
+def test_the_workers_setting(tmp_path: Path, value: str, expected: int | str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[s3]\nbucket = "some-bucket"\n[content]\n{value}\n')
+    if isinstance(expected, int):
+        assert load_config(path).content.content_workers() == expected
+    else:
+        with pytest.raises(ConfigError) as refused:
+            load_config(path)
+        assert expected in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_worker_that_fails_says_why_in_one_line() -> None:
+    with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:
+        pid = workers.pids[0]
+        job = workers.submit([FileToRead(None, 0, 0)])  # type: ignore[arg-type]
+        with pytest.raises(ContentWorkerFailed) as failed:
+            job.result(timeout=30)
+        with pytest.raises(ContentWorkerFailed):
+            workers.submit([])  # the pool is broken: nothing more is handed over
+    message = str(failed.value)
+    assert "\n" not in message and f"pid {pid}" in message and "TypeError" in message, message
+    assert _gone([pid])
