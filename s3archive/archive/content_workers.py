@@ -191,7 +191,9 @@ class _Worker:
         here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "s3archive.archive.content_workers"],
+            # -P: the working directory is not on the path (a root process imports
+            # nothing from wherever the run was started)
+            [sys.executable, "-P", "-m", "s3archive.archive.content_workers"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
         assert self.process.stdin is not None and self.process.stdout is not None
         self._in, self._out = self.process.stdin, self.process.stdout

@@ -255,3 +255,18 @@ def test_a_worker_that_fails_says_why_in_one_line() -> None:
     message = str(failed.value)
     assert "\n" not in message and f"pid {pid}" in message and "TypeError" in message, message
     assert _gone([pid])
+
+
+def test_a_worker_imports_nothing_from_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    planted = tmp_path / "s3archive"
+    planted.mkdir()
+    (planted / "__init__.py").write_text('raise SystemExit("imported from the cwd")\n')
+    (tmp_path / "file").write_bytes(b"content")
+    monkeypatch.chdir(tmp_path)  # a root process started from a directory anyone writes to
+    st = os.stat(tmp_path / "file")
+    with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:
+        read, pieces = workers.submit([FileToRead(os.fsencode(tmp_path / "file"), st.st_ino,
+                                                  st.st_ctime_ns)]).result(timeout=30)[0]
+    assert read.ok and read.chunks == [(hashlib.sha256(b"content").hexdigest(), 7)]
+    assert len(pieces) == 1
