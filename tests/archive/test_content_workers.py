@@ -270,3 +270,32 @@ def test_a_worker_imports_nothing_from_the_working_directory(
                                                   st.st_ctime_ns)]).result(timeout=30)[0]
     assert read.ok and read.chunks == [(hashlib.sha256(b"content").hexdigest(), 7)]
     assert len(pieces) == 1
+
+
+def test_keyed_ids_use_a_key_that_never_shows_in_argv_or_the_environment(
+        tmp_path: Path) -> None:
+    from s3archive.crypto.dedup import HmacSha256
+
+    key = bytes(range(32))
+    (tmp_path / "file").write_bytes(b"secret content")
+    st = os.stat(tmp_path / "file")
+    with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0, id_key=key)) as workers:
+        read, _ = workers.submit([FileToRead(os.fsencode(tmp_path / "file"), st.st_ino,
+                                             st.st_ctime_ns)]).result(timeout=30)[0]
+        for name in ("cmdline", "environ"):
+            with open(f"/proc/{workers.pids[0]}/{name}", "rb") as handle:
+                seen = handle.read()
+            assert key not in seen and key.hex().encode() not in seen
+    assert read.chunks == [(HmacSha256(key).digest(b"secret content").hex(), 14)]
+
+
+def test_a_worker_imports_no_s3_client() -> None:
+    modules = ["s3archive.archive.content_workers", "s3archive.archive.chunker",
+               "s3archive.archive.sources.file_reader", "s3archive.format.chunk_codec",
+               "s3archive.crypto.dedup"]
+    code = (f"import sys; [__import__(m) for m in {modules!r}]; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))")
+    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
