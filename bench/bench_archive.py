@@ -137,15 +137,21 @@ def _tree_cpu_seconds(pid: int) -> float:
             + sum(_proc_cpu_seconds(child) for child in _children(pid)))
 
 
-def _tree_rss_mib(pid: int) -> float:
-    """Resident memory of ``pid`` and its live children, summed."""
-    total = 0
+def _tree_memory_mib(pid: int) -> tuple[float, float]:
+    """Resident memory of ``pid`` and its live children, summed: RSS (pages they
+    share, the interpreter's and its libraries', counted once per process) and
+    PSS (shared pages divided among their sharers)."""
+    rss = pss = 0
     for each in [pid, *_children(pid)]:
         try:
-            total += int(Path(f"/proc/{each}/statm").read_text().split()[1])
+            for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
         except (OSError, IndexError, ValueError):
             pass
-    return total * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+    return rss / 1024, pss / 1024
 
 
 def _cpu_times() -> list[tuple[int, int]]:
@@ -176,6 +182,7 @@ class CoreSampler(threading.Thread):
         self.daemons = list(daemons or [])
         self.pid: int | None = None
         self.peak_rss_all_mib = 0.0  # the tool and its children, summed, sampled
+        self.peak_pss_all_mib = 0.0
         self._stop_event = threading.Event()
         self.first = _cpu_times()
         self.last = self.first
@@ -192,7 +199,9 @@ class CoreSampler(threading.Thread):
         while not self._stop_event.wait(self.interval):
             now, moment, cpu = _cpu_times(), time.monotonic(), self._own_cpu()
             if self.pid is not None:
-                self.peak_rss_all_mib = max(self.peak_rss_all_mib, _tree_rss_mib(self.pid))
+                rss, pss = _tree_memory_mib(self.pid)
+                self.peak_rss_all_mib = max(self.peak_rss_all_mib, rss)
+                self.peak_pss_all_mib = max(self.peak_pss_all_mib, pss)
             self.samples.append([(b1 - b0) / max(1, t1 - t0)
                                  for (b0, t0), (b1, t1) in zip(previous, now)])
             # a process that just ended reads as 0: never a negative interval
@@ -215,6 +224,7 @@ class CoreSampler(threading.Thread):
             "own_busy_share": sum(1 for v in own if v >= BUSY) / len(own) if own else 0.0,
             "own_busy": [round(v, 3) for v in own],
             "peak_rss_all_mib": self.peak_rss_all_mib,
+            "peak_pss_all_mib": self.peak_pss_all_mib,
         }
 
 
@@ -230,6 +240,7 @@ class Step:
     sys_s: float = 0.0
     peak_rss_mib: float = 0.0
     peak_rss_all_mib: float = 0.0  # with its child processes, summed (sampled every 0.5 s)
+    peak_pss_all_mib: float = 0.0  # the same, shared pages divided among the processes
     cpu_util: float = 0.0  # cpu_s / wall / cores
     machine_busy: float = 0.0  # all processes, RGW included
     both_cores_busy_share: float = 0.0  # share of 0.5 s samples with every core >= 75 %
@@ -303,6 +314,7 @@ def measure(tool: str, step: str, command: list[str], env: dict[str, str], clust
     result.both_cores_busy_share = cores["both_cores_busy_share"]
     result.own_busy_share, result.own_busy = cores["own_busy_share"], cores["own_busy"]
     result.peak_rss_all_mib = cores["peak_rss_all_mib"]
+    result.peak_pss_all_mib = cores["peak_pss_all_mib"]
     result.other_cpu_s = max(0.0, cores["machine_cpu_s"] - result.cpu_s - result.rgw_cpu_s)
     delta = _usage_delta(usage_before, cluster.settled_usage())
     result.requests_rgw = {cat: d["ops"] for cat, d in delta.items()}
@@ -509,7 +521,8 @@ def table(results: list[Step]) -> str:
     row("other processes' CPU s", lambda r: r.other_cpu_s, "s")
     row("load avg at start", lambda r: r.load_before, "s")
     row("peak RSS MiB", lambda r: r.peak_rss_mib, "mib")
-    row("  with children, summed", lambda r: r.peak_rss_all_mib, "mib")
+    row("  with children, RSS summed", lambda r: r.peak_rss_all_mib, "mib")
+    row("  with children, PSS summed", lambda r: r.peak_pss_all_mib, "mib")
     row("files read (new/changed)", lambda r: r.files_changed)
     row("MB uploaded (RGW received)", lambda r: r.bytes_received_rgw, "mb")
     row("MB uploaded (tool says)", lambda r: r.bytes_uploaded_tool, "mb")
@@ -551,8 +564,9 @@ def targets(results: list[Step]) -> list[tuple[str, bool | None, str]]:
             checks.append((f"{step} PUTs < 2 x packs + 10", puts < limit,
                            f"{puts} PUTs (s3archive {ours.put_requests_tool}, RGW "
                            f"{ours.put_requests_rgw}), limit {limit}"))
-    # s3archive with its content workers: the summed sample, or the largest process alone
-    ours_rss = max((max(r.peak_rss_mib, r.peak_rss_all_mib) for r in results
+    # s3archive with its content workers: their summed PSS (the interpreter's pages they
+    # share counted once), or the largest process alone (exact, wait4)
+    ours_rss = max((max(r.peak_rss_mib, r.peak_pss_all_mib) for r in results
                     if r.tool == "s3archive"), default=None)
     theirs_rss = max((r.peak_rss_mib for r in results if r.tool == "restic"), default=None)
     if ours_rss is not None and theirs_rss is not None:
