@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import IO, Callable
 
 from s3archive.archive.chunk_writer import ChunkWriter
-from s3archive.archive.content_workers import ContentWorkers, EncodedPiece, FileToRead
+from s3archive.archive.content_workers import ContentWorkers, FileToRead, Read
 from s3archive.archive.chunker import Chunker
 from s3archive.archive.local_cache import FileKey, LocalCache
 from s3archive.archive.packer import ChunkId
@@ -40,7 +40,6 @@ from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_e
 from s3archive.archive.sources.file_reader import FLOCK_WAIT_S, FileRead, read_whole
 from s3archive.archive.sources.walker import WalkItem, Walker, WalkOptions
 from s3archive.format import manifest_codec as codec
-from s3archive.format.chunk_codec import EncodedChunk
 from s3archive.format.model import FILE, HARDLINK, SYMLINK, Entry, Warning_
 from s3archive.progress import Progress
 
@@ -87,7 +86,7 @@ class _Batch:
     job: Future[list[_ReadOutcome]] | None = None
     # read by a content worker: (what was read, its encoded chunks) per file, claimed
     # as each file is spooled; ``left`` files not spooled yet
-    remote: Future[list[tuple[FileRead, list[EncodedPiece]]]] | None = None
+    remote: Future[list[Read]] | None = None
     left: int = 0
 
 
@@ -356,8 +355,7 @@ class FileStage:
             batch.remote = None
             self._remote_batches -= 1
         for piece in pieces:
-            self.writer.add_encoded(EncodedChunk(piece.hash, piece.size, piece.encoding,
-                                                 piece.data))
+            self.writer.add_encoded(piece)
         self.progress.read(read.bytes_read)
         return self._outcome(queued.entry, read)
 
