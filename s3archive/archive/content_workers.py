@@ -24,7 +24,6 @@ A worker that dies fails the run (:class:`ContentWorkerFailed`), never hangs it.
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import signal
@@ -38,11 +37,11 @@ from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import BinaryIO, Callable, NamedTuple
 
-from s3archive.archive.sources.file_reader import FileRead
+from s3archive.archive.chunker import Chunker
+from s3archive.archive.sources.file_reader import FileRead, read_whole
 from s3archive.errors import S3ArchiveError
-from s3archive.format.chunk_codec import EncodedChunk
+from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
 
-log = logging.getLogger(__name__)
 
 _HEAD = struct.Struct(">II")  # pickle length, number of out-of-band buffers
 _SIZE = struct.Struct(">Q")
@@ -128,22 +127,16 @@ def _write_frame(stream: BinaryIO, obj: object) -> None:
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """The worker's loop: settings, then batch after batch until end of input."""
-    from s3archive.archive.chunker import Chunker
-    from s3archive.archive.sources.file_reader import read_whole
-    from s3archive.format.chunk_codec import ChunkCodec, chunk_hash
-
     try:
         settings: WorkerSettings = _read_frame(inp)  # type: ignore[assignment]
     except _EndOfStream:
         return
     codec = ChunkCodec(settings.compression_level, settings.min_saving)
     id_of: Callable[[bytes | memoryview], str] = chunk_hash
-    if settings.id_key is not None:
+    if settings.id_key is not None:  # an encrypted run: ids keyed with the dedup key
         from s3archive.crypto.dedup import HmacSha256
         mac = HmacSha256(settings.id_key)
-
-        def id_of(plain: bytes | memoryview) -> str:
-            return mac.digest(plain).hex()
+        id_of = lambda plain: mac.digest(plain).hex()  # noqa: E731
     chunker = Chunker()
     while True:
         try:
