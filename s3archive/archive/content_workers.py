@@ -159,8 +159,24 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         _write_frame(out, results)
 
 
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the main process ends, however it ends (Linux): a worker waiting
+    on a file (a writer's lock, a slow disk) does not outlive it until its batch is
+    done.  The thread that started the workers is the run's, which outlives them."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the end of stdin stops it
+        pass
+    if os.getppid() != parent:  # it ended before the above
+        os._exit(1)
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops us
+    _die_with_parent(int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid())
     out = sys.stdout.buffer
     try:
         serve(sys.stdin.buffer, out)
@@ -183,7 +199,7 @@ class _Worker:
         self.process = subprocess.Popen(
             # -P: the working directory is not on the path (a root process imports
             # nothing from wherever the run was started)
-            [sys.executable, "-P", "-m", "s3archive.archive.content_workers"],
+            [sys.executable, "-P", "-m", "s3archive.archive.content_workers", str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
         assert self.process.stdin is not None and self.process.stdout is not None
         self._in, self._out = self.process.stdin, self.process.stdout
