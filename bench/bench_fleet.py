@@ -1,14 +1,29 @@
-"""Fleet benchmark: a second host with the same tree, s3archive against restic.
+"""Fleet benchmark: hosts sharing one image, s3archive against restic.
 
-    python bench/bench_fleet.py [--scale 0.1] [--hosts 2] [--encrypt] [--workdir DIR]
+    python bench/bench_fleet.py [--scale 0.1] [--hosts 2] [--shared 0.99] [--encrypt]
+                                [--workdir DIR]
 
-Builds the tree of ``bench/dataset.py`` once; then, for each tool on its own
-fresh RGW (as ``bench_archive.py``), host 1 archives it and hosts 2..N archive
-the same tree into the same bucket (s3archive: the default dedup group,
-docs/FORMAT.md part 2, 16; restic: one repository, ``--host hostN``, a fresh
-cache per host).  Printed per run: bytes the tool reports uploading, bytes
-RGW received, requests, CPU seconds and peak RSS of the process; and the
-ratio of each later host's upload to the first host's.
+Builds the tree of ``bench/dataset.py`` once (the image every host has); then,
+for each tool on its own fresh RGW (as ``bench_archive.py``), host 1 archives
+it and hosts 2..N archive it into the same bucket (s3archive: the default
+dedup group, docs/FORMAT.md part 2, 16; restic: one repository,
+``--host hostN``, a fresh cache per host).
+
+``--shared F`` (below 1) gives each host content of its own beside the image,
+so that the image is the fraction F of each host's bytes: the files of a
+tree of another seed, each cut to (1 - F) / F of its length (small files: one
+in F / (1 - F) kept whole), so the host's own bytes compress as the image
+does.  Ten hosts at ``--shared 0.99`` hold 1 + 9 x 0.01 = 1.09 units of
+distinct content (issue 13: "ten hosts with 90 % shared content store about
+1.1x one host's data"); at 0.9, 1.9 units.
+
+Printed per run: bytes the tool reports uploading, bytes RGW received,
+requests, CPU seconds and peak RSS of the process, the ratio of each later
+host's upload to the first host's, and the bucket's stored bytes (every
+object version) after the run.  Then the fleet's stored bytes against host
+1's, beside the ideal (distinct raw bytes of the fleet over host 1's), with
+PASS when s3archive stores at most 5 % above the ideal (metadata and pack
+overhead).
 """
 
 from __future__ import annotations
@@ -26,10 +41,37 @@ from bench_archive import (REPO, Restic, S3Archive, Step, _fresh_cluster, _log, 
 from dataset import make_tree
 
 
+def own_tree(root: Path, scale: float, seed: int, fraction: float) -> int:
+    """A host's own content, ``fraction`` of the image's bytes in the image's mix (see the
+    module's text); returns its bytes."""
+    make_tree(root, scale, seed)
+    keep_every = max(1, round(1 / fraction))
+    total = 0
+    for number, path in enumerate(sorted(p for p in root.rglob("*") if p.is_file())):
+        if path.parts[-3:-2] == ("small",):
+            if number % keep_every:
+                path.unlink()
+                continue
+        else:
+            with open(path, "r+b") as handle:
+                handle.truncate(max(1, int(path.stat().st_size * fraction)))
+        total += path.stat().st_size
+    return total
+
+
+def bucket_bytes(cluster: Any, bucket: str) -> int:
+    """Bytes of every object version in the bucket."""
+    total = 0
+    for page in cluster.client().get_paginator("list_object_versions").paginate(Bucket=bucket):
+        total += sum(v["Size"] for v in page.get("Versions", []))
+    return total
+
+
 class FleetHost(S3Archive):
     """Another host of the first one's bucket: its own name and cache, same bucket."""
 
     def __init__(self, first: S3Archive, workdir: Path, name: str):
+        self.bucket = first.bucket
         self.name = name
         self.cluster = first.cluster
         self.env = first.env
@@ -45,15 +87,23 @@ class FleetHost(S3Archive):
         self.config.write_text(text)
 
 
+def add_own_picker(host: S3Archive, own: Path) -> None:
+    picker = host.home / "pickers.d" / "20-own"
+    picker.write_text(f"#!/bin/sh\necho '{own}'\n")
+    picker.chmod(0o755)
+
+
 class ResticHost:
-    def __init__(self, first: Restic, workdir: Path, name: str):
-        self.first, self.name = first, name
+    def __init__(self, first: Restic, workdir: Path, name: str, own: Path | None = None):
+        self.first, self.name, self.own = first, name, own
+        self.cluster, self.bucket = first.cluster, first.bucket
         self.cache = workdir / f"restic-cache-{name}"
 
     def run(self, step: str, logdir: Path) -> Step:
         first = self.first
         command = ["restic", "-r", first.repo, "--cache-dir", str(self.cache), "backup",
-                   "--json", "--host", self.name, str(first.tree)]
+                   "--json", "--host", self.name, str(first.tree)] + \
+            ([str(self.own)] if self.own is not None else [])
         result, stdout = measure("restic", step, command, first.env, first.cluster, logdir)
         import json
         for line in stdout.splitlines():
@@ -68,40 +118,64 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--hosts", type=int, default=2)
+    parser.add_argument("--shared", type=float, default=1.0,
+                        help="the image's share of each host's bytes (below 1: each host "
+                             "has content of its own too)")
     parser.add_argument("--encrypt", action="store_true")
     parser.add_argument("--no-restic", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
+    if not 0 < args.shared <= 1:
+        parser.error("--shared must be above 0 and at most 1")
     workdir, temporary, use_restic = prepare(args, "s3archive-fleet-")
     if workdir is None:
         return 2
     logdir, tree = workdir / "logs", workdir / "tree"
     clusters = []
     rows: list[tuple[str, str, Step]] = []
+    stored: dict[tuple[str, str], int] = {}
     try:
         dataset = make_tree(tree, args.scale, args.seed)
         _log(f"tree: {dataset['files']} files, {dataset['bytes'] / 1e6:.0f} MB")
-        cluster = _fresh_cluster(workdir, "s3archive", dataset["bytes"])
+        owns: list[Path | None] = [None] * args.hosts
+        own_bytes = [0] * args.hosts
+        if args.shared < 1:
+            for n in range(args.hosts):
+                owns[n] = workdir / f"own{n + 1}"
+                shutil.rmtree(owns[n], ignore_errors=True)  # type: ignore[arg-type]
+                own_bytes[n] = own_tree(owns[n], args.scale, 1000 + n,  # type: ignore[arg-type]
+                                        (1 - args.shared) / args.shared)
+            _log(f"own content: {sum(own_bytes) / 1e6:.1f} MB over {args.hosts} hosts")
+        cluster = _fresh_cluster(workdir, "s3archive", dataset["bytes"] + sum(own_bytes))
         clusters.append(cluster)
         first: Any = S3Archive(workdir, tree, cluster, encrypt=args.encrypt)
-        fleets: list[tuple[str, list[Any]]] = [
-            ("s3archive", [first] + [FleetHost(first, workdir, f"bench{n}")
-                                     for n in range(2, args.hosts + 1)])]
+        hosts_s3: list[Any] = [first] + [FleetHost(first, workdir, f"bench{n}")
+                                         for n in range(2, args.hosts + 1)]
+        for host, own in zip(hosts_s3, owns):
+            if own is not None:
+                add_own_picker(host, own)
+        fleets: list[tuple[str, list[Any]]] = [("s3archive", hosts_s3)]
         if use_restic:
-            cluster = _fresh_cluster(workdir, "restic", dataset["bytes"])
+            cluster = _fresh_cluster(workdir, "restic", dataset["bytes"] + sum(own_bytes))
             clusters.append(cluster)
             restic = Restic(workdir, tree, cluster)
-            fleets.append(("restic", [restic] + [ResticHost(restic, workdir, f"bench{n}")
-                                                 for n in range(2, args.hosts + 1)]))
+            first_restic: Any = restic if owns[0] is None else \
+                ResticHost(restic, workdir, "bench1", owns[0])
+            fleets.append(("restic", [first_restic] + [
+                ResticHost(restic, workdir, f"bench{n}", owns[n - 1])
+                for n in range(2, args.hosts + 1)]))
         for number in range(args.hosts):  # interleaved: host n of each tool, then n + 1
             for tool, hosts in fleets:
                 warm_page_cache(tree)
                 step = f"host{number + 1}"
                 result = hosts[number].run(step, logdir)
+                stored[(tool, step)] = bucket_bytes(hosts[number].cluster,
+                                                    hosts[number].bucket)
                 rows.append((tool, step, result))
                 _log(f"{tool} {step}: {result.bytes_uploaded_tool} bytes uploaded, "
-                     f"{result.cpu_s:.2f}s CPU, {result.peak_rss_mib:.0f} MiB")
+                     f"{result.cpu_s:.2f}s CPU, {result.peak_rss_mib:.0f} MiB, "
+                     f"bucket {stored[(tool, step)]:,} bytes")
     finally:
         for cluster in clusters:
             cluster.stop()
@@ -111,14 +185,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nscale {args.scale}: {dataset['files']} files, {dataset['bytes'] / 1e6:.0f} MB; "
           f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}\n")
     print(f"{'tool':10} {'host':6} {'uploaded':>12} {'rgw recv':>12} {'requests':>9} "
-          f"{'cpu s':>7} {'rss MiB':>8} {'vs host1':>9}")
+          f"{'cpu s':>7} {'rss MiB':>8} {'vs host1':>9} {'bucket':>12}")
     firsts = {tool: step_ for tool, name, step_ in rows if name == "host1"}
     for tool, name, result in rows:
         base = firsts[tool].bytes_uploaded_tool or 1
         ratio = (result.bytes_uploaded_tool or 0) / base
         print(f"{tool:10} {name:6} {result.bytes_uploaded_tool or 0:>12} "
               f"{result.bytes_received_rgw:>12} {result.requests_total_rgw:>9} "
-              f"{result.cpu_s:>7.2f} {result.peak_rss_mib:>8.0f} {ratio:>9.4f}")
+              f"{result.cpu_s:>7.2f} {result.peak_rss_mib:>8.0f} {ratio:>9.4f} "
+              f"{stored[(tool, name)]:>12}")
+    ideal = (dataset["bytes"] + sum(own_bytes)) / (dataset["bytes"] + own_bytes[0])
+    print(f"\n{args.hosts} hosts, image {args.shared:.0%} of each host: distinct content "
+          f"{ideal:.3f}x one host's (raw bytes)")
+    last = f"host{args.hosts}"
+    for tool, _ in fleets:
+        fleet_ratio = stored[(tool, last)] / stored[(tool, "host1")]
+        verdict = ""
+        if tool == "s3archive":
+            verdict = "PASS" if fleet_ratio <= 1.05 * ideal else "FAIL"
+            verdict = f"  target <= {1.05 * ideal:.3f}x (ideal + 5 %): {verdict}"
+        print(f"{tool:10} the fleet stores {fleet_ratio:.3f}x host 1's bucket bytes{verdict}")
     return 0
 
 
