@@ -56,6 +56,8 @@ LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 # hosts' clocks are checked against the store's (the clock check allows minutes): an
 # object is named at most this far from the time it becomes visible to a listing
 CLOCK_MARGIN = timedelta(hours=1)
+_BLOCK = 1 << 20  # decompressed bytes decoded at once
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _PART = re.compile(r"-(?P<run>" + RUN_ID.pattern + r")-p\d+\.idx")
 
 
@@ -271,24 +273,34 @@ def _aad(key: str) -> bytes:
 
 
 def _lines(body: bytes) -> Iterator[Any]:
+    """The decoded lines of an object, checked for length; decoded a block of lines at a
+    time (one ``json.loads`` of up to :data:`_BLOCK` bytes: a call a line cost 4x more)."""
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body),
                                                             read_across_frames=True)
         total = 0
-        buffered = io.BufferedReader(reader, buffer_size=1 << 16)  # type: ignore[arg-type]
+        rest = b""
         while True:
-            line = buffered.readline(MAX_LINE + 1)
-            if not line:
-                return
-            total += len(line)
-            if len(line) > MAX_LINE or not line.endswith(b"\n"):
-                raise GroupIndexInvalid("a line longer than 4 KiB, or a truncated last line")
+            piece = reader.read(_BLOCK)
+            total += len(piece)
             if total > MAX_PLAIN:
                 raise GroupIndexInvalid(f"more than {MAX_PLAIN} bytes decompressed")
-            try:
-                yield json.loads(line)
-            except ValueError:
-                raise GroupIndexInvalid("a line is not JSON") from None
+            if not piece:
+                if rest:
+                    raise GroupIndexInvalid("a truncated last line")
+                return
+            lines = (rest + piece).split(b"\n")
+            rest = lines.pop()
+            if len(rest) > MAX_LINE or (lines and max(map(len, lines)) >= MAX_LINE):
+                raise GroupIndexInvalid("a line longer than 4 KiB")
+            if lines:
+                try:
+                    decoded = json.loads(b"[" + b",".join(lines) + b"]")
+                except ValueError:
+                    raise GroupIndexInvalid("a line is not JSON") from None
+                if len(decoded) != len(lines):  # a line of two values ("1,2")
+                    raise GroupIndexInvalid("a line is not one JSON value")
+                yield from decoded
     except zstandard.ZstdError as err:
         raise GroupIndexInvalid(f"not zstd: {err}") from None
 
@@ -328,14 +340,17 @@ def _check(lines: Iterator[Any], tag: int) -> str:
                     raise GroupIndexInvalid(f"{key}: bad locked_until {until!r}") from None
             sizes[n] = size
         elif line[0] == "B" and len(line) == 7:
+            # the common line: plain type checks (``type(x) is int`` refuses bools)
             _, n, digest, offset, stored, plain, encoding = line
-            if n not in sizes:
+            size = sizes.get(n) if type(n) is int else None
+            if size is None:
                 raise GroupIndexInvalid(f"a blob in undeclared pack {n!r}")
-            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            if type(digest) is not str or _HEX64.fullmatch(digest) is None:
                 raise GroupIndexInvalid(f"bad blob id {digest!r}")
-            if not (_is_int(stored, 1, MAX_BLOB) and _is_int(plain, 0, MAX_BLOB)
-                    and encoding in ("zstd", "raw") and (encoding != "raw" or stored == plain + tag)
-                    and _is_int(offset, 29, sizes[n]) and offset + stored <= sizes[n] - 16):
+            if not (type(stored) is int and type(plain) is int and type(offset) is int
+                    and 1 <= stored <= MAX_BLOB and 0 <= plain <= MAX_BLOB
+                    and (encoding == "zstd" or (encoding == "raw" and stored == plain + tag))
+                    and 29 <= offset and offset + stored <= size - 16):
                 raise GroupIndexInvalid(f"blob {digest}: bad place or length")
             blobs += 1
             if blobs > MAX_BLOBS:
@@ -371,6 +386,7 @@ def _enter(lines: Iterator[Any], uploader: str, cache: LocalCache,
             learning[n] = uploader if known is None else None
         return True
 
+    usable = False  # whether the blobs of pack ``batch_pack`` are learned
     for line in lines:
         if line[0] == "P":
             _, n, key, version, size, mode, until = line
@@ -382,15 +398,14 @@ def _enter(lines: Iterator[Any], uploader: str, cache: LocalCache,
                 when = parse_iso(until)
             packs[n] = CachedPack(key, version, size, mode, when)
             continue
-        n = line[1]
-        if n not in packs or not learn(n):
-            continue
+        _, n, digest, offset, stored, plain, encoding = line
         if n != batch_pack or len(batch) >= 10_000:
             flush()
             batch_pack = n
-        _, _, digest, offset, stored, plain, encoding = line
-        batch.append(ChunkLocation(digest, packs[n].key, offset, stored, plain, encoding))
-        blobs += 1
+            usable = n in packs and learn(n)
+        if usable:
+            batch.append(ChunkLocation(digest, packs[n].key, offset, stored, plain, encoding))
+            blobs += 1
     flush()
     for n, pack in packs.items():  # packs the run only leased: a newer lock, if known
         if n not in learning:
