@@ -113,22 +113,34 @@ class FileKey:
     ctime_ns: int
 
 
+CHUNK_FILTER_LIMIT = 1 << 22  # chunks in a run's ChunkFilter: 32 MiB at most
+
+
 class ChunkFilter:
-    """Which chunks the index held when the run started: 8 bytes a chunk.
+    """Which chunks the index held when the run started: 8 bytes a chunk, up to
+    ``limit`` chunks (the index also holds the dedup group's: it grows with the
+    hosts).  Past the limit the filter holds nothing and answers yes: every
+    question goes to the index (memory stays bounded, lookups cost a query).
 
     ``may_contain`` answers without a lock or a query; a yes (or a rare false
     positive) is confirmed by a lookup in the index.
     """
 
-    def __init__(self, prefixes: Iterable[bytes], presorted: bool = False):
+    def __init__(self, prefixes: Iterable[bytes], presorted: bool = False,
+                 limit: int | None = None):
         values = (int.from_bytes(p, "big") for p in prefixes)
         # presorted (the index read in key order): no list of a Python int per chunk
         self._sorted = array.array("Q", values if presorted else sorted(values))
+        self.everything = limit is not None and len(self._sorted) > limit
+        if self.everything:
+            self._sorted = array.array("Q")
 
     def __len__(self) -> int:
         return len(self._sorted)
 
     def may_contain(self, digest: str) -> bool:
+        if self.everything:
+            return True
         value = int(digest[:16], 16)
         index = bisect.bisect_left(self._sorted, value)
         return index < len(self._sorted) and self._sorted[index] == value
@@ -364,7 +376,8 @@ class LocalCache:
     def chunk_filter(self) -> "ChunkFilter":
         """A snapshot of the chunk index, for lookups that need no lock."""
         return ChunkFilter((row[0][:8] for row in self.db.execute(
-            "SELECT hash FROM chunks ORDER BY hash")), presorted=True)
+            "SELECT hash FROM chunks ORDER BY hash LIMIT ?", (CHUNK_FILTER_LIMIT + 1,))),
+            presorted=True, limit=CHUNK_FILTER_LIMIT)
 
     @_locked
     def forget_files(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from s3archive.archive import local_cache
 from s3archive.archive.local_cache import CachedPack, FileKey, LocalCache
 from s3archive.archive.packer import ChunkLocation
 from s3archive.format.model import (ChunkRef, Entry, Header, Manifest, PackRef, Snapshot,
@@ -78,6 +79,17 @@ def test_forgetting_a_pack_forgets_its_chunks_and_the_files_that_use_them(cache:
     assert cache.get_file(b"/other", FileKey(1, 2, 10, 2, 3)) is not None
     assert not cache.chunk_filter().may_contain(digest(2))
     assert cache.chunk_filter().may_contain(digest(1))
+
+
+def test_past_its_limit_the_chunk_filter_holds_nothing_and_answers_maybe(
+        cache: LocalCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the cache also holds the dedup group's chunks: the filter's memory is capped
+    cache.rebuild_from_manifest(manifest())
+    assert not cache.chunk_filter().everything
+    monkeypatch.setattr(local_cache, "CHUNK_FILTER_LIMIT", 2)
+    capped = cache.chunk_filter()
+    assert capped.everything and len(capped) == 0
+    assert capped.may_contain(digest(1)) and capped.may_contain(digest(99))
 
 
 def test_file_rows_count_only_after_the_manifest_is_written(cache: LocalCache, tmp_path: Path) -> None:
