@@ -59,6 +59,15 @@ def own_tree(root: Path, scale: float, seed: int, fraction: float) -> int:
     return total
 
 
+def compressed_bytes(root: Path) -> int:
+    """The bytes of the files under ``root`` each compressed with zstd (level 3, as
+    s3archive's default): what their content stores, near enough, whatever its mix."""
+    import zstandard
+    compressor = zstandard.ZstdCompressor(level=3)
+    return sum(min(len(compressor.compress(path.read_bytes())), path.stat().st_size)
+               for path in root.rglob("*") if path.is_file())
+
+
 def bucket_bytes(cluster: Any, bucket: str) -> tuple[int, int]:
     """Bytes of every object version in the bucket, and of those under ``data/``
     (s3archive: file content only, docs/FORMAT.md part 2; restic: every pack)."""
@@ -143,12 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"tree: {dataset['files']} files, {dataset['bytes'] / 1e6:.0f} MB")
         owns: list[Path | None] = [None] * args.hosts
         own_bytes = [0] * args.hosts
+        own_stored = [0] * args.hosts  # compressed: own content compresses less than the image
         if args.shared < 1:
             for n in range(args.hosts):
                 owns[n] = workdir / f"own{n + 1}"
                 shutil.rmtree(owns[n], ignore_errors=True)  # type: ignore[arg-type]
                 own_bytes[n] = own_tree(owns[n], args.scale, 1000 + n,  # type: ignore[arg-type]
                                         (1 - args.shared) / args.shared)
+                own_stored[n] = compressed_bytes(owns[n])  # type: ignore[arg-type]
+            image_stored = compressed_bytes(tree)
             _log(f"own content: {sum(own_bytes) / 1e6:.1f} MB over {args.hosts} hosts")
         cluster = _fresh_cluster(workdir, "s3archive", dataset["bytes"] + sum(own_bytes))
         clusters.append(cluster)
@@ -197,9 +209,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{result.bytes_received_rgw:>12} {result.requests_total_rgw:>9} "
               f"{result.cpu_s:>7.2f} {result.peak_rss_mib:>8.0f} {ratio:>9.4f} "
               f"{stored[(tool, name)][0]:>12}")
-    ideal = (dataset["bytes"] + sum(own_bytes)) / (dataset["bytes"] + own_bytes[0])
+    raw = (dataset["bytes"] + sum(own_bytes)) / (dataset["bytes"] + own_bytes[0])
+    ideal = 1.0 if args.shared == 1 else \
+        (image_stored + sum(own_stored)) / (image_stored + own_stored[0])
     print(f"\n{args.hosts} hosts, image {args.shared:.0%} of each host: distinct content "
-          f"{ideal:.3f}x one host's (raw bytes)")
+          f"{raw:.3f}x one host's raw bytes, {ideal:.3f}x compressed (zstd -3 per file: "
+          f"the ideal)")
     last = f"host{args.hosts}"
     for tool, _ in fleets:
         (total_1, data_1), (total_n, data_n) = stored[(tool, "host1")], stored[(tool, last)]

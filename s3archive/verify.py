@@ -12,6 +12,7 @@ and the paths it affects.  HEADs and verified chunks are shared between runs.
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterator
 
+from s3archive.archive import group_index
 from s3archive.archive.encryption_rule import RunEncryption as RunEncryptionInfo
 from s3archive.archive.encryption_rule import mixing_problems
 from s3archive.crypto.keys import Identity
@@ -35,6 +37,8 @@ from s3archive.format.model import (FILE, HARDLINK, BlobOpener, ChunkRef, Entry,
 from s3archive.repo.pack_reader import DEFAULT_WINDOW, PackReader, merge_reads
 from s3archive.storage_classes import ClassSurvey
 from s3archive.store.base import ObjectInfo, StoreReader
+
+log = logging.getLogger(__name__)
 
 _STRENGTH = {None: 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
 _PATHS_KEPT = 20
@@ -111,6 +115,8 @@ class Verifier:
         self._lock = threading.Lock()
         self._random = random.Random(options.seed)
         self._encryption_seen: dict[str, list[RunEncryptionInfo]] = {}
+        # the group index objects of the bucket by (host, run id), listed once
+        self._index: dict[tuple[str, str], list[group_index.WrittenObject]] | None = None
 
     # ---------------------------------------------------------------- HEAD
 
@@ -229,6 +235,8 @@ class Verifier:
         if self.options.read_data and contents is not None:
             missing = {p.key for p in result.problems if p.kind == "missing"}
             self._read_data(manifest.packs, contents.opener, result, users, missing)
+        if contents is not None or header.encryption is None:
+            self._check_group_index(run, manifest.packs, contents, result)
         if contents is not None:
             try:
                 users.resolve(contents)
@@ -236,6 +244,53 @@ class Verifier:
                 result.problems.append(Problem("transport", "could not name the paths "
                                                f"affected: {err}", run.key, run.version_id))
         return result
+
+    def _check_group_index(self, run: RunRef, packs: list[PackRef],
+                           contents: "_Contents | None", result: RunVerification) -> None:
+        """The group index objects the run wrote (docs/FORMAT.md part 2, 16.6): each
+        names only packs of the run with locks they hold, and with --read-data each
+        blob it lists is read and its id checked; every lie is named by the object."""
+        if self._index is None:
+            try:
+                self._index = group_index.written_objects(self.store)
+            except StoreError as err:  # a role that may not list index/: nothing to check
+                log.warning("cannot list the group index (%s): its objects are not "
+                            "verified", err)
+                self._index = {}
+        opener = contents.opener if contents is not None else None
+        secret = getattr(opener, "dedup_secret", None)
+        table = {p.key: p for p in packs if p.key.startswith("data/")}
+
+        def lock_of(pack: PackRef) -> tuple[str | None, datetime | None] | None:
+            info = self._head(pack.key, pack.version_id)
+            return (info.lock_mode, info.retain_until) if isinstance(info, ObjectInfo) else None
+
+        for written in self._index.get((run.host, run.run_id), []):
+            try:
+                audit = group_index.audit_object(self.store, written, secret, table, lock_of)
+            except S3ArchiveError as err:
+                result.problems.append(Problem("group-index", f"{written.key}: cannot read "
+                                               f"it: {err}", written.key))
+                continue
+            result.problems += [Problem("group-index", text, written.key)
+                                for text in audit.problems]
+            if self.options.read_data and audit.blobs and not audit.problems:
+                self._read_index_blobs(written.key, audit, opener, result)
+
+    def _read_index_blobs(self, key: str, audit: "group_index.ObjectAudit",
+                          opener: BlobOpener | None, result: RunVerification) -> None:
+        refs = (ChunkRef(digest, size, n, offset, stored, encoding)
+                for digest, n, offset, stored, size, encoding in audit.blobs)
+        reader = PackReader(self.store, audit.packs, workers=self.options.workers,
+                            window=self.options.window, opener=opener)
+        lies = [chunk for chunk in reader.results(merge_reads(refs, max_request=MAX_REQUEST))
+                if chunk.error is not None]
+        if lies:
+            first = lies[0]
+            result.problems.append(Problem(
+                "group-index", f"{key}: {len(lies)} of its {len(audit.blobs)} blobs are not "
+                f"what it says (first: blob {first.ref.hash} in "
+                f"{audit.packs[first.ref.pack].key}: {first.error})", key))
 
     def mixing_problems(self) -> dict[str, list[str]]:
         """By host: runs that mix plain and encrypted (docs/FORMAT.md, the mixing rule),

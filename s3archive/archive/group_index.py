@@ -21,7 +21,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -414,3 +414,103 @@ def _enter(lines: Iterator[Any], uploader: str, cache: LocalCache,
                 cache.learn_group_pack(pack, None, [])
                 learning[n] = None
     return len(learning), blobs
+
+
+# ---------------------------------------------------------------- verifying
+_NAME = re.compile(r"(?P<stamp>\d{8}T\d{6}Z)-(?P<host>.+)-(?P<run>" + RUN_ID.pattern +
+                   r")-p(?P<part>\d+)\.idx")
+_STRENGTH = {None: 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
+# the lock a pack version holds, as a HEAD says: (mode, retain-until), or None if unknown
+LockOf = Callable[[PackRef], "tuple[str | None, datetime | None] | None"]
+
+
+@dataclass(frozen=True)
+class WrittenObject:
+    """A group index object as listed, by the host and run its name says wrote it."""
+
+    key: str
+    size: int
+    directory: str  # the group's (group_dir)
+    host: str
+    run_id: str
+    part: int
+
+
+def written_objects(store: StoreReader) -> dict[tuple[str, str], list[WrittenObject]]:
+    """Every group index object of the bucket by (host, run id) of its name (one listing
+    of ``index/``; keys of another shape are not a run's and are left out)."""
+    found: dict[tuple[str, str], list[WrittenObject]] = {}
+    for entry in store.list_keys(INDEX_PREFIX):
+        parts = entry.key[len(INDEX_PREFIX):].split("/")
+        name = _NAME.fullmatch(parts[-1])
+        if len(parts) != 3 or name is None:
+            continue
+        written = WrittenObject(entry.key, entry.size, parts[0], name["host"], name["run"],
+                                int(name["part"]))
+        found.setdefault((written.host, written.run_id), []).append(written)
+    return found
+
+
+@dataclass
+class ObjectAudit:
+    """What one group index object claims that its run does not bear out."""
+
+    problems: list[str] = field(default_factory=list)
+    packs: list[PackRef] = field(default_factory=list)  # its P lines, numbered as in it
+    blobs: list[tuple[str, int, int, int, int, str]] = field(default_factory=list)
+    # (id, pack n, offset, stored, size, encoding) of its B lines, to be read with --read-data
+
+
+def audit_object(store: StoreReader, written: WrittenObject, secret: DedupSecret | None,
+                 table: dict[str, PackRef], lock_of: LockOf) -> ObjectAudit:
+    """Check one object a run wrote against the run (docs/FORMAT.md part 2, 16.6): it
+    opens and is well formed (16.3), its header names the run of its key, every pack it
+    names is a data pack of the run's table (same version and size), and the lock it
+    claims for it is no later and no stronger than the pack holds (``lock_of``: the
+    pack's mode and retain-until, as a HEAD says, or None if unknown).  Its blobs are
+    returned for reading (their ids are checked only by reading them)."""
+    audit = ObjectAudit()
+    if written.directory.startswith("sealed-") and (
+            secret is None or written.directory != f"sealed-{secret.dedup_id}"):
+        audit.problems.append(f"{written.key}: sealed for dedup id "
+                              f"{written.directory[len('sealed-'):]}, not the run's")
+        return audit
+    reader = GroupIndex(store, written.directory, written.host,
+                        secret if written.directory.startswith("sealed-") else None)
+    try:
+        if written.size > MAX_OBJECT:
+            raise GroupIndexInvalid(f"{written.size} bytes, more than {MAX_OBJECT}")
+        body = reader._open(written.key, store.get(written.key))
+        _check(_lines(body), tag=16 if reader._key is not None else 0)
+        lines = _lines(body)
+        header = next(lines)
+    except GroupIndexInvalid as err:
+        audit.problems.append(f"{written.key}: unusable ({err})")
+        return audit
+    for field_, expected in (("host", written.host), ("run_id", written.run_id),
+                             ("part", written.part)):
+        if header.get(field_) != expected:
+            audit.problems.append(f"{written.key}: its header says {field_} "
+                                  f"{header.get(field_)!r}, its name {expected!r}")
+    for line in lines:
+        if line[0] == "P":
+            _, n, key, version, size, mode, until = line
+            claimed = PackRef(n, key, version, size,
+                              parse_iso(until) if until is not None else None, mode)
+            audit.packs.append(claimed)
+            ours = table.get(key)
+            if ours is None or ours.version_id != version or ours.size != size:
+                audit.problems.append(f"{written.key}: names pack {key}@{version} "
+                                      f"({size} bytes), which its run does not reference")
+                continue
+            held = lock_of(ours)
+            if held is not None and claimed.locked_until is not None and (
+                    held[1] is None or held[1] < claimed.locked_until
+                    or _STRENGTH.get(held[0], 0) < _STRENGTH.get(mode, 0)):
+                audit.problems.append(
+                    f"{written.key}: claims pack {key}@{version} locked in {mode} until "
+                    f"{until}; it is locked in {held[0]} until "
+                    f"{isoformat(held[1]) if held[1] is not None else 'never'}")
+        else:
+            audit.blobs.append((line[2], line[1], line[3], line[4], line[5], line[6]))
+    return audit

@@ -113,7 +113,7 @@ class FileKey:
     ctime_ns: int
 
 
-CHUNK_FILTER_LIMIT = 1 << 22  # chunks in a run's ChunkFilter: 32 MiB at most
+CHUNK_FILTER_LIMIT = 1 << 20  # chunks in a run's ChunkFilter: 8 MiB at most
 
 
 class ChunkFilter:

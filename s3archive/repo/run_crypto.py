@@ -55,6 +55,7 @@ class RunCrypto:
                                 f"{', '.join(encryption['recipients'])})") from None
         except AgeFormatError as err:
             raise ManifestError(f"{where}: dedup secret {copy['key']}: {err}") from None
+        self.dedup_secret = secret  # verify opens the group index with it (FORMAT2 16.6)
         self._data_mac = HmacSha256(derive(secret.secret, b"s3archive/v2/id/data"))
         self._meta_mac = HmacSha256(derive(secret.secret, b"s3archive/v2/id/meta"))
         self._packs: dict[str, tuple[bytes, bytes]] = {}

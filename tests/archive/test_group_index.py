@@ -360,11 +360,70 @@ def test_a_compromised_member_corrupts_what_others_reference_and_verify_names_it
     assert summary.chunks_reused >= 1  # the planted claim was believed
     verifier = Verifier(fleet.store, VerifyOptions(read_data=True, identities=(identity,)))
     results = {run.host: verifier.verify(run) for run in list_runs(fleet.store)}
-    assert results["evil"].ok, results["evil"].problems
+    # the liar's run is whole, but the object it planted under its run's name is named
+    assert [(p.kind, p.key) for p in results["evil"].problems] == [("group-index", key)], \
+        results["evil"].problems
     problems = results["victim"].problems
     assert [p.kind for p in problems] == ["chunk"], problems
     assert problems[0].key is not None and problems[0].key.startswith("data/")
     assert problems[0].paths == [os.fsencode(victim_tree / "f0000.bin")]
+
+
+def _rewrite_index(fleet: Fleet, change: Any) -> str:
+    """Rewrite the only group index object (plain) through ``change(lines)``, in place
+    (a new version of the same key, as a member with the backup role can PUT)."""
+    (own,) = fleet.store.versions(INDEX_PREFIX)
+    lines = [json.loads(line) for line in
+             zstandard.ZstdDecompressor().stream_reader(io.BytesIO(own.body)).read().splitlines()]
+    change(lines)
+    fleet.store.put(own.key, zstandard.ZstdCompressor().compress(
+        b"".join(json.dumps(x).encode() + b"\n" for x in lines)), None)
+    return own.key
+
+
+def _lines_of(kind: str, lines: list[Any]) -> list[Any]:
+    return [line for line in lines if isinstance(line, list) and line[0] == kind]
+
+
+def _claim_later_lock(lines: list[Any]) -> None:
+    _lines_of("P", lines)[0][6] = "2099-01-01T00:00:00Z"
+
+
+def _name_another_version(lines: list[Any]) -> None:
+    _lines_of("P", lines)[0][3] = "someone-elses-version"
+
+
+def _move_a_blob(lines: list[Any]) -> None:
+    blobs = _lines_of("B", lines)
+    blobs[0][2], blobs[1][2] = blobs[1][2], blobs[0][2]  # two ids swapped: both lie
+
+
+def _another_run(lines: list[Any]) -> None:
+    lines[0]["run_id"] = "20311124T000000Z-abcdef"
+
+
+@pytest.mark.parametrize("change, read_data, named", [
+    (_claim_later_lock, False, "claims pack data/"),
+    (_name_another_version, False, "which its run does not reference"),
+    (_another_run, False, "its header says run_id"),
+    (_move_a_blob, True, "2 of its 3 blobs are not what it says"),
+])
+def test_verify_names_a_lie_in_a_hosts_group_index_object(
+        tmp_path: Path, change: Any, read_data: bool, named: str) -> None:
+    """Issue 13 item 3: verify checks the group index objects each run wrote: the packs
+    they name are the run's with the locks they hold, and (--read-data) each blob is
+    what it says; each lie is named by its object."""
+    from s3archive.repo.catalog import list_runs
+    from s3archive.verify import Verifier, VerifyOptions
+
+    fleet = Fleet(tmp_path)
+    fleet.host("web1", tree_of(tmp_path / "tree", random.Random(47), 3)).run()
+    (run,) = list_runs(fleet.store)
+    assert Verifier(fleet.store, VerifyOptions(read_data=True)).verify(run).ok
+    key = _rewrite_index(fleet, change)
+    problems = Verifier(fleet.store, VerifyOptions(read_data=read_data)).verify(run).problems
+    assert [(p.kind, p.key) for p in problems] == [("group-index", key)], problems
+    assert named in problems[0].message, problems[0].message
 
 
 def test_another_hosts_pack_about_to_lapse_is_not_reused(tmp_path: Path) -> None:
