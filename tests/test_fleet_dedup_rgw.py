@@ -15,6 +15,8 @@ import os
 import random
 from pathlib import Path
 
+import pytest
+
 from support.manifest_builder import invoke, make_bucket_env
 from test_fleet_rgw import host_env
 
@@ -52,3 +54,55 @@ def test_hosts_with_the_same_tree_upload_it_once(rgw, tmp_path: Path) -> None:
     view = json.loads(invoke(base, "fleet", "--json").stdout)
     shared = {h["host"]: h["bytes_shared"] for h in view["hosts"]}
     assert all(value >= 3_000_000 for value in shared.values()), shared
+    # a daily run of each: at most 2 list requests of the group index (yesterday's and
+    # today's day), and GETs of the index objects since its last run only
+    for n, env in enumerate(hosts):
+        result = invoke(env, "archive", "--json")
+        assert result.exit_code == 0, result.output
+        requests = json.loads(result.stdout)["requests"]
+        assert requests.get("ListObjectsV2", 0) <= 2, requests
+        assert requests.get("GetObject", 0) <= len(hosts) - 1 - n + 2, requests
+
+
+def _daily_runs_of_a_fleet(rgw, tmp_path: Path, hosts: int, files: int) -> None:
+    """``hosts`` hosts of ``files`` small files each (90 % one image) archive twice; the
+    second, daily run of each makes at most 2 list requests beyond its own (ListObjectsV2
+    of the group index: the host's own are ListObjectVersions of runs/<host>/) and GETs
+    at most the index objects written since its last run, whatever the fleet's size."""
+    (tmp_path / "audit").mkdir()
+    base = make_bucket_env(rgw, tmp_path / "audit")
+    rng = random.Random(hosts * files)
+    image = [rng.randbytes(rng.randrange(200, 2_000)) for _ in range(files * 9 // 10)]
+    envs = []
+    for n in range(hosts):
+        src = tmp_path / f"src{n}"
+        src.mkdir()
+        for i, data in enumerate(image):
+            (src / f"i{i:05d}").write_bytes(data)
+        for i in range(files - len(image)):
+            (src / f"own{i:05d}").write_bytes(rng.randbytes(rng.randrange(200, 2_000)))
+        envs.append((host_env(base, tmp_path / f"h{n}", f"host-{n:02d}", src), src))
+    for day in range(2):
+        for n, (env, src) in enumerate(envs):
+            (src / "own00000").write_bytes(rng.randbytes(500))  # a change a day
+            result = invoke(env, "archive", "--json")
+            assert result.exit_code == 0, result.output
+            summary = json.loads(result.stdout)
+            lists = summary["requests"].get("ListObjectsV2", 0)
+            gets = summary["requests"].get("GetObject", 0)
+            if day == 0:
+                assert lists == 1, summary["requests"]  # the bootstrap: the group prefix
+                assert gets <= n + 2, summary["requests"]  # the n hosts before it
+                if n:
+                    assert summary["bytes_uploaded"] < 0.3 * first, summary
+                else:
+                    first = summary["bytes_uploaded"]
+            else:
+                assert lists <= 2, summary["requests"]  # yesterday's and today's day
+                assert gets <= hosts + 2, summary["requests"]  # the objects since its run
+
+
+@pytest.mark.scale
+def test_a_fleet_of_20_hosts_of_2000_files(rgw, tmp_path: Path) -> None:
+    # 40 archive runs through the CLI: 224 s with 100 files each on the loaded machine
+    _daily_runs_of_a_fleet(rgw, tmp_path, hosts=20, files=2_000)
