@@ -17,8 +17,6 @@ After every day and every lifecycle pass the whole bucket is checked:
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -29,10 +27,11 @@ import pytest
 
 from s3archive.archive.archiver import Archiver
 from s3archive.config import Config, parse_config
-from s3archive.format.chunk_codec import decode_chunk
-from s3archive.format.model import FILE, Manifest
+from s3archive.format.model import Manifest
 from support.fleet_hosts import HostView
 from support.memory_store import FakeClock, MemoryStore
+from support.retention_checks import (check_lease_bound, check_live_run, check_restores,
+                                      tree_digests)
 from support.runs import PACK_PREFIXES, read_run
 
 DAY = timedelta(days=1)
@@ -92,54 +91,22 @@ def make_host(sim: FleetSim, root: Path, name: str, retention: dict[str, Any],
 
 
 def check_bucket(sim: FleetSim) -> None:
+    """The retention invariant for every live run of every host, and the lease bound."""
     now = sim.clock()
     for stored in sim.store.versions("runs/"):
         if stored.is_delete_marker:
             continue
         manifest = sim.manifest(stored.key, stored.version_id)
-        header = manifest.header
-        if header.retain_until <= now:
-            continue
-        for pack in manifest.packs:
-            version = sim.store.version(pack.key, pack.version_id)
-            where = f"{stored.key} (until {header.retain_until})"
-            assert version is not None, f"{where} references {pack.key}: gone"
-            assert version.retain_until is not None and \
-                version.retain_until >= header.retain_until, \
-                f"{where}: {pack.key} locked only until {version.retain_until}"
-    for version in (v for prefix in PACK_PREFIXES for v in sim.store.versions(prefix)
-                    if not v.is_delete_marker):
-        needed = sim.lease_needed.get((version.key, version.version_id))
-        assert needed is not None, f"{version.key} is used by no run"
-        assert version.retain_until is not None and version.retain_until <= needed, \
-            f"{version.key} locked until {version.retain_until}, no run needs it after {needed}"
-        assert needed > now - 2 * DAY, f"{version.key} outlived its lease ({needed})"
+        if manifest.header.retain_until > now:
+            check_live_run(sim.store, stored, manifest)
+    check_lease_bound((v for prefix in PACK_PREFIXES for v in sim.store.versions(prefix)
+                       if not v.is_delete_marker),
+                      lambda key, version: sim.lease_needed.get((key, version)), now)
 
 
 def check_restore(sim: FleetSim, host: SimHost, expected: dict[bytes, str]) -> None:
     assert host.latest is not None
-    manifest = sim.manifest(*host.latest)
-    files = {e.path: e for e in manifest.entries if e.kind == FILE}
-    assert set(files) == set(expected)
-    for path, entry in files.items():
-        digest = hashlib.sha256()
-        for chunk in entry.chunks:
-            pack = manifest.packs[chunk.pack]
-            digest.update(decode_chunk(sim.store.get(pack.key, pack.version_id,
-                                                     (chunk.offset, chunk.offset + chunk.stored - 1)),
-                                       chunk.encoding, chunk.size, chunk.hash))
-        assert digest.hexdigest() == expected[path], f"{host.name}: {path!r} differs"
-
-
-def digests(*trees: Path) -> dict[bytes, str]:
-    found = {}
-    for tree in trees:
-        for dirpath, _dirs, files in os.walk(tree):
-            for name in files:
-                path = os.path.join(dirpath, name)
-                with open(path, "rb") as handle:
-                    found[os.fsencode(path)] = hashlib.sha256(handle.read()).hexdigest()
-    return found
+    check_restores(sim.store, sim.manifest(*host.latest), expected, host.name)
 
 
 def simulate(tmp_path: Path, days: int) -> FleetSim:
@@ -189,7 +156,7 @@ def simulate(tmp_path: Path, days: int) -> FleetSim:
                 sim.shared_reuse += pack.key.startswith("data/") and first != host.name
             check_bucket(sim)
             if day % 10 == 9:
-                check_restore(sim, host, digests(host.tree, shared_roots[n]))
+                check_restore(sim, host, tree_digests(host.tree, shared_roots[n]))
             clock.advance(timedelta(minutes=30))
         clock.advance(DAY - timedelta(minutes=30 * len(sim.hosts)))
         sim.store.lifecycle_day()

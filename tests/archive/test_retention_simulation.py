@@ -21,8 +21,6 @@ lifecycle pass the whole bucket is checked:
 
 from __future__ import annotations
 
-import hashlib
-import os
 import random
 import shutil
 import sqlite3
@@ -36,13 +34,14 @@ import pytest
 from s3archive.archive.archiver import ArchiveSummary, Archiver
 from s3archive.clock import isoformat
 from s3archive.config import Config, parse_config
-from s3archive.format.chunk_codec import decode_chunk
 from s3archive.errors import NoSuchVersion, StoreError
 from s3archive.archive.local_cache import cache_path
-from s3archive.format.model import FILE, Manifest
+from s3archive.format.model import Manifest
 from s3archive.store.base import ObjectLock
 from support.runs import PACK_PREFIXES, read_run
 from support.memory_store import FakeClock, MemoryStore
+from support.retention_checks import (check_lease_bound, check_live_run, check_restores,
+                                      tree_digests)
 
 DAY = timedelta(days=1)
 HOST = "simhost"
@@ -203,16 +202,6 @@ def _document(sim: Sim) -> dict[str, Any]:
     return _documents[sim.config.path]
 
 
-def tree_digests(tree: Path) -> dict[bytes, str]:
-    found = {}
-    for dirpath, _dirs, files in os.walk(tree):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as handle:
-                found[os.fsencode(path)] = hashlib.sha256(handle.read()).hexdigest()
-    return found
-
-
 def write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -232,19 +221,7 @@ def check_bucket(sim: Sim) -> None:
         if header.retain_until <= now:
             continue
         live_manifests += 1
-        where = f"{stored.key}@{stored.version_id} (tier {header.tier}, until {header.retain_until})"
-        assert stored.lock_mode == header.lock_mode and stored.retain_until is not None \
-            and stored.retain_until >= header.retain_until, f"manifest {where} not locked"
-        for pack in manifest.packs:
-            version = sim.store.version(pack.key, pack.version_id)
-            assert version is not None, f"{where} references {pack.key}@{pack.version_id}: gone"
-            assert not version.is_delete_marker and version.size == pack.size
-            assert version.lock_mode in (header.lock_mode, "COMPLIANCE"), \
-                f"{where}: pack {pack.key} locked in {version.lock_mode}"
-            assert version.retain_until is not None and version.retain_until >= header.retain_until, \
-                f"{where}: pack {pack.key}@{pack.version_id} locked only until {version.retain_until}"
-            assert pack.locked_until is None or version.retain_until >= pack.locked_until, \
-                f"{where}: the manifest claims {pack.key} locked until {pack.locked_until}"
+        check_live_run(sim.store, stored, manifest)
     # every run still under its lock has its manifest
     for run in sim.runs:
         if run.manifest.header.retain_until > now:
@@ -252,15 +229,12 @@ def check_bucket(sim: Sim) -> None:
     assert live_manifests == sum(1 for r in sim.runs if r.manifest.header.retain_until > now)
     # nothing is kept alive beyond the last run that needs it (+ slack): so
     # lifecycle collects it a day or two later and storage stays bounded
-    for version in sim.pack_versions():
-        needed = sim.needed_until.get((version.key, version.version_id))
-        assert needed is not None, f"{version.key}@{version.version_id} is used by no run"
-        assert version.retain_until is not None and version.retain_until <= needed + sim.slack, \
-            (f"{version.key}@{version.version_id} locked until {version.retain_until}, "
-             f"but no run needs it after {needed}")
-        if needed + sim.slack <= now - 2 * DAY:
-            raise AssertionError(f"{version.key}@{version.version_id} outlived its lease "
-                                 f"({needed} + slack) by more than two days")
+
+    def lease_needed(key: str, version_id: str) -> datetime | None:
+        needed = sim.needed_until.get((key, version_id))
+        return needed + sim.slack if needed is not None else None
+
+    check_lease_bound(sim.pack_versions(), lease_needed, now)
 
 
 def check_run(sim: Sim, run: RunRecord) -> None:
@@ -291,20 +265,7 @@ def check_run(sim: Sim, run: RunRecord) -> None:
 
 def check_restore(sim: Sim, run: RunRecord) -> None:
     """Every file of the run reads back byte-identical from the pinned versions."""
-    manifest = run.manifest
-    files = {e.path: e for e in manifest.entries if e.kind == FILE}
-    assert set(files) == set(run.expected), (
-        f"day {run.day}: manifest files differ from the tree: "
-        f"missing {sorted(set(run.expected) - set(files))[:3]}, "
-        f"extra {sorted(set(files) - set(run.expected))[:3]}")
-    for path, entry in files.items():
-        digest = hashlib.sha256()
-        for chunk in entry.chunks:
-            pack = manifest.packs[chunk.pack]
-            stored = sim.store.get(pack.key, pack.version_id,
-                                   (chunk.offset, chunk.offset + chunk.stored - 1))
-            digest.update(decode_chunk(stored, chunk.encoding, chunk.size, chunk.hash))
-        assert digest.hexdigest() == run.expected[path], f"day {run.day}: {path!r} differs"
+    check_restores(sim.store, run.manifest, run.expected, f"day {run.day}")
 
 
 def live_runs(sim: Sim) -> list[RunRecord]:
