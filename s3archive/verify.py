@@ -275,12 +275,21 @@ class Verifier:
             result.problems += [Problem("group-index", text, written.key)
                                 for text in audit.problems]
             if self.options.read_data and audit.blobs and not audit.problems:
-                self._read_index_blobs(written.key, audit, opener, result)
+                self._read_index_blobs(written.key, audit, table, opener, result)
 
     def _read_index_blobs(self, key: str, audit: "group_index.ObjectAudit",
-                          opener: BlobOpener | None, result: RunVerification) -> None:
-        refs = (ChunkRef(digest, size, n, offset, stored, encoding)
-                for digest, n, offset, stored, size, encoding in audit.blobs)
+                          table: dict[str, PackRef], opener: BlobOpener | None,
+                          result: RunVerification) -> None:
+        """Read the blobs an index object lists that its run does not reference as
+        listed (those it does were read as the run's chunks: a damaged one is the run's
+        problem, not a lie of the index), and check their ids."""
+        db = self._db
+        refs = [ChunkRef(digest, size, n, offset, stored, encoding)
+                for digest, n, offset, stored, size, encoding in audit.blobs
+                if db.execute("SELECT 1 FROM wanted WHERE pack=? AND offset=? AND stored=? "
+                              "AND hash=? AND encoding=? AND size=?",
+                              (table[audit.packs[n].key].id, offset, stored, digest, encoding,
+                               size)).fetchone() is None]
         reader = PackReader(self.store, audit.packs, workers=self.options.workers,
                             window=self.options.window, opener=opener)
         lies = [chunk for chunk in reader.results(merge_reads(refs, max_request=MAX_REQUEST))
