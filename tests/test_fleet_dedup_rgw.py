@@ -82,6 +82,7 @@ def _daily_runs_of_a_fleet(rgw, tmp_path: Path, hosts: int, files: int) -> None:
         for i in range(files - len(image)):
             (src / f"own{i:05d}").write_bytes(rng.randbytes(rng.randrange(200, 2_000)))
         envs.append((host_env(base, tmp_path / f"h{n}", f"host-{n:02d}", src), src))
+    first = 0  # bytes the first host uploaded
     for day in range(2):
         for n, (env, src) in enumerate(envs):
             (src / "own00000").write_bytes(rng.randbytes(500))  # a change a day

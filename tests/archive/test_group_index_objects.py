@@ -5,7 +5,7 @@ skipped whole (nothing of it is learned), whatever the block it falls in."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
