@@ -117,23 +117,21 @@ CHUNK_FILTER_LIMIT = 1 << 20  # chunks in a run's ChunkFilter: 8 MiB at most
 
 
 class ChunkFilter:
-    """Which chunks the index held when the run started: 8 bytes a chunk, up to
-    ``limit`` chunks (the index also holds the dedup group's: it grows with the
-    hosts).  Past the limit the filter holds nothing and answers yes: every
-    question goes to the index (memory stays bounded, lookups cost a query).
+    """Which chunks the index held when the run started: 8 bytes a chunk.  The index
+    also holds the dedup group's chunks, so a cache of more than
+    :data:`CHUNK_FILTER_LIMIT` gets a filter that holds nothing and answers yes
+    (``everything``): every question goes to the index, and memory stays bounded.
 
     ``may_contain`` answers without a lock or a query; a yes (or a rare false
     positive) is confirmed by a lookup in the index.
     """
 
     def __init__(self, prefixes: Iterable[bytes], presorted: bool = False,
-                 limit: int | None = None):
+                 everything: bool = False):
         values = (int.from_bytes(p, "big") for p in prefixes)
         # presorted (the index read in key order): no list of a Python int per chunk
         self._sorted = array.array("Q", values if presorted else sorted(values))
-        self.everything = limit is not None and len(self._sorted) > limit
-        if self.everything:
-            self._sorted = array.array("Q")
+        self.everything = everything
 
     def __len__(self) -> int:
         return len(self._sorted)
@@ -375,9 +373,13 @@ class LocalCache:
     @_locked
     def chunk_filter(self) -> "ChunkFilter":
         """A snapshot of the chunk index, for lookups that need no lock."""
+        # counted first: past the limit not even a passing array of it is built
+        count = self.db.execute("SELECT count(*) FROM (SELECT 1 FROM chunks LIMIT ?)",
+                                (CHUNK_FILTER_LIMIT + 1,)).fetchone()[0]
+        if count > CHUNK_FILTER_LIMIT:
+            return ChunkFilter((), everything=True)
         return ChunkFilter((row[0][:8] for row in self.db.execute(
-            "SELECT hash FROM chunks ORDER BY hash LIMIT ?", (CHUNK_FILTER_LIMIT + 1,))),
-            presorted=True, limit=CHUNK_FILTER_LIMIT)
+            "SELECT hash FROM chunks ORDER BY hash")), presorted=True)
 
     @_locked
     def forget_files(self) -> None:
