@@ -105,5 +105,5 @@ def _daily_runs_of_a_fleet(rgw, tmp_path: Path, hosts: int, files: int) -> None:
 
 @pytest.mark.scale
 def test_a_fleet_of_20_hosts_of_2000_files(rgw, tmp_path: Path) -> None:
-    # 40 archive runs through the CLI: 224 s with 100 files each on the loaded machine
+    # 40 archive runs through the CLI: 65 s (load 3-8)
     _daily_runs_of_a_fleet(rgw, tmp_path, hosts=20, files=2_000)
