@@ -291,7 +291,7 @@ class Verifier:
                               (table[audit.packs[n].key].id, offset, stored, digest, encoding,
                                size)).fetchone() is None]
         reader = PackReader(self.store, audit.packs, workers=self.options.workers,
-                            window=self.options.window, opener=opener)
+                            window=self.options.window, opener=opener, keep_data=False)
         lies = [chunk for chunk in reader.results(merge_reads(refs, max_request=MAX_REQUEST))
                 if chunk.error is not None]
         if lies:
