@@ -29,7 +29,7 @@ from s3archive.setup import systemd_units
 from s3archive.setup.data_files import example_scripts
 from s3archive.setup.iam_setup import AccessKey
 from s3archive.setup.spec import backup_group_name, validate_iam_host_name
-from s3archive.setup.tracked_files import PlannedFile, TrackedWriter, WriteOutcome
+from s3archive.setup.tracked_files import PlannedFile, TrackedWriter, WriteOutcome, write_file
 
 log = logging.getLogger(__name__)
 
@@ -249,25 +249,8 @@ def install_dedup_secret(path: Path, secret: DedupSecret, action: str) -> None:
     created exclusively, a replaced one renamed over the old."""
     if action in ("unchanged", "kept"):
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    target = path if action == "created" else path.with_name(f".{path.name}.s3archive-tmp")
-    if target != path:
-        try:
-            os.unlink(target)
-        except FileNotFoundError:
-            pass
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(dedup_secret_file_text(secret).encode("ascii"))
-            stream.flush()
-            os.fsync(stream.fileno())
-    except BaseException:
-        os.unlink(target)
-        raise
-    if target != path:
-        os.replace(target, path)
+    write_file(path, dedup_secret_file_text(secret).encode("ascii"), 0o600,
+               exclusive=action == "created")
 
 
 def _encryption_notes(path: Path, secret: tuple[DedupSecret, str], given: bool,

@@ -82,7 +82,7 @@ class TrackedWriter:
                 mode = planned.mode
                 if existed and planned.keep_mode and path.is_file() and not path.is_symlink():
                     mode = path.stat().st_mode & 0o7777
-                _atomic_write(path, planned.content, mode)
+                write_file(path, planned.content, mode)
                 action = ("overwritten" if planned.target in conflicts
                           else "updated" if existed else "created")
             self.record[str(planned.target)] = sha256(planned.content)
@@ -102,26 +102,30 @@ class TrackedWriter:
 
     def _save_record(self) -> None:
         text = json.dumps({"format": 1, "files": self.record}, indent=1, sort_keys=True) + "\n"
-        _atomic_write(self.record_path, text.encode(), 0o644)
+        write_file(self.record_path, text.encode(), 0o644)
 
 
-def _atomic_write(path: Path, content: bytes, mode: int) -> None:
-    """Create a temp file with its final mode (0600 before any secret is in
-    it), fill it, fsync, rename over the target."""
+def write_file(path: Path, content: bytes, mode: int, *, exclusive: bool = False) -> None:
+    """Write ``path`` never through a symlink, the file 0600 before any byte
+    (a secret) is in it and ``mode`` after, fsynced.  By default a temporary
+    file is renamed over the target; ``exclusive`` creates the target itself
+    and fails (``FileExistsError``) if anything is at its name already."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.s3archive-tmp")
+    target = path if exclusive else path.with_name(f".{path.name}.s3archive-tmp")
+    if not exclusive:
+        try:
+            os.unlink(target)
+        except FileNotFoundError:
+            pass
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.unlink(temp)
-    except FileNotFoundError:
-        pass
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, mode)
+        os.fchmod(fd, mode)  # whatever the umask
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
-        os.unlink(temp)
+        os.unlink(target)
         raise
-    os.replace(temp, path)
+    if not exclusive:
+        os.replace(target, path)
