@@ -121,3 +121,4 @@ def test_a_missing_pack_stops_cat_and_dump_with_one_line(rgw, tmp_path: Path) ->
     assert "etc/motd" in message and "Traceback" not in message
     dump = s3archive(env.config_path, "dump", "latest", "-o", str(tmp_path / "t.tar"), expect=1)
     assert dump.stderr.decode().count("\n") == 1 and "the stream stops" in dump.stderr.decode()
+    assert not (tmp_path / "t.tar").exists(), "an incomplete output file is removed"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,20 +17,24 @@ from s3archive.errors import UsageError
 from s3archive.export import cat_file, write_tar
 
 
-def _output(path: Path | None, what: str) -> BinaryIO:
-    if path is not None:
-        return open(path, "xb")
-    if sys.stdout.isatty():
-        raise UsageError(f"refusing to write {what} to a terminal: redirect stdout or "
-                         "use --output FILE")
-    return sys.stdout.buffer
-
-
-def _discard(path: Path | None, out: BinaryIO) -> None:
-    """An incomplete output file is removed, never left looking whole."""
-    if path is not None:
+@contextmanager
+def _output(path: Path | None, what: str) -> Iterator[BinaryIO]:
+    """stdout (never a terminal), or the new file ``path``: a file that an error
+    leaves incomplete is removed, never left looking whole."""
+    if path is None:
+        if sys.stdout.isatty():
+            raise UsageError(f"refusing to write {what} to a terminal: redirect stdout or "
+                             "use --output FILE")
+        yield sys.stdout.buffer
+        return
+    out = open(path, "xb")
+    try:
+        yield out
+    except BaseException:
         out.close()
         path.unlink(missing_ok=True)
+        raise
+    out.close()
 
 
 @click.command("cat")
@@ -50,14 +56,8 @@ def cat_command(repo: Repository, run: str, path: str, output: Path | None) -> N
       2  usage error (no such path, not a file, stdout is a terminal)
     """
     _, manifest = repo.open_run(run, [os.fsencode(path)])
-    out = _output(output, "file bytes")
-    try:
+    with _output(output, "file bytes") as out:
         cat_file(repo.store, manifest, os.fsencode(path), out)
-    except BaseException:
-        _discard(output, out)
-        raise
-    if output is not None:
-        out.close()
 
 
 @click.command("dump")
@@ -86,15 +86,9 @@ def dump_command(repo: Repository, run: str, paths: tuple[str, ...], fmt: str,
       2  usage error
     """
     _, manifest = repo.open_run(run, [os.fsencode(p) for p in paths])
-    out = _output(output, "a tar stream")
-    try:
+    with _output(output, "a tar stream") as out:
         stats = write_tar(repo.store, manifest, [os.fsencode(p) for p in paths], out)
         out.flush()
-    except BaseException:
-        _discard(output, out)
-        raise
-    if output is not None:
-        out.close()
     figures = {"run_id": manifest.header.run_id, "host": manifest.header.host,
                "format": fmt, "entries": stats.entries, "files": stats.files,
                "bytes": stats.bytes}
