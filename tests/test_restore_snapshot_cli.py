@@ -5,16 +5,13 @@ CLI: in a subprocess on a pseudo-terminal, and through CliRunner)."""
 from __future__ import annotations
 
 import os
-import pty
-import select
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from support.manifest_builder import RunBuilder, invoke, make_bucket_env
+from support import terminal
 
 REPO = Path(__file__).resolve().parents[1]
 DUMP = b"-- dump\n" * 500
@@ -33,33 +30,12 @@ def env(rgw, tmp_path_factory):
 def on_terminal(env, out: Path, answer: bytes, *args: str) -> tuple[int, str]:
     """Run restore-snapshot with stdin, stdout and stderr on a pseudo-terminal;
     answer the question once it is asked."""
-    master, slave = pty.openpty()
-    process = subprocess.Popen(
+    status, seen = terminal.on_terminal(
         [sys.executable, "-m", "s3archive", "--config", str(env.config_path),
          "restore-snapshot", "20260301", "pg", *args],
-        stdin=slave, stdout=slave, stderr=slave, close_fds=True, cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "OUT": str(out)})
-    os.close(slave)
-    seen = b""
-    answered = False
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-        if not answered and b"Run it?" in seen:
-            os.write(master, answer)
-            answered = True
-        if process.poll() is not None and not ready:
-            break
-    os.close(master)
-    return process.wait(timeout=30), seen.decode(errors="replace")
+        env={**os.environ, "PYTHONPATH": str(REPO), "OUT": str(out)}, cwd=REPO, stdin=True,
+        answers={b"Run it?": answer})
+    return status, seen.decode(errors="replace")
 
 
 def test_asks_on_a_terminal_and_declining_runs_nothing(env, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from s3archive.format.run_id import RUN_ID, new_run_id
 from s3archive.repo.catalog import list_runs, load_manifest, run_id_time
 from s3archive.store.base import ObjectLock, PutResult
 from support.memory_store import FakeClock, MemoryStore
+from support.store_wrapper import StoreWrapper
 
 START = datetime(2031, 11, 24, 3, 15, tzinfo=timezone.utc)
 
@@ -60,19 +61,12 @@ def no_waiting(monkeypatch) -> None:
 
 # ---------------------------------------------------------------- run ids (defect 5)
 
-class RaceFirst:
+class RaceFirst(StoreWrapper):
     """Runs ``other`` (a whole archive) just before this store's first manifest PUT:
     both runs listed the host's runs before either wrote its manifest."""
 
     def __init__(self, inner: MemoryStore, other: Host):
         self.inner, self.other, self.raced = inner, other, False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @property
-    def location(self) -> str:
-        return self.inner.location
 
     def _race(self, key: str) -> None:
         if key.startswith("runs/") and not self.raced:
@@ -134,20 +128,13 @@ def test_run_ids_sort_by_start_time_and_a_hosts_runs_keep_their_order() -> None:
 
 # ---------------------------------------------------------------- the commit PUT (defect 6)
 
-class LostAcks:
+class LostAcks(StoreWrapper):
     """PUTs under ``runs/`` reach the store, then the connection breaks
     (``lose`` acknowledgements, counted down); listings fail ``list_failures`` times."""
 
     def __init__(self, inner: MemoryStore, lose: int, list_failures: int = 0,
                  arrive: bool = True):
         self.inner, self.lose, self.list_failures, self.arrive = inner, lose, list_failures, arrive
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @property
-    def location(self) -> str:
-        return self.inner.location
 
     def put(self, key: str, body: bytes, lock: ObjectLock | None,
             legal_hold: bool = False) -> PutResult:

@@ -6,59 +6,25 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.memory_store import FakeClock, MemoryStore
+from support.memory_host import MemoryHost
+from support.store_wrapper import StoreWrapper
 
 from s3archive.archive import tree_builder
-from s3archive.archive.archiver import Archiver
 from s3archive.archive.local_cache import LocalCache
-from s3archive.config import dedup_secret_file_text, parse_config
-from s3archive.crypto.dedup import DedupSecret
-from s3archive.crypto.keys import Identity
 from s3archive.errors import StoreError
-from s3archive.repo.catalog import list_runs, load_manifest, open_tree
-from s3archive.restore.restorer import restore_run
+from s3archive.repo.catalog import open_tree
 
 HIDDEN_NAME = "emptydir-7c1e-only-a-name"
 
 
-class Host:
+class Host(MemoryHost):
     def __init__(self, root: Path, encrypted: bool = False):
-        self.root = root
-        etc = root / "etc"
-        (etc / "pickers.d").mkdir(parents=True)
-        self.tree = root / "tree"
-        self.tree.mkdir()
-        picker = etc / "pickers.d" / "10-tree"
-        picker.write_text(f"#!/bin/sh\necho '{self.tree}'\n")
-        picker.chmod(0o755)
-        self.clock = FakeClock(datetime(2031, 11, 24, 3, 15, tzinfo=timezone.utc))
-        self.store = MemoryStore(self.clock)
-        self.identity = Identity.generate()
-        table: dict[str, Any] = {
-            "s3": {"bucket": "dir-cache"}, "host": {"name": "h"},
-            "content": {"pack_size_mib": 1},
-            "local": {"cache_dir": str(root / "cache"), "state_file": str(root / "s.json")}}
-        if encrypted:
-            secret = etc / "dedup.key"
-            secret.write_text(dedup_secret_file_text(DedupSecret.generate()))
-            secret.chmod(0o600)
-            table["encryption"] = {"recipients": [str(self.identity.recipient())],
-                                   "dedup_secret_file": str(secret)}
-        self.config = parse_config(table, etc / "config.toml", clock=self.clock)
-
-    def archive(self, **options: Any) -> Any:
-        summary = Archiver(self.config, self.store, clock=self.clock, **options).run()
-        assert summary.exit_code == 0, summary.warnings
-        self.clock.advance(timedelta(days=1))
-        return summary
-
-    def latest(self) -> Any:
-        return max(list_runs(self.store, "h"), key=lambda r: r.run_id)
+        super().__init__(root, "dir-cache", encrypted=encrypted)
 
     def db(self) -> Path:
         return next((self.root / "cache").glob("*.sqlite"))
@@ -70,22 +36,6 @@ class Host:
     def dir_rows(self) -> set[tuple[bytes, bytes, bytes]]:
         with sqlite3.connect(self.db()) as conn:
             return set(conn.execute("SELECT name, digest, row FROM dir_trees"))
-
-    def restores_exactly(self, target: Path) -> None:
-        manifest = load_manifest(self.store, self.latest(), identities=[self.identity])
-        report = restore_run(self.store, manifest, target, [])
-        assert report.ok
-        assert tree_of(target / str(self.tree).lstrip("/")) == tree_of(self.tree)
-
-
-def tree_of(root: Path) -> dict[str, tuple[int, bytes | None]]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            out[str(path.relative_to(root))] = (
-                path.lstat().st_mode, path.read_bytes() if path.is_file() else None)
-    return out
 
 
 def fill(tree: Path) -> None:
@@ -126,7 +76,8 @@ def test_an_unchanged_directory_is_not_encoded_again(tmp_path: Path,
     inside = [p for p in encoded if p.startswith(os.fsencode(host.tree))]
     assert len(inside) == 1 + 3 + 9 + 9 + 1  # the tree, top*, sub*, leafdir, the empty one
     encoded.clear()
-    again = host.archive()
+    again = host.attempt()
+    assert again.exit_code == 0, again.warnings
     # nothing at or below the tree; only the tree's ancestors (tmp_path's mtime moves)
     assert set(encoded) <= ancestors(host.tree), encoded
     assert again.trees_new <= len(encoded) + 1  # (+ the run record)
@@ -156,13 +107,15 @@ def test_rows_into_lapsed_packs_are_not_used_the_directories_are_encoded_again(
         tmp_path: Path, encoded: list[bytes]) -> None:
     host = Host(tmp_path)
     fill(host.tree)
-    first = host.archive()
+    first = host.attempt()
+    assert first.exit_code == 0, first.warnings
     old_packs = {v.key for v in host.store.versions() if not v.key.startswith("runs/")}
     # every pack lapses within the reuse margin: the cache forgets them (and the
     # files pointing into them); the directory rows stay, but must not be used
     host.clock.advance(timedelta(days=1900))  # the first run was yearly: 1830 days
     encoded.clear()
-    again = host.archive()
+    again = host.attempt()
+    assert again.exit_code == 0, again.warnings
     assert len([p for p in encoded if p.startswith(os.fsencode(host.tree))]) == 23
     assert again.files_unchanged == 0 and again.packs_uploaded >= 1
     table = {p.key for p in open_tree(host.store, host.latest()).root.packs}
@@ -184,7 +137,8 @@ def test_a_row_whose_data_pack_was_forgotten_is_encoded_again(
     cache.close()
     (host.tree / "new-file").write_text("makes the new data pack another one\n")
     encoded.clear()
-    again = host.archive()
+    again = host.attempt()
+    assert again.exit_code == 0, again.warnings
     # every file is read again into a new pack: no directory may reuse nodes that
     # point into the forgotten one (the table would not list it)
     assert again.files_unchanged == 0
@@ -195,14 +149,8 @@ def test_a_row_whose_data_pack_was_forgotten_is_encoded_again(
     host.restores_exactly(tmp_path / "restored")
 
 
-class FailingRoot:
+class FailingRoot(StoreWrapper):
     """The store, but the run's root object PUT fails (a crash before the commit)."""
-
-    def __init__(self, inner: MemoryStore):
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
     def put_once(self, key: str, *args: Any, **kwargs: Any) -> Any:
         if key.startswith("runs/"):
@@ -262,15 +210,7 @@ def test_a_host_that_starts_encrypting_forgets_its_plain_directory_rows(
     fill(host.tree)
     host.archive()
     assert HIDDEN_NAME.encode() in host.cache_bytes()
-    secret = tmp_path / "etc" / "dedup.key"
-    secret.write_text(dedup_secret_file_text(DedupSecret.generate()))
-    secret.chmod(0o600)
-    host.config = parse_config(
-        {"s3": {"bucket": "dir-cache"}, "host": {"name": "h"}, "content": {"pack_size_mib": 1},
-         "local": {"cache_dir": str(tmp_path / "cache"), "state_file": str(tmp_path / "s.json")},
-         "encryption": {"recipients": [str(host.identity.recipient())],
-                        "dedup_secret_file": str(secret)}},
-        tmp_path / "etc" / "config.toml", clock=host.clock)
+    host.configure(encrypted=True)
     host.archive(start_encryption=True)
     assert HIDDEN_NAME.encode() not in host.cache_bytes()
     assert all(len(name) == 16 for name, _, _ in host.dir_rows())

@@ -13,7 +13,6 @@ import os
 import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 from s3archive.archive.archiver import Archiver
 from s3archive.config import parse_config
@@ -21,22 +20,13 @@ from s3archive.format.chunk_codec import decode_chunk
 from s3archive.format.model import FILE
 from s3archive.repo.catalog import list_runs, load_manifest
 from support.memory_store import FakeClock, MemoryStore
+from support.store_wrapper import StoreWrapper
 
 START = datetime(2031, 11, 24, 3, 15, tzinfo=timezone.utc)
 MiB = 1 << 20
 
 
-class NoPackReads:
-    def __init__(self, inner: MemoryStore):
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @property
-    def location(self) -> str:
-        return self.inner.location
-
+class NoPackReads(StoreWrapper):
     def get(self, key: str, version_id: str | None = None, byte_range=None) -> bytes:
         if key.startswith("packs/"):
             raise AssertionError(f"the archive read {key}")

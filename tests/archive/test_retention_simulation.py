@@ -38,6 +38,7 @@ from s3archive.errors import NoSuchVersion, StoreError
 from s3archive.archive.local_cache import cache_path
 from s3archive.format.model import Manifest
 from s3archive.store.base import ObjectLock
+from support.store_wrapper import StoreWrapper
 from support.runs import PACK_PREFIXES, read_run
 from support.memory_store import FakeClock, MemoryStore
 from support.retention_checks import (check_lease_bound, check_live_run, check_restores,
@@ -49,7 +50,7 @@ HOST = "simhost"
 
 # ---------------------------------------------------------------- harness
 
-class GuardedStore:
+class GuardedStore(StoreWrapper):
     """What the archiver sees: the memory store, with deletes and reads of
     ``packs/`` forbidden (the backup role has neither), and every retention
     update recorded together with the lock it replaced."""
@@ -60,13 +61,6 @@ class GuardedStore:
         self.pack_reads: list[tuple[str, str | None]] = []
         self.extensions: list[tuple[str, str, datetime | None, ObjectLock]] = []
         self.failed_extensions: list[tuple[str, str, str]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @property
-    def location(self) -> str:
-        return self.inner.location
 
     def delete_version(self, key: str, version_id: str) -> None:
         self.deletes.append((key, version_id))

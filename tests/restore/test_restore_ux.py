@@ -6,17 +6,11 @@ progress lines with totals when stderr is not a terminal."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import random
 import re
-import select
-import struct
-import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
@@ -26,6 +20,7 @@ from s3archive.cli.main import cli
 from s3archive.format.model import ChunkRef
 from support.archive_env import ArchiveEnv
 from support.manifest_builder import RunBuilder, make_bucket_env
+from support.terminal import on_terminal
 
 REPO = Path(__file__).resolve().parents[2]
 ETC_MTIME = 1_400_000_000_000_000_000
@@ -250,29 +245,12 @@ def test_on_a_terminal_a_live_line_with_totals_and_verbose_paths_above_it(
         tree, tmp_path: Path) -> None:
     """The real command on a pseudo-terminal (stdout and stderr both on it)."""
     env, run, _ = tree
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
     environ = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
-    process = subprocess.Popen(
+    status, seen = on_terminal(
         [sys.executable, "-m", "s3archive", "--config", str(env.config_path), "-v", "restore",
          run.run_id, "/etc", "--target", str(tmp_path / "tty")],
-        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, close_fds=True, cwd=REPO,
-        env={**environ, "PYTHONPATH": str(REPO)})
-    os.close(slave)
-    seen = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 30)
-        if not ready:
-            break
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        seen += chunk
-    os.close(master)
-    assert process.wait(timeout=30) == 0, seen
+        env={**environ, "PYTHONPATH": str(REPO)}, cwd=REPO, columns=100)
+    assert status == 0, seen
     text = seen.decode().replace("\r\n", "\n")
     clear = "\r\x1b[K"
     assert text.startswith(f"{clear}restoring: 0/9 entries, 0 B of 293.0 KiB "

@@ -7,22 +7,16 @@ from typing import Any
 from s3archive.errors import StoreError
 from s3archive.store.base import ObjectLock
 from support.memory_store import MemoryStore
+from support.store_wrapper import StoreWrapper
 
 
-class HostView:
+class HostView(StoreWrapper):
     """The store as one backup host sees it."""
 
     def __init__(self, inner: MemoryStore, refuse_extensions_of: set[str] | None = None):
         self.inner = inner
         self.lists: list[str] = []
         self.refuse = refuse_extensions_of if refuse_extensions_of is not None else set()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    @property
-    def location(self) -> str:
-        return self.inner.location
 
     def delete_version(self, key: str, version_id: str) -> None:
         raise AssertionError(f"an archive run deleted {key}")
