@@ -35,7 +35,6 @@ import json
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from harness import run_child
 from support.manifest_builder import invoke, make_bucket_env
 from support.rgw import RGWCluster, rgw_available
 from synthetic_runs import RunWriter, Series, Shape
@@ -89,29 +89,14 @@ def run_cli(label: str, config: Path, *args: str, code: Path = HERE.parent
             ) -> tuple[float, float, str]:
     """The CLI in a fresh process (cache cold); prints wall, CPU and peak RSS.
 
-    The peak is the child's own ``VmHWM`` (polled): ``ru_maxrss`` of a child
-    forked from this process would count this process's memory (the runs'
-    builder) too."""
+    The peak is the child's own ``VmHWM`` (``run_child(own_peak=True)``):
+    ``ru_maxrss`` of a child forked from this process would count this
+    process's memory (the runs' builder) too."""
     command = [sys.executable, "-m", "s3archive", "--config", str(config), *args]
     env = {**os.environ, "PYTHONPATH": str(code)}
-    peak = 0
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        began = time.monotonic()
         # run from the checkout: ``python -m`` puts the working directory first
-        child = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=code)
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            try:
-                with open(f"/proc/{child.pid}/status") as proc:
-                    peak = max([peak] + [int(line.split()[1]) for line in proc
-                                         if line.startswith("VmHWM:")])
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        took = time.monotonic() - began
-        child.returncode = os.waitstatus_to_exitcode(status)
+        child = run_child(command, stdout=out, stderr=err, env=env, cwd=code, own_peak=True)
         out.seek(0)
         err.seek(0)
         text, problems = out.read().decode(), err.read().decode()
@@ -121,12 +106,11 @@ def run_cli(label: str, config: Path, *args: str, code: Path = HERE.parent
         if "matches" in document:
             matches = f", {len(document['matches'])} matches in " \
                       f"{len({m['run_id'] for m in document['matches']})} runs"
-    print(f"{label}: exit {child.returncode}{matches}, {took:.1f} s wall, "
-          f"{usage.ru_utime + usage.ru_stime:.1f} s CPU, peak RSS {peak / 1024:.0f} MiB",
-          flush=True)
+    print(f"{label}: exit {child.exit_code}{matches}, {child.wall_s:.1f} s wall, "
+          f"{child.cpu_s:.1f} s CPU, peak RSS {child.peak_rss_mib:.0f} MiB", flush=True)
     if problems.strip():
         print("  " + problems.strip().replace("\n", "\n  ")[:2000], flush=True)
-    return took, usage.ru_utime + usage.ru_stime, text
+    return child.wall_s, child.cpu_s, text
 
 
 def synthetic(args: argparse.Namespace) -> int:

@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_archive import (REPO, Restic, S3Archive, Step, _fresh_cluster, _log, measure,
-                           prepare, warm_page_cache)
+from harness import (REPO, Restic, S3Archive, Step, fresh_cluster as _fresh_cluster,
+                     log as _log, measure, prepare, warm_page_cache)
 from dataset import make_tree
 
 

@@ -16,7 +16,7 @@ s3archive, bytes sent by RGW, and the load average when it started.  The
 medians count (peak RSS: the largest); the first restore of each step is
 compared with the source (``rsync -naHAXS -c``, ``cmp``) unless ``--no-check``.
 s3archive's modules are compiled once, as an installed package's are
-(``bench_archive.compile_tool``).  Issue 15's targets are printed PASS/FAIL and the exit code is 1
+(``harness.compile_tool``).  Issue 15's targets are printed PASS/FAIL and the exit code is 1
 when one fails: whole-tree MB/s at least 1.3x restic's with a peak RSS below
 restic's, and the single file at least as fast as restic.  ``--profile DIR``
 runs s3archive's restores under ``profile_run.py --sample 5``.
@@ -38,15 +38,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "tests" / "support"))
 
-from bench_archive import (CORES, CountingRGW, Restic, S3Archive, Step, prepare,  # noqa: E402
-                           _fresh_cluster, measure)
+from harness import (CORES, CountingRGW, Restic, S3Archive, Step, prepare,  # noqa: E402
+                     fresh_cluster as _fresh_cluster, log as _log, measure)
 from dataset import make_tree  # noqa: E402
-
-
-def _log(message: str) -> None:
-    print(f"[bench-restore {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _check(tree: Path, restored: Path) -> str:

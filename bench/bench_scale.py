@@ -39,8 +39,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_archive import (CORES, REPO, CountingRGW, Restic, S3Archive, Step,  # noqa: E402
-                           _fresh_cluster, _log, measure, prepare, warm_page_cache)
+from harness import (CORES, REPO, CountingRGW, Restic, S3Archive, Step,  # noqa: E402
+                     fresh_cluster as _fresh_cluster, log as _log, measure, prepare,
+                     stored_by_prefix, warm_page_cache)
 from dataset import _Text  # noqa: E402
 from profile_run import report as profile_report  # noqa: E402
 
@@ -199,18 +200,6 @@ class ScaleRestic(Restic):
     @staticmethod
     def run_id(result: Step) -> str:
         return str(result.summary["snapshot_id"])
-
-
-def stored_by_prefix(cluster: CountingRGW, bucket: str) -> dict[str, int]:
-    """Bytes of every object version in the bucket by first key component
-    (s3archive: data/, meta/, runs/; restic: data/, index/, snapshots/, ...)."""
-    totals: dict[str, int] = {}
-    pages = cluster.client().get_paginator("list_object_versions").paginate(Bucket=bucket)
-    for page in pages:
-        for version in page.get("Versions", []):
-            prefix = version["Key"].split("/", 1)[0] if "/" in version["Key"] else "(top)"
-            totals[prefix] = totals.get(prefix, 0) + int(version["Size"])
-    return totals
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
