@@ -274,7 +274,7 @@ class Verifier:
                 continue
             result.problems += [Problem("group-index", text, written.key)
                                 for text in audit.problems]
-            if self.options.read_data and audit.blobs and not audit.problems:
+            if self.options.read_data and audit.blob_count and not audit.problems:
                 self._read_index_blobs(written.key, audit, table, opener, result)
 
     def _read_index_blobs(self, key: str, audit: "group_index.ObjectAudit",
@@ -284,12 +284,12 @@ class Verifier:
         listed (those it does were read as the run's chunks: a damaged one is the run's
         problem, not a lie of the index), and check their ids."""
         db = self._db
-        refs = [ChunkRef(digest, size, n, offset, stored, encoding)
-                for digest, n, offset, stored, size, encoding in audit.blobs
+        refs = (ChunkRef(digest, size, n, offset, stored, encoding)
+                for digest, n, offset, stored, size, encoding in audit.blobs()
                 if db.execute("SELECT 1 FROM wanted WHERE pack=? AND offset=? AND stored=? "
                               "AND hash=? AND encoding=? AND size=?",
                               (table[audit.packs[n].key].id, offset, stored, digest, encoding,
-                               size)).fetchone() is None]
+                               size)).fetchone() is None)
         reader = PackReader(self.store, audit.packs, workers=self.options.workers,
                             window=self.options.window, opener=opener, keep_data=False)
         lies = [chunk for chunk in reader.results(merge_reads(refs, max_request=MAX_REQUEST))
@@ -297,7 +297,7 @@ class Verifier:
         if lies:
             first = lies[0]
             result.problems.append(Problem(
-                "group-index", f"{key}: {len(lies)} of its {len(audit.blobs)} blobs are not "
+                "group-index", f"{key}: {len(lies)} of its {audit.blob_count} blobs are not "
                 f"what it says (first: blob {first.ref.hash} in "
                 f"{audit.packs[first.ref.pack].key}: {first.error})", key))
 

@@ -457,8 +457,18 @@ class ObjectAudit:
 
     problems: list[str] = field(default_factory=list)
     packs: list[PackRef] = field(default_factory=list)  # its P lines, numbered as in it
-    blobs: list[tuple[str, int, int, int, int, str]] = field(default_factory=list)
-    # (id, pack n, offset, stored, size, encoding) of its B lines, to be read with --read-data
+    blob_count: int = 0  # its B lines
+    body: bytes = b""  # the object opened (compressed): its blobs are decoded again from it
+
+    def blobs(self) -> Iterator[tuple[str, int, int, int, int, str]]:
+        """(id, pack n, offset, stored, size, encoding) of its B lines, to be read with
+        --read-data: decoded a block at a time, never listed whole (a part may name
+        262,144 blobs)."""
+        lines = _lines(self.body)
+        next(lines, None)  # the header
+        for line in lines:
+            if line[0] != "P":
+                yield line[2], line[1], line[3], line[4], line[5], line[6]
 
 
 def audit_object(store: StoreReader, written: WrittenObject, secret: DedupSecret | None,
@@ -512,5 +522,6 @@ def audit_object(store: StoreReader, written: WrittenObject, secret: DedupSecret
                     f"{until}; it is locked in {held[0]} until "
                     f"{isoformat(held[1]) if held[1] is not None else 'never'}")
         else:
-            audit.blobs.append((line[2], line[1], line[3], line[4], line[5], line[6]))
+            audit.blob_count += 1
+    audit.body = body
     return audit
