@@ -268,12 +268,12 @@ class _Worker:
 
     def stop(self, kill: bool) -> None:
         self.closing = True
+        if kill:  # first: closing its input flushes, which waits on a worker that reads no more
+            self.process.kill()
         try:
             self._in.close()
         except OSError:
             pass
-        if kill:
-            self.process.kill()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

@@ -206,7 +206,8 @@ def test_no_worker_outlives_a_cli_run_stopped_by_a_signal(rgw, tmp_path: Path,
         errors = open(tmp_path / "stderr", "w+b")
         proc = subprocess.Popen([sys.executable, "-m", "s3archive", "--config",
                                  str(env.config_path), "archive"],
-                                stdout=subprocess.DEVNULL, stderr=errors)
+                                stdout=subprocess.DEVNULL, stderr=errors,
+                                env={**os.environ, "PYTHONFAULTHANDLER": "1"})
         try:
             workers: set[int] = set()
             deadline = time.monotonic() + 60
@@ -217,7 +218,14 @@ def test_no_worker_outlives_a_cli_run_stopped_by_a_signal(rgw, tmp_path: Path,
             time.sleep(0.5)
             assert proc.poll() is None
             proc.send_signal(signum)
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # where it hangs: every thread's stack
+                proc.send_signal(signal.SIGABRT)
+                proc.wait(timeout=10)
+                errors.seek(0)
+                pytest.fail("the run did not stop within 30 s of the signal:\n"
+                            + errors.read().decode(errors="replace"))
             # at once, though one worker still waits for the writer's lock (60 s)
             assert _gone(list(workers), within=5), "no orphaned content worker"
         finally:
