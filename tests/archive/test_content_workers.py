@@ -185,6 +185,14 @@ def _workers_of(pid: int) -> set[int]:
     return found
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground process gets it.
+    A suite started in the background (``.ci/run &``) ignores SIGINT, the child would
+    inherit that, and Python installs no KeyboardInterrupt handler then (the first CI
+    failure of this test: the run, rightly, did not stop)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_no_worker_outlives_a_cli_run_stopped_by_a_signal(rgw, tmp_path: Path,
                                                           signum: int) -> None:
@@ -207,7 +215,8 @@ def test_no_worker_outlives_a_cli_run_stopped_by_a_signal(rgw, tmp_path: Path,
         proc = subprocess.Popen([sys.executable, "-m", "s3archive", "--config",
                                  str(env.config_path), "archive"],
                                 stdout=subprocess.DEVNULL, stderr=errors,
-                                env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                                env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                                preexec_fn=_interruptible)
         try:
             workers: set[int] = set()
             deadline = time.monotonic() + 60
