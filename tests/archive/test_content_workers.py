@@ -11,40 +11,25 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 import s3archive.archive.file_stage as file_stage
-from s3archive.archive.archiver import Archiver, ArchiveSummary
 from s3archive.archive.content_workers import (ContentWorkerFailed, ContentWorkers, FileToRead,
                                                 WorkerSettings)
 from s3archive.config import load_config
 from s3archive.errors import ConfigError
-from s3archive.format.model import Entry
-from s3archive.repo.catalog import list_runs, load_manifest
+from s3archive.repo.catalog import list_runs
 from support.manifest_builder import make_bucket_env
 from support.memory_host import MemoryHost
 
 
-class Host(MemoryHost):
-    def run(self) -> ArchiveSummary:
-        summary = Archiver(self.config, self.store, clock=self.clock).run()
-        self.clock.advance(timedelta(days=1))
-        return summary
-
-    def entries(self) -> dict[str, Entry]:
-        latest = max(list_runs(self.store, "h"), key=lambda r: r.run_id)
-        prefix = os.fsencode(self.tree) + b"/"
-        return {os.fsdecode(e.path.removeprefix(prefix)): e
-                for e in load_manifest(self.store, latest).entries if e.path.startswith(prefix)}
-
 
 @pytest.fixture
-def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Host:
+def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MemoryHost:
     monkeypatch.setattr(file_stage, "WORKERS_AFTER_FILES", 0)  # workers from the first batch
-    return Host(tmp_path, "content-workers-test")
+    return MemoryHost(tmp_path, "content-workers-test")
 
 
 def _alive(pid: int) -> bool:
@@ -65,7 +50,7 @@ def _gone(pids: list[int], within: float = 10.0) -> bool:
 
 
 def test_workers_read_batches_in_walk_order_keep_holes_and_name_a_vanished_file(
-        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+        host: MemoryHost, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(file_stage, "BATCH_FILES", 8)
     monkeypatch.setattr(file_stage, "BATCH_BYTES", 64 * 1024)
     monkeypatch.setattr(file_stage, "BATCHES_PER_WORKER", 1)  # the bound is reached often
@@ -96,7 +81,7 @@ def test_workers_read_batches_in_walk_order_keep_holes_and_name_a_vanished_file(
         return real_submit(self, batch)
 
     monkeypatch.setattr(ContentWorkers, "submit", recorded)
-    summary = host.run()
+    summary = host.attempt()
 
     assert len(summary.warnings) == 1
     assert "f021" in summary.warnings[0] and "vanished" in summary.warnings[0]
@@ -116,14 +101,14 @@ def test_workers_read_batches_in_walk_order_keep_holes_and_name_a_vanished_file(
         assert entries["small-sparse"].extents == [(0, 4096), (40_960, 4096)]
         assert entries["sparse"].extents == [(0, 4096), (8 << 20, 4096)]
     assert summary.files == len(contents) + 1
-    assert host.run().files_unchanged == summary.files  # the cache rows are right
+    assert host.attempt().files_unchanged == summary.files  # the cache rows are right
 
 
-def test_a_duplicate_chunk_from_a_worker_is_stored_once(host: Host) -> None:
+def test_a_duplicate_chunk_from_a_worker_is_stored_once(host: MemoryHost) -> None:
     data = os.urandom(50_000)
     for number in range(40):
         (host.tree / f"same{number}").write_bytes(data)
-    summary = host.run()
+    summary = host.attempt()
     assert summary.exit_code == 0
     chunks = {c.hash for e in host.entries().values() for c in e.chunks}
     assert chunks == {hashlib.sha256(data).hexdigest()}
@@ -131,7 +116,7 @@ def test_a_duplicate_chunk_from_a_worker_is_stored_once(host: Host) -> None:
 
 
 def test_a_killed_worker_fails_the_run_with_one_line_and_commits_nothing(
-        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+        host: MemoryHost, monkeypatch: pytest.MonkeyPatch) -> None:
     for number in range(300):
         (host.tree / f"f{number:03d}").write_bytes(os.urandom(3000))
     submitted: list[ContentWorkers] = []
@@ -157,14 +142,14 @@ def test_a_killed_worker_fails_the_run_with_one_line_and_commits_nothing(
     monkeypatch.setattr(ContentWorkers, "start", start)
     began = time.monotonic()
     with pytest.raises(ContentWorkerFailed) as failed:
-        host.run()
+        host.attempt()
     assert time.monotonic() - began < 30
     message = str(failed.value)
     assert "\n" not in message and "killed by signal 9" in message, message
     assert f"pid {pids[0]}" in message
     assert list_runs(host.store, "h") == []
     assert _gone(pids), "every worker stopped"
-    assert host.run().exit_code == 0  # the next run is not held up
+    assert host.attempt().exit_code == 0  # the next run is not held up
 
 
 def _workers_of(pid: int) -> set[int]:

@@ -5,40 +5,24 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 import s3archive.archive.file_stage as file_stage
-from s3archive.archive.archiver import Archiver, ArchiveSummary
 from s3archive.archive.local_cache import LocalCache
 from s3archive.archive.sources import file_reader, fs_metadata
 from s3archive.archive.sources.file_reader import Unreadable
-from s3archive.format.model import Entry
-from s3archive.repo.catalog import list_runs, load_manifest
 from support.memory_host import MemoryHost
 
 
-class Host(MemoryHost):
-    def run(self) -> ArchiveSummary:
-        summary = Archiver(self.config, self.store, clock=self.clock).run()
-        self.clock.advance(timedelta(days=1))
-        return summary
-
-    def entries(self) -> dict[str, Entry]:
-        latest = max(list_runs(self.store, "h"), key=lambda r: r.run_id)
-        prefix = os.fsencode(self.tree) + b"/"
-        return {os.fsdecode(e.path.removeprefix(prefix)): e
-                for e in load_manifest(self.store, latest).entries if e.path.startswith(prefix)}
-
 
 @pytest.fixture
-def host(tmp_path: Path) -> Host:
-    return Host(tmp_path, "file-stage-test")
+def host(tmp_path: Path) -> MemoryHost:
+    return MemoryHost(tmp_path, "file-stage-test")
 
 
-def test_small_files_are_read_in_batches_spooled_in_walk_order(host: Host, monkeypatch) -> None:
+def test_small_files_are_read_in_batches_spooled_in_walk_order(host: MemoryHost, monkeypatch) -> None:
     monkeypatch.setattr(file_stage, "BATCH_FILES", 8)
     monkeypatch.setattr(file_stage, "BATCH_BYTES", 64 * 1024)  # larger files: a task each
     rng = random.Random(15)
@@ -64,7 +48,7 @@ def test_small_files_are_read_in_batches_spooled_in_walk_order(host: Host, monke
 
     monkeypatch.setattr(file_stage.FileStage, "_read_batch", counted)
     monkeypatch.setattr(file_reader, "read_file", one_unreadable)
-    summary = host.run()
+    summary = host.attempt()
 
     assert len(summary.warnings) == 1
     assert "f021" in summary.warnings[0] and "Input/output error" in summary.warnings[0]
@@ -88,7 +72,7 @@ def test_small_files_are_read_in_batches_spooled_in_walk_order(host: Host, monke
     assert summary.files == len(contents) - 1
 
 
-def test_a_dense_file_is_not_searched_for_holes_a_sparse_one_is(host: Host, monkeypatch) -> None:
+def test_a_dense_file_is_not_searched_for_holes_a_sparse_one_is(host: MemoryHost, monkeypatch) -> None:
     (host.tree / "dense").write_bytes(os.urandom(300_000))
     with open(host.tree / "sparse", "wb") as handle:
         handle.write(b"A" * 4096)
@@ -104,7 +88,7 @@ def test_a_dense_file_is_not_searched_for_holes_a_sparse_one_is(host: Host, monk
         return real(fd, size)
 
     monkeypatch.setattr(fs_metadata, "data_extents", counted)
-    assert host.run().exit_code == 0
+    assert host.attempt().exit_code == 0
     assert searched == [(8 << 20) + 4096], "only the sparse file is searched for holes"
     entries = host.entries()
     assert entries["sparse"].extents == [(0, 4096), (8 << 20, 4096)]
@@ -112,7 +96,7 @@ def test_a_dense_file_is_not_searched_for_holes_a_sparse_one_is(host: Host, monk
     assert file_reader.is_dense(os.stat(host.tree / "dense"))
 
 
-def test_a_first_run_makes_no_file_cache_lookups(host: Host, monkeypatch) -> None:
+def test_a_first_run_makes_no_file_cache_lookups(host: MemoryHost, monkeypatch) -> None:
     for number in range(5):
         (host.tree / f"f{number}").write_bytes(b"x" * number)
     lookups: list[bytes] = []
@@ -123,9 +107,9 @@ def test_a_first_run_makes_no_file_cache_lookups(host: Host, monkeypatch) -> Non
         return real(self, path, key)
 
     monkeypatch.setattr(LocalCache, "get_file", counted)
-    host.run()
+    host.attempt()
     assert lookups == []
-    second = host.run()
+    second = host.attempt()
     assert len(lookups) == 5 and second.files_unchanged == 5
 
 

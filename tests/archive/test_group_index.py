@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -313,29 +314,34 @@ def test_a_bad_group_name_is_one_line(tmp_path: Path, value: Any, problem: str) 
     assert parse_config({"s3": {"bucket": "bucket-1"}}, tmp_path / "c.toml").dedup_group == "all"
 
 
+def _encrypting(tmp_path: Path) -> tuple[Any, Any, dict[str, Any]]:
+    """A restore identity, a group's dedup secret (written 0600 to ``tmp_path``) and the
+    ``[encryption]`` section of the hosts that share it."""
+    from s3archive.config import dedup_secret_file_text
+    from s3archive.crypto.dedup import DedupSecret
+    from s3archive.crypto.keys import Identity
+
+    identity, secret = Identity.generate(), DedupSecret.generate()
+    secret_file = tmp_path / "dedup.key"
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(dedup_secret_file_text(secret))
+    return identity, secret, {"encryption": {"recipients": [str(identity.recipient())],
+                                             "dedup_secret_file": str(secret_file)}}
+
+
 def test_a_compromised_member_corrupts_what_others_reference_and_verify_names_it(
         tmp_path: Path) -> None:
     """Issue 13 item 3: a member of an encrypted group (it holds the dedup secret) plants
     an index object placing the keyed id of a victim's chunk at the bytes of its own
     blob.  The victim's run references them; ``verify --read-data`` with the restore
     key names the blob, the pack, the host's run and the path; the liar's run is whole."""
-    import os
-
     from s3archive.archive.group_index import GroupIndex
-    from s3archive.config import dedup_secret_file_text
-    from s3archive.crypto.dedup import DedupSecret
-    from s3archive.crypto.keys import Identity
     from s3archive.repo.catalog import list_runs
     from s3archive.verify import Verifier, VerifyOptions
 
     fleet = Fleet(tmp_path)
-    identity, secret = Identity.generate(), DedupSecret.generate()
-    secret_file = tmp_path / "dedup.key"
-    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(dedup_secret_file_text(secret))
-    encryption = {"encryption": {"recipients": [str(identity.recipient())],
-                                 "dedup_secret_file": str(secret_file)}}
+    identity, secret, encryption = _encrypting(tmp_path)
     rng = random.Random(41)
     evil_tree = tree_of(tmp_path / "evil-tree", rng, 1, 5_000)
     victim_tree = tree_of(tmp_path / "victim-tree", random.Random(43), 2, 5_000)
@@ -448,22 +454,11 @@ def test_another_hosts_pack_about_to_lapse_is_not_reused(tmp_path: Path) -> None
 def test_encrypted_hosts_sharing_a_dedup_secret_upload_once(tmp_path: Path) -> None:
     """An encrypted group: the index is sealed (no id, key or size readable without the
     secret), a second host uploads no data, and its run verifies with the restore key."""
-    import os
-
-    from s3archive.config import dedup_secret_file_text
-    from s3archive.crypto.dedup import DedupSecret
-    from s3archive.crypto.keys import Identity
     from s3archive.repo.catalog import list_runs
     from s3archive.verify import Verifier, VerifyOptions
 
     fleet = Fleet(tmp_path)
-    identity, secret = Identity.generate(), DedupSecret.generate()
-    secret_file = tmp_path / "dedup.key"
-    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(dedup_secret_file_text(secret))
-    encryption = {"encryption": {"recipients": [str(identity.recipient())],
-                                 "dedup_secret_file": str(secret_file)}}
+    identity, secret, encryption = _encrypting(tmp_path)
     tree = tree_of(tmp_path / "tree", random.Random(53), 30)
     first = fleet.host("web1", tree, **encryption).run()
     (index,) = fleet.store.versions(INDEX_PREFIX)

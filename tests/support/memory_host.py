@@ -18,6 +18,7 @@ from s3archive.archive.archiver import Archiver, ArchiveSummary
 from s3archive.config import dedup_secret_file_text, parse_config
 from s3archive.crypto.dedup import DedupSecret
 from s3archive.crypto.keys import Identity
+from s3archive.format.model import Entry
 from s3archive.repo.catalog import RunRef, list_runs, load_manifest
 from s3archive.restore.restorer import restore_run
 from support.memory_store import FakeClock, MemoryStore
@@ -78,6 +79,13 @@ class MemoryHost:
 
     def latest(self) -> RunRef:
         return max(list_runs(self.store, self.name), key=lambda r: r.run_id)
+
+    def entries(self) -> dict[str, Entry]:
+        """The latest run's entries below the tree, by path relative to it."""
+        prefix = os.fsencode(self.tree) + b"/"
+        return {os.fsdecode(e.path.removeprefix(prefix)): e
+                for e in load_manifest(self.store, self.latest()).entries
+                if e.path.startswith(prefix)}
 
     def gets(self) -> int:
         return self.store.usage().requests.get("GetObject", 0)
