@@ -559,3 +559,38 @@ def test_picker_output_past_the_limit_is_drained_and_only_whole_paths_are_used(
     total = sum(len(b"/path/%d\n" % i) for i in range(500))
     assert [w.message for w in result.warnings] == [
         f"10-many: wrote {total} bytes; only the paths in its first 1000 bytes are used"]
+
+
+
+def _drain(reader) -> int:
+    buffer, total = memoryview(bytearray(4096)), 0
+    while count := reader.readinto(buffer):
+        total += count
+    return total
+
+
+def _held_for_writing(path: Path, seconds: float) -> None:
+    """Open ``path`` for writing as a process forked just after it was written would,
+    and let go after ``seconds``."""
+    writer = os.open(path, os.O_WRONLY)
+    threading.Timer(seconds, os.close, (writer,)).start()
+
+
+def test_an_executable_still_held_open_for_writing_runs_once_released(tmp_path: Path) -> None:
+    """exec says "Text file busy" while any process holds the file open for writing: a
+    process forked elsewhere just after a picker was written holds it until it execs.
+    Pickers and snapshotters are started again for about a second (CI saw
+    "10-tree: cannot run: Text file busy" and a run with nothing to archive)."""
+    from s3archive.archive.sources.pickers import run_pickers
+    from s3archive.archive.sources.snapshotters import run_snapshotter
+
+    (tmp_path / "pickers").mkdir()
+    picker = _script(tmp_path / "pickers" / "10-tree", "echo /kept\n")
+    _held_for_writing(picker, 0.3)
+    result = run_pickers(picker.parent, timeout=30)
+    assert (result.paths, result.failures) == ([b"/kept"], []), result
+
+    dump = _script(tmp_path / "20-dump", "printf 'data' >&\"$1\"\n")
+    _held_for_writing(dump, 0.3)
+    outcome = run_snapshotter(dump, timeout=30, consume=_drain)
+    assert outcome.status == "ok", outcome.problem

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from s3archive.archive.sources.supervision import Capture, Supervision
+from s3archive.archive.sources.supervision import Capture, Supervision, spawn
 from s3archive.format.model import Warning_
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,9 @@ def _run_one(picker: Path, timeout: float) -> tuple[bytes, str | None]:
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
     try:
-        proc = subprocess.Popen([str(picker)], stdin=subprocess.DEVNULL, stdout=out_write,
-                                stderr=err_write, start_new_session=True, cwd="/",
-                                env=watch.environment())
+        proc = spawn(lambda: subprocess.Popen(
+            [str(picker)], stdin=subprocess.DEVNULL, stdout=out_write, stderr=err_write,
+            start_new_session=True, cwd="/", env=watch.environment()))
     except OSError as err:
         os.close(out_read)
         os.close(err_read)

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from s3archive.archive.sources.supervision import Capture, PipeReader, Supervision
+from s3archive.archive.sources.supervision import Capture, PipeReader, Supervision, spawn
 from s3archive.clock import utc_now
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def run_snapshotter(path: Path, timeout: float,
     err_read, err_write = os.pipe()
     watch = Supervision(timeout)
     try:
-        pid = _spawn(path, data_write, out_write, err_write, watch.environment())
+        pid = spawn(lambda: _spawn(path, data_write, out_write, err_write, watch.environment()))
     except OSError as err:
         pid = None
         spawn_error = err.strerror or str(err)

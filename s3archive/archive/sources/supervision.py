@@ -27,6 +27,7 @@ not offer) -- the /proc tracking above works everywhere s3archive runs.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import select
@@ -34,7 +35,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TypeVar
 
 ENV_TOKEN = "S3ARCHIVE_JOB"
 GRACE_S = 2.0  # after the child's exit (or kill): how long its pipes may stay open
@@ -294,3 +295,25 @@ def _command(pid: int) -> str:
             return handle.read().strip().decode("utf-8", "replace")
     except OSError:
         return "?"
+
+
+_T = TypeVar("_T")
+BUSY_RETRIES = 20  # x BUSY_WAIT_S: an executable written a moment ago may still be held
+BUSY_WAIT_S = 0.05
+
+
+def spawn(start: Callable[[], _T]) -> _T:
+    """``start()`` (a fork and exec of an operator's executable), again while exec says
+    "Text file busy": a process forked elsewhere between someone's writing the file and
+    closing it holds it open for writing until that process execs (the race Go's
+    os/exec and others retry).  Any other error, or a file still busy after about a
+    second, is raised."""
+    for _ in range(BUSY_RETRIES):
+        try:
+            return start()
+        except OSError as err:
+            if err.errno != errno.ETXTBSY:
+                raise
+        time.sleep(BUSY_WAIT_S)
+    return start()
+
