@@ -24,6 +24,14 @@ from support.rgw import RGWCluster, rgw_available
 STABLE_TEMP = Path("/var/tmp") / f"s3archive-tests-{os.getuid()}"
 SLOTS = 32
 _held_slot: list[int] = []
+# SQLite puts an unnamed temporary database (the run index, verify's spool) in
+# $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp: an archive in one test then moved
+# /var/tmp's mtime, an ancestor of every test tree, under another test's runs.
+# Its own directory beside the slots (children of the CLI inherit it).
+if os.access("/var/tmp", os.W_OK) and "SQLITE_TMPDIR" not in os.environ:
+    STABLE_TEMP.mkdir(mode=0o700, exist_ok=True)
+    (STABLE_TEMP / "sqlite-tmp").mkdir(mode=0o700, exist_ok=True)
+    os.environ["SQLITE_TMPDIR"] = str(STABLE_TEMP / "sqlite-tmp")
 
 
 def _session_basetemp() -> Path:
