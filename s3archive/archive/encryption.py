@@ -5,9 +5,9 @@ key.  Every pack gets a fresh random key, wrapped to the recipients in the
 pack's key block and dropped once the pack is sealed; blob ids are HMACs
 under keys derived from the dedup secret, so hosts of one group deduplicate
 without anyone who reads the bucket being able to confirm a known file.
-The local cache names paths by HMAC and seals each file's line under a key
-derived from the path and its inode, size and times: only who has the file
-as it is now can open its row.
+The local cache names paths and directories by HMAC and seals each file's
+line under a key derived from the path and its inode, size and times: only
+who has the file as it is now can open its row.
 """
 
 from __future__ import annotations
@@ -96,6 +96,10 @@ class FileCipher:
 
     def name(self, path: bytes) -> bytes:
         return self._mac.digest(b"name\0" + path)[:16]
+
+    def directory(self, path: bytes) -> bytes:
+        """The name of a directory whose files have rows (their rows are read together)."""
+        return self._mac.digest(b"files-dir\0" + path)[:16]
 
     def _line_key(self, path: bytes, ino: int, size: int, mtime_ns: int, ctime_ns: int) -> bytes:
         return self._mac.digest(b"line\0" + _STAT.pack(ino, size, mtime_ns, ctime_ns) + path)

@@ -18,9 +18,10 @@ pack a number into ``pack_names``); a file is keyed by its directory's number
 and its name, and keeps of its manifest line only what its columns do not
 hold, as a number into ``attrs`` (the same owner, group and mode for most
 files: stored once).  An encrypting host keeps no path, name or metadata in
-clear: its rows are named by an HMAC of the path and hold the rest of the
-line sealed (``FileCipher``).  A cache of an older schema is dropped and
-rebuilt on open (a cache is disposable).
+clear: a row's directory is named by an HMAC of the directory's path and the
+row by an HMAC of the file's, and it holds the rest of the line sealed
+(``FileCipher``); a directory's rows are read at once.  A cache of an older
+schema is dropped and rebuilt on open (a cache is disposable).
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ _ROWS_BATCH = 2048  # rows written at once while rebuilding
 _MEMO = 4096  # directory and attribute numbers remembered
 _FILE_PAGE = 256  # file rows of one directory read at once, in name order
 _FILE_PAGES = 64  # at most this many directories' pages are kept (the walk's ancestors)
+# an encrypting host's rows of one directory are read at once (their names are HMACs, in
+# no order the walk can use) when there are at most _SEALED_PAGE of them, else one by one;
+# the pages kept (the walk's ancestors, nearest first) hold at most _SEALED_KEPT rows
+_SEALED_PAGE = 4096
+_SEALED_KEPT = 8192
+# how an encrypting host's rows are keyed: rows keyed otherwise (before, every row in
+# directory 0, named by the HMAC of its path) are dropped (LocalCache.use_cipher)
+_SEALED_LAYOUT = "by-directory"
 # the line's fields a file row keeps in columns (absent ones are listed under _ABSENT)
 _COLUMNS = ("mtime_ns", "size", "ino", "ctime_ns")
 _ABSENT = "\x00absent"
@@ -152,6 +161,9 @@ class _FilePage:
     low: bytes
     high: bytes | None
     rows: dict[bytes, tuple[Any, ...]]
+    # an encrypting host's directory of more than _SEALED_PAGE rows (its number): its
+    # rows are asked one at a time (0: ``rows`` holds them all)
+    one_by_one: int = 0
 
     def covers(self, name: bytes) -> bool:
         return self.low <= name and (self.high is None or name <= self.high)
@@ -221,7 +233,7 @@ class LocalCache:
         self._dir_ids: dict[bytes, int] = {}
         self._attr_ids: dict[bytes, int] = {}
         self._attr_bodies: dict[int, bytes] = {}
-        self._file_pages: dict[bytes, _FilePage] = {}  # by directory (plain rows only)
+        self._file_pages: dict[bytes, _FilePage] = {}  # by directory
 
     @_locked
     def close(self) -> None:
@@ -433,22 +445,29 @@ class LocalCache:
 
     # -- files
     def _row_key(self, path: bytes, create: bool) -> tuple[int, bytes] | None:
-        """(directory number, name) of a file row: an encrypting host's rows are all
-        in directory 0, named by an HMAC of the path (no path in clear)."""
-        if self._cipher is not None:
-            return 0, self._cipher.name(path)
+        """(directory number, name) of a file row: an encrypting host's directory is
+        named by an HMAC of its path, and the row by an HMAC of the file's (no path in
+        clear)."""
         parent, _, name = path.rpartition(b"/")
-        number = self._dir_ids.get(parent)
+        number = self._dir_number(parent, create)
+        if number is None:
+            return None
+        return number, name if self._cipher is None else self._cipher.name(path)
+
+    def _dir_number(self, parent: bytes, create: bool) -> int | None:
+        number = self._dir_ids.get(parent)  # by path, in memory only
         if number is None:  # not asked yet (a directory with no rows is remembered as 0)
-            row = self.db.execute("SELECT id FROM dirs WHERE path=?", (parent,)).fetchone()
+            stored = parent if self._cipher is None else self._cipher.directory(parent)
+            row = self.db.execute("SELECT id FROM dirs WHERE path=?", (stored,)).fetchone()
             number = row[0] if row is not None else 0
             self._remember(self._dir_ids, parent, number)
         if number == 0:
             if not create:
                 return None
-            number = self.db.execute("INSERT INTO dirs (path) VALUES (?)", (parent,)).lastrowid
+            stored = parent if self._cipher is None else self._cipher.directory(parent)
+            number = self.db.execute("INSERT INTO dirs (path) VALUES (?)", (stored,)).lastrowid
             self._remember(self._dir_ids, parent, number)
-        return number, name
+        return number
 
     def _attrs_id(self, body: bytes) -> int:
         number = self._attr_ids.get(body)
@@ -480,9 +499,7 @@ class LocalCache:
         if self._cipher is None:
             row = self._plain_file_row(path)
         else:
-            row = self.db.execute(
-                "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed FROM files "
-                "WHERE dir=? AND name=?", self._row_key(path, create=False)).fetchone()
+            row = self._sealed_file_row(path)
         if row is None:
             return None
         dev, ino, size, mtime_ns, ctime_ns, blob, attrs, sealed = row
@@ -523,13 +540,50 @@ class LocalCache:
             self._file_pages[parent] = page
         return page.rows.get(name)
 
+    def _sealed_file_row(self, path: bytes) -> tuple[Any, ...] | None:
+        """The row of ``path`` (an encrypting host's rows), from its directory's rows
+        read at once: their names are HMACs, in no order a range of the walk's names
+        could use (a directory of more than :data:`_SEALED_PAGE` rows: one query)."""
+        assert self._cipher is not None
+        parent = path.rpartition(b"/")[0]
+        page = self._file_pages.get(parent)
+        if page is None:
+            page = self._sealed_page(parent)
+        name = self._cipher.name(path)
+        if page.one_by_one:
+            return self.db.execute(
+                "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed FROM files "
+                "WHERE dir=? AND name=?", (page.one_by_one, name)).fetchone()
+        return page.rows.get(name)
+
+    def _sealed_page(self, parent: bytes) -> _FilePage:
+        number = self._dir_number(parent, create=False)
+        rows = [] if number is None else self.db.execute(
+            "SELECT name, dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed "
+            "FROM files WHERE dir=? LIMIT ?", (number, _SEALED_PAGE + 1)).fetchall()
+        if number is not None and len(rows) > _SEALED_PAGE:
+            page = _FilePage(b"", None, {}, one_by_one=number)
+        else:
+            page = _FilePage(b"", None, {row[0]: row[1:] for row in rows})
+        # the walk is depth first: keep the pages of this directory's ancestors only,
+        # the nearest first, as long as they hold at most _SEALED_KEPT rows in all
+        kept, rows_kept = {parent: page}, len(page.rows)
+        for directory in sorted((d for d in self._file_pages if parent.startswith(d + b"/")),
+                                key=len, reverse=True):
+            rows_kept += len(self._file_pages[directory].rows)
+            if rows_kept > _SEALED_KEPT or len(kept) >= _FILE_PAGES:
+                break
+            kept[directory] = self._file_pages[directory]
+        self._file_pages = kept
+        return page
+
     @_locked
     def use_cipher(self, cipher: "FileCipher | None") -> None:
-        """Name file rows by HMAC and seal their lines (an encrypting host keeps no
-        path or metadata of a file it no longer has).  Rows written otherwise, or
-        under another secret, are dropped (and the database compacted, so no page
-        keeps them)."""
-        label = cipher.label if cipher is not None else "plain"
+        """Key file rows by HMAC and seal their lines (an encrypting host keeps no
+        path or metadata of a file it no longer has).  Rows written otherwise (plain,
+        keyed another way, or under another secret) are dropped (and the database
+        compacted, so no page keeps them)."""
+        label = f"{cipher.label} {_SEALED_LAYOUT}" if cipher is not None else "plain"
         if self.get_meta("file_rows") not in (None, label):
             self.db.execute("PRAGMA secure_delete=ON")
             self.db.execute("DELETE FROM files")

@@ -77,7 +77,8 @@ def test_the_writers_ids_and_sealed_blobs_are_the_documented_ones() -> None:
 
 
 def test_the_cache_rows_are_named_and_keyed_as_documented() -> None:
-    """FORMAT.md 10.2: name = HMAC(K_cache, "name" 0x00 path)[:16]; K_line =
+    """FORMAT.md 10.2: name = HMAC(K_cache, "name" 0x00 path)[:16], its directory's
+    HMAC(K_cache, "files-dir" 0x00 directory)[:16]; K_line =
     HMAC(K_cache, "line" 0x00 ino size mtime_ns ctime_ns path), 8 bytes each,
     big-endian, the times signed: a row written before opens after."""
     key = RNG.randbytes(32)
@@ -85,6 +86,7 @@ def test_the_cache_rows_are_named_and_keyed_as_documented() -> None:
     path = b"/srv/\xffpayroll/q3.txt"
     stat = (123456789, 4096, -5, 1_700_000_000_123_456_789)
     assert cipher.name(path) == hmac.digest(key, b"name\0" + path, "sha256")[:16]
+    assert cipher.directory(b"/srv") == hmac.digest(key, b"files-dir\0/srv", "sha256")[:16]
     line_key = hmac.digest(key, b"line\0" + struct.pack(">QQqq", *stat) + path, "sha256")
     nonce = RNG.randbytes(12)
     written_before = nonce + ChaCha20Poly1305(line_key).encrypt(nonce, b"the line", None)
