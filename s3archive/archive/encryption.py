@@ -24,7 +24,6 @@ from s3archive.crypto import blob as sealing
 from s3archive.crypto.dedup import (DedupSecret, HmacSha256, derive, dedup_secret_key,
                                     seal_dedup_secret)
 from s3archive.crypto.keys import Recipient
-from s3archive.format import pack2
 from s3archive.format.run_root import SCHEME
 
 
@@ -53,10 +52,8 @@ class RunEncryption:
         key = sealing.new_pack_key(self.recipients)
         return key.pack_id, key.key_block, key.key
 
-    def seal_blob(self, pack_key: bytes, pack_id: bytes, offset: int, kind: bytes,
-                  encoding: str, blob_id: str, stored: bytes | memoryview) -> bytes:
-        return sealing.seal_at(pack_key, pack_id, offset, kind, pack2.ENCODING_BYTE[encoding],
-                               bytes.fromhex(blob_id), stored)
+    def blob_sealer(self, pack_key: bytes, pack_id: bytes) -> sealing.BlobSealer:
+        return sealing.BlobSealer(pack_key, pack_id)
 
     def seal_index(self, pack_id: bytes, block: bytes) -> bytes:
         return self.secret.seal_index(pack_id, block)

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Protocol
 
+from s3archive.crypto.blob import BlobSealer
 from s3archive.format import pack2
 from s3archive.format.chunk_codec import EncodedChunk
 from s3archive.format.model import pack_key
@@ -57,7 +58,7 @@ class Pack:
     index: list[pack2.IndexItem] = field(default_factory=list)  # format 2
     blobs: int = 0  # blobs added (a format-2 pack starts with its preamble)
     pack_id: bytes = b""
-    seal_key: bytes | None = field(default=None, repr=False)  # encrypted: dropped when sealed
+    sealer: BlobSealer | None = field(default=None, repr=False)  # encrypted: dropped when sealed
 
     def located(self) -> list[ChunkLocation]:
         assert self.key is not None, "a pack has a key once sealed"
@@ -72,8 +73,9 @@ class Sealer(Protocol):
         """A fresh (pack id, key block, pack key)."""
         ...
 
-    def seal_blob(self, pack_key: bytes, pack_id: bytes, offset: int, kind: bytes,
-                  encoding: str, blob_id: str, stored: bytes | memoryview) -> bytes: ...
+    def blob_sealer(self, pack_key: bytes, pack_id: bytes) -> BlobSealer:
+        """What seals the blobs of the pack as they are appended (holds its key)."""
+        ...
 
     def seal_index(self, pack_id: bytes, block: bytes) -> bytes: ...
 
@@ -105,7 +107,8 @@ class Packer:
         if self.sealer is not None:
             # a fresh key and pack id for every body built, so offsets never repeat
             # as nonces under one key
-            pack.pack_id, key_block, pack.seal_key = self.sealer.new_pack()
+            pack.pack_id, key_block, key = self.sealer.new_pack()
+            pack.sealer = self.sealer.blob_sealer(key, pack.pack_id)
             pack.key = pack2.pack_key(self.prefix or pack2.DATA_PREFIX, pack.pack_id)
             pack.buffer += pack2.preamble(pack.pack_id, key_block)
         elif self.prefix is not None:
@@ -121,19 +124,19 @@ class Packer:
         with self._lock:
             pack = self._open
             offset = len(pack.buffer)
-            data = chunk.data
-            if pack.seal_key is not None:
-                assert self.sealer is not None
-                data = self.sealer.seal_blob(pack.seal_key, pack.pack_id, offset, kind,
-                                             chunk.encoding, chunk.hash, data)
-            pack.buffer += data
-            location = ChunkLocation(chunk.hash, pack.key or "", offset, len(data),
+            blob_id = bytes.fromhex(chunk.hash) if self.prefix is not None else b""
+            if pack.sealer is not None:
+                stored = pack.sealer.append(pack.buffer, kind, pack2.ENCODING_BYTE[chunk.encoding],
+                                            blob_id, chunk.data)
+            else:
+                pack.buffer += chunk.data
+                stored = len(chunk.data)
+            location = ChunkLocation(chunk.hash, pack.key or "", offset, stored,
                                      chunk.size, chunk.encoding)
             pack.chunks.append(location)
             pack.blobs += 1
             if self.prefix is not None:
-                pack.index.append(pack2.IndexItem(kind, chunk.encoding, len(data),
-                                                  bytes.fromhex(chunk.hash)))
+                pack.index.append(pack2.IndexItem(kind, chunk.encoding, stored, blob_id))
             if len(pack.buffer) >= self.target_size:
                 full = self._take_locked()
         if full is not None:
@@ -155,7 +158,7 @@ class Packer:
             block = self.sealer.seal_index(pack.pack_id, pack2.index_block(pack.index))
             body += pack2.index_tail(pack.index, block)
             pack.index = []
-            pack.seal_key = None  # the host cannot open this pack again
+            pack.sealer = None  # the host cannot open this pack again
         elif self.prefix is not None:
             body += pack2.index_tail(pack.index)
             pack.index = []
@@ -171,7 +174,7 @@ class Packer:
             pack = self._open
             self._open = self._new_pack()
         pack.buffer = bytearray()
-        pack.seal_key = None
+        pack.sealer = None
         return pack if pack.blobs else None
 
     def flush(self) -> None:

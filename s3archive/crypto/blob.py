@@ -117,16 +117,49 @@ def open_key_block(key_block: bytes, identities: list[Identity], pack_name: str)
 
 def seal(pack_key: bytes, place: BlobPlace, stored: bytes | memoryview) -> bytes:
     """Ciphertext ‖ tag of the stored (encoded) bytes of one blob."""
-    return seal_at(pack_key, place.pack_id, place.offset, place.kind, place.encoding,
-                   place.blob_id, stored)
+    return ChaCha20Poly1305(pack_key).encrypt(place.nonce(), stored, place.associated_data())
 
 
-def seal_at(pack_key: bytes, pack_id: bytes, offset: int, kind: bytes, encoding: bytes,
-            blob_id: bytes, stored: bytes | memoryview) -> bytes:
-    """:func:`seal` for the writer, whose values are its own (no :class:`BlobPlace`
-    built and checked for every blob it packs)."""
-    return ChaCha20Poly1305(pack_key).encrypt(  # any buffer: a chunk's view is not copied
-        blob_nonce(offset), stored, blob_associated_data(pack_id, kind, encoding, blob_id))
+# the ciphertext written straight into the pack body (cryptography >= 45); before, a copy
+_ENCRYPT_INTO = hasattr(ChaCha20Poly1305, "encrypt_into")
+_TAG_ROOM = bytes(TAG_SIZE)
+
+
+class BlobSealer:
+    """The writer's :func:`seal`: seals the blobs of one pack as they are appended to
+    its body, with the pack's cipher set up once (not once a blob), its own values
+    (no :class:`BlobPlace` built and checked for every blob), and the ciphertext
+    written into the body in place (no sealed copy of a large blob allocated, then
+    copied).  Dropped with the pack key once the pack is sealed.
+
+    cryptography's AEAD holds the GIL while it works (48.0: no ``allow_threads`` in
+    its Rust ``aead.rs``), so sealing in another thread of this process would not run
+    beside the main thread's Python: cheaper is what helps."""
+
+    __slots__ = ("_cipher", "_pack_id")
+
+    def __init__(self, pack_key: bytes, pack_id: bytes):
+        self._cipher = ChaCha20Poly1305(pack_key)
+        self._pack_id = pack_id
+
+    def __repr__(self) -> str:
+        return "BlobSealer(<key>)"
+
+    def append(self, body: bytearray, kind: bytes, encoding: bytes, blob_id: bytes,
+               stored: bytes | memoryview) -> int:
+        """Append the sealed blob at the body's end (its offset); returns its length."""
+        offset = len(body)
+        nonce = blob_nonce(offset)
+        aad = blob_associated_data(self._pack_id, kind, encoding, blob_id)
+        if not _ENCRYPT_INTO:
+            body += self._cipher.encrypt(nonce, stored, aad)
+            return len(body) - offset
+        size = len(stored) + TAG_SIZE
+        body += stored  # room for the ciphertext (then written over)
+        body += _TAG_ROOM
+        with memoryview(body) as view, view[offset:offset + size] as room:
+            self._cipher.encrypt_into(nonce, stored, aad, room)
+        return size
 
 
 def open_sealed(pack_key: bytes, place: BlobPlace, sealed: bytes | memoryview,

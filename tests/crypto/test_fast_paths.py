@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from s3archive.archive.encryption import FileCipher, RunEncryption
+from s3archive.crypto import blob as blob_module
 from s3archive.crypto.blob import (
     CHUNK_LIST,
     DATA,
@@ -68,12 +69,20 @@ def test_the_writers_ids_and_sealed_blobs_are_the_documented_ones() -> None:
     assert writer.meta_id(plain) == secret.blob_id(TREE, plain).hex()
     assert writer.meta_id(plain) == secret.blob_id(CHUNK_LIST, plain).hex()
     pack_id, _, key = writer.new_pack()
-    for kind, encoding, name in ((DATA, ZSTD, "zstd"), (TREE, RAW, "raw")):
-        blob_id = writer.data_id(plain)
-        place = BlobPlace(pack_id, 12_345, kind, encoding, bytes.fromhex(blob_id))
-        sealed = writer.seal_blob(key, pack_id, 12_345, kind, name, blob_id, memoryview(plain))
-        assert sealed == seal(key, place, plain)
-        assert open_sealed(key, place, sealed) == plain
+    for in_place in (True, False):  # cryptography >= 45 writes the ciphertext in place
+        body = bytearray(b"preamble")
+        sealer = writer.blob_sealer(key, pack_id)
+        for kind, encoding, stored in ((DATA, ZSTD, plain), (TREE, RAW, plain[:77])):
+            blob_id = bytes.fromhex(writer.data_id(stored))
+            place = BlobPlace(pack_id, len(body), kind, encoding, blob_id)
+            with pytest.MonkeyPatch.context() as patch:
+                if not in_place:
+                    patch.setattr(blob_module, "_ENCRYPT_INTO", False)
+                length = sealer.append(body, kind, encoding, blob_id, memoryview(stored))
+            sealed = bytes(body[place.offset:])
+            assert length == len(sealed) == len(stored) + 16
+            assert sealed == seal(key, place, stored)
+            assert open_sealed(key, place, sealed) == stored
 
 
 def test_the_cache_rows_are_named_and_keyed_as_documented() -> None:
