@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from s3archive.archive.packer import ChunkLocation
+from s3archive.crypto.dedup import HmacSha256
 from s3archive.format import tree_codec as tc
 
 if TYPE_CHECKING:
@@ -101,20 +102,20 @@ class DirCache:
 
     def __init__(self, cache: LocalCache, key: bytes | None, remember: bool):
         self.cache = cache
-        self._key = key
+        self._mac = HmacSha256(key) if key is not None else None  # the key's pads once
         self.remember_rows = remember
         self._pending: list[tuple[bytes, bytes, bytes]] = []
         self._kept: list[bytes] = []
 
     def _name(self, path: bytes) -> bytes:
-        if self._key is None:
+        if self._mac is None:
             return path
-        return hmac.digest(self._key, b"dir\0" + path, "sha256")[:16]
+        return self._mac.digest(b"dir\0" + path)[:16]
 
     def _keyed(self, digest: bytes) -> bytes:
-        if self._key is None:
+        if self._mac is None:
             return digest
-        return hmac.digest(self._key, b"dir-digest\0" + digest, "sha256")
+        return self._mac.digest(b"dir-digest\0" + digest)
 
     def begin_pass(self) -> None:
         """A build starts (again): rows of an earlier pass of this run are void."""

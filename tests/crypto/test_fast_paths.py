@@ -102,3 +102,22 @@ def test_the_cache_rows_are_named_and_keyed_as_documented() -> None:
     assert cipher.open(path, stat, written_before) == b"the line"
     assert cipher.open(path, stat, cipher.seal(path, stat, b"the line")) == b"the line"
     assert cipher.open(path, (stat[0], stat[1] + 1, *stat[2:]), written_before) is None
+
+
+def test_the_directory_rows_are_named_and_keyed_as_documented(tmp_path) -> None:
+    """FORMAT.md 10.2: a dir_trees row is named HMAC(K_cache, "dir" 0x00 path)[:16],
+    its digest kept as HMAC(K_cache, "dir-digest" 0x00 digest): rows written before
+    are found after."""
+    from s3archive.archive.dir_cache import DirCache
+    from s3archive.archive.local_cache import LocalCache
+
+    key = RNG.randbytes(32)
+    cache = LocalCache(tmp_path / "c.sqlite")
+    try:
+        dirs = DirCache(cache, key, remember=True)
+        path, digest = b"/srv/\xffpayroll", RNG.randbytes(32)
+        assert dirs._name(path) == hmac.digest(key, b"dir\0" + path, "sha256")[:16]
+        assert dirs._keyed(digest) == hmac.digest(key, b"dir-digest\0" + digest, "sha256")
+        assert DirCache(cache, None, remember=True)._name(path) == path
+    finally:
+        cache.close()
