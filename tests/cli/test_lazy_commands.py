@@ -40,3 +40,23 @@ def test_archive_imports_no_reader_or_operation_it_does_not_run() -> None:
                      "s3archive.restore.restorer", "s3archive.find", "s3archive.verify",
                      "s3archive.setup.spec", "s3archive.export"):
         assert unwanted not in loaded, unwanted
+
+
+def test_the_s3_store_is_opened_without_importing_boto3(tmp_path: Path) -> None:
+    """The archive's S3 client comes from botocore's own session: boto3 and its
+    transfer manager (~50 ms of CPU a command) are never imported for it."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[default]\naws_access_key_id = AKEXAMPLE\n"
+                           "aws_secret_access_key = secret\n")
+    probe = ("import sys\nfrom pathlib import Path\nfrom s3archive.config import S3Settings\n"
+             "from s3archive.store.s3_store import S3Store\n"
+             "store = S3Store.from_settings(S3Settings(bucket='b', region='eu-west-1', "
+             "endpoint_url='http://127.0.0.1:9', credentials_file=Path(sys.argv[1])))\n"
+             "creds = store.client._request_signer._credentials\n"
+             "print(store.client.meta.region_name, creds.access_key, "
+             "' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('boto3', 's3transfer'))))\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-c", probe, str(credentials)], capture_output=True,
+                          text=True, env=env, check=True, timeout=60)
+    assert done.stdout.split() == ["eu-west-1", "AKEXAMPLE"]
