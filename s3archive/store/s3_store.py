@@ -133,7 +133,11 @@ def make_client(settings: S3Settings, session: Any = None, pool_size: int = 16,
     )
     # a botocore session (make_session) or a boto3 one (the operator's, setup/clients.py)
     create = getattr(session, "create_client", None) or session.client
-    return create("s3", endpoint_url=settings.endpoint_url, config=config)
+    client = create("s3", endpoint_url=settings.endpoint_url, config=config)
+    from s3archive.store import quick_ack  # (imports botocore: only once a client is made)
+
+    quick_ack.install(client)  # no 40 ms stall per response (store/quick_ack.py)
+    return client
 
 
 @dataclass(frozen=True)
