@@ -32,12 +32,29 @@ from s3archive.archive.packer import ChunkId, ChunkLocation
 from s3archive.errors import ManifestError
 from s3archive.format import pack2
 from s3archive.format import tree_codec as tc
-from s3archive.format.manifest_codec import dumps as line_dumps
 
 log = logging.getLogger(__name__)
 
-Leaf = list[tuple[dict[str, Any], list[tc.BlobRef] | None, list[tc.BlobRef] | None,
-                  tc.BlobRef | None]]
+
+@dataclass(frozen=True, slots=True)
+class LeafEntry:
+    """An entry of a leaf being filled: its node object encoded once, which sizes the
+    leaf and goes into it as it is (:func:`encode_leaf`)."""
+
+    name: bytes
+    encoded: bytes  # tc.dumps(node object), without the references added below
+    chunks: list[tc.BlobRef] | None
+    lists: list[tc.BlobRef] | None
+    tree: tc.BlobRef | None
+    obj: dict[str, Any] | None = None  # set only when the object has a reference's key
+
+
+# an entry object holding one of these keys (an unknown key of a spooled line) is
+# encoded as tc.encode_leaf does it: the reference replaces the key's value in place
+_REF_KEYS = ("tree", "chunk_lists", "chunks")
+# tc.dumps and json.loads without making an encoder or detecting an encoding each time
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_decode = json.JSONDecoder().decode
 
 READ_BYTES = 1 << 20  # a changed directory's lines are read again in runs of up to this
 SPOOL_BLOCK = 1024  # entries of a changed directory encoded at once: their chunks located at once
@@ -88,7 +105,7 @@ class _Encoding:
     """A directory being encoded: its current leaf and the leaves already written."""
 
     path: bytes
-    leaf: Leaf = field(default_factory=list)
+    leaf: list[LeafEntry] = field(default_factory=list)
     leaf_bytes: int = 0
     leaves: list[tuple[bytes, int, tc.BlobRef]] = field(default_factory=list)
     last_name: bytes = b""
@@ -267,7 +284,7 @@ class TreeBuilder:
                 name, obj = directory.synthetic[index], _synthetic_dir()
             else:
                 line, tab, listed = raw.rstrip(b"\n").partition(b"\t")
-                obj = json.loads(line)
+                obj = _decode(line.decode("utf-8", "surrogatepass"))  # (json.loads of a line)
                 path = _path_of(obj)
                 name = path.rsplit(b"/", 1)[1]
                 if tab:
@@ -281,7 +298,7 @@ class TreeBuilder:
     def _close_encoding(self, directory: _Dir, encoding: _Encoding) -> tc.BlobRef:
         if encoding.leaf or not encoding.leaves:
             if not encoding.leaves:  # one leaf (perhaps empty) is the whole directory
-                return self.store_blob(tc.encode_leaf(encoding.leaf), pack2.KIND_TREE,
+                return self.store_blob(encode_leaf(encoding.leaf), pack2.KIND_TREE,
                                        directory.path)
             self._flush_leaf(encoding)
         level = encoding.leaves
@@ -334,17 +351,20 @@ class TreeBuilder:
                               or tc.cut_after(encoding.last_name, len(encoding.leaf))):
             self._flush_leaf(encoding)
         node_obj = tc.entry_object(obj, name)
-        size = (len(line_dumps(node_obj)) + 80 * len(chunks or lists or ())
+        encoded = _dumps(node_obj).encode("utf-8")
+        # sized by the entry's line (+1: its newline) and its references
+        size = (len(encoded) + 1 + 80 * len(chunks or lists or ())
                 + (80 if tree is not None else 0))
         if encoding.leaf and encoding.leaf_bytes + size > tc.NODE_TARGET_BYTES:
             self._flush_leaf(encoding)
-        encoding.leaf.append((node_obj, chunks, lists, tree))
+        odd = node_obj if any(key in node_obj for key in _REF_KEYS) else None
+        encoding.leaf.append(LeafEntry(name, encoded, chunks, lists, tree, odd))
         encoding.leaf_bytes += size
         encoding.last_name = name
 
     def _flush_leaf(self, encoding: _Encoding) -> None:
-        first = _entry_name(encoding.leaf[0][0])
-        ref = self.store_blob(tc.encode_leaf(encoding.leaf), pack2.KIND_TREE, encoding.path)
+        first = encoding.leaf[0].name
+        ref = self.store_blob(encode_leaf(encoding.leaf), pack2.KIND_TREE, encoding.path)
         encoding.leaves.append((first, len(encoding.leaf), ref))
         encoding.leaf = []
         encoding.leaf_bytes = 0
@@ -353,6 +373,48 @@ class TreeBuilder:
                path: bytes) -> tuple[bytes, int, tc.BlobRef]:
         ref = self.store_blob(tc.encode_inner(height, group), pack2.KIND_TREE, path)
         return group[0][0], sum(count for _, count, _ in group), ref
+
+
+def encode_leaf(entries: list[LeafEntry]) -> bytes:
+    """``tc.encode_leaf`` of the same entries, byte for byte, from each entry's object
+    encoded once: its references are spliced in before its closing brace, where
+    ``json.dumps`` writes keys added last (an entry object is never empty: it has a
+    name)."""
+    packs: dict[str, int] = {}  # as tc.PackList's: in order of first use
+    parts = []
+    for entry in entries:
+        if entry.obj is not None:
+            listed = tc.PackList()
+            listed.keys = packs
+            parts.append(tc.dumps(tc.leaf_item(entry.obj, entry.chunks, entry.lists,
+                                               entry.tree, listed)))
+            continue
+        if entry.tree is None and entry.chunks is None and entry.lists is None:
+            parts.append(entry.encoded)
+            continue
+        refs = []
+        if entry.tree is not None:
+            refs.append('"tree":' + _ref_json(entry.tree, packs))
+        if entry.lists is not None:
+            refs.append('"chunk_lists":[' + ",".join([_ref_json(r, packs) for r in entry.lists])
+                        + "]")
+        elif entry.chunks is not None:
+            refs.append('"chunks":[' + ",".join([_ref_json(r, packs) for r in entry.chunks])
+                        + "]")
+        parts.append(entry.encoded[:-1] + b"," + ",".join(refs).encode("utf-8") + b"}")
+    return (b'{"node":"leaf","packs":' + tc.dumps(list(packs)) + b',"entries":['
+            + b",".join(parts) + b"]}")
+
+
+def _ref_json(ref: tc.BlobRef, packs: dict[str, int]) -> str:
+    """``json.dumps`` of ``tc.PackList.ref(ref)`` (compact), written directly when its
+    strings need no escaping (a hex id, an encoding's name: always) and its numbers
+    are ints."""
+    index = packs.setdefault(ref.pack, len(packs))
+    if ref.id.isalnum() and ref.encoding.isalnum() and type(ref.size) is int \
+            and type(ref.offset) is int and type(ref.stored) is int:
+        return f'["{ref.id}",{ref.size},{index},{ref.offset},{ref.stored},"{ref.encoding}"]'
+    return _dumps([ref.id, ref.size, index, ref.offset, ref.stored, ref.encoding])
 
 
 def record_snapshot(builder: TreeBuilder, obj: dict[str, Any], chunks: list[ChunkId]
@@ -384,12 +446,6 @@ def _path_of(obj: dict[str, Any]) -> bytes:
     if "path" in obj:
         return obj["path"].encode("utf-8")
     return base64.b64decode(obj["path_b64"])
-
-
-def _entry_name(obj: dict[str, Any]) -> bytes:
-    if "name" in obj:
-        return obj["name"].encode("utf-8")
-    return base64.b64decode(obj["name_b64"])
 
 
 def _synthetic_dir() -> dict[str, Any]:

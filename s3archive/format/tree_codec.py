@@ -113,17 +113,21 @@ def encode_leaf(entries: Sequence[tuple[dict[str, Any], list[BlobRef] | None,
                                         list[BlobRef] | None, BlobRef | None]]) -> bytes:
     """``entries``: (node entry object, chunks, chunk lists, tree) each."""
     packs = PackList()
-    out = []
-    for obj, chunks, lists, tree in entries:
-        item = dict(obj)
-        if tree is not None:
-            item["tree"] = packs.ref(tree)
-        if lists is not None:
-            item["chunk_lists"] = [packs.ref(r) for r in lists]
-        elif chunks is not None:
-            item["chunks"] = [packs.ref(r) for r in chunks]
-        out.append(item)
+    out = [leaf_item(obj, chunks, lists, tree, packs) for obj, chunks, lists, tree in entries]
     return dumps({"node": "leaf", "packs": list(packs.keys), "entries": out})
+
+
+def leaf_item(obj: dict[str, Any], chunks: list[BlobRef] | None, lists: list[BlobRef] | None,
+              tree: BlobRef | None, packs: PackList) -> dict[str, Any]:
+    """One entry of a leaf: its object and its references (indexing ``packs``)."""
+    item = dict(obj)
+    if tree is not None:
+        item["tree"] = packs.ref(tree)
+    if lists is not None:
+        item["chunk_lists"] = [packs.ref(r) for r in lists]
+    elif chunks is not None:
+        item["chunks"] = [packs.ref(r) for r in chunks]
+    return item
 
 
 def encode_inner(height: int, children: Sequence[tuple[bytes, int, BlobRef]]) -> bytes:

@@ -1,0 +1,161 @@
+"""The tree builder encodes each entry once, and its nodes are byte for byte the
+codec's (format/tree_codec.py ``encode_leaf``, as the builder wrote them before:
+``entry_object``, sized by its line, cut, then encoded whole)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any
+
+import pytest
+
+from s3archive.archive import tree_builder
+from s3archive.archive.packer import ChunkLocation
+from s3archive.format import manifest_codec
+from s3archive.format import tree_codec as tc
+
+
+class _Meta:
+    """The metadata writer, reduced to what the builder asks of it: every blob kept."""
+
+    def __init__(self) -> None:
+        self.blobs: list[bytes] = []
+
+    def add_blob(self, plain: bytes, kind: bytes) -> ChunkLocation:
+        self.blobs.append(plain)
+        return ChunkLocation(hashlib.sha256(plain).hexdigest(), "meta/m1", 0, len(plain),
+                             len(plain), "zstd")
+
+
+def _ref(rng: random.Random, pack: str) -> tc.BlobRef:
+    return tc.BlobRef(rng.randbytes(32).hex(), rng.randrange(1, 1 << 22), pack,
+                      rng.randrange(1 << 30), rng.randrange(1, 1 << 22),
+                      rng.choice(["zstd", "raw"]))
+
+
+NAMES = [b"plain.txt", "caf\u00e9 \u2603.txt".encode(), b"caf\xe9-latin1", b'quo"te\\back',
+         b"tab\there", b"\x01control", "\U0001f600".encode()]
+
+
+def _entries(seed: int, count: int) -> list[tuple[bytes, dict[str, Any], list[tc.BlobRef] | None,
+                                                 list[tc.BlobRef] | None, tc.BlobRef | None]]:
+    """Entries of one directory, in name order, as the builder gets them (spool objects)."""
+    rng = random.Random(seed)
+    names = sorted({rng.choice(NAMES) + b"-%05d" % i for i in range(count)})
+    packs = [f"data/{rng.randbytes(16).hex()}" for _ in range(5)]
+    out = []
+    for name in names:
+        kind = rng.choice(["file", "file", "dir", "symlink"])
+        obj: dict[str, Any] = {"type": "entry", "path": "/x/" + name.decode("utf-8", "replace"),
+                               "kind": kind, "mode": "0644", "uid": 0, "gid": rng.randrange(3),
+                               "mtime_ns": rng.randrange(1 << 62), "ino": rng.randrange(1 << 40),
+                               "ctime_ns": rng.randrange(1 << 62)}
+        if rng.random() < 0.3:
+            obj["xattrs"] = {"user.k": rng.randbytes(rng.randrange(200)).hex()}
+        if rng.random() < 0.1:  # keys a reader does not know, one of them a reference's
+            obj[rng.choice(["tree", "chunk_lists", "zz-future"])] = [rng.randrange(9)]
+        chunks = lists = tree = None
+        if kind == "dir":
+            tree = _ref(rng, "meta/" + packs[0][5:])
+        elif kind == "file":
+            obj["size"] = rng.randrange(1 << 40)
+            refs = [_ref(rng, rng.choice(packs)) for _ in range(rng.choice([0, 1, 3, 40]))]
+            if rng.random() < 0.2:
+                lists = refs
+            else:
+                chunks = refs
+        else:
+            obj["target"] = "somewhere/" + name.decode("utf-8", "replace")
+        out.append((name, obj, chunks, lists, tree))
+    return out
+
+
+def _main_nodes(entries: list[Any]) -> list[bytes]:
+    """The nodes main's builder wrote for these entries: each entry object sized by its
+    spooled line, cut, and its leaf encoded whole by ``tc.encode_leaf``."""
+    nodes: list[bytes] = []
+    leaves: list[tuple[bytes, int, tc.BlobRef]] = []
+    leaf: list[Any] = []
+    used, last, first = 0, b"", b""
+
+    def store(plain: bytes) -> tc.BlobRef:
+        nodes.append(plain)
+        return tc.BlobRef(hashlib.sha256(plain).hexdigest(), len(plain), "meta/m1", 0,
+                          len(plain), "zstd")
+
+    def flush() -> None:
+        nonlocal leaf, used
+        leaves.append((first, len(leaf), store(tc.encode_leaf(leaf))))
+        leaf, used = [], 0
+
+    for name, obj, chunks, lists, tree in entries:
+        if leaf and (len(leaf) >= tc.LEAF_MAX or tc.cut_after(last, len(leaf))):
+            flush()
+        node_obj = tc.entry_object(obj, name)
+        size = (len(manifest_codec.dumps(node_obj)) + 80 * len(chunks or lists or ())
+                + (80 if tree is not None else 0))
+        if leaf and used + size > tc.NODE_TARGET_BYTES:
+            flush()
+        if not leaf:
+            first = name
+        leaf.append((node_obj, chunks, lists, tree))
+        used += size
+        last = name
+    if not leaves:
+        store(tc.encode_leaf(leaf))
+        return nodes
+    if leaf:
+        flush()
+    level, height = leaves, 0
+    while len(level) > 1:
+        height += 1
+        upper, group = [], []
+        for child in level:
+            group.append(child)
+            if len(group) >= tc.LEAF_MAX or tc.cut_after(child[0], len(group)):
+                upper.append((group[0][0], sum(c for _, c, _ in group),
+                              store(tc.encode_inner(height, group))))
+                group = []
+        if group:
+            upper.append((group[0][0], sum(c for _, c, _ in group),
+                          store(tc.encode_inner(height, group))))
+        level = upper
+    return nodes
+
+
+def _built_nodes(entries: list[Any]) -> list[bytes]:
+    meta = _Meta()
+    builder = tree_builder.TreeBuilder(meta, locate=None)  # type: ignore[arg-type]
+    encoding = tree_builder._Encoding(b"/x")
+    for name, obj, chunks, lists, tree in entries:
+        builder._append(encoding, name, obj, chunks, lists, tree)
+    directory = tree_builder._Dir(b"/x", hashlib.sha256())
+    builder._close_encoding(directory, encoding)
+    return meta.blobs
+
+
+@pytest.mark.parametrize("seed,count", [(1, 0), (2, 1), (3, 70), (4, 600)])
+def test_nodes_are_the_codecs_bytes(seed: int, count: int) -> None:
+    entries = _entries(seed, count)
+    assert _built_nodes(entries) == _main_nodes(entries)
+
+
+def test_nodes_cut_by_size_are_the_codecs_bytes(monkeypatch) -> None:
+    """Leaves cut where their entries' lines pass the node target (small ones here, so
+    that one byte more or less an entry would move some cut)."""
+    entries = _entries(5, 300)
+    for target in range(1500, 4000, 50):
+        monkeypatch.setattr(tc, "NODE_TARGET_BYTES", target)
+        nodes = _built_nodes(entries)
+        assert nodes == _main_nodes(entries), target
+        assert len(nodes) > 8  # many leaves, and inner nodes over them
+
+
+def test_a_reference_key_of_an_unknown_entry_field_is_replaced_in_place() -> None:
+    rng = random.Random(6)
+    tree = _ref(rng, "meta/p")
+    obj = {"type": "entry", "path": "/x/d", "kind": "dir", "mode": "0755", "uid": 0,
+           "gid": 0, "mtime_ns": 1, "tree": "planted", "zz": 1}
+    entries = [(b"d", obj, None, None, tree)]
+    assert _built_nodes(entries) == _main_nodes(entries)
