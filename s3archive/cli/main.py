@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import sys
@@ -222,4 +223,12 @@ def _return_big_buffers_to_the_system() -> None:
 
 def main() -> None:
     _return_big_buffers_to_the_system()
-    cli(prog_name="s3archive")
+    try:
+        cli(prog_name="s3archive")
+    finally:
+        # The command is done.  Python's shutdown runs its cyclic garbage collector
+        # over every object left (botocore's service model and the imported modules
+        # are most of them): 0.1-0.2 s of CPU after an archive run's last line.
+        # Frozen objects are not traversed; the shutdown is otherwise as always
+        # (atexit handlers, flushed streams, finalizers).
+        gc.freeze()
