@@ -146,7 +146,8 @@ class FileStage:
         self._file_rows: list[tuple[bytes, FileKey, bytes, list[ChunkId]]] = []
         self._hardlinks: dict[tuple[int, int], bytes] = {}
         self._to_read = 0  # bytes of the files the walk handed to be read (progress totals)
-        self._files_to_read = 0
+        self._files_to_read = 0  # small files (and their bytes below), for the workers' start
+        self._small_to_read = 0
         self._batch = _Batch()  # small files not yet handed to a reader
         self._readers: ThreadPoolExecutor | None = None
         self._cache_has_files = True
@@ -189,7 +190,8 @@ class FileStage:
             return
         self._batch = _Batch()
         if self.workers is not None and not self.workers.started and (
-                self._files_to_read >= WORKERS_AFTER_FILES or self._to_read >= WORKERS_AFTER_BYTES):
+                self._files_to_read >= WORKERS_AFTER_FILES
+                or self._small_to_read >= WORKERS_AFTER_BYTES):
             self.workers.start()  # the run reads enough to pay for them
         if self.workers is None or not self.workers.started or large:
             assert self._readers is not None
@@ -310,13 +312,15 @@ class FileStage:
             self._hardlinks[link_key] = entry.path
             return _Queued(entry, cache_key=outcome.cache_key, chunks=outcome.chunks)
         self._to_read += st.st_size
-        self._files_to_read += 1
         if st.st_size >= BATCH_BYTES:  # a large file: a task of its own, read at once
             self._submit()
             self._batch.files.append((entry, st))
             queued = _Queued(entry, batch=self._batch)
             self._submit(large=True)
             return queued
+        # only small files count towards starting the workers: they read no large one
+        self._files_to_read += 1
+        self._small_to_read += st.st_size
         batch = self._batch
         batch.files.append((entry, st))
         batch.size += st.st_size

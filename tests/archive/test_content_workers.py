@@ -306,3 +306,34 @@ def test_a_worker_imports_no_s3_client() -> None:
                           timeout=60, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_large_files_do_not_start_the_workers_which_never_read_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers read small files only (large ones stay on reader threads), so only
+    small files count towards starting them: a 1 % run that reads two large files
+    again and a few small ones started two processes for nothing (~0.2 CPU s)."""
+    monkeypatch.setattr(file_stage, "BATCH_BYTES", 256 * 1024)  # larger: read by a thread
+    monkeypatch.setattr(file_stage, "WORKERS_AFTER_FILES", 12)
+    monkeypatch.setattr(file_stage, "WORKERS_AFTER_BYTES", 1 << 20)
+    starts: list[int] = []
+    real_start = ContentWorkers.start
+
+    def start(self):
+        starts.append(self.count)
+        return real_start(self)
+
+    monkeypatch.setattr(ContentWorkers, "start", start)
+    host = MemoryHost(tmp_path, "content-workers-large")
+    rng = random.Random(16)
+    for number in range(3):  # 3 x 1 MiB: past the bytes threshold, all large
+        (host.tree / f"large{number}").write_bytes(rng.randbytes(1 << 20))
+    for number in range(5):
+        (host.tree / f"small{number}").write_bytes(rng.randbytes(5000))
+    host.archive()
+    assert starts == []
+    for number in range(12):  # small files enough to pay for the workers
+        (host.tree / f"more{number}").write_bytes(rng.randbytes(5000))
+    host.archive()
+    assert len(starts) == 1
+    host.restores_exactly(tmp_path / "restored")
