@@ -1,13 +1,17 @@
 """Worker processes that read files into encoded chunks (the initial run's per-byte
 and per-chunk work, off the main process's GIL).
 
-The main process walks, describes entries, keeps the file cache, claims chunk
-ids and packs; a worker takes a batch of small files and, for each, opens,
+The main process walks, keeps the file cache, claims chunk ids and packs; a
+worker takes a batch of small files and, for each, describes its entry from
+the walk's stat (owners' names, ACLs, xattrs: :func:`describe_entry`), opens,
 locks, checks and reads it (holes kept), cuts it into chunks, computes their
-ids (keyed for an encrypted run) and compresses them.  It returns what the
-main process needs of each file (:class:`~archive.sources.file_reader.FileRead`)
-and the encoded chunks; the main process claims each id and packs the new
-ones without encoding them again.
+ids (keyed for an encrypted run), compresses them, and encodes the entry's
+spool line (the manifest line without chunks).  It returns what the main
+process needs of each file (:class:`~archive.sources.file_reader.FileRead`,
+the line, the problems found) and the encoded chunks; the main process claims
+each id, packs the new ones without encoding them again, and spools the line
+as it came (the per-file Python of describing and encoding a line is off its
+GIL).
 
 A worker is ``python -m s3archive.archive.content_workers``, started with
 ``subprocess`` (fork and exec at once: safe in a threaded process) so that it
@@ -38,9 +42,12 @@ from operator import attrgetter
 from typing import BinaryIO, Callable, NamedTuple
 
 from s3archive.archive.chunker import Chunker
+from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
 from s3archive.archive.sources.file_reader import FileRead, read_whole
 from s3archive.errors import S3ArchiveError
+from s3archive.format import manifest_codec as codec
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
+from s3archive.format.model import Entry
 
 
 _HEAD = struct.Struct(">II")  # pickle length, number of out-of-band buffers
@@ -61,17 +68,67 @@ class WorkerSettings:
     id_key: bytes | None = field(default=None, repr=False)  # encrypted runs: keyed data ids
 
 
+class Walked(NamedTuple):
+    """The walk's stat of a file, as much as its entry is described from
+    (:class:`~archive.sources.entries.StatFields`)."""
+
+    st_mode: int
+    st_uid: int
+    st_gid: int
+    st_mtime_ns: int
+    st_rdev: int = 0
+
+
 class FileToRead(NamedTuple):
     path: bytes
     ino: int  # as the walk saw it: another inode is a replaced file
     ctime_ns: int  # as the walk saw it: a moved ctime keeps the file out of the cache
+    walked: Walked | None = None  # given: the worker describes the entry too
+
+
+class Described(NamedTuple):
+    """A file's entry as a worker described it (asked with ``walked``)."""
+
+    line: bytes | None  # its spool line without chunks; None: the file is left out
+    problems: list[str]  # warnings about its metadata (before those of reading it)
+    cacheable: bool  # False: its metadata was incomplete, described afresh next run
+
+
+class Read(NamedTuple):
+    read: FileRead
+    pieces: list[EncodedChunk]
+    described: Described | None
 
 
 # What crosses the pipe is plain tuples: a dataclass costs ~60 us a file to pickle
 # and unpickle, a tuple ~7 (200,000 files: 11 CPU s).  Per file (the fields of a
-# FileRead in order, its chunks as (id, plain size, encoding, stored bytes)).
+# FileRead in order, its chunks as (id, plain size, encoding, stored bytes), and
+# None or the fields of a Described).
 _READ_FIELDS = attrgetter(*(f.name for f in fields(FileRead)))
-Read = tuple[FileRead, list[EncodedChunk]]
+_LEFT_OUT = FileRead(ok=False)
+
+
+def _describe(path: bytes, walked: tuple[int, int, int, int, int]
+              ) -> tuple[Entry | None, list[str], bool]:
+    """The file's entry (None: left out), what was wrong with its metadata, and
+    whether its row may go to the file cache (as the main process does it)."""
+    try:
+        entry, problem = describe_entry(path, Walked(*walked))
+    except Vanished:
+        return None, ["vanished during the walk"], False
+    except Unrecordable as left_out:
+        return None, [left_out.warning.message], False
+    if problem is None:
+        return entry, [], True
+    return entry, [problem.message], False
+
+
+def _line(entry: Entry, read: FileRead) -> bytes:
+    """The spool line of ``entry`` completed from what reading its file found
+    (as ``FileStage`` completes one it described itself)."""
+    entry.size, entry.extents = read.size, read.extents
+    entry.mtime_ns, entry.ino, entry.ctime_ns = read.mtime_ns, read.ino, read.ctime_ns
+    return codec.dumps(codec.encode_entry(entry, with_chunks=False))[:-1]
 
 
 # ---------------------------------------------------------------- the worker side
@@ -143,8 +200,15 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
             batch: list[tuple[bytes, int, int]] = _read_frame(inp)  # type: ignore[assignment]
         except _EndOfStream:
             return
-        results = []
-        for path, ino, ctime_ns in batch:
+        results: list[tuple[tuple[object, ...], list[tuple[str, int, str, pickle.PickleBuffer]],
+                            tuple[bytes | None, list[str], bool] | None]] = []
+        for path, ino, ctime_ns, walked in batch:
+            entry, problems, cacheable = None, [], True
+            if walked is not None:
+                entry, problems, cacheable = _describe(path, walked)
+                if entry is None:  # vanished, or a path the manifest cannot hold
+                    results.append((_READ_FIELDS(_LEFT_OUT), [], (None, problems, False)))
+                    continue
             pieces: list[tuple[str, int, str, pickle.PickleBuffer]] = []
 
             def add(plain: bytes | memoryview) -> tuple[str, int]:
@@ -155,7 +219,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 
             read = read_whole(path, ino, ctime_ns, chunker, add,
                               lock_timeout=settings.lock_timeout)
-            results.append((_READ_FIELDS(read), pieces if read.ok else []))
+            described = None
+            if entry is not None:
+                described = (_line(entry, read) if read.ok else None, problems, cacheable)
+            results.append((_READ_FIELDS(read), pieces if read.ok else [], described))
         _write_frame(out, results)
 
 
@@ -223,7 +290,8 @@ class _Worker:
         job: Future[list[Read]] = Future()
         with self._lock:
             self.waiting.append(job)
-        self._send([tuple(item) for item in batch])
+        self._send([(item.path, item.ino, item.ctime_ns,
+                     None if item.walked is None else tuple(item.walked)) for item in batch])
         return job
 
     def _collect(self) -> None:
@@ -232,8 +300,9 @@ class _Worker:
                 results = _read_frame(self._out)
                 if isinstance(results, str):  # the worker failed: why
                     raise _WorkerError(results)
-                done = [(FileRead(*read), [EncodedChunk(*piece) for piece in pieces])
-                        for read, pieces in results]  # type: ignore[union-attr]
+                done = [Read(FileRead(*read), [EncodedChunk(*piece) for piece in pieces],
+                             None if described is None else Described(*described))
+                        for read, pieces, described in results]  # type: ignore[union-attr]
                 with self._lock:
                     job = self.waiting.popleft()
                 job.set_result(done)

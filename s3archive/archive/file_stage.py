@@ -10,12 +10,15 @@ small pool of threads, small files in batches (one task for up to
 reading it); entries wait in a bounded queue for their file.
 
 With content workers (archive/content_workers.py, ``[content] workers``) the
-batches of small files are read, chunked, hashed and compressed by worker
-processes instead, at most ``BATCHES_PER_WORKER`` per worker in flight; the
-main process claims their chunk ids and packs the new chunks as encoded.
+batches of small files are described (entry metadata and spool line), read,
+chunked, hashed and compressed by worker processes instead, at most
+``BATCHES_PER_WORKER`` per worker in flight; the main process claims their
+chunk ids, packs the new chunks as encoded and spools the lines as they came.
 The workers are started once the walk has handed ``WORKERS_AFTER_FILES``
 files or ``WORKERS_AFTER_BYTES`` bytes to be read (threads read those): a run
 that reads little (an unchanged host, a small tree) does not pay their start.
+A file with more than one link (its hardlink group is settled here, in walk
+order) or whose metadata the main process needs is described here.
 A file of ``BATCH_BYTES`` or more is still read by a thread here (its work is
 per byte, in C, without the GIL), streamed chunk by chunk.
 """
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import IO, Callable
 
 from s3archive.archive.chunk_writer import ChunkWriter
-from s3archive.archive.content_workers import ContentWorkers, FileToRead, Read
+from s3archive.archive.content_workers import ContentWorkers, FileToRead, Read, Walked
 from s3archive.archive.chunker import Chunker
 from s3archive.archive.local_cache import FileKey, LocalCache
 from s3archive.archive.packer import ChunkId
@@ -75,6 +78,10 @@ class _ReadOutcome:
     chunks: list[ChunkId] = field(default_factory=list)
     warnings: list[Warning_] = field(default_factory=list)
     cache_key: FileKey | None = None  # set when the file did not change while read
+    # described by a content worker: the entry's spool line, its size, cacheable
+    line: bytes | None = None
+    size: int = 0
+    cacheable: bool = True
 
 
 @dataclass
@@ -82,6 +89,8 @@ class _Batch:
     """Files read one after the other by one reader task; ``job`` is set once submitted."""
 
     files: list[tuple[Entry, os.stat_result]] = field(default_factory=list)
+    # or (only these) files a content worker describes and reads
+    walked: list[FileToRead] = field(default_factory=list)
     size: int = 0
     job: Future[list[_ReadOutcome]] | None = None
     # read by a content worker: (what was read, its encoded chunks) per file, claimed
@@ -182,29 +191,55 @@ class FileStage:
                 self._readers = None
         return self.tally
 
-    def _submit(self, large: bool = False) -> None:
-        """Hand the open batch of small files to a content worker (or a reader
-        thread); a large file's batch to a reader thread."""
+    def _submit(self) -> None:
+        """Hand the open batch to a content worker (files it describes) or to a
+        reader thread (files described here)."""
         batch = self._batch
-        if not batch.files:
+        if not (batch.files or batch.walked):
             return
         self._batch = _Batch()
-        if self.workers is not None and not self.workers.started and (
-                self._files_to_read >= WORKERS_AFTER_FILES
-                or self._small_to_read >= WORKERS_AFTER_BYTES):
-            self.workers.start()  # the run reads enough to pay for them
-        if self.workers is None or not self.workers.started or large:
+        if not batch.walked:
             assert self._readers is not None
             batch.job = self._readers.submit(self._read_batch, batch.files)
             return
+        assert self.workers is not None
         limit = BATCHES_PER_WORKER * self.workers.count
         while self._remote_batches >= limit:  # bounded: spool what the workers returned
             assert self._spool is not None
             self._spool_ready(self._pending, self._spool, wait=True, until_batches=limit - 1)
-        batch.left = len(batch.files)
-        batch.remote = self.workers.submit([FileToRead(entry.path, st.st_ino, st.st_ctime_ns)
-                                            for entry, st in batch.files])
+        batch.left = len(batch.walked)
+        batch.remote = self.workers.submit(batch.walked)
         self._remote_batches += 1
+
+    def _to_workers(self, st: os.stat_result) -> bool:
+        """Whether a file goes to a content worker (started here once the run reads
+        enough to pay for them): a single-link file smaller than a batch."""
+        workers = self.workers
+        if workers is None or st.st_nlink > 1 or st.st_size >= BATCH_BYTES:
+            return False
+        if not workers.started:
+            if (self._files_to_read + 1 < WORKERS_AFTER_FILES
+                    and self._small_to_read + st.st_size < WORKERS_AFTER_BYTES):
+                return False
+            self._submit()  # files described here so far: read by a thread
+            workers.start()
+        return True
+
+    def _worker_file(self, path: bytes, st: os.stat_result) -> _Queued:
+        """A file a content worker describes and reads, in the open batch."""
+        self._to_read += st.st_size
+        self._files_to_read += 1
+        self._small_to_read += st.st_size
+        if self._batch.files:  # (never both kinds in one batch)
+            self._submit()
+        batch = self._batch
+        batch.walked.append(FileToRead(path, st.st_ino, st.st_ctime_ns,
+                                       Walked(st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)))
+        batch.size += st.st_size
+        queued = _Queued(None, batch=batch, index=len(batch.walked) - 1, path=path)
+        if len(batch.walked) >= BATCH_FILES or batch.size >= BATCH_BYTES:
+            self._submit()
+        return queued
 
     def _read_batch(self, files: list[tuple[Entry, os.stat_result]]) -> list[_ReadOutcome]:
         return [self._read(entry, st) for entry, st in files]
@@ -238,6 +273,9 @@ class FileStage:
                     continue
                 queued.cache_key = outcome.cache_key
                 queued.chunks = outcome.chunks
+                if outcome.line is not None:  # described by a content worker
+                    queued.line, queued.size = outcome.line, outcome.size
+                    queued.cacheable = outcome.cacheable
             pending.popleft()
             entry = queued.entry
             if entry is not None:
@@ -251,8 +289,8 @@ class FileStage:
             tally.bytes_total += queued.size
             self.progress.file(queued.path, queued.size)
             spool.write(spool_file_line(queued.line, queued.chunks))
-            if (queued.cache_key is not None and queued.cacheable and entry is not None
-                    and self.remember_files):
+            if (queued.cache_key is not None and queued.cacheable and self.remember_files
+                    and (entry is not None or batch is not None)):  # read, not a cache hit
                 self._file_rows.append((queued.path, queued.cache_key, queued.line,
                                         queued.chunks))
                 if len(self._file_rows) >= FILE_ROWS_BATCH:
@@ -270,6 +308,8 @@ class FileStage:
             unchanged = self._unchanged(item.path, st)
             if unchanged is not None:
                 return unchanged
+        if kind == FILE and self._to_workers(st):
+            return self._worker_file(item.path, st)
         try:
             entry, problem = describe_entry(item.path, st)
         except Vanished:
@@ -316,11 +356,13 @@ class FileStage:
             self._submit()
             self._batch.files.append((entry, st))
             queued = _Queued(entry, batch=self._batch)
-            self._submit(large=True)
+            self._submit()
             return queued
         # only small files count towards starting the workers: they read no large one
         self._files_to_read += 1
         self._small_to_read += st.st_size
+        if self._batch.walked:  # (never both kinds in one batch)
+            self._submit()
         batch = self._batch
         batch.files.append((entry, st))
         batch.size += st.st_size
@@ -352,8 +394,8 @@ class FileStage:
     def _claim_read(self, batch: _Batch, queued: _Queued) -> _ReadOutcome:
         """A file a content worker read: its chunks claimed (new ones packed as the
         worker encoded them), its entry completed."""
-        assert batch.remote is not None and queued.entry is not None
-        read, pieces = batch.remote.result()[queued.index]
+        assert batch.remote is not None
+        read, pieces, described = batch.remote.result()[queued.index]
         batch.left -= 1
         if batch.left == 0:  # every file of the batch is spooled: let its bytes go
             batch.remote = None
@@ -361,7 +403,22 @@ class FileStage:
         for piece in pieces:
             self.writer.add_encoded(piece)
         self.progress.read(read.bytes_read)
-        return self._outcome(queued.entry, read)
+        if described is None:
+            assert queued.entry is not None
+            return self._outcome(queued.entry, read)
+        problems = described.problems + read.problems
+        outcome = _ReadOutcome(ok=read.ok and described.line is not None,
+                               bytes_read=read.bytes_read,
+                               warnings=[Warning_("file", problem, queued.path)
+                                         for problem in problems])
+        if not outcome.ok:
+            return outcome
+        outcome.chunks = [ChunkId(*chunk) for chunk in read.chunks]
+        if read.cache_key is not None:
+            outcome.cache_key = FileKey(*read.cache_key)
+        outcome.line, outcome.size, outcome.cacheable = \
+            described.line, read.size, described.cacheable
+        return outcome
 
     def _read(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:
         """Read a file (in a reader thread); progress shows it while it is read."""

@@ -18,7 +18,7 @@ import pytest
 import s3archive.archive.file_stage as file_stage
 from s3archive.archive.content_workers import (ContentWorkerFailed, ContentWorkers, FileToRead,
                                                 WorkerSettings)
-from s3archive.config import load_config
+from s3archive.config import ContentSettings, load_config
 from s3archive.errors import ConfigError
 from s3archive.repo.catalog import list_runs
 from support.manifest_builder import make_bucket_env
@@ -273,7 +273,7 @@ def test_a_worker_imports_nothing_from_the_working_directory(
     monkeypatch.chdir(tmp_path)  # a root process started from a directory anyone writes to
     st = os.stat(tmp_path / "file")
     with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:
-        read, pieces = workers.submit([FileToRead(os.fsencode(tmp_path / "file"), st.st_ino,
+        read, pieces, _ = workers.submit([FileToRead(os.fsencode(tmp_path / "file"), st.st_ino,
                                                   st.st_ctime_ns)]).result(timeout=30)[0]
     assert read.ok and read.chunks == [(hashlib.sha256(b"content").hexdigest(), 7)]
     assert len(pieces) == 1
@@ -287,7 +287,7 @@ def test_keyed_ids_use_a_key_that_never_shows_in_argv_or_the_environment(
     (tmp_path / "file").write_bytes(b"secret content")
     st = os.stat(tmp_path / "file")
     with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0, id_key=key)) as workers:
-        read, _ = workers.submit([FileToRead(os.fsencode(tmp_path / "file"), st.st_ino,
+        read, _, _ = workers.submit([FileToRead(os.fsencode(tmp_path / "file"), st.st_ino,
                                              st.st_ctime_ns)]).result(timeout=30)[0]
         for name in ("cmdline", "environ"):
             with open(f"/proc/{workers.pids[0]}/{name}", "rb") as handle:
@@ -337,3 +337,76 @@ def test_large_files_do_not_start_the_workers_which_never_read_them(
     host.archive()
     assert len(starts) == 1
     host.restores_exactly(tmp_path / "restored")
+
+
+def test_entries_described_by_workers_are_the_bytes_the_main_process_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose files a content worker describes writes the tree nodes a run whose
+    files the main process describes writes (same tree: same node ids, so the two
+    runs' metadata dedupes): owners, modes, xattrs, an ACL, a metadata problem, holes,
+    hardlinks, symlinks, a fifo, names that are not UTF-8."""
+    import posix1e
+
+    from s3archive.archive import dir_cache
+    from s3archive.archive.local_cache import LocalCache
+    from s3archive.repo.catalog import open_tree
+
+    host = MemoryHost(tmp_path, "described-by-workers")
+    tree = host.tree
+    rng = random.Random(10)
+    for number in range(150):
+        folder = tree / f"d{number % 7}"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"f{number}"
+        path.write_bytes(rng.randbytes(rng.choice([0, 1, 200, 5000, 70_000])))
+        os.chmod(path, rng.choice([0o600, 0o644, 0o4755, 0o640]))
+    os.setxattr(tree / "d1" / "f1", "user.note", b"\x00\xffvalue")
+    os.setxattr(tree / "d2" / "f2", b"user.\xff", b"not utf-8: left out, warned")
+    posix1e.ACL(text="u::rw-,u:1000:r--,g::r--,m::r--,o::---").applyto(str(tree / "d3" / "f3"))
+    with open(tree / "sparse", "wb") as handle:  # a hole in the middle
+        handle.write(b"head")
+        handle.seek(1 << 20)
+        handle.write(b"tail")
+    (tree / "linked").write_bytes(b"one inode, two names")
+    os.link(tree / "linked", tree / "linked-too")
+    os.symlink("d0/f0", tree / "link")
+    os.mkfifo(tree / "fifo")
+    (tree / os.fsdecode(b"name-\xff")).write_bytes(b"a name that is not UTF-8")
+
+    def tree_node() -> str:  # the tree directory's node id
+        item = open_tree(host.store, host.latest()).lookup(os.fsencode(tree))
+        assert item is not None and item.tree is not None
+        return item.tree.hash
+
+    monkeypatch.setattr(ContentSettings, "content_workers", lambda self: 0)
+    first = host.attempt()  # described and read in the main process
+    assert first.exit_code != 0  # the xattr named in bytes that are not UTF-8 is warned of
+    by_main = tree_node()
+
+    monkeypatch.undo()
+    monkeypatch.setattr(file_stage, "WORKERS_AFTER_FILES", 0)
+    monkeypatch.setattr(LocalCache, "has_files", lambda self: False)  # every file read again
+    monkeypatch.setattr(dir_cache.DirCache, "lookup", lambda self, path, digest: None)
+    described_here: list[bytes] = []
+    describe = file_stage.describe_entry
+
+    def counted(path: bytes, st: os.stat_result):  # type: ignore[no-untyped-def]
+        described_here.append(path)
+        return describe(path, st)
+
+    monkeypatch.setattr(file_stage, "describe_entry", counted)
+    second = host.attempt()
+    assert second.files_unchanged == 0 and second.bytes_read == first.bytes_read
+    assert second.warnings == first.warnings
+    assert tree_node() == by_main
+    # every regular file of one link was described by a worker, not here
+    here = {os.fsdecode(p.removeprefix(os.fsencode(tree) + b"/")) for p in described_here
+            if p.startswith(os.fsencode(tree) + b"/")}
+    assert here == {"d0", "d1", "d2", "d3", "d4", "d5", "d6", "link", "fifo", "linked",
+                    "linked-too"}
+    # the file whose metadata was incomplete has no file-cache row: described afresh
+    monkeypatch.undo()
+    monkeypatch.setattr(file_stage, "WORKERS_AFTER_FILES", 0)
+    third = host.attempt()
+    assert third.warnings == first.warnings
+    assert third.files_unchanged == third.files - 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import Protocol
 
 from s3archive.format.manifest_codec import entry_problem
 from s3archive.format.model import BLOCKDEV, CHARDEV, DIR, SYMLINK, Entry, Warning_
@@ -25,7 +26,23 @@ class Unrecordable(Exception):
         self.warning = warning
 
 
-def describe_entry(path: bytes, st: os.stat_result) -> tuple[Entry, Warning_ | None]:
+class StatFields(Protocol):
+    """What an entry is made of from a stat (an ``os.stat_result``, or the fields a
+    content worker is handed: archive/content_workers.py)."""
+
+    @property
+    def st_mode(self) -> int: ...
+    @property
+    def st_uid(self) -> int: ...
+    @property
+    def st_gid(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
+    @property
+    def st_rdev(self) -> int: ...
+
+
+def describe_entry(path: bytes, st: StatFields) -> tuple[Entry, Warning_ | None]:
     """The entry of a non-socket path; the warning says what could not be read.
 
     Raises Vanished when the path is gone, and Unrecordable when what could
