@@ -160,10 +160,9 @@ class GroupIndex:
                 z.write(_line(["P", numbers[ref.key], ref.key, ref.version_id, ref.size,
                                ref.lock_mode,
                                isoformat(ref.locked_until) if ref.locked_until else None]))
-            for row in uploaded.rows():
-                if row.pack in with_blobs and row.pack in numbers:
-                    z.write(_line(["B", numbers[row.pack], row.hash, row.offset, row.stored,
-                                   row.size, row.encoding]))
+            for line in uploaded.blob_lines({key: number for key, number in numbers.items()
+                                             if key in with_blobs}):
+                z.write(line)
         return out.getvalue()
 
     def _seal(self, key: str, body: bytes) -> bytes:
@@ -246,18 +245,26 @@ class UploadedBlobs:
         self.counts: dict[str, int] = {}
 
     def add(self, pack: str, rows: list[ChunkLocation]) -> None:
+        if not pack.isascii() or '"' in pack or "\\" in pack:  # (blob_lines cuts at the quote)
+            raise ValueError(f"pack key {pack!r}: not a key this writer makes")
         with self._lock:
             self._file.write(b"".join(_line([pack, r.hash, r.offset, r.stored, r.size,
                                              r.encoding]) for r in rows))
             self.counts[pack] = self.counts.get(pack, 0) + len(rows)
 
-    def rows(self) -> Iterator[ChunkLocation]:
+    def blob_lines(self, numbers: dict[str, int]) -> Iterator[bytes]:
+        """The ``B`` line of every blob in a pack of ``numbers`` (pack key -> its number
+        in the object): the spooled line with its pack's key replaced by ``"B",N``,
+        the bytes ``_line(["B", N, hash, offset, stored, size, encoding])`` gives
+        (an encoding of every line again was most of an initial run's last second)."""
         with self._lock:
             self._file.flush()
             self._file.seek(0)
             for line in self._file:
-                pack, digest, offset, stored, size, encoding = json.loads(line)
-                yield ChunkLocation(digest, pack, offset, stored, size, encoding)
+                end = line.index(b'",', 2)  # a pack key is ASCII without quotes or escapes
+                number = numbers.get(line[2:end].decode("ascii"))
+                if number is not None:
+                    yield b'["B",%d,' % number + line[end + 2:]
             self._file.seek(0, io.SEEK_END)
 
     def close(self) -> None:

@@ -499,3 +499,27 @@ def test_a_backup_policy_without_the_index_costs_dedup_not_the_run(tmp_path: Pat
     assert summary.manifest_key is not None and summary.chunks_new == 3
     assert "cannot read the group index index/plain-all/" in warned.text
     assert "could not write the group index of this run" in warned.text
+
+
+def test_blob_lines_are_the_lines_an_encoding_of_each_row_gives() -> None:
+    """The B lines are cut from the spooled lines, not encoded again: byte for byte
+    what ``_line(["B", N, ...])`` gives; a pack not listed gives none."""
+    from s3archive.archive.group_index import UploadedBlobs, _line
+    from s3archive.archive.packer import ChunkLocation
+
+    rng = random.Random(16)
+    uploaded = UploadedBlobs()
+    packs = [f"data/{n:02x}/{rng.randbytes(16).hex()}" for n in range(3)]
+    rows = {pack: [ChunkLocation(rng.randbytes(32).hex(), pack, rng.randrange(1 << 30),
+                                 rng.randrange(1, 1 << 23), rng.randrange(0, 1 << 23),
+                                 rng.choice(["zstd", "raw"])) for _ in range(50)]
+            for pack in packs}
+    for pack in packs:
+        uploaded.add(pack, rows[pack])
+    numbers = {packs[0]: 0, packs[2]: 7}
+    expected = [_line(["B", numbers[r.pack], r.hash, r.offset, r.stored, r.size, r.encoding])
+                for pack in packs if pack in numbers for r in rows[pack]]
+    assert list(uploaded.blob_lines(numbers)) == expected
+    with pytest.raises(ValueError):
+        uploaded.add('data/"x', rows[packs[0]])
+    uploaded.close()
