@@ -197,6 +197,8 @@ class Archiver:
                 uploaded.add(pack.key, chunks)  # for the group index (FORMAT2 16)
 
         format2 = self.storage_format == 2
+        # nothing to lease, no file-cache hit to locate: trees built while data uploads
+        own_packs_only = cache.is_empty() and not cache.has_files()
         chunk_filter = cache.chunk_filter()
         data_prefixes = ("data/", "packs/") if format2 else ("packs/",)
 
@@ -228,7 +230,7 @@ class Archiver:
                 lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency,
                 prefix="meta", id_of=enc.meta_id if enc else chunk_hash, sealer=enc)
         run = _Run(RunContext(cfg, self.store, cache, writer, self.progress, self.clock,
-                              self.dry_run, meta, uploaded), plan)
+                              self.dry_run, meta, uploaded, own_packs_only), plan)
         try:
             return run.execute(picking)
         finally:
@@ -368,7 +370,7 @@ _T = TypeVar("_T")
 class _Background(Generic[_T]):
     """Run a function in a daemon thread (pickers run while S3 is consulted)."""
 
-    def __init__(self, function: Callable[..., _T], *args: Any):
+    def __init__(self, function: Callable[..., _T], *args: Any, name: str = "pickers"):
         self._result: list[_T] = []
         self._error: list[BaseException] = []
 
@@ -378,7 +380,7 @@ class _Background(Generic[_T]):
             except BaseException as err:  # handed to the caller of result()
                 self._error.append(err)
 
-        self._thread = threading.Thread(target=target, name="pickers", daemon=True)
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
         self._thread.start()
 
     def wait(self) -> None:
@@ -421,6 +423,9 @@ class RunContext:
     dry_run: bool
     meta: ChunkWriter | None = None  # format 2: the metadata packs' writer
     uploaded: UploadedBlobs | None = None  # the data blobs uploaded, for the group index
+    # the cache knew no pack when the run began: it can reference only packs it writes,
+    # so its trees are built while its last data packs upload (FORMAT.md part 2, 8.1)
+    own_packs_only: bool = False
 
 
 # Metadata packs are smaller than data packs: a reader of one directory fetches
@@ -503,19 +508,15 @@ class _Run:
                 progress.phase("running snapshotters")
                 snapshots = run_snapshotters(cfg.snapshots_dir, cfg.sources.snapshot_timeout,
                                              ctx.writer, progress, self.warn)
-                progress.phase("uploading")
-                ctx.writer.drain()
-                if ctx.writer.resolve_reused():
-                    raise CacheInconsistent("file cache rows point at chunks it does not know")
-                progress.phase("securing retention")
-                lease = PackLease(ctx.store, ctx.cache, ctx.writer, self.plan.retention,
-                                  cfg.retention.repack_below, self.plan.locked,
-                                  SpoolSources(spool, ctx.writer.id_of), ctx.dry_run,
-                                  self._index_host()).secure()
-                if ctx.meta is not None:
+                if ctx.meta is not None and ctx.own_packs_only:
+                    progress.phase("writing metadata")
+                    key, lease = self._write_root(spool, snapshots, None, files.tally)
+                elif ctx.meta is not None:
+                    lease = self._secure_data(spool)
                     progress.phase("writing metadata")
                     key, lease = self._write_root(spool, snapshots, lease, files.tally)
                 else:
+                    lease = self._secure_data(spool)
                     progress.phase("writing manifest")
                     key = self._write_manifest(spool, snapshots, lease, files.tally)
         finally:
@@ -529,6 +530,22 @@ class _Run:
             ctx.cache.commit()
             progress.done()
         return self._summary(key, files.tally, snapshots, lease)
+
+    def _secure_data(self, spool: IO[bytes], shown: bool = True) -> LeaseResult:
+        """Every data pack uploaded (FORMAT.md 8.1 step 1), then the leases of the
+        data packs the run reuses (step 2); ``shown``: as the progress's phases."""
+        ctx, cfg = self.ctx, self.ctx.config
+        if shown:
+            ctx.progress.phase("uploading")
+        ctx.writer.drain()
+        if ctx.writer.resolve_reused():
+            raise CacheInconsistent("file cache rows point at chunks it does not know")
+        if shown:
+            ctx.progress.phase("securing retention")
+        return PackLease(ctx.store, ctx.cache, ctx.writer, self.plan.retention,
+                         cfg.retention.repack_below, self.plan.locked,
+                         SpoolSources(spool, ctx.writer.id_of), ctx.dry_run,
+                         self._index_host()).secure()
 
     def _content_workers(self) -> ContentWorkers | None:
         """The worker processes that read small files (``[content] workers``)."""
@@ -587,7 +604,11 @@ class _Run:
 
     # -- format 2: trees, run record, leases of metadata, then the root object
     def _write_root(self, spool: IO[bytes], snapshots: list[PendingSnapshot],
-                    data_lease: LeaseResult, tally: FileTally) -> tuple[str | None, LeaseResult]:
+                    secured: LeaseResult | None, tally: FileTally
+                    ) -> tuple[str | None, LeaseResult]:
+        """``secured``: the data leases (steps 1 and 2 done); None: the run can reference
+        only its own packs, and its trees are built while a thread does steps 1 and 2
+        (metadata packs wait, unsent, until they are done: the commit order holds)."""
         ctx, plan, cfg = self.ctx, self.plan, self.ctx.config
         meta = ctx.meta
         assert meta is not None
@@ -612,6 +633,8 @@ class _Run:
         dirs = DirCache(ctx.cache, plan.encryption.secret.cache_key() if plan.encryption
                         else None, remember=not ctx.dry_run)
 
+        data_lease = secured if secured is not None else LeaseResult()
+
         def may_reference(pack: str) -> bool:
             return pack in writer.new_packs or pack in data_lease.packs
 
@@ -628,7 +651,29 @@ class _Run:
                 pack2.KIND_RECORD, b"run record")
             return builder, trees, record
 
-        builder, trees, record = build()
+        if secured is not None:
+            builder, trees, record = build()
+        else:
+            writer.encoded()  # where every chunk is, is known
+            meta.hold_uploads()
+
+            def secure_then_send() -> LeaseResult:
+                lease = self._secure_data(spool, shown=False)
+                meta.release_uploads()  # (a failure leaves them held: closing drops them)
+                return lease
+
+            securing = _Background(secure_then_send, name="securing")
+            try:
+                builder, trees, record = build()
+            except BaseException:
+                securing.result()  # its failure first (one the attempt handles, e.g. a
+                raise  # pack gone); nothing touches the writer once the run is over
+            data_lease = securing.result()
+            if data_lease.packs:  # it does reference packs it did not write after all:
+                log.info("the run reuses %d packs: building its trees again",
+                         len(data_lease.packs))  # (as when the leases are known first)
+                meta.start_over(set())
+                builder, trees, record = build()
         if trees.entries > LIMITS.lines:  # a reader reads at most this many: never commit more
             raise ManifestError(f"the run has {trees.entries} entries, more than a reader "
                                 f"accepts ({LIMITS.lines}); not committing it")

@@ -170,7 +170,9 @@ class ChunkWriter:
             self.index.attach_cache(self.cache_file)
         self.locations = Locations(self)
         self._reserved: set[str] = set()  # claimed: being encoded, packed or uploaded
-        self._pending: dict[str, ChunkLocation] = {}  # add_blob: in a pack not yet stored
+        # in a pack not yet stored: metadata blobs (add_blob) and, format 2, data chunks
+        # (their pack's key is known when packed: a tree can be built while they upload)
+        self._pending: dict[str, ChunkLocation] = {}
         self._stored = 0  # packs stored so far (a claim looks again when it moved)
         self._reused: list[str] = []  # file-cache hits not located yet
         self._unknown: set[str] = set()  # file-cache hits nothing knows (few, or a bug)
@@ -181,6 +183,9 @@ class ChunkWriter:
         self._pack_slots = threading.BoundedSemaphore(self.uploaders)
         self._encoding = _Tasks()
         self._uploading = _Tasks()
+        self._may_upload = threading.Event()  # cleared: sealed packs wait (hold_uploads)
+        self._may_upload.set()
+        self._abandoned = False
         self._error: BaseException | None = None
         self.packer = Packer(self.pack_size, self._sealed, self.prefix, self.sealer)
 
@@ -378,8 +383,12 @@ class ChunkWriter:
         return unknown
 
     def _store_encoded(self, encoded: EncodedChunk, plain_size: int) -> None:
-        self.packer.add(encoded)
+        location = self.packer.add(encoded)
         with self._lock:
+            if self.prefix is not None and encoded.hash in self._reserved:
+                # (not stored yet, or just now: then _upload found nothing to drop
+                # and this entry says what the index says)
+                self._pending[encoded.hash] = location
             self.stats.chunks_new += 1
             self.stats.bytes_new += plain_size
 
@@ -404,6 +413,9 @@ class ChunkWriter:
             assert pack.key is not None
             located = pack.located()
             size = len(body)
+            self._may_upload.wait()
+            if self._abandoned:
+                raise RuntimeError(f"{pack.key}: not uploaded, the run stopped first")
             if self.dry_run:
                 version_id = "dry-run"
             else:
@@ -443,16 +455,32 @@ class ChunkWriter:
         if self._error is not None:
             raise self._error
 
-    def drain(self) -> None:
-        """Wait until every chunk so far is encoded, packed and uploaded."""
+    def encoded(self) -> None:
+        """Wait until every chunk so far is encoded and packed: with format 2, where
+        each one is is known from then on (:meth:`location`), uploaded or not."""
         self._encoding.wait()
         self._raise_failure()
+
+    def drain(self) -> None:
+        """Wait until every chunk so far is encoded, packed and uploaded."""
+        self.encoded()
         self.packer.flush()
         self._uploading.wait()
         self._raise_failure()
 
+    def hold_uploads(self) -> None:
+        """Sealed packs wait, unsent, until :meth:`release_uploads` (metadata built
+        while the data it references is still uploading: the commit order stays)."""
+        self._may_upload.clear()
+
+    def release_uploads(self) -> None:
+        self._may_upload.set()
+
     def close(self) -> None:
         """Stop the pools; the locations stay readable until :meth:`release`."""
+        if not self._may_upload.is_set():  # held by a run that failed: send nothing
+            self._abandoned = True
+            self._may_upload.set()
         self._encode_pool.shutdown(wait=True, cancel_futures=True)
         self._upload_pool.shutdown(wait=True, cancel_futures=True)
 
