@@ -531,9 +531,10 @@ class _Run:
             progress.done()
         return self._summary(key, files.tally, snapshots, lease)
 
-    def _secure_data(self, spool: IO[bytes], shown: bool = True) -> LeaseResult:
+    def _secure_data(self, spool: IO[bytes] | None, shown: bool = True) -> LeaseResult:
         """Every data pack uploaded (FORMAT.md 8.1 step 1), then the leases of the
-        data packs the run reuses (step 2); ``shown``: as the progress's phases."""
+        data packs the run reuses (step 2); ``shown``: as the progress's phases.
+        Without ``spool`` no pack is rewritten from the run's files (extended instead)."""
         ctx, cfg = self.ctx, self.ctx.config
         if shown:
             ctx.progress.phase("uploading")
@@ -542,9 +543,9 @@ class _Run:
             raise CacheInconsistent("file cache rows point at chunks it does not know")
         if shown:
             ctx.progress.phase("securing retention")
+        sources = SpoolSources(spool, ctx.writer.id_of) if spool is not None else NoSources()
         return PackLease(ctx.store, ctx.cache, ctx.writer, self.plan.retention,
-                         cfg.retention.repack_below, self.plan.locked,
-                         SpoolSources(spool, ctx.writer.id_of), ctx.dry_run,
+                         cfg.retention.repack_below, self.plan.locked, sources, ctx.dry_run,
                          self._index_host()).secure()
 
     def _content_workers(self) -> ContentWorkers | None:
@@ -658,7 +659,9 @@ class _Run:
             meta.hold_uploads()
 
             def secure_then_send() -> LeaseResult:
-                lease = self._secure_data(spool, shown=False)
+                # (not from the spool, which the trees are built from meanwhile: a run
+                # that can reference only its own packs has none to rewrite)
+                lease = self._secure_data(None, shown=False)
                 meta.release_uploads()  # (a failure leaves them held: closing drops them)
                 return lease
 
