@@ -18,7 +18,8 @@ The workers are started once the walk has handed ``WORKERS_AFTER_FILES``
 files or ``WORKERS_AFTER_BYTES`` bytes to be read (threads read those): a run
 that reads little (an unchanged host, a small tree) does not pay their start.
 A file with more than one link (its hardlink group is settled here, in walk
-order) or whose metadata the main process needs is described here.
+order), every other kind of entry, and the files threads read are described
+here.
 A file of ``BATCH_BYTES`` or more is still read by a thread here (its work is
 per byte, in C, without the GIL), streamed chunk by chunk.
 """
@@ -93,8 +94,8 @@ class _Batch:
     walked: list[FileToRead] = field(default_factory=list)
     size: int = 0
     job: Future[list[_ReadOutcome]] | None = None
-    # read by a content worker: (what was read, its encoded chunks) per file, claimed
-    # as each file is spooled; ``left`` files not spooled yet
+    # read by a content worker: (what was read, its encoded chunks, its entry) per
+    # file, claimed as each file is spooled; ``left`` files not spooled yet
     remote: Future[list[Read]] | None = None
     left: int = 0
 
@@ -393,7 +394,7 @@ class FileStage:
 
     def _claim_read(self, batch: _Batch, queued: _Queued) -> _ReadOutcome:
         """A file a content worker read: its chunks claimed (new ones packed as the
-        worker encoded them), its entry completed."""
+        worker encoded them); its entry as the worker described it."""
         assert batch.remote is not None
         read, pieces, described = batch.remote.result()[queued.index]
         batch.left -= 1
@@ -403,9 +404,7 @@ class FileStage:
         for piece in pieces:
             self.writer.add_encoded(piece)
         self.progress.read(read.bytes_read)
-        if described is None:
-            assert queued.entry is not None
-            return self._outcome(queued.entry, read)
+        assert described is not None, "a worker describes what it is handed to describe"
         problems = described.problems + read.problems
         outcome = _ReadOutcome(ok=read.ok and described.line is not None,
                                bytes_read=read.bytes_read,
