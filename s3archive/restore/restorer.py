@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 from collections import deque
 from contextlib import ExitStack
@@ -33,15 +34,16 @@ from typing import Any, Callable, Iterable, Iterator
 
 from s3archive.errors import IntegrityError, TransportError, UsageError
 from s3archive.restore.apply import MetadataApplier
-from s3archive.restore.direct import DIRECT_BYTES, DirectOutcome, DirectWriter
-from s3archive.format.model import DIR, FILE, ChunkRef, Manifest, Snapshot
+from s3archive.restore.direct import (DIRECT_BYTES, GROUP_BYTES, GROUP_FILES, DirectFile,
+                                      DirectOutcome, DirectWriter)
+from s3archive.format.model import DIR, FILE, ChunkRef, Entry, Manifest, Snapshot
 from s3archive.progress import Progress
 from s3archive.repo.pack_reader import (DEFAULT_WINDOW, DEFAULT_WORKERS, ChunkResult, PackReader,
                                         ReadBatch, batched_reads, read_batch)
 from s3archive.repo.run_tree import RunTree
 from s3archive.restore.plan import (ENTRY_HELD, EntryFilter, EntrySource, PlannedEntry,
                                     RestorePlan, file_chunks)
-from s3archive.restore.tree import EntryFailed, FileResult, TreeWriter
+from s3archive.restore.tree import EntryFailed, FileResult, OpenFile, TreeWriter
 from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,7 @@ def preview_restore(run: Manifest | RunTree | EntrySource, selections: Iterable[
 
 BATCH_BYTES = 32 << 20  # plain bytes of chunks a batch of the restore asks for at most
 BATCH_ENTRIES = 4096  # entries a batch covers at most (directories, empty files ...)
+TOLD_HELD = 16384  # entries restored whose telling waits for a file before them, at most
 
 ChunkStream = Iterator[tuple[ChunkRef, "bytes | memoryview | None", "str | None"]]
 
@@ -175,8 +178,69 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
         if options.resume:
             tree.remove_stray_temporaries(plan.odd_names)
         reader = PackReader(store, plan.source.packs, options.workers, options.window, opener)
-        # large files: their GET threads write them (direct.py), outside the batches
-        direct = tree_stack.enter_context(DirectWriter(reader, options.workers, options.window))
+        # larger files: their GET threads write them (direct.py), outside the batches,
+        # several at a time while this thread goes on; each ends here when its GETs have
+        writing: dict[int, OpenFile] = {}
+
+        def give_up_writing() -> None:  # (the restore stops) after the threads stopped
+            for opened in writing.values():
+                tree.discard_file(opened)
+            writing.clear()
+        tree_stack.callback(give_up_writing)
+        direct: DirectWriter[OpenFile] = tree_stack.enter_context(
+            DirectWriter(reader, options.workers, options.window))
+
+        def end_file(work: DirectFile[OpenFile]) -> None:
+            opened = work.tag
+            del writing[opened.token]
+            entry = opened.item.entry
+            progress.end(entry.path)
+            try:
+                written = tree.finish_file(opened, work.error)
+            except (EntryFailed, OSError) as err:
+                message = str(err) if isinstance(err, EntryFailed) else err.strerror or str(err)
+                report.failed.append(Problem(entry.path, message))
+                slot = told.pop(opened.token)
+                slot[0], slot[3] = None, True  # not restored: not told
+                tell_done()
+                return
+            _count_file(report, damaged, opened.item, written, work.outcome.transport)
+            told.pop(opened.token)[3] = True
+            tell_done()
+
+        # Entries restored are told (progress, ``listed``) in path order: those after a
+        # file still being written wait for it, [kind, path, size, ended] each (kind None:
+        # not told), at most TOLD_HELD (then this thread waits for the files)
+        telling: deque[list[Any]] = deque()
+        told: dict[int, list[Any]] = {}  # a file being written -> its place in ``telling``
+
+        def tell(kind: str, path: bytes, size: int) -> None:
+            progress.entry(kind, path, size)
+            if listed is not None:
+                listed(path)
+
+        def tell_done() -> None:
+            while telling and telling[0][3]:
+                kind, path, size, _ = telling.popleft()
+                if kind is not None:
+                    tell(kind, path, size)
+
+        # files opened for the direct path, started together (their GETs shared)
+        group: list[tuple[int, Entry, frozenset[int], FileResult, DirectOutcome, OpenFile]] = []
+        group_bytes = [0]
+
+        def start_group() -> None:
+            if group:
+                direct.start(group, progress.read)
+                group.clear()
+                group_bytes[0] = 0
+
+        def end_files(wait: bool = False) -> None:
+            """The files whose GETs ended (``wait``: at least one, the group started)."""
+            if wait:
+                start_group()
+            for work in direct.finished(wait):
+                end_file(work)
         unread = [False]  # the current file met chunks the store could not deliver
         progress.phase("restoring", plan.totals)
         # each batch's entries, with (resume) the chunks of each file already in place
@@ -237,11 +301,15 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
 
         stream = chunk_results()
         while True:
+            if direct.any_finished:
+                end_files()
             if not items:
                 if more():
                     continue  # (a batch may hold only the rest of a large file's chunks)
                 break
             item, have, large = items.popleft()
+            if group and not large:
+                start_group()
             entry = item.entry
             report.entries += 1
             try:
@@ -251,16 +319,24 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                 if entry.kind == DIR:
                     tree.make_dir(item)
                 elif large:
-                    outcome = DirectOutcome()
+                    while direct.full:
+                        end_files(wait=True)
+                    opened = tree.open_file(item, bool(have))
+                    writing[opened.token] = opened
+                    try:  # its size first: the GETs land in any order (holes stay holes)
+                        os.ftruncate(opened.fd, entry.size)
+                    except OSError as err:
+                        del writing[opened.token]
+                        tree.finish_file(opened, err)  # raises EntryFailed
                     progress.begin(entry.path)
-                    try:
-                        written = tree.write_file_with(
-                            item, lambda fd, result, entry=entry, have=have, outcome=outcome:
-                            direct.fill(fd, entry, have, result, outcome, progress.read),
-                            bool(have))
-                    finally:
-                        progress.end(entry.path)
-                    _count_file(report, damaged, item, written, outcome.transport)
+                    told[opened.token] = [entry.kind, entry.path, entry.size, False]
+                    telling.append(told[opened.token])
+                    group.append((opened.fd, entry, have, opened.result, DirectOutcome(),
+                                  opened))
+                    group_bytes[0] += entry.size
+                    if len(group) >= GROUP_FILES or group_bytes[0] >= GROUP_BYTES:
+                        start_group()
+                    continue  # counted when it ends (end_file)
                 elif _writes_data(item):
                     mine = itertools.islice(stream, len(entry.chunks) - len(have))
                     unread[0] = False
@@ -273,6 +349,8 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                         progress.end(entry.path)
                     _count_file(report, damaged, item, written, unread[0])
                 elif item.link_to is not None:
+                    while writing:  # the file linked to may be one of them
+                        end_files(wait=True)
                     tree.make_hardlink(item)
                     if item.link_to in damaged:
                         report.damaged.append(Problem(entry.path, "another name of the damaged "
@@ -285,9 +363,14 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
             except OSError as err:
                 report.failed.append(Problem(entry.path, err.strerror or str(err)))
                 continue
-            progress.entry(entry.kind, entry.path, entry.size)
-            if listed is not None:
-                listed(entry.path)
+            if telling:
+                telling.append([entry.kind, entry.path, entry.size, True])
+                while len(telling) > TOLD_HELD:
+                    end_files(wait=True)
+            else:
+                tell(entry.kind, entry.path, entry.size)
+        while writing:
+            end_files(wait=True)
         tree.finish_dirs(lambda path, msg: report.failed.append(Problem(path, msg)))
     report.seconds = time.monotonic() - began
     usage = store.usage()

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import stat
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -56,6 +57,19 @@ class FileResult:
     damage: list[str] = field(default_factory=list)  # why some ranges are missing
 
 
+@dataclass
+class OpenFile:
+    """A file being restored (:meth:`TreeWriter.open_file`)."""
+
+    item: PlannedEntry
+    fd: int
+    parent: int  # a descriptor of its directory (held until the file ends)
+    name: bytes  # the name it is written under (temporary with --overwrite)
+    in_place: bool  # resume finishes the file at its name
+    token: int
+    result: FileResult = field(default_factory=FileResult)
+
+
 ChunkSource = Iterator[tuple[ChunkRef, bytes | memoryview | None, str | None]]
 
 
@@ -75,6 +89,12 @@ class TreeWriter:
         # restored directories along the current path: metadata applied when complete
         self._dirs: list[tuple[tuple[bytes, ...], Entry]] = []
         self._failed_dirs: list[tuple[bytes, str]] = []
+        # files opened and not yet ended (open_file .. finish_file), by token; and the
+        # directories left meanwhile, with the last token given out when they were
+        self._tokens = itertools.count()
+        self._open_files: set[int] = set()
+        self._held_dirs: dict[tuple[bytes, ...], list[int]] = {}  # parts -> [fd, files]
+        self._waiting_dirs: deque[tuple[int, tuple[bytes, ...], Entry]] = deque()
         self._tmp_names = (f"{_TMP_PREFIX}{os.getpid()}.{n}".encode()
                            for n in itertools.count())
 
@@ -204,7 +224,14 @@ class TreeWriter:
             if len(parts) > len(dir_parts) and parts[:len(dir_parts)] == dir_parts:
                 return
             _, entry = self._dirs.pop()
-            self._apply_dir(dir_parts, entry)
+            if self._open_files:  # files still being written: later (_apply_waiting_dirs)
+                self._waiting_dirs.append((self._last_token, dir_parts, entry))
+            else:
+                self._apply_dir(dir_parts, entry)
+
+    @property
+    def _last_token(self) -> int:
+        return max(self._open_files)
 
     def _apply_dir(self, parts: tuple[bytes, ...], entry: Entry) -> None:
         try:
@@ -219,7 +246,9 @@ class TreeWriter:
 
     def finish_dirs(self, fail: Callable[[bytes, str], None]) -> None:
         """The metadata of the directories still open, deepest first; ``fail``
-        hears every directory whose metadata could not be set."""
+        hears every directory whose metadata could not be set.  Every file opened
+        has ended (:meth:`finish_file`, :meth:`discard_file`)."""
+        assert not self._open_files, "files still open"
         self._close_stack(0)
         while self._dirs:
             parts, entry = self._dirs.pop()
@@ -375,27 +404,92 @@ class TreeWriter:
         and has stopped writing to ``fd`` when it returns or raises); then the
         metadata, and the file moved into place.  ``in_place``: resume finishes
         the file already at its name."""
-        entry = item.entry
+        opened = self.open_file(item, in_place)
+        try:
+            fill(opened.fd, opened.result)
+        except OSError as err:
+            return self.finish_file(opened, err)
+        except BaseException:
+            self.discard_file(opened)
+            raise
+        return self.finish_file(opened)
+
+    def open_file(self, item: PlannedEntry, in_place: bool = False) -> OpenFile:
+        """The file created (as :meth:`write_file` does) and open for its bytes, to be
+        ended by :meth:`finish_file` (or :meth:`discard_file`).  Until then its
+        directories' metadata waits (:meth:`leave_dirs`), so that moving it into
+        place, or removing it after a failure, happens in directories still as
+        the restore made them."""
         parent = self.parent_fd(item.parts)
-        result = FileResult()
         fd, name = self._open_for_writing(parent, item.parts[-1], in_place)
+        # a descriptor of the directory of its own (the stack may close ``parent`` before
+        # the file ends), shared by the files of one directory
+        held = self._held_dirs.get(item.parts[:-1])
+        if held is None:
+            try:
+                held = self._held_dirs[item.parts[:-1]] = [os.dup(parent), 0]
+            except BaseException:
+                os.close(fd)
+                if not in_place:
+                    _unlink_quietly(parent, name)
+                raise
+        held[1] += 1
+        token = next(self._tokens)
+        self._open_files.add(token)
+        return OpenFile(item, fd, held[0], name, in_place, token)
+
+    def finish_file(self, opened: OpenFile, error: OSError | None = None) -> FileResult:
+        """The file's bytes are written (or ``error`` stopped them): its size and
+        metadata, and the file moved into place (after an error: removed, and
+        :class:`EntryFailed` raised)."""
+        entry, fd, parent, name = opened.item.entry, opened.fd, opened.parent, opened.name
         try:
             try:
-                fill(fd, result)
-                if result.damage or self.resume:
+                if error is not None:
+                    raise error
+                if opened.result.damage or self.resume:
                     os.ftruncate(fd, entry.size)  # a bad last chunk, a longer old file
             except OSError as err:
                 raise EntryFailed(f"cannot write: {err.strerror}") from None
             self.applier.apply_fd(fd, entry)
         except BaseException:
             os.close(fd)
-            if not in_place:
+            if not opened.in_place:
                 _unlink_quietly(parent, name)
+            self._file_ended(opened)
             raise
         os.close(fd)
-        if name != item.parts[-1]:
-            self._place(parent, name, item.parts[-1])
-        return result
+        try:
+            if name != opened.item.parts[-1]:
+                self._place(parent, name, opened.item.parts[-1])
+        finally:
+            self._file_ended(opened)
+        return opened.result
+
+    def discard_file(self, opened: OpenFile) -> None:
+        """Give the file up (the restore stops): closed, and removed unless resume
+        was finishing it in place."""
+        os.close(opened.fd)
+        if not opened.in_place:
+            _unlink_quietly(opened.parent, opened.name)
+        self._file_ended(opened)
+
+    def _file_ended(self, opened: OpenFile) -> None:
+        held = self._held_dirs[opened.item.parts[:-1]]
+        held[1] -= 1
+        if not held[1]:
+            del self._held_dirs[opened.item.parts[:-1]]
+            os.close(held[0])
+        self._open_files.discard(opened.token)
+        self._apply_waiting_dirs()
+
+    def _apply_waiting_dirs(self) -> None:
+        """The metadata of the directories left while files were open, once every
+        file opened before each was left has ended (in the order they were left)."""
+        while self._waiting_dirs and (not self._open_files
+                                      or min(self._open_files) > self._waiting_dirs[0][0]):
+            _, parts, entry = self._waiting_dirs.popleft()
+            self._apply_dir(parts, entry)
 
     def _open_for_writing(self, parent: int, final: bytes, in_place: bool) -> tuple[int, bytes]:
         """A descriptor to write the file through, and the name it has."""

@@ -11,12 +11,11 @@ import dataclasses
 import errno
 import os
 import random
-import threading
 from pathlib import Path
 
 import pytest
 
-from s3archive.restore import direct, restorer
+from s3archive.restore import direct, restorer, tree
 from s3archive.restore.restorer import RestoreOptions, restore_run
 from support.manifest_builder import RunBuilder
 from support.memory_store import FakeClock, MemoryStore
@@ -30,12 +29,12 @@ def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     monkeypatch.setattr(restorer, "DIRECT_BYTES", 128 << 10)
     monkeypatch.setattr(direct, "DIRECT_REQUEST", 48 << 10)
     went: list[bytes] = []
-    original = direct.DirectWriter.fill
+    original = direct.DirectWriter.start
 
-    def fill(self, fd, entry, *args, **kwargs):  # type: ignore[no-untyped-def]
-        went.append(entry.path)
-        return original(self, fd, entry, *args, **kwargs)
-    monkeypatch.setattr(direct.DirectWriter, "fill", fill)
+    def start(self, files, *args, **kwargs):  # type: ignore[no-untyped-def]
+        went.extend(entry.path for _, entry, *_ in files)
+        return original(self, files, *args, **kwargs)
+    monkeypatch.setattr(direct.DirectWriter, "start", start)
     return went
 
 
@@ -112,23 +111,20 @@ def test_a_write_error_fails_the_file_after_every_get_ended(small_thresholds, mo
     builder.dir(b"/")
     builder.file(b"/big", data)
     builder.file(b"/zz-after", b"after\n")
-    calls: list[bool] = []  # per pwrite: was the file's fill still running?
-    running = threading.Event()
-    original_fill, original_write = direct.DirectWriter.fill, direct.pwrite_all
+    calls: list[bool] = []  # per pwrite: was the file still open (not yet ended)?
+    ended: set[bytes] = set()
+    original_end, original_write = tree.TreeWriter._file_ended, direct.pwrite_all
 
-    def fill(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        running.set()
-        try:
-            return original_fill(self, *args, **kwargs)
-        finally:
-            running.clear()
+    def file_ended(self, opened):  # type: ignore[no-untyped-def]
+        ended.add(opened.item.entry.path)
+        return original_end(self, opened)
 
     def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-        calls.append(running.is_set())
+        calls.append(b"/big" not in ended)
         if len(calls) == 3:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         original_write(fd, data, offset)
-    monkeypatch.setattr(direct.DirectWriter, "fill", fill)
+    monkeypatch.setattr(tree.TreeWriter, "_file_ended", file_ended)
     monkeypatch.setattr(direct, "pwrite_all", pwrite_all)
     target = tmp_path / "t"
 
