@@ -82,15 +82,17 @@ class MetadataApplier:
 
     # ---------------------------------------------------------- by descriptor
 
-    def apply_fd(self, fd: int, entry: Entry) -> None:
-        """A regular file or a directory, open as ``fd``."""
+    def apply_fd(self, fd: int, entry: Entry, mode_set: bool = False) -> None:
+        """A regular file or a directory, open as ``fd`` (``mode_set``: created with its
+        mode, which nothing applied here changes)."""
         if self.is_root:
             self._try(entry, "owner", os.fchown, fd, self.owners.uid(entry),
                       self.owners.gid(entry))
         for name, value in entry.xattrs.items():
             self._try(entry, f"xattr {name}", os.setxattr, fd, name, value)
         self._apply_acls(entry, _proc_fd(fd))
-        self._try(entry, "mode", os.fchmod, fd, entry.mode)
+        if not mode_set:
+            self._try(entry, "mode", os.fchmod, fd, entry.mode)
         self._try(entry, "mtime", os.utime, fd, ns=(entry.mtime_ns, entry.mtime_ns))
 
     # ------------------------------------------------------- by dir_fd + name

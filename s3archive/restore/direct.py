@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import os
 import resource
 import threading
 from collections import deque
@@ -41,6 +42,14 @@ GROUP_BYTES = 16 << 20  # ... with at most this many bytes to fetch
 _WRITTEN = b""  # a result whose bytes were written (and dropped) by the fetching thread
 
 T = TypeVar("T")
+
+
+def direct_threads(workers: int) -> int:
+    """Threads for the direct path: ``workers``, but no more than one per core and
+    one more.  Their work (socket reads, zstd, SHA-256, pwrite) runs without the GIL,
+    but each step between takes it again: more threads than cores only contend
+    for it with the main thread, which writes the small files meanwhile."""
+    return max(2, min(workers, (os.cpu_count() or 1) + 1))
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 from s3archive.errors import IntegrityError, TransportError, UsageError
 from s3archive.restore.apply import MetadataApplier
 from s3archive.restore.direct import (DIRECT_BYTES, GROUP_BYTES, GROUP_FILES, DirectFile,
-                                      DirectOutcome, DirectWriter)
+                                      DirectOutcome, DirectWriter, direct_threads)
 from s3archive.format.model import DIR, FILE, ChunkRef, Entry, Manifest, Snapshot
 from s3archive.progress import Progress
 from s3archive.repo.pack_reader import (DEFAULT_WINDOW, DEFAULT_WORKERS, ChunkResult, PackReader,
@@ -188,7 +188,7 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
             writing.clear()
         tree_stack.callback(give_up_writing)
         direct: DirectWriter[OpenFile] = tree_stack.enter_context(
-            DirectWriter(reader, options.workers, options.window))
+            DirectWriter(reader, direct_threads(options.workers), options.window))
 
         def end_file(work: DirectFile[OpenFile]) -> None:
             opened = work.tag

@@ -66,7 +66,8 @@ class OpenFile:
     parent: int  # a descriptor of its directory (held until the file ends)
     name: bytes  # the name it is written under (temporary with --overwrite)
     in_place: bool  # resume finishes the file at its name
-    token: int
+    token: int | None  # None: not held (ends before the next entry is created)
+    mode_set: bool = False  # created with its recorded mode: no fchmod
     result: FileResult = field(default_factory=FileResult)
 
 
@@ -97,6 +98,7 @@ class TreeWriter:
         self._waiting_dirs: deque[tuple[int, tuple[bytes, ...], Entry]] = deque()
         self._tmp_names = (f"{_TMP_PREFIX}{os.getpid()}.{n}".encode()
                            for n in itertools.count())
+        self._umask: int | None = None  # (into an empty target) files created with their mode
 
     # ------------------------------------------------------------- lifecycle
 
@@ -111,6 +113,8 @@ class TreeWriter:
             os.close(self.root_fd)
             raise UsageError(f"{self.target} is not empty (use --resume to finish an "
                              "interrupted restore, --overwrite to restore into it anyway)")
+        if not self.overwrite and not self.resume and not _default_acl(self.root_fd):
+            self._umask = _umask()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -404,7 +408,7 @@ class TreeWriter:
         and has stopped writing to ``fd`` when it returns or raises); then the
         metadata, and the file moved into place.  ``in_place``: resume finishes
         the file already at its name."""
-        opened = self.open_file(item, in_place)
+        opened = self.open_file(item, in_place, held=False)
         try:
             fill(opened.fd, opened.result)
         except OSError as err:
@@ -414,14 +418,28 @@ class TreeWriter:
             raise
         return self.finish_file(opened)
 
-    def open_file(self, item: PlannedEntry, in_place: bool = False) -> OpenFile:
+    def open_file(self, item: PlannedEntry, in_place: bool = False,
+                  held: bool = True) -> OpenFile:
         """The file created (as :meth:`write_file` does) and open for its bytes, to be
         ended by :meth:`finish_file` (or :meth:`discard_file`).  Until then its
         directories' metadata waits (:meth:`leave_dirs`), so that moving it into
         place, or removing it after a failure, happens in directories still as
-        the restore made them."""
+        the restore made them.  ``held=False``: the file ends before the next
+        entry is created (no wait, and its directory's descriptor is borrowed)."""
         parent = self.parent_fd(item.parts)
-        fd, name = self._open_for_writing(parent, item.parts[-1], in_place)
+        entry = item.entry
+        # created with its permission bits when nothing applied before the mode can
+        # change them (no special bits, which chown clears; no ACLs or xattrs) and the
+        # umask keeps them all: one fchmod less per file
+        # (only into an empty target without a default ACL: every directory below it is
+        # this restore's, and gets its ACLs when its files have ended, so none inherits one)
+        mode = entry.mode & 0o777
+        mode_set = (self._umask is not None and not mode & self._umask
+                    and not entry.mode & 0o7000 and not entry.xattrs and not entry.acl_access)
+        fd, name = self._open_for_writing(parent, item.parts[-1], in_place,
+                                          mode if mode_set else 0o600)
+        if not held:
+            return OpenFile(item, fd, parent, name, in_place, None, mode_set)
         # a descriptor of the directory of its own (the stack may close ``parent`` before
         # the file ends), shared by the files of one directory
         held = self._held_dirs.get(item.parts[:-1])
@@ -436,7 +454,7 @@ class TreeWriter:
         held[1] += 1
         token = next(self._tokens)
         self._open_files.add(token)
-        return OpenFile(item, fd, held[0], name, in_place, token)
+        return OpenFile(item, fd, held[0], name, in_place, token, mode_set)
 
     def finish_file(self, opened: OpenFile, error: OSError | None = None) -> FileResult:
         """The file's bytes are written (or ``error`` stopped them): its size and
@@ -451,7 +469,7 @@ class TreeWriter:
                     os.ftruncate(fd, entry.size)  # a bad last chunk, a longer old file
             except OSError as err:
                 raise EntryFailed(f"cannot write: {err.strerror}") from None
-            self.applier.apply_fd(fd, entry)
+            self.applier.apply_fd(fd, entry, mode_set=opened.mode_set)
         except BaseException:
             os.close(fd)
             if not opened.in_place:
@@ -475,6 +493,8 @@ class TreeWriter:
         self._file_ended(opened)
 
     def _file_ended(self, opened: OpenFile) -> None:
+        if opened.token is None:
+            return
         held = self._held_dirs[opened.item.parts[:-1]]
         held[1] -= 1
         if not held[1]:
@@ -491,8 +511,10 @@ class TreeWriter:
             _, parts, entry = self._waiting_dirs.popleft()
             self._apply_dir(parts, entry)
 
-    def _open_for_writing(self, parent: int, final: bytes, in_place: bool) -> tuple[int, bytes]:
-        """A descriptor to write the file through, and the name it has."""
+    def _open_for_writing(self, parent: int, final: bytes, in_place: bool,
+                          mode: int = 0o600) -> tuple[int, bytes]:
+        """A descriptor to write the file through, and the name it has (a new file is
+        created with ``mode``)."""
         if in_place:  # resume: the survey found some of it there
             try:
                 fd = os.open(final, _OLD_FILE, dir_fd=parent)
@@ -505,7 +527,7 @@ class TreeWriter:
             raise EntryFailed("changed while being restored")
         name = next(self._tmp_names) if self.overwrite else final
         try:
-            return os.open(name, _NEW_FILE, 0o600, dir_fd=parent), name
+            return os.open(name, _NEW_FILE, mode, dir_fd=parent), name
         except OSError as err:
             if not self.resume or err.errno != errno.EEXIST:
                 raise EntryFailed(f"cannot create: {err.strerror}") from None
@@ -514,12 +536,33 @@ class TreeWriter:
             if stat.S_ISDIR(os.stat(final, dir_fd=parent, follow_symlinks=False).st_mode):
                 raise EntryFailed("exists and is a directory")
             os.unlink(final, dir_fd=parent)
-            return os.open(final, _NEW_FILE, 0o600, dir_fd=parent), final
+            return os.open(final, _NEW_FILE, mode, dir_fd=parent), final
         except OSError as err:
             raise EntryFailed(f"cannot create: {err.strerror}") from None
 
 
 _KEPT = memoryview(b"")  # (resume) a chunk already in place: nothing to write
+
+
+def _default_acl(fd: int) -> bool:
+    """The directory ``fd`` has a default ACL (or may have: it cannot be read)."""
+    try:
+        os.getxattr(fd, "system.posix_acl_default")
+    except OSError as err:
+        return err.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP)
+    return True
+
+
+def _umask() -> int | None:
+    """The process's umask, read without changing it (None where /proc cannot say)."""
+    try:
+        with open("/proc/self/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:

@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from s3archive.restore import direct, restorer, tree
 from s3archive.restore.restorer import RestoreOptions, restore_run
 from support.manifest_builder import RunBuilder
 from support.memory_store import FakeClock, MemoryStore
+from support.store_wrapper import StoreWrapper
 
 CHUNK = 16 << 10
 
@@ -136,3 +138,62 @@ def test_a_write_error_fails_the_file_after_every_get_ended(small_thresholds, mo
     assert calls and all(calls)  # no thread wrote once the file was given up
     assert sorted(os.listdir(target)) == ["zz-after"]  # the partial file is removed
     assert report.files == 1 and report.entries == 3
+
+
+class _HeldGets(StoreWrapper):
+    """Ranged GETs of the direct path wait until ``release`` is set: the files they
+    write are still being written when the main thread goes on."""
+
+    def __init__(self, inner: MemoryStore):
+        super().__init__(inner)
+        self.release = threading.Event()
+
+    def get(self, key: str, version_id: str | None = None,
+            byte_range: tuple[int, int] | None = None) -> bytes:
+        if threading.current_thread().name.startswith("s3archive-write"):
+            assert self.release.wait(10), "the main thread never got past the directory"
+        return self.inner.get(key, version_id, byte_range)
+
+
+def test_a_directory_gets_its_metadata_after_its_files_written_in_the_background(
+        small_thresholds, monkeypatch, tmp_path: Path) -> None:
+    """--overwrite moves each file into place from a temporary name when it ends: a
+    directory left while its large files are still written waits for them (else the
+    rename would change its mtime, or fail in a read-only directory), and entries are
+    still told in path order."""
+    rng = random.Random(18)
+    store, builder = _builder()
+    held = _HeldGets(store)
+    builder.dir(b"/")
+    builder.dir(b"/ro", mode=0o555, mtime_ns=1_600_000_000_000_000_000)
+    first, second = rng.randbytes(12 * CHUNK), rng.randbytes(9 * CHUNK)
+    builder.file(b"/ro/a-big", first)
+    builder.file(b"/ro/b-big", second)
+    builder.file(b"/ro/c-small", b"small\n")
+    builder.file(b"/zz", b"after the directory\n")
+    original_leave = tree.TreeWriter.leave_dirs
+
+    def leave_dirs(self, parts):  # type: ignore[no-untyped-def]
+        result = original_leave(self, parts)
+        if parts == (b"zz",):  # /ro was left: its files may go on now
+            held.release.set()
+        return result
+    monkeypatch.setattr(tree.TreeWriter, "leave_dirs", leave_dirs)
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "old").write_bytes(b"the target is not empty\n")
+    told: list[bytes] = []
+
+    report = restore_run(held, builder.manifest(), target, listed=told.append,
+                         options=RestoreOptions(overwrite=True))
+
+    assert report.ok, (report.damaged, report.failed)
+    assert sorted(small_thresholds) == [b"/ro/a-big", b"/ro/b-big"]
+    assert (target / "ro" / "a-big").read_bytes() == first
+    assert (target / "ro" / "b-big").read_bytes() == second
+    assert (target / "ro" / "c-small").read_bytes() == b"small\n"
+    assert sorted(os.listdir(target / "ro")) == ["a-big", "b-big", "c-small"]
+    st = os.stat(target / "ro")
+    assert st.st_mode & 0o7777 == 0o555
+    assert st.st_mtime_ns == 1_600_000_000_000_000_000
+    assert told == [b"/", b"/ro", b"/ro/a-big", b"/ro/b-big", b"/ro/c-small", b"/zz"]
