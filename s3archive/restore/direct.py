@@ -27,10 +27,10 @@ import resource
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Iterable, TypeVar
 
 from s3archive.format.model import ChunkRef, Entry
-from s3archive.repo.pack_reader import ChunkResult, PackReader, ReadRequest, read_batch
+from s3archive.repo.pack_reader import ChunkResult, PackReader, ReadBatch, ReadRequest, read_batch
 from s3archive.restore.tree import FileResult, chunk_spans, pwrite_all
 
 DIRECT_BYTES = 128 << 10  # a file with at least this many bytes to fetch is written directly
@@ -42,6 +42,11 @@ GROUP_BYTES = 16 << 20  # ... with at most this many bytes to fetch
 _WRITTEN = b""  # a result whose bytes were written (and dropped) by the fetching thread
 
 T = TypeVar("T")
+
+
+def group_reads(refs: Iterable[ChunkRef], max_request: int | None = None) -> ReadBatch:
+    """The ranged GETs that fetch a group's chunks (``restore --dry-run`` counts them)."""
+    return read_batch(refs, max_request=max_request or DIRECT_REQUEST)
 
 
 def direct_threads(workers: int) -> int:
@@ -129,7 +134,7 @@ class DirectWriter(Generic[T]):
     """Writes files' chunks from the GET threads (one set of threads for the restore)."""
 
     def __init__(self, reader: PackReader, workers: int, window: int,
-                 max_request: int = DIRECT_REQUEST, max_files: int = MAX_FILES):
+                 max_request: int | None = None, max_files: int = MAX_FILES):
         self.reader = reader
         self.workers = max(1, workers)
         self.window = window
@@ -200,7 +205,7 @@ class DirectWriter(Generic[T]):
                     work.where.setdefault(ref, []).extend(spans[index])
             group_files.append(work)
         group = _Group(group_files, read)
-        requests = read_batch(group.targets, max_request=self.max_request).requests
+        requests = group_reads(group.targets, self.max_request).requests
         with self._cond:
             self._under_way += len(group_files)
             for request in requests:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 from s3archive.errors import IntegrityError, TransportError, UsageError
 from s3archive.restore.apply import MetadataApplier
 from s3archive.restore.direct import (DIRECT_BYTES, GROUP_BYTES, GROUP_FILES, DirectFile,
-                                      DirectOutcome, DirectWriter, direct_threads)
+                                      DirectOutcome, DirectWriter, direct_threads, group_reads)
 from s3archive.format.model import DIR, FILE, ChunkRef, Entry, Manifest, Snapshot
 from s3archive.progress import Progress
 from s3archive.repo.pack_reader import (DEFAULT_WINDOW, DEFAULT_WORKERS, ChunkResult, PackReader,
@@ -123,10 +123,40 @@ def preview_restore(run: Manifest | RunTree | EntrySource, selections: Iterable[
             yield item
 
     plain = downloaded = requests = 0
-    for batch in batched_reads(file_chunks(planned())):
+    # the larger files as the restore fetches them: consecutive ones together, apart
+    # from the rest (direct.py)
+    group: list[ChunkRef] = []
+    group_files = group_bytes = 0
+
+    def count(batch: ReadBatch) -> None:
+        nonlocal plain, downloaded, requests
         plain += sum(ref.size for ref in batch.chunks)
         downloaded += sum(request.length for request in batch.requests)
         requests += len(batch.requests)
+
+    def fetch_group() -> None:
+        nonlocal group_files, group_bytes
+        if group:
+            count(group_reads(group))
+        group.clear()
+        group_files = group_bytes = 0
+
+    def others() -> Iterator[PlannedEntry]:
+        nonlocal group_files, group_bytes
+        for item in planned():
+            if _direct(item):
+                group.extend(item.entry.chunks)
+                group_files += 1
+                group_bytes += item.entry.size
+                if group_files >= GROUP_FILES or group_bytes >= GROUP_BYTES:
+                    fetch_group()
+                continue
+            fetch_group()
+            yield item
+        fetch_group()
+
+    for batch in batched_reads(file_chunks(others())):
+        count(batch)
     return RestorePreview(counts[0], counts[1], plain, downloaded, requests, warnings)
 
 
@@ -255,9 +285,7 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                 have: frozenset[int] = frozenset()
                 if _writes_data(item) and options.resume and item.entry.chunks:
                     have = tree.survey_file(item)
-                large = (_writes_data(item) and item.entry.size >= DIRECT_BYTES
-                         and sum(ref.size for number, ref in enumerate(item.entry.chunks)
-                                 if number not in have) >= DIRECT_BYTES)
+                large = _direct(item, have)
                 items.append((item, have, large))
                 if _writes_data(item) and not large:
                     for number, ref in enumerate(item.entry.chunks):
@@ -390,6 +418,14 @@ def _count_file(report: RestoreReport, damaged: dict[tuple[bytes, ...], bytes],
         (report.failed if unread else report.damaged).append(
             Problem(item.entry.path, "; ".join(written.damage[:3])))
         damaged[item.parts] = item.entry.path
+
+
+def _direct(item: PlannedEntry, have: frozenset[int] = frozenset()) -> bool:
+    """A file written by the direct path: at least ``DIRECT_BYTES`` to fetch (but the
+    chunks ``have``, already in place)."""
+    return (_writes_data(item) and item.entry.size >= DIRECT_BYTES
+            and sum(ref.size for number, ref in enumerate(item.entry.chunks)
+                    if number not in have) >= DIRECT_BYTES)
 
 
 def _writes_data(item: PlannedEntry) -> bool:

@@ -27,9 +27,11 @@ CHUNK = 16 << 10
 
 @pytest.fixture
 def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Files of 128 KiB or more go direct, in GETs of 48 KiB; returns the paths that did."""
+    """Files of 128 KiB or more go direct, in GETs of 48 KiB, 5 files at a time at most;
+    returns the paths that did."""
     monkeypatch.setattr(restorer, "DIRECT_BYTES", 128 << 10)
     monkeypatch.setattr(direct, "DIRECT_REQUEST", 48 << 10)
+    monkeypatch.setattr(restorer, "GROUP_FILES", 5)
     went: list[bytes] = []
     original = direct.DirectWriter.start
 
@@ -197,3 +199,32 @@ def test_a_directory_gets_its_metadata_after_its_files_written_in_the_background
     assert st.st_mode & 0o7777 == 0o555
     assert st.st_mtime_ns == 1_600_000_000_000_000_000
     assert told == [b"/", b"/ro", b"/ro/a-big", b"/ro/b-big", b"/ro/c-small", b"/zz"]
+
+
+def test_the_dry_run_counts_the_gets_of_files_fetched_together(small_thresholds,
+                                                               tmp_path: Path) -> None:
+    """Large files back to back share GETs (groups of GROUP_FILES); --dry-run plans the
+    same GETs: its requests and bytes are what the restore downloads."""
+    rng = random.Random(19)
+    store, builder = _builder()
+    builder.dir(b"/")
+    shared = rng.randbytes(CHUNK)
+    for number in range(7):  # one group of 5 (GROUP_FILES lowered), then one of 2
+        builder.file(b"/big-%d" % number, rng.randbytes(8 * CHUNK + number) + shared)
+    builder.file(b"/small", b"between\n")
+    builder.file(b"/later-big", shared + rng.randbytes(9 * CHUNK))
+    manifest = builder.manifest()
+    target = tmp_path / "t"
+    before = store.usage()
+
+    preview = restorer.preview_restore(manifest)
+    report = restore_run(store, manifest, target)
+
+    assert report.ok, (report.damaged, report.failed)
+    assert len(small_thresholds) == 8
+    gets = report.store["requests"]["GetObject"] - before.requests.get("GetObject", 0)
+    assert gets == preview.requests
+    assert store.usage().bytes_down - before.bytes_down == preview.download_bytes
+    alone = sum(len(direct.group_reads(entry.chunks).requests)
+                for entry in manifest.entries if entry.size >= 128 << 10)
+    assert preview.requests < alone  # files back to back share GETs
