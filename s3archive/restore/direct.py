@@ -1,21 +1,24 @@
-"""Files written by the GET workers themselves, several at a time, in parallel.
+"""Files written by the GET threads themselves, several at a time, in parallel.
 
 The restore's ordered path hands every chunk to the main thread in file
 order, so the bytes of each GET wait in memory until the writer reaches them,
 and the read window (stored plus plain bytes) lets only one or two GETs of
 compressible data run at once.  A file with at least ``DIRECT_BYTES`` to
-fetch instead is opened by the main thread and handed here (:meth:`start`);
-its chunks are fetched as ranged GETs of at most ``max_request`` bytes by
-``workers`` threads, and the thread that fetched a GET decodes each chunk,
-checks its hash (:meth:`PackReader.fetch`: never unverified bytes) and
-``pwrite``s it at its offsets before decoding the next, so no more than one
-plain chunk per thread is held.  The window counts each GET's stored bytes
-plus its largest chunk.  The main thread goes on with the next entries
-meanwhile and takes each file back once every GET of it has ended
-(:meth:`finished`): only then is the file's descriptor closed, so no thread
-ever writes to a closed (or reused) descriptor.  At most ``max_files`` files
-are under way at once.  A ``pwrite`` error stops the file's remaining GETs and
-is handed back with it.
+fetch instead is opened (and sized: holes stay holes) by the main thread and
+handed here (:meth:`DirectWriter.start`), consecutive such files together
+(up to ``GROUP_FILES`` / ``GROUP_BYTES``): their chunks are fetched as shared
+ranged GETs of at most ``DIRECT_REQUEST`` bytes, so files back to back in a
+pack cost one GET, not one each.  The thread that fetched a GET decodes each
+chunk, checks its hash (:meth:`PackReader.fetch`: never unverified bytes)
+and ``pwrite``s it into every file that holds it before decoding the next,
+so no more than one plain chunk per thread is held.  The window counts each
+GET's stored bytes plus its largest chunk; the GETs of small groups go
+first.  The main thread goes on with the next entries meanwhile and takes
+each file back once every GET of it has ended (:meth:`DirectWriter.finished`):
+only then is the file's descriptor closed, so no thread ever writes to a
+closed (or reused) descriptor.  At most ``MAX_FILES`` files are under way at
+once.  A ``pwrite`` error gives up that file (its later GETs are skipped, the
+other files of its GETs go on) and is handed back with it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ DIRECT_BYTES = 128 << 10  # a file with at least this many bytes to fetch is wri
 DIRECT_REQUEST = 4 << 20  # bytes of one ranged GET of a directly written file
 # files under way at once (each holds a descriptor): a quarter of the descriptors allowed
 MAX_FILES = max(8, min(256, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+MAX_BYTES = 1 << 30  # ... or files of this many bytes at most (each file's chunk list is held)
 GROUP_FILES = 16  # files started together at most (their GETs shared)
 GROUP_BYTES = 16 << 20  # ... with at most this many bytes to fetch
 _WRITTEN = b""  # a result whose bytes were written (and dropped) by the fetching thread
@@ -134,12 +138,12 @@ class DirectWriter(Generic[T]):
     """Writes files' chunks from the GET threads (one set of threads for the restore)."""
 
     def __init__(self, reader: PackReader, workers: int, window: int,
-                 max_request: int | None = None, max_files: int = MAX_FILES):
+                 max_request: int | None = None, max_files: int | None = None):
         self.reader = reader
         self.workers = max(1, workers)
         self.window = window
         self.max_request = max_request
-        self.max_files = max(1, max_files)
+        self.max_files = max(1, max_files or MAX_FILES)
         self._cond = threading.Condition()
         # GETs not yet begun: (GETs of their group, sequence, group, request, window cost);
         # the GETs of small groups go first, so that a few large files do not hold up
@@ -148,6 +152,7 @@ class DirectWriter(Generic[T]):
         self._sequence = itertools.count()
         self._in_flight = 0  # window bytes of the GETs running
         self._under_way = 0  # files started and not yet handed back
+        self._under_way_bytes = 0  # ... their sizes
         self._ended: deque[DirectFile[T]] = deque()  # every GET ended, not yet handed back
         self._closing = False
         self._threads: list[threading.Thread] = []
@@ -185,7 +190,10 @@ class DirectWriter(Generic[T]):
 
     @property
     def full(self) -> bool:
-        return self._under_way >= self.max_files
+        """No more files now: ``max_files`` under way, or ``MAX_BYTES`` of them (their
+        chunk lists are held; a larger file is started alone)."""
+        return self._under_way >= self.max_files or (
+            self._under_way > 0 and self._under_way_bytes >= MAX_BYTES)
 
     def start(self, files: list[tuple[int, Entry, frozenset[int], FileResult, DirectOutcome, T]],
               read: Callable[[int], None] | None = None) -> None:
@@ -208,6 +216,7 @@ class DirectWriter(Generic[T]):
         requests = group_reads(group.targets, self.max_request).requests
         with self._cond:
             self._under_way += len(group_files)
+            self._under_way_bytes += sum(work.entry.size for work in group_files)
             for request in requests:
                 for work in group.files_of(request):
                     work.left += 1
@@ -233,6 +242,7 @@ class DirectWriter(Generic[T]):
             done = list(self._ended)
             self._ended.clear()
             self._under_way -= len(done)
+            self._under_way_bytes -= sum(work.entry.size for work in done)
         for work in done:
             if work.crash is not None:
                 raise work.crash

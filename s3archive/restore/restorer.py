@@ -3,8 +3,12 @@
 The plan lists the entries in manifest order; the chunks of its files are
 fetched as merged ranged GETs of the pinned pack versions, in parallel within
 a memory window, checked against their SHA-256 and written in the same order;
-a file with at least ``DIRECT_BYTES`` to fetch is written by its GET threads
-instead, each chunk verified before it is written (``direct``).
+a file with at least ``DIRECT_BYTES`` to fetch is written by the GET threads of
+``direct`` instead (each chunk verified before it is written), consecutive
+such files together, while this thread goes on with the next entries; each
+such file ends here (metadata, moved into place, counted) once its GETs have,
+its directories' metadata waits for it, and entries are told (progress,
+``listed``) in path order all the same.
 A bad chunk damages only its file: the file is named, everything else is
 restored, and the report says the restore failed.
 

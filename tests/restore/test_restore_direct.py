@@ -12,6 +12,7 @@ import errno
 import os
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,43 @@ def test_the_dry_run_counts_the_gets_of_files_fetched_together(small_thresholds,
     alone = sum(len(direct.group_reads(entry.chunks).requests)
                 for entry in manifest.entries if entry.size >= 128 << 10)
     assert preview.requests < alone  # files back to back share GETs
+
+
+class _SlowGets(StoreWrapper):
+    """Every ranged GET takes 10 ms: files stay under way while the main thread goes on."""
+
+    def get(self, key: str, version_id: str | None = None,
+            byte_range: tuple[int, int] | None = None) -> bytes:
+        if byte_range is not None:
+            time.sleep(0.01)
+        return self.inner.get(key, version_id, byte_range)
+
+
+def test_files_under_way_are_bounded_in_number_and_bytes(small_thresholds, monkeypatch,
+                                                         tmp_path: Path) -> None:
+    """The main thread waits rather than open more than MAX_FILES files, or files of
+    more than MAX_BYTES (their chunk lists are held), for the direct path."""
+    monkeypatch.setattr(direct, "MAX_FILES", 3)
+    monkeypatch.setattr(direct, "MAX_BYTES", 400 << 10)
+    rng = random.Random(20)
+    store, builder = _builder()
+    builder.dir(b"/")
+    sizes = [9 * CHUNK, 40 * CHUNK, 9 * CHUNK, 9 * CHUNK, 10 * CHUNK, 12 * CHUNK, 9 * CHUNK]
+    contents = {b"/f%d" % n: rng.randbytes(size) for n, size in enumerate(sizes)}
+    for path, data in contents.items():
+        builder.file(path, data)
+    seen: list[tuple[int, int]] = []  # (files, bytes) under way before each start
+    original = direct.DirectWriter.start
+
+    def start(self, files, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append((self.under_way, self._under_way_bytes))
+        return original(self, files, *args, **kwargs)
+    monkeypatch.setattr(direct.DirectWriter, "start", start)
+    target = tmp_path / "t"
+
+    report = restore_run(_SlowGets(store), builder.manifest(), target)
+
+    assert report.ok and len(small_thresholds) == len(sizes)
+    for path, data in contents.items():
+        assert (target / path.decode()[1:]).read_bytes() == data
+    assert all(files < 3 and (files == 0 or size < 400 << 10) for files, size in seen), seen

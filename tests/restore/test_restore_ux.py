@@ -98,9 +98,14 @@ def test_dry_run_lists_what_would_be_written_touches_nothing_and_predicts_the_do
                               "15 entries, 7 files, ")
     assert "nothing written" in summary
 
-    # everything sits back to back in one pack: one GET of each distinct chunk's bytes
+    # everything sits back to back in one pack; files of 128 KiB or more are fetched
+    # apart from the rest (restore/direct.py): blob.bin in one GET, a.bin and its copy
+    # together in one, each distinct chunk once; the small files and b.log by the
+    # ordered path, whose GETs read across gaps of up to 256 KiB: hosts alone (blob.bin's
+    # 300,000 bytes follow it), then nginx.conf to b.log across a.bin's bytes, again
     whole = json.loads(run_cli(env, "restore", run.run_id, "--dry-run", "--json").stdout)
-    assert whole["download_bytes"] == every_chunk and whole["requests"] == 1
+    assert whole["download_bytes"] == every_chunk + stored_bytes(chunks["/srv/data/a.bin"])
+    assert whole["requests"] == 4
     assert whole["entries"] == 15 and whole["files"] == 7 and whole["target"] is None
     assert whole["bytes"] == 300_000 + 2 * 200_000 + 50_000 + 20 + 20 + 10  # written, copies too
     # a selection: a.bin and its copy share their chunks, fetched once
@@ -108,7 +113,7 @@ def test_dry_run_lists_what_would_be_written_touches_nothing_and_predicts_the_do
                               "--json").stdout)
     assert data["download_bytes"] == stored_bytes(chunks["/srv/data/a.bin"],
                                                   chunks["/srv/data/b.log"])
-    assert data["bytes"] == 450_000 and data["files"] == 3 and data["requests"] == 1
+    assert data["bytes"] == 450_000 and data["files"] == 3 and data["requests"] == 2
 
     # ... and that is what the restore then downloads from the packs
     filtered = ("--include", "/etc", "--exclude", "cache")
