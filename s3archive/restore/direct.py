@@ -48,6 +48,22 @@ _WRITTEN = b""  # a result whose bytes were written (and dropped) by the fetchin
 T = TypeVar("T")
 
 
+Placed = dict[ChunkRef, list[tuple[int, int, int]]]  # chunk -> (file offset, offset in it, length)
+
+
+def placed(entry: Entry, kept: frozenset[int], result: FileResult) -> Placed:
+    """Where each of ``entry``'s chunks to fetch goes; the ``kept`` ones (resume) are
+    counted in ``result``.  :class:`EntryFailed` when its chunks do not fit its extents."""
+    spans = chunk_spans(entry)
+    where: Placed = {}
+    for index, ref in enumerate(entry.chunks):
+        if index in kept:
+            result.kept += ref.size
+        else:
+            where.setdefault(ref, []).extend(spans[index])
+    return where
+
+
 def group_reads(refs: Iterable[ChunkRef], max_request: int | None = None) -> ReadBatch:
     """The ranged GETs that fetch a group's chunks (``restore --dry-run`` counts them)."""
     return read_batch(refs, max_request=max_request or DIRECT_REQUEST)
@@ -75,10 +91,9 @@ class DirectFile(Generic[T]):
     tag: T
     fd: int
     entry: Entry
-    kept: frozenset[int]
     result: FileResult
     outcome: DirectOutcome
-    where: dict[ChunkRef, list[tuple[int, int, int]]] = field(default_factory=dict)
+    where: Placed
     failures: dict[ChunkRef, str] = field(default_factory=dict)  # the group's
     left: int = 0  # GETs not yet ended
     error: OSError | None = None  # a write failed: the file is given up
@@ -195,23 +210,15 @@ class DirectWriter(Generic[T]):
         return self._under_way >= self.max_files or (
             self._under_way > 0 and self._under_way_bytes >= MAX_BYTES)
 
-    def start(self, files: list[tuple[int, Entry, frozenset[int], FileResult, DirectOutcome, T]],
+    def start(self, files: list[tuple[int, Entry, Placed, FileResult, DirectOutcome, T]],
               read: Callable[[int], None] | None = None) -> None:
-        """Write each ``(fd, entry, kept, result, outcome, tag)``'s chunks (but ``kept``)
-        into ``fd`` from the GET threads, the files fetched together; each comes back
+        """Write each ``(fd, entry, where, result, outcome, tag)``'s chunks (``where``:
+        :func:`placed`) into ``fd`` from the GET threads, the files fetched together; each comes back
         from :meth:`finished` with ``result`` and ``outcome`` filled in.  ``read``
         hears the plain bytes written.  Each file has its size already (the GETs
         land in any order; holes stay holes)."""
-        group_files: list[DirectFile[T]] = []
-        for fd, entry, kept, result, outcome, tag in files:
-            work = DirectFile(tag, fd, entry, kept, result, outcome)
-            spans = chunk_spans(entry)
-            for index, ref in enumerate(entry.chunks):
-                if index in kept:
-                    result.kept += ref.size
-                else:
-                    work.where.setdefault(ref, []).extend(spans[index])
-            group_files.append(work)
+        group_files = [DirectFile(tag, fd, entry, result, outcome, where)
+                       for fd, entry, where, result, outcome, tag in files]
         group = _Group(group_files, read)
         requests = group_reads(group.targets, self.max_request).requests
         with self._cond:

@@ -39,7 +39,8 @@ from typing import Any, Callable, Iterable, Iterator
 from s3archive.errors import IntegrityError, TransportError, UsageError
 from s3archive.restore.apply import MetadataApplier
 from s3archive.restore.direct import (DIRECT_BYTES, GROUP_BYTES, GROUP_FILES, DirectFile,
-                                      DirectOutcome, DirectWriter, direct_threads, group_reads)
+                                      DirectOutcome, DirectWriter, Placed, direct_threads,
+                                      group_reads, placed)
 from s3archive.format.model import DIR, FILE, ChunkRef, Entry, Manifest, Snapshot
 from s3archive.progress import Progress
 from s3archive.repo.pack_reader import (DEFAULT_WINDOW, DEFAULT_WORKERS, ChunkResult, PackReader,
@@ -260,7 +261,7 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                     tell(kind, path, size)
 
         # files opened for the direct path, started together (their GETs shared)
-        group: list[tuple[int, Entry, frozenset[int], FileResult, DirectOutcome, OpenFile]] = []
+        group: list[tuple[int, Entry, Placed, FileResult, DirectOutcome, OpenFile]] = []
         group_bytes = [0]
 
         def start_group() -> None:
@@ -273,6 +274,8 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
             """The files whose GETs ended (``wait``: at least one, the group started)."""
             if wait:
                 start_group()
+                if not direct.under_way:  # (never: a file opened is started) no hang
+                    raise AssertionError(f"{len(writing)} files opened and never started")
             for work in direct.finished(wait):
                 end_file(work)
         unread = [False]  # the current file met chunks the store could not deliver
@@ -353,7 +356,10 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                 elif large:
                     while direct.full:
                         end_files(wait=True)
+                    result = FileResult()
+                    where = placed(entry, have, result)
                     opened = tree.open_file(item, bool(have))
+                    opened.result = result
                     writing[opened.token] = opened
                     try:  # its size first: the GETs land in any order (holes stay holes)
                         os.ftruncate(opened.fd, entry.size)
@@ -363,8 +369,7 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                     progress.begin(entry.path)
                     told[opened.token] = [entry.kind, entry.path, entry.size, False]
                     telling.append(told[opened.token])
-                    group.append((opened.fd, entry, have, opened.result, DirectOutcome(),
-                                  opened))
+                    group.append((opened.fd, entry, where, result, DirectOutcome(), opened))
                     group_bytes[0] += entry.size
                     if len(group) >= GROUP_FILES or group_bytes[0] >= GROUP_BYTES:
                         start_group()

@@ -269,3 +269,25 @@ def test_files_under_way_are_bounded_in_number_and_bytes(small_thresholds, monke
     for path, data in contents.items():
         assert (target / path.decode()[1:]).read_bytes() == data
     assert all(files < 3 and (files == 0 or size < 400 << 10) for files, size in seen), seen
+
+
+def test_a_large_file_whose_chunks_overrun_its_extents_fails_alone(small_thresholds,
+                                                                   tmp_path: Path) -> None:
+    """A crafted entry (chunks longer than its data extents) is refused by itself; the
+    files fetched with it and after it are restored (no hang, no crash)."""
+    rng = random.Random(21)
+    store, builder = _builder()
+    builder.dir(b"/")
+    before, after = rng.randbytes(10 * CHUNK), rng.randbytes(10 * CHUNK)
+    builder.file(b"/a", before)
+    bad = builder.file(b"/b", rng.randbytes(10 * CHUNK))
+    builder.file(b"/c", after)
+    object.__setattr__(bad, "extents", [(0, 100)])
+    target = tmp_path / "t"
+
+    report = restore_run(store, builder.manifest(), target)
+
+    assert [(p.path, p.message) for p in report.failed] == [
+        (b"/b", "its chunks are longer than its data extents")]
+    assert (target / "a").read_bytes() == before and (target / "c").read_bytes() == after
+    assert sorted(os.listdir(target)) == ["a", "c"]
