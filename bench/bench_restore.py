@@ -121,11 +121,13 @@ def restore_restic(tool: Restic, target: Path, logdir: Path, step: str = "restor
 
 def table(rows: list[dict[str, Any]]) -> str:
     heads = ["step", "tool", "wall s", "MB/s", "best MB/s", "requests (RGW)", "GET (RGW)",
-             "MB sent (RGW)", "CPU s", "user s", "sys s", "peak RSS MiB", "load", "check"]
+             "MB sent (RGW)", "CPU s", "user s", "sys s", "RGW CPU s", "other CPU s",
+             "peak RSS MiB", "load", "check"]
     lines = [[r["step"], r["tool"], f"{r['wall_s']:.2f}", f"{r['mb_per_s']:.1f}",
               f"{r['best_mb_per_s']:.1f}", str(r["requests"]),
               str(r["gets"]), f"{r['mb_sent'] / 1e6:.1f}", f"{r['cpu_s']:.2f}",
-              f"{r['user_s']:.2f}", f"{r['sys_s']:.2f}",
+              f"{r['user_s']:.2f}", f"{r['sys_s']:.2f}", f"{r['rgw_cpu_s']:.2f}",
+              f"{r['other_cpu_s']:.2f}",
               f"{r['peak_rss_mib']:.0f}", f"{r['load']:.1f}", r["check"]] for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(heads)]
     out = ["  ".join(h.rjust(w) for h, w in zip(heads, widths))]
@@ -173,6 +175,8 @@ def _median_row(step: str, name: str, runs: list[tuple[Step, int]], size: int,
             "cpu_s": cpu, "user_s": sorted(r.user_s for r, _ in runs)[len(runs) // 2],
             "sys_s": sorted(r.sys_s for r, _ in runs)[len(runs) // 2],
             "peak_rss_mib": max(r.peak_rss_mib for r, _ in runs),
+            # the median run's: its RGW's CPU, and every other process's (the load)
+            "rgw_cpu_s": result.rgw_cpu_s, "other_cpu_s": result.other_cpu_s,
             "load": sorted(r.load_before for r, _ in runs)[len(runs) // 2],
             "check": check, "requests_rgw": result.requests_rgw,
             "requests_tool": result.requests_tool,
