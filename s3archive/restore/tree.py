@@ -442,19 +442,19 @@ class TreeWriter:
             return OpenFile(item, fd, parent, name, in_place, None, mode_set)
         # a descriptor of the directory of its own (the stack may close ``parent`` before
         # the file ends), shared by the files of one directory
-        held = self._held_dirs.get(item.parts[:-1])
-        if held is None:
+        holder = self._held_dirs.get(item.parts[:-1])
+        if holder is None:
             try:
-                held = self._held_dirs[item.parts[:-1]] = [os.dup(parent), 0]
+                holder = self._held_dirs[item.parts[:-1]] = [os.dup(parent), 0]
             except BaseException:
                 os.close(fd)
                 if not in_place:
                     _unlink_quietly(parent, name)
                 raise
-        held[1] += 1
+        holder[1] += 1
         token = next(self._tokens)
         self._open_files.add(token)
-        return OpenFile(item, fd, held[0], name, in_place, token, mode_set)
+        return OpenFile(item, fd, holder[0], name, in_place, token, mode_set)
 
     def finish_file(self, opened: OpenFile, error: OSError | None = None) -> FileResult:
         """The file's bytes are written (or ``error`` stopped them): its size and
@@ -495,11 +495,11 @@ class TreeWriter:
     def _file_ended(self, opened: OpenFile) -> None:
         if opened.token is None:
             return
-        held = self._held_dirs[opened.item.parts[:-1]]
-        held[1] -= 1
-        if not held[1]:
+        holder = self._held_dirs[opened.item.parts[:-1]]
+        holder[1] -= 1
+        if not holder[1]:
             del self._held_dirs[opened.item.parts[:-1]]
-            os.close(held[0])
+            os.close(holder[0])
         self._open_files.discard(opened.token)
         self._apply_waiting_dirs()
 
