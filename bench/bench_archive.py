@@ -124,10 +124,9 @@ def targets(results: list[Step]) -> list[tuple[str, bool | None, str]]:
                            f"{puts} PUTs (s3archive {ours.put_requests_tool}, RGW "
                            f"{ours.put_requests_rgw}), limit {limit}"))
     # s3archive with its content workers: their summed PSS (the interpreter's pages they
-    # share counted once), or the largest process alone (exact, wait4)
-    ours_rss = max((max(r.peak_rss_mib, r.peak_pss_all_mib) for r in results
-                    if r.tool == "s3archive"), default=None)
-    theirs_rss = max((r.peak_rss_mib for r in results if r.tool == "restic"), default=None)
+    # share counted once), or the largest process alone (exact, wait4), as for restic
+    ours_rss = max((r.peak_mib for r in results if r.tool == "s3archive"), default=None)
+    theirs_rss = max((r.peak_mib for r in results if r.tool == "restic"), default=None)
     if ours_rss is not None and theirs_rss is not None:
         checks.append(("peak RSS < restic", ours_rss < theirs_rss,
                        f"{ours_rss:.0f} MiB vs {theirs_rss:.0f} MiB"))

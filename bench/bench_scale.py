@@ -16,9 +16,12 @@ and interleaved step by step:
 * ``mutation``: every file of 1 % of the directories edited, then an archive
   run (metadata stored should follow the changed directories, not the tree).
 
-Reported per step: wall, CPU, peak RSS (``wait4``), requests and bytes the
-server received (RGW usage log), plus each tool's local cache size after the
-no-change run.  Targets (issue 10, "Speed at scale" and "Random access") are
+Reported per step: wall, CPU, memory, requests and bytes the server received
+(RGW usage log), plus each tool's local cache size after the no-change run.
+Memory is the peak RSS of the largest process (``wait4``, exact) and the
+sampled peak of the summed PSS of the tool's processes (s3archive's content
+workers are processes of their own); the tools are compared on the larger of
+the two (``Step.peak_mib``: for restic, one process, its peak RSS).  Targets (issue 10, "Speed at scale" and "Random access") are
 printed as PASS/FAIL.  The numbers scale with ``--files``; the same ratios are
 meant to hold at 20 000, 200 000 and 1 000 000 files.
 """
@@ -250,22 +253,23 @@ def targets(by: dict[tuple[str, str], Step], cache: dict[str, int],
     for step in STEPS:
         ours, theirs = by.get(("s3archive", step)), by.get(("restic", step))
         if ours and theirs:
-            checks.append((f"{step} peak RSS <= restic", ours.peak_rss_mib <= theirs.peak_rss_mib,
-                           f"{ours.peak_rss_mib:.0f} vs {theirs.peak_rss_mib:.0f} MiB"))
+            checks.append((f"{step} peak memory <= restic", ours.peak_mib <= theirs.peak_mib,
+                           f"{ours.peak_mib:.0f} vs {theirs.peak_mib:.0f} MiB"
+                           + _memory_detail(ours)))
     for step in ("initial", "no-change", "cache-rebuild", "mutation", "restore-all",
                  "verify-all", "diff"):
         ours = by.get(("s3archive", step))
         if ours:
-            checks.append((f"{step} peak RSS < {RSS_BOUND_MB} MB",
-                           ours.peak_rss_mib * 1.048576 < RSS_BOUND_MB,
-                           f"{ours.peak_rss_mib * 1.048576:.0f} MB"))
+            checks.append((f"{step} peak memory < {RSS_BOUND_MB} MB",
+                           ours.peak_mib * 1.048576 < RSS_BOUND_MB,
+                           f"{ours.peak_mib * 1.048576:.0f} MB"))
     seconds, megabytes = RANDOM_ACCESS
     for step in ("ls-dir", "restore-one"):
         ours = by.get(("s3archive", step))
         if ours:
             checks.append((f"{step} under {seconds:.0f} s and {megabytes} MB (cache cold)",
-                           ours.wall_s < seconds and ours.peak_rss_mib * 1.048576 < megabytes,
-                           f"{ours.wall_s:.2f}s, {ours.peak_rss_mib * 1.048576:.0f} MB"))
+                           ours.wall_s < seconds and ours.peak_mib * 1.048576 < megabytes,
+                           f"{ours.wall_s:.2f}s, {ours.peak_mib * 1.048576:.0f} MB"))
     for step in ("no-change", "cache-rebuild"):
         ours = by.get(("s3archive", step))
         if ours and "stored" in ours.summary:
@@ -295,19 +299,27 @@ def targets(by: dict[tuple[str, str], Step], cache: dict[str, int],
     return checks
 
 
+def _memory_detail(ours: Step) -> str:
+    """How s3archive's figure is made up when it ran more than one process."""
+    if ours.processes <= 1:
+        return ""
+    return (f" (s3archive: {ours.processes} processes, PSS summed "
+            f"{ours.peak_pss_all_mib:.0f}, largest process {ours.peak_rss_mib:.0f})")
+
+
 def _fmt_prefixes(stored: dict[str, int]) -> str:
     return ", ".join(f"{k}/ {v / 1e3:.1f} kB" for k, v in stored.items()) or "nothing"
 
 
 def table(results: list[Step]) -> str:
     lines = [f"{'tool':<10} {'step':<14} {'wall s':>8} {'CPU s':>8} {'user s':>7} "
-             f"{'sys s':>6} {'RSS MiB':>8} {'other CPU':>9} {'requests':>9} {'MB recv':>8}  "
-             f"stored (new objects)"]
+             f"{'sys s':>6} {'RSS MiB':>8} {'PSS sum':>8} {'peak MiB':>8} {'other CPU':>9} "
+             f"{'requests':>9} {'MB recv':>8}  stored (new objects)"]
     for r in results:
         stored = _fmt_prefixes(r.summary["stored"]) if "stored" in r.summary else ""
         lines.append(f"{r.tool:<10} {r.step:<14} {r.wall_s:>8.2f} {r.cpu_s:>8.2f} "
                      f"{r.user_s:>7.2f} {r.sys_s:>6.2f} {r.peak_rss_mib:>8.0f} "
-                     f"{r.other_cpu_s:>9.1f} {r.requests_total_rgw:>9} "
+                     f"{r.peak_pss_all_mib:>8.0f} {r.peak_mib:>8.0f} {r.other_cpu_s:>9.1f} {r.requests_total_rgw:>9} "
                      f"{r.bytes_received_rgw / 1e6:>8.3f}  {stored}")
     return "\n".join(lines)
 
@@ -445,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
                 if args.json:  # after every step: a long run stopped early keeps its numbers
                     save(args.json, report, results, cache)
                 _log(f"{tool.name} {step}: {result.wall_s:.2f}s wall, {result.cpu_s:.2f}s CPU, "
-                     f"{result.peak_rss_mib:.0f} MiB, {result.bytes_received_rgw / 1e6:.3f} MB "
+                     f"{result.peak_mib:.0f} MiB (largest process {result.peak_rss_mib:.0f}, "
+                     f"PSS summed {result.peak_pss_all_mib:.0f} over {result.processes}), "
+                     f"{result.bytes_received_rgw / 1e6:.3f} MB "
                      f"received, {result.requests_total_rgw} requests, other processes "
                      f"{result.other_cpu_s:.1f}s CPU")
     finally:
@@ -460,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['load_at_start'][0]:.2f}; local cache after no-change: "
           + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in cache.items()) + "\n")
     print(table(results))
+    print("\nRSS MiB: the largest process's peak (wait4); PSS sum: the sampled peak of the "
+          "process tree's summed PSS; peak MiB, compared: the larger of the two")
     checks = targets(by, cache, report["dataset"])
     print("\ntargets:")
     for label, ok, detail in checks:

@@ -5,8 +5,13 @@
   counted *by the server* the same way for every tool; ``stored_by_prefix``:
   the bytes of a bucket's object versions by first key component.
 * ``run_child``: a child process timed to its end: wall seconds, user and
-  system CPU and peak RSS (``os.wait4``: the child and its reaped children;
-  or the child's own ``VmHWM``, polled, when the parent is large).
+  system CPU and peak RSS (``os.wait4``: the largest of the child and its
+  reaped children; or the child's own ``VmHWM``, polled, when the parent is
+  large).
+* ``MemorySampler``: the peak of the child's process tree's summed PSS (and
+  RSS), from ``/proc/PID/smaps_rollup`` every 0.1 s: with content workers a
+  step's memory is the sum over its processes, which ``ru_maxrss`` is not.
+  ``Step.peak_mib`` is the figure the tools are compared on.
 * ``measure``: ``run_child`` plus the server's side of one step (requests and
   bytes by RGW usage category, RGW's CPU) and the machine's (``CoreSampler``:
   per-core busy share, the tool and its RGW against the other processes), as
@@ -151,21 +156,72 @@ def _tree_cpu_seconds(pid: int) -> float:
             + sum(_proc_cpu_seconds(child) for child in _children(pid)))
 
 
-def _tree_memory_mib(pid: int) -> tuple[float, float]:
-    """Resident memory of ``pid`` and its live children, summed: RSS (pages they
-    share, the interpreter's and its libraries', counted once per process) and
-    PSS (shared pages divided among their sharers)."""
+@dataclass
+class TreeMemory:
+    """One reading of a process tree's resident memory (MiB), summed over the
+    processes: RSS (pages they share, the interpreter's and its libraries',
+    counted once per process) and PSS (each shared page divided among the
+    processes mapping it)."""
+
+    rss_mib: float = 0.0
+    pss_mib: float = 0.0
+    processes: int = 0
+
+
+def _tree_memory(pid: int) -> TreeMemory:
+    """``pid`` and its live children (s3archive's content workers), from
+    ``/proc/PID/smaps_rollup``."""
     rss = pss = 0
+    processes = 0
     for each in [pid, *_children(pid)]:
         try:
-            for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Rss:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss += int(line.split()[1])
-        except (OSError, IndexError, ValueError):
-            pass
-    return rss / 1024, pss / 1024
+            text = Path(f"/proc/{each}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        processes += 1
+        for line in text.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return TreeMemory(rss / 1024, pss / 1024, processes)
+
+
+class MemorySampler(threading.Thread):
+    """The peak of a process tree's summed RSS and PSS, read every ``interval``
+    seconds while a step runs (the tool's process is given by ``watch`` once
+    started).  Peaks shorter than the interval can be missed; the largest
+    single process's exact high-water mark is ``wait4``'s ``ru_maxrss``, and
+    ``Step.peak_mib`` takes the larger of the two."""
+
+    def __init__(self, interval: float = 0.1):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.pid: int | None = None
+        self.peak_rss_all_mib = 0.0
+        self.peak_pss_all_mib = 0.0
+        self.most_processes = 0
+        self.samples = 0
+        self._stop_event = threading.Event()
+
+    def watch(self, pid: int) -> None:
+        self.pid = pid
+
+    def run(self) -> None:
+        while True:
+            if self.pid is not None:
+                now = _tree_memory(self.pid)
+                if now.processes:
+                    self.samples += 1
+                    self.peak_rss_all_mib = max(self.peak_rss_all_mib, now.rss_mib)
+                    self.most_processes = max(self.most_processes, now.processes)
+                    self.peak_pss_all_mib = max(self.peak_pss_all_mib, now.pss_mib)
+            if self._stop_event.wait(self.interval):
+                return
+
+    def finish(self) -> None:
+        self._stop_event.set()
+        self.join()
 
 
 def _cpu_times() -> list[tuple[int, int]]:
@@ -195,8 +251,6 @@ class CoreSampler(threading.Thread):
         self.own: list[float] = []  # (tool + its RGW) CPU / interval / cores, per sample
         self.daemons = list(daemons or [])
         self.pid: int | None = None
-        self.peak_rss_all_mib = 0.0  # the tool and its children, summed, sampled
-        self.peak_pss_all_mib = 0.0
         self._stop_event = threading.Event()
         self.first = _cpu_times()
         self.last = self.first
@@ -212,10 +266,6 @@ class CoreSampler(threading.Thread):
         previous, began, used = self.first, time.monotonic(), self._own_cpu()
         while not self._stop_event.wait(self.interval):
             now, moment, cpu = _cpu_times(), time.monotonic(), self._own_cpu()
-            if self.pid is not None:
-                rss, pss = _tree_memory_mib(self.pid)
-                self.peak_rss_all_mib = max(self.peak_rss_all_mib, rss)
-                self.peak_pss_all_mib = max(self.peak_pss_all_mib, pss)
             self.samples.append([(b1 - b0) / max(1, t1 - t0)
                                  for (b0, t0), (b1, t1) in zip(previous, now)])
             # a process that just ended reads as 0: never a negative interval
@@ -237,8 +287,6 @@ class CoreSampler(threading.Thread):
             "both_cores_busy_share": len(both) / len(self.samples) if self.samples else 0.0,
             "own_busy_share": sum(1 for v in own if v >= BUSY) / len(own) if own else 0.0,
             "own_busy": [round(v, 3) for v in own],
-            "peak_rss_all_mib": self.peak_rss_all_mib,
-            "peak_pss_all_mib": self.peak_pss_all_mib,
         }
 
 
@@ -309,9 +357,10 @@ class Step:
     cpu_s: float = 0.0
     user_s: float = 0.0
     sys_s: float = 0.0
-    peak_rss_mib: float = 0.0
-    peak_rss_all_mib: float = 0.0  # with its child processes, summed (sampled every 0.5 s)
-    peak_pss_all_mib: float = 0.0  # the same, shared pages divided among the processes
+    peak_rss_mib: float = 0.0  # the largest single process (wait4: exact high-water mark)
+    peak_rss_all_mib: float = 0.0  # the process and its children, RSS summed (sampled)
+    peak_pss_all_mib: float = 0.0  # the same, PSS: shared pages divided among the processes
+    processes: int = 0  # the most processes of the tool alive at once (sampled)
     cpu_util: float = 0.0  # cpu_s / wall / cores
     machine_busy: float = 0.0  # all processes, RGW included
     both_cores_busy_share: float = 0.0  # share of 0.5 s samples with every core >= 75 %
@@ -332,6 +381,14 @@ class Step:
     packs_uploaded: int | None = None
     files_changed: int | None = None  # read again (new or changed)
     summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def peak_mib(self) -> float:
+        """The step's memory, as the tools are compared: the summed PSS of the
+        process tree at its sampled peak, or the largest process's exact peak
+        RSS if that is higher (always, for a tool of one process: a process's
+        PSS is at most its RSS)."""
+        return max(self.peak_rss_mib, self.peak_pss_all_mib)
 
 
 def _is_put(category: str) -> bool:
@@ -364,12 +421,19 @@ def measure(tool: str, step: str, command: list[str], env: dict[str, str], clust
     rgw_before = cluster.daemon_cpu_seconds()
     result.load_before = os.getloadavg()[0]
     sampler = CoreSampler(daemons=list(cluster.pids))
+    memory = MemorySampler()
     out_path, err_path = logdir / f"{stem}.stdout", logdir / f"{stem}.stderr"
+
+    def started(pid: int) -> None:
+        sampler.watch(pid)
+        memory.watch(pid)
+
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         sampler.start()
-        child = run_child(command, stdout=out, stderr=err, env=env, cwd=cwd,
-                          started=sampler.watch)
+        memory.start()
+        child = run_child(command, stdout=out, stderr=err, env=env, cwd=cwd, started=started)
     cores = sampler.finish()
+    memory.finish()
     result.rgw_cpu_s = cluster.daemon_cpu_seconds() - rgw_before
     result.wall_s, result.exit_code = child.wall_s, child.exit_code
     result.user_s, result.sys_s, result.cpu_s = child.user_s, child.sys_s, child.cpu_s
@@ -378,8 +442,9 @@ def measure(tool: str, step: str, command: list[str], env: dict[str, str], clust
     result.machine_busy = cores["machine_busy"]
     result.both_cores_busy_share = cores["both_cores_busy_share"]
     result.own_busy_share, result.own_busy = cores["own_busy_share"], cores["own_busy"]
-    result.peak_rss_all_mib = cores["peak_rss_all_mib"]
-    result.peak_pss_all_mib = cores["peak_pss_all_mib"]
+    result.peak_rss_all_mib = memory.peak_rss_all_mib
+    result.peak_pss_all_mib = memory.peak_pss_all_mib
+    result.processes = memory.most_processes
     result.other_cpu_s = max(0.0, cores["machine_cpu_s"] - result.cpu_s - result.rgw_cpu_s)
     delta = _usage_delta(usage_before, cluster.settled_usage())
     result.requests_rgw = {cat: d["ops"] for cat, d in delta.items()}
