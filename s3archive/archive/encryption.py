@@ -17,10 +17,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
 from s3archive.crypto import blob as sealing
+from s3archive.crypto import primitives
 from s3archive.crypto.dedup import (DedupSecret, HmacSha256, derive, dedup_secret_key,
                                     seal_dedup_secret)
 from s3archive.crypto.keys import Recipient
@@ -103,11 +101,12 @@ class FileCipher:
 
     def seal(self, path: bytes, stat: tuple[int, int, int, int], line: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
-        return nonce + ChaCha20Poly1305(self._line_key(path, *stat)).encrypt(nonce, line, None)
+        aead = primitives.ChaCha20Poly1305(self._line_key(path, *stat))
+        return nonce + aead.encrypt(nonce, line, None)
 
     def open(self, path: bytes, stat: tuple[int, int, int, int], sealed: bytes) -> bytes | None:
         try:
-            return ChaCha20Poly1305(self._line_key(path, *stat)).decrypt(
+            return primitives.ChaCha20Poly1305(self._line_key(path, *stat)).decrypt(
                 sealed[:_NONCE], sealed[_NONCE:], None)
-        except (InvalidTag, ValueError):
+        except (primitives.InvalidTag, ValueError):
             return None

@@ -24,12 +24,11 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator
 
 import zstandard
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache
 from s3archive.archive.packer import ChunkLocation
 from s3archive.clock import isoformat, parse_iso
+from s3archive.crypto import primitives
 from s3archive.crypto.dedup import DedupSecret, derive
 from s3archive.errors import S3ArchiveError
 from s3archive.format import pack2
@@ -169,14 +168,15 @@ class GroupIndex:
         if self._key is None:
             return body
         nonce = os.urandom(_NONCE)
-        return nonce + ChaCha20Poly1305(self._key).encrypt(nonce, body, _aad(key))
+        return nonce + primitives.ChaCha20Poly1305(self._key).encrypt(nonce, body, _aad(key))
 
     def _open(self, key: str, body: bytes) -> bytes:
         if self._key is None:
             return body
         try:
-            return ChaCha20Poly1305(self._key).decrypt(body[:_NONCE], body[_NONCE:], _aad(key))
-        except InvalidTag:
+            return primitives.ChaCha20Poly1305(self._key).decrypt(body[:_NONCE], body[_NONCE:],
+                                                                  _aad(key))
+        except primitives.InvalidTag:
             raise GroupIndexInvalid("does not open with this group's dedup secret") from None
 
     # ------------------------------------------------------------ learning

@@ -24,11 +24,10 @@ import struct
 from dataclasses import dataclass
 
 import zstandard
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from s3archive.archive.local_cache import UNLOCKED_UNTIL, CachedPack, LocalCache
 from s3archive.archive.packer import ChunkLocation
+from s3archive.crypto import primitives
 from s3archive.crypto.dedup import DedupSecret, derive
 from s3archive.errors import S3ArchiveError
 from s3archive.format import pack2
@@ -69,7 +68,7 @@ class PackIndexWriter:
 
     def seal(self, pack: str, version_id: str, size: int, blobs: list[ChunkLocation]) -> bytes:
         nonce = os.urandom(_NONCE)
-        return nonce + ChaCha20Poly1305(self._key()).encrypt(
+        return nonce + primitives.ChaCha20Poly1305(self._key()).encrypt(
             nonce, encode(pack, version_id, size, blobs), LABEL)
 
     def write(self, pack: str, version_id: str, size: int, blobs: list[ChunkLocation],
@@ -163,7 +162,7 @@ def learn(store: StoreReader, host: str, secret: DedupSecret, cache: LocalCache,
     Each object is untrusted input: one that does not open with the dedup
     secret, or that names something malformed, is skipped (its pack is then
     simply not reused)."""
-    key = ChaCha20Poly1305(derive(secret.secret, LABEL))
+    key = primitives.ChaCha20Poly1305(derive(secret.secret, LABEL))
     newest: dict[str, tuple[str, int]] = {}
     for item in store.list_versions(f"runs/{host}/packs/"):
         if item.is_delete_marker or not item.key.endswith(".idx") or item.size > MAX_OBJECT:
@@ -180,7 +179,7 @@ def learn(store: StoreReader, host: str, secret: DedupSecret, cache: LocalCache,
                 info = store.head(object_key, version_id)
                 index = decode(key.decrypt(body[:_NONCE], body[_NONCE:], LABEL),
                                object_key, host)
-            except (S3ArchiveError, InvalidTag, ValueError, KeyError, TypeError,
+            except (S3ArchiveError, primitives.InvalidTag, ValueError, KeyError, TypeError,
                     zstandard.ZstdError) as err:
                 log.warning("index object %s is unusable (%s): its pack is not reused",
                             object_key, err if isinstance(err, IndexObjectError)

@@ -16,16 +16,7 @@ import hmac
 import os
 import re
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import (
-    X25519PrivateKey,
-    X25519PublicKey,
-)
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from s3archive.crypto import primitives
 from s3archive.crypto.errors import AgeFormatError, WrongKeyError
 from s3archive.crypto.keys import Identity, Recipient
 
@@ -40,7 +31,8 @@ _ARG = re.compile(rb"[\x21-\x7e]+")
 
 
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+    return primitives.HKDF(algorithm=primitives.hashes.SHA256(), length=length, salt=salt,
+                           info=info).derive(ikm)
 
 
 def b64encode(data: bytes) -> bytes:
@@ -79,13 +71,13 @@ class Stanza:
 def wrap_file_key(file_key: bytes, recipient: Recipient) -> Stanza:
     """age's X25519 stanza: ephemeral share, HKDF(shared, share || recipient),
     ChaCha20-Poly1305 with a zero nonce."""
-    ephemeral = X25519PrivateKey.generate()
+    ephemeral = primitives.X25519PrivateKey.generate()
     share = ephemeral.public_key().public_bytes_raw()
-    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient.public))
+    shared = ephemeral.exchange(primitives.X25519PublicKey.from_public_bytes(recipient.public))
     if shared == bytes(32):
         raise WrongKeyError(f"recipient {recipient} is a low-order point: refused")
     wrap_key = hkdf_sha256(shared, share + recipient.public, X25519_INFO)
-    body = ChaCha20Poly1305(wrap_key).encrypt(bytes(12), file_key, None)
+    body = primitives.ChaCha20Poly1305(wrap_key).encrypt(bytes(12), file_key, None)
     return Stanza((b"X25519", b64encode(share)), body)
 
 
@@ -109,8 +101,8 @@ def unwrap_file_key(stanza: Stanza, identity: Identity) -> bytes | None:
         raise AgeFormatError("age header: X25519 share is a low-order point")
     wrap_key = hkdf_sha256(shared, share + identity.recipient().public, X25519_INFO)
     try:
-        return ChaCha20Poly1305(wrap_key).decrypt(bytes(12), stanza.body, None)
-    except InvalidTag:
+        return primitives.ChaCha20Poly1305(wrap_key).decrypt(bytes(12), stanza.body, None)
+    except primitives.InvalidTag:
         return None
 
 
@@ -203,7 +195,7 @@ def encrypt(plaintext: bytes, recipients: list[Recipient]) -> bytes:
     file_key = os.urandom(FILE_KEY_SIZE)
     header = encode_header(file_key, [wrap_file_key(file_key, r) for r in recipients])
     nonce = os.urandom(16)
-    aead = ChaCha20Poly1305(_payload_key(file_key, nonce))
+    aead = primitives.ChaCha20Poly1305(_payload_key(file_key, nonce))
     parts = [header, nonce]
     count = max(1, -(-len(plaintext) // STREAM_CHUNK))
     for index in range(count):
@@ -219,7 +211,7 @@ def decrypt(data: bytes, identities: list[Identity], max_plaintext: int) -> byte
     payload = memoryview(data)[header.length:]
     if len(payload) < 16 + TAG_SIZE:
         raise AgeFormatError("age payload: truncated")
-    aead = ChaCha20Poly1305(_payload_key(file_key, bytes(payload[:16])))
+    aead = primitives.ChaCha20Poly1305(_payload_key(file_key, bytes(payload[:16])))
     sealed = payload[16:]
     size = STREAM_CHUNK + TAG_SIZE
     count = -(-len(sealed) // size)
@@ -233,7 +225,7 @@ def decrypt(data: bytes, identities: list[Identity], max_plaintext: int) -> byte
             raise AgeFormatError("age payload: empty final chunk")
         try:
             out.append(aead.decrypt(_stream_nonce(index, last), piece, None))
-        except InvalidTag:
+        except primitives.InvalidTag:
             raise AgeFormatError(f"age payload: chunk {index} fails authentication "
                                  "(changed or truncated)") from None
     return b"".join(out)

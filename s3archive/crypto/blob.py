@@ -13,10 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-from s3archive.crypto import age
+from s3archive.crypto import age, primitives
 from s3archive.crypto.errors import AgeFormatError, BlobAuthError, WrongKeyError
 from s3archive.crypto.keys import Identity, Recipient
 
@@ -117,11 +114,10 @@ def open_key_block(key_block: bytes, identities: list[Identity], pack_name: str)
 
 def seal(pack_key: bytes, place: BlobPlace, stored: bytes | memoryview) -> bytes:
     """Ciphertext ‖ tag of the stored (encoded) bytes of one blob."""
-    return ChaCha20Poly1305(pack_key).encrypt(place.nonce(), stored, place.associated_data())
+    return primitives.ChaCha20Poly1305(pack_key).encrypt(place.nonce(), stored,
+                                                        place.associated_data())
 
 
-# the ciphertext written straight into the pack body (cryptography >= 45); before, a copy
-_ENCRYPT_INTO = hasattr(ChaCha20Poly1305, "encrypt_into")
 _TAG_ROOM = bytes(TAG_SIZE)
 
 
@@ -136,10 +132,13 @@ class BlobSealer:
     its Rust ``aead.rs``), so sealing in another thread of this process would not run
     beside the main thread's Python: cheaper is what helps."""
 
-    __slots__ = ("_cipher", "_pack_id")
+    __slots__ = ("_cipher", "_into", "_pack_id")
 
     def __init__(self, pack_key: bytes, pack_id: bytes):
-        self._cipher = ChaCha20Poly1305(pack_key)
+        self._cipher = primitives.ChaCha20Poly1305(pack_key)
+        # the ciphertext written straight into the pack body (cryptography >= 45); before,
+        # a copy
+        self._into = hasattr(self._cipher, "encrypt_into")
         self._pack_id = pack_id
 
     def __repr__(self) -> str:
@@ -151,7 +150,7 @@ class BlobSealer:
         offset = len(body)
         nonce = blob_nonce(offset)
         aad = blob_associated_data(self._pack_id, kind, encoding, blob_id)
-        if not _ENCRYPT_INTO:
+        if not self._into:
             body += self._cipher.encrypt(nonce, stored, aad)
             return len(body) - offset
         size = len(stored) + TAG_SIZE
@@ -168,9 +167,9 @@ def open_sealed(pack_key: bytes, place: BlobPlace, sealed: bytes | memoryview,
     if len(sealed) < TAG_SIZE:
         raise BlobAuthError(f"{place.describe()}{_in(pack_name)}: shorter than its tag")
     try:
-        return ChaCha20Poly1305(pack_key).decrypt(place.nonce(), sealed,
+        return primitives.ChaCha20Poly1305(pack_key).decrypt(place.nonce(), sealed,
                                                   place.associated_data())
-    except InvalidTag:
+    except primitives.InvalidTag:
         raise BlobAuthError(
             f"{place.describe()}{_in(pack_name)} fails authentication: its bytes were "
             "changed, or it was moved there from another pack, offset, id or kind, "

@@ -15,11 +15,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-from s3archive.crypto import age, bech32
+from s3archive.crypto import age, bech32, primitives
 from s3archive.crypto.blob import DATA, KINDS, PACK_ID_SIZE
 from s3archive.crypto.errors import AgeFormatError, KeyFormatError
 from s3archive.crypto.keys import Identity, Recipient
@@ -118,14 +114,14 @@ class DedupSecret:
     def seal_index(self, pack_id: bytes, index: bytes) -> bytes:
         """The pack index block: ChaCha20-Poly1305, zero nonce (the key is
         unique to the pack), associated data label ‖ pack id."""
-        return ChaCha20Poly1305(self.index_key(pack_id)).encrypt(
+        return primitives.ChaCha20Poly1305(self.index_key(pack_id)).encrypt(
             bytes(12), index, INDEX_LABEL + pack_id)
 
     def open_index(self, pack_id: bytes, sealed: bytes, pack_name: str = "") -> bytes:
         try:
-            return ChaCha20Poly1305(self.index_key(pack_id)).decrypt(
+            return primitives.ChaCha20Poly1305(self.index_key(pack_id)).decrypt(
                 bytes(12), sealed, INDEX_LABEL + pack_id)
-        except InvalidTag:
+        except primitives.InvalidTag:
             where = f" of pack {pack_name}" if pack_name else ""
             raise IntegrityError(f"the index{where} fails authentication: changed, or "
                                  "written with another dedup secret") from None

@@ -16,13 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from cryptography.hazmat.primitives.asymmetric.x25519 import (
-    X25519PrivateKey,
-    X25519PublicKey,
-)
-
-from s3archive.crypto import bech32
+from s3archive.crypto import bech32, primitives
 from s3archive.crypto.errors import KeyFormatError
 
 IDENTITY_HRP = "age-secret-key-"
@@ -71,13 +65,13 @@ class Identity:
         return bech32.encode(IDENTITY_HRP, self.secret).upper()
 
     def recipient(self) -> Recipient:
-        public = X25519PrivateKey.from_private_bytes(self.secret).public_key()
+        public = primitives.X25519PrivateKey.from_private_bytes(self.secret).public_key()
         return Recipient(public.public_bytes_raw())
 
     def exchange(self, peer_public: bytes) -> bytes:
         """X25519(identity, peer) (the caller refuses an all-zero result)."""
-        private = X25519PrivateKey.from_private_bytes(self.secret)
-        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        private = primitives.X25519PrivateKey.from_private_bytes(self.secret)
+        return private.exchange(primitives.X25519PublicKey.from_public_bytes(peer_public))
 
     @classmethod
     def parse(cls, text: str) -> Identity:

@@ -77,7 +77,7 @@ def test_the_writers_ids_and_sealed_blobs_are_the_documented_ones() -> None:
             place = BlobPlace(pack_id, len(body), kind, encoding, blob_id)
             with pytest.MonkeyPatch.context() as patch:
                 if not in_place:
-                    patch.setattr(blob_module, "_ENCRYPT_INTO", False)
+                    patch.setattr(sealer, "_into", False)
                 length = sealer.append(body, kind, encoding, blob_id, memoryview(stored))
             sealed = bytes(body[place.offset:])
             assert length == len(sealed) == len(stored) + 16
