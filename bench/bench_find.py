@@ -89,14 +89,14 @@ def run_cli(label: str, config: Path, *args: str, code: Path = HERE.parent
             ) -> tuple[float, float, str]:
     """The CLI in a fresh process (cache cold); prints wall, CPU and peak RSS.
 
-    The peak is the child's own ``VmHWM`` (``run_child(own_peak=True)``):
-    ``ru_maxrss`` of a child forked from this process would count this
-    process's memory (the runs' builder) too."""
+    The peak is the child's own (``run_child`` starts it from a small process:
+    ``ru_maxrss`` of a child forked from this one would count this process's
+    memory, the runs' builder, too)."""
     command = [sys.executable, "-m", "s3archive", "--config", str(config), *args]
     env = {**os.environ, "PYTHONPATH": str(code)}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         # run from the checkout: ``python -m`` puts the working directory first
-        child = run_child(command, stdout=out, stderr=err, env=env, cwd=code, own_peak=True)
+        child = run_child(command, stdout=out, stderr=err, env=env, cwd=code)
         out.seek(0)
         err.seek(0)
         text, problems = out.read().decode(), err.read().decode()

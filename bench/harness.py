@@ -6,8 +6,8 @@
   the bytes of a bucket's object versions by first key component.
 * ``run_child``: a child process timed to its end: wall seconds, user and
   system CPU and peak RSS (``os.wait4``: the largest of the child and its
-  reaped children; or the child's own ``VmHWM``, polled, when the parent is
-  large).
+  reaped children), taken by a small process that starts it, so that this
+  process's own size never shows as the child's peak.
 * ``MemorySampler``: the peak of the child's process tree's summed PSS (and
   RSS), from ``/proc/PID/smaps_rollup`` every 0.1 s: with content workers a
   step's memory is the sum over its processes, which ``ru_maxrss`` is not.
@@ -307,44 +307,51 @@ class ChildUsage:
         return self.user_s + self.sys_s
 
 
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return max([0] + [int(line.split()[1]) for line in status
-                              if line.startswith("VmHWM:")])
-    except (OSError, ValueError):
-        return 0
+# Started by ``run_child`` (``python -S``, no site: about 9 MiB): spawns the
+# command, waits for it and reports on fd ARGV[1] its pid, then its exit code,
+# wall seconds, user and system CPU and peak RSS (KiB) as ``wait4`` gives them.
+# A process started straight from the benchmark would report the benchmark's
+# own RSS as its peak if that were larger: a child shares (vfork) or copies
+# (fork) its parent's memory until it execs, and its ``ru_maxrss`` keeps that
+# high-water mark across exec.
+_SPAWNER = """\
+import json, os, sys, time
+fd = int(sys.argv[1])
+began = time.monotonic()
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+os.write(fd, b"%d\\n" % pid)
+_, status, usage = os.wait4(pid, 0)
+wall = time.monotonic() - began
+os.write(fd, json.dumps([os.waitstatus_to_exitcode(status), wall, usage.ru_utime,
+                         usage.ru_stime, usage.ru_maxrss]).encode())
+"""
 
 
 def run_child(command: list[str], *, stdout: IO[bytes], stderr: IO[bytes],
               env: dict[str, str] | None = None, cwd: Path | None = None,
-              started: Callable[[int], None] | None = None,
-              own_peak: bool = False) -> ChildUsage:
-    """Run ``command`` (stdin empty) to its end.  CPU seconds are ``os.wait4``'s:
-    the child's and those of the children it reaped.  The peak RSS is wait4's
-    ``ru_maxrss`` too, unless ``own_peak``: then the child's own ``VmHWM``,
-    polled every 50 ms, because a child forked from a large process reports
-    that process's peak as its own (exec keeps the larger high-water mark).
-    ``started`` is told the child's pid once it runs."""
-    began = time.monotonic()
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                             env=env, cwd=cwd)
-    if started is not None:
-        started(child.pid)
-    if own_peak:
-        peak_kib = 0
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            peak_kib = max(peak_kib, _vm_hwm_kib(child.pid))
-            time.sleep(0.05)
-    else:
-        _, status, usage = os.wait4(child.pid, 0)
-        peak_kib = usage.ru_maxrss  # KiB on Linux
-    wall = time.monotonic() - began
-    child.returncode = os.waitstatus_to_exitcode(status)
-    return ChildUsage(child.returncode, wall, usage.ru_utime, usage.ru_stime, peak_kib / 1024)
+              started: Callable[[int], None] | None = None) -> ChildUsage:
+    """Run ``command`` (stdin empty) to its end.  Wall, CPU seconds and peak RSS
+    are ``os.wait4``'s for the command (its CPU includes the children it
+    reaped; its peak RSS is the largest of it and them), taken by a small
+    process that starts it (``_SPAWNER``), so that the peak is the command's
+    own and never this process's.  ``started`` is told the command's pid."""
+    read_end, write_end = os.pipe()
+    try:
+        spawner = subprocess.Popen([sys.executable, "-S", "-c", _SPAWNER, str(write_end),
+                                    *command], stdin=subprocess.DEVNULL, stdout=stdout,
+                                   stderr=stderr, env=env, cwd=cwd, pass_fds=(write_end,))
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as report:
+        pid = report.readline()
+        if pid and started is not None:
+            started(int(pid))
+        last = report.read()
+    if spawner.wait() != 0 or not last:
+        raise RuntimeError(f"could not run {' '.join(command)} (spawner exited with "
+                           f"{spawner.returncode})")
+    exit_code, wall, user, system, peak_kib = json.loads(last)
+    return ChildUsage(exit_code, wall, user, system, peak_kib / 1024)
 
 
 # ------------------------------------------------------------------ one measured step
