@@ -29,13 +29,14 @@ _MODULES = {
     "InvalidTag": "cryptography.exceptions",
     "X25519PrivateKey": "cryptography.hazmat.primitives.asymmetric.x25519",
     "X25519PublicKey": "cryptography.hazmat.primitives.asymmetric.x25519",
-    "hashes": "cryptography.hazmat.primitives",
+    "hashes": "cryptography.hazmat.primitives.hashes",  # a module
 }
 
 
 def __getattr__(name: str) -> Any:
     if name not in _MODULES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULES[name]), name)
+    module = importlib.import_module(_MODULES[name])
+    value = module if module.__name__.endswith("." + name) else getattr(module, name)
     globals()[name] = value
     return value

@@ -39,8 +39,11 @@ def test_a_primitive_loads_it_and_is_cryptographys_own() -> None:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    assert "cryptography" in _loaded_after(
-        "from s3archive.crypto import primitives\nprimitives.ChaCha20Poly1305")
+    for name in primitives.__all__:  # each in a process of its own: nothing loaded before
+        assert "cryptography" in _loaded_after(
+            f"from s3archive.crypto import primitives\nprimitives.{name}")
+    assert _loaded_after("from s3archive.crypto import primitives\n"
+                         "primitives.hashes.SHA256()")
     assert primitives.ChaCha20Poly1305 is ChaCha20Poly1305
     assert primitives.InvalidTag is InvalidTag
     with pytest.raises(primitives.InvalidTag):
