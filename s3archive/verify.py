@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 _STRENGTH = {None: 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
 _PATHS_KEPT = 20
-MAX_REQUEST = 16 << 20  # bytes of one ranged GET of --read-data
+MAX_REQUEST = 8 << 20  # bytes of one ranged GET of --read-data
 SPOOL_ROWS = 4096  # references written to (or verdicts kept for) the database at a time
 
 

@@ -133,7 +133,8 @@ class ChunkResult:
     # (or when the reader keeps no data)
     error: str | None = None
     pack_missing: bool = False  # the error is that the pack version does not exist
-    stored: memoryview | None = None  # the bytes as stored (a view into the response)
+    stored: memoryview | None = None  # the bytes as stored (a view into the response;
+    # None when the reader keeps no data)
     transport: bool = False  # the bytes could not be read: says nothing about the data
 
 
@@ -210,9 +211,10 @@ class PackReader:
                 continue
             if sink is not None:
                 results.append(sink(ChunkResult(ref, plain)))
-            else:
-                results.append(ChunkResult(ref, plain if self.keep_data else None,
-                                           stored=stored))
+            elif self.keep_data:
+                results.append(ChunkResult(ref, plain, stored=stored))
+            else:  # nothing of the response is held: it is freed before the next one comes
+                results.append(ChunkResult(ref, None))
         return results
 
     def results(self, requests: Iterable[ReadRequest]) -> Iterator[ChunkResult]:

@@ -5,7 +5,9 @@ and of 4 N files (in-memory store, tracemalloc) peak at about the same."""
 from __future__ import annotations
 
 import gc
+import random
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,24 @@ def test_verify_holds_no_plain_bytes_of_what_it_checked(tmp_path: Path) -> None:
         assert result.bytes_checked == len(text) == 16 << 20
 
     assert peak(verify_run) < 10 << 20
+
+
+def test_verify_holds_one_response_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """A response is freed once its chunks are checked, before the next GET is
+    issued: ``--read-data`` of 16 MiB of random data, read as four ranged GETs
+    of 4 MiB one at a time (a window of one GET), peaks at about one GET, not two."""
+    monkeypatch.setattr(verify, "MAX_REQUEST", 4 << 20)
+    host = MemoryHost(tmp_path, "one-response")
+    host.config = replace(host.config, content=replace(host.config.content, pack_size_mib=32))
+    (host.tree / "random").write_bytes(random.Random(7).randbytes(16 << 20))
+    run = host.archive()
+
+    def verify_run() -> None:
+        options = VerifyOptions(read_data=True, window=4 << 20)
+        result = Verifier(host.store, options).verify(run)
+        assert result.ok, result.problems
+        assert result.bytes_checked == 16 << 20
+
+    before = host.gets()
+    assert peak(verify_run) < 6 << 20  # one response and a little; two were 7.4 MB
+    assert host.gets() - before >= 4  # the data came in several responses
