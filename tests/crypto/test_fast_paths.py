@@ -13,7 +13,6 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from s3archive.archive.encryption import FileCipher, RunEncryption
-from s3archive.crypto import blob as blob_module
 from s3archive.crypto.blob import (
     CHUNK_LIST,
     DATA,
