@@ -231,9 +231,7 @@ class DirectWriter(Generic[T]):
                     len(requests), next(self._sequence), group, request,
                     request.length + max(ref.size for ref in request.chunks)))
             for work in group_files:
-                if not work.left:
-                    work.conclude()
-                    self._ended.append(work)
+                self._end_if_done(work)
             self._cond.notify_all()
         while len(self._threads) < self.workers:
             thread = threading.Thread(target=self._work, name="s3archive-write", daemon=True)
@@ -256,6 +254,12 @@ class DirectWriter(Generic[T]):
         return done
 
     # --------------------------------------------------------------- the threads
+
+    def _end_if_done(self, work: DirectFile[T]) -> None:
+        """(under the lock) ``work`` is concluded once none of its GETs is left."""
+        if not work.left:
+            work.conclude()
+            self._ended.append(work)
 
     def _work(self) -> None:
         while True:
@@ -287,7 +291,5 @@ class DirectWriter(Generic[T]):
                     if crash is not None:
                         work.crash = work.crash or crash
                     work.left -= 1
-                    if not work.left:
-                        work.conclude()
-                        self._ended.append(work)
+                    self._end_if_done(work)
                 self._cond.notify_all()

@@ -31,9 +31,7 @@ def test_archive_imports_no_reader_or_operation_it_does_not_run() -> None:
     probe = ("import sys\nfrom s3archive.cli.main import cli\n"
              "cli.main(['archive', '--help'], standalone_mode=False)\n"
              "print(' '.join(sorted(m for m in sys.modules if m.startswith('s3archive'))))\n")
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env=env, check=True, timeout=60)
+    done = _probe(probe)
     loaded = set(done.stdout.splitlines()[-1].split())
     assert "s3archive.cli.archive" in loaded and "s3archive.archive.archiver" in loaded
     for unwanted in ("s3archive.cli.browse", "s3archive.cli.restore", "s3archive.browse",
@@ -56,9 +54,7 @@ def test_the_s3_store_is_opened_without_importing_boto3(tmp_path: Path) -> None:
              "print(store.client.meta.region_name, creds.access_key, "
              "' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
              "('boto3', 's3transfer'))))\n")
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", probe, str(credentials)], capture_output=True,
-                          text=True, env=env, check=True, timeout=60)
+    done = _probe(probe, str(credentials))
     assert done.stdout.split() == ["eu-west-1", "AKEXAMPLE"]
 
 
@@ -69,9 +65,14 @@ def test_the_objects_left_at_exit_are_frozen_for_the_shutdown() -> None:
     probe = ("import atexit, gc, sys\nfrom s3archive.cli.main import main\n"
              "atexit.register(lambda: print('frozen', gc.get_freeze_count()))\n"
              "sys.argv = ['s3archive', '--version']\nmain()\n")
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          env=env, check=True, timeout=60)
+    done = _probe(probe)
     version, frozen = done.stdout.splitlines()
     assert version.startswith("s3archive, version ")
     assert frozen.startswith("frozen ") and int(frozen.split()[1]) > 10_000
+
+
+def _probe(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh Python with this checkout first on its path."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=env, check=True, timeout=60)
