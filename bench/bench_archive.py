@@ -164,12 +164,14 @@ def repeats(results: list[Step]) -> str:
 
 WALL_RATIO = 0.7  # issue 15 item 1: initial archive at most 0.7x restic's wall time ...
 BUSY_SHARE = 0.8  # ... both cores >= BUSY for at least this share of the run ...
+SMALL_RUN_RATIOS = {"no-change": 0.6, "mutation": 0.7}  # item 2: at most this x restic's wall
 
 
 def speed_targets(results: list[Step], tree_bytes: int) -> list[tuple[str, bool | None, str]]:
-    """Issue 15 item 1, on the medians of the repetitions of the initial run."""
-    def median_of(tool: str, value: Callable[[Step], float]) -> float | None:
-        values = [value(r) for r in results if (r.tool, r.step) == (tool, "initial")]
+    """Issue 15 items 1 and 2, on the medians of the repetitions of each step."""
+    def median_of(tool: str, value: Callable[[Step], float],
+                  step: str = "initial") -> float | None:
+        values = [value(r) for r in results if (r.tool, r.step) == (tool, step)]
         return statistics.median(values) if values else None
 
     checks: list[tuple[str, bool | None, str]] = []
@@ -182,6 +184,14 @@ def speed_targets(results: list[Step], tree_bytes: int) -> list[tuple[str, bool 
         checks.append((f"initial wall <= {WALL_RATIO} x restic (median of {runs})",
                        ours_wall <= WALL_RATIO * theirs_wall,
                        f"{ours_wall:.2f}s vs {theirs_wall:.2f}s ({ours_wall / theirs_wall:.2f}x)"))
+    for step, ratio in SMALL_RUN_RATIOS.items():  # item 2, on the medians likewise
+        ours_small = median_of("s3archive", lambda r: r.wall_s, step)
+        theirs_small = median_of("restic", lambda r: r.wall_s, step)
+        if ours_small is not None and theirs_small is not None:
+            checks.append((f"{step} wall <= {ratio} x restic (median of {runs})",
+                           ours_small <= ratio * theirs_small,
+                           f"{ours_small:.2f}s vs {theirs_small:.2f}s "
+                           f"({ours_small / theirs_small:.2f}x)"))
     share = median_of("s3archive", lambda r: r.own_busy_share)
     assert share is not None
     checks.append((f"initial: both cores >= {BUSY:.0%} busy (s3archive + its RGW) for "
