@@ -122,12 +122,17 @@ def stored_by_prefix(cluster: RGWCluster, bucket: str) -> dict[str, int]:
 
 # ------------------------------------------------------------------ CPU accounting
 
-def _proc_cpu_seconds(pid: int) -> float:
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (None: gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+        return None
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / TICK if fields else 0.0  # utime, stime
 
 
 def _children(pid: int) -> list[int]:
@@ -147,9 +152,8 @@ def _children(pid: int) -> list[int]:
 
 def _tree_cpu_seconds(pid: int) -> float:
     """CPU of ``pid``, its live children and the children it waited for."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return 0.0
     waited = (int(fields[13]) + int(fields[14])) / TICK  # cutime, cstime
     return (_proc_cpu_seconds(pid) + waited

@@ -133,8 +133,6 @@ class ChunkResult:
     # (or when the reader keeps no data)
     error: str | None = None
     pack_missing: bool = False  # the error is that the pack version does not exist
-    stored: memoryview | None = None  # the bytes as stored (a view into the response;
-    # None when the reader keeps no data)
     transport: bool = False  # the bytes could not be read: says nothing about the data
 
 
@@ -212,7 +210,7 @@ class PackReader:
             if sink is not None:
                 results.append(sink(ChunkResult(ref, plain)))
             elif self.keep_data:
-                results.append(ChunkResult(ref, plain, stored=stored))
+                results.append(ChunkResult(ref, plain))
             else:  # nothing of the response is held: it is freed before the next one comes
                 results.append(ChunkResult(ref, None))
         return results
