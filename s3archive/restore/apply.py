@@ -82,12 +82,15 @@ class MetadataApplier:
 
     # ---------------------------------------------------------- by descriptor
 
-    def apply_fd(self, fd: int, entry: Entry, mode_set: bool = False) -> None:
+    def apply_fd(self, fd: int, entry: Entry, mode_set: bool = False,
+                 owned_by: tuple[int, int] | None = None) -> None:
         """A regular file or a directory, open as ``fd`` (``mode_set``: created with its
-        mode, which nothing applied here changes)."""
+        mode, which nothing applied here changes; ``owned_by``: the (uid, gid) it was
+        created with, when known: no ``fchown`` when they are the recorded owner's)."""
         if self.is_root:
-            self._try(entry, "owner", os.fchown, fd, self.owners.uid(entry),
-                      self.owners.gid(entry))
+            uid, gid = self.owners.uid(entry), self.owners.gid(entry)
+            if (uid, gid) != owned_by:
+                self._try(entry, "owner", os.fchown, fd, uid, gid)
         for name, value in entry.xattrs.items():
             self._try(entry, f"xattr {name}", os.setxattr, fd, name, value)
         self._apply_acls(entry, _proc_fd(fd))

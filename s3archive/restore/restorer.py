@@ -288,11 +288,20 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
             items: list[tuple[PlannedEntry, frozenset[int], bool]] = []
             refs: list[ChunkRef] = []
             held = 0
+            direct_last = False  # a file written directly since the batch's last chunk
             for item in plan:
                 have: frozenset[int] = frozenset()
                 if _writes_data(item) and options.resume and item.entry.chunks:
                     have = tree.survey_file(item)
                 large = _direct(item, have)
+                if direct_last and _writes_data(item) and not large:
+                    # the batch ends before this file's chunks: the files written directly
+                    # in it go to their threads once the chunks before them are in, not
+                    # once this file's are
+                    planned.append(items)
+                    yield read_batch(refs, len(items) * ENTRY_HELD)
+                    items, refs, held = [], [], 0
+                direct_last = large or (direct_last and not _writes_data(item))
                 items.append((item, have, large))
                 if _writes_data(item) and not large:
                     for number, ref in enumerate(item.entry.chunks):
@@ -317,6 +326,7 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
 
         def more() -> bool:
             """The next batch: its entries and its chunks' results, queued."""
+            start_group()  # the files opened so far are written while this thread waits
             got = next(fetched, None)
             if got is None:
                 return False

@@ -99,6 +99,10 @@ class TreeWriter:
         self._tmp_names = (f"{_TMP_PREFIX}{os.getpid()}.{n}".encode()
                            for n in itertools.count())
         self._umask: int | None = None  # (into an empty target) files created with their mode
+        # (into an empty target whose directory is not set-group-ID) the owner every file
+        # created gets: the process's effective ids (every directory below is this
+        # restore's, made without the bit, which comes with its mode once it is complete)
+        self._new_owner: tuple[int, int] | None = None
 
     # ------------------------------------------------------------- lifecycle
 
@@ -115,6 +119,8 @@ class TreeWriter:
                              "interrupted restore, --overwrite to restore into it anyway)")
         if not self.overwrite and not self.resume and not _default_acl(self.root_fd):
             self._umask = _umask()
+            if not os.fstat(self.root_fd).st_mode & stat.S_ISGID:
+                self._new_owner = (os.geteuid(), os.getegid())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -469,7 +475,8 @@ class TreeWriter:
                     os.ftruncate(fd, entry.size)  # a bad last chunk, a longer old file
             except OSError as err:
                 raise EntryFailed(f"cannot write: {err.strerror}") from None
-            self.applier.apply_fd(fd, entry, mode_set=opened.mode_set)
+            self.applier.apply_fd(fd, entry, mode_set=opened.mode_set,
+                                  owned_by=None if opened.in_place else self._new_owner)
         except BaseException:
             os.close(fd)
             if not opened.in_place:

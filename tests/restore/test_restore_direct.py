@@ -291,3 +291,50 @@ def test_a_large_file_whose_chunks_overrun_its_extents_fails_alone(small_thresho
         (b"/b", "its chunks are longer than its data extents")]
     assert (target / "a").read_bytes() == before and (target / "c").read_bytes() == after
     assert sorted(os.listdir(target)) == ["a", "c"]
+
+
+class _SmallGetsWait(StoreWrapper):
+    """The GETs of the ordered path (smaller files' chunks) wait, up to a bound, until
+    a GET of the direct path has begun."""
+
+    def __init__(self, inner: MemoryStore):
+        super().__init__(inner)
+        self.direct_began = threading.Event()
+        self.waited_in_vain = 0
+
+    def get(self, key: str, version_id: str | None = None,
+            byte_range: tuple[int, int] | None = None) -> bytes:
+        if threading.current_thread().name.startswith("s3archive-write"):
+            self.direct_began.set()
+        elif not self.direct_began.wait(2):
+            self.waited_in_vain += 1
+        return self.inner.get(key, version_id, byte_range)
+
+
+@pytest.mark.parametrize("where", ["/a", "/b"])
+def test_large_files_are_written_before_the_chunks_of_the_smaller_files_after_them_arrive(
+        where: str, small_thresholds, tmp_path: Path) -> None:
+    """The main thread hands a run of large files to the GET threads as soon as the
+    entries before them are written, not after the chunks of the small files that
+    follow them (in the same directory or the next) are in."""
+    rng = random.Random(19)
+    store, builder = _builder()
+    slow = _SmallGetsWait(store)
+    builder.dir(b"/")
+    builder.dir(b"/a")
+    big = rng.randbytes(12 * CHUNK)
+    builder.file(b"/a/big", big)
+    if where == "/b":
+        builder.dir(b"/b")
+    small = {f"{where}/small-{n:02d}": b"small file %d\n" % n for n in range(20)}
+    for path, data in small.items():
+        builder.file(path.encode(), data)
+    target = tmp_path / "t"
+
+    report = restore_run(slow, builder.manifest(), target)
+
+    assert report.ok, (report.damaged, report.failed)
+    assert small_thresholds == [b"/a/big"]
+    assert slow.waited_in_vain == 0
+    assert (target / "a" / "big").read_bytes() == big
+    assert all((target / path[1:]).read_bytes() == data for path, data in small.items())

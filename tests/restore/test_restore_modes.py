@@ -71,3 +71,46 @@ def test_every_file_gets_its_recorded_mode(where: str, umask_022, monkeypatch,
         assert sorted(chmods) == sorted([0o4755, 0o2750, 0o666, 0o640, 0o750, 0o755])
     else:
         assert len(chmods) == len(MODES) + 2
+
+
+OWNERS = {b"/d/mine": (os.geteuid(), os.getegid()), b"/d/other-user": (12345, os.getegid()),
+          b"/d/other-group": (os.geteuid(), 23456)}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="restoring owners needs root")
+@pytest.mark.parametrize("where", ["empty", "setgid-target", "overwrite"])
+def test_every_file_gets_its_recorded_owner(where: str, monkeypatch, tmp_path: Path) -> None:
+    """A file created in an empty target already has the process's ids: no fchown
+    when they are the recorded ones.  In a set-group-ID target (new files take its
+    group) and into a target that was not empty, every file is chowned as before."""
+    store = MemoryStore(FakeClock())
+    builder = RunBuilder(store, lock_mode=None)
+    builder.dir(b"/")
+    builder.dir(b"/d", uid=os.geteuid(), gid=os.getegid(), user=None, group=None)
+    for path, (uid, gid) in OWNERS.items():
+        builder.file(path, path, uid=uid, gid=gid, user=None, group=None)
+    target = tmp_path / "t"
+    target.mkdir()
+    if where == "setgid-target":
+        os.chown(target, -1, 34567)
+        target.chmod(0o2755)
+    if where == "overwrite":
+        (target / "old").write_bytes(b"old\n")
+    chowned: list[tuple[int, int]] = []
+    original = os.fchown
+
+    def fchown(fd: int, uid: int, gid: int) -> None:
+        chowned.append((uid, gid))
+        original(fd, uid, gid)
+    monkeypatch.setattr(os, "fchown", fchown)
+
+    report = restore_run(store, builder.manifest(), target,
+                         options=RestoreOptions(overwrite=where == "overwrite"))
+
+    assert report.ok, (report.damaged, report.failed)
+    for path, owner in OWNERS.items():
+        st = os.stat(target / path.decode().lstrip("/"))
+        assert (st.st_uid, st.st_gid) == owner, path
+    directories = [(os.geteuid(), os.getegid())] + [(0, 0)]  # /d, then the target (/)
+    files = [owner for path, owner in OWNERS.items() if where != "empty" or path != b"/d/mine"]
+    assert sorted(chowned) == sorted(files + directories)
