@@ -18,7 +18,9 @@ from s3archive.restore import restorer
 from s3archive.restore.restorer import RestoreOptions, restore_run
 from s3archive import verify
 from s3archive.verify import Verifier, VerifyOptions
+from support.manifest_builder import RunBuilder
 from support.memory_host import MemoryHost
+from support.memory_store import FakeClock, MemoryStore
 
 PER_DIR = 50
 
@@ -51,7 +53,7 @@ def peak(action) -> int:
 def test_restoring_a_run_four_times_larger_takes_no_more_memory(hosts, tmp_path: Path,
                                                                  monkeypatch) -> None:
     # batches small enough that both runs need many of them, and a window that holds
-    # a few (at the defaults, 4096 entries a batch in a window of 32 MiB)
+    # a few (at the defaults, 1024 entries a batch in a window of 8 MiB)
     monkeypatch.setattr(restorer, "BATCH_ENTRIES", 32)
     options = RestoreOptions(window=256 << 10)
     peaks = []
@@ -158,3 +160,32 @@ def test_verify_holds_one_response_at_a_time(tmp_path: Path, monkeypatch) -> Non
     before = host.gets()
     assert peak(verify_run) < 6 << 20  # one response and a little; two were 7.4 MB
     assert host.gets() - before >= 4  # the data came in several responses
+
+
+def test_small_files_are_fetched_within_a_small_window_whatever_the_restores_window(
+        tmp_path: Path) -> None:
+    """The smaller files' batches are held whole until written: at the default window
+    (32 MiB, for the large files' GETs) they are read ahead within ``ORDERED_WINDOW``
+    (8 MiB) only, so 24 MiB of 16 KiB files restore within about 12 MiB."""
+    store = MemoryStore(FakeClock())
+    builder = RunBuilder(store, lock_mode=None, pack_size=4 << 20)
+    builder.dir(b"/")
+    rng = random.Random(20)
+    files = {}
+    for number in range(1536):
+        if number % 512 == 0:
+            builder.dir(b"/d%02d" % (number // 512))
+        path = b"/d%02d/f%05d" % (number // 512, number)
+        # compressible: held as plain bytes (the stored ones are views of the store's)
+        files[path] = (b"%05d " % number * 2731 + rng.randbytes(8))[-(16 << 10):]
+        builder.file(path, files[path])
+    manifest = builder.manifest()
+    target = tmp_path / "t"
+
+    def restore() -> None:
+        report = restore_run(store, manifest, target)
+        assert report.ok and report.files == len(files), report
+
+    assert peak(restore) < 12 << 20  # 25 MB when they were read ahead within 32 MiB
+    assert all((target / path.decode()[1:]).read_bytes() == data
+               for path, data in list(files.items())[::97])
