@@ -212,11 +212,21 @@ def _return_big_buffers_to_the_system() -> None:
     245-265 MiB, for about 0.5 s more system time per 700 MB of new data
     (fresh pages are faulted in and zeroed).  Memory is the scarcer resource
     on the hosts being backed up."""
+    set_mmap_threshold(1 << 20)
+
+
+def set_mmap_threshold(size: int, keep_free: int | None = None) -> None:
+    """Allocations of ``size`` bytes and more are served with mmap (glibc; at most
+    32 MiB): freed, they go back to the system, and the next is faulted in afresh.
+    ``keep_free``: bytes the heap keeps free at its top before it returns them
+    (glibc's default: 128 KiB)."""
     import ctypes
 
     try:
         libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-3, size)  # M_MMAP_THRESHOLD
+        if keep_free is not None:
+            libc.mallopt(-1, keep_free)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass  # not glibc: its defaults stay
 

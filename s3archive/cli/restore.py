@@ -12,6 +12,7 @@ import click
 
 from s3archive import human
 from s3archive.cli.context import Repository, with_repository
+from s3archive.cli.main import set_mmap_threshold
 from s3archive.repo.catalog import RECORD
 from s3archive.errors import CommandFailed, IntegrityError, UsageError
 from s3archive.find import compile_pattern
@@ -23,6 +24,12 @@ from s3archive.restore.restorer import (Problem, RestoreOptions, RestorePreview,
 
 SHOWN_CAUSES = 20  # lines per kind of problem: one per cause
 SHOWN_PATHS = 3  # paths named on a line whose cause hit several entries
+# A restore allocates a GET's body and each plain chunk (up to 8 MiB) and frees them
+# again, over and over: served from the heap (glibc's largest threshold) they are
+# reused instead of mapped and faulted in afresh.  Measured on the benchmark tree:
+# 145 000 -> 23 000 minor page faults, 0.3 s less system time (of 3.9 s of CPU),
+# peak RSS 79 -> 89 MiB (restic's: about 200)
+REUSED_BUFFERS = 32 << 20
 
 
 def _problems_json(problems: list[Problem]) -> list[dict[str, str]]:
@@ -130,6 +137,7 @@ def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: 
         raise UsageError("restore needs --target DIR (or --dry-run to see what it would do)")
     ref = repo.run(run)
     manifest = open_entries(repo.store, ref, repo.identities)
+    set_mmap_threshold(REUSED_BUFFERS, keep_free=2 * REUSED_BUFFERS)
     verbosity = repo.app.verbosity
     progress = progress_for(sys.stderr, quiet=as_json or verbosity < 0, verb="written",
                             by_kind=False)

@@ -299,3 +299,19 @@ def test_the_dry_run_predicts_what_restoring_an_archived_run_downloads(rgw, tmp_
     assert 700_000 < preview["download_bytes"] < 1_100_000
     assert (tmp_path / "out" / str(data).lstrip("/") / "keep" / "a-copy.bin").read_bytes() == blob
     assert not (tmp_path / "out" / str(data).lstrip("/") / "skip").exists()
+
+
+def test_a_restore_reuses_its_large_buffers_and_a_dry_run_leaves_the_allocator_alone(
+        tree, tmp_path: Path, monkeypatch) -> None:
+    """Bodies and plain chunks of up to 8 MiB, freed and allocated again per GET, come
+    from the heap during a restore (no page faults for each one afresh)."""
+    from s3archive.cli import restore as restore_cli
+    env, run, _ = tree
+    calls: list[tuple[int, int | None]] = []
+    monkeypatch.setattr(restore_cli, "set_mmap_threshold",
+                        lambda size, keep_free=None: calls.append((size, keep_free)))
+    run_cli(env, "restore", run.run_id, "--dry-run")
+    assert calls == []
+    run_cli(env, "restore", run.run_id, "--target", str(tmp_path / "t"))
+    assert calls == [(32 << 20, 64 << 20)]
+    assert restored_paths(tmp_path / "t") == ALL
