@@ -189,9 +189,11 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
     directory): entries are planned in batches of at most ``BATCH_BYTES`` of
     chunks or ``BATCH_ENTRIES`` entries, each batch's chunks fetched as merged
     ranged GETs sorted by pack and offset, later batches fetched while earlier
-    ones are written, within the reader's window.  Memory does not grow with
-    the run: the batches in flight, the path being written, the copies made
-    for hardlinks.
+    ones are written, within ``ORDERED_WINDOW`` (or the smaller window asked
+    for); a batch also ends after the files written directly that come before
+    a smaller one, so that those go to their threads at once.  Memory does not
+    grow with the run: the batches in flight, the path being written, the
+    copies made for hardlinks.
     """
     began = time.monotonic()
     progress = progress or Progress()
