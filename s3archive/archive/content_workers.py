@@ -42,6 +42,7 @@ from operator import attrgetter
 from typing import BinaryIO, Callable, NamedTuple
 
 from s3archive.archive.chunker import Chunker
+from s3archive.archive.frame_blocks import FrameBlocks
 from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
 from s3archive.archive.sources.file_reader import FileRead, read_whole
 from s3archive.errors import S3ArchiveError
@@ -147,9 +148,9 @@ def _read_exactly(stream: BinaryIO, length: int) -> bytes:
     return data
 
 
-def _read_frame(stream: BinaryIO) -> object:
-    """The next frame's object (its out-of-band buffers as views of one block);
-    _EndOfStream at the end of the stream."""
+def _read_frame(stream: BinaryIO, blocks: FrameBlocks | None = None) -> object:
+    """The next frame's object (its out-of-band buffers as views of one block, from
+    ``blocks`` if given); _EndOfStream at the end of the stream."""
     length, count = _HEAD.unpack(_read_exactly(stream, _HEAD.size))
     if length > MAX_FRAME or count > MAX_BUFFERS:
         raise ValueError(f"a frame of {length} bytes and {count} buffers")
@@ -157,7 +158,7 @@ def _read_frame(stream: BinaryIO) -> object:
     if sum(sizes) > MAX_FRAME:
         raise ValueError(f"a frame of {sum(sizes)} bytes of buffers")
     body = _read_exactly(stream, length)
-    block = memoryview(bytearray(sum(sizes)))
+    block = memoryview(bytearray(sum(sizes))) if blocks is None else blocks.take(sum(sizes))
     filled = 0
     while filled < len(block):
         count = stream.readinto(block[filled:])  # type: ignore[attr-defined]
@@ -275,6 +276,9 @@ class _Worker:
         self._on_dead = on_dead
         self.closing = False
         self.broken: str | None = None  # what was wrong with a frame it sent
+        # the chunk bytes of its results: the frames of the batches in flight (two,
+        # file_stage.BATCHES_PER_WORKER) and the one being read
+        self._blocks = FrameBlocks(keep=3)
         self._send(settings)
         self._collector = threading.Thread(target=self._collect, daemon=True,
                                            name=f"content-worker-{self.process.pid}")
@@ -297,7 +301,7 @@ class _Worker:
     def _collect(self) -> None:
         try:
             while True:
-                results = _read_frame(self._out)
+                results = _read_frame(self._out, self._blocks)
                 if isinstance(results, str):  # the worker failed: why
                     raise _WorkerError(results)
                 done = [Read(FileRead(*read), [EncodedChunk(*piece) for piece in pieces],
