@@ -13,7 +13,7 @@ resized.
 
 from __future__ import annotations
 
-GRAIN = 1 << 20  # blocks are whole MiB, so that frames of similar sizes share them
+GRAIN = 256 << 10  # blocks are rounded up to this, so that frames of similar sizes share them
 
 
 def unused(block: bytearray) -> bool:
