@@ -72,6 +72,7 @@ def table(results: list[Step]) -> str:
     row("CPU s (user+sys)", lambda r: r.cpu_s, "s")
     row("  user s", lambda r: r.user_s, "s")
     row("  sys s", lambda r: r.sys_s, "s")
+    row("  minor page faults (k)", lambda r: round(r.minor_faults / 1000), "")
     row(f"CPU util (of {CORES} cores)", lambda r: r.cpu_util, "pct")
     row("machine busy (incl. RGW)", lambda r: r.machine_busy, "pct")
     row("all cores >=75 % (share)", lambda r: r.both_cores_busy_share, "pct")

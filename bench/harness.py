@@ -305,6 +305,7 @@ class ChildUsage:
     user_s: float
     sys_s: float
     peak_rss_mib: float
+    minor_faults: int = 0  # pages first touched (fresh memory): system time robust to load
 
     @property
     def cpu_s(self) -> float:
@@ -327,7 +328,7 @@ os.write(fd, b"%d\\n" % pid)
 _, status, usage = os.wait4(pid, 0)
 wall = time.monotonic() - began
 os.write(fd, json.dumps([os.waitstatus_to_exitcode(status), wall, usage.ru_utime,
-                         usage.ru_stime, usage.ru_maxrss]).encode())
+                         usage.ru_stime, usage.ru_maxrss, usage.ru_minflt]).encode())
 """
 
 
@@ -354,8 +355,8 @@ def run_child(command: list[str], *, stdout: IO[bytes], stderr: IO[bytes],
     if spawner.wait() != 0 or not last:
         raise RuntimeError(f"could not run {' '.join(command)} (spawner exited with "
                            f"{spawner.returncode})")
-    exit_code, wall, user, system, peak_kib = json.loads(last)
-    return ChildUsage(exit_code, wall, user, system, peak_kib / 1024)
+    exit_code, wall, user, system, peak_kib, minor_faults = json.loads(last)
+    return ChildUsage(exit_code, wall, user, system, peak_kib / 1024, minor_faults)
 
 
 # ------------------------------------------------------------------ one measured step
@@ -368,6 +369,7 @@ class Step:
     cpu_s: float = 0.0
     user_s: float = 0.0
     sys_s: float = 0.0
+    minor_faults: int = 0  # the process and its children (wait4)
     peak_rss_mib: float = 0.0  # the largest single process (wait4: exact high-water mark)
     peak_rss_all_mib: float = 0.0  # the process and its children, RSS summed (sampled)
     peak_pss_all_mib: float = 0.0  # the same, PSS: shared pages divided among the processes
@@ -448,7 +450,7 @@ def measure(tool: str, step: str, command: list[str], env: dict[str, str], clust
     result.rgw_cpu_s = cluster.daemon_cpu_seconds() - rgw_before
     result.wall_s, result.exit_code = child.wall_s, child.exit_code
     result.user_s, result.sys_s, result.cpu_s = child.user_s, child.sys_s, child.cpu_s
-    result.peak_rss_mib = child.peak_rss_mib
+    result.peak_rss_mib, result.minor_faults = child.peak_rss_mib, child.minor_faults
     result.cpu_util = result.cpu_s / result.wall_s / CORES
     result.machine_busy = cores["machine_busy"]
     result.both_cores_busy_share = cores["both_cores_busy_share"]
