@@ -51,3 +51,38 @@ def test_unused_sees_views_and_leaves_the_bytes_as_they_were() -> None:
     assert not unused(block)
     view.release()
     assert unused(block) and block == bytearray(b"abcdef") and block.__alloc__() == 7
+
+
+def test_a_workers_results_keep_their_bytes_while_later_frames_arrive(tmp_path) -> None:
+    """Through a real worker: results held while many more frames are read (their
+    blocks in use, others handed out again) still hold each file's encoded bytes."""
+    import os
+    import random
+
+    from s3archive.archive.content_workers import ContentWorkers, FileToRead, WorkerSettings
+    from s3archive.format.chunk_codec import decode_chunk
+
+    rng = random.Random(9)
+    files = []
+    for number in range(40):
+        path = tmp_path / f"f{number}"
+        path.write_bytes(rng.randbytes(rng.randrange(1, 300_000)) if number % 2
+                         else b"%d " % number * rng.randrange(1, 50_000))
+        st = path.stat()
+        files.append((path.read_bytes(), FileToRead(os.fsencode(path), st.st_ino,
+                                                    st.st_ctime_ns)))
+    with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:
+        held = []
+        for round_ in range(3):
+            jobs = [(files[i:i + 4], workers.submit([item for _, item in files[i:i + 4]]))
+                    for i in range(0, len(files), 4)]
+            results = [(batch, job.result(timeout=60)) for batch, job in jobs]
+            if round_ == 0:
+                held = results  # kept through the later rounds
+            for batch, reads in held + results:
+                for (content, _), (read, pieces, _) in zip(batch, reads):
+                    assert read.ok
+                    plain = b"".join(bytes(decode_chunk(p.data, p.encoding, p.size, p.hash))
+                                     for p in pieces)
+                    assert plain == content
+            del results, jobs
