@@ -5,7 +5,7 @@ process reads them into one block and the results are views into it, held
 until each chunk has been copied into a pack.  A fresh block per frame is
 fresh memory every time (allocations of 1 MiB and more are ``mmap``-ed,
 cli/main.py): zeroed by ``bytearray`` and faulted in page by page, about
-0.2 s of CPU per 100 MB of chunks on this machine.  :class:`FrameBlocks`
+0.1 s of CPU per 100 MB of chunks on this machine.  :class:`FrameBlocks`
 keeps a few blocks and hands one out again once no view into it is left,
 which CPython tells exactly: a ``bytearray`` with live views cannot be
 resized.
