@@ -199,7 +199,7 @@ class Archiver:
         format2 = self.storage_format == 2
         # nothing to lease, no file-cache hit to locate: trees built while data uploads
         own_packs_only = cache.is_empty() and not cache.has_files()
-        chunk_filter = cache.chunk_filter()
+        chunk_filter = cache.deferred_chunk_filter()  # (not read by a run that asks little)
         data_prefixes = ("data/", "packs/") if format2 else ("packs/",)
 
         def cached_in(prefixes: tuple[str, ...]) -> Callable[[str], ChunkLocation | None]:

@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
 from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer, Sealer
+from s3archive.archive.local_cache import CHUNK_ITEM
 from s3archive.archive.run_index import RunIndex
 from s3archive.store.base import ObjectLock, StoreWriter
 
@@ -51,7 +52,7 @@ class WriterStats:
 # Chunks up to this size are encoded by the thread that read them: handing a
 # small chunk to the encoder pool costs more (locks, wake-ups) than zstd does.
 INLINE_BYTES = 256 * 1024
-REUSE_BATCH = 2048  # file-cache hits located at once
+REUSE_BATCH = 16384  # chunks of file-cache hits located at once (one SQL join)
 
 
 class Locations(Mapping[str, ChunkLocation]):
@@ -174,7 +175,8 @@ class ChunkWriter:
         # (their pack's key is known when packed: a tree can be built while they upload)
         self._pending: dict[str, ChunkLocation] = {}
         self._stored = 0  # packs stored so far (a claim looks again when it moved)
-        self._reused: list[str] = []  # file-cache hits not located yet
+        self._reused: list[bytes] = []  # file-cache hits' chunk lists not located yet
+        self._reused_bytes = 0
         self._unknown: set[str] = set()  # file-cache hits nothing knows (few, or a bug)
         self._excluded: set[str] = set()  # packs whose blobs are not reused (add_blob)
         self._encode_pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="encode")
@@ -339,22 +341,32 @@ class ChunkWriter:
 
         Its location is looked up later, in batches (``resolve_reused`` at the end).
         """
+        self.reuse_listed(CHUNK_ITEM.pack(bytes.fromhex(digest), 0))
+
+    def reuse_listed(self, listed: bytes) -> None:
+        """Reference the chunks of a file cache hit, as its row lists them (the
+        local cache's packed chunk list): located later, in batches, in SQL."""
+        item = CHUNK_ITEM.size
         with self._lock:
-            self.stats.chunks_reused += 1
-            if digest in self._reserved:
-                return  # being stored by this run: indexed when its pack is
-            self._reused.append(digest)
-            if len(self._reused) < REUSE_BATCH:
+            self.stats.chunks_reused += len(listed) // item
+            if self._reserved:  # being stored by this run: indexed when its pack is
+                listed = b"".join(listed[at:at + item] for at in range(0, len(listed), item)
+                                  if listed[at:at + 32].hex() not in self._reserved)
+            self._reused.append(listed)
+            self._reused_bytes += len(listed)
+            if self._reused_bytes < REUSE_BATCH * item:
                 return
-            batch, self._reused = self._reused, []
+            batch, self._reused, self._reused_bytes = b"".join(self._reused), [], 0
         self._locate_reused(batch)
 
-    def _locate_reused(self, batch: list[str]) -> None:
-        wanted = set(batch)
+    def _locate_reused(self, listed: bytes) -> None:
+        item = CHUNK_ITEM.size
         if self.cache_file is not None:
-            wanted = self.index.put_from_cache(wanted, self.reuse_prefixes)
+            wanted = self.index.put_listed_from_cache(listed, item, self.reuse_prefixes)
             if not wanted:
                 return
+        else:
+            wanted = {listed[at:at + 32].hex() for at in range(0, len(listed), item)}
         if self.lookup_many is not None:
             cached = self.lookup_many(list(wanted))
         else:
@@ -375,7 +387,7 @@ class ChunkWriter:
         if lookup_many is not None and self.lookup_many is None:
             self.lookup_many = lambda digests: lookup_many(set(digests))
         with self._lock:
-            batch, self._reused = self._reused, []
+            batch, self._reused, self._reused_bytes = b"".join(self._reused), [], 0
         if batch:
             self._locate_reused(batch)
         with self._lock:

@@ -117,6 +117,7 @@ class _Queued:
     size: int = 0
     line: bytes = b""
     chunks: list[ChunkId] = field(default_factory=list)
+    listed: bytes | None = None  # a file-cache hit's chunks as spooled (``chunks`` unset)
 
 
 class ThreadChunkers:
@@ -289,6 +290,9 @@ class FileStage:
             tally.files += 1
             tally.bytes_total += queued.size
             self.progress.file(queued.path, queued.size)
+            if queued.listed is not None:  # a cache hit
+                spool.write(queued.line + b"\t" + queued.listed + b"\n")
+                continue
             spool.write(spool_file_line(queued.line, queued.chunks))
             if (queued.cache_key is not None and queued.cacheable and self.remember_files
                     and (entry is not None or batch is not None)):  # read, not a cache hit
@@ -385,12 +389,12 @@ class FileStage:
         hit = self.cache.get_file(path, key)
         if hit is None:
             return None
-        for chunk in hit.chunks:
-            self.writer.reuse(chunk.hash)
+        self.writer.reuse_listed(hit.listed)
         if st.st_nlink > 1:
             self._hardlinks[link_key] = path
         self.tally.files_unchanged += 1
-        return _Queued(None, path=path, size=st.st_size, line=hit.line, chunks=hit.chunks)
+        return _Queued(None, path=path, size=st.st_size, line=hit.line,
+                       listed=hit.spooled_chunks())
 
     def _claim_read(self, batch: _Batch, queued: _Queued) -> _ReadOutcome:
         """A file a content worker read: its chunks claimed (new ones packed as the

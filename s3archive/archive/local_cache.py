@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS dir_trees (
 CREATE TABLE IF NOT EXISTS group_packs (key TEXT PRIMARY KEY, host TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS group_seen (key TEXT PRIMARY KEY, day TEXT NOT NULL) WITHOUT ROWID;
 """
-_CHUNK_ITEM = struct.Struct(">32sI")  # a chunk is at most 8 MiB (format/limits.py)
+# a chunk of a file row's list: its hash and size (at most 8 MiB, format/limits.py)
+CHUNK_ITEM = struct.Struct(">32sI")
 _BATCH = 500  # hashes in one ``IN (...)``
 _ROWS_BATCH = 2048  # rows written at once while rebuilding
 _MEMO = 4096  # directory and attribute numbers remembered
@@ -110,7 +111,16 @@ class CachedPack:
 @dataclass(frozen=True, slots=True)
 class CachedFile:
     line: bytes  # the file's manifest line without chunks (JSON, no newline)
-    chunks: list[ChunkId]  # in file order
+    listed: bytes  # its chunks in file order, packed (CHUNK_ITEM each)
+
+    @property
+    def chunks(self) -> list[ChunkId]:
+        return unpack_chunk_list(self.listed)
+
+    def spooled_chunks(self) -> bytes:
+        """The chunks as the entry spool lists them (``hash:size,...``, ASCII)."""
+        return ",".join([f"{digest.hex()}:{size}"
+                         for digest, size in CHUNK_ITEM.iter_unpack(self.listed)]).encode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +163,36 @@ class ChunkFilter:
         return index < len(self._sorted) and self._sorted[index] == value
 
 
+FILTER_AFTER = 1024  # questions a DeferredChunkFilter answers yes before it is built
+
+
+class DeferredChunkFilter:
+    """A :class:`ChunkFilter` built on the :data:`FILTER_AFTER`-th question, not
+    before: until then every answer is yes, confirmed by a lookup in the index as a
+    false positive is.  A run that asks few questions (an unchanged host asks only of
+    its new metadata blobs) does not read its whole chunk index at start.  A filter
+    built later also knows the chunks the run has stored meanwhile: more yeses."""
+
+    def __init__(self, build: Callable[[], ChunkFilter], after: int = FILTER_AFTER):
+        self._build = build
+        self._after = after
+        self._asked = 0
+        self._built: ChunkFilter | None = None
+        self._lock = threading.Lock()
+
+    def may_contain(self, digest: str) -> bool:
+        built = self._built
+        if built is None:
+            with self._lock:
+                if self._built is None:
+                    self._asked += 1
+                    if self._asked <= self._after:
+                        return True
+                    self._built = self._build()
+                built = self._built
+        return built.may_contain(digest)
+
+
 @dataclass(slots=True)
 class _FilePage:
     """The file rows of one directory with names from ``low`` to ``high`` (None: to
@@ -175,11 +215,11 @@ def cache_path(cache_dir: Path, bucket: str, prefix: str, host: str) -> Path:
 
 
 def pack_chunk_list(chunks: Iterable[ChunkId]) -> bytes:
-    return b"".join(_CHUNK_ITEM.pack(bytes.fromhex(h), size) for h, size in chunks)
+    return b"".join(CHUNK_ITEM.pack(bytes.fromhex(h), size) for h, size in chunks)
 
 
 def unpack_chunk_list(blob: bytes) -> list[ChunkId]:
-    return [ChunkId(h.hex(), size) for h, size in _CHUNK_ITEM.iter_unpack(blob)]
+    return [ChunkId(h.hex(), size) for h, size in CHUNK_ITEM.iter_unpack(blob)]
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -336,7 +376,7 @@ class LocalCache:
     def _forget_files_with(self, hashes: set[bytes]) -> None:
         doomed = []
         for directory, name, blob in self.db.execute("SELECT dir, name, chunks FROM files"):
-            for i in range(0, len(blob), _CHUNK_ITEM.size):
+            for i in range(0, len(blob), CHUNK_ITEM.size):
                 if blob[i:i + 32] in hashes:
                     doomed.append((directory, name))
                     break
@@ -392,6 +432,10 @@ class LocalCache:
             return ChunkFilter((), everything=True)
         return ChunkFilter((row[0][:8] for row in self.db.execute(
             "SELECT hash FROM chunks ORDER BY hash")), presorted=True)
+
+    def deferred_chunk_filter(self) -> DeferredChunkFilter:
+        """:meth:`chunk_filter`, built once a run asks enough to pay for it."""
+        return DeferredChunkFilter(self.chunk_filter)
 
     @_locked
     def forget_files(self) -> None:
@@ -513,7 +557,7 @@ class LocalCache:
             rest = self._attrs_body(attrs) if attrs is not None else None
         if rest is None:
             return None
-        return CachedFile(join_line(path, key, rest), unpack_chunk_list(blob))
+        return CachedFile(join_line(path, key, rest), blob)
 
     def _plain_file_row(self, path: bytes) -> tuple[Any, ...] | None:
         """The row of ``path`` (plain rows), from a page of its directory's rows:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import struct
 import threading
 import urllib.parse
 from pathlib import Path
@@ -61,16 +62,25 @@ class DigestFilter:
 
     def add_many(self, digests: Iterable[str]) -> None:
         """:meth:`add` each (the same bits; the probes unrolled: a third cheaper)."""
+        self.add_numbers((int(d[:16], 16), int(d[16:32], 16)) for d in digests)
+
+    def add_listed(self, listed: bytes, item: int) -> None:
+        """:meth:`add` the digests of a packed list (``item`` bytes an entry, each
+        beginning with its 32-byte digest): no hex string is made."""
+        self.add_numbers(struct.iter_unpack(f">QQ{item - 16}x", listed))
+
+    def add_numbers(self, numbers: Iterable[tuple[int, int]]) -> None:
+        """:meth:`add` digests given as the numbers of their first and second 8 bytes."""
         assert self.PROBES == 4
         bits, mask, capacity = self._layers[-1]
         count = self._count
-        for digest in digests:
+        for position, step in numbers:
             if count >= capacity:
                 self._count = count
                 self._grow(capacity * 2)
                 bits, mask, capacity = self._layers[-1]
                 count = 0
-            position, step = int(digest[:16], 16), int(digest[16:32], 16) | 1
+            step |= 1
             position &= mask
             bits[position >> 3] |= 1 << (position & 7)
             position = (position + step) & mask
@@ -179,29 +189,51 @@ class RunIndex:
         one of ``prefixes``; None: any) into the index, in SQL (no row passes
         through Python); a location already recorded is kept.  Returns the digests
         that are then still not in the index."""
-        assert self._cache_attached, "attach_cache first"
         wanted = list(digests)
+        rows = [(h,) for h in sorted(bytes.fromhex(d) for d in wanted)]
         with self._lock, self._transaction():
-            db = self._db
-            db.execute("DELETE FROM wanted")
-            db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)",
-                           [(h,) for h in sorted(bytes.fromhex(d) for d in wanted)])
-            where, params = "", ()
-            if prefixes is not None:
-                where = "WHERE " + " OR ".join(f"substr(n.key, 1, {len(p)}) = ?"
-                                               for p in prefixes)
-                params = prefixes
-            # CROSS JOIN: in this order (the planner knows no sizes, and scanned the cache)
-            found = ("FROM wanted w CROSS JOIN cache.chunks c ON c.hash = w.hash "
-                     "CROSS JOIN cache.pack_names n ON n.id = c.pack ")
-            for (key,) in db.execute(f"SELECT DISTINCT n.key {found} {where}", params).fetchall():
-                self._pack_id(key)  # a pack this index had no number for
-            db.execute("INSERT OR IGNORE INTO chunks SELECT c.hash, p.id, c.offset, c.stored, "
-                       f"c.size, c.encoding {found} CROSS JOIN packs p ON p.key = n.key {where}",
-                       params)
-            self._filter.add_many(wanted)  # more than were found: only false positives
-            return {row[0].hex() for row in db.execute(
-                "SELECT hash FROM wanted WHERE hash NOT IN (SELECT hash FROM chunks)")}
+            self._db.execute("DELETE FROM wanted")
+            self._db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", rows)
+            self._filter.add_many(wanted)  # more than are found: only false positives
+            return self._copy_wanted(prefixes)
+
+    def put_listed_from_cache(self, listed: bytes, item: int,
+                              prefixes: tuple[str, ...] | None = None) -> set[str]:
+        """:meth:`put_from_cache` of the digests of a packed chunk list, as the local
+        cache's file rows hold them (``item`` bytes an entry, each beginning with
+        its 32-byte digest): the list goes to SQL as one value and is split there,
+        so a file-cache hit's chunks cost no Python object each."""
+        count = len(listed) // item
+        if count == 0:
+            return set()
+        with self._lock, self._transaction():
+            self._db.execute("DELETE FROM wanted")
+            self._db.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
+                "INSERT OR IGNORE INTO wanted SELECT substr(?, i * ? + 1, 32) FROM n",
+                (count, listed, item))
+            self._filter.add_listed(listed, item)
+            return self._copy_wanted(prefixes)
+
+    def _copy_wanted(self, prefixes: tuple[str, ...] | None) -> set[str]:
+        """Copy the cache's locations of the digests in ``wanted`` (under the lock,
+        in a transaction); returns those then still not in the index."""
+        assert self._cache_attached, "attach_cache first"
+        db = self._db
+        where, params = "", ()
+        if prefixes is not None:
+            where = "WHERE " + " OR ".join(f"substr(n.key, 1, {len(p)}) = ?" for p in prefixes)
+            params = prefixes
+        # CROSS JOIN: in this order (the planner knows no sizes, and scanned the cache)
+        found = ("FROM wanted w CROSS JOIN cache.chunks c ON c.hash = w.hash "
+                 "CROSS JOIN cache.pack_names n ON n.id = c.pack ")
+        for (key,) in db.execute(f"SELECT DISTINCT n.key {found} {where}", params).fetchall():
+            self._pack_id(key)  # a pack this index had no number for
+        db.execute("INSERT OR IGNORE INTO chunks SELECT c.hash, p.id, c.offset, c.stored, "
+                   f"c.size, c.encoding {found} CROSS JOIN packs p ON p.key = n.key {where}",
+                   params)
+        return {row[0].hex() for row in db.execute(
+            "SELECT hash FROM wanted WHERE hash NOT IN (SELECT hash FROM chunks)")}
 
     def delete(self, digest: str) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from s3archive.archive import chunk_writer
 from s3archive.archive.chunk_writer import INLINE_BYTES, ChunkWriter, NewPack
 from s3archive.archive.packer import ChunkLocation
 from s3archive.errors import StoreError
@@ -232,7 +233,8 @@ def test_dedup_stays_exact_while_packs_are_stored_under_the_claims(store: Memory
 
 
 def test_file_cache_hits_are_located_in_batches_and_unknown_ones_reported(
-        store: MemoryStore) -> None:
+        store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chunk_writer, "REUSE_BATCH", 2048)
     known = {digest: ChunkLocation(digest, f"data/aa/{'a' * 64}", i, 10, 20, "raw")
              for i, digest in enumerate(chunk_hash(b"%d" % i) for i in range(5000))}
     plain_pack = ChunkLocation(chunk_hash(b"plain"), f"packs/bb/{'b' * 64}", 0, 1, 1, "raw")

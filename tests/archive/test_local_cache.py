@@ -92,6 +92,34 @@ def test_past_its_limit_the_chunk_filter_holds_nothing_and_answers_maybe(
     assert capped.may_contain(digest(1)) and capped.may_contain(digest(99))
 
 
+def test_a_deferred_chunk_filter_reads_the_index_only_once_asked_enough(
+        cache: LocalCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until the FILTER_AFTER-th question every answer is yes (a lookup confirms it);
+    then the filter is built, once, and says no to what the index lacks."""
+    cache.rebuild_from_manifest(manifest())
+    built: list[int] = []
+    build = cache.chunk_filter
+    monkeypatch.setattr(cache, "chunk_filter", lambda: built.append(1) or build())
+    deferred = cache.deferred_chunk_filter()
+    assert all(deferred.may_contain(digest(n)) for n in range(50, 50 + local_cache.FILTER_AFTER))
+    assert built == [], "no question has paid for reading the index yet"
+    assert not deferred.may_contain(digest(99)) and deferred.may_contain(digest(2))
+    assert not deferred.may_contain(digest(98)) and built == [1], "built once"
+
+
+def test_a_hit_lists_its_chunks_as_the_spool_does(cache: LocalCache) -> None:
+    from s3archive.archive.file_stage import spool_file_line
+
+    chunks = [(digest(1), 10), (digest(2), 8 << 20), (digest(3), 0)]
+    cache.put_file(b"/x", FileKey(1, 2, 3, 4, 5), b'{"type":"entry","path":"/x"}', chunks)
+    hit = cache.get_file(b"/x", FileKey(1, 2, 3, 4, 5))
+    assert hit is not None and hit.chunks == chunks
+    assert hit.line + b"\t" + hit.spooled_chunks() + b"\n" == spool_file_line(hit.line, chunks)
+    cache.put_file(b"/empty", FileKey(1, 3, 0, 4, 5), b'{"type":"entry","path":"/empty"}', [])
+    empty = cache.get_file(b"/empty", FileKey(1, 3, 0, 4, 5))
+    assert empty is not None and empty.spooled_chunks() == b"" and empty.chunks == []
+
+
 def test_file_rows_count_only_after_the_manifest_is_written(cache: LocalCache, tmp_path: Path) -> None:
     rows = [(b"/f%d" % i, FileKey(1, i, 5, 6, 7), b'{"line":%d}' % i, [(digest(i), 5)])
             for i in range(1200)]

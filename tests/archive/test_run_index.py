@@ -108,6 +108,44 @@ def test_locations_are_copied_from_the_local_cache_in_sql(tmp_path) -> None:
         cache.close()
 
 
+def test_a_packed_chunk_list_is_copied_as_its_digests_are(tmp_path) -> None:
+    """put_listed_from_cache (a file row's packed chunk list, split in SQL) does what
+    put_from_cache does with the same digests: duplicates, unknown digests, pack
+    prefixes, locations already recorded, and the filter."""
+    from s3archive.archive.local_cache import CHUNK_ITEM, LocalCache
+
+    cache = LocalCache(tmp_path / "c.sqlite")
+    data = [at(n, pack=f"data/{n % 3:02x}/" + f"{n % 3:x}" * 64) for n in range(3000)]
+    meta = [at(n, pack="meta/00/" + "0" * 64) for n in range(3000, 3100)]
+    cache.add_chunks(data + meta)
+    asked = ([digest(n) for n in range(0, 3100, 2)] + [digest(n) for n in range(9000, 9010)]
+             + [digest(n) for n in range(0, 40, 4)])  # some twice
+    random.Random(5).shuffle(asked)
+    listed = b"".join(CHUNK_ITEM.pack(bytes.fromhex(d), 7) for d in asked)
+    mine = at(4, pack="data/ff/" + "f" * 64, offset=999)
+    by_digests, by_list = RunIndex(), RunIndex()
+    try:
+        for index in (by_digests, by_list):
+            index.attach_cache(cache.path)
+            index.put([mine])
+        unknown = by_list.put_listed_from_cache(listed, CHUNK_ITEM.size, ("data/",))
+        assert unknown == by_digests.put_from_cache(asked, ("data/",))
+        assert unknown == ({digest(n) for n in range(3000, 3100, 2)}
+                           | {digest(n) for n in range(9000, 9010)})
+        assert sorted(by_list, key=lambda r: r.hash) == sorted(by_digests, key=lambda r: r.hash)
+        assert by_list.get(digest(4)) == mine, "a location already recorded is kept"
+        assert all(by_list.get(digest(n)) == data[n] for n in range(0, 3000, 2) if n != 4), \
+            "the filter knows every digest copied"
+        assert by_list._filter._layers == by_digests._filter._layers
+        assert by_list.put_listed_from_cache(b"", CHUNK_ITEM.size, None) == set()
+        assert by_list.put_listed_from_cache(listed[:CHUNK_ITEM.size * 3], CHUNK_ITEM.size,
+                                             None) == set(), "any pack: meta too"
+    finally:
+        by_digests.close()
+        by_list.close()
+        cache.close()
+
+
 def test_adding_many_sets_the_bits_adding_each_does() -> None:
     digests = [digest(n) for n in range(5000)]
     one, many = DigestFilter(capacity=1000), DigestFilter(capacity=1000)
