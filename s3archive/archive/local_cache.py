@@ -39,7 +39,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 from s3archive.archive.packer import ChunkId, ChunkLocation
 from s3archive.clock import isoformat, parse_iso
@@ -108,8 +108,9 @@ class CachedPack:
     retain_until: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class CachedFile:
+class CachedFile(NamedTuple):
+    """An unchanged file's row (a tuple: a no-change run makes one a file)."""
+
     line: bytes  # the file's manifest line without chunks (JSON, no newline)
     listed: bytes  # its chunks in file order, packed (CHUNK_ITEM each)
 
@@ -119,12 +120,17 @@ class CachedFile:
 
     def spooled_chunks(self) -> bytes:
         """The chunks as the entry spool lists them (``hash:size,...``, ASCII)."""
+        listed = self.listed
+        if len(listed) == CHUNK_ITEM.size:  # (most files: one chunk)
+            return b"%s:%d" % (listed[:32].hex().encode("ascii"),
+                               int.from_bytes(listed[32:], "big"))
         return ",".join([f"{digest.hex()}:{size}"
-                         for digest, size in CHUNK_ITEM.iter_unpack(self.listed)]).encode("ascii")
+                         for digest, size in CHUNK_ITEM.iter_unpack(listed)]).encode("ascii")
 
 
-@dataclass(frozen=True, slots=True)
-class FileKey:
+class FileKey(NamedTuple):
+    """What identifies a file's content as unchanged (a tuple: made once a file)."""
+
     dev: int
     ino: int
     size: int
@@ -273,6 +279,8 @@ class LocalCache:
         self._dir_ids: dict[bytes, int] = {}
         self._attr_ids: dict[bytes, int] = {}
         self._attr_bodies: dict[int, bytes] = {}
+        # of a plain rest (_is_plain_rest): its fields as they go into a line
+        self._attr_inner: dict[int, bytes] = {}
         self._file_pages: dict[bytes, _FilePage] = {}  # by directory
 
     @_locked
@@ -533,31 +541,41 @@ class LocalCache:
             self._remember(self._attr_bodies, number, body)
         return body
 
-    @_locked
     def get_file(self, path: bytes, key: FileKey) -> CachedFile | None:
         """The cached line and chunks of an unchanged file, or None.
 
         Every chunk of a file row is in the chunk index: ``forget_packs``
         removes the file rows that point into a forgotten pack.
         """
-        if self._cipher is None:
-            row = self._plain_file_row(path)
-        else:
-            row = self._sealed_file_row(path)
-        if row is None:
-            return None
-        dev, ino, size, mtime_ns, ctime_ns, blob, attrs, sealed = row
-        if (ino, size, mtime_ns, ctime_ns) != (key.ino, key.size, key.mtime_ns, key.ctime_ns):
-            return None
-        if dev is not None and dev != key.dev:
-            return None
-        if self._cipher is not None:
-            rest = self._cipher.open(path, (ino, size, mtime_ns, ctime_ns), sealed or b"")
-        else:
-            rest = self._attrs_body(attrs) if attrs is not None else None
-        if rest is None:
-            return None
-        return CachedFile(join_line(path, key, rest), blob)
+        with self._lock:
+            if self._cipher is None:
+                row = self._plain_file_row(path)
+            else:
+                row = self._sealed_file_row(path)
+            if row is None:
+                return None
+            # row: dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed
+            if row[1:5] != key[1:] or (row[0] is not None and row[0] != key.dev):
+                return None
+            if self._cipher is not None:
+                rest = self._cipher.open(path, row[1:5], row[7] or b"")
+                return CachedFile(join_line(path, key, rest), row[5]) if rest is not None else None
+            number = row[6]
+            if number is None:
+                return None
+            inner = self._attr_inner.get(number)
+            if inner is None:
+                rest = self._attrs_body(number)
+                if rest is None:
+                    return None
+                if not _is_plain_rest(rest):
+                    return CachedFile(join_line(path, key, rest), row[5])
+                inner = rest[1:-1]
+                self._remember(self._attr_inner, number, inner)
+            if _PLAIN_PATH.fullmatch(path):  # the usual row: joined as join_line does
+                return CachedFile(_PLAIN_LINE % (path, inner, key.mtime_ns, key.size, key.ino,
+                                                 key.ctime_ns), row[5])
+            return CachedFile(join_line(path, key, b"{" + inner + b"}"), row[5])
 
     def _plain_file_row(self, path: bytes) -> tuple[Any, ...] | None:
         """The row of ``path`` (plain rows), from a page of its directory's rows:
@@ -640,6 +658,7 @@ class LocalCache:
             self._file_pages.clear()
             self._attr_ids.clear()
             self._attr_bodies.clear()
+            self._attr_inner.clear()
         self.set_meta("file_rows", label)
         self._cipher = cipher
 
@@ -776,6 +795,7 @@ class LocalCache:
             self._file_pages.clear()
             self._attr_ids.clear()
             self._attr_bodies.clear()
+            self._attr_inner.clear()
             raise
         self.commit()
         return learned
@@ -816,6 +836,11 @@ _PLAIN_REST = re.compile(rb'\{(?!\})(?!.*"(?:type|path|path_b64|mtime_ns|size|in
 _PLAIN_PATH = re.compile(rb'[\x20\x21\x23-\x5b\x5d-\x7f]*')
 
 
+# a line of a plain rest (its fields between the braces) and a path _PLAIN_PATH matches
+_PLAIN_LINE = (b'{"type":"entry","path":"%s",%s,"mtime_ns":%d,"size":%d,"ino":%d,'
+               b'"ctime_ns":%d}')
+
+
 @functools.lru_cache(maxsize=256)
 def _is_plain_rest(rest: bytes) -> bool:
     """Whether a row's rest joins as bytes (most files share a handful of rests)."""
@@ -826,14 +851,13 @@ def join_line(path: bytes, key: FileKey, rest: bytes) -> bytes:
     """The manifest line :func:`split_line` took apart."""
     if _is_plain_rest(rest):  # the usual row: joined as bytes, no JSON parsed
         try:
-            name = (b'"' + path + b'"' if _PLAIN_PATH.fullmatch(path) else
-                    json.dumps(path.decode("utf-8"), ensure_ascii=False).encode("utf-8"))
+            name = (path if _PLAIN_PATH.fullmatch(path) else
+                    json.dumps(path.decode("utf-8"), ensure_ascii=False).encode("utf-8")[1:-1])
         except UnicodeDecodeError:
             pass
         else:
-            return (b'{"type":"entry","path":%s,%s,"mtime_ns":%d,"size":%d,"ino":%d,'
-                    b'"ctime_ns":%d}' % (name, rest[1:-1], key.mtime_ns, key.size, key.ino,
-                                         key.ctime_ns))
+            return _PLAIN_LINE % (name, rest[1:-1], key.mtime_ns, key.size, key.ino,
+                                  key.ctime_ns)
     obj = json.loads(rest)
     absent = obj.pop(_ABSENT, ())
     line: dict[str, Any] = {}

@@ -114,6 +114,8 @@ def test_a_hit_lists_its_chunks_as_the_spool_does(cache: LocalCache) -> None:
     cache.put_file(b"/x", FileKey(1, 2, 3, 4, 5), b'{"type":"entry","path":"/x"}', chunks)
     hit = cache.get_file(b"/x", FileKey(1, 2, 3, 4, 5))
     assert hit is not None and hit.chunks == chunks
+    assert cache.get_file(b"/x", FileKey(9, 2, 3, 4, 5)) is None, "another device"
+    assert cache.get_file(b"/x", FileKey(1, 2, 3, 4, 6)) is None, "another ctime"
     assert hit.line + b"\t" + hit.spooled_chunks() + b"\n" == spool_file_line(hit.line, chunks)
     cache.put_file(b"/empty", FileKey(1, 3, 0, 4, 5), b'{"type":"entry","path":"/empty"}', [])
     empty = cache.get_file(b"/empty", FileKey(1, 3, 0, 4, 5))
