@@ -56,6 +56,7 @@ FILE_ROWS_BATCH = 512  # file-cache rows written at once
 BATCHES_PER_WORKER = 2  # batches handed to content workers and not yet spooled, per worker
 WORKERS_AFTER_FILES = 256  # content workers start once this many files are to be read ...
 WORKERS_AFTER_BYTES = 16 << 20  # ... or this many bytes (threads read the first ones)
+HIT_CHUNKS_BYTES = 64 << 10  # file-cache hits' chunk lists handed to the writer at once
 
 
 @dataclass
@@ -120,6 +121,9 @@ class _Queued:
     listed: bytes | None = None  # a file-cache hit's chunks as spooled (``chunks`` unset)
 
 
+_SPOOLED = _Queued(None)  # a file-cache hit spooled at once: nothing was waiting before it
+
+
 class ThreadChunkers:
     """pyfastcdc is not thread-safe: one chunker per thread."""
 
@@ -165,6 +169,8 @@ class FileStage:
         self._remote_batches = 0  # handed to content workers, not all spooled yet
         self._pending: deque[_Queued] = deque()
         self._spool: IO[bytes] | None = None
+        self._hits: list[bytes] = []  # file-cache hits' chunk lists not handed over yet
+        self._hits_bytes = 0
 
     def run(self, paths: list[bytes], spool: IO[bytes]) -> FileTally:
         """Walk in order; files are read by a pool, entries spooled in walk order."""
@@ -180,8 +186,11 @@ class FileStage:
                     queued = self._entry(item)
                     if queued is not None:
                         walked += 1
+                        if queued is _SPOOLED:
+                            continue
                         pending.append(queued)
                         self._spool_ready(pending, spool, wait=len(pending) > MAX_PENDING)
+                self._reuse_hits()
                 self.progress.totals(walked, self._to_read)  # the walk is over: now known
                 self._spool_ready(pending, spool, wait=True)
                 self.cache.put_files(self._file_rows, pending=True)
@@ -389,12 +398,28 @@ class FileStage:
         hit = self.cache.get_file(path, key)
         if hit is None:
             return None
-        self.writer.reuse_listed(hit.listed)
+        self._hits.append(hit.listed)
+        self._hits_bytes += len(hit.listed)
+        if self._hits_bytes >= HIT_CHUNKS_BYTES:
+            self._reuse_hits()
         if st.st_nlink > 1:
             self._hardlinks[link_key] = path
-        self.tally.files_unchanged += 1
-        return _Queued(None, path=path, size=st.st_size, line=hit.line,
-                       listed=hit.spooled_chunks())
+        tally = self.tally
+        tally.files_unchanged += 1
+        if self._pending or self._spool is None:  # after entries still waiting: queued
+            return _Queued(None, path=path, size=st.st_size, line=hit.line,
+                           listed=hit.spooled_chunks())
+        tally.files += 1  # (as _spool_ready spools a hit)
+        tally.bytes_total += st.st_size
+        self.progress.file(path, st.st_size)
+        self._spool.write(b"%s\t%s\n" % (hit.line, hit.spooled_chunks()))
+        return _SPOOLED
+
+    def _reuse_hits(self) -> None:
+        """Hand the hits' chunks to the writer (their locations are found in batches)."""
+        if self._hits:
+            self.writer.reuse_listed(b"".join(self._hits))
+            self._hits, self._hits_bytes = [], 0
 
     def _claim_read(self, batch: _Batch, queued: _Queued) -> _ReadOutcome:
         """A file a content worker read: its chunks claimed (new ones packed as the

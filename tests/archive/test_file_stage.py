@@ -113,6 +113,48 @@ def test_a_first_run_makes_no_file_cache_lookups(host: MemoryHost, monkeypatch) 
     assert len(lookups) == 5 and second.files_unchanged == 5
 
 
+def test_hits_spooled_at_once_or_behind_files_being_read_make_the_same_run(
+        host: MemoryHost, monkeypatch) -> None:
+    """A file-cache hit with nothing waiting before it is spooled at once; one behind a
+    file still being read waits its turn.  Either way the run is the one reading every
+    file again makes, entry for entry, and its hits' chunks are all located."""
+    monkeypatch.setattr(file_stage, "HIT_CHUNKS_BYTES", 100)  # handed over a few at a time
+    rng = random.Random(21)
+    sizes = {}
+    for d in range(4):
+        (host.tree / f"d{d}").mkdir()
+        for n in range(30):
+            data = rng.randbytes(rng.choice([0, 50, 5000]))
+            (host.tree / f"d{d}" / f"f{n:02d}").write_bytes(data)
+            sizes[f"d{d}/f{n:02d}"] = len(data)
+    host.archive()
+    for d in (1, 3):  # every third file of two directories changes
+        for n in range(0, 30, 3):
+            with open(host.tree / f"d{d}" / f"f{n:02d}", "ab") as handle:
+                handle.write(b"more")
+            sizes[f"d{d}/f{n:02d}"] += 4
+    ways: list[str] = []
+    real_unchanged = file_stage.FileStage._unchanged
+
+    def seen(self, path, st):
+        queued = real_unchanged(self, path, st)
+        if queued is not None:
+            ways.append("at once" if queued is file_stage._SPOOLED else "queued")
+        return queued
+
+    monkeypatch.setattr(file_stage.FileStage, "_unchanged", seen)
+    summary = host.attempt()
+    assert summary.exit_code == 0 and summary.files == 120 and summary.files_unchanged == 100
+    assert summary.bytes_total == sum(sizes.values())
+    assert ways.count("at once") > 10 and ways.count("queued") > 10, "both ways taken"
+    with_hits = host.entries()
+    monkeypatch.setattr(LocalCache, "get_file", lambda self, path, key: None)
+    again = host.attempt()  # nothing changed since: every file read, no hit
+    assert again.exit_code == 0 and again.files_unchanged == 0 and again.files == 120
+    assert host.entries() == with_hits
+    assert {name: e.size for name, e in with_hits.items() if e.kind == "file"} == sizes
+
+
 def test_no_wait_for_a_lock_is_logged_when_none_was_held(tmp_path: Path, monkeypatch,
                                                            caplog) -> None:
     # a reader thread can be held up (by the GIL, by a busy machine) between taking the
