@@ -391,8 +391,7 @@ class FileStage:
         Its manifest line is reused as it was: a changed owner, mode, ACL or
         xattr would have changed its ctime.
         """
-        link_key = (st.st_dev, st.st_ino)
-        if st.st_nlink > 1 and link_key in self._hardlinks:
+        if st.st_nlink > 1 and (st.st_dev, st.st_ino) in self._hardlinks:
             return None  # a later name of a hardlink group: a hardlink entry
         key = FileKey(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         hit = self.cache.get_file(path, key)
@@ -403,7 +402,7 @@ class FileStage:
         if self._hits_bytes >= HIT_CHUNKS_BYTES:
             self._reuse_hits()
         if st.st_nlink > 1:
-            self._hardlinks[link_key] = path
+            self._hardlinks[(st.st_dev, st.st_ino)] = path
         tally = self.tally
         tally.files_unchanged += 1
         if self._pending or self._spool is None:  # after entries still waiting: queued

@@ -125,6 +125,12 @@ class RunIndex:
         # the pack numbers, also in SQL: locations copied from the local cache join them
         self._db.execute("CREATE TABLE packs (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE)")
         self._db.execute("CREATE TABLE wanted (hash BLOB PRIMARY KEY) WITHOUT ROWID")
+        # the cache's rows of the digests wanted (their pack: the cache's number), and the
+        # cache's numbers of the packs they may come from -> this index's
+        self._db.execute("CREATE TABLE staged (hash BLOB NOT NULL, pack INTEGER NOT NULL, "
+                         "offset INTEGER NOT NULL, stored INTEGER NOT NULL, "
+                         "size INTEGER NOT NULL, encoding INTEGER NOT NULL)")
+        self._db.execute("CREATE TABLE reusable (id INTEGER PRIMARY KEY, pack INTEGER NOT NULL)")
         self._cache_attached = False
         self._lock = threading.Lock()
         self._filter = DigestFilter()
@@ -217,21 +223,25 @@ class RunIndex:
 
     def _copy_wanted(self, prefixes: tuple[str, ...] | None) -> set[str]:
         """Copy the cache's locations of the digests in ``wanted`` (under the lock,
-        in a transaction); returns those then still not in the index."""
+        in a transaction); returns those then still not in the index.
+
+        One join with the cache's chunks, into ``staged``; the few packs found there
+        are numbered (and checked against ``prefixes``) in Python, and the rows in
+        reusable packs go into the index by those numbers."""
         assert self._cache_attached, "attach_cache first"
         db = self._db
-        where, params = "", ()
-        if prefixes is not None:
-            where = "WHERE " + " OR ".join(f"substr(n.key, 1, {len(p)}) = ?" for p in prefixes)
-            params = prefixes
         # CROSS JOIN: in this order (the planner knows no sizes, and scanned the cache)
-        found = ("FROM wanted w CROSS JOIN cache.chunks c ON c.hash = w.hash "
-                 "CROSS JOIN cache.pack_names n ON n.id = c.pack ")
-        for (key,) in db.execute(f"SELECT DISTINCT n.key {found} {where}", params).fetchall():
-            self._pack_id(key)  # a pack this index had no number for
-        db.execute("INSERT OR IGNORE INTO chunks SELECT c.hash, p.id, c.offset, c.stored, "
-                   f"c.size, c.encoding {found} CROSS JOIN packs p ON p.key = n.key {where}",
-                   params)
+        db.execute("INSERT INTO staged SELECT c.hash, c.pack, c.offset, c.stored, c.size, "
+                   "c.encoding FROM wanted w CROSS JOIN cache.chunks c ON c.hash = w.hash")
+        db.execute("DELETE FROM reusable")
+        for (number,) in db.execute("SELECT DISTINCT pack FROM staged").fetchall():
+            row = db.execute("SELECT key FROM cache.pack_names WHERE id = ?",
+                             (number,)).fetchone()
+            if row is not None and (prefixes is None or row[0].startswith(prefixes)):
+                db.execute("INSERT INTO reusable VALUES (?, ?)", (number, self._pack_id(row[0])))
+        db.execute("INSERT OR IGNORE INTO chunks SELECT s.hash, r.pack, s.offset, s.stored, "
+                   "s.size, s.encoding FROM staged s CROSS JOIN reusable r ON r.id = s.pack")
+        db.execute("DELETE FROM staged")
         return {row[0].hex() for row in db.execute(
             "SELECT hash FROM wanted WHERE hash NOT IN (SELECT hash FROM chunks)")}
 
