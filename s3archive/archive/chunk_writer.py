@@ -336,16 +336,10 @@ class ChunkWriter:
                 self._reserved.add(digest)
                 return True
 
-    def reuse(self, digest: str) -> None:
-        """Reference a chunk the local cache knows (a file cache hit).
-
-        Its location is looked up later, in batches (``resolve_reused`` at the end).
-        """
-        self.reuse_listed(CHUNK_ITEM.pack(bytes.fromhex(digest), 0))
-
     def reuse_listed(self, listed: bytes) -> None:
-        """Reference the chunks of a file cache hit, as its row lists them (the
-        local cache's packed chunk list): located later, in batches, in SQL."""
+        """Reference the chunks of file cache hits, as their rows list them (the
+        local cache's packed chunk lists): located later, in batches, in SQL
+        (``resolve_reused`` locates the last ones)."""
         item = CHUNK_ITEM.size
         with self._lock:
             self.stats.chunks_reused += len(listed) // item

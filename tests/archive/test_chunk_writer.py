@@ -11,6 +11,7 @@ import pytest
 
 from s3archive.archive import chunk_writer
 from s3archive.archive.chunk_writer import INLINE_BYTES, ChunkWriter, NewPack
+from s3archive.archive.local_cache import pack_chunk_list
 from s3archive.archive.packer import ChunkLocation
 from s3archive.errors import StoreError
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash, decode_chunk
@@ -248,9 +249,9 @@ def test_file_cache_hits_are_located_in_batches_and_unknown_ones_reported(
     writer, _ = make_writer(store, cached=known, lookup_many=lookup_many,
                             reuse_prefixes=("data/",))
     try:
-        for digest in known:
-            writer.reuse(digest)
-        writer.reuse(chunk_hash(b"nobody knows"))
+        for digest in known:  # a file-cache hit's chunk list each
+            writer.reuse_listed(pack_chunk_list([(digest, 20)]))
+        writer.reuse_listed(pack_chunk_list([(chunk_hash(b"nobody knows"), 3), (digest, 20)]))
         unknown = writer.resolve_reused()
         assert unknown == {chunk_hash(b"nobody knows"), plain_pack.hash}, \
             "a chunk in a pack the run may not reuse is as good as unknown"
