@@ -153,7 +153,7 @@ class ChunkWriter:
     # many lookups at once in the local cache (file-cache hits); None: one by one
     lookup_many: Callable[[list[str]], dict[str, ChunkLocation]] | None = None
     # the local cache's file: file-cache hits are located by the run index reading it
-    # in SQL (RunIndex.put_from_cache); the few it does not find, by ``lookup_many``
+    # in SQL (RunIndex.put_listed_from_cache); the few it does not find, by ``lookup_many``
     cache_file: Path | None = None
     new_packs: dict[str, NewPack] = field(default_factory=dict)
     stats: WriterStats = field(default_factory=WriterStats)

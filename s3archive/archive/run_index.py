@@ -8,7 +8,7 @@ put answers most "not here" questions without a query; lookups come in
 batches where the caller can batch (a block of spooled entries, a leaf).
 Memory: the filter (2 bytes a chunk) and SQLite's page cache, whatever the
 run's size.  The chunks of unchanged files are copied from the local cache in
-SQL (:meth:`RunIndex.put_from_cache`, the cache attached read-only): a
+SQL (:meth:`RunIndex.put_listed_from_cache`, the cache attached read-only): a
 no-change run builds no Python object per chunk.
 """
 
@@ -181,7 +181,7 @@ class RunIndex:
 
     def attach_cache(self, path: Path) -> None:
         """Read the local cache at ``path`` (schema 3: ``chunks``, ``pack_names``)
-        directly, read-only, for :meth:`put_from_cache`.  It sees what the cache
+        directly, read-only, for :meth:`put_listed_from_cache`.  It sees what the cache
         has committed: the chunks of earlier runs, which are what a file-cache hit
         references."""
         uri = "file:" + urllib.parse.quote(os.fsencode(path.absolute())) + "?mode=ro"
@@ -189,26 +189,15 @@ class RunIndex:
             self._db.execute("ATTACH DATABASE ? AS cache", (uri,))
             self._cache_attached = True
 
-    def put_from_cache(self, digests: Iterable[str],
-                       prefixes: tuple[str, ...] | None = None) -> set[str]:
-        """Copy the cache's locations of ``digests`` (in packs whose key starts with
-        one of ``prefixes``; None: any) into the index, in SQL (no row passes
-        through Python); a location already recorded is kept.  Returns the digests
-        that are then still not in the index."""
-        wanted = list(digests)
-        rows = [(h,) for h in sorted(bytes.fromhex(d) for d in wanted)]
-        with self._lock, self._transaction():
-            self._db.execute("DELETE FROM wanted")
-            self._db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", rows)
-            self._filter.add_many(wanted)  # more than are found: only false positives
-            return self._copy_wanted(prefixes)
-
     def put_listed_from_cache(self, listed: bytes, item: int,
                               prefixes: tuple[str, ...] | None = None) -> set[str]:
-        """:meth:`put_from_cache` of the digests of a packed chunk list, as the local
-        cache's file rows hold them (``item`` bytes an entry, each beginning with
-        its 32-byte digest): the list goes to SQL as one value and is split there,
-        so a file-cache hit's chunks cost no Python object each."""
+        """Copy the cache's locations of the digests of a packed chunk list, as the
+        local cache's file rows hold them (``item`` bytes an entry, each beginning
+        with its 32-byte digest), in packs whose key starts with one of
+        ``prefixes`` (None: any), into the index, in SQL: the list goes to SQL as
+        one value and is split there, so a file-cache hit's chunks cost no Python
+        object each.  A location already recorded is kept.  Returns the digests
+        that are then still not in the index."""
         count = len(listed) // item
         if count == 0:
             return set()

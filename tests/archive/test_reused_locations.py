@@ -1,5 +1,5 @@
 """A no-change run locates its file-cache hits in SQL, reading the local cache's
-committed rows through the run index (RunIndex.put_from_cache): none goes the
+committed rows through the run index (RunIndex.put_listed_from_cache): none goes the
 slow way (a ChunkLocation built per chunk, LocalCache.get_chunks)."""
 
 from __future__ import annotations

@@ -76,10 +76,14 @@ def test_keep_only_forgets_the_other_packs(index: RunIndex) -> None:
 
 
 def test_locations_are_copied_from_the_local_cache_in_sql(tmp_path) -> None:
-    """put_from_cache: the cache's locations of the digests asked, in reusable packs
-    only, a location already recorded kept; the filter knows every one copied; the
-    digests left unknown are returned."""
-    from s3archive.archive.local_cache import LocalCache
+    """put_listed_from_cache: the cache's locations of the digests of a packed chunk
+    list (a file row's, split in SQL), in reusable packs only, each once however often
+    listed, a location already recorded kept; the filter knows every one copied (as
+    adding each would); the digests left unknown are returned."""
+    from s3archive.archive.local_cache import CHUNK_ITEM, LocalCache
+
+    def listed(digests: list[str]) -> bytes:
+        return b"".join(CHUNK_ITEM.pack(bytes.fromhex(d), 7) for d in digests)
 
     cache = LocalCache(tmp_path / "c.sqlite")
     data = [at(n, pack=f"data/{n % 3:02x}/" + f"{n % 3:x}" * 64) for n in range(3000)]
@@ -90,8 +94,10 @@ def test_locations_are_copied_from_the_local_cache_in_sql(tmp_path) -> None:
         index.attach_cache(cache.path)
         mine = at(4, pack="data/ff/" + "f" * 64, offset=999)
         index.put([mine])
-        asked = [digest(n) for n in range(0, 3100, 2)] + [digest(n) for n in range(9000, 9010)]
-        unknown = index.put_from_cache(asked, ("data/",))
+        asked = ([digest(n) for n in range(0, 3100, 2)] + [digest(n) for n in range(9000, 9010)]
+                 + [digest(n) for n in range(0, 40, 4)])  # some twice
+        random.Random(5).shuffle(asked)
+        unknown = index.put_listed_from_cache(listed(asked), CHUNK_ITEM.size, ("data/",))
         assert unknown == ({digest(n) for n in range(3000, 3100, 2)}
                            | {digest(n) for n in range(9000, 9010)})
         assert index.get(digest(4)) == mine, "a location already recorded is kept"
@@ -101,48 +107,17 @@ def test_locations_are_copied_from_the_local_cache_in_sql(tmp_path) -> None:
         assert index.get_many([digest(2), digest(6)]) == {digest(2): data[2], digest(6): data[6]}
         assert sum(index.bytes_by_pack().values()) == sum(d.stored for d in data[::2]) \
             - data[4].stored + mine.stored
-        assert index.put_from_cache([digest(3001)], None) == set(), "any pack: meta too"
+        added = RunIndex()
+        added.put([mine])
+        added._filter.add_many(asked)
+        assert index._filter._layers == added._filter._layers, "the bits adding each sets"
+        added.close()
+        assert index.put_listed_from_cache(b"", CHUNK_ITEM.size, None) == set()
+        assert index.put_listed_from_cache(listed([digest(3001)]), CHUNK_ITEM.size,
+                                           None) == set(), "any pack: meta too"
         assert index.get(digest(3001)) == meta[1]
     finally:
         index.close()
-        cache.close()
-
-
-def test_a_packed_chunk_list_is_copied_as_its_digests_are(tmp_path) -> None:
-    """put_listed_from_cache (a file row's packed chunk list, split in SQL) does what
-    put_from_cache does with the same digests: duplicates, unknown digests, pack
-    prefixes, locations already recorded, and the filter."""
-    from s3archive.archive.local_cache import CHUNK_ITEM, LocalCache
-
-    cache = LocalCache(tmp_path / "c.sqlite")
-    data = [at(n, pack=f"data/{n % 3:02x}/" + f"{n % 3:x}" * 64) for n in range(3000)]
-    meta = [at(n, pack="meta/00/" + "0" * 64) for n in range(3000, 3100)]
-    cache.add_chunks(data + meta)
-    asked = ([digest(n) for n in range(0, 3100, 2)] + [digest(n) for n in range(9000, 9010)]
-             + [digest(n) for n in range(0, 40, 4)])  # some twice
-    random.Random(5).shuffle(asked)
-    listed = b"".join(CHUNK_ITEM.pack(bytes.fromhex(d), 7) for d in asked)
-    mine = at(4, pack="data/ff/" + "f" * 64, offset=999)
-    by_digests, by_list = RunIndex(), RunIndex()
-    try:
-        for index in (by_digests, by_list):
-            index.attach_cache(cache.path)
-            index.put([mine])
-        unknown = by_list.put_listed_from_cache(listed, CHUNK_ITEM.size, ("data/",))
-        assert unknown == by_digests.put_from_cache(asked, ("data/",))
-        assert unknown == ({digest(n) for n in range(3000, 3100, 2)}
-                           | {digest(n) for n in range(9000, 9010)})
-        assert sorted(by_list, key=lambda r: r.hash) == sorted(by_digests, key=lambda r: r.hash)
-        assert by_list.get(digest(4)) == mine, "a location already recorded is kept"
-        assert all(by_list.get(digest(n)) == data[n] for n in range(0, 3000, 2) if n != 4), \
-            "the filter knows every digest copied"
-        assert by_list._filter._layers == by_digests._filter._layers
-        assert by_list.put_listed_from_cache(b"", CHUNK_ITEM.size, None) == set()
-        assert by_list.put_listed_from_cache(listed[:CHUNK_ITEM.size * 3], CHUNK_ITEM.size,
-                                             None) == set(), "any pack: meta too"
-    finally:
-        by_digests.close()
-        by_list.close()
         cache.close()
 
 
