@@ -343,9 +343,6 @@ class ChunkWriter:
         item = CHUNK_ITEM.size
         with self._lock:
             self.stats.chunks_reused += len(listed) // item
-            if self._reserved:  # being stored by this run: indexed when its pack is
-                listed = b"".join(listed[at:at + item] for at in range(0, len(listed), item)
-                                  if listed[at:at + 32].hex() not in self._reserved)
             self._reused.append(listed)
             self._reused_bytes += len(listed)
             if self._reused_bytes < REUSE_BATCH * item:
@@ -368,10 +365,15 @@ class ChunkWriter:
         found = [location for location in cached.values() if self.reusable(location)]
         self.index.put(found, replace=False)
         missing = wanted - {location.hash for location in found}
-        if missing:  # stored by this run since (or a cache that contradicts itself)
-            missing -= self.index.get_many(missing).keys()
+        if not missing:
+            return
+        # being stored by this run (indexed when its pack is), stored by it since, or
+        # unknown (a cache that contradicts itself); reserved ones are taken first: a
+        # chunk leaves the reserved set only once the index has it
         with self._lock:
             missing -= self._reserved
+        missing -= self.index.get_many(missing).keys()
+        with self._lock:
             self._unknown |= missing
 
     def resolve_reused(self, lookup_many: Callable[[set[str]], dict[str, ChunkLocation]]

@@ -35,6 +35,7 @@ import os
 import re
 import sqlite3
 import struct
+import sys
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -161,6 +162,14 @@ class ChunkFilter:
     def __len__(self) -> int:
         return len(self._sorted)
 
+    def extend_sorted(self, prefixes: bytes) -> None:
+        """Add prefixes given as 8-byte big-endian values, one after the other, each
+        no smaller than those already held."""
+        more = array.array("Q", prefixes)
+        if sys.byteorder == "little":
+            more.byteswap()
+        self._sorted.extend(more)
+
     def may_contain(self, digest: str) -> bool:
         if self.everything:
             return True
@@ -169,7 +178,10 @@ class ChunkFilter:
         return index < len(self._sorted) and self._sorted[index] == value
 
 
-FILTER_AFTER = 1024  # questions a DeferredChunkFilter answers yes before it is built
+# questions a DeferredChunkFilter answers yes (each confirmed by a lookup, ~5 us) before
+# it is built (~1 us a chunk of the index): a 1 % change of a large host asks fewer
+FILTER_AFTER = 16384
+_FILTER_PAGE = 65536  # hashes read at once while a ChunkFilter is built
 
 
 class DeferredChunkFilter:
@@ -438,8 +450,12 @@ class LocalCache:
                                 (CHUNK_FILTER_LIMIT + 1,)).fetchone()[0]
         if count > CHUNK_FILTER_LIMIT:
             return ChunkFilter((), everything=True)
-        return ChunkFilter((row[0][:8] for row in self.db.execute(
-            "SELECT hash FROM chunks ORDER BY hash")), presorted=True)
+        # the hashes' first 8 bytes, in key order, a page at a time into the array
+        found = ChunkFilter(())
+        rows = self.db.execute("SELECT substr(hash, 1, 8) FROM chunks ORDER BY hash")
+        while page := rows.fetchmany(_FILTER_PAGE):
+            found.extend_sorted(b"".join([row[0] for row in page]))
+        return found
 
     def deferred_chunk_filter(self) -> DeferredChunkFilter:
         """:meth:`chunk_filter`, built once a run asks enough to pay for it."""

@@ -233,6 +233,25 @@ def test_dedup_stays_exact_while_packs_are_stored_under_the_claims(store: Memory
         writer.release()
 
 
+def test_a_hit_on_a_chunk_this_run_is_still_storing_is_not_unknown(store: MemoryStore) -> None:
+    """A chunk reserved (in an open pack) when the hits are located, and one stored
+    since: neither is reported unknown; both are located once their packs are stored."""
+    writer, _ = make_writer(store, lookup_many=lambda digests: {})
+    try:
+        stored, storing = writer.add(b"stored soon" * 100), writer.add(b"still packing" * 100)
+        writer.packer.flush()  # the first pack is sealed (and uploaded); then one more chunk
+        later = writer.add(b"in the open pack" * 100)
+        writer._uploading.wait()
+        assert stored.hash not in writer._reserved and later.hash in writer._reserved
+        writer.reuse_listed(pack_chunk_list([stored, storing, later]))
+        assert writer.resolve_reused() == set()
+        writer.drain()
+        assert {writer.locations[c.hash].hash for c in (stored, storing, later)} == \
+            {stored.hash, storing.hash, later.hash}
+    finally:
+        writer.close()
+
+
 def test_file_cache_hits_are_located_in_batches_and_unknown_ones_reported(
         store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(chunk_writer, "REUSE_BATCH", 2048)
