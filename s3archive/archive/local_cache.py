@@ -191,9 +191,9 @@ class DeferredChunkFilter:
     its new metadata blobs) does not read its whole chunk index at start.  A filter
     built later also knows the chunks the run has stored meanwhile: more yeses."""
 
-    def __init__(self, build: Callable[[], ChunkFilter], after: int = FILTER_AFTER):
+    def __init__(self, build: Callable[[], ChunkFilter], after: int | None = None):
         self._build = build
-        self._after = after
+        self._after = FILTER_AFTER if after is None else after
         self._asked = 0
         self._built: ChunkFilter | None = None
         self._lock = threading.Lock()
@@ -457,9 +457,13 @@ class LocalCache:
             found.extend_sorted(b"".join([row[0] for row in page]))
         return found
 
-    def deferred_chunk_filter(self) -> DeferredChunkFilter:
-        """:meth:`chunk_filter`, built once a run asks enough to pay for it."""
-        return DeferredChunkFilter(self.chunk_filter)
+    def deferred_chunk_filter(self) -> ChunkFilter | DeferredChunkFilter:
+        """:meth:`chunk_filter`, built once a run asks enough to pay for it; an index of
+        fewer than :data:`FILTER_AFTER` chunks (a first run's: none) is read now."""
+        with self._lock:
+            small = self.db.execute("SELECT count(*) FROM (SELECT 1 FROM chunks LIMIT ?)",
+                                    (FILTER_AFTER,)).fetchone()[0] < FILTER_AFTER
+        return self.chunk_filter() if small else DeferredChunkFilter(self.chunk_filter)
 
     @_locked
     def forget_files(self) -> None:

@@ -96,12 +96,14 @@ def test_a_deferred_chunk_filter_reads_the_index_only_once_asked_enough(
         cache: LocalCache, monkeypatch: pytest.MonkeyPatch) -> None:
     """Until the FILTER_AFTER-th question every answer is yes (a lookup confirms it);
     then the filter is built, once, and says no to what the index lacks."""
-    cache.rebuild_from_manifest(manifest())
+    cache.rebuild_from_manifest(manifest())  # 3 chunks
+    assert not cache.deferred_chunk_filter().may_contain(digest(99)), "a small index: read now"
+    monkeypatch.setattr(local_cache, "FILTER_AFTER", 3)
     built: list[int] = []
     build = cache.chunk_filter
     monkeypatch.setattr(cache, "chunk_filter", lambda: built.append(1) or build())
     deferred = cache.deferred_chunk_filter()
-    assert all(deferred.may_contain(digest(n)) for n in range(50, 50 + local_cache.FILTER_AFTER))
+    assert all(deferred.may_contain(digest(n)) for n in range(50, 53))
     assert built == [], "no question has paid for reading the index yet"
     assert not deferred.may_contain(digest(99)) and deferred.may_contain(digest(2))
     assert not deferred.may_contain(digest(98)) and built == [1], "built once"
