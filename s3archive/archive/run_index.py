@@ -207,7 +207,7 @@ class RunIndex:
                 "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
                 "INSERT OR IGNORE INTO wanted SELECT substr(?, i * ? + 1, 32) FROM n",
                 (count, listed, item))
-            self._filter.add_listed(listed, item)
+            self._filter.add_listed(listed, item)  # more than are found: only false positives
             return self._copy_wanted(prefixes)
 
     def _copy_wanted(self, prefixes: tuple[str, ...] | None) -> set[str]:
