@@ -215,6 +215,12 @@ class ChunkWriter:
             self._store_encoded(encoded, encoded.size)
         return ChunkId(encoded.hash, encoded.size)
 
+    def add_encoded_many(self, pieces: Sequence[EncodedChunk]) -> None:
+        """:meth:`add_encoded` of a content worker's batch of chunks, claimed at once."""
+        self._raise_failure()
+        for encoded in self._claim_many(pieces):
+            self._store_encoded(encoded, encoded.size)
+
     def add_blob(self, plain: bytes, kind: bytes) -> ChunkLocation:
         """Store a metadata blob once and return where it is, at once (format 2:
         a pack's key is known while it is open, so a parent node can reference
@@ -335,6 +341,39 @@ class ChunkWriter:
                     continue  # a pack was stored meanwhile: it may hold this chunk
                 self._reserved.add(digest)
                 return True
+
+    def _claim_many(self, pieces: Sequence[EncodedChunk]) -> list[EncodedChunk]:
+        """The pieces new to the run, now reserved for the caller to store: as
+        :meth:`_claim` of each in order (a piece repeated is claimed once), with the
+        index and the lock asked once a batch rather than a chunk."""
+        new: list[EncodedChunk] = []
+        left = list(pieces)
+        while left:
+            with self._lock:
+                stored = self._stored
+                fresh = [piece for piece in left if piece.hash not in self._reserved]
+                self.stats.chunks_reused += len(left) - len(fresh)
+            maybe = [piece.hash for piece in fresh if self.index.may_contain(piece.hash)]
+            known = self.index.get_many(maybe) if maybe else {}  # (a first run: none asked)
+            cached = [found for piece in fresh if piece.hash not in known
+                      and self.may_be_cached(piece.hash)
+                      and (found := self.lookup_cached(piece.hash)) is not None]
+            if cached:
+                self.index.put(cached, replace=False)
+            settled = known.keys() | {location.hash for location in cached}
+            with self._lock:
+                self.stats.chunks_reused += sum(1 for p in fresh if p.hash in settled)
+                left = [piece for piece in fresh if piece.hash not in settled]
+                if stored != self._stored:
+                    continue  # a pack was stored meanwhile: it may hold these chunks
+                for piece in left:
+                    if piece.hash in self._reserved:  # (an earlier piece of the batch)
+                        self.stats.chunks_reused += 1
+                    else:
+                        self._reserved.add(piece.hash)
+                        new.append(piece)
+                left = []
+        return new
 
     def reuse_listed(self, listed: bytes) -> None:
         """Reference the chunks of file cache hits, as their rows list them (the

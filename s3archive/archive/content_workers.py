@@ -1,17 +1,19 @@
 """Worker processes that read files into encoded chunks (the initial run's per-byte
-and per-chunk work, off the main process's GIL).
+and per-chunk work, and as much of its per-file work as can leave it, off the main
+process's GIL).
 
 The main process walks, keeps the file cache, claims chunk ids and packs; a
 worker takes a batch of small files and, for each, describes its entry from
 the walk's stat (owners' names, ACLs, xattrs: :func:`describe_entry`), opens,
 locks, checks and reads it (holes kept), cuts it into chunks, computes their
-ids (keyed for an encrypted run), compresses them, and encodes the entry's
-spool line (the manifest line without chunks).  It returns what the main
-process needs of each file (:class:`~archive.sources.file_reader.FileRead`,
-the line, the problems found) and the encoded chunks; the main process claims
-each id, packs the new ones without encoding them again, and spools the line
-as it came (the per-file Python of describing and encoding a line is off its
-GIL).
+ids (keyed for an encrypted run) and compresses them, then finishes what the
+main process writes of the file as it will be written: its spool line (the
+manifest line without chunk locations, then its chunk ids: :func:`spool_file_line`)
+and its file-cache row (the line split as the cache keeps it, the chunk list
+packed).  It returns one :class:`BatchRead` per batch: a :class:`FileDone` per
+file and the batch's encoded chunks; the main process claims the chunks in one
+call, packs the new ones without encoding them again, spools the lines and
+writes the rows as they came (per file it only counts and writes).
 
 A worker is ``python -m s3archive.archive.content_workers``, started with
 ``subprocess`` (fork and exec at once: safe in a threaded process) so that it
@@ -37,12 +39,12 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
-from operator import attrgetter
+from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, NamedTuple
 
 from s3archive.archive.chunker import Chunker
 from s3archive.archive.frame_blocks import FrameBlocks
+from s3archive.archive.local_cache import FileKey, pack_chunk_list, split_line
 from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
 from s3archive.archive.sources.file_reader import FileRead, read_whole
 from s3archive.errors import S3ArchiveError
@@ -84,29 +86,47 @@ class FileToRead(NamedTuple):
     path: bytes
     ino: int  # as the walk saw it: another inode is a replaced file
     ctime_ns: int  # as the walk saw it: a moved ctime keeps the file out of the cache
-    walked: Walked | None = None  # given: the worker describes the entry too
+    walked: Walked  # what the worker describes the entry from
 
 
-class Described(NamedTuple):
-    """A file's entry as a worker described it (asked with ``walked``)."""
+class FileRow(NamedTuple):
+    """A file-cache row as :meth:`LocalCache.put_split_files` takes it (what the
+    main process alone knows, the directory's number, it adds)."""
 
-    line: bytes | None  # its spool line without chunks; None: the file is left out
-    problems: list[str]  # warnings about its metadata (before those of reading it)
-    cacheable: bool  # False: its metadata was incomplete, described afresh next run
+    key: tuple[int, int, int, int, int]  # (dev, ino, size, mtime_ns, ctime_ns)
+    rest: bytes  # local_cache.split_line of the file's line
+    chunks: bytes  # local_cache.pack_chunk_list of its chunk ids
 
 
-class Read(NamedTuple):
-    read: FileRead
-    pieces: list[EncodedChunk]
-    described: Described | None
+class FileDone(NamedTuple):
+    """A file as a worker finished it: what the main process spools and remembers."""
+
+    ok: bool  # False: left out (vanished, cannot be recorded, unreadable): see problems
+    bytes_read: int
+    size: int
+    problems: list[str]  # warnings about the file (its metadata's, then its reading's)
+    spooled: bytes  # its spool line (b"" when not ok)
+    row: FileRow | None  # its file-cache row; None: not to be cached (changed while
+    # read, or metadata incomplete: described afresh next run)
+
+
+class BatchRead(NamedTuple):
+    files: list[FileDone]  # in the batch's order
+    pieces: list[EncodedChunk]  # the chunks of the files read whole, in file order
+
+
+def spool_file_line(line: bytes, chunks: list[tuple[str, int]]) -> bytes:
+    """A file's spool line: its line without chunks, then a TAB and its ``hash:size``
+    list (archive/file_stage.py; JSON never contains a raw TAB)."""
+    listed = ",".join(f"{digest}:{size}" for digest, size in chunks)
+    return line + b"\t" + listed.encode("ascii") + b"\n"
 
 
 # What crosses the pipe is plain tuples: a dataclass costs ~60 us a file to pickle
-# and unpickle, a tuple ~7 (200,000 files: 11 CPU s).  Per file (the fields of a
-# FileRead in order, its chunks as (id, plain size, encoding, stored bytes), and
-# None or the fields of a Described).
-_READ_FIELDS = attrgetter(*(f.name for f in fields(FileRead)))
-_LEFT_OUT = FileRead(ok=False)
+# and unpickle, a tuple ~7 (200,000 files: 11 CPU s).  Per batch: (the fields of a
+# FileDone per file, its row a tuple too; the chunks as (id, plain size, encoding,
+# stored bytes)).
+_LEFT_OUT: tuple[object, ...] = (False, 0, 0)
 
 
 def _describe(path: bytes, walked: tuple[int, int, int, int, int]
@@ -126,10 +146,25 @@ def _describe(path: bytes, walked: tuple[int, int, int, int, int]
 
 def _line(entry: Entry, read: FileRead) -> bytes:
     """The spool line of ``entry`` completed from what reading its file found
-    (as ``FileStage`` completes one it described itself)."""
+    (as ``FileStage`` completes one it described itself), without chunks."""
     entry.size, entry.extents = read.size, read.extents
     entry.mtime_ns, entry.ino, entry.ctime_ns = read.mtime_ns, read.ino, read.ctime_ns
     return codec.dumps(codec.encode_entry(entry, with_chunks=False))[:-1]
+
+
+def _finish(path: bytes, entry: Entry, read: FileRead, problems: list[str],
+            cacheable: bool) -> tuple[object, ...]:
+    """The fields of the :class:`FileDone` of a file described and read."""
+    problems = problems + read.problems
+    if not read.ok:
+        return (False, read.bytes_read, 0, problems, b"", None)
+    line = _line(entry, read)
+    row = None
+    if cacheable and read.cache_key is not None:
+        row = (read.cache_key, split_line(path, FileKey(*read.cache_key), line),
+               pack_chunk_list(read.chunks))
+    return (True, read.bytes_read, read.size, problems, spool_file_line(line, read.chunks),
+            row)
 
 
 # ---------------------------------------------------------------- the worker side
@@ -198,19 +233,18 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     chunker = Chunker()
     while True:
         try:
-            batch: list[tuple[bytes, int, int]] = _read_frame(inp)  # type: ignore[assignment]
+            batch: list[tuple[bytes, int, int, tuple[int, ...]]] = \
+                _read_frame(inp)  # type: ignore[assignment]
         except _EndOfStream:
             return
-        results: list[tuple[tuple[object, ...], list[tuple[str, int, str, pickle.PickleBuffer]],
-                            tuple[bytes | None, list[str], bool] | None]] = []
+        files: list[tuple[object, ...]] = []
+        pieces: list[tuple[str, int, str, pickle.PickleBuffer]] = []
         for path, ino, ctime_ns, walked in batch:
-            entry, problems, cacheable = None, [], True
-            if walked is not None:
-                entry, problems, cacheable = _describe(path, walked)
-                if entry is None:  # vanished, or a path the manifest cannot hold
-                    results.append((_READ_FIELDS(_LEFT_OUT), [], (None, problems, False)))
-                    continue
-            pieces: list[tuple[str, int, str, pickle.PickleBuffer]] = []
+            entry, problems, cacheable = _describe(path, walked)  # type: ignore[arg-type]
+            if entry is None:  # vanished, or a path the manifest cannot hold
+                files.append((*_LEFT_OUT, problems, b"", None))
+                continue
+            first = len(pieces)
 
             def add(plain: bytes | memoryview) -> tuple[str, int]:
                 encoded = codec.encode(plain, id_of(plain))
@@ -220,11 +254,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 
             read = read_whole(path, ino, ctime_ns, chunker, add,
                               lock_timeout=settings.lock_timeout)
-            described = None
-            if entry is not None:
-                described = (_line(entry, read) if read.ok else None, problems, cacheable)
-            results.append((_READ_FIELDS(read), pieces if read.ok else [], described))
-        _write_frame(out, results)
+            if not read.ok:  # its chunks are not the run's
+                del pieces[first:]
+            files.append(_finish(path, entry, read, problems, cacheable))
+        _write_frame(out, (files, pieces))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -272,7 +305,7 @@ class _Worker:
         assert self.process.stdin is not None and self.process.stdout is not None
         self._in, self._out = self.process.stdin, self.process.stdout
         self._lock = threading.Lock()
-        self.waiting: deque[Future[list[Read]]] = deque()
+        self.waiting: deque[Future[BatchRead]] = deque()
         self._on_dead = on_dead
         self.closing = False
         self.broken: str | None = None  # what was wrong with a frame it sent
@@ -290,12 +323,12 @@ class _Worker:
         except (BrokenPipeError, OSError, ValueError):
             raise ContentWorkerFailed(self.death()) from None
 
-    def submit(self, batch: list[FileToRead]) -> Future[list[Read]]:
-        job: Future[list[Read]] = Future()
+    def submit(self, batch: list[FileToRead]) -> Future[BatchRead]:
+        job: Future[BatchRead] = Future()
         with self._lock:
             self.waiting.append(job)
-        self._send([(item.path, item.ino, item.ctime_ns,
-                     None if item.walked is None else tuple(item.walked)) for item in batch])
+        self._send([(path, ino, ctime_ns, tuple(walked))
+                    for path, ino, ctime_ns, walked in batch])
         return job
 
     def _collect(self) -> None:
@@ -304,9 +337,11 @@ class _Worker:
                 results = _read_frame(self._out, self._blocks)
                 if isinstance(results, str):  # the worker failed: why
                     raise _WorkerError(results)
-                done = [Read(FileRead(*read), [EncodedChunk(*piece) for piece in pieces],
-                             None if described is None else Described(*described))
-                        for read, pieces, described in results]  # type: ignore[union-attr]
+                files, pieces = results  # type: ignore[misc]
+                done = BatchRead([FileDone(ok, read, size, problems, spooled,
+                                           None if row is None else FileRow(*row))
+                                  for ok, read, size, problems, spooled, row in files],
+                                 [EncodedChunk(*piece) for piece in pieces])
                 with self._lock:
                     job = self.waiting.popleft()
                 job.set_result(done)
@@ -383,8 +418,8 @@ class ContentWorkers:
         if self._failure is None:
             self._failure = worker.death()
 
-    def submit(self, batch: list[FileToRead]) -> Future[list[Read]]:
-        """Read ``batch`` in a worker: per file, what was read and its encoded chunks."""
+    def submit(self, batch: list[FileToRead]) -> Future[BatchRead]:
+        """Describe and read ``batch`` in a worker: each file finished, and the chunks."""
         if self._failure is not None:
             raise ContentWorkerFailed(self._failure)
         worker = min(self._workers, key=lambda w: len(w.waiting))

@@ -10,10 +10,11 @@ small pool of threads, small files in batches (one task for up to
 reading it); entries wait in a bounded queue for their file.
 
 With content workers (archive/content_workers.py, ``[content] workers``) the
-batches of small files are described (entry metadata and spool line), read,
-chunked, hashed and compressed by worker processes instead, at most
-``BATCHES_PER_WORKER`` per worker in flight; the main process claims their
-chunk ids, packs the new chunks as encoded and spools the lines as they came.
+batches of small files are described, read, chunked, hashed and compressed by
+worker processes instead, which also make each file's spool line and file-cache
+row; at most ``BATCHES_PER_WORKER`` per worker are in flight.  The main process
+claims a batch's chunk ids at once, packs the new chunks as encoded, and spools
+the lines and writes the rows as they came.
 The workers are started once the walk has handed ``WORKERS_AFTER_FILES``
 files or ``WORKERS_AFTER_BYTES`` bytes to be read (threads read those): a run
 that reads little (an unchanged host, a small tree) does not pay their start.
@@ -35,9 +36,10 @@ from dataclasses import dataclass, field
 from typing import IO, Callable
 
 from s3archive.archive.chunk_writer import ChunkWriter
-from s3archive.archive.content_workers import ContentWorkers, FileToRead, Read, Walked
+from s3archive.archive.content_workers import (BatchRead, ContentWorkers, FileDone, FileToRead,
+                                                Walked, spool_file_line)
 from s3archive.archive.chunker import Chunker
-from s3archive.archive.local_cache import FileKey, LocalCache
+from s3archive.archive.local_cache import FileKey, LocalCache, pack_chunk_list, split_line
 from s3archive.archive.packer import ChunkId
 from s3archive.archive.sources import fs_metadata
 from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
@@ -80,10 +82,6 @@ class _ReadOutcome:
     chunks: list[ChunkId] = field(default_factory=list)
     warnings: list[Warning_] = field(default_factory=list)
     cache_key: FileKey | None = None  # set when the file did not change while read
-    # described by a content worker: the entry's spool line, its size, cacheable
-    line: bytes | None = None
-    size: int = 0
-    cacheable: bool = True
 
 
 @dataclass
@@ -95,9 +93,10 @@ class _Batch:
     walked: list[FileToRead] = field(default_factory=list)
     size: int = 0
     job: Future[list[_ReadOutcome]] | None = None
-    # read by a content worker: (what was read, its encoded chunks, its entry) per
-    # file, claimed as each file is spooled; ``left`` files not spooled yet
-    remote: Future[list[Read]] | None = None
+    # read by a content worker: its files finished, their chunks claimed when the
+    # first of them is spooled (``done`` then); ``left`` files not spooled yet
+    remote: Future[BatchRead] | None = None
+    done: list[FileDone] | None = None
     left: int = 0
 
 
@@ -158,7 +157,8 @@ class FileStage:
         self.remember_files = remember_files
         self.tally = FileTally()
         self._chunkers = ThreadChunkers()
-        self._file_rows: list[tuple[bytes, FileKey, bytes, list[ChunkId]]] = []
+        # split as the cache keeps them (LocalCache.put_split_files)
+        self._file_rows: list[tuple[bytes, tuple[int, int, int, int, int], bytes, bytes]] = []
         self._hardlinks: dict[tuple[int, int], bytes] = {}
         self._to_read = 0  # bytes of the files the walk handed to be read (progress totals)
         self._files_to_read = 0  # small files (and their bytes below), for the workers' start
@@ -193,7 +193,7 @@ class FileStage:
                 self._reuse_hits()
                 self.progress.totals(walked, self._to_read)  # the walk is over: now known
                 self._spool_ready(pending, spool, wait=True)
-                self.cache.put_files(self._file_rows, pending=True)
+                self.cache.put_split_files(self._file_rows, pending=True)
                 self._file_rows = []
             except BaseException:
                 readers.shutdown(wait=True, cancel_futures=True)  # do not read the queue
@@ -272,10 +272,11 @@ class FileStage:
                 assert job is not None
                 if not (wait or job.done()):
                     return
-                if batch.remote is not None:
-                    outcome = self._claim_read(batch, queued)
-                else:
-                    outcome = batch.job.result()[queued.index]
+                if batch.remote is not None:  # a content worker's: finished there
+                    pending.popleft()
+                    self._spool_done(self._claim_read(batch, queued), queued.path, spool)
+                    continue
+                outcome = batch.job.result()[queued.index]
                 for warning in outcome.warnings:
                     self.warn(warning)
                 tally.bytes_read += outcome.bytes_read
@@ -284,9 +285,6 @@ class FileStage:
                     continue
                 queued.cache_key = outcome.cache_key
                 queued.chunks = outcome.chunks
-                if outcome.line is not None:  # described by a content worker
-                    queued.line, queued.size = outcome.line, outcome.size
-                    queued.cacheable = outcome.cacheable
             pending.popleft()
             entry = queued.entry
             if entry is not None:
@@ -304,12 +302,36 @@ class FileStage:
                 continue
             spool.write(spool_file_line(queued.line, queued.chunks))
             if (queued.cache_key is not None and queued.cacheable and self.remember_files
-                    and (entry is not None or batch is not None)):  # read, not a cache hit
-                self._file_rows.append((queued.path, queued.cache_key, queued.line,
-                                        queued.chunks))
-                if len(self._file_rows) >= FILE_ROWS_BATCH:
-                    self.cache.put_files(self._file_rows, pending=True)
-                    self._file_rows = []
+                    and entry is not None):  # read, not a cache hit
+                key = queued.cache_key
+                self._add_row((queued.path, (key.dev, key.ino, key.size, key.mtime_ns,
+                                             key.ctime_ns),
+                               split_line(queued.path, key, queued.line),
+                               pack_chunk_list(queued.chunks)))
+
+    def _spool_done(self, done: FileDone, path: bytes, spool: IO[bytes]) -> None:
+        """Spool a file a content worker finished, as it came."""
+        ok, bytes_read, size, problems, spooled, row = done
+        for problem in problems:
+            self.warn(Warning_("file", problem, path))
+        tally = self.tally
+        tally.bytes_read += bytes_read
+        self.progress.read(bytes_read)
+        if not ok:
+            return
+        tally.files += 1
+        tally.bytes_total += size
+        self.progress.file(path, size)
+        spool.write(spooled)
+        if row is not None and self.remember_files:
+            self._add_row((path, *row))
+
+    def _add_row(self, row: tuple[bytes, tuple[int, int, int, int, int], bytes, bytes]
+                 ) -> None:
+        self._file_rows.append(row)
+        if len(self._file_rows) >= FILE_ROWS_BATCH:
+            self.cache.put_split_files(self._file_rows, pending=True)
+            self._file_rows = []
 
     def _entry(self, item: WalkItem) -> _Queued | None:
         st = item.st
@@ -420,32 +442,20 @@ class FileStage:
             self.writer.reuse_listed(b"".join(self._hits))
             self._hits, self._hits_bytes = [], 0
 
-    def _claim_read(self, batch: _Batch, queued: _Queued) -> _ReadOutcome:
-        """A file a content worker read: its chunks claimed (new ones packed as the
-        worker encoded them); its entry as the worker described it."""
+    def _claim_read(self, batch: _Batch, queued: _Queued) -> FileDone:
+        """A file a content worker finished; the first of its batch claims the batch's
+        chunks (new ones packed as the worker encoded them)."""
         assert batch.remote is not None
-        read, pieces, described = batch.remote.result()[queued.index]
+        if batch.done is None:
+            result = batch.remote.result()
+            self.writer.add_encoded_many(result.pieces)
+            batch.done = result.files
+        done = batch.done[queued.index]
         batch.left -= 1
         if batch.left == 0:  # every file of the batch is spooled: let its bytes go
-            batch.remote = None
+            batch.remote = batch.done = None
             self._remote_batches -= 1
-        for piece in pieces:
-            self.writer.add_encoded(piece)
-        self.progress.read(read.bytes_read)
-        assert described is not None, "a worker describes what it is handed to describe"
-        problems = described.problems + read.problems
-        outcome = _ReadOutcome(ok=read.ok and described.line is not None,
-                               bytes_read=read.bytes_read,
-                               warnings=[Warning_("file", problem, queued.path)
-                                         for problem in problems])
-        if not outcome.ok:
-            return outcome
-        outcome.chunks = [ChunkId(*chunk) for chunk in read.chunks]
-        if read.cache_key is not None:
-            outcome.cache_key = FileKey(*read.cache_key)
-        outcome.line, outcome.size, outcome.cacheable = \
-            described.line, read.size, described.cacheable
-        return outcome
+        return done
 
     def _read(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:
         """Read a file (in a reader thread); progress shows it while it is read."""
@@ -475,13 +485,3 @@ class FileStage:
         if read.cache_key is not None:
             outcome.cache_key = FileKey(*read.cache_key)
         return outcome
-
-
-def spool_file_line(line: bytes, chunks: list[ChunkId]) -> bytes:
-    """A file's line without chunks, then a TAB and its ``hash:size`` list.
-
-    Chunk locations are known only at assembly (archive/assembly.py); JSON
-    never contains a raw TAB, so the split there is unambiguous.
-    """
-    listed = ",".join(f"{digest}:{size}" for digest, size in chunks)
-    return line + b"\t" + listed.encode("ascii") + b"\n"

@@ -687,23 +687,29 @@ class LocalCache:
         """Remember a file; ``pending`` rows count only after ``commit_pending_files``."""
         self.put_files([(path, key, line, chunks)], pending)
 
-    @_locked
     def put_files(self, rows: list[tuple[bytes, FileKey, bytes, list[ChunkId]]],
                   pending: bool = False) -> None:
+        self.put_split_files([(path, (key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns),
+                               split_line(path, key, line), pack_chunk_list(chunks))
+                              for path, key, line, chunks in rows], pending)
+
+    @_locked
+    def put_split_files(self, rows: list[tuple[bytes, tuple[int, int, int, int, int], bytes,
+                                               bytes]], pending: bool = False) -> None:
+        """``put_files`` of rows split already: (path, (dev, ino, size, mtime_ns,
+        ctime_ns), :func:`split_line` of its line, :func:`pack_chunk_list` of its
+        chunks) each (as a content worker returns them)."""
         table = "files_pending" if pending else "files"
         cipher = self._cipher
         values = []
-        for path, key, line, chunks in rows:
-            rest = split_line(path, key, line)
+        for path, (dev, ino, size, mtime_ns, ctime_ns), rest, chunks in rows:
             row_key = self._row_key(path, create=True)
             assert row_key is not None
             if cipher is not None:
-                attrs, sealed = None, cipher.seal(
-                    path, (key.ino, key.size, key.mtime_ns, key.ctime_ns), rest)
+                attrs, sealed = None, cipher.seal(path, (ino, size, mtime_ns, ctime_ns), rest)
             else:
                 attrs, sealed = self._attrs_id(rest), None
-            values.append((*row_key, key.dev, key.ino, key.size, key.mtime_ns, key.ctime_ns,
-                           pack_chunk_list(chunks), attrs, sealed))
+            values.append((*row_key, dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed))
         self.db.executemany(
             f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
         if not pending:

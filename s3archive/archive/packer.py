@@ -15,12 +15,14 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
 
-from s3archive.crypto.blob import BlobSealer
 from s3archive.format import pack2
 from s3archive.format.chunk_codec import EncodedChunk
 from s3archive.format.model import pack_key
+
+if TYPE_CHECKING:  # (a content worker imports the file rows' codec, not the crypto)
+    from s3archive.crypto.blob import BlobSealer
 
 
 class ChunkId(NamedTuple):

@@ -17,7 +17,8 @@ import pytest
 
 import s3archive.archive.file_stage as file_stage
 from s3archive.archive.content_workers import (ContentWorkerFailed, ContentWorkers, FileToRead,
-                                                WorkerSettings)
+                                                Walked, WorkerSettings)
+from s3archive.archive.local_cache import pack_chunk_list
 from s3archive.config import ContentSettings, load_config
 from s3archive.errors import ConfigError
 from s3archive.repo.catalog import list_runs
@@ -254,7 +255,8 @@ def test_the_workers_setting(tmp_path: Path, value: str, expected: int | str) ->
 def test_a_worker_that_fails_says_why_in_one_line() -> None:
     with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:
         pid = workers.pids[0]
-        job = workers.submit([FileToRead(None, 0, 0)])  # type: ignore[arg-type]
+        job = workers.submit([FileToRead(None, 0, 0,  # type: ignore[arg-type]
+                                         Walked(None, 0, 0, 0))])  # type: ignore[arg-type]
         with pytest.raises(ContentWorkerFailed) as failed:
             job.result(timeout=30)
         with pytest.raises(ContentWorkerFailed):
@@ -273,10 +275,12 @@ def test_a_worker_imports_nothing_from_the_working_directory(
     monkeypatch.chdir(tmp_path)  # a root process started from a directory anyone writes to
     st = os.stat(tmp_path / "file")
     with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:
-        read, pieces, _ = workers.submit([FileToRead(os.fsencode(tmp_path / "file"), st.st_ino,
-                                                  st.st_ctime_ns)]).result(timeout=30)[0]
-    assert read.ok and read.chunks == [(hashlib.sha256(b"content").hexdigest(), 7)]
-    assert len(pieces) == 1
+        done = workers.submit([FileToRead(
+            os.fsencode(tmp_path / "file"), st.st_ino, st.st_ctime_ns,
+            Walked(st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns))]).result(timeout=30)
+    assert done.files[0].ok
+    assert [(piece.hash, piece.size) for piece in done.pieces] == [
+        (hashlib.sha256(b"content").hexdigest(), 7)]
 
 
 def test_keyed_ids_use_a_key_that_never_shows_in_argv_or_the_environment(
@@ -287,13 +291,18 @@ def test_keyed_ids_use_a_key_that_never_shows_in_argv_or_the_environment(
     (tmp_path / "file").write_bytes(b"secret content")
     st = os.stat(tmp_path / "file")
     with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0, id_key=key)) as workers:
-        read, _, _ = workers.submit([FileToRead(os.fsencode(tmp_path / "file"), st.st_ino,
-                                             st.st_ctime_ns)]).result(timeout=30)[0]
+        done = workers.submit([FileToRead(
+            os.fsencode(tmp_path / "file"), st.st_ino, st.st_ctime_ns,
+            Walked(st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns))]).result(timeout=30)
         for name in ("cmdline", "environ"):
             with open(f"/proc/{workers.pids[0]}/{name}", "rb") as handle:
                 seen = handle.read()
             assert key not in seen and key.hex().encode() not in seen
-    assert read.chunks == [(HmacSha256(key).digest(b"secret content").hex(), 14)]
+    keyed = HmacSha256(key).digest(b"secret content").hex()
+    assert [(piece.hash, piece.size) for piece in done.pieces] == [(keyed, 14)]
+    assert done.files[0].spooled.endswith(b"\t%s:14\n" % keyed.encode())
+    assert done.files[0].row is not None and done.files[0].row.chunks == \
+        pack_chunk_list([(keyed, 14)])
 
 
 def test_a_worker_imports_no_s3_client() -> None:
