@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from array import array
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterator
@@ -64,6 +65,17 @@ _SYNTHETIC = -1  # the offset of an entry the walk did not record (an ancestor)
 _PATH_AT = b'{"type":"entry","path":"'
 _KIND_AT = b'","kind":"'
 _DIR_KIND_AT = b'","kind":"dir"'
+# the usual spooled line: its keys (no other) in the order tc.entry_object puts them
+# (manifest_codec.encode_entry's, and local_cache.join_line's for most files), its
+# path and strings without escapes (JSON writes them as their UTF-8 bytes).  Its node
+# object's JSON is then the line with ``"name":NAME`` for its type and path: the bytes
+# tc.entry_object and json.dumps would make of it, without decoding it
+_USUAL_LINE = re.compile(
+    rb'\{"type":"entry","path":"(?P<path>/[^"\\]*)","kind":"(?P<kind>[a-z]+)",'
+    rb'"mode":"[0-7]{3,4}","uid":(?:0|[1-9][0-9]*),"gid":(?:0|[1-9][0-9]*)'
+    rb'(?:,"user":"[^"\\]*")?(?:,"group":"[^"\\]*")?,"mtime_ns":-?(?:0|[1-9][0-9]*)'
+    rb'(?:,"size":(?:0|[1-9][0-9]*))?(?:,"target":"[^"\\]*")?'
+    rb'(?:,"ino":(?:0|[1-9][0-9]*))?(?:,"ctime_ns":-?(?:0|[1-9][0-9]*))?\}')
 
 
 def blob_ref(location: ChunkLocation) -> tc.BlobRef:
@@ -280,20 +292,32 @@ class TreeBuilder:
                       block: list[tuple[int, bytes | None]]) -> None:
         for index, raw in block:
             chunks = lists = None
+            tree = directory.trees.get(index)
             if raw is None:
-                name, obj = directory.synthetic[index], _synthetic_dir()
+                name = directory.synthetic[index]
+                self._append(encoding, name, _synthetic_dir(), None, None, tree)
+                continue
+            line, tab, listed = raw.rstrip(b"\n").partition(b"\t")
+            usual = _USUAL_LINE.fullmatch(line)
+            if usual is not None:  # its node object is the line, renamed (_USUAL_LINE)
+                path = usual["path"]
+                kind = usual["kind"]
+                name = path.rpartition(b"/")[2]
             else:
-                line, tab, listed = raw.rstrip(b"\n").partition(b"\t")
                 obj = _decode(line.decode("utf-8", "surrogatepass"))  # (json.loads of a line)
                 path = _path_of(obj)
+                kind = obj.get("kind")
                 name = path.rsplit(b"/", 1)[1]
-                if tab:
-                    pairs = [item.split(b":") for item in listed.split(b",")] if listed else []
-                    chunks, lists = self.content_refs(
-                        [ChunkId(h.decode("ascii"), int(n)) for h, n in pairs], path)
-            tree = directory.trees.get(index)
-            assert (tree is not None) == (obj.get("kind") == "dir"), "walk order broken"
-            self._append(encoding, name, obj, chunks, lists, tree)
+            if tab:
+                pairs = [item.split(b":") for item in listed.split(b",")] if listed else []
+                chunks, lists = self.content_refs(
+                    [ChunkId(h.decode("ascii"), int(n)) for h, n in pairs], path)
+            assert (tree is not None) == (kind in ("dir", b"dir")), "walk order broken"
+            if usual is not None:
+                self._append_encoded(encoding, name, b'{"name":"' + name + b'",'
+                                     + line[usual.end("path") + 2:], None, chunks, lists, tree)
+            else:
+                self._append(encoding, name, obj, chunks, lists, tree)
 
     def _close_encoding(self, directory: _Dir, encoding: _Encoding) -> tc.BlobRef:
         if encoding.leaf or not encoding.leaves:
@@ -347,17 +371,24 @@ class TreeBuilder:
     def _append(self, encoding: _Encoding, name: bytes, obj: dict[str, Any],
                 chunks: list[tc.BlobRef] | None, lists: list[tc.BlobRef] | None,
                 tree: tc.BlobRef | None) -> None:
+        node_obj = tc.entry_object(obj, name)
+        odd = node_obj if any(key in node_obj for key in _REF_KEYS) else None
+        self._append_encoded(encoding, name, _dumps(node_obj).encode("utf-8"), odd, chunks,
+                             lists, tree)
+
+    def _append_encoded(self, encoding: _Encoding, name: bytes, encoded: bytes,
+                        odd: dict[str, Any] | None, chunks: list[tc.BlobRef] | None,
+                        lists: list[tc.BlobRef] | None, tree: tc.BlobRef | None) -> None:
+        """Add an entry whose node object is ``encoded`` (``odd``: the object, when it
+        has a reference's key)."""
         if encoding.leaf and (len(encoding.leaf) >= tc.LEAF_MAX
                               or tc.cut_after(encoding.last_name, len(encoding.leaf))):
             self._flush_leaf(encoding)
-        node_obj = tc.entry_object(obj, name)
-        encoded = _dumps(node_obj).encode("utf-8")
         # sized by the entry's line (+1: its newline) and its references
         size = (len(encoded) + 1 + 80 * len(chunks or lists or ())
                 + (80 if tree is not None else 0))
         if encoding.leaf and encoding.leaf_bytes + size > tc.NODE_TARGET_BYTES:
             self._flush_leaf(encoding)
-        odd = node_obj if any(key in node_obj for key in _REF_KEYS) else None
         encoding.leaf.append(LeafEntry(name, encoded, chunks, lists, tree, odd))
         encoding.leaf_bytes += size
         encoding.last_name = name

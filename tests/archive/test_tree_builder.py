@@ -159,3 +159,81 @@ def test_a_reference_key_of_an_unknown_entry_field_is_replaced_in_place() -> Non
            "gid": 0, "mtime_ns": 1, "tree": "planted", "zz": 1}
     entries = [(b"d", obj, None, None, tree)]
     assert _built_nodes(entries) == _main_nodes(entries)
+
+
+def _spooled(seed: int, count: int) -> tuple[list[bytes], dict[str, tc.BlobRef], list[Any]]:
+    """A directory's spooled lines as the walk, a content worker and the file cache
+    write them (manifest_codec's key order, or join_line's), the references its files'
+    chunk ids locate to, and the same entries as the builder took them decoded."""
+    from s3archive.archive.file_stage import spool_file_line
+    from s3archive.archive.local_cache import FileKey, join_line, split_line
+    from s3archive.format.model import Entry
+
+    rng = random.Random(seed)
+    names = sorted({rng.choice(NAMES) + b"-%05d" % i for i in range(count)})
+    packs = [f"data/{rng.randbytes(16).hex()}" for _ in range(3)]
+    located: dict[str, tc.BlobRef] = {}
+    lines, entries = [], []
+    for name in names:
+        kind = rng.choice(["file", "file", "dir", "symlink", "chardev"])
+        entry = Entry(b"/x/" + name, kind, rng.choice([0o644, 0o4755]), rng.randrange(70000),
+                      rng.randrange(3), rng.randrange(-(1 << 40), 1 << 62),
+                      user=rng.choice([None, "root", "j\u00f6rg", 'we"ird']),
+                      group=rng.choice([None, "staff", "caf\u00e9"]))
+        if rng.random() < 0.2:
+            entry.xattrs = {"user.k": rng.randbytes(rng.randrange(1, 50))}
+        if rng.random() < 0.1:
+            entry.acl_access = "user::rw-,group::r--,other::r--"
+        chunks = lists = tree = None
+        if kind == "dir":
+            tree = _ref(rng, "meta/" + packs[0][5:])
+        elif kind == "symlink":
+            entry.target = rng.choice([b"../t", "t\u00e9".encode(), b"b\\s", b"\xff"])
+        elif kind == "chardev":
+            entry.rdev = (rng.randrange(9), rng.randrange(9))
+        else:
+            entry.size, entry.ino, entry.ctime_ns = (rng.randrange(1 << 40),
+                                                     rng.randrange(1 << 40),
+                                                     rng.randrange(1 << 62))
+            if rng.random() < 0.1:
+                entry.extents = [(0, 10)]
+            chunks = [_ref(rng, rng.choice(packs)) for _ in range(rng.choice([0, 1, 3]))]
+        line = manifest_codec.dumps(manifest_codec.encode_entry(entry, with_chunks=False))[:-1]
+        if kind == "file" and rng.random() < 0.5:  # a file-cache hit's line
+            key = FileKey(1, entry.ino, entry.size, entry.mtime_ns, entry.ctime_ns)
+            line = join_line(entry.path, key, split_line(entry.path, key, line))
+        if chunks is not None:
+            located.update((ref.id, ref) for ref in chunks)
+            lines.append(spool_file_line(line, [(ref.id, ref.size) for ref in chunks]))
+        else:
+            lines.append(line + b"\n")
+        entries.append((name, manifest_codec.json.loads(line), chunks, lists, tree))
+    return lines, located, entries
+
+
+@pytest.mark.parametrize("seed,count", [(7, 1), (8, 80), (9, 700)])
+def test_nodes_of_spooled_lines_read_undecoded_are_the_codecs_bytes(seed: int,
+                                                                    count: int) -> None:
+    """The usual line's node object is cut out of its bytes (tree_builder._USUAL_LINE);
+    every other line is decoded: both give the codec's bytes."""
+    lines, located, entries = _spooled(seed, count)
+    usual = sum(1 for line in lines
+                if tree_builder._USUAL_LINE.fullmatch(line.rstrip(b"\n").partition(b"\t")[0]))
+    assert 0 < usual < len(lines) or count < 10  # both ways are taken
+
+    def locate(chunk: Any) -> ChunkLocation:
+        ref = located[chunk.hash]
+        assert chunk.size == ref.size
+        return ChunkLocation(ref.id, ref.pack, ref.offset, ref.stored, ref.size, ref.encoding)
+
+    meta = _Meta()
+    builder = tree_builder.TreeBuilder(meta, locate=locate)  # type: ignore[arg-type]
+    directory = tree_builder._Dir(b"/x", hashlib.sha256())
+    encoding = tree_builder._Encoding(b"/x")
+    for index, (_, _, _, _, tree) in enumerate(entries):
+        directory.add(0, b"")
+        if tree is not None:
+            directory.set_tree(tree)
+    builder._encode_block(directory, encoding, list(enumerate(lines)))
+    builder._close_encoding(directory, encoding)
+    assert meta.blobs == _main_nodes(entries)
