@@ -33,7 +33,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Callable
+from typing import IO, Callable, NamedTuple
 
 from s3archive.archive.chunk_writer import ChunkWriter
 from s3archive.archive.content_workers import (BatchRead, ContentWorkers, FileDone, FileToRead,
@@ -123,6 +123,15 @@ class _Queued:
 _SPOOLED = _Queued(None)  # a file-cache hit spooled at once: nothing was waiting before it
 
 
+class _WorkerFile(NamedTuple):
+    """A file waiting to be spooled in walk order, the ``index``-th of a content
+    worker's ``batch`` (lighter than a :class:`_Queued`: most files of a first run)."""
+
+    batch: _Batch
+    index: int
+    path: bytes
+
+
 class ThreadChunkers:
     """pyfastcdc is not thread-safe: one chunker per thread."""
 
@@ -167,14 +176,14 @@ class FileStage:
         self._readers: ThreadPoolExecutor | None = None
         self._cache_has_files = True
         self._remote_batches = 0  # handed to content workers, not all spooled yet
-        self._pending: deque[_Queued] = deque()
+        self._pending: deque[_Queued | _WorkerFile] = deque()
         self._spool: IO[bytes] | None = None
         self._hits: list[bytes] = []  # file-cache hits' chunk lists not handed over yet
         self._hits_bytes = 0
 
     def run(self, paths: list[bytes], spool: IO[bytes]) -> FileTally:
         """Walk in order; files are read by a pool, entries spooled in walk order."""
-        pending: deque[_Queued] = self._pending
+        pending = self._pending
         self._spool = spool
         walked = 0
         # a cache without file rows (a first run) answers no lookup: ask it once
@@ -236,7 +245,7 @@ class FileStage:
             workers.start()
         return True
 
-    def _worker_file(self, path: bytes, st: os.stat_result) -> _Queued:
+    def _worker_file(self, path: bytes, st: os.stat_result) -> _WorkerFile:
         """A file a content worker describes and reads, in the open batch."""
         self._to_read += st.st_size
         self._files_to_read += 1
@@ -247,7 +256,7 @@ class FileStage:
         batch.walked.append(FileToRead(path, st.st_ino, st.st_ctime_ns,
                                        Walked(st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)))
         batch.size += st.st_size
-        queued = _Queued(None, batch=batch, index=len(batch.walked) - 1, path=path)
+        queued = _WorkerFile(batch, len(batch.walked) - 1, path)
         if len(batch.walked) >= BATCH_FILES or batch.size >= BATCH_BYTES:
             self._submit()
         return queued
@@ -255,7 +264,7 @@ class FileStage:
     def _read_batch(self, files: list[tuple[Entry, os.stat_result]]) -> list[_ReadOutcome]:
         return [self._read(entry, st) for entry, st in files]
 
-    def _spool_ready(self, pending: deque[_Queued], spool: IO[bytes], wait: bool,
+    def _spool_ready(self, pending: deque[_Queued | _WorkerFile], spool: IO[bytes], wait: bool,
                      until_batches: int = -1) -> None:
         """Spool the entries whose files are read (all of them: ``wait``; or until
         no more than ``until_batches`` batches are with content workers)."""
@@ -273,9 +282,11 @@ class FileStage:
                 if not (wait or job.done()):
                     return
                 if batch.remote is not None:  # a content worker's: finished there
+                    assert isinstance(queued, _WorkerFile)
                     pending.popleft()
                     self._spool_done(self._claim_read(batch, queued), queued.path, spool)
                     continue
+                assert isinstance(queued, _Queued)
                 outcome = batch.job.result()[queued.index]
                 for warning in outcome.warnings:
                     self.warn(warning)
@@ -285,6 +296,7 @@ class FileStage:
                     continue
                 queued.cache_key = outcome.cache_key
                 queued.chunks = outcome.chunks
+            assert isinstance(queued, _Queued)
             pending.popleft()
             entry = queued.entry
             if entry is not None:
@@ -333,7 +345,7 @@ class FileStage:
             self.cache.put_split_files(self._file_rows, pending=True)
             self._file_rows = []
 
-    def _entry(self, item: WalkItem) -> _Queued | None:
+    def _entry(self, item: WalkItem) -> _Queued | _WorkerFile | None:
         st = item.st
         kind = fs_metadata.kind_of(st.st_mode)
         if kind is None:
@@ -442,7 +454,7 @@ class FileStage:
             self.writer.reuse_listed(b"".join(self._hits))
             self._hits, self._hits_bytes = [], 0
 
-    def _claim_read(self, batch: _Batch, queued: _Queued) -> FileDone:
+    def _claim_read(self, batch: _Batch, queued: _WorkerFile) -> FileDone:
         """A file a content worker finished; the first of its batch claims the batch's
         chunks (new ones packed as the worker encoded them)."""
         assert batch.remote is not None

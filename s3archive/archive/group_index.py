@@ -149,7 +149,9 @@ class GroupIndex:
     def _encode(self, run_id: str, written: datetime, part: int, packs: list[PackRef],
                 with_blobs: set[str], uploaded: "UploadedBlobs") -> bytes:
         out = io.BytesIO()
-        with zstandard.ZstdCompressor(level=6).stream_writer(out, closefd=False) as z:
+        # level 1: lines of hex ids pack as small as at 6 (20,000 blobs: 868 kB at 1,
+        # 904 at 6) at a quarter of the CPU
+        with zstandard.ZstdCompressor(level=1).stream_writer(out, closefd=False) as z:
             header = {"type": "group_index", "version": VERSION, "host": self.host,
                       "run_id": run_id, "written": isoformat(written), "part": part}
             z.write(_line(header))
