@@ -249,9 +249,18 @@ class UploadedBlobs:
     def add(self, pack: str, rows: list[ChunkLocation]) -> None:
         if not pack.isascii() or '"' in pack or "\\" in pack:  # (blob_lines cuts at the quote)
             raise ValueError(f"pack key {pack!r}: not a key this writer makes")
+        prefix = b'["' + pack.encode("ascii") + b'","'
+        lines = b"".join(
+            # _line's bytes, written directly: an id and an encoding are hex and a name
+            (prefix + b'%s",%d,%d,%d,"%s"]\n' % (r.hash.encode("ascii"), r.offset, r.stored,
+                                                  r.size, r.encoding.encode("ascii"))
+             if r.hash.isalnum() and r.encoding.isalnum() and r.hash.isascii()
+             and r.encoding.isascii() and type(r.offset) is int and type(r.stored) is int
+             and type(r.size) is int
+             else _line([pack, r.hash, r.offset, r.stored, r.size, r.encoding]))
+            for r in rows)
         with self._lock:
-            self._file.write(b"".join(_line([pack, r.hash, r.offset, r.stored, r.size,
-                                             r.encoding]) for r in rows))
+            self._file.write(lines)
             self.counts[pack] = self.counts.get(pack, 0) + len(rows)
 
     def blob_lines(self, numbers: dict[str, int]) -> Iterator[bytes]:

@@ -523,3 +523,22 @@ def test_blob_lines_are_the_lines_an_encoding_of_each_row_gives() -> None:
     with pytest.raises(ValueError):
         uploaded.add('data/"x', rows[packs[0]])
     uploaded.close()
+
+
+def test_spooled_blob_lines_are_the_json_of_each_blob() -> None:
+    """UploadedBlobs writes the usual row's line directly: the bytes json.dumps gives,
+    which blob_lines cuts at the pack key's quote."""
+    from s3archive.archive.group_index import UploadedBlobs
+    from s3archive.archive.packer import ChunkLocation
+
+    rng = random.Random(21)
+    rows = [ChunkLocation(rng.randbytes(32).hex(), "data/p1", rng.randrange(1 << 40),
+                          rng.randrange(1, 1 << 23), rng.randrange(1 << 23),
+                          rng.choice(["zstd", "raw"])) for _ in range(50)]
+    rows += [ChunkLocation("caf\u00e9", "data/p1", 1, 2, 3, "raw"),  # (never written: as json)
+             ChunkLocation("ab", "data/p1", True, 2, 3, "zst\"d")]
+    spooled = UploadedBlobs()
+    spooled.add("data/p1", rows)
+    assert list(spooled.blob_lines({"data/p1": 4})) == [
+        json.dumps(["B", 4, r.hash, r.offset, r.stored, r.size, r.encoding],
+                   separators=(",", ":")).encode() + b"\n" for r in rows]
