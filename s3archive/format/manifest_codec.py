@@ -418,6 +418,12 @@ def entry_problem(entry: Entry) -> str | None:
     cache hits, most entries of a run, are not described again).  A file's chunks and
     extents are left out (the writer fills them in later from its own
     chunker); everything read from the filesystem is checked.
+
+    ``decode_entry`` checks the path and the mtime each on its own, and the other
+    fields together: an entry whose other fields (all plain values) are those of an
+    entry it accepted, with a path ``check_path`` accepts and an mtime in range, is
+    accepted without decoding it again (most entries of a run share their owner,
+    mode and kind: 20 µs of a content worker's 80 a file).
     """
     obj = encode_entry(entry, with_chunks=False)
     # (the JSON round trip, twice as slow, would show only this:)
@@ -431,11 +437,38 @@ def entry_problem(entry: Entry) -> str | None:
     if entry.kind == FILE:
         obj.update(size=0, chunks=[])
         obj.pop("extents", None)
+    others = _others_of(obj, LIMITS)
+    if others is not None and others in _ACCEPTED and type(entry.mtime_ns) is int \
+            and -INT64_MAX - 1 <= entry.mtime_ns <= INT64_MAX \
+            and check_path(entry.path, LIMITS) is None:
+        return None
     try:
         decode_entry(_Line(obj, 0, "-", LIMITS), [])
     except ManifestError as err:
         return str(err).removeprefix("-: line 0: ")
+    if others is not None and len(_ACCEPTED) < _ACCEPTED_MAX:
+        _ACCEPTED.add(others)
     return None
+
+
+# the other fields (and limits) of entries entry_problem accepted (bounded: a few
+# owners, modes and kinds in most runs)
+_ACCEPTED: set[tuple[Any, ...]] = set()
+_ACCEPTED_MAX = 4096
+_OWN_FIELDS = ("path", "path_b64", "mtime_ns", "chunks")
+
+
+def _others_of(obj: dict[str, Any], limits: ManifestLimits) -> tuple[Any, ...] | None:
+    """The entry's fields but its own (path, mtime; a file's chunks are always none
+    here), when all are plain values (None: not remembered, always decoded)."""
+    others: list[Any] = [limits]
+    for name, value in obj.items():
+        if name in _OWN_FIELDS:
+            continue
+        if type(value) not in (str, int):  # (bool, None, lists, xattrs: decoded each time)
+            return None
+        others.append((name, value))
+    return tuple(others)
 
 
 READABLE_FORMATS = (1, 2)

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import threading
 import time
+from typing import Any
 from pathlib import Path
 
 import posix1e
@@ -314,6 +315,59 @@ def test_the_writer_refuses_entries_its_reader_would_refuse() -> None:
     assert entry_problem(entry(xattrs={"user.\udcff": b""})) == \
         "field 'user.\\udcff' cannot be encoded as UTF-8"
     assert entry_problem(entry(xattrs={"": b"x"})) == "malformed xattrs"
+
+
+def test_the_guard_remembering_what_it_accepted_answers_as_decoding_each_entry(
+        monkeypatch) -> None:
+    """entry_problem accepts an entry like one it accepted (all but its path and mtime
+    the same) without decoding it: its answers are those of decoding every entry."""
+    import random
+
+    from s3archive.format import manifest_codec
+    from s3archive.format.limits import INT64_MAX, ManifestLimits
+    from s3archive.format.model import Entry
+
+    rng = random.Random(22)
+    small = ManifestLimits(path_bytes=40, name_bytes=12, owner_chars=6, target_bytes=20)
+    paths = [b"/a", b"/d/f", b"/caf\xe9/x", b"/a/../b", b"/a//b", b"/a/", b"a", b"/n\0ul",
+             b"/" + b"x" * 13, b"/" + b"y/" * 25, b"/d/.hidden", b"/d/."]
+    def pick(usual: Any, *odd: Any) -> Any:  # mostly the usual value
+        return usual if rng.random() < 0.8 else rng.choice(odd)
+
+    samples = []
+    for _ in range(3000):
+        kind = pick("file", "dir", "symlink", "fifo", "chardev")
+        samples.append(Entry(
+            path=rng.choice(paths), kind=kind, mode=pick(0o644, 0o755, 0o7777),
+            uid=pick(0, 1000, (1 << 32) - 1, 1 << 32), gid=pick(0, 5, -1),
+            mtime_ns=pick(rng.randrange(1 << 62), -5, INT64_MAX, INT64_MAX + 1,
+                          -INT64_MAX - 2),
+            user=pick("root", None, "someone-long"), group=pick("g", None),
+            size=pick(7, 0),
+            target=pick(b"t", None, b"", b"x" * 30) if kind == "symlink" else None,
+            rdev=pick(None, (1, 3)) if kind == "chardev" else None,
+            acl_access=pick(None, "user::rw-"), xattrs=pick({}, {"user.k": b"v"})))
+    limits = [manifest_codec.LIMITS, small]
+    remembered: set = set()
+    decode = manifest_codec.decode_entry
+    decoded = []
+
+    def counted(*args, **kwargs):
+        decoded.append(1)
+        return decode(*args, **kwargs)
+
+    answers = []
+    for entry in samples:
+        monkeypatch.setattr(manifest_codec, "LIMITS", rng.choice(limits))
+        monkeypatch.setattr(manifest_codec, "_ACCEPTED", remembered)
+        monkeypatch.setattr(manifest_codec, "decode_entry", counted)
+        answers.append(manifest_codec.entry_problem(entry))
+        monkeypatch.setattr(manifest_codec, "decode_entry", decode)
+        monkeypatch.setattr(manifest_codec, "_ACCEPTED", set())  # decoded afresh
+        assert manifest_codec.entry_problem(entry) == answers[-1], entry
+    accepted = sum(answer is None for answer in answers)
+    assert len(decoded) < len(samples) - accepted / 2  # most accepted from what it remembered
+    assert len({answer for answer in answers if answer}) > 8  # many ways to be refused
 
 
 def test_user_and_group_names_that_are_not_utf8_are_left_out(monkeypatch) -> None:
