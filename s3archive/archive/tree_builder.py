@@ -25,7 +25,7 @@ import os
 import re
 from array import array
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator, NamedTuple
 
 from s3archive.archive.chunk_writer import ChunkWriter
 from s3archive.archive.dir_cache import DirCache, DirRow, new_digest, ref_line
@@ -37,10 +37,10 @@ from s3archive.format import tree_codec as tc
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class LeafEntry:
+class LeafEntry(NamedTuple):
     """An entry of a leaf being filled: its node object encoded once, which sizes the
-    leaf and goes into it as it is (:func:`encode_leaf`)."""
+    leaf and goes into it as it is (:func:`encode_leaf`).  (A tuple: one an entry of
+    every directory encoded, made a third faster than a frozen dataclass.)"""
 
     name: bytes
     encoded: bytes  # tc.dumps(node object), without the references added below
