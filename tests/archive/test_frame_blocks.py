@@ -59,7 +59,8 @@ def test_a_workers_results_keep_their_bytes_while_later_frames_arrive(tmp_path) 
     import os
     import random
 
-    from s3archive.archive.content_workers import ContentWorkers, FileToRead, WorkerSettings
+    from s3archive.archive.content_workers import (ContentWorkers, FileToRead, Walked,
+                                                    WorkerSettings)
     from s3archive.format.chunk_codec import decode_chunk
 
     rng = random.Random(9)
@@ -69,8 +70,9 @@ def test_a_workers_results_keep_their_bytes_while_later_frames_arrive(tmp_path) 
         path.write_bytes(rng.randbytes(rng.randrange(1, 300_000)) if number % 2
                          else b"%d " % number * rng.randrange(1, 50_000))
         st = path.stat()
-        files.append((path.read_bytes(), FileToRead(os.fsencode(path), st.st_ino,
-                                                    st.st_ctime_ns)))
+        files.append((path.read_bytes(), FileToRead(
+            os.fsencode(path), st.st_ino, st.st_ctime_ns,
+            Walked(st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns))))
     with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:
         held = []
         for round_ in range(3):
@@ -79,10 +81,12 @@ def test_a_workers_results_keep_their_bytes_while_later_frames_arrive(tmp_path) 
             results = [(batch, job.result(timeout=60)) for batch, job in jobs]
             if round_ == 0:
                 held = results  # kept through the later rounds
-            for batch, reads in held + results:
-                for (content, _), (read, pieces, _) in zip(batch, reads):
-                    assert read.ok
+            for batch, done in held + results:
+                pieces = iter(done.pieces)  # each file's chunks, in file order
+                for (content, _), file in zip(batch, done.files):
+                    assert file.ok
+                    listed = file.spooled.rstrip(b"\n").partition(b"\t")[2]
                     plain = b"".join(bytes(decode_chunk(p.data, p.encoding, p.size, p.hash))
-                                     for p in pieces)
+                                     for _, p in zip(listed.split(b",") if listed else [], pieces))
                     assert plain == content
             del results, jobs
