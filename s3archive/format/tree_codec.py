@@ -20,8 +20,8 @@ from typing import Any, Iterable, Sequence
 from s3archive.errors import ManifestError
 from s3archive.format import pack2
 from s3archive.format.limits import LIMITS, MAX_CHUNK_SIZE, ManifestLimits
-from s3archive.format.manifest_codec import (_HASH, ENCODINGS, _is_nat, _Line, decode_entry,
-                                             decode_snapshot, decode_trailer)
+from s3archive.format.manifest_codec import (_HASH, ENCODINGS, _is_nat, _Line, check_path,
+                                             decode_entry, decode_snapshot, decode_trailer)
 from s3archive.format.model import KINDS, ChunkRef, Entry, PackRef, Snapshot, Warning_
 
 # Cuts (section 6.3, 6.4)
@@ -338,16 +338,25 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
     if not isinstance(raw_entries, list) or len(raw_entries) > LEAF_MAX:
         raise ManifestError(f"{where}: a leaf has at most {LEAF_MAX} entries")
     node = Node(0, [], [], {}, {})
-    last: bytes | None = None
+    last = b""
+    longest = limits.name_bytes
+    slots = _slots(packs, table)
     for number, item in enumerate(raw_entries, 1):
-        if not isinstance(item, dict):
+        if type(item) is not dict:
             raise ManifestError(f"{where}: entry {number} is not an object")
-        name = _name(item, "name", where, limits)
-        if last is not None and name <= last:
+        text = item.get("name")
+        # the common name, checked at once (else, and for name_b64, by _name)
+        if (type(text) is str and text.isascii() and 0 < len(text) <= longest
+                and "/" not in text and "\0" not in text and text != "." and text != ".."):
+            name = text.encode("ascii")
+        else:
+            name = _name(item, "name", where, limits)
+        if name <= last:
             raise ManifestError(f"{where}: names are not in strictly increasing order "
                                 f"({name[:100]!r})")
         last = name
-        entry, lists, tree = _leaf_entry(item, number, name, parent, packs, table, where, limits)
+        entry, lists, tree = _leaf_entry(item, number, name, parent, packs, table, where, limits,
+                                         slots)
         if lists is not None:
             node.lists[name] = lists
         if tree is not None:
@@ -357,9 +366,156 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
 
 
 def _leaf_entry(item: dict[str, Any], number: int, name: bytes, parent: bytes,
+                packs: list[PackRef], table: PackTable, where: str, limits: ManifestLimits,
+                slots: "list[_Slot] | None" = None
+                ) -> tuple[Entry, list[ChunkRef] | None, ChunkRef | None]:
+    """One entry of a leaf, every field checked: (entry, its chunk lists, its tree).
+
+    The common entry (see :func:`_plain_entry`) is decoded directly; any other,
+    and every entry :func:`_plain_entry` does not accept, by :func:`_full_entry`,
+    which accepts or refuses it with its reason."""
+    path = parent + name if parent == b"/" else parent + b"/" + name
+    plain = _plain_entry(item, path, slots if slots is not None else _slots(packs, table),
+                         table.overhead, limits)
+    if plain is not None:
+        return plain
+    return _full_entry(item, number, name, parent, packs, table, where, limits)
+
+
+# Per index of a node's ``packs`` list, what checking a reference into that pack
+# needs: (the run's pack id, a metadata pack, first and end offset of its blobs,
+# the size the run's pack table gives the id, or -1).
+_Slot = tuple[int, bool, int, int, int]
+
+
+def _slots(packs: list[PackRef], table: PackTable) -> list[_Slot]:
+    slots = []
+    for pack in packs:
+        layout2 = pack2.is_pack2_key(pack.key)
+        start = pack2.PREAMBLE_FIXED if layout2 else 0
+        end = pack.size - (pack2.FOOTER_SIZE if layout2 else 0)
+        listed = table.packs[pack.id].size if 0 <= pack.id < len(table.packs) else -1
+        slots.append((pack.id, pack.key.split("/", 1)[0] == pack2.META_PREFIX, start, end,
+                      listed))
+    return slots
+
+
+def _plain_ref(raw: Any, slots: list[_Slot], meta: bool, overhead: int) -> ChunkRef | None:
+    """A reference :func:`_ref` accepts, mapped as it maps it (a data reference also
+    as format 1's chunk checks accept it); None for anything else."""
+    if type(raw) is not list or len(raw) != 6:
+        return None
+    hash_, size, index, offset, stored, encoding = raw
+    if (type(hash_) is not str or type(size) is not int or type(index) is not int
+            or type(offset) is not int or type(stored) is not int
+            or not 0 <= index < len(slots) or not 0 <= size <= MAX_CHUNK_SIZE
+            or not overhead < stored <= (MAX_CHUNK_SIZE + overhead if meta else MAX_CHUNK_SIZE)
+            or (encoding != "zstd" and (encoding != "raw" or stored != size + overhead))
+            or not _HASH.fullmatch(hash_)):
+        return None
+    pack_id, is_meta, start, end, listed = slots[index]
+    if is_meta != meta or offset < start or offset + stored > end \
+            or (not meta and offset + stored > listed):
+        return None
+    return ChunkRef(hash_, size, pack_id, offset, stored, encoding)
+
+
+_MODES = {text: int(text, 8) for digits in (3, 4)
+          for text in (f"{m:0{digits}o}" for m in range(8 ** digits))}
+_PLAIN_KEYS = frozenset(("name", "kind", "mode", "uid", "gid", "user", "group", "mtime_ns",
+                         "size", "target", "ino", "ctime_ns", "chunks", "tree"))
+_ID_MAX = (1 << 32) - 1
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+def _plain_entry(item: dict[str, Any], path: bytes, slots: list[_Slot], overhead: int,
+                 limits: ManifestLimits
+                 ) -> tuple[Entry, list[ChunkRef] | None, ChunkRef | None] | None:
+    """The entry as :func:`_full_entry` decodes it, if it is a common one: a file
+    with its chunks inline, a directory or a symlink whose target is text, with
+    no ACLs, xattrs, extents or fields of other kinds; every field of the exact
+    type and within the bounds :func:`_full_entry` checks.  None for every other
+    entry (it may still be acceptable, or not: :func:`_full_entry` says which).
+    ``tests/format/test_tree_codec.py`` checks the two agree."""
+    if not _PLAIN_KEYS.issuperset(item):
+        return None
+    kind = item.get("kind")
+    mode = item.get("mode")
+    uid = item.get("uid")
+    gid = item.get("gid")
+    mtime_ns = item.get("mtime_ns")
+    user = item.get("user")
+    group = item.get("group")
+    size = item.get("size", 0)
+    if (type(mode) is not str or type(uid) is not int or type(gid) is not int
+            or type(mtime_ns) is not int or type(size) is not int
+            or not 0 <= uid <= _ID_MAX or not 0 <= gid <= _ID_MAX
+            or not _INT64_MIN <= mtime_ns <= _INT64_MAX or not 0 <= size <= _INT64_MAX
+            or (user is not None and (type(user) is not str
+                                      or len(user) > limits.owner_chars))
+            or (group is not None and (type(group) is not str
+                                       or len(group) > limits.owner_chars))
+            or len(path) > limits.path_bytes or check_path(path, limits) is not None):
+        return None
+    mode_bits = _MODES.get(mode)
+    if mode_bits is None:
+        return None
+    entry = Entry(path, kind, mode_bits, uid, gid, mtime_ns, user, group, size)
+    if kind == "file":
+        raw_chunks = item.get("chunks")
+        if type(raw_chunks) is not list or len(raw_chunks) > INLINE_CHUNKS or "tree" in item \
+                or "target" in item:
+            return None
+        chunks = entry.chunks
+        data = 0
+        for raw in raw_chunks:
+            ref = _plain_ref(raw, slots, False, overhead)
+            if ref is None:
+                return None
+            chunks.append(ref)
+            data += ref.size
+        if data != size:
+            return None
+        ino = item.get("ino")
+        ctime_ns = item.get("ctime_ns")
+        if ino is not None:
+            if type(ino) is not int or not 0 <= ino <= _INT64_MAX:
+                return None
+            entry.ino = ino
+        if ctime_ns is not None:
+            if type(ctime_ns) is not int or not _INT64_MIN <= ctime_ns <= _INT64_MAX:
+                return None
+            entry.ctime_ns = ctime_ns
+        return entry, None, None
+    if "chunks" in item or "ino" in item or "ctime_ns" in item:
+        return None
+    if kind == "dir":
+        if "target" in item:
+            return None
+        tree = _plain_ref(item.get("tree"), slots, True, overhead)
+        if tree is None:
+            return None
+        return entry, None, tree
+    if kind == "symlink":
+        text = item.get("target")
+        if type(text) is not str or not text or "\0" in text or "tree" in item:
+            return None
+        try:
+            target = text.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        if len(target) > limits.target_bytes:
+            return None
+        entry.target = target
+        return entry, None, None
+    return None
+
+
+def _full_entry(item: dict[str, Any], number: int, name: bytes, parent: bytes,
                 packs: list[PackRef], table: PackTable, where: str, limits: ManifestLimits
                 ) -> tuple[Entry, list[ChunkRef] | None, ChunkRef | None]:
-    """One entry of a leaf, every field checked: (entry, its chunk lists, its tree)."""
+    """One entry of a leaf, every field checked as a format-1 line is (any entry)."""
     path = parent + name if parent == b"/" else parent + b"/" + name
     line_obj = {k: v for k, v in item.items()
                 if k not in ("name", "name_b64", "tree", "chunks", "chunk_lists",
