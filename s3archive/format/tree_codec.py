@@ -14,6 +14,7 @@ import base64
 import hashlib
 import json
 import os
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -194,6 +195,7 @@ class Node:
     # per entry of a leaf: the directory's tree, or the file's chunk lists
     trees: dict[bytes, ChunkRef]
     lists: dict[bytes, list[ChunkRef]]
+    names: list[bytes] = dataclasses.field(default_factory=list)  # a leaf's, per entry
 
 
 @dataclass(slots=True)
@@ -341,6 +343,7 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
     last = b""
     longest = limits.name_bytes
     slots = _slots(packs, table)
+    parent_ok = check_path(parent, limits) is None
     for number, item in enumerate(raw_entries, 1):
         if type(item) is not dict:
             raise ManifestError(f"{where}: entry {number} is not an object")
@@ -356,27 +359,32 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
                                 f"({name[:100]!r})")
         last = name
         entry, lists, tree = _leaf_entry(item, number, name, parent, packs, table, where, limits,
-                                         slots)
+                                         slots, parent_ok)
         if lists is not None:
             node.lists[name] = lists
         if tree is not None:
             node.trees[name] = tree
         node.entries.append(entry)
+        node.names.append(name)
     return node
 
 
 def _leaf_entry(item: dict[str, Any], number: int, name: bytes, parent: bytes,
                 packs: list[PackRef], table: PackTable, where: str, limits: ManifestLimits,
-                slots: "list[_Slot] | None" = None
+                slots: "list[_Slot] | None" = None, parent_ok: bool | None = None
                 ) -> tuple[Entry, list[ChunkRef] | None, ChunkRef | None]:
     """One entry of a leaf, every field checked: (entry, its chunk lists, its tree).
 
     The common entry (see :func:`_plain_entry`) is decoded directly; any other,
     and every entry :func:`_plain_entry` does not accept, by :func:`_full_entry`,
-    which accepts or refuses it with its reason."""
+    which accepts or refuses it with its reason.  ``slots`` and ``parent_ok``
+    (``check_path(parent)`` is None), if given, are the node's."""
     path = parent + name if parent == b"/" else parent + b"/" + name
-    plain = _plain_entry(item, path, slots if slots is not None else _slots(packs, table),
-                         table.overhead, limits)
+    if slots is None:
+        slots = _slots(packs, table)
+    if parent_ok is None:
+        parent_ok = check_path(parent, limits) is None
+    plain = _plain_entry(item, path, parent_ok, slots, table.overhead, limits)
     if plain is not None:
         return plain
     return _full_entry(item, number, name, parent, packs, table, where, limits)
@@ -429,15 +437,19 @@ _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 
 
-def _plain_entry(item: dict[str, Any], path: bytes, slots: list[_Slot], overhead: int,
-                 limits: ManifestLimits
+def _plain_entry(item: dict[str, Any], path: bytes, parent_ok: bool, slots: list[_Slot],
+                 overhead: int, limits: ManifestLimits
                  ) -> tuple[Entry, list[ChunkRef] | None, ChunkRef | None] | None:
     """The entry as :func:`_full_entry` decodes it, if it is a common one: a file
     with its chunks inline, a directory or a symlink whose target is text, with
     no ACLs, xattrs, extents or fields of other kinds; every field of the exact
     type and within the bounds :func:`_full_entry` checks.  None for every other
     entry (it may still be acceptable, or not: :func:`_full_entry` says which).
-    ``tests/format/test_tree_codec.py`` checks the two agree."""
+    ``tests/format/test_tree_codec.py`` checks the two agree.
+
+    ``path`` is the parent's and a checked name (see :func:`_name`); ``parent_ok``
+    says the parent passes :func:`check_path`.  Then so does ``path``, unless it
+    is too long; and if the parent does not, no path below it does."""
     if not _PLAIN_KEYS.issuperset(item):
         return None
     kind = item.get("kind")
@@ -456,7 +468,7 @@ def _plain_entry(item: dict[str, Any], path: bytes, slots: list[_Slot], overhead
                                       or len(user) > limits.owner_chars))
             or (group is not None and (type(group) is not str
                                        or len(group) > limits.owner_chars))
-            or len(path) > limits.path_bytes or check_path(path, limits) is not None):
+            or not parent_ok or len(path) > limits.path_bytes):
         return None
     mode_bits = _MODES.get(mode)
     if mode_bits is None:

@@ -273,12 +273,12 @@ class RunTree:
             raise ManifestError(f"{self.where}: node {ref.hash[:16]} of {_shown(path)} has "
                                 f"height {node.height}, its parent expects {height}")
         if node.height == 0:
-            if first is not None and (not node.entries or _name(node.entries[0]) != first):
+            if first is not None and (not node.names or node.names[0] != first):
                 raise ManifestError(f"{self.where}: node {ref.hash[:16]} of {_shown(path)} "
                                     "does not start with the name its parent gives")
-            for entry in node.entries:
-                name = _name(entry)
-                yield Item(entry, node.trees.get(name), node.lists.get(name))
+            trees, lists = node.trees, node.lists
+            for name, entry in zip(node.names, node.entries):
+                yield Item(entry, trees.get(name), lists.get(name))
             return
         if first is not None and node.children[0].first != first:
             raise ManifestError(f"{self.where}: node {ref.hash[:16]} of {_shown(path)} does "
@@ -324,7 +324,7 @@ class RunTree:
                 raise ManifestError(f"{self.where}: {_shown(path)}: node heights do not "
                                     "decrease by one")
             if node.height == 0:
-                names = [_name(e) for e in node.entries]
+                names = node.names
                 at = bisect.bisect_left(names, name)
                 if at < len(names) and names[at] == name:
                     entry = node.entries[at]

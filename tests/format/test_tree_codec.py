@@ -17,6 +17,7 @@ from s3archive.errors import ManifestError
 from s3archive.format import pack2
 from s3archive.format import tree_codec as tc
 from s3archive.format.limits import LIMITS, MAX_CHUNK_SIZE
+from s3archive.format.manifest_codec import check_path
 from s3archive.format.model import Entry, PackRef
 
 INT64 = (1 << 63) - 1
@@ -30,8 +31,11 @@ SMALL = PackRef(3, pack2.pack_key("data", b"\3" * 16), "v3", 5000)
 MISNAMED = PackRef(3, pack2.pack_key("data", b"\4" * 16), "v4", 1 << 20)
 HASH = hashlib.sha256(b"x").hexdigest()
 PACKS = [DATA, META, OLD, SMALL, MISNAMED]
-PARENTS = [b"/a", b"/", b"/a/..", b"/a/", b"a", b"/" + b"x" * 4092, b"/" + b"x" * 4093,
-           b"/a\0b"]
+_DEEP = b"/" + b"/".join([b"y" * 255] * 15) + b"/"
+PARENTS = [b"/a", b"/", b"/a/..", b"/a/", b"a", b"/a\0b", b"/a//b", b"/" + b"x" * 255,
+           b"/" + b"x" * 256,
+           _DEEP + b"z" * (4094 - len(_DEEP)),  # the path (parent + b"/n"): 4096 bytes
+           _DEEP + b"z" * (4095 - len(_DEEP))]
 
 # values that stand for every JSON type but the right one, and the bounds
 ODD = [None, True, False, 1.0, "1", [], {}, -1, 0, 1]
@@ -122,7 +126,9 @@ def both_ways(item: dict[str, Any], table: tc.PackTable, parent: bytes = b"/a"
               ) -> tuple[tuple[Entry, Any, Any] | None, tuple[Entry, Any, Any] | str]:
     packs = list(PACKS)
     path = parent + b"n" if parent == b"/" else parent + b"/n"
-    plain = tc._plain_entry(item, path, tc._slots(packs, table), table.overhead, LIMITS)
+    parent_ok = check_path(parent) is None
+    plain = tc._plain_entry(item, path, parent_ok, tc._slots(packs, table), table.overhead,
+                            LIMITS)
     try:
         full: tuple[Entry, Any, Any] | str = tc._full_entry(item, 1, b"n", parent, packs,
                                                             table, "t", LIMITS)
@@ -155,6 +161,7 @@ def test_the_direct_decoder_accepts_only_what_the_full_checks_accept(make, overh
         plain, full = both_ways(base, table, parent)
         assert plain is None or plain == full, parent
         assert (plain is None) == isinstance(full, str), parent
+    assert len(_DEEP + b"z" * (4094 - len(_DEEP)) + b"/n") == LIMITS.path_bytes
 
 
 def test_a_leaf_decodes_the_same_either_way(monkeypatch: pytest.MonkeyPatch) -> None:
