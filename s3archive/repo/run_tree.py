@@ -283,20 +283,23 @@ class RunTree:
         if first is not None and node.children[0].first != first:
             raise ManifestError(f"{self.where}: node {ref.hash[:16]} of {_shown(path)} does "
                                 "not start with the name its parent gives")
+        # each child's names are in order (its leaves check theirs, its children this):
+        # the order across children is checked where one ends and the next begins
         last: bytes | None = None
         for child in node.children:
             count = 0
+            item = None
             for item in self._items(child.ref, path, node.height - 1, child.first):
-                name = _name(item.entry)
-                if last is not None and name <= last:
+                if not count and last is not None and _name(item.entry) <= last:
                     raise ManifestError(f"{self.where}: {_shown(path)}: names out of order "
                                         "across nodes")
-                last = name
                 count += 1
                 yield item
             if count != child.entries:
                 raise ManifestError(f"{self.where}: {_shown(path)}: a child node holds "
                                     f"{count} entries, its parent says {child.entries}")
+            if item is not None:
+                last = _name(item.entry)
 
     def _kept_node(self, ref: ChunkRef, path: bytes) -> tc.Node:
         """A node read for a lookup: the last few are kept (a path is looked up
