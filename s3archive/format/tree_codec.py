@@ -14,8 +14,7 @@ import base64
 import hashlib
 import json
 import os
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from s3archive.errors import ManifestError
@@ -195,7 +194,7 @@ class Node:
     # per entry of a leaf: the directory's tree, or the file's chunk lists
     trees: dict[bytes, ChunkRef]
     lists: dict[bytes, list[ChunkRef]]
-    names: list[bytes] = dataclasses.field(default_factory=list)  # a leaf's, per entry
+    names: list[bytes] = field(default_factory=list)  # a leaf's, per entry
 
 
 @dataclass(slots=True)
@@ -371,7 +370,7 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
 
 def _leaf_entry(item: dict[str, Any], number: int, name: bytes, parent: bytes,
                 packs: list[PackRef], table: PackTable, where: str, limits: ManifestLimits,
-                slots: "list[_Slot] | None" = None, parent_ok: bool | None = None
+                slots: list[_Slot] | None = None, parent_ok: bool | None = None
                 ) -> tuple[Entry, list[ChunkRef] | None, ChunkRef | None]:
     """One entry of a leaf, every field checked: (entry, its chunk lists, its tree).
 
