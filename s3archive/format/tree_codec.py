@@ -575,6 +575,7 @@ class Listing:
     children: list[Child]
     items: list[dict[str, Any]]  # per entry: its object, as the node holds it
     packs: list[PackRef]  # the node's ``packs`` list, mapped to the run's table
+    slots: list[_Slot] | None = None  # what checking a reference into each needs
 
 
 def decode_listing(plain: bytes, table: PackTable, where: str,
@@ -630,7 +631,7 @@ def decode_listing(plain: bytes, table: PackTable, where: str,
         names.append(name)
         texts.append(text)
         kinds.append(entry_kind)
-    return Listing(0, names, texts, kinds, trees, [], raw_entries, packs)
+    return Listing(0, names, texts, kinds, trees, [], raw_entries, packs, _slots(packs, table))
 
 
 def listed_entry(listing: Listing, index: int, parent: bytes, table: PackTable, where: str,
@@ -638,7 +639,7 @@ def listed_entry(listing: Listing, index: int, parent: bytes, table: PackTable, 
     """Entry ``index`` of a listed leaf of directory ``parent``, every field checked
     as :func:`decode_node` checks it: (entry, its chunk lists or None)."""
     entry, lists, _ = _leaf_entry(listing.items[index], index + 1, listing.names[index],
-                                  parent, listing.packs, table, where, limits)
+                                  parent, listing.packs, table, where, limits, listing.slots)
     return entry, lists
 
 
