@@ -277,6 +277,7 @@ class RunTree:
                 raise ManifestError(f"{self.where}: node {ref.hash[:16]} of {_shown(path)} "
                                     "does not start with the name its parent gives")
             trees, lists = node.trees, node.lists
+            assert len(node.names) == len(node.entries)  # decode_node gives both
             for name, entry in zip(node.names, node.entries):
                 yield Item(entry, trees.get(name), lists.get(name))
             return
