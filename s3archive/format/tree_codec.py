@@ -325,6 +325,26 @@ def _inner(obj: dict[str, Any], packs: list[PackRef], table: PackTable, where: s
     return Node(height, [], children, {}, {})
 
 
+def _leaf_name(item: object, number: int, last: bytes, longest: int, where: str,
+               limits: ManifestLimits) -> tuple[bytes, str]:
+    """A leaf's entry ``number``: its name (bytes, and as text), which must sort after
+    ``last``, the name before it."""
+    if type(item) is not dict:
+        raise ManifestError(f"{where}: entry {number} is not an object")
+    text = item.get("name")
+    # the common name, checked at once (else, and for name_b64, by _name)
+    if (type(text) is str and text.isascii() and 0 < len(text) <= longest
+            and "/" not in text and "\0" not in text and text != "." and text != ".."):
+        name = text.encode("ascii")
+    else:
+        name = _name(item, "name", where, limits)
+        text = os.fsdecode(name)
+    if name <= last:
+        raise ManifestError(f"{where}: names are not in strictly increasing order "
+                            f"({name[:100]!r})")
+    return name, text
+
+
 def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
                 limits: ManifestLimits = LIMITS) -> Node:
     """A tree node of directory ``parent``; every field checked, references mapped."""
@@ -344,18 +364,7 @@ def decode_node(plain: bytes, parent: bytes, table: PackTable, where: str,
     slots = _slots(packs, table)
     parent_ok = check_path(parent, limits) is None
     for number, item in enumerate(raw_entries, 1):
-        if type(item) is not dict:
-            raise ManifestError(f"{where}: entry {number} is not an object")
-        text = item.get("name")
-        # the common name, checked at once (else, and for name_b64, by _name)
-        if (type(text) is str and text.isascii() and 0 < len(text) <= longest
-                and "/" not in text and "\0" not in text and text != "." and text != ".."):
-            name = text.encode("ascii")
-        else:
-            name = _name(item, "name", where, limits)
-        if name <= last:
-            raise ManifestError(f"{where}: names are not in strictly increasing order "
-                                f"({name[:100]!r})")
+        name, _ = _leaf_name(item, number, last, longest, where, limits)
         last = name
         entry, lists, tree = _leaf_entry(item, number, name, parent, packs, table, where, limits,
                                          slots, parent_ok)
@@ -603,19 +612,7 @@ def decode_listing(plain: bytes, table: PackTable, where: str,
     last = b""
     longest = limits.name_bytes
     for number, item in enumerate(raw_entries, 1):
-        if not isinstance(item, dict):
-            raise ManifestError(f"{where}: entry {number} is not an object")
-        text = item.get("name")
-        # the common name, checked at once (else, and for name_b64, by _name)
-        if (type(text) is str and text.isascii() and 0 < len(text) <= longest
-                and "/" not in text and "\0" not in text and text != "." and text != ".."):
-            name = text.encode("ascii")
-        else:
-            name = _name(item, "name", where, limits)
-            text = os.fsdecode(name)
-        if name <= last:
-            raise ManifestError(f"{where}: names are not in strictly increasing order "
-                                f"({name[:100]!r})")
+        name, text = _leaf_name(item, number, last, longest, where, limits)
         last = name
         entry_kind = item.get("kind")
         if entry_kind not in KINDS:
