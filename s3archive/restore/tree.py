@@ -100,7 +100,8 @@ class TreeWriter:
                            for n in itertools.count())
         self._umask: int | None = None  # (into an empty target) files created with their mode
         # (into an empty target whose directory is not set-group-ID) the owner every file
-        # created gets: the process's effective ids (every directory below is this
+        # created gets, as a file created in the target shows: the process's effective
+        # ids, unless the filesystem decides otherwise (every directory below is this
         # restore's, made without the bit, which comes with its mode once it is complete)
         self._new_owner: tuple[int, int] | None = None
 
@@ -120,7 +121,7 @@ class TreeWriter:
         if not self.overwrite and not self.resume and not _default_acl(self.root_fd):
             self._umask = _umask()
             if not os.fstat(self.root_fd).st_mode & stat.S_ISGID:
-                self._new_owner = (os.geteuid(), os.getegid())
+                self._new_owner = _new_file_owner(self.root_fd)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -655,3 +656,19 @@ def _unlink_quietly(parent: int, name: bytes) -> None:
     except FileNotFoundError:
         pass
 
+
+def _new_file_owner(root_fd: int) -> tuple[int, int] | None:
+    """The owner a file created in the directory ``root_fd`` gets, if it is the
+    process's effective ids; else None (every file is then chowned).  Asked of the
+    filesystem with an unnamed file: ext4 mounted ``grpid`` gives new files their
+    directory's group, NFS with root squashing and vfat's ``uid=`` another owner."""
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=root_fd)
+    except OSError:
+        return None  # no unnamed files here: chown every file
+    try:
+        probe = os.fstat(fd)
+    finally:
+        os.close(fd)
+    owner = (os.geteuid(), os.getegid())
+    return owner if (probe.st_uid, probe.st_gid) == owner else None

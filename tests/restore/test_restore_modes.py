@@ -5,6 +5,7 @@ bits the umask keeps; everywhere else the mode is set after creation, as before.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import posix1e
@@ -77,20 +78,43 @@ OWNERS = {b"/d/mine": (os.geteuid(), os.getegid()), b"/d/other-user": (12345, os
           b"/d/other-group": (os.geteuid(), 23456)}
 
 
+@pytest.fixture
+def grpid_mount(tmp_path: Path):
+    """A small ext4 mounted ``grpid``: new files take their directory's group."""
+    image, mount = tmp_path / "grpid.img", tmp_path / "grpid"
+    mount.mkdir()
+    with image.open("wb") as f:
+        f.truncate(16 << 20)
+    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True)
+    mounted = made.returncode == 0 and subprocess.run(
+        ["mount", "-o", "loop,grpid", str(image), str(mount)], capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("needs root, mkfs.ext4 and loop mounts")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="restoring owners needs root")
-@pytest.mark.parametrize("where", ["empty", "setgid-target", "overwrite"])
-def test_every_file_gets_its_recorded_owner(where: str, monkeypatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["empty", "setgid-target", "grpid-mount", "overwrite"])
+def test_every_file_gets_its_recorded_owner(where: str, monkeypatch, tmp_path: Path,
+                                            request) -> None:
     """A file created in an empty target already has the process's ids: no fchown
-    when they are the recorded ones.  In a set-group-ID target (new files take its
-    group) and into a target that was not empty, every file is chowned as before."""
+    when they are the recorded ones.  In a set-group-ID target or on a filesystem
+    mounted ``grpid`` (new files take the directory's group) and into a target that
+    was not empty, every file is chowned as before."""
     store = MemoryStore(FakeClock())
     builder = RunBuilder(store, lock_mode=None)
     builder.dir(b"/")
     builder.dir(b"/d", uid=os.geteuid(), gid=os.getegid(), user=None, group=None)
     for path, (uid, gid) in OWNERS.items():
         builder.file(path, path, uid=uid, gid=gid, user=None, group=None)
-    target = tmp_path / "t"
+    parent = request.getfixturevalue("grpid_mount") if where == "grpid-mount" else tmp_path
+    target = parent / "t"
     target.mkdir()
+    if where == "grpid-mount":
+        os.chown(target, -1, 34567)
     if where == "setgid-target":
         os.chown(target, -1, 34567)
         target.chmod(0o2755)
