@@ -137,7 +137,8 @@ def restore_command(repo: Repository, run: str, paths: tuple[str, ...], target: 
         raise UsageError("restore needs --target DIR (or --dry-run to see what it would do)")
     ref = repo.run(run)
     manifest = open_entries(repo.store, ref, repo.identities)
-    set_mmap_threshold(REUSED_BUFFERS, keep_free=2 * REUSED_BUFFERS)
+    # two arenas: the heap kept free (64 MiB an arena) does not grow with the threads
+    set_mmap_threshold(REUSED_BUFFERS, keep_free=2 * REUSED_BUFFERS, arenas=2)
     verbosity = repo.app.verbosity
     progress = progress_for(sys.stderr, quiet=as_json or verbosity < 0, verb="written",
                             by_kind=False)

@@ -307,11 +307,12 @@ def test_a_restore_reuses_its_large_buffers_and_a_dry_run_leaves_the_allocator_a
     from the heap during a restore (no page faults for each one afresh)."""
     from s3archive.cli import restore as restore_cli
     env, run, _ = tree
-    calls: list[tuple[int, int | None]] = []
+    calls: list[tuple[int, int | None, int | None]] = []
     monkeypatch.setattr(restore_cli, "set_mmap_threshold",
-                        lambda size, keep_free=None: calls.append((size, keep_free)))
+                        lambda size, keep_free=None, arenas=None:
+                        calls.append((size, keep_free, arenas)))
     run_cli(env, "restore", run.run_id, "--dry-run")
     assert calls == []
     run_cli(env, "restore", run.run_id, "--target", str(tmp_path / "t"))
-    assert calls == [(32 << 20, 64 << 20)]
+    assert calls == [(32 << 20, 64 << 20, 2)]  # the heap kept free: 64 MiB an arena
     assert restored_paths(tmp_path / "t") == ALL
