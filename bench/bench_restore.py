@@ -39,8 +39,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from harness import (CORES, CountingRGW, Restic, S3Archive, Step, prepare,  # noqa: E402
-                     fresh_cluster as _fresh_cluster, log as _log, measure)
+from harness import (CORES, CountingRGW, Restic, S3Archive, Step, Target,  # noqa: E402
+                     prepare, fresh_cluster as _fresh_cluster, log as _log, measure)
 from dataset import make_tree  # noqa: E402
 
 
@@ -50,38 +50,6 @@ def _check(tree: Path, restored: Path) -> str:
                            f"{tree}/", f"{restored}/", "--itemize-changes"],
                           capture_output=True, text=True, errors="replace")
     return done.stdout + (done.stderr if done.returncode else "")
-
-
-class Target:
-    """Where one restore goes: a plain directory, or a fresh ext4 filesystem.
-
-    Deleting a restored tree and restoring again into the same filesystem
-    makes ext4's inode allocator crawl (``recently_deleted``: sys time grew
-    from 2 s to 13 s over three restores here); a new loop-mounted ext4 per
-    restore, like restoring onto a new disk, keeps the runs comparable.
-    """
-
-    def __init__(self, path: Path, fresh_fs: bool, size: int):
-        self.path = path
-        self.image = path.with_suffix(".ext4")
-        self.fresh_fs = fresh_fs
-        self.size = size
-
-    def prepare(self) -> None:
-        self.cleanup()
-        self.path.mkdir(parents=True)
-        if self.fresh_fs:
-            with open(self.image, "wb") as handle:
-                handle.truncate(2 * self.size + (1 << 30))
-            subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], check=True)
-            subprocess.run(["mount", "-o", "loop", str(self.image), str(self.path)], check=True)
-            (self.path / "lost+found").rmdir()
-
-    def cleanup(self) -> None:
-        if self.fresh_fs and os.path.ismount(self.path):
-            subprocess.run(["umount", str(self.path)], check=True)
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.image.unlink(missing_ok=True)
 
 
 # the single large file restored in its own step (128 MiB of text at scale 1: compressible)

@@ -42,7 +42,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import (CORES, REPO, CountingRGW, Restic, S3Archive, Step,  # noqa: E402
+from harness import (CORES, REPO, CountingRGW, Restic, S3Archive, Step, Target,  # noqa: E402
                      fresh_cluster as _fresh_cluster, log as _log, measure, prepare,
                      stored_by_prefix, warm_page_cache)
 from dataset import _Text  # noqa: E402
@@ -366,6 +366,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="work directory (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workdir")
     parser.add_argument("--no-restic", action="store_true", help="benchmark s3archive only")
+    parser.add_argument("--same-fs", action="store_true",
+                        help="restore into the workdir's filesystem instead of a fresh "
+                             "loop-mounted ext4 per restore (the default when root)")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON")
     args = parser.parse_args(argv)
     args.steps = [step.strip() for step in args.steps.split(",") if step.strip()]
@@ -405,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"tree: {args.files} files in {report['dataset']['dirs']} directories, "
              f"{report['dataset']['bytes'] / 1e6:.0f} MB in {time.monotonic() - began:.0f}s")
         size = report["dataset"]["bytes"]
+        fresh_fs = (not args.same_fs and os.geteuid() == 0
+                    and shutil.which("mkfs.ext4") is not None)
+        report["fresh_fs"] = fresh_fs
         tools: list[Any] = []
         for name in ("s3archive", "restic") if use_restic else ("s3archive",):
             cluster = _fresh_cluster(workdir, name, size)
@@ -439,9 +445,9 @@ def main(argv: list[str] | None = None) -> int:
                 elif step == "verify-all":
                     result = tool.verify_all(logdir)
                 else:
-                    target = workdir / f"{step}-{tool.name}"
-                    shutil.rmtree(target, ignore_errors=True)
-                    target.mkdir()
+                    place = Target(workdir / f"{step}-{tool.name}", fresh_fs, size, args.files)
+                    place.prepare()
+                    target = place.path
                     paths = [one_file] if step == "restore-one" else []
                     result = tool.restore(step, paths, target, logdir)
                     if step == "restore-one":
@@ -450,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                             raise RuntimeError(f"{tool.name} restored {one_file} wrongly")
                     else:
                         check_restored(target, tree, args.files, rng)
-                    shutil.rmtree(target)
+                    place.cleanup()
                 results.append(result)
                 if step == "no-change":
                     cache[tool.name] = tree_size(tool.cache_dir())
@@ -470,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     by = {(r.tool, r.step): r for r in results}
     print(f"\n{args.files} files, {args.per_dir} per directory, "
           f"{report['dataset']['bytes'] / 1e6:.0f} MB; {CORES} cores; s3archive "
-          f"{'encrypted' if args.encrypt else 'plain'}; load at start "
+          f"{'encrypted' if args.encrypt else 'plain'}; restores into "
+          f"{'a fresh ext4 each' if report.get('fresh_fs') else 'the same filesystem'}; load at start "
           f"{report['load_at_start'][0]:.2f}; local cache after no-change: "
           + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in cache.items()) + "\n")
     print(table(results))
