@@ -117,7 +117,7 @@ class _Queued:
     size: int = 0
     line: bytes = b""
     chunks: list[ChunkId] = field(default_factory=list)
-    listed: bytes | None = None  # a file-cache hit's chunks as spooled (``chunks`` unset)
+    spooled: bytes | None = None  # a file-cache hit's whole spool line (``chunks`` unset)
 
 
 _SPOOLED = _Queued(None)  # a file-cache hit spooled at once: nothing was waiting before it
@@ -284,7 +284,7 @@ class FileStage:
                 if batch.remote is not None:  # a content worker's: finished there
                     assert isinstance(queued, _WorkerFile)
                     pending.popleft()
-                    self._spool_done(self._claim_read(batch, queued), queued.path, spool)
+                    self._spool_done(self._claim_read(batch, queued), queued.path)
                     continue
                 assert isinstance(queued, _Queued)
                 outcome = batch.job.result()[queued.index]
@@ -306,13 +306,10 @@ class FileStage:
                     spool.write(queued.line + b"\n")
                     self.progress.entry(entry.kind, queued.path)
                     continue
-            tally.files += 1
-            tally.bytes_total += queued.size
-            self.progress.file(queued.path, queued.size)
-            if queued.listed is not None:  # a cache hit
-                spool.write(queued.line + b"\t" + queued.listed + b"\n")
+            if queued.spooled is not None:  # a cache hit
+                self._spool_file(queued.path, queued.size, queued.spooled)
                 continue
-            spool.write(spool_file_line(queued.line, queued.chunks))
+            self._spool_file(queued.path, queued.size, spool_file_line(queued.line, queued.chunks))
             if (queued.cache_key is not None and queued.cacheable and self.remember_files
                     and entry is not None):  # read, not a cache hit
                 key = queued.cache_key
@@ -321,22 +318,26 @@ class FileStage:
                                split_line(queued.path, key, queued.line),
                                pack_chunk_list(queued.chunks)))
 
-    def _spool_done(self, done: FileDone, path: bytes, spool: IO[bytes]) -> None:
+    def _spool_done(self, done: FileDone, path: bytes) -> None:
         """Spool a file a content worker finished, as it came."""
         ok, bytes_read, size, problems, spooled, row = done
         for problem in problems:
             self.warn(Warning_("file", problem, path))
-        tally = self.tally
-        tally.bytes_read += bytes_read
+        self.tally.bytes_read += bytes_read
         self.progress.read(bytes_read)
         if not ok:
             return
-        tally.files += 1
-        tally.bytes_total += size
-        self.progress.file(path, size)
-        spool.write(spooled)
+        self._spool_file(path, size, spooled)
         if row is not None and self.remember_files:
             self._add_row((path, *row))
+
+    def _spool_file(self, path: bytes, size: int, spooled: bytes) -> None:
+        """Spool a file's line (with its chunks), counted and shown."""
+        assert self._spool is not None
+        self.tally.files += 1
+        self.tally.bytes_total += size
+        self.progress.file(path, size)
+        self._spool.write(spooled)
 
     def _add_row(self, row: tuple[bytes, tuple[int, int, int, int, int], bytes, bytes]
                  ) -> None:
@@ -437,15 +438,11 @@ class FileStage:
             self._reuse_hits()
         if st.st_nlink > 1:
             self._hardlinks[(st.st_dev, st.st_ino)] = path
-        tally = self.tally
-        tally.files_unchanged += 1
+        self.tally.files_unchanged += 1
+        spooled = b"%s\t%s\n" % (hit.line, hit.spooled_chunks())
         if self._pending or self._spool is None:  # after entries still waiting: queued
-            return _Queued(None, path=path, size=st.st_size, line=hit.line,
-                           listed=hit.spooled_chunks())
-        tally.files += 1  # (as _spool_ready spools a hit)
-        tally.bytes_total += st.st_size
-        self.progress.file(path, st.st_size)
-        self._spool.write(b"%s\t%s\n" % (hit.line, hit.spooled_chunks()))
+            return _Queued(None, path=path, size=st.st_size, spooled=spooled)
+        self._spool_file(path, st.st_size, spooled)
         return _SPOOLED
 
     def _reuse_hits(self) -> None:
