@@ -173,9 +173,11 @@ def make_client(settings: S3Settings, session: Any = None, pool_size: int = 16,
     # a botocore session (make_session) or a boto3 one (the operator's, setup/clients.py)
     create = getattr(session, "create_client", None) or session.client
     client = create("s3", endpoint_url=settings.endpoint_url, config=config)
-    from s3archive.store import quick_ack  # (imports botocore: only once a client is made)
+    # (these import botocore: only once a client is made)
+    from s3archive.store import md5_signed_body, quick_ack
 
     quick_ack.install(client)  # no 40 ms stall per response (store/quick_ack.py)
+    md5_signed_body.install(client)  # a PUT's body is protected by its signed Content-MD5
     return client
 
 
