@@ -12,6 +12,8 @@ from typing import BinaryIO, Iterator
 
 from pyfastcdc import FastCDC
 
+from s3archive.archive.fresh_memory import unzeroed
+
 MIN_SIZE = 256 * 1024
 AVG_SIZE = 1024 * 1024
 MAX_SIZE = 4 * 1024 * 1024
@@ -55,11 +57,11 @@ class Chunker:
         carry: memoryview | bytes = b""
         eof = False
         while not eof:
-            # no bigger than what is left: a block is zero-filled, and most
-            # files are far smaller than a block
-            block = bytearray(len(carry) + min(BLOCK_BYTES, reader.remaining()))
-            block[:len(carry)] = carry
+            # no bigger than what is left (most files are far smaller than a
+            # block); not zero-filled: only the bytes read into it are used
+            block = unzeroed(len(carry) + min(BLOCK_BYTES, reader.remaining()))
             view = memoryview(block)
+            view[:len(carry)] = carry  # (into the view: a slice of the block would copy)
             filled = len(carry)
             while filled < len(block):
                 count = reader.readinto(view[filled:])

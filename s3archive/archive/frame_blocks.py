@@ -8,10 +8,13 @@ cli/main.py): zeroed by ``bytearray`` and faulted in page by page, about
 0.1 s of CPU per 100 MB of chunks on this machine.  :class:`FrameBlocks`
 keeps a few blocks and hands one out again once no view into it is left,
 which CPython tells exactly: a ``bytearray`` with live views cannot be
-resized.
+resized.  A frame is read into all of its bytes, so blocks are not zero-filled
+first (archive/fresh_memory.py).
 """
 
 from __future__ import annotations
+
+from s3archive.archive.fresh_memory import unzeroed
 
 GRAIN = 256 << 10  # blocks are rounded up to this, so that frames of similar sizes share them
 
@@ -44,8 +47,8 @@ class FrameBlocks:
         if fitting:
             return memoryview(min(fitting, key=len))[:size]
         if len(self._blocks) >= self.keep and not free:
-            return memoryview(bytearray(size))  # all in use: one of its own
-        block = bytearray(-(-size // GRAIN) * GRAIN)
+            return memoryview(unzeroed(size))  # all in use: one of its own
+        block = unzeroed(-(-size // GRAIN) * GRAIN)
         if len(self._blocks) < self.keep:
             self._blocks.append(block)
         else:  # a free block too small for this frame makes room for it

@@ -17,12 +17,18 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
 
+from s3archive.archive.fresh_memory import unzeroed
 from s3archive.format import pack2
 from s3archive.format.chunk_codec import EncodedChunk
 from s3archive.format.model import pack_key
 
 if TYPE_CHECKING:  # (a content worker imports the file rows' codec, not the crypto)
     from s3archive.crypto.blob import BlobSealer
+
+
+# room past a pack's target in its buffer: the largest blob (a zstd frame of the largest
+# chunk, 4 MiB, with its header); a larger one grows the buffer
+BLOB_ROOM = (4 << 20) + (64 << 10)
 
 
 class ChunkId(NamedTuple):
@@ -49,11 +55,16 @@ class Pack:
     """A pack being filled, then sealed: ``key`` and ``size`` are set when sealed.
 
     ``chunks`` lists what went in, at ``pack = ""`` until the key is known
-    (:meth:`located` gives them their pack).
+    (:meth:`located` gives them their pack).  The body is ``buffer[:fill]``:
+    an unencrypted pack's buffer is made as long as a full pack at once
+    (:func:`~archive.fresh_memory.unzeroed`: nothing written twice, huge
+    pages) and filled in place; an encrypted one grows as blobs are sealed
+    onto its end (``fill`` is its length).
     """
 
     number: int
     buffer: bytearray = field(default_factory=bytearray)
+    fill: int = 0
     chunks: list[ChunkLocation] = field(default_factory=list)
     key: str | None = None
     size: int = 0
@@ -61,6 +72,24 @@ class Pack:
     blobs: int = 0  # blobs added (a format-2 pack starts with its preamble)
     pack_id: bytes = b""
     sealer: BlobSealer | None = field(default=None, repr=False)  # encrypted: dropped when sealed
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Put ``data`` at the body's end (into the buffer's room while it lasts)."""
+        end = self.fill + len(data)
+        if end <= len(self.buffer):
+            # (a memoryview: a slice of the bytearray itself would copy ``data`` first)
+            with memoryview(self.buffer) as view:
+                view[self.fill:end] = data
+        else:
+            del self.buffer[self.fill:]
+            self.buffer += data
+        self.fill = end
+
+    def take_body(self) -> bytearray:
+        """The body, handed over (the pack keeps none of it)."""
+        body, self.buffer = self.buffer, bytearray()
+        del body[self.fill:]
+        return body
 
     def located(self) -> list[ChunkLocation]:
         assert self.key is not None, "a pack has a key once sealed"
@@ -101,7 +130,9 @@ class Packer:
         self.created: set[str] = set()  # format 2: the keys of the packs opened
         self._lock = threading.Lock()
         self._count = 0
-        self._open = self._new_pack()
+        # opened at its first blob: a sealed body is handed over before the next
+        # pack's buffer is made, and a run that adds nothing makes none
+        self._open: Pack | None = None
 
     def _new_pack(self) -> Pack:
         self._count += 1
@@ -113,10 +144,17 @@ class Packer:
             pack.sealer = self.sealer.blob_sealer(key, pack.pack_id)
             pack.key = pack2.pack_key(self.prefix or pack2.DATA_PREFIX, pack.pack_id)
             pack.buffer += pack2.preamble(pack.pack_id, key_block)
-        elif self.prefix is not None:
+            pack.fill = len(pack.buffer)
+            return self._opened(pack)
+        # room for a full pack: the target and the largest blob that may cross it
+        pack.buffer = unzeroed(self.target_size + min(self.target_size, BLOB_ROOM))
+        if self.prefix is not None:
             pack.pack_id = os.urandom(pack2.PACK_ID_SIZE)
             pack.key = pack2.pack_key(self.prefix, pack.pack_id)
-            pack.buffer += pack2.preamble(pack.pack_id)
+            pack.write(pack2.preamble(pack.pack_id))
+        return self._opened(pack)
+
+    def _opened(self, pack: Pack) -> Pack:
         if pack.key is not None:
             self.created.add(pack.key)
         return pack
@@ -125,13 +163,16 @@ class Packer:
         full = None
         with self._lock:
             pack = self._open
-            offset = len(pack.buffer)
+            if pack is None:
+                pack = self._open = self._new_pack()
+            offset = pack.fill
             blob_id = bytes.fromhex(chunk.hash) if self.prefix is not None else b""
             if pack.sealer is not None:
                 stored = pack.sealer.append(pack.buffer, kind, pack2.ENCODING_BYTE[chunk.encoding],
                                             blob_id, chunk.data)
+                pack.fill = len(pack.buffer)
             else:
-                pack.buffer += chunk.data
+                pack.write(chunk.data)
                 stored = len(chunk.data)
             location = ChunkLocation(chunk.hash, pack.key or "", offset, stored,
                                      chunk.size, chunk.encoding)
@@ -139,7 +180,7 @@ class Packer:
             pack.blobs += 1
             if self.prefix is not None:
                 pack.index.append(pack2.IndexItem(kind, chunk.encoding, stored, blob_id))
-            if len(pack.buffer) >= self.target_size:
+            if pack.fill >= self.target_size:
                 full = self._take_locked()
         if full is not None:
             self._seal(full)
@@ -147,15 +188,14 @@ class Packer:
 
     def _take_locked(self) -> Pack | None:
         pack = self._open
-        if not pack.blobs:
+        if pack is None or not pack.blobs:
             return None
-        self._open = self._new_pack()
+        self._open = None
         return pack
 
     def _seal(self, pack: Pack) -> None:
         """Name the full pack and hand its body over (no copy, outside the lock)."""
-        body = pack.buffer
-        pack.buffer = bytearray()
+        body = pack.take_body()
         if self.sealer is not None:
             block = self.sealer.seal_index(pack.pack_id, pack2.index_block(pack.index))
             body += pack2.index_tail(pack.index, block)
@@ -173,9 +213,10 @@ class Packer:
         """Drop the open pack, unsealed and never uploaded (a run building its
         metadata again); returns it (emptied) if it held anything."""
         with self._lock:
-            pack = self._open
-            self._open = self._new_pack()
-        pack.buffer = bytearray()
+            pack, self._open = self._open, None
+        if pack is None:
+            return None
+        pack.take_body()
         pack.sealer = None
         return pack if pack.blobs else None
 

@@ -7,6 +7,7 @@ import random
 import threading
 
 from s3archive.archive.packer import ChunkLocation, Pack, Packer
+from s3archive.format import pack2
 from s3archive.format.chunk_codec import EncodedChunk, chunk_hash
 
 
@@ -79,3 +80,25 @@ def test_chunks_from_many_threads_each_land_once_where_their_location_says() -> 
         assert body[location.offset:location.offset + location.stored] == payload
     assert len({pack.number for pack, _ in sealed.packs}) == len(sealed.packs)
     assert all(len(body) >= 64 * 1024 for _, body in sealed.packs[:-1])
+
+
+def test_blobs_past_the_buffers_room_grow_it_and_every_body_holds_its_blobs() -> None:
+    # a pack's buffer has room for its target and as much again (at most 4 MiB):
+    # blobs that fit are written into it, a larger one grows it
+    sealed = Sealed()
+    packer = Packer(100, sealed, prefix="data")
+    sizes = [150, 40, 300, 1, 99, 100, 260]
+    payloads = [bytes([n]) * size for n, size in enumerate(sizes)]
+    for payload in payloads:
+        packer.add(encoded(payload))
+    packer.flush()
+    assert len(sealed.packs) == 5
+    placed = 0
+    for pack, body in sealed.packs:
+        assert len(body) == pack.size and pack.buffer == bytearray()
+        assert body.startswith(pack2.MAGIC) and body.endswith(pack2.FOOTER_MAGIC)
+        for location in pack.located():
+            payload = payloads[placed]
+            assert body[location.offset:location.offset + location.stored] == payload
+            placed += 1
+    assert placed == len(payloads)
