@@ -182,14 +182,17 @@ class ChunkWriter:
         self._encode_pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="encode")
         self._upload_pool = ThreadPoolExecutor(self.uploaders, thread_name_prefix="upload")
         self._budget = _Budget(self.inflight_bytes)
-        self._pack_slots = threading.BoundedSemaphore(self.uploaders)
+        # pack bodies alive: the open one and those uploading (taken by the packer
+        # when it opens a pack, given back once the body is stored)
+        self._pack_slots = threading.BoundedSemaphore(self.uploaders + 1)
         self._encoding = _Tasks()
         self._uploading = _Tasks()
         self._may_upload = threading.Event()  # cleared: sealed packs wait (hold_uploads)
         self._may_upload.set()
         self._abandoned = False
         self._error: BaseException | None = None
-        self.packer = Packer(self.pack_size, self._sealed, self.prefix, self.sealer)
+        self.packer = Packer(self.pack_size, self._sealed, self.prefix, self.sealer,
+                             bodies=self._pack_slots)
 
     # ---------------------------------------------------------- producing
     def add(self, plain: bytes) -> ChunkId:
@@ -450,12 +453,13 @@ class ChunkWriter:
 
     # ---------------------------------------------------------- uploading
     def _sealed(self, pack: Pack, body: bytearray) -> None:
-        self._pack_slots.acquire()
         self._uploading.started()
-        self._upload_pool.submit(self._upload, pack, body)
+        # (in a list the task does not keep: the body is freed once stored)
+        self._upload_pool.submit(self._upload, pack, [body])
 
-    def _upload(self, pack: Pack, body: bytearray) -> None:
+    def _upload(self, pack: Pack, handed: list[bytearray]) -> None:
         slot_held = True
+        body = handed.pop()
         try:
             assert pack.key is not None
             located = pack.located()

@@ -122,11 +122,16 @@ class Packer:
     """
 
     def __init__(self, target_size: int, on_sealed: Callable[[Pack, bytearray], None],
-                 prefix: str | None = None, sealer: Sealer | None = None):
+                 prefix: str | None = None, sealer: Sealer | None = None,
+                 bodies: threading.Semaphore | None = None):
         self.target_size = target_size
         self.on_sealed = on_sealed
         self.prefix = prefix
         self.sealer = sealer
+        # bounds the pack bodies alive: one is taken before a pack is opened (under
+        # the lock: adders wait), and given back by whoever ``on_sealed`` hands the
+        # body to once it is done with it, or here when an open pack is discarded
+        self.bodies = bodies
         self.created: set[str] = set()  # format 2: the keys of the packs opened
         self._lock = threading.Lock()
         self._count = 0
@@ -135,6 +140,8 @@ class Packer:
         self._open: Pack | None = None
 
     def _new_pack(self) -> Pack:
+        if self.bodies is not None:
+            self.bodies.acquire()
         self._count += 1
         pack = Pack(number=self._count)
         if self.sealer is not None:
@@ -218,6 +225,8 @@ class Packer:
             return None
         pack.take_body()
         pack.sealer = None
+        if self.bodies is not None:
+            self.bodies.release()
         return pack if pack.blobs else None
 
     def flush(self) -> None:

@@ -181,6 +181,54 @@ def test_an_upload_failure_surfaces_to_drain_and_to_later_adds() -> None:
     assert recorder.packs == [], "a pack that was not stored is never recorded in the cache"
 
 
+class GatedStore(MemoryStore):
+    """PUTs wait until the gate opens."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.gate = threading.Event()
+
+    def put(self, key, body, lock, legal_hold=False):
+        assert self.gate.wait(10), "the test opens the gate"
+        return super().put(key, body, lock, legal_hold)
+
+
+def test_pack_bodies_alive_are_the_open_one_and_those_uploading() -> None:
+    # packs of ~256 KiB from two producers while the store answers no PUT: each pack
+    # opened holds its body until stored, so the packs opened are the bodies alive
+    store = GatedStore(FakeClock())
+    writer, _ = make_writer(store, pack_size=256 * KiB, uploaders=2, prefix="data")
+    rng = random.Random(8)
+    pieces = [rng.randbytes(100 * KiB) for _ in range(40)]
+    failures: list[BaseException] = []
+
+    def produce(part: list[bytes]) -> None:
+        try:
+            for piece in part:
+                writer.add_encoded(EncodedChunk(chunk_hash(piece), len(piece), "raw", piece))
+        except BaseException as err:  # noqa: BLE001 - reported below
+            failures.append(err)
+
+    producers = [threading.Thread(target=produce, args=(pieces[i::2],)) for i in range(2)]
+    try:
+        for producer in producers:
+            producer.start()
+        time.sleep(0.3)
+        assert all(producer.is_alive() for producer in producers), "the producers wait"
+        assert writer.packer._count <= 2 + 1, writer.packer._count
+        store.gate.set()
+        for producer in producers:
+            producer.join()
+        writer.drain()
+    finally:
+        store.gate.set()
+        writer.close()
+    assert failures == []
+    assert writer.stats.chunks_new == 40
+    for piece in pieces:
+        assert read_back(store, writer, chunk_hash(piece)) == piece
+
+
 def test_a_rewritten_chunk_moves_to_a_new_pack(store: MemoryStore) -> None:
     known = random.Random(7).randbytes(50 * KiB)
     old = ChunkLocation(chunk_hash(known), "packs/aa/" + "a" * 64, 0, 20, len(known), "zstd")
