@@ -48,11 +48,11 @@ _resize, _madvise = _bind()
 def unzeroed(size: int) -> bytearray:
     """``size`` bytes not written to (see the module's note), huge pages advised
     from 2 MiB on."""
-    if _resize is None or size < HUGE_PAGE:
-        return bytearray(size)
+    if _resize is None or size <= 0:
+        return bytearray(max(size, 0))
     buffer = bytearray()
     _resize(buffer, size)  # raises MemoryError as bytearray(size) would
-    if _madvise is not None and _MADV_HUGEPAGE is not None:
+    if size >= HUGE_PAGE and _madvise is not None and _MADV_HUGEPAGE is not None:
         address = ctypes.addressof((ctypes.c_char * size).from_buffer(buffer))
         start = address - address % _PAGE
         end = -(-(address + size) // _PAGE) * _PAGE
