@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import s3archive.archive.file_stage as file_stage
+from s3archive.archive import content_workers
 from s3archive.archive.content_workers import (ContentWorkerFailed, ContentWorkers, FileToRead,
                                                 Walked, WorkerSettings)
 from s3archive.archive.local_cache import pack_chunk_list
@@ -419,3 +420,11 @@ def test_entries_described_by_workers_are_the_bytes_the_main_process_writes(
     third = host.attempt()
     assert third.warnings == first.warnings
     assert third.files_unchanged == third.files - 1
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_GETPIPE_SZ"), reason="Linux pipes only")
+def test_a_workers_results_pipe_holds_a_whole_chunk() -> None:
+    # 64 KiB (Linux's default) made a 1 MiB chunk cross in 16 writes, reads and wake-ups
+    with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:
+        (worker,) = workers._workers
+        assert fcntl.fcntl(worker._out.fileno(), fcntl.F_GETPIPE_SZ) >= content_workers.PIPE_BYTES
