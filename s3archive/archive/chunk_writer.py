@@ -141,7 +141,7 @@ class ChunkWriter:
     dry_run: bool = False
     encoders: int = 2
     uploaders: int = 3
-    inflight_bytes: int = 24 << 20
+    inflight_bytes: int = 12 << 20
     prefix: str | None = None  # format 2: "data" or "meta" packs; None: format 1 packs
     # encrypted runs: blob ids keyed with the dedup secret, packs sealed
     id_of: Callable[[bytes | memoryview], str] = chunk_hash
