@@ -53,7 +53,8 @@ def unzeroed(size: int) -> bytearray:
     buffer = bytearray()
     _resize(buffer, size)  # raises MemoryError as bytearray(size) would
     if size >= HUGE_PAGE and _madvise is not None and _MADV_HUGEPAGE is not None:
-        address = ctypes.addressof((ctypes.c_char * size).from_buffer(buffer))
+        # (the address of its first byte: no array type made per size)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
         start = address - address % _PAGE
         end = -(-(address + size) // _PAGE) * _PAGE
         # a hint: a kernel without THP refuses it, and nothing changes
