@@ -56,10 +56,9 @@ class Pack:
 
     ``chunks`` lists what went in, at ``pack = ""`` until the key is known
     (:meth:`located` gives them their pack).  The body is ``buffer[:fill]``:
-    an unencrypted pack's buffer is made as long as a full pack at once
+    the buffer is made as long as a full pack at once
     (:func:`~archive.fresh_memory.unzeroed`: nothing written twice, huge
-    pages) and filled in place; an encrypted one grows as blobs are sealed
-    onto its end (``fill`` is its length).
+    pages) and filled in place, blobs copied or sealed into it.
     """
 
     number: int
@@ -150,18 +149,15 @@ class Packer:
             pack.pack_id, key_block, key = self.sealer.new_pack()
             pack.sealer = self.sealer.blob_sealer(key, pack.pack_id)
             pack.key = pack2.pack_key(self.prefix or pack2.DATA_PREFIX, pack.pack_id)
-            pack.buffer += pack2.preamble(pack.pack_id, key_block)
-            pack.fill = len(pack.buffer)
-            return self._opened(pack)
-        # room for a full pack: the target and the largest blob that may cross it
-        pack.buffer = unzeroed(self.target_size + min(self.target_size, BLOB_ROOM))
-        if self.prefix is not None:
+        elif self.prefix is not None:
             pack.pack_id = os.urandom(pack2.PACK_ID_SIZE)
             pack.key = pack2.pack_key(self.prefix, pack.pack_id)
+        # room for a full pack: the target and the largest blob that may cross it
+        pack.buffer = unzeroed(self.target_size + min(self.target_size, BLOB_ROOM))
+        if self.sealer is not None:
+            pack.write(pack2.preamble(pack.pack_id, key_block))
+        elif self.prefix is not None:
             pack.write(pack2.preamble(pack.pack_id))
-        return self._opened(pack)
-
-    def _opened(self, pack: Pack) -> Pack:
         if pack.key is not None:
             self.created.add(pack.key)
         return pack
@@ -175,9 +171,10 @@ class Packer:
             offset = pack.fill
             blob_id = bytes.fromhex(chunk.hash) if self.prefix is not None else b""
             if pack.sealer is not None:
-                stored = pack.sealer.append(pack.buffer, kind, pack2.ENCODING_BYTE[chunk.encoding],
-                                            blob_id, chunk.data)
-                pack.fill = len(pack.buffer)
+                stored = pack.sealer.seal_at(pack.buffer, offset, kind,
+                                             pack2.ENCODING_BYTE[chunk.encoding], blob_id,
+                                             chunk.data)
+                pack.fill = offset + stored
             else:
                 pack.write(chunk.data)
                 stored = len(chunk.data)

@@ -147,15 +147,25 @@ class BlobSealer:
     def append(self, body: bytearray, kind: bytes, encoding: bytes, blob_id: bytes,
                stored: bytes | memoryview) -> int:
         """Append the sealed blob at the body's end (its offset); returns its length."""
-        offset = len(body)
+        return self.seal_at(body, len(body), kind, encoding, blob_id, stored)
+
+    def seal_at(self, body: bytearray, offset: int, kind: bytes, encoding: bytes,
+                blob_id: bytes, stored: bytes | memoryview) -> int:
+        """Write the sealed blob at ``offset`` of ``body`` (the body's end: what
+        follows is room, written over; a body too short for it grows); returns its
+        length."""
         nonce = blob_nonce(offset)
         aad = blob_associated_data(self._pack_id, kind, encoding, blob_id)
-        if not self._into:
-            body += self._cipher.encrypt(nonce, stored, aad)
-            return len(body) - offset
+        if not self._into:  # (cryptography < 45: a sealed copy, then copied in)
+            sealed = self._cipher.encrypt(nonce, stored, aad)
+            del body[offset:]
+            body += sealed
+            return len(sealed)
         size = len(stored) + TAG_SIZE
-        body += stored  # room for the ciphertext (then written over)
-        body += _TAG_ROOM
+        if offset + size > len(body):  # room for the ciphertext (then written over)
+            del body[offset:]
+            body += stored
+            body += _TAG_ROOM
         with memoryview(body) as view, view[offset:offset + size] as room:
             self._cipher.encrypt_into(nonce, stored, aad, room)
         return size

@@ -6,6 +6,8 @@ import hashlib
 import random
 import threading
 
+import pytest
+
 from s3archive.archive.packer import ChunkLocation, Pack, Packer
 from s3archive.format import pack2
 from s3archive.format.chunk_codec import EncodedChunk, chunk_hash
@@ -102,3 +104,51 @@ def test_blobs_past_the_buffers_room_grow_it_and_every_body_holds_its_blobs() ->
             assert body[location.offset:location.offset + location.stored] == payload
             placed += 1
     assert placed == len(payloads)
+
+
+@pytest.mark.parametrize("in_place", [True, False])  # cryptography >= 45 seals in place
+def test_sealed_blobs_are_written_into_the_buffers_room_and_open_where_located(
+        in_place: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from s3archive.archive.encryption import RunEncryption
+    from s3archive.crypto.blob import BlobPlace, BlobSealer, open_sealed
+    from s3archive.crypto.dedup import DedupSecret
+    from s3archive.crypto.keys import Identity
+
+    rng = random.Random(9)
+    if not in_place:
+        monkeypatch.setattr(BlobSealer, "__init__", _without_encrypt_into(BlobSealer.__init__))
+    keys: dict[bytes, bytes] = {}
+    encryption = RunEncryption([Identity(rng.randbytes(32)).recipient()],
+                               DedupSecret(rng.randbytes(32)))
+    new_pack = encryption.new_pack
+
+    def remembered() -> tuple[bytes, bytes, bytes]:
+        pack_id, block, key = new_pack()
+        keys[pack_id] = key
+        return pack_id, block, key
+
+    monkeypatch.setattr(encryption, "new_pack", remembered)
+    sealed = Sealed()
+    # room for 1000 bytes past the target: the 2500-byte blob grows its buffer
+    packer = Packer(1000, sealed, prefix="data", sealer=encryption)
+    payloads = [rng.randbytes(size) for size in (700, 100, 2500, 10, 400, 600, 1800)]
+    for payload in payloads:
+        packer.add(encoded(payload))
+    packer.flush()
+    assert len(sealed.packs) >= 3 and max(len(pack.chunks) for pack, _ in sealed.packs) >= 2
+    opened = []
+    for pack, body in sealed.packs:
+        assert len(body) == pack.size and pack.buffer == bytearray()
+        for location in pack.located():
+            place = BlobPlace(pack.pack_id, location.offset, pack2.KIND_DATA,
+                              pack2.ENCODING_BYTE["raw"], bytes.fromhex(location.hash))
+            opened.append(open_sealed(keys[pack.pack_id], place,
+                                      body[location.offset:location.offset + location.stored]))
+    assert opened == payloads
+
+
+def _without_encrypt_into(init):
+    def patched(self, *args):
+        init(self, *args)
+        self._into = False
+    return patched
