@@ -52,6 +52,11 @@ from s3archive.progress import Progress
 log = logging.getLogger(__name__)
 READERS = 2  # file reader threads: reading, chunking and hashing release the GIL
 MAX_PENDING = 1024  # entries waiting for their file to be read before the walk waits
+# file-cache hits queued behind them, in bytes of their spool lines (each line is kept
+# with about HIT_OVERHEAD bytes of Python objects): the walk goes on past a large file
+# being read, by up to this many unchanged files, before it waits
+MAX_QUEUED_HIT_BYTES = 8 << 20
+HIT_OVERHEAD = 160
 BATCH_FILES = 64  # small files read by one task, at most ...
 BATCH_BYTES = 4 << 20  # ... and bytes; a file this large or larger is a task of its own
 FILE_ROWS_BATCH = 512  # file-cache rows written at once
@@ -104,8 +109,8 @@ class _Batch:
 class _Queued:
     """An entry waiting to be spooled in walk order.
 
-    Either an ``entry`` (its file maybe still being read, the ``index``-th of
-    ``batch``) or, for a file-cache hit, its cached ``line`` and ``chunks``.
+    An ``entry`` (its file maybe still being read, the ``index``-th of ``batch``);
+    a file-cache hit waits as a lighter :class:`_QueuedHit`.
     """
 
     entry: Entry | None
@@ -117,7 +122,14 @@ class _Queued:
     size: int = 0
     line: bytes = b""
     chunks: list[ChunkId] = field(default_factory=list)
-    spooled: bytes | None = None  # a file-cache hit's whole spool line (``chunks`` unset)
+
+
+class _QueuedHit(NamedTuple):
+    """A file-cache hit waiting to be spooled in walk order: its whole spool line."""
+
+    path: bytes
+    size: int
+    spooled: bytes
 
 
 _SPOOLED = _Queued(None)  # a file-cache hit spooled at once: nothing was waiting before it
@@ -176,7 +188,9 @@ class FileStage:
         self._readers: ThreadPoolExecutor | None = None
         self._cache_has_files = True
         self._remote_batches = 0  # handed to content workers, not all spooled yet
-        self._pending: deque[_Queued | _WorkerFile] = deque()
+        self._pending: deque[_Queued | _WorkerFile | _QueuedHit] = deque()
+        self._queued_hits = 0  # of the pending entries, file-cache hits ...
+        self._queued_hit_bytes = 0  # ... and their bytes (MAX_QUEUED_HIT_BYTES)
         self._spool: IO[bytes] | None = None
         self._hits: list[bytes] = []  # file-cache hits' chunk lists not handed over yet
         self._hits_bytes = 0
@@ -198,7 +212,7 @@ class FileStage:
                         if queued is _SPOOLED:
                             continue
                         pending.append(queued)
-                        self._spool_ready(pending, spool, wait=len(pending) > MAX_PENDING)
+                        self._spool_ready(pending, spool, wait=self._walk_waits())
                 self._reuse_hits()
                 self.progress.totals(walked, self._to_read)  # the walk is over: now known
                 self._spool_ready(pending, spool, wait=True)
@@ -210,6 +224,11 @@ class FileStage:
             finally:
                 self._readers = None
         return self.tally
+
+    def _walk_waits(self) -> bool:
+        """Whether the walk waits for the entries ahead to be read (bounded memory)."""
+        return (len(self._pending) - self._queued_hits > MAX_PENDING
+                or self._queued_hit_bytes > MAX_QUEUED_HIT_BYTES)
 
     def _submit(self) -> None:
         """Hand the open batch to a content worker (files it describes) or to a
@@ -264,13 +283,20 @@ class FileStage:
     def _read_batch(self, files: list[tuple[Entry, os.stat_result]]) -> list[_ReadOutcome]:
         return [self._read(entry, st) for entry, st in files]
 
-    def _spool_ready(self, pending: deque[_Queued | _WorkerFile], spool: IO[bytes], wait: bool,
-                     until_batches: int = -1) -> None:
+    def _spool_ready(self, pending: deque[_Queued | _WorkerFile | _QueuedHit], spool: IO[bytes],
+                     wait: bool, until_batches: int = -1) -> None:
         """Spool the entries whose files are read (all of them: ``wait``; or until
         no more than ``until_batches`` batches are with content workers)."""
         tally = self.tally
         while pending and self._remote_batches > until_batches:
             queued = pending[0]
+            if type(queued) is _QueuedHit:
+                pending.popleft()
+                self._queued_hits -= 1
+                self._queued_hit_bytes -= len(queued.spooled) + HIT_OVERHEAD
+                self._spool_file(*queued)
+                continue
+            assert not isinstance(queued, _QueuedHit)
             batch = queued.batch
             if batch is not None:
                 if batch.job is None and batch.remote is None:  # the open batch: read it now
@@ -306,9 +332,6 @@ class FileStage:
                     spool.write(queued.line + b"\n")
                     self.progress.entry(entry.kind, queued.path)
                     continue
-            if queued.spooled is not None:  # a cache hit
-                self._spool_file(queued.path, queued.size, queued.spooled)
-                continue
             self._spool_file(queued.path, queued.size, spool_file_line(queued.line, queued.chunks))
             if (queued.cache_key is not None and queued.cacheable and self.remember_files
                     and entry is not None):  # read, not a cache hit
@@ -346,7 +369,7 @@ class FileStage:
             self.cache.put_split_files(self._file_rows, pending=True)
             self._file_rows = []
 
-    def _entry(self, item: WalkItem) -> _Queued | _WorkerFile | None:
+    def _entry(self, item: WalkItem) -> _Queued | _WorkerFile | _QueuedHit | None:
         st = item.st
         kind = fs_metadata.kind_of(st.st_mode)
         if kind is None:
@@ -420,7 +443,7 @@ class FileStage:
             self._submit()
         return queued
 
-    def _unchanged(self, path: bytes, st: os.stat_result) -> _Queued | None:
+    def _unchanged(self, path: bytes, st: os.stat_result) -> _Queued | _QueuedHit | None:
         """A file the cache knows, unchanged since (same inode, size, mtime, ctime).
 
         Its manifest line is reused as it was: a changed owner, mode, ACL or
@@ -441,7 +464,9 @@ class FileStage:
         self.tally.files_unchanged += 1
         spooled = b"%s\t%s\n" % (hit.line, hit.spooled_chunks())
         if self._pending or self._spool is None:  # after entries still waiting: queued
-            return _Queued(None, path=path, size=st.st_size, spooled=spooled)
+            self._queued_hits += 1
+            self._queued_hit_bytes += len(spooled) + HIT_OVERHEAD
+            return _QueuedHit(path, st.st_size, spooled)
         self._spool_file(path, st.st_size, spooled)
         return _SPOOLED
 

@@ -170,3 +170,91 @@ def test_no_wait_for_a_lock_is_logged_when_none_was_held(tmp_path: Path, monkeyp
     finally:
         os.close(fd)
     assert "writer's lock" not in caplog.text
+
+
+def _tree_behind_a_large_file(host: MemoryHost, monkeypatch, small_files: int) -> bytes:
+    """A large file (a reader task of its own) first in walk order, ``small_files``
+    small ones after it; archived once, then the large file changes: a run reads it
+    again while every small file is a file-cache hit queued behind it."""
+    monkeypatch.setattr(file_stage, "BATCH_BYTES", 64 * 1024)
+    rng = random.Random(33)
+    large = host.tree / "a-large"
+    large.write_bytes(rng.randbytes(300_000))
+    for number in range(small_files):
+        (host.tree / f"b{number:03d}").write_bytes(rng.randbytes(rng.choice([0, 40, 900])))
+    host.archive()
+    with open(large, "ab") as handle:
+        handle.write(b"appended")
+    return os.fsencode(large)
+
+
+def _read_after(monkeypatch, path: bytes, event) -> list[bool]:
+    """The reading of ``path`` waits (10 s at most) until ``event`` is set; returns
+    whether it was, once read."""
+    seen: list[bool] = []
+    real_read = file_stage.FileStage._read_file
+
+    def held(self, entry, st):
+        if entry.path == path:
+            seen.append(event.wait(10))
+        return real_read(self, entry, st)
+
+    monkeypatch.setattr(file_stage.FileStage, "_read_file", held)
+    return seen
+
+
+def test_the_walk_goes_on_past_a_large_file_being_read(host: MemoryHost, monkeypatch) -> None:
+    """Unchanged files queued behind a large file being read do not stop the walk (the
+    1 % run: its walk and its changed large files overlap), and the run is the one
+    reading every file again makes."""
+    import threading
+
+    large = _tree_behind_a_large_file(host, monkeypatch, 60)
+    monkeypatch.setattr(file_stage, "MAX_PENDING", 4)  # entries being read: few
+    last = os.fsencode(host.tree / "b059")
+    walked_all = threading.Event()
+    real_unchanged = file_stage.FileStage._unchanged
+
+    def seen(self, path, st):
+        if path == last:
+            walked_all.set()
+        return real_unchanged(self, path, st)
+
+    monkeypatch.setattr(file_stage.FileStage, "_unchanged", seen)
+    read = _read_after(monkeypatch, large, walked_all)
+    summary = host.attempt()
+    assert read == [True], "the walk waited for the large file"
+    assert summary.exit_code == 0 and summary.files == 61 and summary.files_unchanged == 60
+    with_hits = host.entries()
+    monkeypatch.setattr(LocalCache, "get_file", lambda self, path, key: None)
+    assert host.attempt().files_unchanged == 0
+    assert host.entries() == with_hits
+
+
+def test_hits_queued_behind_a_large_file_are_bounded(host: MemoryHost, monkeypatch) -> None:
+    """The walk waits once the hits queued behind a file being read hold
+    ``MAX_QUEUED_HIT_BYTES`` of spool lines (bounded memory)."""
+    import threading
+
+    large = _tree_behind_a_large_file(host, monkeypatch, 120)
+    monkeypatch.setattr(file_stage, "MAX_QUEUED_HIT_BYTES", 3000)
+    walk_waits = threading.Event()
+    real_waits = file_stage.FileStage._walk_waits
+    queued: list[int] = []
+    longest: list[int] = [0]
+
+    def waits(self):
+        queued.append(self._queued_hit_bytes)
+        if self._pending and type(self._pending[-1]) is file_stage._QueuedHit:
+            longest[0] = max(longest[0], len(self._pending[-1].spooled))
+        if real_waits(self):
+            walk_waits.set()
+            return True
+        return False
+
+    monkeypatch.setattr(file_stage.FileStage, "_walk_waits", waits)
+    read = _read_after(monkeypatch, large, walk_waits)
+    summary = host.attempt()
+    assert read == [True], "the walk never waited"
+    assert summary.exit_code == 0 and summary.files == 121 and summary.files_unchanged == 120
+    assert 3000 < max(queued) <= 3000 + longest[0] + file_stage.HIT_OVERHEAD
