@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -51,7 +52,7 @@ def archive(app: AppContext, as_json: bool, dry_run: bool, start_encryption: boo
                             verbose=app.verbosity > 0)
     store: CountingStore | None = None
     try:
-        store = open_store(config)
+        store = _open_store_uncollected(config)
         summary = Archiver(config, store, progress=progress, dry_run=dry_run,
                            start_encryption=start_encryption).run()
     except BaseException as err:
@@ -72,6 +73,19 @@ def archive(app: AppContext, as_json: bool, dry_run: bool, start_encryption: boo
         done = "dry run" if dry_run else f"manifest {summary.manifest_key} written"
         raise RunWithWarnings(f"{done} with {len(summary.warnings)} warning(s): some sources "
                               "failed", exit_code=summary.exit_code)
+
+
+def _open_store_uncollected(config: Config) -> CountingStore:
+    """The store, its S3 client made with the cyclic collector off: what is loaded by
+    then (the modules, botocore's service model: some 50,000 objects, hardly any
+    garbage) lives as long as the process and is frozen, never traversed again.  A
+    full collection over it during the client's making cost 40-80 ms of the 1 % run."""
+    gc.disable()
+    try:
+        return open_store(config)
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def check_local_paths(config: Config, dry_run: bool) -> None:

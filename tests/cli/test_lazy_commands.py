@@ -76,3 +76,29 @@ def _probe(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=env, check=True, timeout=60)
+
+
+def test_archive_makes_its_s3_client_uncollected_then_freezes_it(monkeypatch) -> None:
+    """The objects loaded by the time the store is open (botocore's service model,
+    the modules) are made without a collection over them and frozen: no full
+    collection traverses them during the run."""
+    import gc
+
+    from s3archive.cli import archive as archive_cli
+
+    seen: list[bool] = []
+    opened = object()
+
+    def open_store(config):
+        seen.append(gc.isenabled())
+        return opened
+
+    monkeypatch.setattr(archive_cli, "open_store", open_store)
+    frozen = gc.get_freeze_count()
+    try:
+        assert archive_cli._open_store_uncollected(None) is opened  # type: ignore[arg-type]
+        assert seen == [False] and gc.isenabled()
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()  # (this test process collects as before)
+        gc.enable()
