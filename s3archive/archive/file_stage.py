@@ -52,11 +52,11 @@ from s3archive.progress import Progress
 log = logging.getLogger(__name__)
 READERS = 2  # file reader threads: reading, chunking and hashing release the GIL
 MAX_PENDING = 1024  # entries waiting for their file to be read before the walk waits
-# file-cache hits queued behind them, in bytes of their spool lines (each line is kept
-# with about HIT_OVERHEAD bytes of Python objects): the walk goes on past a large file
-# being read, by up to this many unchanged files, before it waits
+# file-cache hits queued behind them, in bytes of their paths and spool lines (each kept
+# with HIT_OVERHEAD bytes of Python objects: a 3-tuple, two bytes headers, a deque slot):
+# the walk goes on past a large file being read, by up to this much, before it waits
 MAX_QUEUED_HIT_BYTES = 8 << 20
-HIT_OVERHEAD = 160
+HIT_OVERHEAD = 140
 BATCH_FILES = 64  # small files read by one task, at most ...
 BATCH_BYTES = 4 << 20  # ... and bytes; a file this large or larger is a task of its own
 FILE_ROWS_BATCH = 512  # file-cache rows written at once
@@ -293,7 +293,7 @@ class FileStage:
             if type(queued) is _QueuedHit:
                 pending.popleft()
                 self._queued_hits -= 1
-                self._queued_hit_bytes -= len(queued.spooled) + HIT_OVERHEAD
+                self._queued_hit_bytes -= len(queued.path) + len(queued.spooled) + HIT_OVERHEAD
                 self._spool_file(*queued)
                 continue
             assert not isinstance(queued, _QueuedHit)
@@ -465,7 +465,7 @@ class FileStage:
         spooled = b"%s\t%s\n" % (hit.line, hit.spooled_chunks())
         if self._pending or self._spool is None:  # after entries still waiting: queued
             self._queued_hits += 1
-            self._queued_hit_bytes += len(spooled) + HIT_OVERHEAD
+            self._queued_hit_bytes += len(path) + len(spooled) + HIT_OVERHEAD
             return _QueuedHit(path, st.st_size, spooled)
         self._spool_file(path, st.st_size, spooled)
         return _SPOOLED

@@ -246,7 +246,8 @@ def test_hits_queued_behind_a_large_file_are_bounded(host: MemoryHost, monkeypat
     def waits(self):
         queued.append(self._queued_hit_bytes)
         if self._pending and type(self._pending[-1]) is file_stage._QueuedHit:
-            longest[0] = max(longest[0], len(self._pending[-1].spooled))
+            hit = self._pending[-1]
+            longest[0] = max(longest[0], len(hit.path) + len(hit.spooled))
         if real_waits(self):
             walk_waits.set()
             return True
