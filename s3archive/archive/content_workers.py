@@ -45,7 +45,8 @@ from typing import BinaryIO, Callable, NamedTuple
 
 from s3archive.archive.chunker import Chunker
 from s3archive.archive.frame_blocks import FrameBlocks
-from s3archive.archive.local_cache import FileKey, pack_chunk_list, split_line
+from s3archive.archive.local_cache import (FileKey, pack_chunk_list, plain_file_line,
+                                              split_line)
 from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
 from s3archive.archive.sources.file_reader import FileRead, read_whole
 from s3archive.errors import S3ArchiveError
@@ -145,12 +146,18 @@ def _describe(path: bytes, walked: tuple[int, int, int, int, int]
     return entry, [problem.message], False
 
 
-def _line(entry: Entry, read: FileRead) -> bytes:
+def _line_and_rest(entry: Entry, read: FileRead, key: FileKey | None
+                   ) -> tuple[bytes, bytes | None]:
     """The spool line of ``entry`` completed from what reading its file found
-    (as ``FileStage`` completes one it described itself), without chunks."""
+    (as ``FileStage`` completes one it described itself), without chunks, and
+    with ``key`` its file-cache row's rest (local_cache.split_line of the line)."""
     entry.size, entry.extents = read.size, read.extents
     entry.mtime_ns, entry.ino, entry.ctime_ns = read.mtime_ns, read.ino, read.ctime_ns
-    return codec.dumps(codec.encode_entry(entry, with_chunks=False))[:-1]
+    plain = plain_file_line(entry, key)  # most files: made as bytes
+    if plain is not None:
+        return plain
+    line = codec.dumps(codec.encode_entry(entry, with_chunks=False))[:-1]
+    return line, None if key is None else split_line(entry.path, key, line)
 
 
 def _finish(path: bytes, entry: Entry, read: FileRead, problems: list[str],
@@ -159,11 +166,11 @@ def _finish(path: bytes, entry: Entry, read: FileRead, problems: list[str],
     problems = problems + read.problems
     if not read.ok:
         return (False, read.bytes_read, 0, problems, b"", None)
-    line = _line(entry, read)
+    key = FileKey(*read.cache_key) if cacheable and read.cache_key is not None else None
+    line, rest = _line_and_rest(entry, read, key)
     row = None
-    if cacheable and read.cache_key is not None:
-        row = (read.cache_key, split_line(path, FileKey(*read.cache_key), line),
-               pack_chunk_list(read.chunks))
+    if key is not None:
+        row = (read.cache_key, rest, pack_chunk_list(read.chunks))
     return (True, read.bytes_read, read.size, problems, spool_file_line(line, read.chunks),
             row)
 
