@@ -31,6 +31,7 @@ from s3archive.archive.group_index import GroupIndex, UploadedBlobs, for_host
 from s3archive.archive.pack_index import PackIndexWriter, cache_name, learn
 from s3archive.archive.pack_lease import LeaseResult, NoSources, PackLease, PacksMissing
 from s3archive.archive.packer import ChunkId, ChunkLocation
+from s3archive.archive.run_index import PackRows
 from s3archive.archive.encryption import RunEncryption
 from s3archive.archive.encryption_rule import decide_encryption
 from s3archive.archive.dir_cache import DirCache
@@ -185,11 +186,11 @@ class Archiver:
         uploaded = (UploadedBlobs() if _group_index(cfg, self.store, plan.encryption is not None)
                     else None)
 
-        def record_pack(pack: NewPack, chunks: list[ChunkLocation]) -> None:
+        def record_pack(pack: NewPack, chunks: list[ChunkLocation], rows: PackRows) -> None:
             cache.add_pack(CachedPack(pack.key, pack.version_id, pack.size,
                                       pack_lock.mode if pack_lock else None,
                                       pack_lock.retain_until if pack_lock else UNLOCKED_UNTIL))
-            cache.add_chunks(chunks)
+            cache.add_pack_rows(rows)
             if indexes is not None:  # what a lost cache learns again (archive/pack_index.py)
                 version = indexes.write(pack.key, pack.version_id, pack.size, chunks, pack_lock)
                 cache.set_meta(cache_name(pack.key), version)

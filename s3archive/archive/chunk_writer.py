@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
 from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer, Sealer
 from s3archive.archive.local_cache import CHUNK_ITEM
-from s3archive.archive.run_index import RunIndex
+from s3archive.archive.run_index import PackRows, RunIndex
 from s3archive.store.base import ObjectLock, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,8 @@ class ChunkWriter:
     store: StoreWriter
     lookup_cached: Callable[[str], ChunkLocation | None]
     may_be_cached: Callable[[str], bool]  # cheap pre-check, False means surely not
-    record_pack: Callable[[NewPack, list[ChunkLocation]], None]  # once stored
+    # once stored: its chunks, as listed and as rows for SQL
+    record_pack: Callable[[NewPack, list[ChunkLocation], PackRows], None]
     codec: ChunkCodec
     pack_size: int
     lock: ObjectLock | None
@@ -463,6 +464,7 @@ class ChunkWriter:
         try:
             assert pack.key is not None
             located = pack.located()
+            rows = PackRows(pack.key, located)  # (for the index and the cache alike)
             size = len(body)
             self._may_upload.wait()
             if self._abandoned:
@@ -477,8 +479,8 @@ class ChunkWriter:
             self._pack_slots.release()
             slot_held = False
             if not self.dry_run:
-                self.record_pack(NewPack(pack.key, version_id, size), located)
-            self.index.put(located)  # before the chunks leave the reserved set (_claim)
+                self.record_pack(NewPack(pack.key, version_id, size), located, rows)
+            self.index.put_pack(rows)  # before the chunks leave the reserved set (_claim)
             with self._lock:
                 self.new_packs[pack.key] = NewPack(pack.key, version_id, pack.size)
                 for location in located:

@@ -92,6 +92,8 @@ class Pack:
 
     def located(self) -> list[ChunkLocation]:
         assert self.key is not None, "a pack has a key once sealed"
+        if self.chunks and self.chunks[0].pack == self.key:  # (format 2: placed when added)
+            return self.chunks
         return [ChunkLocation(c.hash, self.key, c.offset, c.stored, c.size, c.encoding)
                 for c in self.chunks]
 

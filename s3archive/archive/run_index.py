@@ -20,14 +20,53 @@ import sqlite3
 import struct
 import threading
 import urllib.parse
+from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from s3archive.archive.packer import ChunkLocation
 from s3archive.format.model import ENCODINGS
 
+_ENCODING_NUMBERS = {name: number for number, name in enumerate(ENCODINGS)}
+_HALVES = struct.Struct(">QQ")  # a digest's first and second 8 bytes (DigestFilter.add_numbers)
 BATCH = 500  # hashes in one ``IN (...)``: below SQLite's 999 variables
 _CACHE_KIB = 8 << 10  # SQLite page cache of the index (KiB)
+
+
+class PackRows:
+    """A stored pack's chunk locations as SQL takes them in one statement (split there,
+    like :meth:`RunIndex.put_listed_from_cache`'s lists): no Python object, bound
+    parameter or GIL hand-over a row (``executemany`` releases the GIL for every row).
+    The run index and the local cache each insert them (:meth:`insert_sql`)."""
+
+    # a chunk's numbers: its offset, stored and plain sizes, encoding, in decimal digits
+    _NUMBERS = "%012d%010d%010d%d"
+    _WIDTH = 33
+
+    def __init__(self, key: str, locations: Sequence[ChunkLocation]):
+        in_order = sorted(locations, key=attrgetter("hash"))  # neighbours share pages
+        self.key = key
+        self.count = len(in_order)
+        self.hashes = bytes.fromhex("".join([c.hash for c in in_order]))
+        numbers, form = _ENCODING_NUMBERS, self._NUMBERS
+        self.numbers = "".join([form % (c.offset, c.stored, c.size, numbers[c.encoding])
+                                for c in in_order]).encode("ascii")
+        if len(self.hashes) != 32 * self.count or len(self.numbers) != self._WIDTH * self.count:
+            raise ValueError(f"{key}: a chunk location out of range")  # (a number too wide)
+
+    @staticmethod
+    def insert_sql(verb: str, table: str) -> str:
+        """``verb`` (INSERT OR REPLACE...) into ``table`` (hash, pack, offset, stored, size,
+        encoding) with parameters (count, hashes, numbers, pack number)."""
+        return ("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1) "
+                f"{verb} INTO {table} SELECT substr(?2, i * 32 + 1, 32), ?4, "
+                "CAST(substr(?3, i * 33 + 1, 12) AS INTEGER), "
+                "CAST(substr(?3, i * 33 + 13, 10) AS INTEGER), "
+                "CAST(substr(?3, i * 33 + 23, 10) AS INTEGER), "
+                "CAST(substr(?3, i * 33 + 33, 1) AS INTEGER) FROM n")
+
+    def parameters(self, pack: int) -> tuple[int, bytes, bytes, int]:
+        return (self.count, self.hashes, self.numbers, pack)
 
 
 class DigestFilter:
@@ -160,10 +199,6 @@ class RunIndex:
             self._db.execute("INSERT INTO packs VALUES (?, ?)", (number, key))
         return number
 
-    def _row(self, location: ChunkLocation) -> tuple[bytes, int, int, int, int, int]:
-        return (bytes.fromhex(location.hash), self._pack_id(location.pack), location.offset,
-                location.stored, location.size, ENCODINGS.index(location.encoding))
-
     def _location(self, row: tuple[bytes, int, int, int, int, int]) -> ChunkLocation:
         return ChunkLocation(row[0].hex(), self._pack_keys[row[1]], row[2], row[3], row[4],
                              ENCODINGS[row[5]])
@@ -173,11 +208,24 @@ class RunIndex:
         """Record locations (one ``executemany``); ``replace=False`` keeps a
         location already recorded (the first place found wins)."""
         with self._lock:
-            rows = [self._row(location) for location in locations]
+            pack_id, numbers = self._pack_id, _ENCODING_NUMBERS
+            # in key order (stable: the same first or last wins), neighbours share pages
+            rows = sorted([(bytes.fromhex(c.hash), pack_id(c.pack), c.offset, c.stored, c.size,
+                            numbers[c.encoding]) for c in locations], key=itemgetter(0))
             verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
             with self._transaction():
                 self._db.executemany(f"{verb} INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
-            self._filter.add_many(row[0].hex() for row in rows)
+            self._filter.add_numbers(_HALVES.unpack_from(row[0]) for row in rows)
+
+    def put_pack(self, rows: PackRows) -> None:
+        """Record a stored pack's locations (one statement), replacing any recorded."""
+        if not rows.count:
+            return
+        with self._lock:
+            with self._transaction():
+                self._db.execute(PackRows.insert_sql("INSERT OR REPLACE", "chunks"),
+                                 rows.parameters(self._pack_id(rows.key)))
+            self._filter.add_listed(rows.hashes, 32)
 
     def attach_cache(self, path: Path) -> None:
         """Read the local cache at ``path`` (schema 3: ``chunks``, ``pack_names``)

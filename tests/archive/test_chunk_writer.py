@@ -26,7 +26,7 @@ class Recorder:
         self.packs: list[tuple[NewPack, list[ChunkLocation]]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, pack: NewPack, chunks: list[ChunkLocation]) -> None:
+    def __call__(self, pack: NewPack, chunks: list[ChunkLocation], rows: object) -> None:
         with self.lock:
             self.packs.append((pack, chunks))
 

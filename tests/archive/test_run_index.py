@@ -130,3 +130,30 @@ def test_adding_many_sets_the_bits_adding_each_does() -> None:
     many.add_many(digests[10:])
     assert one._layers == many._layers and one._count == many._count
     assert all(many.may_contain(d) for d in digests)
+
+
+def test_a_pack_put_as_rows_reads_back_as_its_locations(index: RunIndex, tmp_path) -> None:
+    """PackRows (a stored pack's locations split in SQL) records in the run index and
+    the local cache exactly what putting them one by one records; a number too wide
+    for its field is refused, never written truncated."""
+    from s3archive.archive.local_cache import LocalCache
+    from s3archive.archive.run_index import PackRows
+    rng = random.Random(5)
+    pack = "data/bb/" + "b" * 64
+    locations = [ChunkLocation(digest(n), pack, rng.choice([0, 7, 16 << 20, 10 ** 12 - 1]),
+                               rng.choice([0, 1, 10 ** 10 - 1]), rng.choice([0, 5, 10 ** 10 - 1]),
+                               rng.choice(["zstd", "raw"])) for n in range(3000)]
+    index.put([at(1)])  # another pack's, replaced by this one's
+    index.put_pack(PackRows(pack, locations))
+    cache = LocalCache(tmp_path / "cache.db")
+    cache.add_pack_rows(PackRows(pack, locations))
+    assert len(index) == len(locations)
+    assert index.get_many(digest(n) for n in range(3000)) == {c.hash: c for c in locations}
+    assert cache.get_chunks([digest(n) for n in range(3000)]) == {c.hash: c for c in locations}
+    assert all(index.may_contain(c.hash) for c in locations)
+    for wide in (ChunkLocation(digest(1), pack, 10 ** 12, 1, 1, "raw"),
+                 ChunkLocation(digest(1), pack, 0, 10 ** 10, 1, "raw"),
+                 ChunkLocation(digest(1), pack, 0, 1, 10 ** 10, "raw")):
+        with pytest.raises(ValueError):
+            PackRows(pack, [wide])
+    cache.close()
