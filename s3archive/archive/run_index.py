@@ -29,7 +29,6 @@ from s3archive.format.model import ENCODINGS
 
 _ENCODING_NUMBERS = {name: number for number, name in enumerate(ENCODINGS)}
 _HALVES = struct.Struct(">QQ")  # a digest's first and second 8 bytes (DigestFilter.add_numbers)
-BATCH = 500  # hashes in one ``IN (...)``: below SQLite's 999 variables
 _CACHE_KIB = 8 << 10  # SQLite page cache of the index (KiB)
 
 
@@ -306,17 +305,22 @@ class RunIndex:
             return self._location(row) if row is not None else None
 
     def get_many(self, digests: Iterable[str]) -> dict[str, ChunkLocation]:
-        """The locations known of ``digests`` (in batches of :data:`BATCH`)."""
-        found: dict[str, ChunkLocation] = {}
+        """The locations known of ``digests`` (one statement: the digests go to SQL as
+        one value, in key order, and are split there)."""
+        wanted = sorted(set(digests))  # mostly known: no filter
+        if not wanted:
+            return {}
+        keys, encodings = self._pack_keys, ENCODINGS
         with self._lock:
-            wanted = [bytes.fromhex(d) for d in set(digests)]  # mostly known: no filter
-            for start in range(0, len(wanted), BATCH):
-                batch = wanted[start:start + BATCH]
-                marks = ",".join("?" * len(batch))
-                for row in self._db.execute(f"SELECT * FROM chunks WHERE hash IN ({marks})",
-                                            batch):
-                    location = self._location(row)
-                    found[location.hash] = location
+            rows = self._db.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1) "
+                "SELECT c.* FROM n CROSS JOIN chunks c ON c.hash = substr(?2, i * 32 + 1, 32)",
+                (len(wanted), bytes.fromhex("".join(wanted)))).fetchall()
+        found: dict[str, ChunkLocation] = {}
+        for hash_, pack, offset, stored, size, encoding in rows:
+            digest = hash_.hex()
+            found[digest] = ChunkLocation(digest, keys[pack], offset, stored, size,
+                                          encodings[encoding])
         return found
 
     def bytes_by_pack(self) -> dict[str, int]:
