@@ -432,9 +432,9 @@ class LocalCache:
     @_locked
     def add_pack_rows(self, rows: PackRows) -> None:
         """A stored pack's chunks (one statement; what :meth:`add_chunks` of them does)."""
-        if rows.count:
-            self.db.execute(PackRows.insert_sql("INSERT OR REPLACE", "chunks"),
-                            rows.parameters(self._pack_id(rows.key)))
+        insert = PackRows.insert_sql("INSERT OR REPLACE", "chunks")
+        for parameters in rows.parameters(self._pack_id(rows.key)) if rows.count else ():
+            self.db.execute(insert, parameters)
 
     def _location(self, digest: str, row: tuple[int, int, int, int, int]) -> ChunkLocation:
         return ChunkLocation(digest, self._pack_key(row[0]), row[1], row[2], row[3],

@@ -33,30 +33,38 @@ _CACHE_KIB = 8 << 10  # SQLite page cache of the index (KiB)
 
 
 class PackRows:
-    """A stored pack's chunk locations as SQL takes them in one statement (split there,
-    like :meth:`RunIndex.put_listed_from_cache`'s lists): no Python object, bound
-    parameter or GIL hand-over a row (``executemany`` releases the GIL for every row).
-    The run index and the local cache each insert them (:meth:`insert_sql`)."""
+    """A stored pack's chunk locations as SQL takes them, a slice of them a statement
+    (split there, like :meth:`RunIndex.put_listed_from_cache`'s lists): no Python
+    object, bound parameter or GIL hand-over a row (``executemany`` releases the GIL
+    for every row).  The run index and the local cache each insert them
+    (:meth:`insert_sql` with each slice's :meth:`parameters`).  Memory: 65 bytes a
+    chunk, and passing strings of one slice."""
 
     # a chunk's numbers: its offset, stored and plain sizes, encoding, in decimal digits
     _NUMBERS = "%012d%010d%010d%d"
     _WIDTH = 33
+    SLICE = 2048  # chunks a statement
 
     def __init__(self, key: str, locations: Sequence[ChunkLocation]):
         in_order = sorted(locations, key=attrgetter("hash"))  # neighbours share pages
         self.key = key
         self.count = len(in_order)
-        self.hashes = bytes.fromhex("".join([c.hash for c in in_order]))
+        # (count, digests, numbers) of each slice
+        self.slices: list[tuple[int, bytes, bytes]] = []
         numbers, form = _ENCODING_NUMBERS, self._NUMBERS
-        self.numbers = "".join([form % (c.offset, c.stored, c.size, numbers[c.encoding])
-                                for c in in_order]).encode("ascii")
-        if len(self.hashes) != 32 * self.count or len(self.numbers) != self._WIDTH * self.count:
-            raise ValueError(f"{key}: a chunk location out of range")  # (a number too wide)
+        for start in range(0, self.count, self.SLICE):
+            part = in_order[start:start + self.SLICE]
+            hashes = bytes.fromhex("".join([c.hash for c in part]))
+            listed = "".join([form % (c.offset, c.stored, c.size, numbers[c.encoding])
+                              for c in part]).encode("ascii")
+            if len(hashes) != 32 * len(part) or len(listed) != self._WIDTH * len(part):
+                raise ValueError(f"{key}: a chunk location out of range")  # (too wide)
+            self.slices.append((len(part), hashes, listed))
 
     @staticmethod
     def insert_sql(verb: str, table: str) -> str:
         """``verb`` (INSERT OR REPLACE...) into ``table`` (hash, pack, offset, stored, size,
-        encoding) with parameters (count, hashes, numbers, pack number)."""
+        encoding) with a slice's :meth:`parameters`."""
         return ("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1) "
                 f"{verb} INTO {table} SELECT substr(?2, i * 32 + 1, 32), ?4, "
                 "CAST(substr(?3, i * 33 + 1, 12) AS INTEGER), "
@@ -64,8 +72,9 @@ class PackRows:
                 "CAST(substr(?3, i * 33 + 23, 10) AS INTEGER), "
                 "CAST(substr(?3, i * 33 + 33, 1) AS INTEGER) FROM n")
 
-    def parameters(self, pack: int) -> tuple[int, bytes, bytes, int]:
-        return (self.count, self.hashes, self.numbers, pack)
+    def parameters(self, pack: int) -> Iterator[tuple[int, bytes, bytes, int]]:
+        """Each slice's parameters, its chunks in pack number ``pack``."""
+        return ((count, hashes, listed, pack) for count, hashes, listed in self.slices)
 
 
 class DigestFilter:
@@ -222,9 +231,11 @@ class RunIndex:
             return
         with self._lock:
             with self._transaction():
-                self._db.execute(PackRows.insert_sql("INSERT OR REPLACE", "chunks"),
-                                 rows.parameters(self._pack_id(rows.key)))
-            self._filter.add_listed(rows.hashes, 32)
+                insert = PackRows.insert_sql("INSERT OR REPLACE", "chunks")
+                for parameters in rows.parameters(self._pack_id(rows.key)):
+                    self._db.execute(insert, parameters)
+            for _, hashes, _ in rows.slices:
+                self._filter.add_listed(hashes, 32)
 
     def attach_cache(self, path: Path) -> None:
         """Read the local cache at ``path`` (schema 3: ``chunks``, ``pack_names``)

@@ -144,7 +144,9 @@ def test_a_pack_put_as_rows_reads_back_as_its_locations(index: RunIndex, tmp_pat
                                rng.choice([0, 1, 10 ** 10 - 1]), rng.choice([0, 5, 10 ** 10 - 1]),
                                rng.choice(["zstd", "raw"])) for n in range(3000)]
     index.put([at(1)])  # another pack's, replaced by this one's
-    index.put_pack(PackRows(pack, locations))
+    rows = PackRows(pack, locations)
+    assert len(rows.slices) == 2  # (a statement a slice)
+    index.put_pack(rows)
     cache = LocalCache(tmp_path / "cache.db")
     cache.add_pack_rows(PackRows(pack, locations))
     assert len(index) == len(locations)
