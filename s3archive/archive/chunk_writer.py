@@ -464,7 +464,6 @@ class ChunkWriter:
         try:
             assert pack.key is not None
             located = pack.located()
-            rows = PackRows(pack.key, located)  # (for the index and the cache alike)
             size = len(body)
             self._may_upload.wait()
             if self._abandoned:
@@ -478,6 +477,7 @@ class ChunkWriter:
             del body
             self._pack_slots.release()
             slot_held = False
+            rows = PackRows(pack.key, located)  # (for the index and the cache alike)
             if not self.dry_run:
                 self.record_pack(NewPack(pack.key, version_id, size), located, rows)
             self.index.put_pack(rows)  # before the chunks leave the reserved set (_claim)
