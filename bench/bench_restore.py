@@ -87,6 +87,24 @@ def restore_restic(tool: Restic, target: Path, logdir: Path, step: str = "restor
     return result
 
 
+def _detail(result: Step) -> str:
+    """What tells one repeat from another: faults, context switches, RGW's and the
+    others' CPU, and the main thread's CPU, its wait for a core (runnable-wait,
+    ``schedstat``) and the rest of the wall time (blocked: waiting for GETs, or
+    before and after its sampled life), against the other threads'."""
+    main = next((t for t in result.threads if t.main), None)
+    rest = [t for t in result.threads if not t.main]
+    busiest = ", ".join(f"{t.user_s + t.sys_s:.2f}" for t in rest[:4])
+    return (f"{result.minor_faults} minor faults, {result.voluntary_switches} voluntary / "
+            f"{result.involuntary_switches} involuntary switches, RGW CPU {result.rgw_cpu_s:.2f}s, "
+            f"other CPU {result.other_cpu_s:.2f}s; main thread "
+            + (f"{main.user_s:.2f} user {main.sys_s:.2f} sys {main.run_wait_s:.2f} runnable-wait "
+               f"{result.wall_s - main.user_s - main.sys_s - main.run_wait_s:.2f} blocked"
+               if main else "?")
+            + f"; {len(rest)} other threads {sum(t.user_s + t.sys_s for t in rest):.2f}s CPU "
+            f"(busiest {busiest}), {sum(t.run_wait_s for t in rest):.2f}s runnable-wait")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     heads = ["step", "tool", "wall s", "MB/s", "best MB/s", "requests (RGW)", "GET (RGW)",
              "MB sent (RGW)", "CPU s", "user s", "sys s", "RGW CPU s", "other CPU s",
@@ -253,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"({result.user_s:.2f} user, {result.sys_s:.2f} sys), "
                          f"{result.requests_total_rgw} requests, "
                          f"{result.peak_rss_mib:.0f} MiB peak RSS, load {result.load_before:.1f}")
+                    _log(f"{name}:   {_detail(result)}")
                     attempts[(step, name)].append((result, sent))
                     if not args.no_check and attempt == 0:
                         if step == "whole":

@@ -228,6 +228,61 @@ class MemorySampler(threading.Thread):
         self.join()
 
 
+@dataclass
+class ThreadUse:
+    """One thread of the tool's process, as last sampled: CPU seconds (utime,
+    stime) and the seconds it waited runnable for a core (``schedstat``)."""
+
+    tid: int
+    main: bool
+    user_s: float = 0.0
+    sys_s: float = 0.0
+    run_wait_s: float = 0.0
+
+
+class ThreadSampler(threading.Thread):
+    """The CPU of each thread of the tool's main process, read from
+    ``/proc/PID/task/*`` every ``interval`` s (a thread that ends between two
+    samples loses its last interval's CPU)."""
+
+    def __init__(self, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.pid: int | None = None
+        self.threads: dict[int, ThreadUse] = {}
+        self._stop_event = threading.Event()
+
+    def watch(self, pid: int) -> None:
+        self.pid = pid
+
+    def _sample(self, pid: int) -> None:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            return
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+                sched = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+            except (OSError, IndexError):
+                continue
+            use = self.threads.setdefault(tid, ThreadUse(tid, tid == pid))
+            use.user_s, use.sys_s = int(stat[11]) / TICK, int(stat[12]) / TICK
+            use.run_wait_s = int(sched[1]) / 1e9
+
+    def run(self) -> None:
+        while True:
+            if self.pid is not None:
+                self._sample(self.pid)
+            if self._stop_event.wait(self.interval):
+                return
+
+    def finish(self) -> list[ThreadUse]:
+        self._stop_event.set()
+        self.join()
+        return sorted(self.threads.values(), key=lambda t: (not t.main, -(t.user_s + t.sys_s)))
+
+
 def _cpu_times() -> list[tuple[int, int]]:
     """(busy, total) jiffies for each core from /proc/stat."""
     result = []
@@ -306,6 +361,8 @@ class ChildUsage:
     sys_s: float
     peak_rss_mib: float
     minor_faults: int = 0  # pages first touched (fresh memory): system time robust to load
+    voluntary_switches: int = 0  # the process waited (I/O, locks, the GIL's condition)
+    involuntary_switches: int = 0  # the process was preempted (a core was wanted elsewhere)
 
     @property
     def cpu_s(self) -> float:
@@ -328,7 +385,8 @@ os.write(fd, b"%d\\n" % pid)
 _, status, usage = os.wait4(pid, 0)
 wall = time.monotonic() - began
 os.write(fd, json.dumps([os.waitstatus_to_exitcode(status), wall, usage.ru_utime,
-                         usage.ru_stime, usage.ru_maxrss, usage.ru_minflt]).encode())
+                         usage.ru_stime, usage.ru_maxrss, usage.ru_minflt, usage.ru_nvcsw,
+                         usage.ru_nivcsw]).encode())
 """
 
 
@@ -355,8 +413,10 @@ def run_child(command: list[str], *, stdout: IO[bytes], stderr: IO[bytes],
     if spawner.wait() != 0 or not last:
         raise RuntimeError(f"could not run {' '.join(command)} (spawner exited with "
                            f"{spawner.returncode})")
-    exit_code, wall, user, system, peak_kib, minor_faults = json.loads(last)
-    return ChildUsage(exit_code, wall, user, system, peak_kib / 1024, minor_faults)
+    exit_code, wall, user, system, peak_kib, minor_faults, voluntary, involuntary = (
+        json.loads(last))
+    return ChildUsage(exit_code, wall, user, system, peak_kib / 1024, minor_faults, voluntary,
+                      involuntary)
 
 
 # ------------------------------------------------------------------ one measured step
@@ -370,6 +430,9 @@ class Step:
     user_s: float = 0.0
     sys_s: float = 0.0
     minor_faults: int = 0  # the process and its children (wait4)
+    voluntary_switches: int = 0  # (wait4)
+    involuntary_switches: int = 0  # (wait4)
+    threads: list[ThreadUse] = field(default_factory=list)  # the main process's (sampled)
     peak_rss_mib: float = 0.0  # the largest single process (wait4: exact high-water mark)
     peak_rss_all_mib: float = 0.0  # the process and its children, RSS summed (sampled)
     peak_pss_all_mib: float = 0.0  # the same, PSS: shared pages divided among the processes
@@ -435,18 +498,24 @@ def measure(tool: str, step: str, command: list[str], env: dict[str, str], clust
     result.load_before = os.getloadavg()[0]
     sampler = CoreSampler(daemons=list(cluster.pids))
     memory = MemorySampler()
+    threads = ThreadSampler()
     out_path, err_path = logdir / f"{stem}.stdout", logdir / f"{stem}.stderr"
 
     def started(pid: int) -> None:
         sampler.watch(pid)
         memory.watch(pid)
+        threads.watch(pid)
 
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         sampler.start()
         memory.start()
+        threads.start()
         child = run_child(command, stdout=out, stderr=err, env=env, cwd=cwd, started=started)
     cores = sampler.finish()
     memory.finish()
+    result.threads = threads.finish()
+    result.voluntary_switches = child.voluntary_switches
+    result.involuntary_switches = child.involuntary_switches
     result.rgw_cpu_s = cluster.daemon_cpu_seconds() - rgw_before
     result.wall_s, result.exit_code = child.wall_s, child.exit_code
     result.user_s, result.sys_s, result.cpu_s = child.user_s, child.sys_s, child.cpu_s
