@@ -25,6 +25,7 @@ runs s3archive's restores under ``profile_run.py --sample 5``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -85,6 +86,19 @@ def restore_restic(tool: Restic, target: Path, logdir: Path, step: str = "restor
         command += ["--include", include]
     result, _ = measure("restic", step, command, tool.env, tool.cluster, logdir)
     return result
+
+
+_CALIBRATION = bytes(range(256)) * (128 << 10)  # 32 MiB
+
+
+def calibrate() -> tuple[float, float]:
+    """The machine's speed just now: CPU and wall milliseconds of one SHA-256 over
+    32 MiB in this process.  CPU time per hash rises when the core itself runs
+    slower (another VM on the host's sibling thread, caches shared with the
+    load); wall time rises too when the core is shared (the load)."""
+    cpu, wall = time.thread_time(), time.monotonic()
+    hashlib.sha256(_CALIBRATION).digest()
+    return (time.thread_time() - cpu) * 1e3, (time.monotonic() - wall) * 1e3
 
 
 def _detail(result: Step) -> str:
@@ -250,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                     place.prepare()
                     target = place.path
                     usage_before = tool.cluster.settled_usage()
+                    speed = calibrate()
                     _log(f"{name}: {step} restore ({attempt + 1}/{repeat}) ...")
                     label = f"restore-{step}-{attempt}"
                     paths = [str(one_path)] if step == "one" else None
@@ -271,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
                          f"({result.user_s:.2f} user, {result.sys_s:.2f} sys), "
                          f"{result.requests_total_rgw} requests, "
                          f"{result.peak_rss_mib:.0f} MiB peak RSS, load {result.load_before:.1f}")
-                    _log(f"{name}:   {_detail(result)}")
+                    _log(f"{name}:   {_detail(result)}; SHA-256 of 32 MiB before it: "
+                         f"{speed[0]:.0f} ms CPU, {speed[1]:.0f} ms wall")
+                    result.summary["sha256_32mib_ms"] = [round(v, 1) for v in speed]
                     attempts[(step, name)].append((result, sent))
                     if not args.no_check and attempt == 0:
                         if step == "whole":
