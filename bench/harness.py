@@ -245,7 +245,7 @@ class ThreadSampler(threading.Thread):
     ``/proc/PID/task/*`` every ``interval`` s (a thread that ends between two
     samples loses its last interval's CPU)."""
 
-    def __init__(self, interval: float = 0.05):
+    def __init__(self, interval: float = 0.1):
         super().__init__(daemon=True)
         self.interval = interval
         self.pid: int | None = None
