@@ -11,7 +11,6 @@ import dataclasses
 import errno
 import os
 import random
-import sys
 import threading
 import time
 from pathlib import Path
@@ -341,7 +340,7 @@ def test_large_files_are_written_before_the_chunks_of_the_smaller_files_after_th
     assert all((target / path[1:]).read_bytes() == data for path, data in small.items())
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"),
+@pytest.mark.skipif(not hasattr(os, "getpriority") or not os.uname().sysname == "Linux",
                     reason="a thread's own nice value is Linux's")
 def test_the_get_threads_of_large_files_yield_the_cores_to_the_ordered_path(
         small_thresholds, monkeypatch, tmp_path: Path) -> None:
