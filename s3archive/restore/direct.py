@@ -90,15 +90,13 @@ def yield_to_starter() -> None:
     The thread that writes the smaller files in path order (the main thread) is the
     restore's serial path: every slice of a core it waits for is time no other
     thread makes up, while the direct path's GETs have slack (they must only end
-    by the time it does, and run three at once).  With equal weights, three GET
-    threads runnable on its core take three quarters of it (the scheduler shares
-    by weight); lowered, they leave it most of it and still get whatever it
-    leaves idle.  With
-    autogroup (each session's share) or in a service's own cgroup, only the
-    weights within the restore change, not its share against other work.
-    Measured on a loaded machine (``bench/README.md``, "Why the whole-tree
-    restore varies"): the main thread's wait for a core fell in 5 of 7 pairs;
-    the wall time moved within the load's noise.
+    by the time it does, and run three at once).  With equal weights the main
+    thread got a quarter of the CPU left beside RGW and the GET threads, fell
+    behind, and wrote about 0.7 s of its files alone after every GET had ended
+    (``bench/bench_restore.py``); lowered GET threads leave it the core it needs
+    and the two paths end together.  With autogroup (each session's share) or in a
+    service's own cgroup, only the weights within the restore change, not its share
+    against other work.
     """
     if not sys.platform.startswith("linux"):
         return
