@@ -18,9 +18,7 @@ each file back once every GET of it has ended (:meth:`DirectWriter.finished`):
 only then is the file's descriptor closed, so no thread ever writes to a
 closed (or reused) descriptor.  At most ``MAX_FILES`` files are under way at
 once.  A ``pwrite`` error gives up that file (its later GETs are skipped, the
-other files of its GETs go on) and is handed back with it.  The GET threads
-run at a lower priority than the thread that starts them (:func:`yield_to_starter`):
-that thread, writing the smaller files in path order, is the restore's serial path.
+other files of its GETs go on) and is handed back with it.
 """
 
 from __future__ import annotations
@@ -94,9 +92,8 @@ def yield_to_starter() -> None:
     thread got a quarter of the CPU left beside RGW and the GET threads, fell
     behind, and wrote about 0.7 s of its files alone after every GET had ended
     (``bench/bench_restore.py``); lowered GET threads leave it the core it needs
-    and the two paths end together.  With autogroup (each session's share) or in a
-    service's own cgroup, only the weights within the restore change, not its share
-    against other work.
+    and the two paths end together.  Within its own session's share of the
+    machine (autogroup) or its service's cgroup, the restore loses nothing.
     """
     if not sys.platform.startswith("linux"):
         return
