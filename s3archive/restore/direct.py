@@ -27,7 +27,6 @@ import heapq
 import itertools
 import os
 import resource
-import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -45,9 +44,6 @@ MAX_BYTES = 1 << 30  # ... or files of this many bytes at most (each file's chun
 GROUP_FILES = 16  # files started together at most (their GETs shared)
 GROUP_BYTES = 16 << 20  # ... with at most this many bytes to fetch
 _WRITTEN = b""  # a result whose bytes were written (and dropped) by the fetching thread
-# how much less of a core the GET threads claim than the thread that writes the smaller
-# files in path order (nice values: 5 weighs a third of 0 in Linux's scheduler)
-BACKGROUND_NICE = 5
 
 T = TypeVar("T")
 
@@ -79,30 +75,6 @@ def direct_threads(workers: int) -> int:
     but each step between takes it again: more threads than cores only contend
     for it with the main thread, which writes the small files meanwhile."""
     return max(2, min(workers, (os.cpu_count() or 1) + 1))
-
-
-def yield_to_starter() -> None:
-    """Lower the calling thread's priority by ``BACKGROUND_NICE`` (Linux: the nice
-    value is the thread's own; nowhere else, where it would be the whole process's).
-
-    The thread that writes the smaller files in path order (the main thread) is the
-    restore's serial path: every slice of a core it waits for is time no other
-    thread makes up, while the direct path's GETs have slack (they must only end
-    by the time it does, and run three at once).  With equal weights the main
-    thread got a quarter of the CPU left beside RGW and the GET threads, fell
-    behind, and wrote about 0.7 s of its files alone after every GET had ended
-    (``bench/bench_restore.py``); lowered GET threads leave it the core it needs
-    and the two paths end together.  Within its own session's share of the
-    machine (autogroup) or its service's cgroup, the restore loses nothing.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    me = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, me,
-                       min(19, os.getpriority(os.PRIO_PROCESS, me) + BACKGROUND_NICE))
-    except OSError:  # not allowed here (a seccomp profile): equal weights, as before
-        pass
 
 
 @dataclass
@@ -290,7 +262,6 @@ class DirectWriter(Generic[T]):
             self._ended.append(work)
 
     def _work(self) -> None:
-        yield_to_starter()
         while True:
             with self._cond:
                 while not self._closing and not (

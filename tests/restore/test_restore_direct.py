@@ -338,38 +338,3 @@ def test_large_files_are_written_before_the_chunks_of_the_smaller_files_after_th
     assert slow.waited_in_vain == 0
     assert (target / "a" / "big").read_bytes() == big
     assert all((target / path[1:]).read_bytes() == data for path, data in small.items())
-
-
-@pytest.mark.skipif(not hasattr(os, "getpriority") or not os.uname().sysname == "Linux",
-                    reason="a thread's own nice value is Linux's")
-def test_the_get_threads_of_large_files_yield_the_cores_to_the_ordered_path(
-        small_thresholds, monkeypatch, tmp_path: Path) -> None:
-    """The direct path's GET threads run at a lower priority than the thread that writes
-    the smaller files in path order (the serial path); the ordered path's GETs, which
-    that thread waits for, do not; the main thread's own priority is left alone."""
-    rng = random.Random(23)
-    store, builder = _builder()
-    builder.dir(b"/")
-    builder.file(b"/big", rng.randbytes(12 * CHUNK))
-    builder.file(b"/small", b"written by the main thread\n")
-    seen: dict[str, set[int]] = {}
-    original = restorer.PackReader.fetch
-
-    def fetch(self, request, sink=None):  # type: ignore[no-untyped-def]
-        me = threading.current_thread()
-        seen.setdefault(me.name.split("_")[0], set()).add(
-            os.getpriority(os.PRIO_PROCESS, me.native_id))
-        return original(self, request, sink)
-    monkeypatch.setattr(restorer.PackReader, "fetch", fetch)
-    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    if mine >= 19:
-        pytest.skip("this process runs at the lowest priority already")
-
-    report = restore_run(store, builder.manifest(), tmp_path / "t")
-
-    assert report.ok, (report.damaged, report.failed)
-    assert small_thresholds == [b"/big"]
-    (lowered,) = seen["s3archive-write"]
-    assert lowered > mine and lowered == min(19, mine + direct.BACKGROUND_NICE)
-    assert seen["s3archive-get"] == {mine}
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
