@@ -25,6 +25,7 @@ runs s3archive's restores under ``profile_run.py --sample 5``.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -153,6 +154,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--same-fs", action="store_true",
                         help="restore into the workdir's filesystem instead of a fresh "
                              "loop-mounted ext4 per restore (the default when root)")
+    parser.add_argument("--compare-code", type=Path, default=None, metavar="DIR",
+                        help="also restore s3archive's backup with the s3archive package in "
+                             "DIR (another checkout, e.g. main's), interleaved, as tool "
+                             "'s3archive@DIR-name' (an A/B of two versions on the same load)")
     parser.add_argument("--no-check", action="store_true",
                         help="skip the rsync comparison of the restored trees")
     parser.add_argument("--profile", type=Path, default=None,
@@ -241,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"{name}: backing up ...")
             backup = tools[name].run("initial", logdir)
             _log(f"{name}: backup took {backup.wall_s:.1f}s")
+        if args.compare_code is not None:
+            other = copy.copy(tools["s3archive"])
+            other.env = dict(other.env, PYTHONPATH=str(args.compare_code.resolve()))
+            subprocess.run([sys.executable, "-m", "compileall", "-q",
+                            str(args.compare_code / "s3archive")], check=True,
+                           stdin=subprocess.DEVNULL)
+            tools[f"s3archive@{args.compare_code.name}"] = other
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
         # restores alternate between the tools (and which goes first), so that noise
@@ -268,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                     _log(f"{name}: {step} restore ({attempt + 1}/{repeat}) ...")
                     label = f"restore-{step}-{attempt}"
                     paths = [str(one_path)] if step == "one" else None
-                    if name == "s3archive":
+                    if isinstance(tool, S3Archive):
                         profile = (None if args.profile is None
                                    else args.profile.resolve() / f"{label}")
                         result, _ = restore_s3archive(tool, target, logdir, args.workers,
