@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                     paths = [str(one_path)] if step == "one" else None
                     if isinstance(tool, S3Archive):
                         profile = (None if args.profile is None
-                                   else args.profile.resolve() / f"{label}")
+                                   else args.profile.resolve() / f"{name}-{label}")
                         result, _ = restore_s3archive(tool, target, logdir, args.workers,
                                                       label, paths, profile)
                     else:
