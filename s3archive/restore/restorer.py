@@ -29,7 +29,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import threading
 import time
 from collections import deque
 from contextlib import ExitStack
@@ -50,7 +49,6 @@ from s3archive.repo.run_tree import RunTree
 from s3archive.restore.plan import (ENTRY_HELD, EntryFilter, EntrySource, PlannedEntry,
                                     RestorePlan, file_chunks)
 from s3archive.restore.tree import EntryFailed, FileResult, OpenFile, TreeWriter
-from s3archive.restore.writers import FileWriters
 from s3archive.store.base import StoreReader
 
 log = logging.getLogger(__name__)
@@ -201,13 +199,11 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
     progress = progress or Progress()
     report = RestoreReport(target=str(target))
     seen_warnings: set[tuple[bytes, str]] = set()
-    warn_lock = threading.Lock()  # (the writer threads apply metadata too)
 
     def warn(path: bytes, message: str) -> None:
-        with warn_lock:
-            if (path, message) not in seen_warnings:
-                seen_warnings.add((path, message))
-                report.warnings.append(Problem(path, message))
+        if (path, message) not in seen_warnings:
+            seen_warnings.add((path, message))
+            report.warnings.append(Problem(path, message))
 
     plan = RestorePlan(run, selections, entry_filter, warn)
     plan.check(count=options.resume)
@@ -236,46 +232,6 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
         tree_stack.callback(give_up_writing)
         direct: DirectWriter[OpenFile] = tree_stack.enter_context(
             DirectWriter(reader, direct_threads(options.workers), options.window))
-
-        # smaller files (but with resume): created, written and closed by writer threads,
-        # each ended here once written (writers.py); (file, its chunks, some unread)
-        Small = tuple[OpenFile, list[tuple[ChunkRef, Any, Any]], bool]
-        writers: FileWriters[Small] | None = None
-        if not options.resume:
-            def write_small(job: Small) -> None:
-                tree.write_reserved(job[0], iter(job[1]))
-            writers = FileWriters(write_small)
-
-            def give_up_small() -> None:  # (the restore stops) after the threads stopped
-                assert writers is not None
-                for opened, _, _ in writers.close():  # written (and closed) or not begun
-                    tree.discard_file(opened)
-            tree_stack.callback(give_up_small)
-
-        def end_small(wait: bool = False) -> None:
-            """The smaller files written (``wait``: at least one, if any is under way)."""
-            assert writers is not None
-            for (opened, _, unread_), error in writers.finished(wait):
-                entry = opened.item.entry
-                writers.taken(entry.size)
-                tree.release_file(opened)
-                slot = told.pop(opened.token)
-                slot[3] = True
-                if error is not None:
-                    message = (str(error) if isinstance(error, EntryFailed)
-                               else getattr(error, "strerror", None) or str(error))
-                    report.failed.append(Problem(entry.path, message))
-                    slot[0] = None  # not restored: not told
-                else:
-                    _count_file(report, damaged, opened.item, opened.result, unread_)
-            tell_done()
-
-        def wait_for_files() -> None:
-            """At least one file written (small ones first: they end soonest)."""
-            if writers is not None and writers.under_way:
-                end_small(wait=True)
-            else:
-                end_files(wait=True)
 
         def end_file(work: DirectFile[OpenFile]) -> None:
             opened = work.tag
@@ -379,8 +335,6 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
         def more() -> bool:
             """The next batch: its entries and its chunks' results, queued."""
             start_group()  # the files opened so far are written while this thread waits
-            if writers is not None:
-                writers.flush()
             got = next(fetched, None)
             if got is None:
                 return False
@@ -402,8 +356,6 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
         while True:
             if direct.any_finished:
                 end_files()
-            if writers is not None and writers.any_finished:
-                end_small()
             if not items:
                 if more():
                     continue  # (a batch may hold only the rest of a large file's chunks)
@@ -440,16 +392,6 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                     if len(group) >= GROUP_FILES or group_bytes[0] >= GROUP_BYTES:
                         start_group()
                     continue  # counted when it ends (end_file)
-                elif _writes_data(item) and writers is not None:
-                    unread[0] = False
-                    pieces = list(itertools.islice(stream, len(entry.chunks)))
-                    opened = tree.reserve_file(item)
-                    told[opened.token] = [entry.kind, entry.path, entry.size, False]
-                    telling.append(told[opened.token])
-                    writers.add((opened, pieces, unread[0]), entry.size)
-                    while writers.full:
-                        end_small(wait=True)
-                    continue  # counted when written (end_small)
                 elif _writes_data(item):
                     mine = itertools.islice(stream, len(entry.chunks) - len(have))
                     unread[0] = False
@@ -464,8 +406,6 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
                 elif item.link_to is not None:
                     while writing:  # the file linked to may be one of them
                         end_files(wait=True)
-                    while writers is not None and writers.under_way:
-                        end_small(wait=True)
                     tree.make_hardlink(item)
                     if item.link_to in damaged:
                         report.damaged.append(Problem(entry.path, "another name of the damaged "
@@ -481,11 +421,11 @@ def restore_run(store: StoreReader, run: Manifest | RunTree | EntrySource, targe
             if telling:
                 telling.append([entry.kind, entry.path, entry.size, True])
                 while len(telling) > TOLD_HELD:
-                    wait_for_files()
+                    end_files(wait=True)
             else:
                 tell(entry.kind, entry.path, entry.size)
-        while writing or (writers is not None and writers.under_way):
-            wait_for_files()
+        while writing:
+            end_files(wait=True)
         tree.finish_dirs(lambda path, msg: report.failed.append(Problem(path, msg)))
     report.seconds = time.monotonic() - began
     usage = store.usage()

@@ -393,25 +393,20 @@ class TreeWriter:
         With ``resume``, ``kept`` are the chunks :meth:`survey_file` found in
         place: ``chunks`` leaves them out and the file is finished in place.
         """
-        return self.write_file_with(
-            item, lambda fd, result: _fill(fd, item.entry, chunks, kept, result), bool(kept))
+        entry = item.entry
 
-    def write_reserved(self, opened: OpenFile, chunks: ChunkSource) -> None:
-        """(any thread) Create the file :meth:`reserve_file` placed and write it as
-        :meth:`write_file` does (``opened.result`` says what was written); after a
-        failure the file is removed and :class:`EntryFailed` (or ``OSError``) raised.
-        :meth:`release_file` ends it either way, on the reserving thread."""
-        self.create_file(opened)
-        try:
-            _fill(opened.fd, opened.item.entry, chunks, frozenset(), opened.result)
-        except OSError as err:
-            self.complete_file(opened, err)  # raises EntryFailed
-        except BaseException:
-            os.close(opened.fd)
-            opened.fd = -1
-            _unlink_quietly(opened.parent, opened.name)
-            raise
-        self.complete_file(opened)
+        def fill(fd: int, result: FileResult) -> None:
+            if entry.extents is not None or kept:
+                os.ftruncate(fd, entry.size)
+            for offset, data, length, error in _placements(entry, chunks, kept):
+                if data is _KEPT:
+                    result.kept += length
+                elif data is None:
+                    result.damage.append(f"bytes {offset}-{offset + length - 1}: {error}")
+                else:
+                    pwrite_all(fd, data, offset)  # type: ignore[arg-type]
+                    result.written += length
+        return self.write_file_with(item, fill, bool(kept))
 
     def write_file_with(self, item: PlannedEntry, fill: Callable[[int, "FileResult"], None],
                         in_place: bool = False) -> FileResult:
@@ -439,55 +434,30 @@ class TreeWriter:
         the restore made them.  ``held=False``: the file ends before the next
         entry is created (no wait, and its directory's descriptor is borrowed)."""
         parent = self.parent_fd(item.parts)
-        mode_set = self._mode_set(item.entry)
+        entry = item.entry
+        # created with its permission bits when nothing applied before the mode can
+        # change them (no special bits, which chown clears; no ACLs or xattrs) and the
+        # umask keeps them all: one fchmod less per file
+        # (only into an empty target without a default ACL: every directory below it is
+        # this restore's, and gets its ACLs when its files have ended, so none inherits one)
+        mode = entry.mode & 0o777
+        mode_set = (self._umask is not None and not mode & self._umask
+                    and not entry.mode & 0o7000 and not entry.xattrs and not entry.acl_access)
         fd, name = self._open_for_writing(parent, item.parts[-1], in_place,
-                                          item.entry.mode & 0o777 if mode_set else 0o600)
+                                          mode if mode_set else 0o600)
         if not held:
             return OpenFile(item, fd, parent, name, in_place, None, mode_set)
-        try:
-            return self._hold(item, fd, parent, name, in_place, mode_set)
-        except BaseException:
-            os.close(fd)
-            if not in_place:
-                _unlink_quietly(parent, name)
-            raise
-
-    def reserve_file(self, item: PlannedEntry) -> OpenFile:
-        """A new file's place, held as :meth:`open_file` holds it (its directories'
-        metadata waits), its name chosen but the file not yet created:
-        :meth:`create_file` creates it, on any thread, then :meth:`complete_file`;
-        :meth:`release_file` ends the hold, on this thread.  Not with resume."""
-        assert not self.resume, "resume finishes files in place: open_file"
-        parent = self.parent_fd(item.parts)
-        name = next(self._tmp_names) if self.overwrite else item.parts[-1]
-        return self._hold(item, -1, parent, name, False, self._mode_set(item.entry))
-
-    @staticmethod
-    def create_file(opened: OpenFile) -> None:
-        """(any thread) Create the file :meth:`reserve_file` placed, as
-        :meth:`open_file` does: ``O_EXCL | O_NOFOLLOW`` in its held directory."""
-        mode = opened.item.entry.mode & 0o777 if opened.mode_set else 0o600
-        try:
-            opened.fd = os.open(opened.name, _NEW_FILE, mode, dir_fd=opened.parent)
-        except OSError as err:
-            raise EntryFailed(f"cannot create: {err.strerror}") from None
-
-    def _mode_set(self, entry: Entry) -> bool:
-        """A new file is created with its permission bits when nothing applied before
-        the mode can change them (no special bits, which chown clears; no ACLs or
-        xattrs) and the umask keeps them all: one fchmod less per file (only into an
-        empty target without a default ACL: every directory below it is this
-        restore's, and gets its ACLs when its files have ended, so none inherits one)."""
-        return (self._umask is not None and not entry.mode & 0o777 & self._umask
-                and not entry.mode & 0o7000 and not entry.xattrs and not entry.acl_access)
-
-    def _hold(self, item: PlannedEntry, fd: int, parent: int, name: bytes, in_place: bool,
-              mode_set: bool) -> OpenFile:
         # a descriptor of the directory of its own (the stack may close ``parent`` before
         # the file ends), shared by the files of one directory
         holder = self._held_dirs.get(item.parts[:-1])
         if holder is None:
-            holder = self._held_dirs[item.parts[:-1]] = [os.dup(parent), 0]
+            try:
+                holder = self._held_dirs[item.parts[:-1]] = [os.dup(parent), 0]
+            except BaseException:
+                os.close(fd)
+                if not in_place:
+                    _unlink_quietly(parent, name)
+                raise
         holder[1] += 1
         token = next(self._tokens)
         self._open_files.add(token)
@@ -497,19 +467,6 @@ class TreeWriter:
         """The file's bytes are written (or ``error`` stopped them): its size and
         metadata, and the file moved into place (after an error: removed, and
         :class:`EntryFailed` raised)."""
-        try:
-            return self.complete_file(opened, error)
-        finally:
-            self._file_ended(opened)
-
-    def release_file(self, opened: OpenFile) -> None:
-        """A file :meth:`reserve_file` placed has ended (:meth:`complete_file` returned
-        or raised, or :meth:`create_file` failed): its hold ends."""
-        self._file_ended(opened)
-
-    def complete_file(self, opened: OpenFile, error: OSError | None = None) -> FileResult:
-        """(any thread) :meth:`finish_file` but for the hold, which
-        :meth:`release_file` ends."""
         entry, fd, parent, name = opened.item.entry, opened.fd, opened.parent, opened.name
         try:
             try:
@@ -523,23 +480,24 @@ class TreeWriter:
                                   owned_by=None if opened.in_place else self._new_owner)
         except BaseException:
             os.close(fd)
-            opened.fd = -1
             if not opened.in_place:
                 _unlink_quietly(parent, name)
+            self._file_ended(opened)
             raise
         os.close(fd)
-        opened.fd = -1  # closed: never closed again (discard_file)
-        if name != opened.item.parts[-1]:
-            self._place(parent, name, opened.item.parts[-1])
+        try:
+            if name != opened.item.parts[-1]:
+                self._place(parent, name, opened.item.parts[-1])
+        finally:
+            self._file_ended(opened)
         return opened.result
 
     def discard_file(self, opened: OpenFile) -> None:
         """Give the file up (the restore stops): closed, and removed unless resume
         was finishing it in place."""
-        if opened.fd >= 0:  # (a file reserve_file placed may not have been created)
-            os.close(opened.fd)
-            if not opened.in_place:
-                _unlink_quietly(opened.parent, opened.name)
+        os.close(opened.fd)
+        if not opened.in_place:
+            _unlink_quietly(opened.parent, opened.name)
         self._file_ended(opened)
 
     def _file_ended(self, opened: OpenFile) -> None:
@@ -592,23 +550,6 @@ class TreeWriter:
 
 
 _KEPT = memoryview(b"")  # (resume) a chunk already in place: nothing to write
-
-
-def _fill(fd: int, entry: Entry, chunks: ChunkSource, kept: frozenset[int],
-          result: FileResult) -> None:
-    """Write the entry's bytes from ``chunks`` into the new file ``fd`` (see
-    :meth:`TreeWriter.write_file`), saying in ``result`` what was written, kept
-    and damaged."""
-    if entry.extents is not None or kept:
-        os.ftruncate(fd, entry.size)
-    for offset, data, length, error in _placements(entry, chunks, kept):
-        if data is _KEPT:
-            result.kept += length
-        elif data is None:
-            result.damage.append(f"bytes {offset}-{offset + length - 1}: {error}")
-        else:
-            pwrite_all(fd, data, offset)  # type: ignore[arg-type]
-            result.written += length
 
 
 def _default_acl(fd: int) -> bool:
