@@ -68,8 +68,9 @@ def restore_s3archive(tool: S3Archive, target: Path, logdir: Path, workers: int,
     command = [*launcher, "--config", str(tool.config), "restore",
                "latest", *(paths or []), "--target", str(target), "--workers", str(workers),
                "--json"]
+    # (``-m`` imports from the working directory first: the checkout's own)
     result, stdout = measure("s3archive", step, command, tool.env, tool.cluster, logdir,
-                             cwd=REPO)
+                             cwd=Path(tool.env.get("S3ARCHIVE_CODE", REPO)))
     summary = json.loads(stdout.strip().splitlines()[-1])
     result.requests_tool = dict(summary.get("store", {}).get("requests", {}))
     result.summary = {k: summary[k] for k in ("ok", "entries", "files", "bytes", "seconds",
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"{name}: backup took {backup.wall_s:.1f}s")
         if args.compare_code is not None:
             other = copy.copy(tools["s3archive"])
-            other.env = dict(other.env, PYTHONPATH=str(args.compare_code.resolve()))
+            code = str(args.compare_code.resolve())
+            other.env = dict(other.env, PYTHONPATH=code, S3ARCHIVE_CODE=code)
             subprocess.run([sys.executable, "-m", "compileall", "-q",
                             str(args.compare_code / "s3archive")], check=True,
                            stdin=subprocess.DEVNULL)
