@@ -90,9 +90,10 @@ _FILE_PAGES = 64  # at most this many directories' pages are kept (the walk's an
 # the pages kept (the walk's ancestors, nearest first) hold at most _SEALED_KEPT rows
 _SEALED_PAGE = 4096
 _SEALED_KEPT = 8192
-# how an encrypting host's rows are keyed: rows keyed otherwise (before, every row in
-# directory 0, named by the HMAC of its path) are dropped (LocalCache.use_cipher)
-_SEALED_LAYOUT = "by-directory"
+# how an encrypting host's rows are keyed and sealed: rows written otherwise (before,
+# every row in directory 0, named by the HMAC of its path; then lines sealed with
+# ChaCha20-Poly1305, "by-directory") are dropped (LocalCache.use_cipher)
+_SEALED_LAYOUT = "by-directory stream"
 # the line's fields a file row keeps in columns (absent ones are listed under _ABSENT)
 _COLUMNS = ("mtime_ns", "size", "ino", "ctime_ns")
 _ENCODING_NUMBERS = {name: number for number, name in enumerate(ENCODINGS)}
@@ -590,7 +591,7 @@ class LocalCache:
             if row[1:5] != key[1:] or (row[0] is not None and row[0] != key.dev):
                 return None
             if self._cipher is not None:
-                rest = self._cipher.open(path, row[1:5], row[7] or b"")
+                rest = self._cipher.open(path, key[1:], row[7] or b"")
                 return CachedFile(join_line(path, key, rest), row[5]) if rest is not None else None
             number = row[6]
             if number is None:

@@ -137,12 +137,14 @@ def test_the_cache_keeps_no_directory_or_file_name_in_clear(cache: LocalCache) -
                          + rows_of(SECRET_DIR + b"/q3-bonus", 2, 10)}
 
 
+@pytest.mark.parametrize("earlier", ["every row in directory 0", "lines sealed by AEAD"])
 def test_rows_keyed_the_earlier_way_are_dropped_and_the_host_uploads_nothing_again(
-        tmp_path: Path) -> None:
-    """An earlier version kept every row in directory 0 named by the HMAC of its path,
-    under the label of the dedup secret alone: such rows are dropped (and the database
-    compacted), the files read again, but their chunks are still known: no data is
-    uploaded again, and the next run finds every file unchanged."""
+        tmp_path: Path, earlier: str) -> None:
+    """Earlier versions kept every row in directory 0 named by the HMAC of its path,
+    under the label of the dedup secret alone, then rows by directory with their lines
+    sealed by ChaCha20-Poly1305 ("by-directory"): such rows are dropped (and the
+    database compacted), the files read again, but their chunks are still known: no
+    data is uploaded again, and the next run finds every file unchanged."""
     host = MemoryHost(tmp_path, encrypted=True)
     for n in range(30):
         (host.tree / ("d%d" % (n % 3))).mkdir(exist_ok=True)
@@ -151,10 +153,14 @@ def test_rows_keyed_the_earlier_way_are_dropped_and_the_host_uploads_nothing_aga
     assert first.exit_code == 0 and first.files == 30
     db_path = next((tmp_path / "cache").glob("*.sqlite"))
     with sqlite3.connect(db_path) as db:  # the cache as the earlier version left it
-        db.execute("UPDATE files SET dir = 0")
-        db.execute("DELETE FROM dirs")
-        db.execute("UPDATE meta SET value = ? WHERE key = 'file_rows'",
-                   (host.secret.dedup_id,))
+        if earlier == "every row in directory 0":
+            db.execute("UPDATE files SET dir = 0")
+            db.execute("DELETE FROM dirs")
+            label = host.secret.dedup_id
+        else:  # nonce ‖ ChaCha20-Poly1305 of the line under a key of the row's own
+            db.execute("UPDATE files SET sealed = randomblob(length(sealed))")
+            label = f"{host.secret.dedup_id} by-directory"
+        db.execute("UPDATE meta SET value = ? WHERE key = 'file_rows'", (label,))
     again = host.attempt()
     assert again.exit_code == 0, again.warnings
     assert again.files_unchanged == 0 and again.bytes_read == again.bytes_total > 0
@@ -162,5 +168,7 @@ def test_rows_keyed_the_earlier_way_are_dropped_and_the_host_uploads_nothing_aga
     with sqlite3.connect(db_path) as db:
         assert db.execute("SELECT count(*) FROM files WHERE dir = 0").fetchone()[0] == 0
         assert db.execute("SELECT count(*) FROM files").fetchone()[0] == 30
+        assert db.execute("SELECT value FROM meta WHERE key = 'file_rows'").fetchone()[0] \
+            == f"{host.secret.dedup_id} by-directory stream"
     third = host.attempt()
     assert third.files_unchanged == third.files == 30 and third.bytes_read == 0

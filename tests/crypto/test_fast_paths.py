@@ -1,16 +1,16 @@
 """The writer's fast paths give exactly the documented constructions
 (docs/FORMAT.md part 2, 5 and 10): keyed ids, sealed blobs and the local
-cache's row names and line keys, computed the slow, obvious way beside them."""
+cache's row names and sealed lines, computed the slow, obvious way beside them."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import random
 import struct
 import threading
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from s3archive.archive.encryption import FileCipher, RunEncryption
 from s3archive.crypto.blob import (
@@ -84,23 +84,40 @@ def test_the_writers_ids_and_sealed_blobs_are_the_documented_ones() -> None:
             assert open_sealed(key, place, sealed) == stored
 
 
-def test_the_cache_rows_are_named_and_keyed_as_documented() -> None:
+def test_the_cache_rows_are_named_and_sealed_as_documented() -> None:
     """FORMAT.md 10.2: name = HMAC(K_cache, "name" 0x00 path)[:16], its directory's
-    HMAC(K_cache, "files-dir" 0x00 directory)[:16]; K_line =
-    HMAC(K_cache, "line" 0x00 ino size mtime_ns ctime_ns path), 8 bytes each,
-    big-endian, the times signed: a row written before opens after."""
+    HMAC(K_cache, "files-dir" 0x00 directory)[:16]; a line is sealed as nonce ‖ X[:16] ‖
+    line XOR X[16:], X = SHAKE256(K_stream ‖ nonce ‖ ino size mtime_ns ctime_ns ‖
+    path), 8 bytes each, big-endian, the times signed, K_stream = HMAC(K_cache,
+    "line-stream"): a row written before opens after; another stat, another
+    secret or a changed check opens nothing."""
     key = RNG.randbytes(32)
     cipher = FileCipher(key, "label")
     path = b"/srv/\xffpayroll/q3.txt"
     stat = (123456789, 4096, -5, 1_700_000_000_123_456_789)
     assert cipher.name(path) == hmac.digest(key, b"name\0" + path, "sha256")[:16]
     assert cipher.directory(b"/srv") == hmac.digest(key, b"files-dir\0/srv", "sha256")[:16]
-    line_key = hmac.digest(key, b"line\0" + struct.pack(">QQqq", *stat) + path, "sha256")
+    line = b'{"kind":"file","mode":420,"user":"r\xc3\xb6ot"}'
     nonce = RNG.randbytes(12)
-    written_before = nonce + ChaCha20Poly1305(line_key).encrypt(nonce, b"the line", None)
-    assert cipher.open(path, stat, written_before) == b"the line"
-    assert cipher.open(path, stat, cipher.seal(path, stat, b"the line")) == b"the line"
-    assert cipher.open(path, (stat[0], stat[1] + 1, *stat[2:]), written_before) is None
+    stream = hashlib.shake_256(hmac.digest(key, b"line-stream", "sha256") + nonce
+                               + struct.pack(">QQqq", *stat) + path).digest(16 + len(line))
+    written_before = nonce + stream[:16] + bytes(a ^ b for a, b in zip(line, stream[16:]))
+    assert cipher.open(path, stat, written_before) == line
+    sealed = cipher.seal(path, stat, line)
+    assert cipher.open(path, stat, sealed) == line and line not in sealed
+    assert len(sealed) == 12 + 16 + len(line) and sealed[:12] != written_before[:12]
+    assert cipher.open(path, stat, cipher.seal(path, stat, b"")) == b""
+    for other in range(4):  # any one number of the stat changed: opens for nobody
+        changed = list(stat)
+        changed[other] += 1
+        assert cipher.open(path, tuple(changed), written_before) is None
+    assert cipher.open(path + b"x", stat, written_before) is None
+    assert FileCipher(RNG.randbytes(32), "label").open(path, stat, written_before) is None
+    for position in range(12, 28):  # the check
+        bad = bytearray(written_before)
+        bad[position] ^= 1
+        assert cipher.open(path, stat, bytes(bad)) is None
+    assert cipher.open(path, stat, written_before[:27]) is None
 
 
 def test_the_directory_rows_are_named_and_keyed_as_documented(tmp_path) -> None:
