@@ -222,10 +222,13 @@ class _FilePage:
 
     low: bytes
     high: bytes | None
-    rows: dict[bytes, tuple[Any, ...]]
+    rows: dict[Any, tuple[Any, ...]]  # an encrypting host's: by inode (LocalCache._sealed_page)
     # an encrypting host's directory of more than _SEALED_PAGE rows (its number): its
     # rows are asked one at a time (0: ``rows`` holds them all)
     one_by_one: int = 0
+    # an encrypting host's rows of an inode that ``rows`` has already (hard links, a
+    # deleted file's row whose inode was used again): every one is tried
+    twins: dict[int, list[tuple[Any, ...]]] | None = None
 
     def covers(self, name: bytes) -> bool:
         return self.low <= name and (self.high is None or name <= self.high)
@@ -581,18 +584,14 @@ class LocalCache:
         removes the file rows that point into a forgotten pack.
         """
         with self._lock:
-            if self._cipher is None:
-                row = self._plain_file_row(path)
-            else:
-                row = self._sealed_file_row(path)
+            if self._cipher is not None:
+                return self._sealed_file(path, key)
+            row = self._plain_file_row(path)
             if row is None:
                 return None
             # row: dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed
             if row[1:5] != key[1:] or (row[0] is not None and row[0] != key.dev):
                 return None
-            if self._cipher is not None:
-                rest = self._cipher.open(path, key[1:], row[7] or b"")
-                return CachedFile(join_line(path, key, rest), row[5]) if rest is not None else None
             number = row[6]
             if number is None:
                 return None
@@ -635,21 +634,35 @@ class LocalCache:
             self._file_pages[parent] = page
         return page.rows.get(name)
 
-    def _sealed_file_row(self, path: bytes) -> tuple[Any, ...] | None:
-        """The row of ``path`` (an encrypting host's rows), from its directory's rows
-        read at once: their names are HMACs, in no order a range of the walk's names
-        could use (a directory of more than :data:`_SEALED_PAGE` rows: one query)."""
-        assert self._cipher is not None
+    def _sealed_file(self, path: bytes, key: FileKey) -> CachedFile | None:
+        """``get_file`` of an encrypting host: the row is found by the file's inode
+        among its directory's rows, read at once (their names are HMACs, in no order
+        a range of the walk's names could use), so no name is computed for a file
+        found unchanged or new; a row opens only for its own path and stat
+        (``FileCipher.open``), which tells apart rows of one inode (a directory of
+        more than :data:`_SEALED_PAGE` rows: asked by name, one query)."""
+        cipher = self._cipher
+        assert cipher is not None
         parent = path.rpartition(b"/")[0]
         page = self._file_pages.get(parent)
         if page is None:
             page = self._sealed_page(parent)
-        name = self._cipher.name(path)
         if page.one_by_one:
-            return self.db.execute(
+            row = self.db.execute(
                 "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed FROM files "
-                "WHERE dir=? AND name=?", (page.one_by_one, name)).fetchone()
-        return page.rows.get(name)
+                "WHERE dir=? AND name=?", (page.one_by_one, cipher.name(path))).fetchone()
+        else:
+            row = page.rows.get(key.ino)
+        if row is None:
+            return None
+        stat = key[1:]
+        for row in (row,) if page.twins is None else (row, *page.twins.get(key.ino, ())):
+            # row: dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed
+            if row[1:5] == stat and (row[0] is None or row[0] == key.dev):
+                rest = cipher.open(path, stat, row[7] or b"")
+                if rest is not None:
+                    return CachedFile(join_line(path, key, rest), row[5])
+        return None
 
     def _sealed_page(self, parent: bytes) -> _FilePage:
         number = self._dir_number(parent, create=False)
@@ -658,8 +671,13 @@ class LocalCache:
             "FROM files WHERE dir=? LIMIT ?", (number, _SEALED_PAGE + 1)).fetchall()
         if number is not None and len(rows) > _SEALED_PAGE:
             page = _FilePage(b"", None, {}, one_by_one=number)
-        else:
-            page = _FilePage(b"", None, {row[0]: row[1:] for row in rows})
+        else:  # by inode (the name's HMAC is computed only to put a row)
+            page = _FilePage(b"", None, {row[2]: row[1:] for row in rows})
+            if len(page.rows) < len(rows):
+                page.twins = {}
+                for row in rows:
+                    if page.rows[row[2]] != row[1:]:
+                        page.twins.setdefault(row[2], []).append(row[1:])
         # the walk is depth first: keep the pages of this directory's ancestors only,
         # the nearest first, as long as they hold at most _SEALED_KEPT rows in all
         kept, rows_kept = {parent: page}, len(page.rows)

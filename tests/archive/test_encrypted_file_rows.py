@@ -172,3 +172,28 @@ def test_rows_keyed_the_earlier_way_are_dropped_and_the_host_uploads_nothing_aga
             == f"{host.secret.dedup_id} by-directory stream"
     third = host.attempt()
     assert third.files_unchanged == third.files == 30 and third.bytes_read == 0
+
+
+def test_rows_are_found_by_inode_and_open_only_for_their_own_path(
+        cache: LocalCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory's rows are looked up by inode, no name computed; a row opens only
+    for the path it was put for: names of one inode (hard links) each get their own
+    line, a renamed file or another file given a deleted file's inode is no hit."""
+    same = FileKey(1, 42, 5, 6, 7)
+    cache.put_files([(b"/h/a", same, b'{"name":"a"}', [(digest(1), 5)]),
+                     (b"/h/b", same, b'{"name":"b"}', [(digest(2), 5)]),
+                     (b"/h/c", FileKey(1, 43, 5, 6, 7), b'{"name":"c"}', [(digest(3), 5)])])
+    names: list[bytes] = []
+    cipher = cache._cipher
+    assert cipher is not None
+    monkeypatch.setattr(cipher, "name", lambda path: names.append(path) or b"")
+    for path, line in ((b"/h/a", b'{"name":"a"}'), (b"/h/b", b'{"name":"b"}')):
+        hit = cache.get_file(path, same)
+        assert hit is not None and hit.line == line
+        assert [c.hash for c in hit.chunks] == [digest(1 if path == b"/h/a" else 2)]
+    assert cache.get_file(b"/h/c", FileKey(1, 43, 5, 6, 7)).line == b'{"name":"c"}'
+    assert cache.get_file(b"/h/d", same) is None, "a third name of the inode, renamed"
+    assert cache.get_file(b"/h/e", FileKey(1, 43, 5, 6, 7)) is None, "c's inode, reused"
+    assert cache.get_file(b"/h/f", FileKey(1, 44, 5, 6, 7)) is None, "a new file"
+    assert cache.get_file(b"/h/a", FileKey(2, 42, 5, 6, 7)) is None, "another device"
+    assert names == []
