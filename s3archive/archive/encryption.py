@@ -80,7 +80,7 @@ class RunEncryption:
 
 
 _NONCE = 12
-_CHECK = 16  # of the stream, kept in the row: a wrong stat or secret is told, not misread
+_CHECK = 16  # of the stream, in the row: another path, stat or secret is told, not misread
 _STAT = struct.Struct(">QQqq")  # ino, size, mtime_ns, ctime_ns in a row's stream input
 
 
@@ -89,8 +89,8 @@ class FileCipher:
 
     A row's line is XORed with a stream only its path and stat derive
     (SHAKE256 keyed by a key of the dedup secret's; docs/FORMAT.md 10.2): one
-    hash a row, where an AEAD key set up for every row cost three times as much
-    in an unchanged run."""
+    hash a row, where an HMAC and an AEAD key set up for every row cost twice
+    as much in an unchanged run."""
 
     def __init__(self, key: bytes, label: str):
         self._mac = HmacSha256(key)

@@ -20,8 +20,8 @@ hold, as a number into ``attrs`` (the same owner, group and mode for most
 files: stored once).  An encrypting host keeps no path, name or metadata in
 clear: a row's directory is named by an HMAC of the directory's path and the
 row by an HMAC of the file's, and it holds the rest of the line sealed
-(``FileCipher``); a directory's rows are read at once.  A cache of an older
-schema is dropped and rebuilt on open (a cache is disposable).
+(``FileCipher``); a directory's rows are read at once and found by inode.  A
+cache of an older schema is dropped and rebuilt on open (a cache is disposable).
 """
 
 from __future__ import annotations
@@ -648,15 +648,15 @@ class LocalCache:
         if page is None:
             page = self._sealed_page(parent)
         if page.one_by_one:
-            row = self.db.execute(
+            first = self.db.execute(
                 "SELECT dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed FROM files "
                 "WHERE dir=? AND name=?", (page.one_by_one, cipher.name(path))).fetchone()
         else:
-            row = page.rows.get(key.ino)
-        if row is None:
+            first = page.rows.get(key.ino)
+        if first is None:
             return None
         stat = key[1:]
-        for row in (row,) if page.twins is None else (row, *page.twins.get(key.ino, ())):
+        for row in (first,) if page.twins is None else (first, *page.twins.get(key.ino, ())):
             # row: dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed
             if row[1:5] == stat and (row[0] is None or row[0] == key.dev):
                 rest = cipher.open(path, stat, row[7] or b"")
