@@ -11,25 +11,19 @@ import random
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-import botocore.session
 import pytest
 
-from s3archive.config import S3Settings
 from s3archive.errors import StoreError
 from s3archive.store.base import ObjectLock
-from s3archive.store.s3_store import S3Store, make_client
+from s3archive.store.s3_store import S3Store
+
+from support.rgw_store import rgw_store
 
 UNSIGNED = b"UNSIGNED-PAYLOAD"
 
 
 def _store(rgw: Any, locked: bool = True) -> S3Store:
-    session = botocore.session.Session()
-    session.set_credentials(rgw.access_key, rgw.secret_key)
-    session.set_config_variable("region", rgw.region)
-    bucket = f"md5-signed-{random.Random().getrandbits(40):010x}"
-    rgw.client().create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=locked)
-    return S3Store(make_client(S3Settings(bucket=bucket, endpoint_url=rgw.endpoint_url),
-                               session=session, retry=False), bucket)
+    return rgw_store(rgw, "md5-signed", locked=locked, retry=False)
 
 
 def _lock() -> ObjectLock:

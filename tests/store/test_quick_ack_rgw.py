@@ -6,28 +6,20 @@ for the second piece (44 ms against 0.4 ms of work).  The store's client must no
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
-import botocore.session
-
-from s3archive.config import S3Settings
 from s3archive.store import quick_ack
-from s3archive.store.s3_store import S3Store, make_client
+from s3archive.store.s3_store import S3Store
+
+from support.rgw_store import rgw_store
 
 REQUESTS = 20
 DELAYED_ACK_S = 0.040  # Linux's shortest delayed acknowledgement (TCP_DELACK_MIN)
 
 
 def _store(rgw: Any) -> S3Store:
-    session = botocore.session.Session()
-    session.set_credentials(rgw.access_key, rgw.secret_key)
-    session.set_config_variable("region", rgw.region)
-    bucket = f"quick-ack-{random.Random().getrandbits(40):010x}"
-    rgw.client().create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-    return S3Store(make_client(S3Settings(bucket=bucket, endpoint_url=rgw.endpoint_url),
-                               session=session), bucket)
+    return rgw_store(rgw, "quick-ack")
 
 
 def _seconds_for_small_gets(store: S3Store) -> float:
