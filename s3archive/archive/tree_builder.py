@@ -171,13 +171,18 @@ class TreeBuilder:
     def content_refs(self, chunks: list[ChunkId], what: bytes
                      ) -> tuple[list[tc.BlobRef] | None, list[tc.BlobRef] | None]:
         """(inline chunks, None) or (None, chunk lists) of a file or stream."""
-        refs = []
-        for chunk in chunks:
-            ref = blob_ref(self.locate(chunk))
-            self.packs.add(ref.pack)
+        locate = self.locate
+        refs = [blob_ref(locate(chunk)) for chunk in chunks]
+        if len(refs) == 1:  # (most files: one chunk)
+            pack = refs[0].pack
+            self.packs.add(pack)
             if self._data is not None:
-                self._data.add(ref.pack)
-            refs.append(ref)
+                self._data.add(pack)
+        else:
+            used = {ref.pack for ref in refs}
+            self.packs |= used
+            if self._data is not None:
+                self._data |= used
         if len(refs) <= tc.INLINE_CHUNKS:
             return refs, None
         lists: list[tc.BlobRef] = []
@@ -290,15 +295,17 @@ class TreeBuilder:
 
     def _encode_block(self, directory: _Dir, encoding: _Encoding,
                       block: list[tuple[int, bytes | None]]) -> None:
+        trees_get, usual_line = directory.trees.get, _USUAL_LINE.fullmatch
+        content_refs, append_encoded = self.content_refs, self._append_encoded
         for index, raw in block:
             chunks = lists = None
-            tree = directory.trees.get(index)
+            tree = trees_get(index)
             if raw is None:
                 name = directory.synthetic[index]
                 self._append(encoding, name, _synthetic_dir(), None, None, tree)
                 continue
             line, tab, listed = raw.rstrip(b"\n").partition(b"\t")
-            usual = _USUAL_LINE.fullmatch(line)
+            usual = usual_line(line)
             if usual is not None:  # its node object is the line, renamed (_USUAL_LINE)
                 path = usual["path"]
                 kind = usual["kind"]
@@ -309,13 +316,12 @@ class TreeBuilder:
                 kind = obj.get("kind")
                 name = path.rsplit(b"/", 1)[1]
             if tab:
-                pairs = [item.split(b":") for item in listed.split(b",")] if listed else []
-                chunks, lists = self.content_refs(
-                    [ChunkId(h.decode("ascii"), int(n)) for h, n in pairs], path)
+                chunks, lists = content_refs([_chunk_id(item) for item in listed.split(b",")]
+                                             if listed else [], path)
             assert (tree is not None) == (kind in ("dir", b"dir")), "walk order broken"
             if usual is not None:
-                self._append_encoded(encoding, name, b'{"name":"' + name + b'",'
-                                     + line[usual.end("path") + 2:], None, chunks, lists, tree)
+                append_encoded(encoding, name, b'{"name":"' + name + b'",'
+                               + line[usual.end("path") + 2:], None, chunks, lists, tree)
             else:
                 self._append(encoding, name, obj, chunks, lists, tree)
 
@@ -453,6 +459,12 @@ def record_snapshot(builder: TreeBuilder, obj: dict[str, Any], chunks: list[Chun
                                list[tc.BlobRef] | None]:
     inline, lists = builder.content_refs(chunks, obj["name"].encode("utf-8", "replace"))
     return obj, inline, lists
+
+
+def _chunk_id(item: bytes) -> ChunkId:
+    """A chunk as the spool lists it (``hash:size``)."""
+    digest, size = item.split(b":")
+    return ChunkId(digest.decode("ascii"), int(size))
 
 
 def _spooled_path(raw: bytes) -> tuple[bytes, bool]:
