@@ -218,6 +218,11 @@ class TreeBuilder:
                 stack = [root]
                 continue
             parent = path.rsplit(b"/", 1)[0] or b"/"
+            if stack and stack[-1].path == parent:  # (most entries: the directory's own)
+                stack[-1].add(start, raw)
+                if is_dir:
+                    stack.append(_Dir(path, seed.copy()))
+                continue
             while stack and not _is_within(parent, stack[-1].path):
                 self._close(stack)
             if not stack:
@@ -297,6 +302,9 @@ class TreeBuilder:
                       block: list[tuple[int, bytes | None]]) -> None:
         trees_get, usual_line = directory.trees.get, _USUAL_LINE.fullmatch
         content_refs, append_encoded = self.content_refs, self._append_encoded
+        locate, packs_add = self.locate, self.packs.add
+        # the data packs of the directory being encoded (its row), if it collects them
+        data_add = (self._data if self._data is not None else set()).add
         for index, raw in block:
             chunks = lists = None
             tree = trees_get(index)
@@ -315,7 +323,13 @@ class TreeBuilder:
                 path = _path_of(obj)
                 kind = obj.get("kind")
                 name = path.rsplit(b"/", 1)[1]
-            if tab:
+            if tab and listed and b"," not in listed:  # (most files: one chunk)
+                digest, size = listed.split(b":")
+                ref = blob_ref(locate(ChunkId(digest.decode("ascii"), int(size))))
+                packs_add(ref.pack)
+                data_add(ref.pack)
+                chunks = [ref]
+            elif tab:
                 chunks, lists = content_refs([_chunk_id(item) for item in listed.split(b",")]
                                              if listed else [], path)
             assert (tree is not None) == (kind in ("dir", b"dir")), "walk order broken"
