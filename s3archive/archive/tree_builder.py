@@ -290,11 +290,6 @@ class TreeBuilder:
         encoding = _Encoding(directory.path)
         lines = self._lines(directory)
         while block := list(itertools.islice(lines, SPOOL_BLOCK)):
-            if self.prefetch is not None:
-                self.prefetch([item[:64].decode("ascii")
-                               for _, raw in block if raw is not None and b"\t" in raw
-                               for item in raw.rstrip(b"\n").partition(b"\t")[2].split(b",")
-                               if item])
             self._encode_block(directory, encoding, block)
         return self._close_encoding(directory, encoding)
 
@@ -305,14 +300,20 @@ class TreeBuilder:
         locate, packs_add = self.locate, self.packs.add
         # the data packs of the directory being encoded (its row), if it collects them
         data_add = (self._data if self._data is not None else set()).add
-        for index, raw in block:
+        # each line split once: (line, tab, chunks), None for an entry not recorded
+        parts = [raw.rstrip(b"\n").partition(b"\t") if raw is not None else None
+                 for _, raw in block]
+        if self.prefetch is not None:  # told the block's chunks at once
+            self.prefetch([item[:64].decode("ascii") for split in parts if split is not None
+                           and split[2] for item in split[2].split(b",") if item])
+        for (index, _), split in zip(block, parts):
             chunks = lists = None
             tree = trees_get(index)
-            if raw is None:
+            if split is None:
                 name = directory.synthetic[index]
                 self._append(encoding, name, _synthetic_dir(), None, None, tree)
                 continue
-            line, tab, listed = raw.rstrip(b"\n").partition(b"\t")
+            line, tab, listed = split
             usual = usual_line(line)
             if usual is not None:  # its node object is the line, renamed (_USUAL_LINE)
                 path = usual["path"]
