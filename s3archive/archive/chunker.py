@@ -17,7 +17,12 @@ from s3archive.archive.fresh_memory import unzeroed
 MIN_SIZE = 256 * 1024
 AVG_SIZE = 1024 * 1024
 MAX_SIZE = 4 * 1024 * 1024
-BLOCK_BYTES = 8 * 1024 * 1024  # files are read in blocks of this size (plus a carried piece)
+# files are read in blocks of this size (plus a carried piece).  A block lives while any
+# chunk cut from it waits to be encoded and packed, so with two reader threads and the
+# writer's budget of chunks in flight four or five blocks are alive at the peak of an
+# initial run: 4 MiB blocks (one largest chunk) made its summed PSS 160 MiB, not
+# 170-183 MiB with 8 MiB blocks, at the same CPU (bench_archive.py, bench/README.md)
+BLOCK_BYTES = 4 * 1024 * 1024
 CHUNKER_PARAMS = {"algorithm": "fastcdc2020", "min": MIN_SIZE, "avg": AVG_SIZE, "max": MAX_SIZE}
 
 
