@@ -60,3 +60,29 @@ def unzeroed(size: int) -> bytearray:
         # a hint: a kernel without THP refuses it, and nothing changes
         _madvise(start, end - start, _MADV_HUGEPAGE)
     return buffer
+
+
+
+_MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
+
+
+def release_tail(buffer: bytearray, made: int) -> int:
+    """Give the system back the whole pages past ``buffer``'s length and before
+    ``made`` bytes from its first byte: the room left in a buffer made (by
+    :func:`unzeroed`) ``made`` bytes long and cut short since, never at its front.
+    A pack body ends inside the huge page its last bytes faulted in: up to 2 MiB it
+    does not use while it waits to be uploaded.  The pages released are no part of
+    the ``bytearray`` (and within its allocation: at most ``__alloc__()`` bytes from
+    its first byte); should it grow again they read as zeros.  Returns the bytes
+    released (0 where ``madvise`` is not available)."""
+    if _resize is None or _madvise is None or _MADV_DONTNEED is None or not len(buffer):
+        return 0
+    address = ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+    start = -(-(address + len(buffer)) // _PAGE) * _PAGE
+    # (the allocation's last byte is the bytearray's NUL)
+    end = (address + min(made, buffer.__alloc__() - 1)) // _PAGE * _PAGE
+    if end <= start:
+        return 0
+    if _madvise(start, end - start, _MADV_DONTNEED) != 0:
+        return 0
+    return end - start

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
 
-from s3archive.archive.fresh_memory import unzeroed
+from s3archive.archive.fresh_memory import release_tail, unzeroed
 from s3archive.format import pack2
 from s3archive.format.chunk_codec import EncodedChunk
 from s3archive.format.model import pack_key
@@ -154,8 +154,7 @@ class Packer:
         elif self.prefix is not None:
             pack.pack_id = os.urandom(pack2.PACK_ID_SIZE)
             pack.key = pack2.pack_key(self.prefix, pack.pack_id)
-        # room for a full pack: the target and the largest blob that may cross it
-        pack.buffer = unzeroed(self.target_size + min(self.target_size, BLOB_ROOM))
+        pack.buffer = unzeroed(self._buffer_size())
         if self.sealer is not None:
             pack.write(pack2.preamble(pack.pack_id, key_block))
         elif self.prefix is not None:
@@ -163,6 +162,10 @@ class Packer:
         if pack.key is not None:
             self.created.add(pack.key)
         return pack
+
+    def _buffer_size(self) -> int:
+        """A pack's buffer: room for the target and the largest blob that may cross it."""
+        return self.target_size + min(self.target_size, BLOB_ROOM)
 
     def add(self, chunk: EncodedChunk, kind: bytes = pack2.KIND_DATA) -> ChunkLocation:
         full = None
@@ -213,6 +216,8 @@ class Packer:
         else:
             pack.key = pack_key(hashlib.sha256(body).hexdigest())
         pack.size = len(body)
+        # the room left in its buffer is not kept while the body waits for an uploader
+        release_tail(body, self._buffer_size())
         self.on_sealed(pack, body)
 
     def discard_open(self) -> Pack | None:
