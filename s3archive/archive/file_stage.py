@@ -131,6 +131,10 @@ class _QueuedHit(NamedTuple):
     size: int
     spooled: bytes
 
+    def held(self) -> int:
+        """Its bytes counted against MAX_QUEUED_HIT_BYTES."""
+        return len(self.path) + len(self.spooled) + HIT_OVERHEAD
+
 
 _SPOOLED = _Queued(None)  # a file-cache hit spooled at once: nothing was waiting before it
 
@@ -293,7 +297,7 @@ class FileStage:
             if type(queued) is _QueuedHit:
                 pending.popleft()
                 self._queued_hits -= 1
-                self._queued_hit_bytes -= len(queued.path) + len(queued.spooled) + HIT_OVERHEAD
+                self._queued_hit_bytes -= queued.held()
                 self._spool_file(*queued)
                 continue
             assert not isinstance(queued, _QueuedHit)
@@ -464,9 +468,10 @@ class FileStage:
         self.tally.files_unchanged += 1
         spooled = b"%s\t%s\n" % (hit.line, hit.spooled_chunks())
         if self._pending or self._spool is None:  # after entries still waiting: queued
+            hit_queued = _QueuedHit(path, st.st_size, spooled)
             self._queued_hits += 1
-            self._queued_hit_bytes += len(path) + len(spooled) + HIT_OVERHEAD
-            return _QueuedHit(path, st.st_size, spooled)
+            self._queued_hit_bytes += hit_queued.held()
+            return hit_queued
         self._spool_file(path, st.st_size, spooled)
         return _SPOOLED
 

@@ -32,6 +32,12 @@ _HALVES = struct.Struct(">QQ")  # a digest's first and second 8 bytes (DigestFil
 _CACHE_KIB = 8 << 10  # SQLite page cache of the index (KiB)
 
 
+# rows n(i), i = 0 .. ?1 - 1: the items of a list passed to SQL as one value (fixed
+# width; item i at i * width) are split by the statement this begins
+_NUMBERED = ("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n "
+             "WHERE i + 1 < ?1) ")
+
+
 class PackRows:
     """A stored pack's chunk locations as SQL takes them, a slice of them a statement
     (split there, like :meth:`RunIndex.put_listed_from_cache`'s lists): no Python
@@ -65,8 +71,7 @@ class PackRows:
     def insert_sql(verb: str, table: str) -> str:
         """``verb`` (INSERT OR REPLACE...) into ``table`` (hash, pack, offset, stored, size,
         encoding) with a slice's :meth:`parameters`."""
-        return ("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1) "
-                f"{verb} INTO {table} SELECT substr(?2, i * 32 + 1, 32), ?4, "
+        return (_NUMBERED + f"{verb} INTO {table} SELECT substr(?2, i * 32 + 1, 32), ?4, "
                 "CAST(substr(?3, i * 33 + 1, 12) AS INTEGER), "
                 "CAST(substr(?3, i * 33 + 13, 10) AS INTEGER), "
                 "CAST(substr(?3, i * 33 + 23, 10) AS INTEGER), "
@@ -262,8 +267,8 @@ class RunIndex:
         with self._lock, self._transaction():
             self._db.execute("DELETE FROM wanted")
             self._db.execute(
-                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
-                "INSERT OR IGNORE INTO wanted SELECT substr(?, i * ? + 1, 32) FROM n",
+                _NUMBERED
+                + "INSERT OR IGNORE INTO wanted SELECT substr(?2, i * ?3 + 1, 32) FROM n",
                 (count, listed, item))
             self._filter.add_listed(listed, item)  # more than are found: only false positives
             return self._copy_wanted(prefixes)
@@ -324,8 +329,8 @@ class RunIndex:
         keys, encodings = self._pack_keys, ENCODINGS
         with self._lock:
             rows = self._db.execute(
-                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1) "
-                "SELECT c.* FROM n CROSS JOIN chunks c ON c.hash = substr(?2, i * 32 + 1, 32)",
+                _NUMBERED + "SELECT c.* FROM n CROSS JOIN chunks c "
+                "ON c.hash = substr(?2, i * 32 + 1, 32)",
                 (len(wanted), bytes.fromhex("".join(wanted)))).fetchall()
         found: dict[str, ChunkLocation] = {}
         for hash_, pack, offset, stored, size, encoding in rows:
