@@ -567,9 +567,13 @@ class Target:
         self.cleanup()
         self.path.mkdir(parents=True)
         if self.fresh_fs:
+            inode_count = self.files + self.files // 4 + 4096
+            # every small file takes a whole 4 KiB block and a 256-byte inode:
+            # at 1M files of 1.7 KB that is 4.1 GB, more than twice the bytes
+            room = max(2 * self.size, self.size + self.files * 4096 + inode_count * 256)
             with open(self.image, "wb") as handle:
-                handle.truncate(2 * self.size + (1 << 30))
-            inodes = ["-N", str(self.files + self.files // 4 + 4096)] if self.files else []
+                handle.truncate(room + (1 << 30))
+            inodes = ["-N", str(inode_count)] if self.files else []
             subprocess.run(["mkfs.ext4", "-q", "-F", *inodes, str(self.image)], check=True)
             subprocess.run(["mount", "-o", "loop", str(self.image), str(self.path)], check=True)
             (self.path / "lost+found").rmdir()
