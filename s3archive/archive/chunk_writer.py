@@ -445,7 +445,8 @@ class ChunkWriter:
 
     def _encode(self, plain: bytes, digest: str) -> None:
         try:
-            self._store_encoded(self.codec.encode(plain, digest), len(plain))
+            # (the frame is in this thread's reused buffer until packed: copied there)
+            self._store_encoded(self.codec.encode_reusing(plain, digest), len(plain))
         except BaseException as err:  # surfaced to the producer by _raise_failure
             self._fail(err)
         finally:

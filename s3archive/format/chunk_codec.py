@@ -55,6 +55,43 @@ class ChunkCodec:
             return EncodedChunk(digest, len(plain), ZSTD, packed)
         return EncodedChunk(digest, len(plain), RAW, plain)
 
+    def encode_reusing(self, plain: bytes | memoryview,
+                       digest: str | None = None) -> EncodedChunk:
+        """As :meth:`encode`, but a zstd frame is written into this thread's own
+        output buffer, made once and reused: its ``data`` is valid only until this
+        thread's next call, so it must be consumed (copied into a pack) first.
+
+        For big chunks (hundreds of KiB to 4 MiB), read from big files: a fresh
+        output for each is mapped afresh (allocations of 1 MiB and more are
+        mmap'ed, cli/main.py) and faulted in page by page as zstd writes it, about
+        one fault per 4 KiB of frame.  The frame is as valid as :meth:`encode`'s
+        (content size in its header, no checksum) but written by zstd's streaming
+        interface, so its bytes may differ from :meth:`encode`'s for the same
+        chunk: only the plain bytes name a chunk."""
+        digest = digest or chunk_hash(plain)
+        size = len(plain)
+        out = getattr(self._local, "output", None)
+        if out is None or len(out) < frame_bound(size):
+            out = self._local.output = bytearray(frame_bound(size))
+        filled = 0
+        with memoryview(out) as view, self._compressor().stream_reader(
+                plain, size=size, read_size=max(size, 1)) as frames:
+            while True:
+                if filled == len(out):  # zstd broke its own bound: never a cut frame
+                    raise RuntimeError(f"zstd wrote {filled} bytes or more for {size}")
+                wrote = frames.readinto(view[filled:])
+                if not wrote:
+                    break
+                filled += wrote
+        if filled <= size * (1 - self.min_saving):
+            return EncodedChunk(digest, size, ZSTD, memoryview(out)[:filled])
+        return EncodedChunk(digest, size, RAW, plain)
+
+
+def frame_bound(size: int) -> int:
+    """The most bytes one zstd frame of ``size`` plain bytes takes (ZSTD_COMPRESSBOUND)."""
+    return size + (size >> 8) + ((128 * 1024 - size) >> 11 if size < 128 * 1024 else 0)
+
 
 _decompressors = threading.local()
 

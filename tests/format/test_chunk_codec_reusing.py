@@ -1,0 +1,80 @@
+"""ChunkCodec.encode_reusing: big chunks' zstd frames written into one buffer per thread."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+import zstandard
+
+from s3archive.format.chunk_codec import RAW, ZSTD, ChunkCodec, chunk_hash, decode_chunk, frame_bound
+
+KiB = 1 << 10
+MiB = 1 << 20
+
+
+def _text(rng: random.Random, size: int) -> bytes:
+    words = [rng.randbytes(rng.randint(2, 9)).hex().encode() for _ in range(400)]
+    text = b" ".join(rng.choices(words, k=size // 8 + 1))
+    return (text * (size // len(text) + 1))[:size]
+
+
+@pytest.mark.parametrize("size", [256 * KiB + 1, 1 * MiB, 4 * MiB])
+def test_a_frame_decodes_to_the_chunk_and_declares_its_size(size: int) -> None:
+    rng = random.Random(size)
+    codec = ChunkCodec()
+    for plain in (_text(rng, size), bytes(size)):
+        encoded = codec.encode_reusing(plain)
+        assert (encoded.hash, encoded.size, encoded.encoding) == (chunk_hash(plain), size, ZSTD)
+        frame = bytes(encoded.data)
+        assert zstandard.frame_content_size(frame) == size
+        assert len(frame) <= frame_bound(size)
+        assert decode_chunk(frame, ZSTD, size, encoded.hash) == plain
+        # as small as encode's frame, give or take a little
+        assert len(frame) <= len(codec.encode(plain).data) * 1.01 + 64
+
+
+def test_incompressible_bytes_are_stored_raw_as_encode_does() -> None:
+    plain = random.Random(1).randbytes(1 * MiB)
+    codec = ChunkCodec()
+    encoded = codec.encode_reusing(plain, "given-digest")
+    assert (encoded.encoding, encoded.hash) == (RAW, "given-digest")
+    assert encoded.data is plain
+    assert codec.encode(plain).encoding == RAW
+
+
+def test_the_output_buffer_is_reused_by_its_thread_and_not_shared() -> None:
+    codec = ChunkCodec()
+    rng = random.Random(2)
+    first, second = _text(rng, 1 * MiB), _text(rng, 1 * MiB)
+    a = codec.encode_reusing(first)
+    a_bytes = bytes(a.data)
+    b = codec.encode_reusing(second)
+    assert isinstance(a.data, memoryview) and isinstance(b.data, memoryview)
+    assert a.data.obj is b.data.obj, "one buffer for the thread's frames"
+    assert bytes(a.data) != a_bytes, "the earlier frame is overwritten: consume it first"
+    assert decode_chunk(bytes(b.data), ZSTD, len(second), b.hash) == second
+
+    # threads encoding at once each write their own buffer
+    plains = [_text(random.Random(10 + n), 2 * MiB) for n in range(4)]
+    results: dict[int, list[bool]] = {}
+    buffers: dict[int, object] = {}
+
+    def encode_many(n: int) -> None:
+        ok = []
+        for _ in range(5):
+            encoded = codec.encode_reusing(plains[n])
+            buffers[n] = encoded.data.obj
+            ok.append(decode_chunk(bytes(encoded.data), ZSTD, len(plains[n]), encoded.hash)
+                      == plains[n])
+        results[n] = ok
+
+    threads = [threading.Thread(target=encode_many, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {n: [True] * 5 for n in range(4)}
+    assert len({id(buffer) for buffer in buffers.values()}) == 4
+    assert all(buffer is not a.data.obj for buffer in buffers.values())
