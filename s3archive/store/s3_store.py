@@ -65,7 +65,12 @@ def lean_botocore_session(profile: str | None = None) -> Any:
     table: only memory is at stake."""
     import botocore.session
 
+    from s3archive.store import service_loader
+
     core = botocore.session.Session(profile=profile)
+    # (looks for the data of these services only: store/service_loader.py)
+    core.lazy_register_component("data_loader", lambda: service_loader.create_loader(
+        ENDPOINT_SERVICES, core.get_config_variable("data_path")))
     components = getattr(core, "_internal_components", None)
     if components is None or not hasattr(components, "lazy_register_component"):
         return core
