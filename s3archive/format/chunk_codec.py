@@ -8,6 +8,7 @@ noticed before its bytes are used.
 from __future__ import annotations
 
 import hashlib
+import mmap
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -72,7 +73,9 @@ class ChunkCodec:
         size = len(plain)
         out = getattr(self._local, "output", None)
         if out is None or len(out) < frame_bound(size):
-            out = self._local.output = bytearray(frame_bound(size))
+            # anonymous memory, room for the largest chunk: a page is resident once a
+            # frame has reached it, not before
+            out = self._local.output = mmap.mmap(-1, frame_bound(max(size, MAX_CHUNK_SIZE)))
         filled = 0
         with memoryview(out) as view, self._compressor().stream_reader(
                 plain, size=size, read_size=max(size, 1)) as frames:
