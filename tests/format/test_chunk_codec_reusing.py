@@ -78,3 +78,41 @@ def test_the_output_buffer_is_reused_by_its_thread_and_not_shared() -> None:
     assert results == {n: [True] * 3 for n in range(4)}
     assert len({id(buffer) for buffer in buffers.values()}) == 4
     assert all(buffer is not a.data.obj for buffer in buffers.values())
+
+
+_FAULTS = """
+import random, resource, sys
+from s3archive.cli.main import set_mmap_threshold
+from s3archive.format.chunk_codec import ChunkCodec
+set_mmap_threshold(1 << 20)  # as every command does (cli/main.py)
+rng = random.Random(5)
+words = [rng.randbytes(6).hex().encode() for _ in range(300)]
+text = b" ".join(rng.choices(words, k=(1 << 20) // 13))[: 1 << 20]
+plains = [rng.randbytes(1 << 20) + text for _ in range(6)]  # ~1.1 MiB frames
+codec = ChunkCodec()
+def faults(encode):
+    encode(plains[0])  # (the thread's first use)
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for plain in plains:
+        encoded = encode(plain)
+        assert encoded.encoding == "zstd"
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+print(faults(codec.encode), faults(codec.encode_reusing))
+"""
+
+
+def test_reused_output_is_not_faulted_in_again_for_every_chunk() -> None:
+    """Each fresh mapping of encode's output is faulted in page by page (~1 fault per
+    4 KiB of frame); the reused buffer only once."""
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(__import__("resource"), "RUSAGE_THREAD"):
+        pytest.skip("no per-thread fault counts here")
+    done = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True,
+                          check=True, env=dict(os.environ))
+    fresh, reused = map(int, done.stdout.split())
+    if fresh < 1000:
+        pytest.skip(f"allocations here are not fresh mappings ({fresh} faults)")
+    assert reused < 50, (fresh, reused)
