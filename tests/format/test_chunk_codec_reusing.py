@@ -28,7 +28,13 @@ def test_a_frame_decodes_to_the_chunk_and_declares_its_size(size: int) -> None:
         encoded = codec.encode_reusing(plain)
         assert (encoded.hash, encoded.size, encoded.encoding) == (chunk_hash(plain), size, ZSTD)
         frame = bytes(encoded.data)
-        assert zstandard.frame_content_size(frame) == size
+        # FORMAT.md 3.3: exactly one frame, content size in its header, no checksum
+        # or dictionary
+        params = zstandard.get_frame_parameters(frame)
+        assert (params.content_size, params.has_checksum, params.dict_id) == (size, False, 0)
+        reader = zstandard.ZstdDecompressor().decompressobj()
+        reader.decompress(frame)
+        assert reader.eof and reader.unused_data == b""
         assert len(frame) <= frame_bound(size)
         assert decode_chunk(frame, ZSTD, size, encoded.hash) == plain
         # as small as encode's frame, give or take a little
