@@ -34,6 +34,13 @@ def chunk_hash(plain: bytes | memoryview) -> str:
     return hashlib.sha256(plain).hexdigest()
 
 
+# encode_reusing compresses a chunk whole only if one of three windows of it (its
+# first, middle and last PROBE_BYTES) saves PROBE_SAVING or more: random-looking data
+# (media, archives, encrypted files) is stored raw without zstd's pass over all of it
+PROBE_BYTES = 16 * 1024
+PROBE_SAVING = 0.01
+
+
 class ChunkCodec:
     """Thread-safe: each thread gets its own zstd contexts."""
 
@@ -68,9 +75,14 @@ class ChunkCodec:
         one fault per 4 KiB of frame.  The frame is as valid as :meth:`encode`'s
         (content size in its header, no checksum) but written by zstd's streaming
         interface, so its bytes may differ from :meth:`encode`'s for the same
-        chunk: only the plain bytes name a chunk."""
+        chunk: only the plain bytes name a chunk.
+
+        A chunk none of whose three sample windows compresses is stored raw
+        without compressing it whole (:data:`PROBE_BYTES`)."""
         digest = digest or chunk_hash(plain)
         size = len(plain)
+        if self._looks_incompressible(plain):
+            return EncodedChunk(digest, size, RAW, plain)
         out = getattr(self._local, "output", None)
         if out is None or len(out) < frame_bound(size):
             # anonymous memory, room for the largest chunk: a page is resident once a
@@ -89,6 +101,21 @@ class ChunkCodec:
         if filled <= size * (1 - self.min_saving):
             return EncodedChunk(digest, size, ZSTD, memoryview(out)[:filled])
         return EncodedChunk(digest, size, RAW, plain)
+
+
+    def _looks_incompressible(self, plain: bytes | memoryview) -> bool:
+        """Whether the first, middle and last :data:`PROBE_BYTES` of ``plain`` each
+        save less than :data:`PROBE_SAVING` (never for a chunk under four windows)."""
+        size = len(plain)
+        if size < 4 * PROBE_BYTES:
+            return False
+        compressor = self._compressor()
+        with memoryview(plain) as view:
+            for start in (0, (size - PROBE_BYTES) // 2, size - PROBE_BYTES):
+                with view[start:start + PROBE_BYTES] as window:
+                    if len(compressor.compress(window)) <= PROBE_BYTES * (1 - PROBE_SAVING):
+                        return False
+        return True
 
 
 def frame_bound(size: int) -> int:

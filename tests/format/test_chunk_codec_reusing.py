@@ -8,7 +8,8 @@ import threading
 import pytest
 import zstandard
 
-from s3archive.format.chunk_codec import RAW, ZSTD, ChunkCodec, chunk_hash, decode_chunk, frame_bound
+from s3archive.format.chunk_codec import (PROBE_BYTES, RAW, ZSTD, ChunkCodec, chunk_hash,
+                                          decode_chunk, frame_bound)
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -48,6 +49,57 @@ def test_incompressible_bytes_are_stored_raw_as_encode_does() -> None:
     assert (encoded.encoding, encoded.hash) == (RAW, "given-digest")
     assert encoded.data is plain
     assert codec.encode(plain).encoding == RAW
+
+
+class _Spy:
+    """A thread's zstd compressor, recording what it is asked to compress."""
+
+    def __init__(self, inner: zstandard.ZstdCompressor):
+        self.inner, self.windows, self.whole = inner, [], []
+
+    def compress(self, data):
+        self.windows.append(len(data))
+        return self.inner.compress(data)
+
+    def stream_reader(self, source, **options):
+        self.whole.append(len(source))
+        return self.inner.stream_reader(source, **options)
+
+
+def _spied(codec: ChunkCodec) -> _Spy:
+    spy = _Spy(codec._compressor())
+    codec._local.compressor = spy
+    return spy
+
+
+def test_a_chunk_whose_sample_windows_do_not_compress_is_stored_raw_unread() -> None:
+    rng = random.Random(7)
+    codec = ChunkCodec()
+    spy = _spied(codec)
+    plain = rng.randbytes(1 * MiB)
+    encoded = codec.encode_reusing(plain)
+    assert (encoded.encoding, encoded.data) == (RAW, plain)
+    assert spy.windows == [PROBE_BYTES] * 3 and spy.whole == [], "three windows, no more"
+
+    # one window that compresses is enough to compress the whole chunk
+    text = _text(rng, 1 * MiB)
+    for mixed in (text[:MiB // 2] + plain[:MiB // 2],  # first window
+                  plain[:MiB // 3] + text[:MiB // 3] + plain[:MiB // 3],  # middle
+                  plain[:MiB // 2] + text[:MiB // 2]):  # last
+        spy.windows.clear(), spy.whole.clear()
+        encoded = codec.encode_reusing(mixed)
+        assert encoded.encoding == ZSTD and spy.whole == [len(mixed)]
+        assert decode_chunk(bytes(encoded.data), ZSTD, len(mixed), encoded.hash) == mixed
+    # (the rule's blind spot: compressible bytes between random windows stay raw)
+    blind = plain[:PROBE_BYTES] + text[:MiB // 2 - PROBE_BYTES] + plain[:PROBE_BYTES] \
+        + text[:MiB // 2 - PROBE_BYTES] + plain[:PROBE_BYTES]
+    assert codec.encode_reusing(blind).encoding == RAW
+    assert codec.encode(blind).encoding == ZSTD
+
+    # a chunk under four windows is compressed whole, as encode does
+    small = rng.randbytes(4 * PROBE_BYTES - 1)
+    spy.windows.clear(), spy.whole.clear()
+    assert codec.encode_reusing(small).encoding == RAW and spy.whole == [len(small)]
 
 
 def test_the_output_buffer_is_reused_by_its_thread_and_not_shared() -> None:
