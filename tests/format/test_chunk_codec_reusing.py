@@ -8,8 +8,15 @@ import threading
 import pytest
 import zstandard
 
-from s3archive.format.chunk_codec import (PROBE_BYTES, RAW, ZSTD, ChunkCodec, chunk_hash,
-                                          decode_chunk, frame_bound)
+from s3archive.format.chunk_codec import (
+    PROBE_BYTES,
+    RAW,
+    ZSTD,
+    ChunkCodec,
+    chunk_hash,
+    decode_chunk,
+    frame_bound,
+)
 
 KiB = 1 << 10
 MiB = 1 << 20
