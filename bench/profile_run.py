@@ -207,7 +207,8 @@ def sampled(out: Path, cli_args: list[str], interval: float, top: int) -> int:
 PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("hash (SHA-256)", ("(chunk_hash)",)),
     ("compress (zstd)", ("chunk_codec.py:", "(encode)")),
-    ("compress (zstd)", ("chunk_codec.py:", "(encode_reusing)")),
+    ("compress (zstd)", ("chunk_codec.py:", "(encode_probed)")),
+    ("compress (zstd)", ("chunk_codec.py:", "(_looks_incompressible)")),
     ("chunk (FastCDC)", ("chunker.py:", "(blocks)")),
     ("upload (PUT, MD5, chunk rows)", ("(_upload)",)),
     ("pack (packer.add)", ("packer.py:",)),

@@ -445,8 +445,8 @@ class ChunkWriter:
 
     def _encode(self, plain: bytes, digest: str) -> None:
         try:
-            # (the frame is in this thread's reused buffer until packed: copied there)
-            self._store_encoded(self.codec.encode_reusing(plain, digest), len(plain))
+            # (a big chunk: random-looking data is not compressed, chunk_codec.PROBE_BYTES)
+            self._store_encoded(self.codec.encode_probed(plain, digest), len(plain))
         except BaseException as err:  # surfaced to the producer by _raise_failure
             self._fail(err)
         finally:

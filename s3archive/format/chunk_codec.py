@@ -8,7 +8,6 @@ noticed before its bytes are used.
 from __future__ import annotations
 
 import hashlib
-import mmap
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -34,7 +33,7 @@ def chunk_hash(plain: bytes | memoryview) -> str:
     return hashlib.sha256(plain).hexdigest()
 
 
-# encode_reusing compresses a chunk whole only if one of three windows of it (its
+# encode_probed compresses a chunk whole only if one of three windows of it (its
 # first, middle and last PROBE_BYTES) saves PROBE_SAVING or more: random-looking data
 # (media, archives, encrypted files) is stored raw without zstd's pass over all of it
 PROBE_BYTES = 16 * 1024
@@ -63,45 +62,21 @@ class ChunkCodec:
             return EncodedChunk(digest, len(plain), ZSTD, packed)
         return EncodedChunk(digest, len(plain), RAW, plain)
 
-    def encode_reusing(self, plain: bytes | memoryview,
-                       digest: str | None = None) -> EncodedChunk:
-        """As :meth:`encode`, but a zstd frame is written into this thread's own
-        output buffer, made once and reused: its ``data`` is valid only until this
-        thread's next call, so it must be consumed (copied into a pack) first.
+    def encode_probed(self, plain: bytes | memoryview,
+                      digest: str | None = None) -> EncodedChunk:
+        """As :meth:`encode`, but a chunk none of whose three sample windows
+        compresses (:data:`PROBE_BYTES`) is stored raw without compressing it whole.
 
-        For big chunks (hundreds of KiB to 4 MiB), read from big files: a fresh
-        output for each is mapped afresh (allocations of 1 MiB and more are
-        mmap'ed, cli/main.py) and faulted in page by page as zstd writes it, about
-        one fault per 4 KiB of frame.  The frame is as valid as :meth:`encode`'s
-        (content size in its header, no checksum) but written by zstd's streaming
-        interface, so its bytes may differ from :meth:`encode`'s for the same
-        chunk: only the plain bytes name a chunk.
-
-        A chunk none of whose three sample windows compresses is stored raw
-        without compressing it whole (:data:`PROBE_BYTES`)."""
+        For big chunks (hundreds of KiB to 4 MiB, read from big files): zstd's
+        pass over random data costs about 1.2 ms per MiB here, and its output,
+        as large as the chunk, is a fresh mapping faulted in page by page
+        (allocations of 1 MiB and more are mmap'ed, cli/main.py) -- most of an
+        initial run's page faults outside the pack bodies.  Three 16 KiB windows
+        cost ~0.05 ms; a compressible chunk pays one."""
         digest = digest or chunk_hash(plain)
-        size = len(plain)
         if self._looks_incompressible(plain):
-            return EncodedChunk(digest, size, RAW, plain)
-        out = getattr(self._local, "output", None)
-        if out is None or len(out) < frame_bound(size):
-            # anonymous memory, room for the largest chunk: a page is resident once a
-            # frame has reached it, not before
-            out = self._local.output = mmap.mmap(-1, frame_bound(max(size, MAX_CHUNK_SIZE)))
-        filled = 0
-        with memoryview(out) as view, self._compressor().stream_reader(
-                plain, size=size, read_size=max(size, 1)) as frames:
-            while True:
-                if filled == len(out):  # zstd broke its own bound: never a cut frame
-                    raise RuntimeError(f"zstd wrote {filled} bytes or more for {size}")
-                wrote = frames.readinto(view[filled:])
-                if not wrote:
-                    break
-                filled += wrote
-        if filled <= size * (1 - self.min_saving):
-            return EncodedChunk(digest, size, ZSTD, memoryview(out)[:filled])
-        return EncodedChunk(digest, size, RAW, plain)
-
+            return EncodedChunk(digest, len(plain), RAW, plain)
+        return self.encode(plain, digest)
 
     def _looks_incompressible(self, plain: bytes | memoryview) -> bool:
         """Whether the first, middle and last :data:`PROBE_BYTES` of ``plain`` each
@@ -116,11 +91,6 @@ class ChunkCodec:
                     if len(compressor.compress(window)) <= PROBE_BYTES * (1 - PROBE_SAVING):
                         return False
         return True
-
-
-def frame_bound(size: int) -> int:
-    """The most bytes one zstd frame of ``size`` plain bytes takes (ZSTD_COMPRESSBOUND)."""
-    return size + (size >> 8) + ((128 * 1024 - size) >> 11 if size < 128 * 1024 else 0)
 
 
 _decompressors = threading.local()

@@ -134,12 +134,12 @@ class SlowCodec(ChunkCodec):
         self.peak = 0
         self.gate = threading.Semaphore(0)
 
-    def encode_reusing(self, plain, digest=None) -> EncodedChunk:  # (big chunks' encoder)
+    def encode_probed(self, plain, digest=None) -> EncodedChunk:  # (big chunks' encoder)
         if len(plain) > INLINE_BYTES:
             assert self.writer is not None
             self.peak = max(self.peak, self.writer._budget.used)
             self.gate.acquire(timeout=0.01)
-        return super().encode_reusing(plain, digest)
+        return super().encode_probed(plain, digest)
 
 
 def test_bytes_in_flight_stay_within_the_budget(store: MemoryStore) -> None:
