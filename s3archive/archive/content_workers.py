@@ -31,6 +31,7 @@ A worker that dies fails the run (:class:`ContentWorkerFailed`), never hangs it.
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import pickle
 import signal
@@ -38,10 +39,11 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, NamedTuple
+from typing import BinaryIO, Callable, NamedTuple, NoReturn
 
 from s3archive.archive.chunker import Chunker
 from s3archive.archive.frame_blocks import FrameBlocks
@@ -317,19 +319,161 @@ def _widen_pipe(fd: int) -> None:
         pass
 
 
+# ---------------------------------------------------------------- forked workers
+# A spawned worker is a fresh interpreter: its imports (the interpreter, the
+# reading modules, zstandard, sqlite3: ~11.5 MiB of private memory each) are its
+# own.  A worker forked from the main process before its threads and before boto3
+# shares those pages with it (copy-on-write) and starts in milliseconds.  Forking
+# is only safe while the process has one thread: the archive command forks at
+# its opening (:func:`fork_workers`), and the pool takes those workers first.
+WORKER_NAME = b"content_workers"  # a forked worker's name (/proc/PID/comm)
+
+
+class _Forked:
+    """A worker forked by :func:`fork_workers`, with what the pool uses of a
+    :class:`subprocess.Popen` (``pid``, ``stdin``, ``stdout``, ``wait``, ``kill``)."""
+
+    def __init__(self, pid: int, stdin: BinaryIO, stdout: BinaryIO):
+        self.pid = pid
+        self.stdin, self.stdout = stdin, stdout
+        self.returncode: int | None = None
+        self._lock = threading.Lock()
+
+    def poll(self) -> int | None:
+        with self._lock:
+            if self.returncode is None:
+                try:
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:  # reaped elsewhere: nothing more to learn
+                    self.returncode = -signal.SIGKILL
+                else:
+                    if pid:
+                        self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.0005
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"content worker {self.pid}", timeout or 0)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+        return code
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+_forked: list[_Forked] = []  # forked by fork_workers, not yet taken by a pool
+
+
+def fork_workers(count: int) -> int:
+    """Fork ``count`` content workers now, for the pool this process makes later
+    (:class:`ContentWorkers` takes them before spawning any).  Only while this
+    process has a single thread (fork copies no other thread, and a lock another
+    thread held would stay locked in the child); returns how many were forked.
+
+    A forked worker is the main process's copy up to here: ``gc.freeze()`` first,
+    so that neither process's collector writes to the objects they share.  It
+    keeps only its two pipes (as stdin and stdout) and stderr, ignores SIGINT,
+    dies with its parent (PR_SET_PDEATHSIG) and ends with ``os._exit``: nothing of
+    the parent's (atexit handlers, buffered output) runs or is written twice."""
+    if count <= 0 or not hasattr(os, "fork") or threading.active_count() != 1:
+        return 0
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    gc.freeze()
+    parent = os.getpid()
+    made = 0
+    for _ in range(count):
+        to_worker, worker_in = os.pipe()[::-1]  # (write end, read end)
+        worker_out, from_worker = os.pipe()[::-1]
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            _serve_forked(worker_in, worker_out, parent)
+        os.close(worker_in)
+        os.close(worker_out)
+        _widen_pipe(from_worker)
+        _forked.append(_Forked(pid, os.fdopen(to_worker, "wb"), os.fdopen(from_worker, "rb")))
+        made += 1
+    return made
+
+
+def _serve_forked(worker_in: int, worker_out: int, parent: int) -> NoReturn:
+    code = 1
+    try:
+        os.dup2(worker_in, 0)
+        os.dup2(worker_out, 1)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536)
+        _name_process(WORKER_NAME)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops us
+        _die_with_parent(parent)
+        out = os.fdopen(1, "wb")
+        try:
+            serve(os.fdopen(0, "rb"), out)
+            code = 0
+        except BrokenPipeError:  # the main process is gone
+            code = 0
+        except BaseException as err:  # a bug or no memory: one line for the main process
+            try:
+                _write_frame(out, f"{type(err).__name__}: {err}")
+            except OSError:
+                pass
+    finally:
+        os._exit(code)
+
+
+def _name_process(name: bytes) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+def release_forked() -> None:
+    """End the forked workers no pool took (a run that read no small files)."""
+    while _forked:
+        worker = _forked.pop()
+        for stream in (worker.stdin, worker.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
 class _Worker:
     def __init__(self, settings: WorkerSettings, on_dead: Callable[["_Worker"], None]):
-        env = dict(os.environ)
-        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
-        self.process = subprocess.Popen(
-            # -P: the working directory is not on the path (a root process imports
-            # nothing from wherever the run was started)
-            [sys.executable, "-P", "-m", "s3archive.archive.content_workers", str(os.getpid())],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
-        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process: subprocess.Popen[bytes] | _Forked
+        if _forked:
+            self.process = _forked.pop(0)
+        else:
+            env = dict(os.environ)
+            here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+            self.process = subprocess.Popen(
+                # -P: the working directory is not on the path (a root process imports
+                # nothing from wherever the run was started)
+                [sys.executable, "-P", "-m", "s3archive.archive.content_workers",
+                 str(os.getpid())],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+            assert self.process.stdin is not None and self.process.stdout is not None
+            _widen_pipe(self.process.stdout.fileno())
         self._in, self._out = self.process.stdin, self.process.stdout
-        _widen_pipe(self._out.fileno())
         self._lock = threading.Lock()
         self.waiting: deque[Future[BatchRead]] = deque()
         self._on_dead = on_dead

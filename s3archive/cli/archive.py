@@ -12,7 +12,9 @@ from pathlib import Path
 import click
 
 from s3archive.archive.archiver import ArchiveSummary, Archiver
+from s3archive.archive.content_workers import fork_workers, release_forked
 from s3archive.archive.run_record import record_run
+from s3archive.cli import main as entry
 from s3archive.cli.context import AppContext, pass_app
 from s3archive.cli.failures import describe_failure
 from s3archive.clock import isoformat, utc_now
@@ -46,6 +48,16 @@ def archive(app: AppContext, as_json: bool, dry_run: bool, start_encryption: boo
     """
     config = app.config()
     check_local_paths(config, dry_run)
+    if entry.OWN_PROCESS:  # forked while this process has one thread, before boto3
+        fork_workers(config.content.content_workers())
+    try:
+        _archive(app, config, as_json, dry_run, start_encryption)
+    finally:
+        release_forked()
+
+
+def _archive(app: AppContext, config: Config, as_json: bool, dry_run: bool,
+             start_encryption: bool) -> None:
     started = isoformat(utc_now())
     began = time.monotonic()
     progress = progress_for(sys.stderr, quiet=as_json or app.verbosity < 0,

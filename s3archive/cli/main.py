@@ -235,7 +235,14 @@ def set_mmap_threshold(size: int, keep_free: int | None = None,
         pass  # not glibc: its defaults stay
 
 
+# True once main() runs: the process is s3archive's own, not a caller's running the
+# CLI inside it (tests), so an archive run may fork its content workers (cli/archive.py)
+OWN_PROCESS = False
+
+
 def main() -> None:
+    global OWN_PROCESS
+    OWN_PROCESS = True
     _return_big_buffers_to_the_system()
     try:
         cli(prog_name="s3archive")

@@ -163,9 +163,12 @@ def _workers_of(pid: int) -> set[int]:
         except FileNotFoundError:
             continue
         for child in children:
-            try:
+            try:  # spawned (its command line) or forked (its name) by the run
                 with open(f"/proc/{child}/cmdline", "rb") as handle:
                     if b"content_workers" in handle.read():
+                        found.add(child)
+                with open(f"/proc/{child}/comm", "rb") as handle:
+                    if handle.read().strip() == content_workers.WORKER_NAME:
                         found.add(child)
             except FileNotFoundError:
                 pass
