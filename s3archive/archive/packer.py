@@ -29,6 +29,12 @@ if TYPE_CHECKING:  # (a content worker imports the file rows' codec, not the cry
 # room past a pack's target in its buffer: the largest blob (a zstd frame of the largest
 # chunk, 4 MiB, with its header); a larger one grows the buffer
 BLOB_ROOM = (4 << 20) + (64 << 10)
+# A packer's first pack is sealed at RAMP_START bytes (or its target if smaller), each
+# next one at twice the last, up to the target: a run that stores little (20,000
+# small files: 18 MB) never holds a full-size body, filled for most of the run, while
+# the walk's own memory is at its largest.  A run that stores much makes two more
+# packs (16 MiB target: 4, 8, then 16 MiB); the bodies alive are bounded as before.
+RAMP_START = 4 << 20
 
 
 class ChunkId(NamedTuple):
@@ -154,7 +160,7 @@ class Packer:
         elif self.prefix is not None:
             pack.pack_id = os.urandom(pack2.PACK_ID_SIZE)
             pack.key = pack2.pack_key(self.prefix, pack.pack_id)
-        pack.buffer = unzeroed(self._buffer_size())
+        pack.buffer = unzeroed(self._buffer_size(pack.number))
         if self.sealer is not None:
             pack.write(pack2.preamble(pack.pack_id, key_block))
         elif self.prefix is not None:
@@ -163,9 +169,14 @@ class Packer:
             self.created.add(pack.key)
         return pack
 
-    def _buffer_size(self) -> int:
-        """A pack's buffer: room for the target and the largest blob that may cross it."""
-        return self.target_size + min(self.target_size, BLOB_ROOM)
+    def _target(self, number: int) -> int:
+        """The size at which the ``number``-th pack (from 1) is sealed."""
+        return min(self.target_size, RAMP_START << min(number - 1, 16))
+
+    def _buffer_size(self, number: int) -> int:
+        """A pack's buffer: room for its target and the largest blob that may cross it."""
+        target = self._target(number)
+        return target + min(target, BLOB_ROOM)
 
     def add(self, chunk: EncodedChunk, kind: bytes = pack2.KIND_DATA) -> ChunkLocation:
         full = None
@@ -189,7 +200,7 @@ class Packer:
             pack.blobs += 1
             if self.prefix is not None:
                 pack.index.append(pack2.IndexItem(kind, chunk.encoding, stored, blob_id))
-            if pack.fill >= self.target_size:
+            if pack.fill >= self._target(pack.number):
                 full = self._take_locked()
         if full is not None:
             self._seal(full)
@@ -217,7 +228,7 @@ class Packer:
             pack.key = pack_key(hashlib.sha256(body).hexdigest())
         pack.size = len(body)
         # the room left in its buffer is not kept while the body waits for an uploader
-        release_tail(body, self._buffer_size())
+        release_tail(body, self._buffer_size(pack.number))
         self.on_sealed(pack, body)
 
     def discard_open(self) -> Pack | None:

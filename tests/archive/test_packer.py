@@ -152,3 +152,24 @@ def _without_encrypt_into(init):
         init(self, *args)
         self._into = False
     return patched
+
+
+
+@pytest.mark.parametrize("target_mib, blobs", [(16, [4, 8, 16, 16]), (8, [4, 8, 8]),
+                                               (4, [4, 4]), (1, [1, 1])])
+def test_a_packers_first_packs_are_smaller_up_to_its_target(target_mib: int,
+                                                            blobs: list[int]) -> None:
+    """A run that stores little never holds a body of the full target: the first pack
+    is sealed at 4 MiB, the next at 8, then at the target (a target of 4 MiB or less
+    from the first)."""
+    mib = 1 << 20
+    sealed: list[tuple[int, int]] = []  # (blobs, body length): the bodies are not kept
+    packer = Packer(target_mib * mib, lambda pack, body: sealed.append((pack.blobs, len(body))),
+                    prefix="data")
+    chunk = bytes(mib)
+    for number in range(sum(blobs)):
+        packer.add(EncodedChunk(chunk_hash(b"%d" % number), mib, "raw", chunk))
+    packer.flush()
+    assert [count for count, _ in sealed] == blobs
+    for count, length in sealed:  # (the preamble and the index tail besides the blobs)
+        assert count * mib < length < count * mib + 4096
