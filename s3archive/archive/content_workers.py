@@ -15,8 +15,11 @@ file and the batch's encoded chunks; the main process claims the chunks in one
 call, packs the new ones without encoding them again, spools the lines and
 writes the rows as they came (per file it only counts and writes).
 
-A worker is ``python -m s3archive.archive.content_workers``, started with
-``subprocess`` (fork and exec at once: safe in a threaded process) so that it
+The archive command forks its workers at its opening (:func:`fork_workers`:
+one thread, boto3 not loaded yet), so they share the main process's pages until
+they write to them; a pool that finds none forked (a library caller, a process
+with threads) starts ``python -m s3archive.archive.content_workers`` with
+``subprocess`` (fork and exec at once: safe in a threaded process), which
 imports only what reading needs (no boto3, not the caller's ``__main__``).
 A frame on its stdin or stdout is a pickle (protocol 5) whose large buffers,
 the encoded chunks, follow it out of band (no copy into or out of the pickle);
@@ -394,9 +397,17 @@ def fork_workers(count: int) -> int:
     parent = os.getpid()
     made = 0
     for _ in range(count):
-        to_worker, worker_in = os.pipe()[::-1]  # (write end, read end)
-        worker_out, from_worker = os.pipe()[::-1]
-        pid = os.fork()
+        pipes: list[int] = []
+        try:
+            to_worker, worker_in = os.pipe()[::-1]  # (write end, read end)
+            pipes += (to_worker, worker_in)
+            worker_out, from_worker = os.pipe()[::-1]
+            pipes += (worker_out, from_worker)
+            pid = os.fork()
+        except OSError:  # no more processes or descriptors: the pool spawns the rest
+            for fd in pipes:
+                os.close(fd)
+            break
         if pid == 0:  # the worker: never returns
             _serve_forked(worker_in, worker_out, parent)
         os.close(worker_in)
@@ -412,7 +423,7 @@ def _serve_forked(worker_in: int, worker_out: int, parent: int) -> NoReturn:
     try:
         os.dup2(worker_in, 0)
         os.dup2(worker_out, 1)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536)
+        _close_all_but_stdio()
         _name_process(WORKER_NAME)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops us
         _die_with_parent(parent)
@@ -429,6 +440,22 @@ def _serve_forked(worker_in: int, worker_out: int, parent: int) -> NoReturn:
                 pass
     finally:
         os._exit(code)
+
+
+def _close_all_but_stdio() -> None:
+    """Close every descriptor above 2 (the parent's files, sockets, other workers'
+    pipes: a worker holding another's pipe would keep it from seeing its end)."""
+    try:
+        open_fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: every possible descriptor
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        return
+    for fd in open_fds:
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:  # (the listing's own descriptor, closed already)
+                pass
 
 
 def _name_process(name: bytes) -> None:
