@@ -175,6 +175,21 @@ def _workers_of(pid: int) -> set[int]:
     return found
 
 
+def _holds(pids: set[int], path: Path) -> bool:
+    """Whether one of ``pids`` has ``path`` open."""
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                        return True
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    return False
+
+
 def _interruptible() -> None:
     """In the child before exec: SIGINT as a terminal's foreground process gets it.
     A suite started in the background (``.ci/run &``) ignores SIGINT, the child would
@@ -214,6 +229,10 @@ def test_no_worker_outlives_a_cli_run_stopped_by_a_signal(rgw, tmp_path: Path,
                 workers |= _workers_of(proc.pid)
                 time.sleep(0.01)
             assert len(workers) == 2, "the run started its workers"
+            # (forked at the run's start: the signal comes once one reads the locked file)
+            while not _holds(workers, tree / "f399") and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _holds(workers, tree / "f399"), "a worker waits for the writer's lock"
             time.sleep(0.5)
             assert proc.poll() is None
             proc.send_signal(signum)
