@@ -118,3 +118,29 @@ print(json.dumps({"made": made, "spawned": b"content_workers" in cmdline, "read"
     assert seen["made"] == 0
     assert seen["spawned"]
     assert seen["read"] == [True, [[hashlib.sha256(b"x").hexdigest(), 1]]]
+
+
+def test_a_forked_worker_uses_its_buffers_again_as_a_spawned_one(tmp_path: Path) -> None:
+    """The main process maps every allocation of 1 MiB and more afresh (cli/main.py);
+    a forked worker must not inherit that: files of a few MiB would be faulted in
+    page by page, each (a spawned worker's glibc reuses its heap for them)."""
+    for number in range(12):
+        (tmp_path / f"f{number}").write_bytes(os.urandom(3 << 20))
+    seen, _ = _run("""
+import ctypes
+tmp = sys.argv[1]
+ctypes.CDLL(None).mallopt(-3, 1 << 20)  # as cli.main.main sets it
+cw.fork_workers(1)
+def faults(pid):
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[7])
+with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:
+    pid = workers.pids[0]
+    read_one(workers, tmp + "/f0")  # its buffers made once
+    before = faults(pid)
+    for number in range(1, 12):
+        read_one(workers, tmp + f"/f{number}")
+    after = faults(pid)
+print(json.dumps({"faults": after - before}))
+""", tmp_path)
+    # 11 files of 3 MiB: ~17,000 pages (read block and zstd frame each) if mapped afresh
+    assert seen["faults"] < 3000, seen
