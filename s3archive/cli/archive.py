@@ -48,9 +48,9 @@ def archive(app: AppContext, as_json: bool, dry_run: bool, start_encryption: boo
     """
     config = app.config()
     check_local_paths(config, dry_run)
-    if entry.OWN_PROCESS:  # forked while this process has one thread, before boto3
-        fork_workers(config.content.content_workers())
     try:
+        if entry.OWN_PROCESS:  # forked while this process has one thread, before boto3
+            fork_workers(config.content.content_workers())
         _archive(app, config, as_json, dry_run, start_encryption)
     finally:
         release_forked()
