@@ -53,7 +53,8 @@ from s3archive.archive.frame_blocks import FrameBlocks
 from s3archive.archive.local_cache import (FileKey, pack_chunk_list, plain_file_line,
                                               split_line)
 from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
-from s3archive.archive.sources.file_reader import FileRead, read_whole
+from s3archive.archive.sources.file_reader import (FileRead, Opened, Unreadable, open_checked,
+                                                  read_whole)
 from s3archive.errors import S3ArchiveError
 from s3archive.format import manifest_codec as codec
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
@@ -64,6 +65,10 @@ _HEAD = struct.Struct(">II")  # pickle length, number of out-of-band buffers
 _SIZE = struct.Struct(">Q")
 MAX_FRAME = 1 << 30  # a frame longer than this is a broken worker, not a batch
 MAX_BUFFERS = 1 << 20
+# a chunk smaller than this crosses inside the pickle (one copy there and one back, like
+# the block's; a buffer of its own costs a size, a write, a view and a slot more: most
+# chunks of small files), a larger one (or a view) out of band
+IN_BAND_BYTES = 64 << 10
 
 
 class ContentWorkerFailed(S3ArchiveError):
@@ -136,12 +141,15 @@ def spool_file_line(line: bytes, chunks: list[tuple[str, int]]) -> bytes:
 _LEFT_OUT: tuple[object, ...] = (False, 0, 0)
 
 
-def _describe(path: bytes, walked: tuple[int, int, int, int, int]
+def _describe(path: bytes, walked: tuple[int, int, int, int, int], opened: Opened | None
               ) -> tuple[Entry | None, list[str], bool]:
     """The file's entry (None: left out), what was wrong with its metadata, and
-    whether its row may go to the file cache (as the main process does it)."""
+    whether its row may go to the file cache (as the main process does it).
+    Its ACLs and xattrs are read through ``opened`` if given (the file as it
+    is read), else by its path."""
     try:
-        entry, problem = describe_entry(path, Walked(*walked))
+        entry, problem = describe_entry(path, Walked(*walked),
+                                        None if opened is None else opened.fd)
     except Vanished:
         return None, ["vanished during the walk"], False
     except Unrecordable as left_out:
@@ -253,20 +261,31 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         files: list[tuple[object, ...]] = []
         pieces: list[tuple[str, int, str, pickle.PickleBuffer]] = []
         for path, ino, ctime_ns, walked in batch:
-            entry, problems, cacheable = _describe(path, walked)  # type: ignore[arg-type]
+            # opened first: its metadata and content are then those of one inode, with
+            # one lookup of its path; a file that does not open as the walk saw it is
+            # described by its path and read as before (the same warnings)
+            try:
+                opened: Opened | None = open_checked(path, ino)
+            except Unreadable:
+                opened = None
+            entry, problems, cacheable = _describe(path, walked, opened)  # type: ignore[arg-type]
             if entry is None:  # vanished, or a path the manifest cannot hold
+                if opened is not None:
+                    os.close(opened.fd)
                 files.append((*_LEFT_OUT, problems, b"", None))
                 continue
             first = len(pieces)
 
             def add(plain: bytes | memoryview) -> tuple[str, int]:
                 encoded = codec.encode(plain, id_of(plain))
+                data = encoded.data
                 pieces.append((encoded.hash, encoded.size, encoded.encoding,
-                               pickle.PickleBuffer(encoded.data)))
+                               data if type(data) is bytes and len(data) < IN_BAND_BYTES
+                               else pickle.PickleBuffer(data)))
                 return encoded.hash, encoded.size
 
             read = read_whole(path, ino, ctime_ns, chunker, add,
-                              lock_timeout=settings.lock_timeout)
+                              lock_timeout=settings.lock_timeout, opened=opened)
             if not read.ok:  # its chunks are not the run's
                 del pieces[first:]
             files.append(_finish(path, entry, read, problems, cacheable))

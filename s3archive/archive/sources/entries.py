@@ -42,8 +42,11 @@ class StatFields(Protocol):
     def st_rdev(self) -> int: ...
 
 
-def describe_entry(path: bytes, st: StatFields) -> tuple[Entry, Warning_ | None]:
+def describe_entry(path: bytes, st: StatFields, fd: int | None = None
+                   ) -> tuple[Entry, Warning_ | None]:
     """The entry of a non-socket path; the warning says what could not be read.
+    With ``fd``, a regular file's ACLs and xattrs are read through it (the file
+    open for reading: archive/content_workers.py).
 
     Raises Vanished when the path is gone, and Unrecordable when what could
     be read does not make an entry the reader accepts (a symlink whose
@@ -62,7 +65,7 @@ def describe_entry(path: bytes, st: StatFields) -> tuple[Entry, Warning_ | None]
         elif kind in (CHARDEV, BLOCKDEV):
             entry.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
         entry.acl_access, entry.acl_default, entry.xattrs, skipped = \
-            fs_metadata.read_acls_and_xattrs(path, kind == DIR)
+            fs_metadata.read_acls_and_xattrs(path if fd is None else fd, kind == DIR)
     except FileNotFoundError:
         raise Vanished(path) from None
     except (OSError, ValueError) as err:

@@ -16,7 +16,7 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from s3archive.archive.chunker import Chunker
 from s3archive.archive.sources import fs_metadata
@@ -58,16 +58,29 @@ class FileRead:
     cache_key: tuple[int, int, int, int, int] | None = None
 
 
+class Opened(NamedTuple):
+    """A file open for reading, checked against the walk (:func:`open_checked`)."""
+
+    fd: int
+    before: os.stat_result
+
+
 def read_whole(path: bytes, expected_ino: int, walked_ctime_ns: int, chunker: Chunker,
                add_chunk: Callable[[bytes | memoryview], tuple[str, int]],
                on_read: Callable[[int], None] = lambda n: None,
-               lock_timeout: float = FLOCK_WAIT_S) -> FileRead:
+               lock_timeout: float = FLOCK_WAIT_S, opened: Opened | None = None) -> FileRead:
     """Read a file, once more if it changed meanwhile (in a reader thread or a
-    content worker: nothing here touches the run's state)."""
+    content worker: nothing here touches the run's state).  ``opened``: the
+    file's first reading starts from it (and closes it)."""
     result = FileRead()
     for attempt in (1, 2):
         try:
-            content = read_file(path, expected_ino, chunker, add_chunk, on_read, lock_timeout)
+            if opened is not None:
+                content = read_opened(opened, path, chunker, add_chunk, on_read, lock_timeout)
+                opened = None
+            else:
+                content = read_file(path, expected_ino, chunker, add_chunk, on_read,
+                                    lock_timeout)
         except Unreadable as problem:
             result.problems.append(str(problem))
             result.ok = False
@@ -94,6 +107,13 @@ def read_file(path: bytes, expected_ino: int, chunker: Chunker,
               add_chunk: Callable[[bytes | memoryview], tuple[str, int]],
               on_read: Callable[[int], None] = lambda n: None,
               lock_timeout: float = FLOCK_WAIT_S) -> FileContent:
+    return read_opened(open_checked(path, expected_ino), path, chunker, add_chunk, on_read,
+                       lock_timeout)
+
+
+def open_checked(path: bytes, expected_ino: int) -> Opened:
+    """The file open for reading, still the regular file the walk saw (inode);
+    Unreadable (its warning) when it is not."""
     try:
         fd = _open_for_reading(path)
     except FileNotFoundError:
@@ -102,8 +122,22 @@ def read_file(path: bytes, expected_ino: int, chunker: Chunker,
         raise Unreadable(f"cannot read: {err.strerror or err}") from None
     try:
         before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode) or before.st_ino != expected_ino:
-            raise Unreadable("was replaced while being read; skipped")
+    except OSError as err:
+        os.close(fd)
+        raise Unreadable(f"read failed: {err.strerror or err}") from None
+    if not stat.S_ISREG(before.st_mode) or before.st_ino != expected_ino:
+        os.close(fd)
+        raise Unreadable("was replaced while being read; skipped")
+    return Opened(fd, before)
+
+
+def read_opened(opened: Opened, path: bytes, chunker: Chunker,
+                add_chunk: Callable[[bytes | memoryview], tuple[str, int]],
+                on_read: Callable[[int], None] = lambda n: None,
+                lock_timeout: float = FLOCK_WAIT_S) -> FileContent:
+    """Read a file :func:`open_checked` opened (its descriptor is closed here)."""
+    fd, before = opened
+    try:
         _try_shared_flock(fd, path, lock_timeout)
         extents = None if is_dense(before) else fs_metadata.data_extents(fd, before.st_size)
         chunks: list[tuple[str, int]] = []

@@ -61,7 +61,7 @@ def _utf8_or_none(name: str) -> str | None:
     return name
 
 
-def read_acls_and_xattrs(path: bytes, is_dir: bool
+def read_acls_and_xattrs(path: bytes | int, is_dir: bool
                          ) -> tuple[str | None, str | None, dict[str, bytes], list[str]]:
     """Extended access ACL, default ACL (short text, numeric ids), the other
     xattrs, and what could not be recorded.
@@ -70,17 +70,25 @@ def read_acls_and_xattrs(path: bytes, is_dir: bool
     ``system.posix_acl_access`` / ``_default`` only when it is more than the
     mode bits, so most files cost a single system call here.  An xattr whose
     name is not UTF-8 (any user can make one) is left out and reported.
+
+    ``path`` is the entry's path (never followed), or a descriptor of the entry
+    open for reading (a file a content worker reads: the inode it reads, and no
+    second lookup of its path); a directory's default ACL is read by its path.
     """
+    by_fd = type(path) is int
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path) if by_fd else os.listxattr(path, follow_symlinks=False)
     except OSError as err:
         if err.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
             return None, None, {}, []
         raise
+    if not names:  # most entries
+        return None, None, {}, []
     access = default = None
     if ACL_XATTRS[0] in names:
-        access = _acl_text(posix1e.ACL(file=path))
+        access = _acl_text(posix1e.ACL(fd=path) if by_fd else posix1e.ACL(file=path))
     if is_dir and ACL_XATTRS[1] in names:
+        assert not by_fd, "a directory's default ACL is read by its path"
         default = _acl_text(posix1e.ACL(filedef=path))
     values: dict[str, bytes] = {}
     skipped: list[str] = []
@@ -93,7 +101,8 @@ def read_acls_and_xattrs(path: bytes, is_dir: bool
             skipped.append(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
             continue
         try:
-            values[name] = os.getxattr(path, name, follow_symlinks=False)
+            values[name] = (os.getxattr(path, name) if by_fd
+                            else os.getxattr(path, name, follow_symlinks=False))
         except OSError as err:
             if err.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.ENOTSUP):
                 continue
