@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import zstandard
 
@@ -21,8 +20,10 @@ ZSTD = "zstd"
 RAW = "raw"
 
 
-@dataclass(frozen=True, slots=True)
-class EncodedChunk:
+class EncodedChunk(NamedTuple):
+    """A chunk as stored (immutable; a tuple: made and taken apart once a chunk,
+    four times cheaper than a frozen dataclass)."""
+
     hash: str
     size: int
     encoding: str
