@@ -130,7 +130,7 @@ class BatchRead(NamedTuple):
 def spool_file_line(line: bytes, chunks: list[tuple[str, int]]) -> bytes:
     """A file's spool line: its line without chunks, then a TAB and its ``hash:size``
     list (archive/file_stage.py; JSON never contains a raw TAB)."""
-    listed = ",".join(f"{digest}:{size}" for digest, size in chunks)
+    listed = ",".join([f"{digest}:{size}" for digest, size in chunks])
     return line + b"\t" + listed.encode("ascii") + b"\n"
 
 

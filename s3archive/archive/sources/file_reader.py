@@ -18,10 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
-from s3archive.archive.chunker import Chunker
+from s3archive.archive.chunker import MIN_SIZE, Chunker
 from s3archive.archive.sources import fs_metadata
 
 FLOCK_WAIT_S = 2.0  # the default of [sources] lock_timeout
+# a dense file no larger than this is one chunk (the chunker's minimum), read in one pread
+ONE_READ = MIN_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +139,8 @@ def read_opened(opened: Opened, path: bytes, chunker: Chunker,
                 lock_timeout: float = FLOCK_WAIT_S) -> FileContent:
     """Read a file :func:`open_checked` opened (its descriptor is closed here)."""
     fd, before = opened
+    if before.st_size <= ONE_READ and is_dense(before):  # most files
+        return _read_in_one(fd, before, path, add_chunk, on_read, lock_timeout)
     try:
         _try_shared_flock(fd, path, lock_timeout)
         extents = None if is_dense(before) else fs_metadata.data_extents(fd, before.st_size)
@@ -165,6 +169,31 @@ def read_opened(opened: Opened, path: bytes, chunker: Chunker,
                        changed=changed, after=after)
 
 
+def _read_in_one(fd: int, before: os.stat_result, path: bytes,
+                 add_chunk: Callable[[bytes | memoryview], tuple[str, int]],
+                 on_read: Callable[[int], None], lock_timeout: float) -> FileContent:
+    """:func:`read_opened` of a dense file of at most ``ONE_READ`` bytes: one chunk
+    (:meth:`Chunker.file`), read with one ``pread`` of a byte more than its size (that
+    byte shows growth), without the chunker's generator (~2 us of a small file's ~40)."""
+    try:
+        _try_shared_flock(fd, path, lock_timeout)
+        data = os.pread(fd, before.st_size + 1, 0)
+        after = os.fstat(fd)
+    except OSError as err:
+        raise Unreadable(f"read failed: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    total = len(data)
+    chunks = []
+    if total:
+        chunks.append(add_chunk(data))
+        on_read(total)
+    changed = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != \
+        (before.st_size, before.st_mtime_ns, before.st_ctime_ns) or total != before.st_size
+    return FileContent(size=total, extents=None, chunks=chunks, bytes_read=total,
+                       changed=changed, after=after)
+
+
 def is_dense(st: os.stat_result) -> bool:
     """Whether the file's allocated blocks cover its size: then it has no holes
     to map (three ``lseek`` calls saved on almost every file).
@@ -186,12 +215,14 @@ def clip_extents(extents: list[tuple[int, int]], total: int) -> list[tuple[int, 
     return clipped
 
 
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
+
+
 def _open_for_reading(path: bytes) -> int:
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        return os.open(path, flags | os.O_NOATIME)
+        return os.open(path, _OPEN_FLAGS | os.O_NOATIME)
     except PermissionError:
-        return os.open(path, flags)  # O_NOATIME needs ownership or CAP_FOWNER
+        return os.open(path, _OPEN_FLAGS)  # O_NOATIME needs ownership or CAP_FOWNER
 
 
 def _try_shared_flock(fd: int, path: bytes, timeout: float) -> None:
