@@ -394,6 +394,32 @@ class _Background(Generic[_T]):
         return self._result[0]
 
 
+class _EarlyTrees:
+    """The trees of a run that can reference only its own packs, built while the walk
+    goes on (FileStage calls this between entries): the spooled lines are taken
+    once every chunk they name is placed (its location final: such a run rewrites
+    no pack), and a directory is closed (encoded) only while the metadata writer,
+    whose packs wait unsent until the data is secured, has room for it without
+    waiting for an upload.  What is left is built after the walk."""
+
+    def __init__(self, builder: TreeBuilder, spool: IO[bytes], writer: ChunkWriter,
+                 meta: ChunkWriter):
+        self.builder = builder
+        self._spool = spool
+        self._writer = writer
+        self._meta = meta
+        builder.start(spool)
+
+    def __call__(self) -> None:
+        self._spool.flush()  # (the lines are read with pread)
+        end = self._spool.tell()
+        if self._writer.all_placed():  # (asked after ``end``: those lines' chunks are)
+            self.builder.feed(end, self._has_room)
+
+    def _has_room(self, plain: int) -> bool:
+        return plain <= self._meta.room()
+
+
 class CacheInconsistent(Exception):
     """The local cache contradicts itself; the run starts over without its file rows."""
 
@@ -508,15 +534,22 @@ class _Run:
                 progress.phase("archiving files")
                 ctx.cache.discard_pending_files()
                 ctx.cache.begin()
-                files.run(picked.paths, spool)
+                early = None
+                if ctx.meta is not None and ctx.own_packs_only:
+                    # its metadata packs wait, unsent, until its data is secured
+                    ctx.meta.hold_uploads()
+                    early = _EarlyTrees(self._tree_builder(LeaseResult()), spool, ctx.writer,
+                                        ctx.meta)
+                files.run(picked.paths, spool, spooled=early)
                 if workers is not None:
                     workers.close()
                 progress.phase("running snapshotters")
                 snapshots = run_snapshotters(cfg.snapshots_dir, cfg.sources.snapshot_timeout,
                                              ctx.writer, progress, self.warn)
-                if ctx.meta is not None and ctx.own_packs_only:
+                if early is not None:
                     progress.phase("writing metadata")
-                    key, lease = self._write_root(spool, snapshots, None, files.tally)
+                    key, lease = self._write_root(spool, snapshots, None, files.tally,
+                                                  early.builder)
                 elif ctx.meta is not None:
                     lease = self._secure_data(spool)
                     progress.phase("writing metadata")
@@ -610,18 +643,13 @@ class _Run:
         return self.plan.host if self.plan.encryption is not None else None
 
     # -- format 2: trees, run record, leases of metadata, then the root object
-    def _write_root(self, spool: IO[bytes], snapshots: list[PendingSnapshot],
-                    secured: LeaseResult | None, tally: FileTally
-                    ) -> tuple[str | None, LeaseResult]:
-        """``secured``: the data leases (steps 1 and 2 done); None: the run can reference
-        only its own packs, and its trees are built while a thread does steps 1 and 2
-        (metadata packs wait, unsent, until they are done: the commit order holds)."""
-        ctx, plan, cfg = self.ctx, self.plan, self.ctx.config
-        meta = ctx.meta
-        assert meta is not None
-        retention = plan.retention
+    def _tree_builder(self, data_lease: LeaseResult) -> TreeBuilder:
+        """A builder of the run's trees; an unchanged directory reuses its nodes
+        (archive/dir_cache.py) when its data packs are in the table anyway: uploaded
+        by this run or leased for it (``data_lease``)."""
+        ctx, plan = self.ctx, self.plan
+        assert ctx.meta is not None
         writer = ctx.writer
-
         window: dict[str, ChunkLocation] = {}
 
         def prefetch(digests: list[str]) -> None:  # a block of spooled entries at once
@@ -632,22 +660,39 @@ class _Run:
             found = window.get(chunk.hash)
             return found if found is not None else writer.locations[chunk.hash]
 
-        leasing = PackLease(ctx.store, ctx.cache, meta, retention, cfg.retention.repack_below,
-                            plan.locked, NoSources(), ctx.dry_run, self._index_host())
-
-        # an unchanged directory reuses its nodes (archive/dir_cache.py) when its data
-        # packs are in the table anyway: uploaded by this run or leased for it
         dirs = DirCache(ctx.cache, plan.encryption.secret.cache_key() if plan.encryption
                         else None, remember=not ctx.dry_run)
-
-        data_lease = secured if secured is not None else LeaseResult()
 
         def may_reference(pack: str) -> bool:
             return pack in writer.new_packs or pack in data_lease.packs
 
-        def build() -> tuple[TreeBuilder, TreeResult, tc.BlobRef]:
-            builder = TreeBuilder(meta, locate, prefetch, dirs, may_reference)
-            trees = builder.build(spool)
+        return TreeBuilder(ctx.meta, locate, prefetch, dirs, may_reference)
+
+    def _write_root(self, spool: IO[bytes], snapshots: list[PendingSnapshot],
+                    secured: LeaseResult | None, tally: FileTally,
+                    early: TreeBuilder | None = None) -> tuple[str | None, LeaseResult]:
+        """``secured``: the data leases (steps 1 and 2 done); None: the run can reference
+        only its own packs, and its trees are built while a thread does steps 1 and 2
+        (metadata packs wait, unsent, until they are done: the commit order holds);
+        ``early``: those trees begun during the walk (:class:`_EarlyTrees`)."""
+        ctx, plan, cfg = self.ctx, self.plan, self.ctx.config
+        meta = ctx.meta
+        assert meta is not None
+        retention = plan.retention
+        writer = ctx.writer
+
+        leasing = PackLease(ctx.store, ctx.cache, meta, retention, cfg.retention.repack_below,
+                            plan.locked, NoSources(), ctx.dry_run, self._index_host())
+
+        data_lease = secured if secured is not None else LeaseResult()
+
+        def build(begun: TreeBuilder | None = None
+                  ) -> tuple[TreeBuilder, TreeResult, tc.BlobRef]:
+            if begun is not None:
+                builder, trees = begun, begun.finish()
+            else:
+                builder = self._tree_builder(data_lease)
+                trees = builder.build(spool)
             recorded_snaps = []
             for snap, chunks in sorted(snapshots, key=lambda s: s[0].name):
                 recorded_snaps.append(record_snapshot(builder, encode_snapshot(snap), chunks))
@@ -673,7 +718,7 @@ class _Run:
 
             securing = _Background(secure_then_send, name="securing")
             try:
-                builder, trees, record = build()
+                builder, trees, record = build(early)
             except BaseException:
                 securing.result()  # its failure first (one the attempt handles, e.g. a
                 raise  # pack gone); nothing touches the writer once the run is over

@@ -172,6 +172,7 @@ class ChunkWriter:
             self.index.attach_cache(self.cache_file)
         self.locations = Locations(self)
         self._reserved: set[str] = set()  # claimed: being encoded, packed or uploaded
+        self._unplaced = 0  # claimed and not yet in a pack (placed: its location known)
         # in a pack not yet stored: metadata blobs (add_blob) and, format 2, data chunks
         # (their pack's key is known when packed: a tree can be built while they upload)
         self._pending: dict[str, ChunkLocation] = {}
@@ -282,6 +283,23 @@ class ChunkWriter:
         found.update(self.index.get_many(wanted - found.keys()))
         return found
 
+    def all_placed(self) -> bool:
+        """Whether every chunk claimed so far is in a pack: where each chunk of an
+        entry spooled before this call is, is known (:meth:`location`)."""
+        with self._lock:
+            return self._unplaced == 0
+
+    def room(self) -> int:
+        """About the stored bytes :meth:`add_blob` takes before it must wait for a
+        pack body's slot (held uploads keep theirs): what the open pack takes
+        before it is sealed and the packs the free slots open."""
+        open_pack = self.packer.open_fill()
+        with self._lock:
+            used = self._uploading.pending + (open_pack is not None)
+        free = self.uploaders + 1 - used
+        left = self.pack_size - open_pack if open_pack is not None else 0
+        return max(0, left) + max(0, free) * self.pack_size
+
     def reused_bytes(self) -> dict[str, int]:
         """Stored bytes the run references in each pack it did not write."""
         return {key: used for key, used in self.index.bytes_by_pack().items()
@@ -344,6 +362,7 @@ class ChunkWriter:
                 if stored != self._stored:
                     continue  # a pack was stored meanwhile: it may hold this chunk
                 self._reserved.add(digest)
+                self._unplaced += 1
                 return True
 
     def _claim_many(self, pieces: Sequence[EncodedChunk]) -> list[EncodedChunk]:
@@ -375,6 +394,7 @@ class ChunkWriter:
                         self.stats.chunks_reused += 1
                     else:
                         self._reserved.add(piece.hash)
+                        self._unplaced += 1
                         new.append(piece)
                 left = []
         return new
@@ -436,6 +456,7 @@ class ChunkWriter:
     def _store_encoded(self, encoded: EncodedChunk, plain_size: int) -> None:
         location = self.packer.add(encoded)
         with self._lock:
+            self._unplaced -= 1
             if self.prefix is not None and encoded.hash in self._reserved:
                 # (not stored yet, or just now: then _upload found nothing to drop
                 # and this entry says what the index says)

@@ -60,6 +60,7 @@ HIT_OVERHEAD = 140
 BATCH_FILES = 64  # small files read by one task, at most ...
 BATCH_BYTES = 4 << 20  # ... and bytes; a file this large or larger is a task of its own
 FILE_ROWS_BATCH = 512  # file-cache rows written at once
+SPOOLED_EVERY = 512  # entries walked between calls of FileStage.run's ``spooled``
 BATCHES_PER_WORKER = 2  # batches handed to content workers and not yet spooled, per worker
 WORKERS_AFTER_FILES = 256  # content workers start once this many files are to be read ...
 WORKERS_AFTER_BYTES = 16 << 20  # ... or this many bytes (threads read the first ones)
@@ -199,11 +200,14 @@ class FileStage:
         self._hits: list[bytes] = []  # file-cache hits' chunk lists not handed over yet
         self._hits_bytes = 0
 
-    def run(self, paths: list[bytes], spool: IO[bytes]) -> FileTally:
-        """Walk in order; files are read by a pool, entries spooled in walk order."""
+    def run(self, paths: list[bytes], spool: IO[bytes],
+            spooled: Callable[[], None] | None = None) -> FileTally:
+        """Walk in order; files are read by a pool, entries spooled in walk order;
+        ``spooled`` is called every SPOOLED_EVERY entries walked (trees begun)."""
         pending = self._pending
         self._spool = spool
         walked = 0
+        told = SPOOLED_EVERY
         # a cache without file rows (a first run) answers no lookup: ask it once
         self._cache_has_files = self.cache.has_files()
         with ThreadPoolExecutor(READERS, thread_name_prefix="read") as readers:
@@ -217,6 +221,9 @@ class FileStage:
                             continue
                         pending.append(queued)
                         self._spool_ready(pending, spool, wait=self._walk_waits())
+                        if spooled is not None and walked >= told:
+                            told = walked + SPOOLED_EVERY
+                            spooled()
                 self._reuse_hits()
                 self.progress.totals(walked, self._to_read)  # the walk is over: now known
                 self._spool_ready(pending, spool, wait=True)

@@ -231,6 +231,11 @@ class Packer:
         release_tail(body, self._buffer_size(pack.number))
         self.on_sealed(pack, body)
 
+    def open_fill(self) -> int | None:
+        """The open pack's fill (its body's bytes so far), None when none is open."""
+        with self._lock:
+            return self._open.fill if self._open is not None else None
+
     def discard_open(self) -> Pack | None:
         """Drop the open pack, unsealed and never uploaded (a run building its
         metadata again); returns it (emptied) if it held anything."""

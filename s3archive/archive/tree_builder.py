@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -105,6 +106,13 @@ class _Dir:
         self.offsets.append(_SYNTHETIC)
         self.lengths.append(0)
         self.digest.update(b"synthetic %d " % len(name) + name + b"\n")
+
+    def plain_bound(self) -> int:
+        """At most the plain bytes of the blobs encoding this directory stores
+        (its nodes and chunk lists): each entry's line bounds its object and its
+        chunk references' lists; a reference to a subdirectory or a chunk is
+        under 128 bytes, a leaf's or inner node's own framing under 4 KiB."""
+        return 2 * sum(self.lengths) + 128 * (len(self.lengths) + len(self.trees)) + 4096
 
     def set_tree(self, tree: tc.BlobRef) -> None:
         """The tree of the subdirectory that is this directory's last entry."""
@@ -201,44 +209,59 @@ class TreeBuilder:
 
     # ------------------------------------------------------------ the walk
     def build(self, spool: IO[bytes]) -> TreeResult:
-        spool.seek(0)  # (flushes what was written: the lines are read again with pread)
+        """The trees of every line in ``spool``, at once (:meth:`start`, :meth:`feed`
+        of all of it, :meth:`finish`)."""
+        spool.seek(0)  # (flushes what was written: the lines are read with pread)
+        self.start(spool)
+        self.feed(os.fstat(self._fd).st_size)
+        return self.finish()
+
+    def start(self, spool: IO[bytes]) -> None:
+        """Begin a build over ``spool``, whose lines are then taken by :meth:`feed`
+        as they are written (flushed), and the rest by :meth:`finish`."""
+        self._spool = spool
         self._fd = spool.fileno()
         if self.dirs is not None:
             self.dirs.begin_pass()
-        seed = new_digest()
-        stack: list[_Dir] = []
-        root: _Dir | None = None
-        offset = 0
-        for raw in spool:
-            start, offset = offset, offset + len(raw)
-            self.entries += 1
-            path, is_dir = _spooled_path(raw)
-            if path == b"/":
-                root = _Dir(b"/", seed.copy(), json.loads(raw.partition(b"\t")[0]))
-                stack = [root]
-                continue
-            parent = path.rsplit(b"/", 1)[0] or b"/"
-            if stack and stack[-1].path == parent:  # (most entries: the directory's own)
-                stack[-1].add(start, raw)
-                if is_dir:
-                    stack.append(_Dir(path, seed.copy()))
-                continue
-            while stack and not _is_within(parent, stack[-1].path):
-                self._close(stack)
-            if not stack:
-                root = _Dir(b"/", seed.copy(), _synthetic_dir())
-                stack = [root]
-            while stack[-1].path != parent:  # an ancestor the walk did not record
-                top = stack[-1].path
-                rest = parent[len(top):].lstrip(b"/") if top != b"/" else parent[1:]
-                name = rest.split(b"/", 1)[0]
-                child = top + name if top == b"/" else top + b"/" + name
-                log.warning("%r was not recorded: stored as a plain directory", child)
-                stack[-1].add_synthetic(name)
-                stack.append(_Dir(child, seed.copy()))
-            stack[-1].add(start, raw)
-            if is_dir:
-                stack.append(_Dir(path, seed.copy()))
+        self._seed = new_digest()
+        self._stack: list[_Dir] = []
+        self._root: _Dir | None = None
+        self._taken = 0  # the spool's bytes taken so far (whole lines)
+
+    def feed(self, end: int, room: Callable[[int], bool] | None = None) -> bool:
+        """Take the spooled lines up to ``end`` (written and flushed), closing the
+        directories the walk has left; with ``room``, a directory is closed only if
+        ``room(plain bytes it may store)`` says so, and otherwise this stops before
+        the line that would close it.  True when every line up to ``end`` is taken."""
+        fd = self._fd
+        while self._taken < end:
+            want = min(READ_BYTES, end - self._taken)
+            block = os.pread(fd, want, self._taken)
+            if len(block) != want:
+                raise ManifestError("the run's entry spool was cut short")
+            cut = block.rfind(b"\n") + 1
+            while cut == 0 and self._taken + len(block) < end:  # a line longer than a read
+                more = os.pread(fd, min(len(block), end - self._taken - len(block)),
+                                self._taken + len(block))
+                if not more:
+                    raise ManifestError("the run's entry spool was cut short")
+                block += more
+                cut = block.rfind(b"\n") + 1
+            if cut == 0:  # (the spool's last line without its newline)
+                cut = len(block)
+            start = self._taken
+            for raw in io.BytesIO(block[:cut] if cut < len(block) else block):
+                if not self._take(start, raw, room):
+                    return False
+                start += len(raw)
+                self._taken = start
+        return True
+
+    def finish(self) -> TreeResult:
+        """Take the lines not taken yet, close every directory still open."""
+        self._spool.flush()
+        self.feed(os.fstat(self._fd).st_size)
+        stack, root = self._stack, self._root
         root_tree = None
         while stack:
             root_tree = self._close(stack)
@@ -249,6 +272,44 @@ class TreeBuilder:
         if root is None:
             return TreeResult(None, None, self.entries, self.packs)
         return TreeResult(root.obj, root_tree, self.entries, self.packs)
+
+    def _take(self, start: int, raw: bytes, room: Callable[[int], bool] | None) -> bool:
+        """Take one spooled line at ``start``; False (not taken) when a directory it
+        closes does not fit ``room``."""
+        stack, seed = self._stack, self._seed
+        path, is_dir = _spooled_path(raw)
+        if path == b"/":
+            self.entries += 1
+            self._root = _Dir(b"/", seed.copy(), json.loads(raw.partition(b"\t")[0]))
+            self._stack = [self._root]
+            return True
+        parent = path.rsplit(b"/", 1)[0] or b"/"
+        if stack and stack[-1].path == parent:  # (most entries: the directory's own)
+            self.entries += 1
+            stack[-1].add(start, raw)
+            if is_dir:
+                stack.append(_Dir(path, seed.copy()))
+            return True
+        while stack and not _is_within(parent, stack[-1].path):
+            if room is not None and not room(stack[-1].plain_bound()):
+                return False
+            self._close(stack)
+        self.entries += 1
+        if not stack:
+            self._root = _Dir(b"/", seed.copy(), _synthetic_dir())
+            stack.append(self._root)
+        while stack[-1].path != parent:  # an ancestor the walk did not record
+            top = stack[-1].path
+            rest = parent[len(top):].lstrip(b"/") if top != b"/" else parent[1:]
+            name = rest.split(b"/", 1)[0]
+            child = top + name if top == b"/" else top + b"/" + name
+            log.warning("%r was not recorded: stored as a plain directory", child)
+            stack[-1].add_synthetic(name)
+            stack.append(_Dir(child, seed.copy()))
+        stack[-1].add(start, raw)
+        if is_dir:
+            stack.append(_Dir(path, seed.copy()))
+        return True
 
     def _close(self, stack: list[_Dir]) -> tc.BlobRef:
         directory = stack.pop()

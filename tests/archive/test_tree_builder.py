@@ -237,3 +237,85 @@ def test_nodes_of_spooled_lines_read_undecoded_are_the_codecs_bytes(seed: int,
     builder._encode_block(directory, encoding, list(enumerate(lines)))
     builder._close_encoding(directory, encoding)
     assert meta.blobs == _main_nodes(entries)
+
+
+def _tree_spool(seed: int) -> tuple[bytes, dict[str, ChunkLocation]]:
+    """A run's spool (walk order) of nested directories, one of them not recorded
+    (an ancestor the builder makes up), files of 0, 1 and many chunks, and where
+    their chunks are."""
+    from s3archive.archive.file_stage import spool_file_line
+    from s3archive.format.model import Entry
+
+    rng = random.Random(seed)
+    located: dict[str, ChunkLocation] = {}
+    out = [manifest_codec.dumps(manifest_codec.encode_entry(
+        Entry(b"/", "dir", 0o755, 0, 0, 1), with_chunks=False))]
+
+    def walk(path: bytes, depth: int) -> None:
+        count = 30 if depth == 0 else rng.randrange(0, 40)
+        names = sorted({rng.choice(NAMES) + b"-%03d" % i for i in range(count)})
+        for name in names:
+            child = path.rstrip(b"/") + b"/" + name
+            is_dir = depth < 3 and rng.random() < 0.2
+            entry = Entry(child, "dir" if is_dir else "file", 0o644, rng.randrange(9), 0,
+                          rng.randrange(1 << 50))
+            if is_dir:
+                if rng.random() > 0.1:  # (else: not recorded, its entries are)
+                    out.append(manifest_codec.dumps(
+                        manifest_codec.encode_entry(entry, with_chunks=False)))
+                walk(child, depth + 1)
+                continue
+            entry.size = rng.randrange(1 << 30)
+            line = manifest_codec.dumps(manifest_codec.encode_entry(entry, with_chunks=False))
+            chunks = []
+            for _ in range(rng.choice([0, 1, 1, 1, 2, 40])):
+                location = ChunkLocation(rng.randbytes(32).hex(), f"data/{rng.randrange(3)}",
+                                         rng.randrange(1 << 30), rng.randrange(1, 1 << 20),
+                                         rng.randrange(1, 1 << 20), "zstd")
+                located[location.hash] = location
+                chunks.append((location.hash, location.size))
+            out.append(spool_file_line(line[:-1], chunks))
+
+    walk(b"/", 0)
+    return b"".join(out), located
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_trees_built_while_spooling_are_the_trees_built_at_once(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """Lines taken as they are spooled, in reads of any size, with directories held
+    back when the metadata writer has no room, give the same blobs in the same order
+    as one build over the whole spool (archiver._EarlyTrees)."""
+    monkeypatch.setattr(tree_builder, "READ_BYTES", 97)  # lines longer than a read too
+    spooled, located = _tree_spool(seed)
+    ends = [at + 1 for at, byte in enumerate(spooled) if byte == 10]
+    assert len(ends) > 200
+
+    def locate(chunk: Any) -> ChunkLocation:
+        return located[chunk.hash]
+
+    with open(tmp_path / "spool", "w+b") as spool:
+        spool.write(spooled)
+        meta = _Meta()
+        at_once = tree_builder.TreeBuilder(meta, locate=locate)  # type: ignore[arg-type]
+        expected = at_once.build(spool)
+        assert at_once.dirs_encoded > 20
+        rng = random.Random(seed)
+        for refusals in (0.0, 0.5):
+            spool.seek(0)
+            spool.truncate()
+            fed = _Meta()
+            builder = tree_builder.TreeBuilder(fed, locate=locate)  # type: ignore[arg-type]
+            builder.start(spool)
+            written, taken_all = 0, []
+            for end in sorted(rng.sample(ends, 60)) + [ends[-1]]:
+                spool.write(spooled[written:end])
+                spool.flush()
+                written = end
+                taken_all.append(builder.feed(end, lambda plain: rng.random() >= refusals))
+            encoded_early = builder.dirs_encoded
+            assert builder.finish() == expected
+            assert fed.blobs == meta.blobs
+            assert builder.entries == at_once.entries == len(ends)
+            assert encoded_early > (10 if not refusals else 0)
+            assert all(taken_all) if not refusals else not all(taken_all)

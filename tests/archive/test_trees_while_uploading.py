@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import s3archive.archive.archiver as archiver
+import s3archive.archive.file_stage as file_stage
 from s3archive.archive.local_cache import LocalCache
 from s3archive.archive.tree_builder import TreeBuilder
 from s3archive.store.base import ObjectLock, PutResult
@@ -69,14 +70,25 @@ def test_trees_are_built_while_data_uploads_and_metadata_waits_for_it(
     host.store = SlowData(host.store, events)  # type: ignore[assignment]
     if small_meta:  # metadata packs fill as the trees grow (and then wait for the data)
         monkeypatch.setattr(archiver, "META_PACK_SIZE", 512)
-    build = TreeBuilder.build
+    # trees begun during the walk (a run that reuses nothing) every few entries
+    monkeypatch.setattr(file_stage, "SPOOLED_EVERY", 3)
+    monkeypatch.setattr(file_stage, "MAX_PENDING", 8)  # (the spool keeps up with the walk)
+    early = []
+    feed = TreeBuilder.feed
 
-    def built(self: TreeBuilder, spool: Any) -> Any:
-        result = build(self, spool)
+    def fed(self: TreeBuilder, end: int, room: Any = None) -> bool:
+        early.append(self.dirs_encoded)
+        return feed(self, end, room)
+
+    monkeypatch.setattr(TreeBuilder, "feed", fed)
+    finish = TreeBuilder.finish  # (the end of every build, begun during the walk or not)
+
+    def built(self: TreeBuilder) -> Any:
+        result = finish(self)
         events.append("built")
         return result
 
-    monkeypatch.setattr(TreeBuilder, "build", built)
+    monkeypatch.setattr(TreeBuilder, "finish", built)
     host.archive()
     data = [n for n, event in enumerate(events) if event == "stored data"]
     meta = [n for n, event in enumerate(events) if event == "send meta"]
@@ -91,3 +103,5 @@ def test_trees_are_built_while_data_uploads_and_metadata_waits_for_it(
         assert events.index("built") > max(data)
     elif not small_meta:  # built while the data was still uploading
         assert events.index("built") < max(data)
+    if not known_packs:  # directories were encoded during the walk ...
+        assert max(early) > (0 if not small_meta else -1)  # (... while there was room)
