@@ -59,6 +59,7 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _decode = json.JSONDecoder().decode
 
 READ_BYTES = 1 << 20  # a changed directory's lines are read again in runs of up to this
+FEED_BYTES = 1 << 16  # the spool is read in runs of this many bytes (or a whole line)
 SPOOL_BLOCK = 1024  # entries of a changed directory encoded at once: their chunks located at once
 _SYNTHETIC = -1  # the offset of an entry the walk did not record (an ancestor)
 # how file_stage spools an entry (manifest_codec.encode_entry): a path that needs
@@ -235,23 +236,20 @@ class TreeBuilder:
         the line that would close it.  True when every line up to ``end`` is taken."""
         fd = self._fd
         while self._taken < end:
-            want = min(READ_BYTES, end - self._taken)
-            block = os.pread(fd, want, self._taken)
-            if len(block) != want:
-                raise ManifestError("the run's entry spool was cut short")
-            cut = block.rfind(b"\n") + 1
-            while cut == 0 and self._taken + len(block) < end:  # a line longer than a read
-                more = os.pread(fd, min(len(block), end - self._taken - len(block)),
-                                self._taken + len(block))
-                if not more:
+            size = FEED_BYTES
+            while True:  # a read that holds a whole line (a longer one: read again)
+                want = min(size, end - self._taken)
+                block = os.pread(fd, want, self._taken)
+                if len(block) != want:
                     raise ManifestError("the run's entry spool was cut short")
-                block += more
-                cut = block.rfind(b"\n") + 1
-            if cut == 0:  # (the spool's last line without its newline)
-                cut = len(block)
+                if want == end - self._taken or b"\n" in block:
+                    break
+                size *= 2
             start = self._taken
-            for raw in io.BytesIO(block[:cut] if cut < len(block) else block):
-                if not self._take(start, raw, room):
+            for raw in io.BytesIO(block):
+                if raw[-1] != 10 and start + len(raw) < end:
+                    break  # cut by the read (read again); the spool's last line may have
+                if not self._take(start, raw, room):  # no newline
                     return False
                 start += len(raw)
                 self._taken = start

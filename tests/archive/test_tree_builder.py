@@ -286,7 +286,8 @@ def test_trees_built_while_spooling_are_the_trees_built_at_once(
     """Lines taken as they are spooled, in reads of any size, with directories held
     back when the metadata writer has no room, give the same blobs in the same order
     as one build over the whole spool (archiver._EarlyTrees)."""
-    monkeypatch.setattr(tree_builder, "READ_BYTES", 97)  # lines longer than a read too
+    monkeypatch.setattr(tree_builder, "FEED_BYTES", 97)  # lines longer than a read too
+    monkeypatch.setattr(tree_builder, "READ_BYTES", 97)
     spooled, located = _tree_spool(seed)
     ends = [at + 1 for at, byte in enumerate(spooled) if byte == 10]
     assert len(ends) > 200
