@@ -652,9 +652,10 @@ class _Run:
         writer = ctx.writer
         window: dict[str, ChunkLocation] = {}
 
-        def prefetch(digests: list[str]) -> None:  # a block of spooled entries at once
+        def prefetch(digests: list[str]) -> dict[str, ChunkLocation]:  # a block of entries
             window.clear()
             window.update(writer.locate_many(digests))
+            return window
 
         def locate(chunk: ChunkId) -> ChunkLocation:
             found = window.get(chunk.hash)

@@ -26,7 +26,7 @@ import os
 import re
 from array import array
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterator, NamedTuple
+from typing import IO, Any, Callable, Iterator, Mapping, NamedTuple
 
 from s3archive.archive.chunk_writer import ChunkWriter
 from s3archive.archive.dir_cache import DirCache, DirRow, new_digest, ref_line
@@ -45,7 +45,9 @@ class LeafEntry(NamedTuple):
 
     name: bytes
     encoded: bytes  # tc.dumps(node object), without the references added below
-    chunks: list[tc.BlobRef] | None
+    # its data chunks: references, or (a line read undecoded, its chunks located in a
+    # block) the chunk writer's locations, which make the same references
+    chunks: list[tc.BlobRef] | list[ChunkLocation] | None
     lists: list[tc.BlobRef] | None
     tree: tc.BlobRef | None
     obj: dict[str, Any] | None = None  # set only when the object has a reference's key
@@ -58,6 +60,7 @@ _REF_KEYS = ("tree", "chunk_lists", "chunks")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _decode = json.JSONDecoder().decode
 
+_new_tuple = tuple.__new__
 READ_BYTES = 1 << 20  # a changed directory's lines are read again in runs of up to this
 FEED_BYTES = 1 << 16  # the spool is read in runs of this many bytes (or a whole line)
 SPOOL_BLOCK = 1024  # entries of a changed directory encoded at once: their chunks located at once
@@ -146,12 +149,13 @@ class TreeBuilder:
     (packs the run uploaded or leased: the root's pack table lists exactly those)."""
 
     def __init__(self, meta: ChunkWriter, locate: Callable[[ChunkId], ChunkLocation],
-                 prefetch: Callable[[list[str]], None] | None = None,
+                 prefetch: Callable[[list[str]], Mapping[str, ChunkLocation]] | None = None,
                  dirs: DirCache | None = None,
                  may_reference: Callable[[str], bool] | None = None):
         self.meta = meta
         self.locate = locate
-        self.prefetch = prefetch  # told the chunks of the next block of entries
+        # told the chunks of the next block of entries: returns where those it knows are
+        self.prefetch = prefetch
         self.dirs = dirs
         self.may_reference = may_reference
         self.packs: set[str] = set()
@@ -362,9 +366,12 @@ class TreeBuilder:
         # each line split once: (line, tab, chunks), None for an entry not recorded
         parts = [raw.rstrip(b"\n").partition(b"\t") if raw is not None else None
                  for _, raw in block]
+        located: Mapping[str, ChunkLocation] = {}
         if self.prefetch is not None:  # told the block's chunks at once
-            self.prefetch([item[:64].decode("ascii") for split in parts if split is not None
-                           and split[2] for item in split[2].split(b",") if item])
+            located = self.prefetch([item[:64].decode("ascii") for split in parts
+                                     if split is not None and split[2]
+                                     for item in split[2].split(b",") if item])
+        located_get = located.get
         for (index, _), split in zip(block, parts):
             chunks = lists = None
             tree = trees_get(index)
@@ -385,10 +392,16 @@ class TreeBuilder:
                 name = path.rsplit(b"/", 1)[1]
             if tab and listed and b"," not in listed:  # (most files: one chunk)
                 digest, size = listed.split(b":")
-                ref = blob_ref(locate(ChunkId(digest.decode("ascii"), int(size))))
-                packs_add(ref.pack)
-                data_add(ref.pack)
-                chunks = [ref]
+                hex_id = digest.decode("ascii")
+                location = located_get(hex_id)
+                if location is None:
+                    location = locate(ChunkId(hex_id, int(size)))
+                packs_add(location.pack)
+                data_add(location.pack)
+                if usual is not None:  # (referenced by its location: encode_leaf)
+                    chunks = [location]
+                else:
+                    chunks = [blob_ref(location)]
             elif tab:
                 chunks, lists = content_refs([_chunk_id(item) for item in listed.split(b",")]
                                              if listed else [], path)
@@ -469,7 +482,8 @@ class TreeBuilder:
                 + (80 if tree is not None else 0))
         if encoding.leaf and encoding.leaf_bytes + size > tc.NODE_TARGET_BYTES:
             self._flush_leaf(encoding)
-        encoding.leaf.append(LeafEntry(name, encoded, chunks, lists, tree, odd))
+        # (tuple.__new__: a NamedTuple's own __new__ is a Python call an entry)
+        encoding.leaf.append(_new_tuple(LeafEntry, (name, encoded, chunks, lists, tree, odd)))
         encoding.leaf_bytes += size
         encoding.last_name = name
 
@@ -510,8 +524,9 @@ def encode_leaf(entries: list[LeafEntry]) -> bytes:
             refs.append('"chunk_lists":[' + ",".join([_ref_json(r, packs) for r in entry.lists])
                         + "]")
         elif entry.chunks is not None:
-            refs.append('"chunks":[' + ",".join([_ref_json(r, packs) for r in entry.chunks])
-                        + "]")
+            refs.append('"chunks":[' + ",".join([
+                _location_json(r, packs) if type(r) is ChunkLocation else _ref_json(r, packs)
+                for r in entry.chunks]) + "]")
         parts.append(entry.encoded[:-1] + b"," + ",".join(refs).encode("utf-8") + b"}")
     return (b'{"node":"leaf","packs":' + tc.dumps(list(packs)) + b',"entries":['
             + b",".join(parts) + b"]}")
@@ -526,6 +541,18 @@ def _ref_json(ref: tc.BlobRef, packs: dict[str, int]) -> str:
             and type(ref.offset) is int and type(ref.stored) is int:
         return f'["{ref.id}",{ref.size},{index},{ref.offset},{ref.stored},"{ref.encoding}"]'
     return _dumps([ref.id, ref.size, index, ref.offset, ref.stored, ref.encoding])
+
+
+def _location_json(location: ChunkLocation, packs: dict[str, int]) -> str:
+    """``_ref_json`` of ``blob_ref(location)``, without making the reference."""
+    index = packs.setdefault(location.pack, len(packs))
+    if location.hash.isalnum() and location.encoding.isalnum() \
+            and type(location.size) is int and type(location.offset) is int \
+            and type(location.stored) is int:
+        return (f'["{location.hash}",{location.size},{index},{location.offset},'
+                f'{location.stored},"{location.encoding}"]')
+    return _dumps([location.hash, location.size, index, location.offset, location.stored,
+                   location.encoding])
 
 
 def record_snapshot(builder: TreeBuilder, obj: dict[str, Any], chunks: list[ChunkId]

@@ -37,6 +37,9 @@ LIST_CUT = (1 << 32) // 1024
 MAX_LISTS = 4096
 MAX_META_BLOB = MAX_CHUNK_SIZE  # plain bytes of a T, L or R blob
 
+_LEAF_CUT_BYTES = LEAF_CUT.to_bytes(4, "big")
+_sha256 = hashlib.sha256
+
 _DROP = ("type", "path", "path_b64")
 _ORDER = ("kind", "mode", "uid", "gid", "user", "group", "mtime_ns", "size", "target",
           "target_b64", "rdev", "acl_access", "acl_default", "xattrs", "extents", "ino",
@@ -53,10 +56,13 @@ def name_of(path: bytes) -> bytes:
 
 
 def cut_after(name: bytes, count: int) -> bool:
-    """The content-defined cut rule of leaves and inner nodes."""
+    """The content-defined cut rule of leaves and inner nodes: the name's SHA-256,
+    its first 4 bytes as a big-endian number, below ``LEAF_CUT``."""
     if count < LEAF_MIN:
         return False
-    return int.from_bytes(hashlib.sha256(name).digest()[:4], "big") < LEAF_CUT
+    # (compared as bytes: the digest is below LEAF_CUT's 4 bytes exactly when its
+    # first 4 are, as numbers; equal first 4 bytes make the longer digest greater)
+    return _sha256(name).digest() < _LEAF_CUT_BYTES
 
 
 def list_cut_after(chunk_id: str, count: int) -> bool:

@@ -183,3 +183,19 @@ def test_a_leaf_decodes_the_same_either_way(monkeypatch: pytest.MonkeyPatch) -> 
     full = tc.decode_node(plain, b"/", table, "t")
     assert fast == full and len(fast.entries) == 201
     assert fast.entries[7].xattrs == {"user.a": b"a"}
+
+
+def test_the_cut_rule_is_the_digests_first_four_bytes_as_a_number() -> None:
+    """tc.cut_after compares digests as bytes: the same cuts as the number rule."""
+    import random
+
+    rng = random.Random(5)
+    names = [rng.randbytes(rng.randrange(0, 12)) for _ in range(20_000)]
+    names += [b"f%06d" % n for n in range(20_000)]
+    cuts = 0
+    for name in names:
+        number = int.from_bytes(hashlib.sha256(name).digest()[:4], "big")
+        assert tc.cut_after(name, tc.LEAF_MIN) == (number < tc.LEAF_CUT)
+        assert not tc.cut_after(name, tc.LEAF_MIN - 1)
+        cuts += number < tc.LEAF_CUT
+    assert 30 < cuts < 200
