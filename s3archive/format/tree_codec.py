@@ -37,7 +37,6 @@ LIST_CUT = (1 << 32) // 1024
 MAX_LISTS = 4096
 MAX_META_BLOB = MAX_CHUNK_SIZE  # plain bytes of a T, L or R blob
 
-_LEAF_CUT_BYTES = LEAF_CUT.to_bytes(4, "big")
 _sha256 = hashlib.sha256
 
 _DROP = ("type", "path", "path_b64")
@@ -62,7 +61,7 @@ def cut_after(name: bytes, count: int) -> bool:
         return False
     # (compared as bytes: the digest is below LEAF_CUT's 4 bytes exactly when its
     # first 4 are, as numbers; equal first 4 bytes make the longer digest greater)
-    return _sha256(name).digest() < _LEAF_CUT_BYTES
+    return _sha256(name).digest() < LEAF_CUT.to_bytes(4, "big")
 
 
 def list_cut_after(chunk_id: str, count: int) -> bool:
