@@ -399,8 +399,9 @@ class _EarlyTrees:
     goes on (FileStage calls this between entries): the spooled lines are taken
     once every chunk they name is placed (its location final: such a run rewrites
     no pack), and a directory is closed (encoded) only while the metadata writer,
-    whose packs wait unsent until the data is secured, has room for it without
-    waiting for an upload.  What is left is built after the walk."""
+    whose packs wait unsent until the data is secured, has room for it in at most
+    EARLY_META_BODIES pack bodies (held in memory; never waiting for an upload).
+    What is left is built after the walk."""
 
     def __init__(self, builder: TreeBuilder, spool: IO[bytes], writer: ChunkWriter,
                  meta: ChunkWriter):
@@ -417,7 +418,7 @@ class _EarlyTrees:
             self.builder.feed(end, self._has_room)
 
     def _has_room(self, plain: int) -> bool:
-        return plain <= self._meta.room()
+        return plain <= self._meta.room(EARLY_META_BODIES)
 
 
 class CacheInconsistent(Exception):
@@ -464,6 +465,9 @@ META_PACK_SIZE = 8 << 20
 # once it is compressed)
 META_LEVEL = 1
 MAX_META_REBUILDS = 4
+# metadata pack bodies (open, or sealed and held until the data is secured) the trees
+# built during the walk may fill: 16 MiB, the nodes of ~250,000 small files
+EARLY_META_BODIES = 2
 
 
 MAX_RECORDED_WARNINGS = 10_000  # in the manifest; the log has them all

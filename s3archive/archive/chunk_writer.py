@@ -289,14 +289,15 @@ class ChunkWriter:
         with self._lock:
             return self._unplaced == 0
 
-    def room(self) -> int:
-        """About the stored bytes :meth:`add_blob` takes before it must wait for a
-        pack body's slot (held uploads keep theirs): what the open pack takes
-        before it is sealed and the packs the free slots open."""
+    def room(self, bodies: int) -> int:
+        """About the stored bytes :meth:`add_blob` takes while at most ``bodies`` pack
+        bodies are alive (and never waiting for a body's slot: held uploads keep
+        theirs): what the open pack takes before it is sealed, and the packs that
+        many more bodies hold."""
         open_pack = self.packer.open_fill()
         with self._lock:
             used = self._uploading.pending + (open_pack is not None)
-        free = self.uploaders + 1 - used
+        free = min(bodies, self.uploaders + 1) - used
         left = self.pack_size - open_pack if open_pack is not None else 0
         return max(0, left) + max(0, free) * self.pack_size
 

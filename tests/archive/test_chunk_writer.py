@@ -346,3 +346,62 @@ def test_blobs_of_excluded_packs_are_never_reused_after_start_over(store: Memory
     finally:
         writer.close()
         writer.release()
+
+
+def test_blobs_added_within_the_room_of_held_uploads_never_wait_for_a_body(
+        store: MemoryStore) -> None:
+    """``room(bodies)`` (archiver._EarlyTrees: trees built during the walk while the
+    metadata packs are held) counts the open pack and the bodies still free: blobs
+    added within it never wait for a pack body's slot, and at most ``bodies`` bodies
+    are alive; once released, every pack is stored."""
+    rng = random.Random(4)
+    writer, recorder = make_writer(store, prefix="meta", pack_size=16 * KiB, uploaders=3)
+    writer.hold_uploads()
+    added = 0
+    try:
+        assert writer.room(2) == 2 * 16 * KiB  # (no pack open yet)
+        while True:
+            blob = rng.randbytes(rng.randrange(100, 3 * KiB))  # (stored a little larger)
+            if writer.room(2) < 2 * len(blob):
+                break
+            done = threading.Event()
+            threading.Thread(target=lambda: (writer.add_blob(blob, b"T"), done.set()),
+                             daemon=True).start()
+            assert done.wait(5), "add_blob waited for a pack body's slot"
+            added += 1
+            open_pack = writer.packer.open_fill() is not None
+            assert writer._uploading.pending + open_pack <= 2
+        assert added > 8 and writer._uploading.pending >= 1 and not recorder.packs
+    finally:
+        writer.release_uploads()
+    writer.drain()
+    assert sum(len(chunks) for _, chunks in recorder.packs) == added
+    writer.close()
+
+
+def test_all_placed_only_once_every_chunk_claimed_is_in_a_pack(store: MemoryStore) -> None:
+    """A chunk claimed and still being encoded (by the pool) is not placed: a line
+    naming it is not taken by the trees built during the walk until it is."""
+    release = threading.Event()
+
+    class SlowCodec(ChunkCodec):
+        def encode(self, plain, digest=None):  # type: ignore[no-untyped-def]
+            if len(plain) > INLINE_BYTES:
+                assert release.wait(5)
+            return super().encode(plain, digest)
+
+    writer, _ = make_writer(store, codec=SlowCodec(), prefix="data")
+    try:
+        assert writer.all_placed()
+        writer.add(b"small" * 100)
+        assert writer.all_placed()  # (encoded inline, in the pack)
+        big = random.Random(2).randbytes(INLINE_BYTES + 1)
+        digest = writer.add(big).hash
+        assert not writer.all_placed() and writer.location(digest) is None
+        writer.add(big)  # (the same chunk: reused, nothing more to place)
+        release.set()
+        writer.encoded()
+        assert writer.all_placed() and writer.location(digest) is not None
+    finally:
+        release.set()
+        writer.close()
