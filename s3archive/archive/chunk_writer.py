@@ -275,12 +275,14 @@ class ChunkWriter:
             pending = self._pending.get(digest)
         return pending if pending is not None else self.index.get(digest)
 
-    def locate_many(self, digests: Iterable[str]) -> dict[str, ChunkLocation]:
+    def locate_many(self, digests: Sequence[str]) -> dict[str, ChunkLocation]:
         """Where many chunks of this run are, at once (a block of entries)."""
-        wanted = set(digests)
-        with self._lock:
-            found = {d: self._pending[d] for d in wanted if d in self._pending}
-        found.update(self.index.get_many(wanted - found.keys()))
+        with self._lock:  # (most, while the trees are built during the walk)
+            pending = self._pending.get
+            found = {d: location for d in digests if (location := pending(d)) is not None}
+        missing = [d for d in digests if d not in found]
+        if missing:
+            found.update(self.index.get_many(missing))
         return found
 
     def all_placed(self) -> bool:
