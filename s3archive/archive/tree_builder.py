@@ -12,6 +12,11 @@ are read again and encoded, one leaf at a time.  Nodes go to the metadata
 writer (content-addressed: a directory that encodes to the same bytes has the
 same id, and is not stored again).  Every pack a node references is collected
 for the run's pack table.
+
+The lines are taken from the spool as it grows (:meth:`TreeBuilder.feed`: a run
+that can reference only its own packs builds its trees during the walk,
+archiver._EarlyTrees) or all at once (:meth:`TreeBuilder.build`): the same nodes,
+byte for byte, stored in the same order.
 """
 
 from __future__ import annotations
