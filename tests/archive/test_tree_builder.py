@@ -268,7 +268,7 @@ def _tree_spool(seed: int) -> tuple[bytes, dict[str, ChunkLocation]]:
             entry.size = rng.randrange(1 << 30)
             line = manifest_codec.dumps(manifest_codec.encode_entry(entry, with_chunks=False))
             chunks = []
-            for _ in range(rng.choice([0, 1, 1, 1, 2, 40])):
+            for _ in range(rng.choice([0, 1, 1, 1, 2, 9])):
                 location = ChunkLocation(rng.randbytes(32).hex(), f"data/{rng.randrange(3)}",
                                          rng.randrange(1 << 30), rng.randrange(1, 1 << 20),
                                          rng.randrange(1, 1 << 20), "zstd")
