@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
 from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer, Sealer

@@ -365,8 +365,12 @@ def test_blobs_added_within_the_room_of_held_uploads_never_wait_for_a_body(
             if writer.room(2) < 2 * len(blob):
                 break
             done = threading.Event()
-            threading.Thread(target=lambda: (writer.add_blob(blob, b"T"), done.set()),
-                             daemon=True).start()
+
+            def add(blob: bytes = blob, done: threading.Event = done) -> None:
+                writer.add_blob(blob, b"T")
+                done.set()
+
+            threading.Thread(target=add, daemon=True).start()
             assert done.wait(5), "add_blob waited for a pack body's slot"
             added += 1
             open_pack = writer.packer.open_fill() is not None

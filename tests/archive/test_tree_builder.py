@@ -313,7 +313,8 @@ def test_trees_built_while_spooling_are_the_trees_built_at_once(
                 spool.write(spooled[written:end])
                 spool.flush()
                 written = end
-                taken_all.append(builder.feed(end, lambda plain: rng.random() >= refusals))
+                taken_all.append(builder.feed(
+                    end, lambda plain, refusals=refusals: rng.random() >= refusals))
             encoded_early = builder.dirs_encoded
             assert builder.finish() == expected
             assert fed.blobs == meta.blobs

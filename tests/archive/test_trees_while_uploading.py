@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import s3archive.archive.archiver as archiver
-import s3archive.archive.file_stage as file_stage
+from s3archive.archive import file_stage
 from s3archive.archive.local_cache import LocalCache
 from s3archive.archive.tree_builder import TreeBuilder
 from s3archive.store.base import ObjectLock, PutResult
