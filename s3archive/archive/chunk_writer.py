@@ -300,8 +300,8 @@ class ChunkWriter:
         with self._lock:
             used = self._uploading.pending + (open_pack is not None)
         free = min(bodies, self.uploaders + 1) - used
-        left = self.pack_size - open_pack if open_pack is not None else 0
-        return max(0, left) + max(0, free) * self.pack_size
+        # (each pack at its own target: a run's first packs are smaller, packer.RAMP_START)
+        return self.packer.room(max(0, free))
 
     def reused_bytes(self) -> dict[str, int]:
         """Stored bytes the run references in each pack it did not write."""

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from s3archive.archive import chunk_writer
+from s3archive.archive import packer as packer_module
 from s3archive.archive.chunk_writer import INLINE_BYTES, ChunkWriter, NewPack
 from s3archive.archive.local_cache import pack_chunk_list
 from s3archive.archive.packer import ChunkLocation
@@ -348,18 +349,26 @@ def test_blobs_of_excluded_packs_are_never_reused_after_start_over(store: Memory
         writer.release()
 
 
+@pytest.mark.parametrize("ramp_start, uploaders, first_two", [
+    (4 << 20, 3, 2 * 16 * KiB),  # every pack at the 16 KiB target
+    (4 * KiB, 1, (4 + 8) * KiB),  # a run's first packs smaller; two bodies in all
+])
 def test_blobs_added_within_the_room_of_held_uploads_never_wait_for_a_body(
-        store: MemoryStore) -> None:
+        store: MemoryStore, monkeypatch: pytest.MonkeyPatch, ramp_start: int,
+        uploaders: int, first_two: int) -> None:
     """``room(bodies)`` (archiver._EarlyTrees: trees built during the walk while the
-    metadata packs are held) counts the open pack and the bodies still free: blobs
-    added within it never wait for a pack body's slot, and at most ``bodies`` bodies
-    are alive; once released, every pack is stored."""
+    metadata packs are held) counts the open pack and the bodies still free, each
+    pack at its own target (packer.RAMP_START): blobs added within it never wait for
+    a pack body's slot, and at most ``bodies`` bodies are alive; once released,
+    every pack is stored."""
+    monkeypatch.setattr(packer_module, "RAMP_START", ramp_start)
     rng = random.Random(4)
-    writer, recorder = make_writer(store, prefix="meta", pack_size=16 * KiB, uploaders=3)
+    writer, recorder = make_writer(store, prefix="meta", pack_size=16 * KiB,
+                                   uploaders=uploaders)
     writer.hold_uploads()
     added = 0
     try:
-        assert writer.room(2) == 2 * 16 * KiB  # (no pack open yet)
+        assert writer.room(2) == first_two  # (no pack open yet)
         while True:
             blob = rng.randbytes(rng.randrange(100, 3 * KiB))  # (stored a little larger)
             if writer.room(2) < 2 * len(blob):
@@ -375,7 +384,8 @@ def test_blobs_added_within_the_room_of_held_uploads_never_wait_for_a_body(
             added += 1
             open_pack = writer.packer.open_fill() is not None
             assert writer._uploading.pending + open_pack <= 2
-        assert added > 8 and writer._uploading.pending >= 1 and not recorder.packs
+        assert added > first_two // (4 * KiB) and writer._uploading.pending >= 1
+        assert not recorder.packs
     finally:
         writer.release_uploads()
     writer.drain()
