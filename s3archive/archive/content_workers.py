@@ -50,6 +50,7 @@ from typing import BinaryIO, Callable, NamedTuple, NoReturn
 
 from s3archive.archive.chunker import Chunker
 from s3archive.archive.frame_blocks import FrameBlocks
+from s3archive.archive.fresh_memory import set_mmap_threshold
 from s3archive.archive.local_cache import (FileKey, pack_chunk_list, plain_file_line,
                                               split_line)
 from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
@@ -490,14 +491,7 @@ def _malloc_as_spawned() -> None:
     twice that free at its top, so a worker's buffers for files of a few MiB are
     used again, not faulted in afresh for every file (~4 us a 4 KiB page).  A
     forked worker is given the same."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, LARGEST_BUFFER)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 2 * LARGEST_BUFFER)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc
-        pass
+    set_mmap_threshold(LARGEST_BUFFER, keep_free=2 * LARGEST_BUFFER)
 
 
 def _name_process(name: bytes) -> None:

@@ -14,6 +14,10 @@ write every byte it reads or hands on), and asks the kernel for transparent
 huge pages over it (``MADV_HUGEPAGE``; Linux with THP in ``madvise`` or
 ``always`` mode): one fault per 2 MiB.  Where neither is possible (not
 CPython, not Linux, no glibc) it is ``bytearray(n)``; only time differs.
+
+:func:`set_mmap_threshold` sets the size from which glibc serves allocations
+with ``mmap`` (each command's start, cli/main.py; restore; forked content
+workers).
 """
 
 from __future__ import annotations
@@ -86,3 +90,21 @@ def release_tail(buffer: bytearray, made: int) -> int:
     if _madvise(start, end - start, _MADV_DONTNEED) != 0:
         return 0
     return end - start
+
+
+def set_mmap_threshold(size: int, keep_free: int | None = None,
+                       arenas: int | None = None) -> None:
+    """Allocations of ``size`` bytes and more are served with mmap (glibc; at most
+    32 MiB): freed, they go back to the system, and the next is faulted in afresh.
+    ``keep_free``: bytes a heap keeps free at its top before it returns them
+    (glibc's default: 128 KiB); every arena keeps as much, so ``arenas`` bounds how
+    many there are (glibc's default: eight per core)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, size)  # M_MMAP_THRESHOLD
+        if keep_free is not None:
+            libc.mallopt(-1, keep_free)  # M_TRIM_THRESHOLD
+        if arenas is not None:
+            libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: its defaults stay

@@ -212,27 +212,9 @@ def _return_big_buffers_to_the_system() -> None:
     245-265 MiB, for about 0.5 s more system time per 700 MB of new data
     (fresh pages are faulted in and zeroed).  Memory is the scarcer resource
     on the hosts being backed up."""
+    from s3archive.archive.fresh_memory import set_mmap_threshold
+
     set_mmap_threshold(1 << 20)
-
-
-def set_mmap_threshold(size: int, keep_free: int | None = None,
-                       arenas: int | None = None) -> None:
-    """Allocations of ``size`` bytes and more are served with mmap (glibc; at most
-    32 MiB): freed, they go back to the system, and the next is faulted in afresh.
-    ``keep_free``: bytes a heap keeps free at its top before it returns them
-    (glibc's default: 128 KiB); every arena keeps as much, so ``arenas`` bounds how
-    many there are (glibc's default: eight per core)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, size)  # M_MMAP_THRESHOLD
-        if keep_free is not None:
-            libc.mallopt(-1, keep_free)  # M_TRIM_THRESHOLD
-        if arenas is not None:
-            libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass  # not glibc: its defaults stay
 
 
 # True once main() runs: the process is s3archive's own, not a caller's running the

@@ -12,7 +12,7 @@ import click
 
 from s3archive import human
 from s3archive.cli.context import Repository, with_repository
-from s3archive.cli.main import set_mmap_threshold
+from s3archive.archive.fresh_memory import set_mmap_threshold
 from s3archive.repo.catalog import RECORD
 from s3archive.errors import CommandFailed, IntegrityError, UsageError
 from s3archive.find import compile_pattern

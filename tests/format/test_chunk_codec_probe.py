@@ -93,7 +93,7 @@ def test_a_chunk_under_four_windows_is_encoded_as_encode_does() -> None:
 
 _FAULTS = """
 import random, resource
-from s3archive.cli.main import set_mmap_threshold
+from s3archive.archive.fresh_memory import set_mmap_threshold
 from s3archive.format.chunk_codec import ChunkCodec
 set_mmap_threshold(1 << 20)  # as every command does (cli/main.py)
 plains = [random.Random(n).randbytes(2 << 20) for n in range(6)]
