@@ -106,9 +106,10 @@ class ScaleS3Archive(S3Archive):
     directory is new and empty every time (a fresh host, a lost cache)."""
 
     def __init__(self, workdir: Path, tree: Path, cluster: CountingRGW, *, encrypt: bool,
-                 profile: Path | None):
+                 profile: Path | None, timeline: Path | None = None):
         super().__init__(workdir, tree, cluster, encrypt=encrypt)
         self.profile = profile
+        self.timeline = timeline
         self.cold_cache = self.home / "cold-cache"
         text = self.config.read_text()
         self.cold_config = self.home / "config-cold.toml"
@@ -117,6 +118,12 @@ class ScaleS3Archive(S3Archive):
                 .replace(str(self.home / "state"), str(self.home / "cold-state")))
 
     def cli(self, step: str) -> list[str]:
+        if self.timeline is not None:
+            daemons = ",".join(str(pid) for pid in self.cluster.pids)
+            stacks = ["--stacks", os.environ["TIMELINE_STACKS"]] if os.environ.get(
+                "TIMELINE_STACKS") else []  # the main thread's stack every MS ms, waits too
+            return [sys.executable, str(HERE / "timeline.py"), str(self.timeline / f"{step}.tsv"),
+                    "--daemons", daemons, *stacks, "--"]
         if self.profile is None:
             return super().cli(step)
         return [sys.executable, str(HERE / "profile_run.py"), *PROFILE_ARGS,
@@ -357,6 +364,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run s3archive's archive steps under bench/profile_run.py and "
                              "write DIR/STEP.prof and DIR/STEP.txt (timings are then not "
                              "comparable: use with --no-restic)")
+    parser.add_argument("--timeline", type=Path, default=None, metavar="DIR",
+                        help="run s3archive's archive steps under bench/timeline.py, writing "
+                             "DIR/STEP.tsv (CPU of its threads, workers and RGW every 0.5 s)")
     parser.add_argument("--profile-cpu", action="store_true",
                         help="with --profile: per-thread CPU time instead of wall time")
     parser.add_argument("--profile-sample", type=float, default=None, metavar="MS",
@@ -390,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
         PROFILE_ARGS[:] = (["--sample", str(args.profile_sample)] if args.profile_sample
                            else ["--cpu"] if args.profile_cpu else [])
+    if args.timeline:
+        args.timeline = args.timeline.resolve()
+        args.timeline.mkdir(parents=True, exist_ok=True)
     logdir = workdir / "logs"
     tree = workdir / "tree"
     shutil.rmtree(tree, ignore_errors=True)
@@ -417,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             clusters.append(cluster)
             if name == "s3archive":
                 tools.append(ScaleS3Archive(workdir, tree, cluster, encrypt=args.encrypt,
-                                            profile=args.profile))
+                                            profile=args.profile, timeline=args.timeline))
             else:
                 tools.append(ScaleRestic(workdir, tree, cluster))
         middle = f"{tree}/d{report['dataset']['dirs'] // 2:05d}"
