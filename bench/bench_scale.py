@@ -418,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         began = time.monotonic()
         report["dataset"] = make_many(tree, args.files, args.per_dir, args.seed)
+        os.sync()  # the tree's dirty pages written back now, not during the first step
         _log(f"tree: {args.files} files in {report['dataset']['dirs']} directories, "
              f"{report['dataset']['bytes'] / 1e6:.0f} MB in {time.monotonic() - began:.0f}s")
         size = report["dataset"]["bytes"]
@@ -438,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         for step in args.steps:
             if step == "mutation":
                 report["mutation"] = mutate_dirs(tree, MUTATION_SHARE, args.seed + 1000)
+                os.sync()
                 report["dataset"]["dirs_changed"] = report["mutation"]["dirs_changed"]
                 _log(f"mutated: {report['mutation']}")
             for tool in tools:
