@@ -467,6 +467,7 @@ META_PACK_SIZE = 8 << 20
 # once it is compressed)
 META_LEVEL = 1
 MAX_META_REBUILDS = 4
+SPOOL_BUFFER = 1 << 20  # bytes of spooled lines buffered before a write
 # metadata pack bodies (open, or sealed and held until the data is secured) the trees
 # built during the walk may fill: 16 MiB, the nodes of ~250,000 small files
 EARLY_META_BODIES = 2
@@ -530,7 +531,10 @@ class _Run:
         lease = LeaseResult()
         snapshots: list[PendingSnapshot] = []
         try:
-            with tempfile.TemporaryFile(prefix="s3archive-entries-") as spool:
+            # (a large buffer: a write syscall, a GIL hand-over, per MiB of lines, not
+            # per 8 KiB; the trees built during the walk flush it before reading)
+            with tempfile.TemporaryFile(prefix="s3archive-entries-",
+                                        buffering=SPOOL_BUFFER) as spool:
                 progress.phase("picking paths")
                 picked = picking.result()
                 if picked.all_failed and not executables(cfg.snapshots_dir):
