@@ -56,6 +56,7 @@ LOCK_MODES = ("GOVERNANCE", "COMPLIANCE")
 # object is named at most this far from the time it becomes visible to a listing
 CLOCK_MARGIN = timedelta(hours=1)
 _BLOCK = 1 << 20  # decompressed bytes decoded at once
+_SPOOL_BLOCK = 1 << 20  # spooled blob lines read and rewritten at once
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _PART = re.compile(r"-(?P<run>" + RUN_ID.pattern + r")-p\d+\.idx")
 
@@ -161,9 +162,9 @@ class GroupIndex:
                 z.write(_line(["P", numbers[ref.key], ref.key, ref.version_id, ref.size,
                                ref.lock_mode,
                                isoformat(ref.locked_until) if ref.locked_until else None]))
-            for line in uploaded.blob_lines({key: number for key, number in numbers.items()
-                                             if key in with_blobs}):
-                z.write(line)
+            for block in uploaded.blob_blocks({key: number for key, number in numbers.items()
+                                               if key in with_blobs}):
+                z.write(block)
         return out.getvalue()
 
     def _seal(self, key: str, body: bytes) -> bytes:
@@ -239,15 +240,20 @@ class GroupIndex:
 
 class UploadedBlobs:
     """The blobs of the data packs a run uploads, spooled to a temporary file as each
-    pack is stored (from the upload threads); memory: one count per pack."""
+    pack is stored (from the upload threads); memory: one count and one byte range
+    per pack."""
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(prefix="s3archive-group-index-")
         self._lock = threading.Lock()
+        self._end = 0
+        # each add's lines, in the order written: (pack key, first byte, end)
+        self._ranges: list[tuple[str, int, int]] = []
         self.counts: dict[str, int] = {}
 
     def add(self, pack: str, rows: list[ChunkLocation]) -> None:
-        if not pack.isascii() or '"' in pack or "\\" in pack:  # (blob_lines cuts at the quote)
+        if not (pack.isascii() and pack.isprintable()) or '"' in pack or "\\" in pack:
+            # (its line starts with the key as json.dumps writes it: blob_blocks swaps it)
             raise ValueError(f"pack key {pack!r}: not a key this writer makes")
         prefix = b'["' + pack.encode("ascii") + b'","'
         lines = b"".join(
@@ -261,22 +267,39 @@ class UploadedBlobs:
             for r in rows)
         with self._lock:
             self._file.write(lines)
+            self._ranges.append((pack, self._end, self._end + len(lines)))
+            self._end += len(lines)
             self.counts[pack] = self.counts.get(pack, 0) + len(rows)
 
-    def blob_lines(self, numbers: dict[str, int]) -> Iterator[bytes]:
-        """The ``B`` line of every blob in a pack of ``numbers`` (pack key -> its number
-        in the object): the spooled line with its pack's key replaced by ``"B",N``,
-        the bytes ``_line(["B", N, hash, offset, stored, size, encoding])`` gives
-        (an encoding of every line again was most of an initial run's last second)."""
+    def blob_blocks(self, numbers: dict[str, int]) -> Iterator[bytes]:
+        """The ``B`` lines of every blob in a pack of ``numbers`` (pack key -> its number
+        in the object), a block of whole lines at a time: the spooled lines with their
+        pack's key replaced by ``"B",N`` — the bytes ``_line(["B", N, hash, offset,
+        stored, size, encoding])`` gives for each — one bytes.replace a block (a
+        pack's lines are spooled together; a line at a time was most of a 1M-file
+        initial run's last seconds)."""
         with self._lock:
             self._file.flush()
-            self._file.seek(0)
-            for line in self._file:
-                end = line.index(b'",', 2)  # a pack key is ASCII without quotes or escapes
-                number = numbers.get(line[2:end].decode("ascii"))
-                if number is not None:
-                    yield b'["B",%d,' % number + line[end + 2:]
-            self._file.seek(0, io.SEEK_END)
+            fd = self._file.fileno()
+            for pack, start, end in self._ranges:
+                number = numbers.get(pack)
+                if number is None:
+                    continue
+                old = b'\n["' + pack.encode("ascii") + b'",'
+                new = b'\n["B",%d,' % number
+                rest = b""
+                while start < end:
+                    piece = rest + os.pread(fd, min(_SPOOL_BLOCK, end - start), start)
+                    start += len(piece) - len(rest)
+                    cut = piece.rfind(b"\n") + 1 if start < end else len(piece)
+                    block, rest = piece[:cut], piece[cut:]
+                    if not block:
+                        continue
+                    lines = block.count(b"\n")
+                    swapped = (b"\n" + block).replace(old, new)
+                    if len(swapped) != len(block) + 1 + lines * (len(new) - len(old)):
+                        raise AssertionError(f"blob lines of {pack} spooled unlike written")
+                    yield swapped[1:]
 
     def close(self) -> None:
         self._file.close()

@@ -501,12 +501,18 @@ def test_a_backup_policy_without_the_index_costs_dedup_not_the_run(tmp_path: Pat
     assert "could not write the group index of this run" in warned.text
 
 
-def test_blob_lines_are_the_lines_an_encoding_of_each_row_gives() -> None:
+@pytest.mark.parametrize("block", [1 << 20, 97, 1])
+def test_blob_lines_are_the_lines_an_encoding_of_each_row_gives(
+        block: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The B lines are cut from the spooled lines, not encoded again: byte for byte
-    what ``_line(["B", N, ...])`` gives; a pack not listed gives none."""
+    what ``_line(["B", N, ...])`` gives; a pack not listed gives none; a pack added
+    twice gives both its lists, in the order added; every block is whole lines, also
+    when a block read is shorter than a line (``block``)."""
+    from s3archive.archive import group_index
     from s3archive.archive.group_index import UploadedBlobs, _line
     from s3archive.archive.packer import ChunkLocation
 
+    monkeypatch.setattr(group_index, "_SPOOL_BLOCK", block)
     rng = random.Random(16)
     uploaded = UploadedBlobs()
     packs = [f"data/{n:02x}/{rng.randbytes(16).hex()}" for n in range(3)]
@@ -514,20 +520,24 @@ def test_blob_lines_are_the_lines_an_encoding_of_each_row_gives() -> None:
                                  rng.randrange(1, 1 << 23), rng.randrange(0, 1 << 23),
                                  rng.choice(["zstd", "raw"])) for _ in range(50)]
             for pack in packs}
-    for pack in packs:
-        uploaded.add(pack, rows[pack])
+    added = [(pack, rows[pack]) for pack in packs] + [(packs[0], rows[packs[0]][:7])]
+    for pack, listed in added:
+        uploaded.add(pack, listed)
     numbers = {packs[0]: 0, packs[2]: 7}
     expected = [_line(["B", numbers[r.pack], r.hash, r.offset, r.stored, r.size, r.encoding])
-                for pack in packs if pack in numbers for r in rows[pack]]
-    assert list(uploaded.blob_lines(numbers)) == expected
-    with pytest.raises(ValueError):
-        uploaded.add('data/"x', rows[packs[0]])
+                for pack, listed in added if pack in numbers for r in listed]
+    blocks = list(uploaded.blob_blocks(numbers))
+    assert b"".join(blocks) == b"".join(expected)
+    assert all(b.endswith(b"\n") for b in blocks)
+    for bad in ('data/"x', "data/a\\b", "data/\u00e9", "data/a\nb"):
+        with pytest.raises(ValueError):
+            uploaded.add(bad, rows[packs[0]])
     uploaded.close()
 
 
 def test_spooled_blob_lines_are_the_json_of_each_blob() -> None:
     """UploadedBlobs writes the usual row's line directly: the bytes json.dumps gives,
-    which blob_lines cuts at the pack key's quote."""
+    which blob_blocks cuts at the pack key's quote."""
     from s3archive.archive.group_index import UploadedBlobs
     from s3archive.archive.packer import ChunkLocation
 
@@ -539,6 +549,6 @@ def test_spooled_blob_lines_are_the_json_of_each_blob() -> None:
              ChunkLocation("ab", "data/p1", True, 2, 3, "zst\"d")]
     spooled = UploadedBlobs()
     spooled.add("data/p1", rows)
-    assert list(spooled.blob_lines({"data/p1": 4})) == [
+    assert b"".join(spooled.blob_blocks({"data/p1": 4})) == b"".join(
         json.dumps(["B", 4, r.hash, r.offset, r.stored, r.size, r.encoding],
-                   separators=(",", ":")).encode() + b"\n" for r in rows]
+                   separators=(",", ":")).encode() + b"\n" for r in rows)
