@@ -26,6 +26,11 @@ the encoded chunks, follow it out of band (no copy into or out of the pickle);
 the first frame in is :class:`WorkerSettings` (the dedup id key travels there,
 never in argv or the environment), then batches; one result frame per batch,
 in order.
+A file may come by name only (a run without a file cache to consult: the walk
+did not stat it): the worker opens it and its ``fstat`` is the walk's stat; one it
+does not read (more than one link, as large as a batch or larger, not a regular
+file, not opened) it hands back with its stat (:class:`HandedBack`), and once a
+batch has read its bytes the rest of it is handed back unread.
 A worker ignores SIGINT (the main process stops it) and exits at the end of
 its stdin: when the main process ends, however it ends, its workers end too.
 A worker that dies fails the run (:class:`ContentWorkerFailed`), never hangs it.

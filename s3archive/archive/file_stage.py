@@ -608,8 +608,10 @@ class FileStage:
             result = batch.remote.result()
             self.writer.add_encoded_many(result.pieces)
             batch.done = result.files
-            unread = next((i for i, done in enumerate(result.files)
-                           if done.back is not None and done.back.st is None), None)
+            last = result.files[-1].back if result.files else None
+            unread = None if last is None or last.st is not None else next(
+                i for i, done in enumerate(result.files)
+                if done.back is not None and done.back.st is None)
             if unread is not None:  # (the rest of the batch: a worker reads in order)
                 again = _Batch(walked=batch.walked[unread:])
                 batch.again, batch.again_from = again, unread
