@@ -73,3 +73,40 @@ def test_other_filesystems_are_mount_points_only_unless_picked(tmp_path: Path) -
     picked, _ = walk([b"/proc/self/status"])  # picked explicitly: included (self resolved)
     me = b"/proc/%d" % os.getpid()
     assert picked == [b"/", b"/proc", me, me + b"/status"]
+
+
+def test_without_stat_files_listed_regular_files_come_by_name_in_the_same_order(
+        tmp_path: Path) -> None:
+    """The same paths, in the same order, with the same excludes and cache tags as a
+    walk that stats everything; only the regular files come without a stat."""
+    import socket
+
+    for name in ("a/f", "a/x.log", "b", "c/d/e"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    os.mkfifo(tmp_path / "a" / "fifo")
+    os.symlink("f", tmp_path / "a" / "link")
+    os.link(tmp_path / "b", tmp_path / "a" / "b-link")
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(tmp_path / "a" / "sock"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "CACHEDIR.TAG").write_bytes(CACHEDIR_SIGNATURE)
+    (cache / "blob").write_text("regenerable")
+    warnings: list = []
+    stated = list(Walker(WalkOptions(exclude=("*.log",)), warnings.append).walk(
+        [os.fsencode(tmp_path)]))
+    named = list(Walker(WalkOptions(exclude=("*.log",)), warnings.append,
+                        stat_files=False).walk([os.fsencode(tmp_path)]))
+    listening.close()
+    assert warnings == []
+    assert [item.path for item in named] == [item.path for item in stated]
+    regular = {item.path for item in stated if item.st is not None
+               and item.st.st_mode & 0o170000 == 0o100000}
+    assert rel(tmp_path, sorted(regular)) == ["/a/b-link", "/a/f", "/b", "/c/d/e",
+                                              "/cache/CACHEDIR.TAG"]
+    for item in named:
+        if item.path in regular and item.path != os.fsencode(tmp_path):
+            assert item.st is None, item.path
+        else:
+            assert item.st is not None, item.path  # directories, fifo, symlink, socket
