@@ -16,7 +16,7 @@ import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from s3archive.archive import chunk_writer, local_cache, packer, tree_builder
+from s3archive.archive import chunk_writer, file_stage, local_cache, packer, tree_builder
 from s3archive.archive.archiver import Archiver
 from s3archive.config import parse_config
 from support.memory_store import FakeClock, MemoryStore
@@ -71,6 +71,8 @@ def test_peak_memory_does_not_grow_with_the_file_count(tmp_path: Path, monkeypat
     monkeypatch.setattr(tree_builder, "SPOOL_BLOCK", BATCH, raising=False)
     monkeypatch.setattr(chunk_writer, "REUSE_BATCH", BATCH, raising=False)
     monkeypatch.setattr(local_cache, "_ROWS_BATCH", BATCH, raising=False)
+    # file-cache hits' chunk lists handed to the writer at once (~100 bytes a file)
+    monkeypatch.setattr(file_stage, "HIT_CHUNKS_BYTES", BATCH * 100)
     # a pack's buffer is made at its full size at once (packer.Pack: not zero-filled,
     # untouched pages never resident) and tracemalloc counts all of it: 12 MiB of a
     # metadata pack alive at the end of a run moved the heap's peak there, where it
