@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple,
 
 from s3archive.archive.packer import ChunkId, ChunkLocation
 from s3archive.archive.run_index import PackRows
+from s3archive.archive.sql_rows import insert_rows
 from s3archive.clock import isoformat, parse_iso
 from s3archive.format.manifest_codec import dumps, encode_entry
 from s3archive.format.model import ENCODINGS, FILE, ChunkRef, Entry, Header, Manifest, PackRef
@@ -425,11 +426,11 @@ class LocalCache:
     # -- chunks
     @_locked
     def add_chunks(self, rows: Iterable[ChunkLocation]) -> None:
-        """Many rows in one ``executemany`` (a stored pack's, a batch of a rebuild), in
+        """Many rows (a batch of a rebuild, a pack index's) in a few statements, in
         key order (neighbours share pages: a third cheaper than in pack order)."""
         pack_id, numbers = self._pack_id, _ENCODING_NUMBERS
-        self.db.executemany(
-            "INSERT OR REPLACE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+        insert_rows(
+            self.db, "INSERT OR REPLACE INTO chunks", 6,
             sorted([(bytes.fromhex(c.hash), pack_id(c.pack), c.offset, c.stored, c.size,
                      numbers[c.encoding]) for c in rows], key=itemgetter(0)))  # (stable)
 
@@ -501,8 +502,8 @@ class LocalCache:
         self.add_pack(pack)
         if host is not None:
             self.db.execute("INSERT OR IGNORE INTO group_packs VALUES (?, ?)", (pack.key, host))
-        self.db.executemany(
-            "INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)",
+        insert_rows(
+            self.db, "INSERT OR IGNORE INTO chunks", 6,
             [(bytes.fromhex(c.hash), self._pack_id(c.pack), c.offset, c.stored, c.size,
               ENCODINGS.index(c.encoding)) for c in rows])
 
@@ -741,8 +742,8 @@ class LocalCache:
             else:
                 attrs, sealed = self._attrs_id(rest), None
             values.append((*row_key, dev, ino, size, mtime_ns, ctime_ns, chunks, attrs, sealed))
-        self.db.executemany(
-            f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+        # (a statement a group of rows, not a row: sql_rows.py)
+        insert_rows(self.db, f"INSERT OR REPLACE INTO {table}", 10, values)
         if not pending:
             self._file_pages.clear()
 
@@ -778,9 +779,9 @@ class LocalCache:
     def put_dirs(self, rows: list[tuple[bytes, bytes, bytes]], kept: list[bytes]) -> None:
         """(name, digest, row) of directories, pending like file rows; ``kept``: the
         names of the run's other directories, whose rows stay as they are."""
-        self.db.executemany("INSERT OR REPLACE INTO dir_trees_pending VALUES (?, ?, ?)", rows)
-        self.db.executemany("INSERT OR IGNORE INTO dir_trees_seen VALUES (?)",
-                            [(name,) for name, _, _ in rows] + [(name,) for name in kept])
+        insert_rows(self.db, "INSERT OR REPLACE INTO dir_trees_pending", 3, rows)
+        insert_rows(self.db, "INSERT OR IGNORE INTO dir_trees_seen", 1,
+                    [(name,) for name, _, _ in rows] + [(name,) for name in kept])
 
     @_locked
     def discard_pending_dirs(self) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from s3archive.archive.packer import ChunkLocation
+from s3archive.archive.sql_rows import insert_rows
 from s3archive.format.model import ENCODINGS
 
 _ENCODING_NUMBERS = {name: number for number, name in enumerate(ENCODINGS)}
@@ -218,8 +219,9 @@ class RunIndex:
 
     # -- writing
     def put(self, locations: Iterable[ChunkLocation], replace: bool = True) -> None:
-        """Record locations (one ``executemany``); ``replace=False`` keeps a
-        location already recorded (the first place found wins)."""
+        """Record locations (a statement a group of them: sql_rows.py);
+        ``replace=False`` keeps a location already recorded (the first place found
+        wins)."""
         with self._lock:
             pack_id, numbers = self._pack_id, _ENCODING_NUMBERS
             # in key order (stable: the same first or last wins), neighbours share pages
@@ -227,7 +229,7 @@ class RunIndex:
                             numbers[c.encoding]) for c in locations], key=itemgetter(0))
             verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
             with self._transaction():
-                self._db.executemany(f"{verb} INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
+                insert_rows(self._db, f"{verb} INTO chunks", 6, rows)
             self._filter.add_numbers(_HALVES.unpack_from(row[0]) for row in rows)
 
     def put_pack(self, rows: PackRows) -> None:
@@ -309,8 +311,13 @@ class RunIndex:
 
     # -- reading
     def may_contain(self, digest: str) -> bool:
-        with self._lock:
-            return self._filter.may_contain(digest)
+        """Whether the index may hold ``digest`` (False: surely not).  Asked without
+        the lock, which an upload thread holds while SQLite inserts a pack's rows
+        (:meth:`put_pack`): the filter's bits are only ever set and its layers only
+        appended, so every digest a put has returned from is seen; one being put
+        meanwhile may not be yet (the caller looks again once that pack counts as
+        stored: ``ChunkWriter._claim_many``)."""
+        return self._filter.may_contain(digest)
 
     def get(self, digest: str) -> ChunkLocation | None:
         with self._lock:

@@ -13,6 +13,7 @@ import pytest
 from s3archive.archive import local_cache
 from s3archive.archive.local_cache import CachedPack, FileKey, LocalCache
 from s3archive.archive.packer import ChunkLocation
+from s3archive.archive.sql_rows import GROUP_ROWS
 from s3archive.format.model import (ChunkRef, Entry, Header, Manifest, PackRef, Snapshot,
                                     Trailer)
 
@@ -156,6 +157,33 @@ def test_a_file_put_twice_in_a_run_keeps_its_later_row(cache: LocalCache) -> Non
     cache.commit_pending_files()
     assert {cache.get_file(p, FileKey(1, i, 5, 6, 7)).line  # type: ignore[union-attr]
             for i, p in enumerate(paths)} == {b'{"line":"new"}'}
+
+
+@pytest.mark.parametrize("count", [0, 1, GROUP_ROWS, GROUP_ROWS + 1])
+@pytest.mark.parametrize("pending", [False, True])
+def test_a_batch_of_file_rows_keeps_its_later_row_of_a_path(cache: LocalCache, count: int,
+                                                             pending: bool) -> None:
+    """A batch goes in a group of rows a statement (sql_rows.py): of a path put twice
+    in one batch, in one statement or two, the later row wins, pending or not."""
+    rows = [(b"/d/f%d" % i, FileKey(1, i, 5, 6, 7), b'{"line":%d}' % i, [(digest(i), 5)])
+            for i in range(count)]
+    if count:  # the first path again, last (another statement past a group), and the
+        # last path put early too, just before its row (one statement): later rows win
+        rows += [(b"/d/f0", FileKey(1, 0, 5, 6, 7), b'{"line":"again"}', [(digest(0), 5)])]
+        last = count - 1
+        rows.insert(last, (b"/d/f%d" % last, FileKey(1, last, 5, 6, 7), b'{"line":"early"}',
+                           []))
+    cache.put_files(rows, pending=pending)
+    if pending:
+        assert cache.get_file(b"/d/f0", FileKey(1, 0, 5, 6, 7)) is None
+        cache.commit_pending_files()
+    for i in range(1, count):
+        hit = cache.get_file(b"/d/f%d" % i, FileKey(1, i, 5, 6, 7))
+        assert hit is not None and hit.line == b'{"line":%d}' % i, i
+    first = cache.get_file(b"/d/f0", FileKey(1, 0, 5, 6, 7))
+    assert (first.line, first.chunks) == (b'{"line":"again"}', [(digest(0), 5)]) if count \
+        else first is None
+    assert cache.db.execute("SELECT count(*) FROM files").fetchone()[0] == count
 
 
 def test_pending_file_rows_of_a_failed_run_are_discarded(cache: LocalCache) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from s3archive.archive.packer import ChunkLocation
 from s3archive.archive.run_index import DigestFilter, RunIndex
+from s3archive.archive.sql_rows import GROUP_ROWS
 
 
 def digest(n: int) -> str:
@@ -63,6 +64,24 @@ def test_the_first_location_wins_unless_replaced(index: RunIndex) -> None:
     assert index.get(first.hash) == second
     index.delete(first.hash)
     assert index.get(first.hash) is None
+
+
+@pytest.mark.parametrize("count", [1, GROUP_ROWS, GROUP_ROWS + 1])
+def test_of_a_digest_put_twice_in_one_batch_the_first_or_last_wins(index: RunIndex,
+                                                                   count: int) -> None:
+    """A batch goes in a group of rows a statement, in key order (sql_rows.py): of one
+    digest twice, ``replace`` keeps the one later in the batch, else the earlier."""
+    later = "data/cc/" + "c" * 64
+    rows = [at(n) for n in range(count)] + [at(0, later, offset=999)]
+    index.put(rows, replace=False)
+    assert index.get(digest(0)) == rows[0]
+    index.put(rows[1:] + [rows[0]], replace=False)  # (recorded already: kept)
+    assert index.get(digest(0)) == rows[0]
+    index.put(rows)
+    assert index.get(digest(0)) == rows[-1]
+    assert index.get_many([digest(n) for n in range(count)]) == \
+        {r.hash: r for r in [rows[-1], *rows[1:count]]}
+    assert len(index) == count
 
 
 def test_keep_only_forgets_the_other_packs(index: RunIndex) -> None:
