@@ -214,6 +214,57 @@ def test_many_chunks_are_looked_up_in_batches(cache: LocalCache) -> None:
     assert found[digest(1298)].offset == 1298
 
 
+def test_a_stored_packs_chunk_rows_join_the_index_in_groups_and_before_any_use(
+        tmp_path: Path, monkeypatch) -> None:
+    """add_pack_rows stages a pack's rows; they join ``chunks`` once enough packs wait,
+    and before the index is read or written otherwise, committed or closed: every
+    lookup sees them, a later pack's location of a chunk wins as it did, and a run
+    killed with rows staged leaves a consistent cache without them."""
+    from s3archive.archive.run_index import PackRows
+    monkeypatch.setattr(local_cache, "_STAGED_PACKS", 3)
+    path = tmp_path / "c.sqlite"
+    cache = LocalCache(path)
+    packs = [pack_key(n) for n in range(5)]
+
+    def rows(pack: str, numbers: range) -> PackRows:
+        return PackRows(pack, [ChunkLocation(digest(n), pack, n, 10, 20, "zstd") for n in numbers])
+
+    def committed() -> int:  # what another connection (the next run's) sees
+        other = LocalCache(path)
+        try:
+            return other.db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        finally:
+            other.db.close()
+
+    cache.add_pack_rows(rows(packs[0], range(0, 100)))
+    cache.add_pack_rows(rows(packs[1], range(50, 150)))  # 50..99 again: this pack's win
+    assert committed() == 0, "staged"
+    assert cache.get_chunk(digest(70)).pack == packs[1]  # (joined first)
+    assert committed() == 150
+    cache.add_pack_rows(rows(packs[2], range(200, 300)))
+    cache.add_chunks([ChunkLocation(digest(250), packs[4], 1, 2, 3, "raw")])  # joined first
+    assert cache.get_chunk(digest(250)).pack == packs[4]
+    cache.add_pack_rows(rows(packs[3], range(300, 400)))
+    cache.add_pack_rows(rows(packs[0], range(400, 500)))
+    assert committed() == 250
+    cache.add_pack_rows(rows(packs[1], range(500, 600)))  # the third pack waiting: joined
+    assert committed() == 550
+    cache.add_pack_rows(rows(packs[2], range(600, 700)))
+    assert set(cache.get_chunks([digest(n) for n in range(700)])) == \
+        {digest(n) for n in range(700) if not 150 <= n < 200}
+    assert committed() == 650
+    cache.add_pack_rows(rows(packs[3], range(700, 800)))
+    # killed now (the connection gone without a word): the next run finds the rows
+    # joined before, none of those staged, and a cache it can use
+    cache.db.close()
+    again = LocalCache(path)
+    assert again.db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert again.get_chunk(digest(750)) is None and again.get_chunk(digest(650)) is not None
+    again.add_pack_rows(rows(packs[3], range(700, 800)))
+    again.close()  # closed: joined
+    assert committed() == 750
+
+
 def test_a_pack_lock_is_only_ever_lengthened_for_the_same_version(cache: LocalCache) -> None:
     cache.add_pack(CachedPack(pack_key(1), "v1", 10, "GOVERNANCE", T0 + timedelta(days=9)))
     cache.add_pack(CachedPack(pack_key(1), "v1", 10, "GOVERNANCE", T0 + timedelta(days=3)))
