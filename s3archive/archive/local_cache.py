@@ -8,6 +8,10 @@
 * ``dir_trees``: format 2, a directory's digest -> its tree nodes, so an
   unchanged directory is not encoded again (archive/dir_cache.py).
 
+A stored pack's chunk rows wait in a temporary table and join ``chunks`` in
+key order a few dozen packs at a time (``add_pack_rows``): a run killed meanwhile
+leaves a consistent cache that lacks them (those chunks are stored again).
+
 When it is lost it is rebuilt from the latest run of this host, streamed
 (``rebuild``: a format-2 run's tree is walked, rows go in in batches).  A pack
 whose lock may lapse soon is forgotten with everything that points into it,
