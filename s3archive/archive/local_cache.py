@@ -94,7 +94,7 @@ _ROWS_BATCH = 2048  # rows written at once while rebuilding
 # 0.1 s of CPU).  A run killed before they join loses them: the next run stores those
 # chunks again (at most these many), and the cache stays consistent.
 _STAGED_ROWS = 1 << 17
-_STAGED_PACKS = 32
+_STAGED_PACKS = 16  # (at 16 MiB packs: 256 MiB stored again after a kill, at most)
 _MEMO = 4096  # directory and attribute numbers remembered
 _FILE_PAGE = 256  # file rows of one directory read at once, in name order
 _FILE_PAGES = 64  # at most this many directories' pages are kept (the walk's ancestors)
