@@ -229,7 +229,10 @@ class Archiver:
                 codec=ChunkCodec(META_LEVEL),
                 pack_size=min(cfg.content.pack_size_mib << 20, META_PACK_SIZE),
                 lock=pack_lock, dry_run=self.dry_run, uploaders=cfg.s3.max_concurrency,
-                prefix="meta", id_of=enc.meta_id if enc else chunk_hash, sealer=enc)
+                prefix="meta", id_of=enc.meta_id if enc else chunk_hash, sealer=enc,
+                # held packs wait there (a run's own state, on the disk sized for the
+                # cache; not the temporary directory, which may be memory: tmpfs)
+                spill_dir=cache.path.parent)
         run = _Run(RunContext(cfg, self.store, cache, writer, self.progress, self.clock,
                               self.dry_run, meta, uploaded, own_packs_only), plan)
         try:
@@ -398,17 +401,14 @@ class _EarlyTrees:
     """The trees of a run that can reference only its own packs, built while the walk
     goes on (FileStage calls this between entries): the spooled lines are taken
     once every chunk they name is placed (its location final: such a run rewrites
-    no pack), and a directory is closed (encoded) only while the metadata writer,
-    whose packs wait unsent until the data is secured, has room for it in at most
-    EARLY_META_BODIES pack bodies (held in memory; never waiting for an upload).
-    What is left is built after the walk."""
+    no pack).  The metadata packs they fill wait unsent until the data is secured,
+    on disk (ChunkWriter.hold_uploads): the trees are built for the whole walk, the
+    directories it has not left yet after it."""
 
-    def __init__(self, builder: TreeBuilder, spool: IO[bytes], writer: ChunkWriter,
-                 meta: ChunkWriter):
+    def __init__(self, builder: TreeBuilder, spool: IO[bytes], writer: ChunkWriter):
         self.builder = builder
         self._spool = spool
         self._writer = writer
-        self._meta = meta
         builder.start(spool)
 
     def __call__(self) -> None:
@@ -417,10 +417,7 @@ class _EarlyTrees:
             return
         self._spool.flush()  # (the lines are read with pread)
         if self._writer.all_placed():  # (asked after ``end``: those lines' chunks are)
-            self.builder.feed(end, self._has_room)
-
-    def _has_room(self, plain: int) -> bool:
-        return plain <= self._meta.room(EARLY_META_BODIES)
+            self.builder.feed(end)
 
 
 class CacheInconsistent(Exception):
@@ -468,12 +465,10 @@ META_PACK_SIZE = 8 << 20
 META_LEVEL = 1
 MAX_META_REBUILDS = 4
 SPOOL_BUFFER = 1 << 20  # bytes of spooled lines buffered before a write
-# metadata pack bodies (open, or sealed and held until the data is secured) the trees
-# built during the walk may fill: 16 MiB, the nodes of ~250,000 small files
-EARLY_META_BODIES = 2
-# ... once this many bytes are spooled (~50,000 entries): a smaller run's trees are
-# built after its walk (a fraction of a second), its metadata pack not alive during
-# the walk, when the run's memory peaks (20,000 files: +3 MiB measured)
+# Trees are built during the walk once this many bytes are spooled (~50,000 entries):
+# a smaller run's trees are built after its walk (a fraction of a second), its
+# metadata pack not alive during the walk, when the run's memory peaks (20,000
+# files: +3 MiB measured)
 EARLY_AFTER_BYTES = 8 << 20
 
 
@@ -552,8 +547,7 @@ class _Run:
                 if ctx.meta is not None and ctx.own_packs_only:
                     # its metadata packs wait, unsent, until its data is secured
                     ctx.meta.hold_uploads()
-                    early = _EarlyTrees(self._tree_builder(LeaseResult()), spool, ctx.writer,
-                                        ctx.meta)
+                    early = _EarlyTrees(self._tree_builder(LeaseResult()), spool, ctx.writer)
                 files.run(picked.paths, spool, spooled=early)
                 if workers is not None:
                     workers.close()

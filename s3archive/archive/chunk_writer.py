@@ -9,23 +9,29 @@ Where each chunk the run references is (in a pack this run uploaded, or one
 the local cache knows) lives on disk, in a :class:`~archive.run_index.RunIndex`;
 memory holds only what is in flight (chunks reserved until their pack is
 stored, metadata blobs in unsent packs) and a batch of file-cache hits still
-to be located.
+to be located.  Packs sealed while uploads are held (:meth:`ChunkWriter.hold_uploads`:
+metadata waiting until the data is secured) wait on disk too, in a
+:class:`SpillFile`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
 from s3archive.archive.packer import ChunkId, ChunkLocation, Pack, Packer, Sealer
 from s3archive.archive.local_cache import CHUNK_ITEM
 from s3archive.archive.run_index import PackRows, RunIndex
+from s3archive.errors import S3ArchiveError
 from s3archive.store.base import ObjectLock, StoreWriter
 
 log = logging.getLogger(__name__)
@@ -109,6 +115,92 @@ class _Tasks:
                 self._cond.wait()
 
 
+class SpillFailed(S3ArchiveError):
+    """A sealed pack held on local disk could not be written there or read back intact."""
+
+
+@dataclass(frozen=True)
+class SpilledBody:
+    """A sealed pack's body waiting in a :class:`SpillFile`: ``size`` bytes at ``offset``,
+    their CRC-32 ``crc``."""
+
+    pack: Pack
+    offset: int
+    size: int
+    crc: int
+
+
+class SpillFile:
+    """Sealed pack bodies held, unsent, on disk rather than in memory: appended to one
+    unlinked temporary file in ``directory`` (opened at the first body; gone once
+    closed, or with the process however it ends) and read back, each once, by the
+    thread that uploads it.  Appended by one thread at a time; read by any.
+
+    A body read back is checked against its length and CRC-32 as sealed: the file is
+    the run's own and unlinked, so no one else writes it, but a short read, a
+    bookkeeping slip (the wrong offset) or a bad disk would otherwise store, locked,
+    a pack under a key whose bytes it is not.  A CRC (~4 GB/s) is enough for that;
+    SHA-256 (~1.6 GB/s here) would guard against nothing more."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory  # None: the system's temporary directory
+        self._file: IO[bytes] | None = None
+        self._end = 0
+        self.bodies = 0  # bodies written so far
+
+    def _where(self) -> str:
+        return str(self.directory) if self.directory is not None else tempfile.gettempdir()
+
+    def put(self, pack: Pack, body: bytearray) -> SpilledBody:
+        """Append ``body`` (sealed ``pack``'s); where it is, to :meth:`get` it back."""
+        offset, size = self._end, len(body)
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="s3archive-spill-",
+                                                    dir=self.directory, buffering=0)
+            fd = self._file.fileno()
+            with memoryview(body) as view:
+                done = 0
+                while done < size:
+                    done += os.pwrite(fd, view[done:], offset + done)
+        except OSError as err:
+            raise SpillFailed(f"{pack.key}: cannot hold the sealed pack on disk in "
+                              f"{self._where()}: {err.strerror or err}") from err
+        self._end += size
+        self.bodies += 1
+        return SpilledBody(pack, offset, size, zlib.crc32(body))
+
+    def get(self, spilled: SpilledBody) -> bytes:
+        """The body as :meth:`put` took it (:class:`SpillFailed` when it is not)."""
+        key = spilled.pack.key
+        if self._file is None:
+            raise SpillFailed(f"{key}: the spill file is closed")
+        try:
+            body = os.pread(self._file.fileno(), spilled.size, spilled.offset)
+            while len(body) < spilled.size:  # (a short read: once more, from where it ended)
+                more = os.pread(self._file.fileno(), spilled.size - len(body),
+                                spilled.offset + len(body))
+                if not more:
+                    break
+                body += more
+        except OSError as err:
+            raise SpillFailed(f"{key}: cannot read the sealed pack back from its spill file "
+                              f"in {self._where()}: {err.strerror or err}") from err
+        if len(body) != spilled.size:
+            raise SpillFailed(f"{key}: {len(body)} bytes read back from its spill file in "
+                              f"{self._where()}, {spilled.size} were sealed; not uploaded")
+        if zlib.crc32(body) != spilled.crc:
+            raise SpillFailed(f"{key}: the pack read back from its spill file in "
+                              f"{self._where()} is not the one sealed (CRC-32); not uploaded")
+        return body
+
+    def close(self) -> None:
+        """Drop the file (its bodies with it)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class _Budget:
     """A byte budget: producers wait while too much is in flight."""
 
@@ -156,6 +248,9 @@ class ChunkWriter:
     # the local cache's file: file-cache hits are located by the run index reading it
     # in SQL (RunIndex.put_listed_from_cache); the few it does not find, by ``lookup_many``
     cache_file: Path | None = None
+    # where packs sealed while uploads are held wait (SpillFile; the local cache's
+    # directory); None: the system's temporary directory
+    spill_dir: Path | None = None
     new_packs: dict[str, NewPack] = field(default_factory=dict)
     stats: WriterStats = field(default_factory=WriterStats)
 
@@ -191,6 +286,11 @@ class ChunkWriter:
         self._uploading = _Tasks()
         self._may_upload = threading.Event()  # cleared: sealed packs wait (hold_uploads)
         self._may_upload.set()
+        # packs sealed while uploads are held: their bodies on disk, in sealed order,
+        # until release_uploads (the hold and the spilled list change under _hold)
+        self._hold = threading.Lock()
+        self._spill = SpillFile(self.spill_dir)
+        self._spilled: list[SpilledBody] = []
         self._abandoned = False
         self._error: BaseException | None = None
         self.packer = Packer(self.pack_size, self._sealed, self.prefix, self.sealer,
@@ -290,18 +390,6 @@ class ChunkWriter:
         entry spooled before this call is, is known (:meth:`location`)."""
         with self._lock:
             return self._unplaced == 0
-
-    def room(self, bodies: int) -> int:
-        """About the stored bytes :meth:`add_blob` takes while at most ``bodies`` pack
-        bodies are alive (and never waiting for a body's slot: held uploads keep
-        theirs): what the open pack takes before it is sealed, and the packs that
-        many more bodies hold."""
-        open_pack = self.packer.open_fill()
-        with self._lock:
-            used = self._uploading.pending + (open_pack is not None)
-        free = min(bodies, self.uploaders + 1) - used
-        # (each pack at its own target: a run's first packs are smaller, packer.RAMP_START)
-        return self.packer.room(max(0, free))
 
     def reused_bytes(self) -> dict[str, int]:
         """Stored bytes the run references in each pack it did not write."""
@@ -479,7 +567,19 @@ class ChunkWriter:
 
     # ---------------------------------------------------------- uploading
     def _sealed(self, pack: Pack, body: bytearray) -> None:
-        self._uploading.started()
+        with self._hold:
+            if not self._may_upload.is_set():
+                # held: the body waits on disk, its slot free at once (the packer never
+                # waits for a body that only release_uploads would free)
+                try:
+                    self._spilled.append(self._spill.put(pack, body))
+                except BaseException as err:
+                    self._fail(err)
+                    raise
+                finally:
+                    self._pack_slots.release()
+                return
+            self._uploading.started()
         # (in a list the task does not keep: the body is freed once stored)
         self._upload_pool.submit(self._upload, pack, [body])
 
@@ -493,35 +593,63 @@ class ChunkWriter:
             self._may_upload.wait()
             if self._abandoned:
                 raise RuntimeError(f"{pack.key}: not uploaded, the run stopped first")
-            if self.dry_run:
-                version_id = "dry-run"
-            else:
-                version_id = self.store.put(pack.key, body, self.lock).version_id
+            version_id = self._put(pack.key, body)
             # the body is stored: the next pack may be sealed while this one is recorded
             # (an encrypted run PUTs the pack's index object there)
             del body
             self._pack_slots.release()
             slot_held = False
-            rows = PackRows(pack.key, located)  # (for the index and the cache alike)
-            if not self.dry_run:
-                self.record_pack(NewPack(pack.key, version_id, size), located, rows)
-            self.index.put_pack(rows)  # before the chunks leave the reserved set (_claim)
-            with self._lock:
-                self.new_packs[pack.key] = NewPack(pack.key, version_id, pack.size)
-                for location in located:
-                    self._reserved.discard(location.hash)
-                    if self._pending.get(location.hash) == location:
-                        del self._pending[location.hash]
-                self._stored += 1
-                self.stats.bytes_uploaded += pack.size
-                self.stats.packs_uploaded += 1
-            log.debug("uploaded %s (%d bytes, %d chunks)", pack.key, pack.size, len(pack.chunks))
+            self._stored_pack(pack, located, version_id, size)
         except BaseException as err:
             self._fail(err)
         finally:
             if slot_held:
                 self._pack_slots.release()
             self._uploading.finished()
+
+    def _upload_spilled(self, spilled: SpilledBody) -> None:
+        """Upload a pack sealed while uploads were held, read back from the spill
+        file (bodies alive: one an upload thread; none once a run has failed)."""
+        try:
+            pack = spilled.pack
+            assert pack.key is not None
+            if self._error is not None:  # (the run has failed: nothing more is sent)
+                return
+            located = pack.located()
+            body = self._spill.get(spilled)
+            version_id = self._put(pack.key, body)
+            del body
+            self._stored_pack(pack, located, version_id, spilled.size)
+        except BaseException as err:
+            self._fail(err)
+        finally:
+            self._uploading.finished()
+
+    def _put(self, key: str, body: bytes | bytearray) -> str:
+        """Store a sealed pack's body; its version id."""
+        if self.dry_run:
+            return "dry-run"
+        return self.store.put(key, body, self.lock).version_id
+
+    def _stored_pack(self, pack: Pack, located: list[ChunkLocation], version_id: str,
+                     size: int) -> None:
+        """Record a pack once its body is stored: in the local cache, then in the index,
+        then its chunks leave the reserved set."""
+        assert pack.key is not None
+        rows = PackRows(pack.key, located)  # (for the index and the cache alike)
+        if not self.dry_run:
+            self.record_pack(NewPack(pack.key, version_id, size), located, rows)
+        self.index.put_pack(rows)  # before the chunks leave the reserved set (_claim)
+        with self._lock:
+            self.new_packs[pack.key] = NewPack(pack.key, version_id, pack.size)
+            for location in located:
+                self._reserved.discard(location.hash)
+                if self._pending.get(location.hash) == location:
+                    del self._pending[location.hash]
+            self._stored += 1
+            self.stats.bytes_uploaded += pack.size
+            self.stats.packs_uploaded += 1
+        log.debug("uploaded %s (%d bytes, %d chunks)", pack.key, pack.size, len(pack.chunks))
 
     # ---------------------------------------------------------- finishing
     def _fail(self, err: BaseException) -> None:
@@ -541,6 +669,8 @@ class ChunkWriter:
 
     def drain(self) -> None:
         """Wait until every chunk so far is encoded, packed and uploaded."""
+        if not self._may_upload.is_set():  # (they would never be sent)
+            raise RuntimeError("drained while uploads are held")
         self.encoded()
         self.packer.flush()
         self._uploading.wait()
@@ -548,19 +678,36 @@ class ChunkWriter:
 
     def hold_uploads(self) -> None:
         """Sealed packs wait, unsent, until :meth:`release_uploads` (metadata built
-        while the data it references is still uploading: the commit order stays)."""
-        self._may_upload.clear()
+        while the data it references is still uploading: the commit order stays).
+        Their bodies wait on disk (:class:`SpillFile`, in ``spill_dir``): their pack
+        slots are free at once, so packs go on being filled and sealed however many
+        wait, in memory the open pack's body alone."""
+        with self._hold:
+            self._may_upload.clear()
 
     def release_uploads(self) -> None:
-        self._may_upload.set()
+        """Send the packs held (read back from disk, in the order sealed; at most one
+        body in memory an upload thread), and from now on each pack once sealed."""
+        with self._hold:
+            if self._abandoned:  # (closed already: nothing is sent)
+                return
+            spilled, self._spilled = self._spilled, []
+            for body in spilled:
+                self._uploading.started()
+                self._upload_pool.submit(self._upload_spilled, body)
+            self._may_upload.set()
 
     def close(self) -> None:
-        """Stop the pools; the locations stay readable until :meth:`release`."""
-        if not self._may_upload.is_set():  # held by a run that failed: send nothing
-            self._abandoned = True
-            self._may_upload.set()
+        """Stop the pools; the locations stay readable until :meth:`release`.  Packs
+        still held (a run that failed) are never sent, and their spill file is gone."""
+        with self._hold:
+            if not self._may_upload.is_set():  # held by a run that failed: send nothing
+                self._abandoned = True
+                self._spilled = []
+                self._may_upload.set()
         self._encode_pool.shutdown(wait=True, cancel_futures=True)
         self._upload_pool.shutdown(wait=True, cancel_futures=True)
+        self._spill.close()
 
     def release(self) -> None:
         """Remove the run's index (its temporary database)."""

@@ -231,21 +231,6 @@ class Packer:
         release_tail(body, self._buffer_size(pack.number))
         self.on_sealed(pack, body)
 
-    def open_fill(self) -> int | None:
-        """The open pack's fill (its body's bytes so far), None when none is open."""
-        with self._lock:
-            return self._open.fill if self._open is not None else None
-
-    def room(self, more: int) -> int:
-        """Stored bytes :meth:`add` takes without a body beyond the open pack's and
-        ``more`` new ones: what the open pack takes before it reaches its target, and
-        the targets of the next ``more`` packs (each sealed at its own, RAMP_START)."""
-        with self._lock:
-            left = 0
-            if self._open is not None:
-                left = max(0, self._target(self._open.number) - self._open.fill)
-            return left + sum(self._target(self._count + i) for i in range(1, more + 1))
-
     def discard_open(self) -> Pack | None:
         """Drop the open pack, unsealed and never uploaded (a run building its
         metadata again); returns it (emptied) if it held anything."""

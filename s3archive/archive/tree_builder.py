@@ -116,13 +116,6 @@ class _Dir:
         self.lengths.append(0)
         self.digest.update(b"synthetic %d " % len(name) + name + b"\n")
 
-    def plain_bound(self) -> int:
-        """At most the plain bytes of the blobs encoding this directory stores
-        (its nodes and chunk lists): each entry's line bounds its object and its
-        chunk references' lists; a reference to a subdirectory or a chunk is
-        under 128 bytes, a leaf's or inner node's own framing under 4 KiB."""
-        return 2 * sum(self.lengths) + 128 * (len(self.lengths) + len(self.trees)) + 4096
-
     def set_tree(self, tree: tc.BlobRef) -> None:
         """The tree of the subdirectory that is this directory's last entry."""
         self.trees[len(self.offsets) - 1] = tree
@@ -238,11 +231,9 @@ class TreeBuilder:
         self._root: _Dir | None = None
         self._taken = 0  # the spool's bytes taken so far (whole lines)
 
-    def feed(self, end: int, room: Callable[[int], bool] | None = None) -> bool:
+    def feed(self, end: int) -> None:
         """Take the spooled lines up to ``end`` (written and flushed), closing the
-        directories the walk has left; with ``room``, a directory is closed only if
-        ``room(plain bytes it may store)`` says so, and otherwise this stops before
-        the line that would close it.  True when every line up to ``end`` is taken."""
+        directories the walk has left."""
         fd = self._fd
         while self._taken < end:
             size = FEED_BYTES
@@ -258,11 +249,9 @@ class TreeBuilder:
             for raw in io.BytesIO(block):
                 if raw[-1] != 10 and start + len(raw) < end:
                     break  # cut by the read (read again); the spool's last line may have
-                if not self._take(start, raw, room):  # no newline
-                    return False
+                self._take(start, raw)  # no newline
                 start += len(raw)
                 self._taken = start
-        return True
 
     def finish(self) -> TreeResult:
         """Take the lines not taken yet, close every directory still open."""
@@ -280,26 +269,23 @@ class TreeBuilder:
             return TreeResult(None, None, self.entries, self.packs)
         return TreeResult(root.obj, root_tree, self.entries, self.packs)
 
-    def _take(self, start: int, raw: bytes, room: Callable[[int], bool] | None) -> bool:
-        """Take one spooled line at ``start``; False (not taken) when a directory it
-        closes does not fit ``room``."""
+    def _take(self, start: int, raw: bytes) -> None:
+        """Take one spooled line at ``start``."""
         stack, seed = self._stack, self._seed
         path, is_dir = _spooled_path(raw)
         if path == b"/":
             self.entries += 1
             self._root = _Dir(b"/", seed.copy(), json.loads(raw.partition(b"\t")[0]))
             self._stack = [self._root]
-            return True
+            return
         parent = path.rsplit(b"/", 1)[0] or b"/"
         if stack and stack[-1].path == parent:  # (most entries: the directory's own)
             self.entries += 1
             stack[-1].add(start, raw)
             if is_dir:
                 stack.append(_Dir(path, seed.copy()))
-            return True
+            return
         while stack and not _is_within(parent, stack[-1].path):
-            if room is not None and not room(stack[-1].plain_bound()):
-                return False
             self._close(stack)
         self.entries += 1
         if not stack:
@@ -316,7 +302,6 @@ class TreeBuilder:
         stack[-1].add(start, raw)
         if is_dir:
             stack.append(_Dir(path, seed.copy()))
-        return True
 
     def _close(self, stack: list[_Dir]) -> tc.BlobRef:
         directory = stack.pop()

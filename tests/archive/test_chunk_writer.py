@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -349,48 +350,159 @@ def test_blobs_of_excluded_packs_are_never_reused_after_start_over(store: Memory
         writer.release()
 
 
-@pytest.mark.parametrize("ramp_start, uploaders, first_two", [
-    (4 << 20, 3, 2 * 16 * KiB),  # every pack at the 16 KiB target
-    (4 * KiB, 1, (4 + 8) * KiB),  # a run's first packs smaller; two bodies in all
-])
-def test_blobs_added_within_the_room_of_held_uploads_never_wait_for_a_body(
-        store: MemoryStore, monkeypatch: pytest.MonkeyPatch, ramp_start: int,
-        uploaders: int, first_two: int) -> None:
-    """``room(bodies)`` (archiver._EarlyTrees: trees built during the walk while the
-    metadata packs are held) counts the open pack and the bodies still free, each
-    pack at its own target (packer.RAMP_START): blobs added within it never wait for
-    a pack body's slot, and at most ``bodies`` bodies are alive; once released,
-    every pack is stored."""
-    monkeypatch.setattr(packer_module, "RAMP_START", ramp_start)
-    rng = random.Random(4)
+def _fds_into(directory: object) -> list[str]:
+    """This process's open files inside ``directory`` (an unlinked one too)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # (the listing's own descriptor, closed since)
+            continue
+        if target.startswith(f"{directory}/"):
+            found.append(target)
+    return found
+
+
+def _held_writer(store: MemoryStore, monkeypatch: pytest.MonkeyPatch, spill_dir: object,
+                 uploaders: int) -> tuple[ChunkWriter, Recorder, dict[str, bytes]]:
+    """A metadata writer of 16 KiB packs (the first ones 4 and 8 KiB), holding its
+    uploads; the bodies it seals, by key, as sealed."""
+    monkeypatch.setattr(packer_module, "RAMP_START", 4 * KiB)
     writer, recorder = make_writer(store, prefix="meta", pack_size=16 * KiB,
-                                   uploaders=uploaders)
+                                   uploaders=uploaders, spill_dir=spill_dir)
+    sealed: dict[str, bytes] = {}
+    on_sealed = writer.packer.on_sealed
+
+    def sealing(pack: packer_module.Pack, body: bytearray) -> None:
+        sealed[pack.key] = bytes(body)  # type: ignore[index]
+        on_sealed(pack, body)
+
+    writer.packer.on_sealed = sealing
     writer.hold_uploads()
-    added = 0
+    return writer, recorder, sealed
+
+
+def _add_blobs(writer: ChunkWriter, blobs: list[bytes]) -> None:
+    """Add every blob from a thread; fails if that ever waits (for a pack's slot)."""
+    done = threading.Event()
+
+    def add() -> None:
+        for blob in blobs:
+            writer.add_blob(blob, b"T")
+        done.set()
+
+    threading.Thread(target=add, daemon=True).start()
+    assert done.wait(10), "add_blob waited for a pack body's slot"
+
+
+@pytest.mark.parametrize("uploaders", [1, 3])
+def test_packs_sealed_while_uploads_are_held_wait_on_disk_then_are_stored_as_sealed(
+        store: MemoryStore, monkeypatch: pytest.MonkeyPatch, tmp_path: object,
+        uploaders: int) -> None:
+    """Held (archiver._EarlyTrees: trees built during the walk, their packs unsent until
+    the data is secured), sealed packs wait in an unlinked file in ``spill_dir``, their
+    slots free at once: many more packs than bodies are filled without waiting, none
+    is sent, and once released every one is stored byte for byte as sealed, recorded,
+    its blobs located there."""
+    rng = random.Random(4)
+    writer, recorder, sealed = _held_writer(store, monkeypatch, tmp_path, uploaders)
+    blobs = [rng.randbytes(rng.randrange(100, 3 * KiB)) for _ in range(400)]
     try:
-        assert writer.room(2) == first_two  # (no pack open yet)
-        while True:
-            blob = rng.randbytes(rng.randrange(100, 3 * KiB))  # (stored a little larger)
-            if writer.room(2) < 2 * len(blob):
-                break
-            done = threading.Event()
-
-            def add(blob: bytes = blob, done: threading.Event = done) -> None:
-                writer.add_blob(blob, b"T")
-                done.set()
-
-            threading.Thread(target=add, daemon=True).start()
-            assert done.wait(5), "add_blob waited for a pack body's slot"
-            added += 1
-            open_pack = writer.packer.open_fill() is not None
-            assert writer._uploading.pending + open_pack <= 2
-        assert added > first_two // (4 * KiB) and writer._uploading.pending >= 1
-        assert not recorder.packs
+        _add_blobs(writer, blobs)
+        assert len(sealed) > 4 * (uploaders + 1)  # (~40 packs; slots: uploaders + 1)
+        assert writer._spill.bodies == len(sealed)
+        assert not store.versions("meta/") and not recorder.packs
+        assert os.listdir(tmp_path) == [] and len(_fds_into(tmp_path)) == 1  # unlinked
     finally:
         writer.release_uploads()
     writer.drain()
-    assert sum(len(chunks) for _, chunks in recorder.packs) == added
+    stored = {version.key: store.get(version.key, version.version_id)
+              for version in store.versions("meta/")}
+    assert stored == sealed and set(writer.new_packs) == set(sealed)
+    assert {pack.key for pack, _ in recorder.packs} == set(sealed)
+    assert sum(len(chunks) for _, chunks in recorder.packs) == len(set(blobs))
+    for blob in blobs:
+        assert read_back(store, writer, chunk_hash(blob)) == blob
     writer.close()
+    writer.release()
+    assert _fds_into(tmp_path) == []
+
+
+def test_packs_held_by_a_writer_closed_unreleased_are_never_sent(
+        store: MemoryStore, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """A run that fails while its metadata packs are held: closing sends none of
+    them, and their spill file is gone."""
+    rng = random.Random(5)
+    writer, recorder, sealed = _held_writer(store, monkeypatch, tmp_path, 2)
+    _add_blobs(writer, [rng.randbytes(2 * KiB) for _ in range(100)])
+    assert len(sealed) > 3 and len(_fds_into(tmp_path)) == 1
+    writer.close()
+    writer.release_uploads()  # (too late: nothing is sent)
+    writer.release()
+    assert _fds_into(tmp_path) == [] and os.listdir(tmp_path) == []
+    assert not store.versions("meta/") and not recorder.packs and not writer.new_packs
+
+
+@pytest.mark.parametrize("fault", ["changed", "cut short", "put fails"])
+def test_a_held_pack_not_read_back_as_sealed_or_not_stored_fails_the_drain(
+        store: MemoryStore, monkeypatch: pytest.MonkeyPatch, tmp_path: object,
+        fault: str) -> None:
+    """A pack read back from the spill file is checked against its length and CRC as
+    sealed: a changed or cut one is not uploaded and fails the drain naming it, as
+    does a failed upload; the run then sends none of the packs still waiting."""
+    rng = random.Random(6)
+    writer, recorder, sealed = _held_writer(store, monkeypatch, tmp_path, 1)
+    _add_blobs(writer, [rng.randbytes(2 * KiB) for _ in range(100)])
+    first = writer._spilled[0]
+    fd = writer._spill._file.fileno()  # type: ignore[union-attr]
+    if fault == "changed":
+        os.pwrite(fd, bytes([os.pread(fd, 1, first.offset + 100)[0] ^ 1]), first.offset + 100)
+    elif fault == "cut short":
+        os.ftruncate(fd, first.offset + first.size - 1)
+    else:
+        put = store.put
+
+        def failing(key: str, *args: object, **kwargs: object) -> object:
+            if key == first.pack.key:
+                raise StoreError(f"{key}: upload failed")
+            return put(key, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "put", failing)
+    writer.release_uploads()
+    with pytest.raises(StoreError if fault == "put fails" else chunk_writer.SpillFailed,
+                       match=first.pack.key) as failed:
+        writer.drain()
+    if fault == "changed":
+        assert "is not the one sealed (CRC-32); not uploaded" in str(failed.value)
+    elif fault == "cut short":
+        assert f"bytes read back from its spill file in {tmp_path}" in str(failed.value)
+    writer.close()
+    writer.release()
+    # (one upload thread: the first pack failed, none after it was sent)
+    assert not store.versions("meta/") and not recorder.packs
+    assert _fds_into(tmp_path) == []
+
+
+def test_a_held_pack_that_cannot_be_written_to_disk_fails_the_run_at_once(
+        store: MemoryStore, monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    """No room on the disk for a held pack: add_blob fails naming the pack and the
+    directory (a one-line error at the CLI), and nothing is ever sent."""
+    rng = random.Random(7)
+    writer, recorder, sealed = _held_writer(store, monkeypatch, tmp_path, 1)
+
+    def full(*args: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(chunk_writer.os, "pwrite", full)
+    with pytest.raises(chunk_writer.SpillFailed,
+                       match=f"cannot hold the sealed pack on disk in {tmp_path}: "
+                             "No space left on device") as failed:
+        for _ in range(100):
+            writer.add_blob(rng.randbytes(2 * KiB), b"T")
+    assert str(failed.value).startswith(next(iter(sealed)))
+    writer.close()
+    writer.release()
+    assert not store.versions("meta/") and not recorder.packs
 
 
 def test_all_placed_only_once_every_chunk_claimed_is_in_a_pack(store: MemoryStore) -> None:
