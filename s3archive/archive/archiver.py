@@ -409,15 +409,17 @@ class _EarlyTrees:
         self.builder = builder
         self._spool = spool
         self._writer = writer
+        self._fed = 0  # the spool's bytes fed to the builder so far
         builder.start(spool)
 
     def __call__(self) -> None:
         end = self._spool.tell()
-        if end < EARLY_AFTER_BYTES:
+        if end < EARLY_AFTER_BYTES or end - self._fed < EARLY_FEED_BYTES:
             return
-        self._spool.flush()  # (the lines are read with pread)
         if self._writer.all_placed():  # (asked after ``end``: those lines' chunks are)
+            self._spool.flush()  # (the lines are read with pread)
             self.builder.feed(end)
+            self._fed = end
 
 
 class CacheInconsistent(Exception):
@@ -470,6 +472,9 @@ SPOOL_BUFFER = 1 << 20  # bytes of spooled lines buffered before a write
 # metadata pack not alive during the walk, when the run's memory peaks (20,000
 # files: +3 MiB measured)
 EARLY_AFTER_BYTES = 8 << 20
+# ... each time this many more are spooled: the spool is flushed (a write, the main
+# thread's GIL handed over) once a buffer's worth, as without the trees
+EARLY_FEED_BYTES = SPOOL_BUFFER
 
 
 MAX_RECORDED_WARNINGS = 10_000  # in the manifest; the log has them all

@@ -89,6 +89,7 @@ def env(rgw: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArchiveEnv
     monkeypatch.setattr(archiver, "META_PACK_SIZE", 2 << 10)
     # trees begun from the first entries, every few entries walked
     monkeypatch.setattr(archiver, "EARLY_AFTER_BYTES", 0)
+    monkeypatch.setattr(archiver, "EARLY_FEED_BYTES", 0)
     monkeypatch.setattr(file_stage, "SPOOLED_EVERY", 3)
     monkeypatch.setattr(file_stage, "MAX_PENDING", 8)  # (the spool keeps up with the walk)
     return env

@@ -73,6 +73,7 @@ def test_trees_are_built_while_data_uploads_and_metadata_waits_for_it(
     # trees begun during the walk (a run that reuses nothing) every few entries
     monkeypatch.setattr(file_stage, "SPOOLED_EVERY", 3)
     monkeypatch.setattr(archiver, "EARLY_AFTER_BYTES", 0)
+    monkeypatch.setattr(archiver, "EARLY_FEED_BYTES", 0)
     monkeypatch.setattr(file_stage, "MAX_PENDING", 8)  # (the spool keeps up with the walk)
     early = []
     feed = TreeBuilder.feed
