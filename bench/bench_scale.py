@@ -106,12 +106,16 @@ class ScaleS3Archive(S3Archive):
     directory is new and empty every time (a fresh host, a lost cache)."""
 
     def __init__(self, workdir: Path, tree: Path, cluster: CountingRGW, *, encrypt: bool,
-                 profile: Path | None, timeline: Path | None = None):
+                 profile: Path | None, timeline: Path | None = None,
+                 content_workers: int | None = None):
         super().__init__(workdir, tree, cluster, encrypt=encrypt)
         self.profile = profile
         self.timeline = timeline
         self.cold_cache = self.home / "cold-cache"
         text = self.config.read_text()
+        if content_workers is not None:  # (an experiment: the default is one per core)
+            text += f"\n[content]\nworkers = {content_workers}\n"
+            self.config.write_text(text)
         self.cold_config = self.home / "config-cold.toml"
         self.cold_config.write_text(
             text.replace(str(self.home / "cache"), str(self.cold_cache))
@@ -367,6 +371,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeline", type=Path, default=None, metavar="DIR",
                         help="run s3archive's archive steps under bench/timeline.py, writing "
                              "DIR/STEP.tsv (CPU of its threads, workers and RGW every 0.5 s)")
+    parser.add_argument("--content-workers", type=int, default=None, metavar="N",
+                        help="s3archive's [content] workers (default: its own, one per core)")
     parser.add_argument("--profile-cpu", action="store_true",
                         help="with --profile: per-thread CPU time instead of wall time")
     parser.add_argument("--profile-sample", type=float, default=None, metavar="MS",
@@ -431,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
             clusters.append(cluster)
             if name == "s3archive":
                 tools.append(ScaleS3Archive(workdir, tree, cluster, encrypt=args.encrypt,
-                                            profile=args.profile, timeline=args.timeline))
+                                            profile=args.profile, timeline=args.timeline,
+                                            content_workers=args.content_workers))
             else:
                 tools.append(ScaleRestic(workdir, tree, cluster))
         middle = f"{tree}/d{report['dataset']['dirs'] // 2:05d}"
