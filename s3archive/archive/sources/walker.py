@@ -6,13 +6,6 @@ gets their owners and modes back).  Below a picked directory everything is
 included except excluded names, the contents of directories tagged with
 ``CACHEDIR.TAG``, and — with ``one_file_system`` — other filesystems (a mount
 point is recorded as an empty directory unless it is picked itself).
-
-Every entry is ``lstat``'ed here, except, when the walker is told not to
-(``stat_files`` False: a run without a file cache to consult, whose content
-workers open and ``fstat`` each file anyway), the entries a directory listing
-says are regular files (``d_type``: no system call on ext4, xfs, btrfs; where
-the file system does not say, the listing stats the entry): those are yielded
-with no stat, by name only.
 """
 
 from __future__ import annotations
@@ -31,16 +24,7 @@ CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 class WalkItem(NamedTuple):
     path: bytes
-    st: os.stat_result | None  # None: a regular file as listed, not stat'ed (stat_files off)
-
-
-def listed_regular(entry: os.DirEntry[bytes]) -> bool:
-    """Whether a directory listing says ``entry`` is a regular file (its ``d_type``;
-    an unknown one is looked up with ``lstat``, by ``DirEntry`` itself)."""
-    try:
-        return entry.is_file(follow_symlinks=False)
-    except OSError:  # the lookup failed: the walk's own lstat says why
-        return False
+    st: os.stat_result
 
 
 @dataclass
@@ -82,11 +66,9 @@ def _join(parent: bytes, name: bytes) -> bytes:
 
 
 class Walker:
-    def __init__(self, options: WalkOptions, warn: Callable[[Warning_], None],
-                 stat_files: bool = True):
+    def __init__(self, options: WalkOptions, warn: Callable[[Warning_], None]):
         self.options = options
         self.warn = warn
-        self.stat_files = stat_files
         self._patterns = [(p.encode("utf-8", "surrogateescape"), "/" in p) for p in options.exclude]
 
     def excluded(self, path: bytes, name: bytes) -> bool:
@@ -110,8 +92,7 @@ class Walker:
             return
         yield from self._visit(b"/", roots, full=b"/" in roots.roots, root_dev=None)
 
-    def lstat(self, path: bytes) -> os.stat_result | None:
-        """The entry's stat; None (and the warning) when it cannot be had."""
+    def _lstat(self, path: bytes) -> os.stat_result | None:
         try:
             return os.lstat(path)
         except FileNotFoundError:
@@ -122,7 +103,7 @@ class Walker:
 
     def _visit(self, path: bytes, roots: _Roots, full: bool,
                root_dev: int | None) -> Iterator[WalkItem]:
-        st = self.lstat(path)
+        st = self._lstat(path)
         if st is not None:
             yield from self._stated(path, st, roots, full, root_dev)
 
@@ -141,15 +122,12 @@ class Walker:
         crosses = (full and self.options.one_file_system and root_dev is not None
                    and st.st_dev != root_dev)
         wanted = roots.needed.get(path, set())
-        regular: set[bytes] | None = None  # names listed as regular files, not to be stat'ed
         if full and not crosses:
-            names, regular = self._list(path)
+            names = self._list(path)
             if names is None:
                 names = sorted(wanted)
             elif CACHEDIR_TAG in names and self._is_cachedir(path):
                 names = sorted({CACHEDIR_TAG} | wanted)
-            if regular is not None:
-                regular -= wanted  # a picked root (or a path above one) is stat'ed
         else:
             names = sorted(wanted)
         below = full and not crosses
@@ -158,10 +136,7 @@ class Walker:
             child = prefix + name
             if name not in wanted and self.excluded(child, name):
                 continue
-            if regular is not None and name in regular:
-                yield WalkItem(child, None)
-                continue
-            child_st = self.lstat(child)
+            child_st = self._lstat(child)
             if child_st is None:
                 continue
             if stat.S_ISDIR(child_st.st_mode):
@@ -170,26 +145,14 @@ class Walker:
             else:
                 yield WalkItem(child, child_st)
 
-    def _list(self, path: bytes) -> tuple[list[bytes] | None, set[bytes] | None]:
-        """The directory's names, sorted, and (``stat_files`` off) those listed as
-        regular files."""
+    def _list(self, path: bytes) -> list[bytes] | None:
         try:
-            if self.stat_files:
-                return sorted(os.listdir(path)), None
-            names: list[bytes] = []
-            regular: set[bytes] = set()
-            with os.scandir(path) as listing:
-                for entry in listing:
-                    names.append(entry.name)
-                    if listed_regular(entry):
-                        regular.add(entry.name)
-            names.sort()
-            return names, regular
+            return sorted(os.listdir(path))
         except FileNotFoundError:
             self.warn(Warning_("file", "directory vanished during the walk", path))
         except OSError as err:
             self.warn(Warning_("file", f"cannot list directory: {err.strerror}", path))
-        return None, None
+        return None
 
     @staticmethod
     def _is_cachedir(path: bytes) -> bool:
