@@ -19,6 +19,7 @@ from s3archive.errors import StoreError
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash, decode_chunk
 from s3archive.store.base import ObjectLock
 from support.memory_store import FakeClock, MemoryStore
+from support.open_files import open_in
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -350,19 +351,6 @@ def test_blobs_of_excluded_packs_are_never_reused_after_start_over(store: Memory
         writer.release()
 
 
-def _fds_into(directory: object) -> list[str]:
-    """This process's open files inside ``directory`` (an unlinked one too)."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # (the listing's own descriptor, closed since)
-            continue
-        if target.startswith(f"{directory}/"):
-            found.append(target)
-    return found
-
-
 def _held_writer(store: MemoryStore, monkeypatch: pytest.MonkeyPatch, spill_dir: object,
                  uploaders: int) -> tuple[ChunkWriter, Recorder, dict[str, bytes]]:
     """A metadata writer of 16 KiB packs (the first ones 4 and 8 KiB), holding its
@@ -412,7 +400,7 @@ def test_packs_sealed_while_uploads_are_held_wait_on_disk_then_are_stored_as_sea
         assert len(sealed) > 4 * (uploaders + 1)  # (~40 packs; slots: uploaders + 1)
         assert writer._spill.bodies == len(sealed)
         assert not store.versions("meta/") and not recorder.packs
-        assert os.listdir(tmp_path) == [] and len(_fds_into(tmp_path)) == 1  # unlinked
+        assert os.listdir(tmp_path) == [] and len(open_in(tmp_path)) == 1  # unlinked
     finally:
         writer.release_uploads()
     writer.drain()
@@ -425,7 +413,7 @@ def test_packs_sealed_while_uploads_are_held_wait_on_disk_then_are_stored_as_sea
         assert read_back(store, writer, chunk_hash(blob)) == blob
     writer.close()
     writer.release()
-    assert _fds_into(tmp_path) == []
+    assert open_in(tmp_path) == []
 
 
 def test_packs_held_by_a_writer_closed_unreleased_are_never_sent(
@@ -435,11 +423,11 @@ def test_packs_held_by_a_writer_closed_unreleased_are_never_sent(
     rng = random.Random(5)
     writer, recorder, sealed = _held_writer(store, monkeypatch, tmp_path, 2)
     _add_blobs(writer, [rng.randbytes(2 * KiB) for _ in range(100)])
-    assert len(sealed) > 3 and len(_fds_into(tmp_path)) == 1
+    assert len(sealed) > 3 and len(open_in(tmp_path)) == 1
     writer.close()
     writer.release_uploads()  # (too late: nothing is sent)
     writer.release()
-    assert _fds_into(tmp_path) == [] and os.listdir(tmp_path) == []
+    assert open_in(tmp_path) == [] and os.listdir(tmp_path) == []
     assert not store.versions("meta/") and not recorder.packs and not writer.new_packs
 
 
@@ -483,7 +471,7 @@ def test_a_held_pack_not_read_back_as_sealed_or_not_stored_fails_the_drain(
     # pack still open when released may be)
     assert held.isdisjoint(version.key for version in store.versions("meta/"))
     assert held.isdisjoint(pack.key for pack, _ in recorder.packs)
-    assert _fds_into(tmp_path) == []
+    assert open_in(tmp_path) == []
 
 
 def test_a_held_pack_that_cannot_be_written_to_disk_fails_the_run_at_once(

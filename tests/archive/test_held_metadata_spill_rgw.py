@@ -25,6 +25,7 @@ from s3archive.errors import StoreError
 from s3archive.store.s3_store import S3Store
 from support.archive_env import ArchiveEnv
 from support.memory_host import tree_snapshot
+from support.open_files import open_in
 
 DIRS = 40
 
@@ -100,19 +101,6 @@ def _with_concurrency(env: ArchiveEnv, limit: int) -> None:
         "[host]", f"max_concurrency = {limit}\n[host]", 1))
 
 
-def _open_in(directory: Path) -> list[str]:
-    """This process's open files in ``directory`` (an unlinked one too)."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # (the listing's own descriptor, closed since)
-            continue
-        if target.startswith(f"{directory}/"):
-            found.append(target)
-    return found
-
-
 def _one_error(stderr: str) -> str:
     errors = [line for line in stderr.splitlines() if line.startswith("s3archive: error")]
     assert len(errors) == 1 and "Traceback" not in stderr, stderr
@@ -143,7 +131,7 @@ def test_many_more_metadata_packs_than_bodies_wait_on_disk_and_are_stored_as_sea
         .read()).hexdigest() for version in env.versions("meta/")}
     assert stored == sealed_meta
     # the spill file (never named: unlinked at once) went with the run
-    assert _open_in(env.cache_dir) == []
+    assert open_in(env.cache_dir) == []
     assert not [name for name in os.listdir(env.cache_dir) if "spill" in name]
     if limit > 1:  # (restored once: with one upload thread)
         return
@@ -172,7 +160,7 @@ def test_a_run_failing_while_metadata_packs_are_held_sends_none_of_them(
     assert "PutObject failed" in _one_error(done.stderr)
     assert watched.meta._spill.bodies > 3 and not watched.meta.new_packs
     assert env.versions("meta/") == [] and env.versions("runs/") == []
-    assert _open_in(env.cache_dir) == []
+    assert open_in(env.cache_dir) == []
 
 
 def test_a_held_metadata_pack_changed_on_disk_fails_the_run_and_is_not_sent(
@@ -201,4 +189,4 @@ def test_a_held_metadata_pack_changed_on_disk_fails_the_run_and_is_not_sent(
     assert str(env.cache_dir) in error
     assert changed[0] not in {version["Key"] for version in env.versions("meta/")}
     assert env.versions("runs/") == [] and watched.meta._spill.bodies > 3
-    assert _open_in(env.cache_dir) == []
+    assert open_in(env.cache_dir) == []
