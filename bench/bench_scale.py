@@ -381,6 +381,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="work directory (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary workdir")
+    parser.add_argument("--reuse-tree", action="store_true",
+                        help="with --workdir: keep a tree an earlier run made there with the "
+                        "same --files, --per-dir and --seed (A/B runs without remaking it)")
     parser.add_argument("--no-restic", action="store_true", help="benchmark s3archive only")
     parser.add_argument("--same-fs", action="store_true",
                         help="restore into the workdir's filesystem instead of a fresh "
@@ -411,7 +414,16 @@ def main(argv: list[str] | None = None) -> int:
         args.timeline.mkdir(parents=True, exist_ok=True)
     logdir = workdir / "logs"
     tree = workdir / "tree"
-    shutil.rmtree(tree, ignore_errors=True)
+    made = workdir / "tree.json"  # (beside the tree: inside, it would be archived)
+    wanted = {"files": args.files, "per_dir": args.per_dir, "seed": args.seed}
+    reused = None
+    if args.reuse_tree and made.is_file():
+        recorded = json.loads(made.read_text())
+        if recorded.get("made_with") == wanted and tree.is_dir():
+            reused = recorded["dataset"]
+    if reused is None:
+        made.unlink(missing_ok=True)
+        shutil.rmtree(tree, ignore_errors=True)
     clusters: list[CountingRGW] = []
     results: list[Step] = []
     cache: dict[str, int] = {}
@@ -423,7 +435,11 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     try:
         began = time.monotonic()
-        report["dataset"] = make_many(tree, args.files, args.per_dir, args.seed)
+        if reused is not None:
+            report["dataset"] = reused
+        else:
+            report["dataset"] = make_many(tree, args.files, args.per_dir, args.seed)
+            made.write_text(json.dumps({"made_with": wanted, "dataset": report["dataset"]}))
         os.sync()  # the tree's dirty pages written back now, not during the first step
         _log(f"tree: {args.files} files in {report['dataset']['dirs']} directories, "
              f"{report['dataset']['bytes'] / 1e6:.0f} MB in {time.monotonic() - began:.0f}s")
@@ -445,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         one_file = f"{middle}/f{(report['dataset']['dirs'] // 2) * args.per_dir + 7:07d}.txt"
         for step in args.steps:
             if step == "mutation":
+                made.unlink(missing_ok=True)  # (no longer the tree made: never reused)
                 report["mutation"] = mutate_dirs(tree, MUTATION_SHARE, args.seed + 1000)
                 os.sync()
                 report["dataset"]["dirs_changed"] = report["mutation"]["dirs_changed"]
