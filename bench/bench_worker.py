@@ -50,7 +50,7 @@ def measure(root: Path, repeat: int) -> dict[str, float]:
 
     from s3archive.archive import content_workers as cw
     from s3archive.archive.chunker import Chunker
-    from s3archive.archive.file_stage import BATCH_FILES
+    from s3archive.archive.file_stage import BATCH_BYTES, BATCH_FILES
     from s3archive.archive.frame_blocks import FrameBlocks
     from s3archive.archive.local_cache import _PLAIN_LINE
     from s3archive.archive.sources.entries import describe_entry
@@ -71,7 +71,7 @@ def measure(root: Path, repeat: int) -> dict[str, float]:
     frames_in = io.BytesIO()
     cw._write_frame(frames_in, settings)
     for batch in batches:
-        cw._write_frame(frames_in, batch)
+        cw._write_frame(frames_in, (BATCH_BYTES, batch))
     codec = ChunkCodec(settings.compression_level, settings.min_saving)
     chunker = Chunker()
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
@@ -153,8 +153,9 @@ def measure(root: Path, repeat: int) -> dict[str, float]:
         for _ in batches:
             files, pieces = cw._read_frame(stream, blocks)  # type: ignore[misc]
             cw.BatchRead([cw.FileDone(ok, read, size, problems, spooled,
-                                      None if row is None else cw.FileRow(*row))
-                          for ok, read, size, problems, spooled, row in files],
+                                      None if row is None else cw.FileRow(*row),
+                                      None if back is None else cw.HandedBack(*back))
+                          for ok, read, size, problems, spooled, row, back in files],
                          [EncodedChunk(*piece) for piece in pieces])
 
     parts: dict[str, Callable[[], None]] = {

@@ -26,6 +26,11 @@ the encoded chunks, follow it out of band (no copy into or out of the pickle);
 the first frame in is :class:`WorkerSettings` (the dedup id key travels there,
 never in argv or the environment), then batches; one result frame per batch,
 in order.
+A file may come by name only (a run without a file cache to consult: the walk
+did not stat it): the worker opens it and its ``fstat`` is the walk's stat; one it
+does not read (more than one link, as large as a batch or larger, not a regular
+file, not opened) it hands back with its stat (:class:`HandedBack`), and once a
+batch has read its bytes the rest of it is handed back unread.
 A worker ignores SIGINT (the main process stops it) and exits at the end of
 its stdin: when the main process ends, however it ends, its workers end too.
 A worker that dies fails the run (:class:`ContentWorkerFailed`), never hangs it.
@@ -38,6 +43,7 @@ import gc
 import os
 import pickle
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -55,7 +61,7 @@ from s3archive.archive.local_cache import (FileKey, pack_chunk_list, plain_file_
                                               split_line)
 from s3archive.archive.sources.entries import Unrecordable, Vanished, describe_entry
 from s3archive.archive.sources.file_reader import (FileRead, Opened, Unreadable, open_checked,
-                                                  read_whole)
+                                                  open_for_reading, read_whole)
 from s3archive.errors import S3ArchiveError
 from s3archive.format import manifest_codec as codec
 from s3archive.format.chunk_codec import ChunkCodec, EncodedChunk, chunk_hash
@@ -96,10 +102,13 @@ class Walked(NamedTuple):
 
 
 class FileToRead(NamedTuple):
+    """A file for a worker: as the walk stat'ed it, or by its name only (``walked``
+    None: the worker's ``fstat`` of the file it opens is the walk's stat)."""
+
     path: bytes
-    ino: int  # as the walk saw it: another inode is a replaced file
-    ctime_ns: int  # as the walk saw it: a moved ctime keeps the file out of the cache
-    walked: Walked  # what the worker describes the entry from
+    ino: int = 0  # as the walk saw it: another inode is a replaced file
+    ctime_ns: int = 0  # as the walk saw it: a moved ctime keeps the file out of the cache
+    walked: Walked | None = None  # what the worker describes the entry from
 
 
 class FileRow(NamedTuple):
@@ -109,6 +118,16 @@ class FileRow(NamedTuple):
     key: tuple[int, int, int, int, int]  # (dev, ino, size, mtime_ns, ctime_ns)
     rest: bytes  # local_cache.split_line of the file's line
     chunks: bytes  # local_cache.pack_chunk_list of its chunk ids
+
+
+class HandedBack(NamedTuple):
+    """A file given by name that a worker does not read (:func:`_open_named`): the
+    main process takes it in walk order.  ``st`` is its stat (a file with more than
+    one link, as large as a batch or larger, not a regular file any more, one that
+    did not open); None: not opened, the batch had read its bytes — to be handed
+    to a worker again."""
+
+    st: os.stat_result | None
 
 
 class FileDone(NamedTuple):
@@ -121,6 +140,7 @@ class FileDone(NamedTuple):
     spooled: bytes  # its spool line (b"" when not ok)
     row: FileRow | None  # its file-cache row; None: not to be cached (changed while
     # read, or metadata incomplete: described afresh next run)
+    back: HandedBack | None = None  # not read here: the main process's (ok False)
 
 
 class BatchRead(NamedTuple):
@@ -140,6 +160,7 @@ def spool_file_line(line: bytes, chunks: list[tuple[str, int]]) -> bytes:
 # FileDone per file, its row a tuple too; the chunks as (id, plain size, encoding,
 # stored bytes)).
 _LEFT_OUT: tuple[object, ...] = (False, 0, 0)
+_AGAIN = (False, 0, 0, [], b"", None, (None,))  # a file not opened: the batch's bytes are read
 
 
 def _describe(path: bytes, walked: tuple[int, int, int, int, int], opened: Opened | None
@@ -186,7 +207,35 @@ def _finish(path: bytes, entry: Entry, read: FileRead, problems: list[str],
     if key is not None:
         row = (read.cache_key, rest, pack_chunk_list(read.chunks))
     return (True, read.bytes_read, read.size, problems, spool_file_line(line, read.chunks),
-            row)
+            row, None)
+
+
+def _open_named(path: bytes, read_below: int) -> Opened | tuple[object, ...]:
+    """A file given by name only, opened (as :func:`open_checked` opens) if it is one
+    a worker reads: a regular file of one link, smaller than ``read_below``.  Else
+    the fields of its :class:`FileDone`: left out with the walk's warning (vanished,
+    cannot be stat'ed), or handed back with its stat."""
+    try:
+        fd = open_for_reading(path)
+    except FileNotFoundError:
+        return (*_LEFT_OUT, ["vanished during the walk"], b"", None, None)
+    except OSError:  # a symlink now (ELOOP), no permission ...: as the walk would stat it
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return (*_LEFT_OUT, ["vanished during the walk"], b"", None, None)
+        except OSError as err:
+            return (*_LEFT_OUT, [f"cannot stat: {err.strerror}"], b"", None, None)
+        return (*_LEFT_OUT, [], b"", None, (st,))
+    try:
+        st = os.fstat(fd)
+    except OSError as err:
+        os.close(fd)
+        return (*_LEFT_OUT, [f"cannot stat: {err.strerror}"], b"", None, None)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1 or st.st_size >= read_below:
+        os.close(fd)
+        return (*_LEFT_OUT, [], b"", None, (st,))
+    return Opened(fd, st)
 
 
 # ---------------------------------------------------------------- the worker side
@@ -255,25 +304,40 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     chunker = Chunker()
     while True:
         try:
-            batch: list[tuple[bytes, int, int, tuple[int, ...]]] = \
-                _read_frame(inp)  # type: ignore[assignment]
+            read_below, batch = _read_frame(inp)  # type: ignore[misc]
         except _EndOfStream:
             return
         files: list[tuple[object, ...]] = []
         pieces: list[tuple[str, int, str, pickle.PickleBuffer]] = []
+        batch_bytes = 0
         for path, ino, ctime_ns, walked in batch:
-            # opened first: its metadata and content are then those of one inode, with
-            # one lookup of its path; a file that does not open as the walk saw it is
-            # described by its path and read as before (the same warnings)
-            try:
-                opened: Opened | None = open_checked(path, ino)
-            except Unreadable:
-                opened = None
-            entry, problems, cacheable = _describe(path, walked, opened)  # type: ignore[arg-type]
+            if batch_bytes >= read_below:  # bounded: the rest goes to a worker again
+                files.append(_AGAIN)
+                continue
+            opened: Opened | None
+            if walked is None:  # by name: its fstat is the walk's stat
+                named = _open_named(path, read_below)
+                if type(named) is tuple:
+                    files.append(named)
+                    continue
+                opened = named  # type: ignore[assignment]
+                assert opened is not None
+                st = opened.before
+                ino, ctime_ns = st.st_ino, st.st_ctime_ns
+                walked = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, 0)
+            else:
+                # opened first: its metadata and content are then those of one inode,
+                # with one lookup of its path; a file that does not open as the walk
+                # saw it is described by its path and read as before (the same warnings)
+                try:
+                    opened = open_checked(path, ino)
+                except Unreadable:
+                    opened = None
+            entry, problems, cacheable = _describe(path, walked, opened)
             if entry is None:  # vanished, or a path the manifest cannot hold
                 if opened is not None:
                     os.close(opened.fd)
-                files.append((*_LEFT_OUT, problems, b"", None))
+                files.append((*_LEFT_OUT, problems, b"", None, None))
                 continue
             first = len(pieces)
 
@@ -287,6 +351,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 
             read = read_whole(path, ino, ctime_ns, chunker, add,
                               lock_timeout=settings.lock_timeout, opened=opened)
+            batch_bytes += read.bytes_read
             if not read.ok:  # its chunks are not the run's
                 del pieces[first:]
             files.append(_finish(path, entry, read, problems, cacheable))
@@ -556,12 +621,12 @@ class _Worker:
         except (BrokenPipeError, OSError, ValueError):
             raise ContentWorkerFailed(self.death()) from None
 
-    def submit(self, batch: list[FileToRead]) -> Future[BatchRead]:
+    def submit(self, batch: list[FileToRead], read_below: int) -> Future[BatchRead]:
         job: Future[BatchRead] = Future()
         with self._lock:
             self.waiting.append(job)
-        self._send([(path, ino, ctime_ns, tuple(walked))
-                    for path, ino, ctime_ns, walked in batch])
+        self._send((read_below, [(path, ino, ctime_ns, None if walked is None else tuple(walked))
+                                 for path, ino, ctime_ns, walked in batch]))
         return job
 
     def _collect(self) -> None:
@@ -572,8 +637,9 @@ class _Worker:
                     raise _WorkerError(results)
                 files, pieces = results  # type: ignore[misc]
                 done = BatchRead([FileDone(ok, read, size, problems, spooled,
-                                           None if row is None else FileRow(*row))
-                                  for ok, read, size, problems, spooled, row in files],
+                                           None if row is None else FileRow(*row),
+                                           None if back is None else HandedBack(*back))
+                                  for ok, read, size, problems, spooled, row, back in files],
                                  [EncodedChunk(*piece) for piece in pieces])
                 with self._lock:
                     job = self.waiting.popleft()
@@ -651,12 +717,15 @@ class ContentWorkers:
         if self._failure is None:
             self._failure = worker.death()
 
-    def submit(self, batch: list[FileToRead]) -> Future[BatchRead]:
-        """Describe and read ``batch`` in a worker: each file finished, and the chunks."""
+    def submit(self, batch: list[FileToRead], read_below: int = 4 << 20
+               ) -> Future[BatchRead]:
+        """Describe and read ``batch`` in a worker: each file finished, and the chunks.
+        Files given by name that are ``read_below`` bytes or larger are handed back,
+        and so are the files after the batch has read that many bytes."""
         if self._failure is not None:
             raise ContentWorkerFailed(self._failure)
         worker = min(self._workers, key=lambda w: len(w.waiting))
-        return worker.submit(batch)
+        return worker.submit(batch, read_below)
 
     def close(self, kill: bool = False) -> None:
         workers, self._workers = self._workers, []

@@ -23,6 +23,18 @@ order), every other kind of entry, and the files threads read are described
 here.
 A file of ``BATCH_BYTES`` or more is still read by a thread here (its work is
 per byte, in C, without the GIL), streamed chunk by chunk.
+
+A run without a file cache to consult (a first run, a lost cache) does not stat
+the regular files the directory listings name once the workers run: a worker
+gets such a file by name, opens it and takes its ``fstat`` as the walk's stat.
+A file that is not one a worker reads (more than one link, ``BATCH_BYTES`` or
+larger, not a regular file any more, one that did not open) it hands back with
+its stat, and it is taken here in walk order, when its turn to be spooled comes
+(a later name of a hardlink group is a hardlink entry to the first name *in walk
+order*: in such a run every file with more than one link waits for its turn).
+A batch of named files is cut by their mean size so far (sizes are unknown
+before they are read); a worker stops reading a batch at ``BATCH_BYTES`` and the
+rest of it is handed to a worker again when the batch is claimed.
 """
 
 from __future__ import annotations
@@ -104,6 +116,9 @@ class _Batch:
     remote: Future[BatchRead] | None = None
     done: list[FileDone] | None = None
     left: int = 0
+    # the files from ``again_from`` on were not read (the batch's bytes were): ``again``
+    again: _Batch | None = None
+    again_from: int = 0
 
 
 @dataclass
@@ -147,6 +162,18 @@ class _WorkerFile(NamedTuple):
     batch: _Batch
     index: int
     path: bytes
+
+
+class _InOrder(NamedTuple):
+    """A path whose entry is made when its turn to be spooled comes, from ``st``: a
+    file with more than one link in a run that stats files by name (its group is
+    settled in walk order), or a file a content worker handed back."""
+
+    path: bytes
+    st: os.stat_result
+
+
+_Pending = _Queued | _WorkerFile | _QueuedHit | _InOrder
 
 
 class ThreadChunkers:
@@ -193,7 +220,11 @@ class FileStage:
         self._readers: ThreadPoolExecutor | None = None
         self._cache_has_files = True
         self._remote_batches = 0  # handed to content workers, not all spooled yet
-        self._pending: deque[_Queued | _WorkerFile | _QueuedHit] = deque()
+        self._pending: deque[_Pending] = deque()
+        self._walker: Walker | None = None
+        self._links_in_order = False  # settle hardlink groups at spool time (files by name)
+        self._named_files = 0  # files read by name by the workers, and their bytes: the
+        self._named_bytes = 0  # estimate of a named file's size (batches of them are cut by)
         self._queued_hits = 0  # of the pending entries, file-cache hits ...
         self._queued_hit_bytes = 0  # ... and their bytes (MAX_QUEUED_HIT_BYTES)
         self._spool: IO[bytes] | None = None
@@ -210,10 +241,14 @@ class FileStage:
         told = SPOOLED_EVERY
         # a cache without file rows (a first run) answers no lookup: ask it once
         self._cache_has_files = self.cache.has_files()
+        # ... and then the files the workers read need no stat here
+        by_name = not self._cache_has_files and self.workers is not None
+        self._links_in_order = by_name
+        walker = self._walker = Walker(self.options, self.warn, stat_files=not by_name)
         with ThreadPoolExecutor(READERS, thread_name_prefix="read") as readers:
             self._readers = readers
             try:
-                for item in Walker(self.options, self.warn).walk(paths):
+                for item in walker.walk(paths):
                     queued = self._entry(item)
                     if queued is not None:
                         walked += 1
@@ -227,6 +262,7 @@ class FileStage:
                 self._reuse_hits()
                 self.progress.totals(walked, self._to_read)  # the walk is over: now known
                 self._spool_ready(pending, spool, wait=True)
+                self.progress.totals(walked, self._to_read)  # with the sizes of named files
                 self.cache.put_split_files(self._file_rows, pending=True)
                 self._file_rows = []
             except BaseException:
@@ -257,8 +293,12 @@ class FileStage:
         while self._remote_batches >= limit:  # bounded: spool what the workers returned
             assert self._spool is not None
             self._spool_ready(self._pending, self._spool, wait=True, until_batches=limit - 1)
+        self._send(batch)
+
+    def _send(self, batch: _Batch) -> None:
+        assert self.workers is not None
         batch.left = len(batch.walked)
-        batch.remote = self.workers.submit(batch.walked)
+        batch.remote = self.workers.submit(batch.walked, BATCH_BYTES)
         self._remote_batches += 1
 
     def _to_workers(self, st: os.stat_result) -> bool:
@@ -275,17 +315,23 @@ class FileStage:
             workers.start()
         return True
 
-    def _worker_file(self, path: bytes, st: os.stat_result) -> _WorkerFile:
-        """A file a content worker describes and reads, in the open batch."""
-        self._to_read += st.st_size
-        self._files_to_read += 1
-        self._small_to_read += st.st_size
+    def _worker_file(self, path: bytes, st: os.stat_result | None) -> _WorkerFile:
+        """A file a content worker describes and reads, in the open batch (``st``
+        None: by name, the worker stats it)."""
         if self._batch.files:  # (never both kinds in one batch)
             self._submit()
         batch = self._batch
-        batch.walked.append(FileToRead(path, st.st_ino, st.st_ctime_ns,
-                                       Walked(st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns)))
-        batch.size += st.st_size
+        if st is None:
+            batch.walked.append(FileToRead(path))
+            batch.size += self._named_bytes // self._named_files if self._named_files else 0
+        else:
+            self._to_read += st.st_size
+            self._files_to_read += 1
+            self._small_to_read += st.st_size
+            batch.walked.append(FileToRead(path, st.st_ino, st.st_ctime_ns,
+                                           Walked(st.st_mode, st.st_uid, st.st_gid,
+                                                  st.st_mtime_ns)))
+            batch.size += st.st_size
         queued = _WorkerFile(batch, len(batch.walked) - 1, path)
         if len(batch.walked) >= BATCH_FILES or batch.size >= BATCH_BYTES:
             self._submit()
@@ -294,7 +340,7 @@ class FileStage:
     def _read_batch(self, files: list[tuple[Entry, os.stat_result]]) -> list[_ReadOutcome]:
         return [self._read(entry, st) for entry, st in files]
 
-    def _spool_ready(self, pending: deque[_Queued | _WorkerFile | _QueuedHit], spool: IO[bytes],
+    def _spool_ready(self, pending: deque[_Pending], spool: IO[bytes],
                      wait: bool, until_batches: int = -1) -> None:
         """Spool the entries whose files are read (all of them: ``wait``; or until
         no more than ``until_batches`` batches are with content workers)."""
@@ -307,10 +353,19 @@ class FileStage:
                 self._queued_hit_bytes -= queued.held()
                 self._spool_file(*queued)
                 continue
-            assert not isinstance(queued, _QueuedHit)
+            if type(queued) is _InOrder:  # its turn: its entry is made now
+                pending.popleft()
+                made = self._in_order(queued.path, queued.st)
+                if made is not None:
+                    pending.appendleft(made)
+                continue
+            assert not isinstance(queued, (_QueuedHit, _InOrder))
             batch = queued.batch
+            index = queued.index
+            if type(queued) is _WorkerFile:
+                batch, index = self._follow(queued.batch, queued.index)
             if batch is not None:
-                if batch.job is None and batch.remote is None:  # the open batch: read it now
+                if batch is self._batch:  # the open batch: read it now
                     if not wait:
                         return
                     self._submit()
@@ -318,12 +373,24 @@ class FileStage:
                 assert job is not None
                 if not (wait or job.done()):
                     return
-                if batch.remote is not None:  # a content worker's: finished there
-                    assert isinstance(queued, _WorkerFile)
+                if type(queued) is _WorkerFile:  # a content worker's: finished there
+                    done = self._claim_read(batch, index)
+                    if done is None:  # not read: handed to a worker again
+                        continue
                     pending.popleft()
-                    self._spool_done(self._claim_read(batch, queued), queued.path)
+                    if done.back is not None:  # handed back: taken here, now
+                        assert done.back.st is not None
+                        made = self._in_order(queued.path, done.back.st)
+                        if made is not None:
+                            pending.appendleft(made)
+                        continue
+                    if batch.walked[index].walked is None:  # its size is known now
+                        self._to_read += done.size
+                        self._named_files += 1
+                        self._named_bytes += done.size
+                    self._spool_done(done, queued.path)
                     continue
-                assert isinstance(queued, _Queued)
+                assert isinstance(queued, _Queued) and batch.job is not None
                 outcome = batch.job.result()[queued.index]
                 for warning in outcome.warnings:
                     self.warn(warning)
@@ -354,7 +421,7 @@ class FileStage:
 
     def _spool_done(self, done: FileDone, path: bytes) -> None:
         """Spool a file a content worker finished, as it came."""
-        ok, bytes_read, size, problems, spooled, row = done
+        ok, bytes_read, size, problems, spooled, row, _ = done
         for problem in problems:
             self.warn(Warning_("file", problem, path))
         self.tally.bytes_read += bytes_read
@@ -380,23 +447,52 @@ class FileStage:
             self.cache.put_split_files(self._file_rows, pending=True)
             self._file_rows = []
 
-    def _entry(self, item: WalkItem) -> _Queued | _WorkerFile | _QueuedHit | None:
-        st = item.st
+    def _entry(self, item: WalkItem) -> _Pending | None:
+        path, st = item
+        if st is None:  # a regular file as listed, by name
+            assert self.workers is not None and self._walker is not None
+            if self.workers.started:
+                return self._worker_file(path, None)
+            st = self._walker.lstat(path)  # the first files: read here, stat'ed
+            if st is None:
+                return None
         kind = fs_metadata.kind_of(st.st_mode)
         if kind is None:
-            self.tally.sockets_skipped += 1
-            log.info("skipping socket %s", item.path.decode("utf-8", "backslashreplace"))
+            self._socket(path)
             return None
         if kind == FILE and self._cache_has_files:
-            unchanged = self._unchanged(item.path, st)
+            unchanged = self._unchanged(path, st)
             if unchanged is not None:
                 return unchanged
+        if kind == FILE and st.st_nlink > 1 and self._links_in_order:
+            return _InOrder(path, st)
         if kind == FILE and self._to_workers(st):
-            return self._worker_file(item.path, st)
+            return self._worker_file(path, st)
+        return self._described(path, st, kind, in_order=False)
+
+    def _socket(self, path: bytes) -> None:
+        self.tally.sockets_skipped += 1
+        log.info("skipping socket %s", path.decode("utf-8", "backslashreplace"))
+
+    def _in_order(self, path: bytes, st: os.stat_result) -> _Queued | None:
+        """The entry of a path taken in walk order (:class:`_InOrder`, a file a worker
+        handed back): its file, if any, read by a thread, or here if it has links."""
+        kind = fs_metadata.kind_of(st.st_mode)
+        if kind is None:
+            self._socket(path)
+            return None
+        if kind == "dir":  # listed as a file: the walk is past where its tree would go
+            self.warn(Warning_("file", "was replaced while being read; skipped", path))
+            return None
+        return self._described(path, st, kind, in_order=True)
+
+    def _described(self, path: bytes, st: os.stat_result, kind: str, in_order: bool
+                   ) -> _Queued | None:
+        """The entry described here (``in_order``: at its turn to be spooled)."""
         try:
-            entry, problem = describe_entry(item.path, st)
+            entry, problem = describe_entry(path, st)
         except Vanished:
-            self.warn(Warning_("file", "vanished during the walk", item.path))
+            self.warn(Warning_("file", "vanished during the walk", path))
             return None
         except Unrecordable as left_out:
             self.warn(left_out.warning)
@@ -404,7 +500,7 @@ class FileStage:
         if problem is not None:
             self.warn(problem)
         if kind == FILE:
-            queued = self._file(entry, st)
+            queued = self._file(entry, st, in_order)
             if queued is not None and problem is not None:
                 queued.cacheable = False  # next run: read the metadata again
             return queued
@@ -416,7 +512,8 @@ class FileStage:
             self.tally.others += 1
         return _Queued(entry)
 
-    def _file(self, entry: Entry, st: os.stat_result) -> _Queued | None:
+    def _file(self, entry: Entry, st: os.stat_result, in_order: bool = False
+              ) -> _Queued | None:
         link_key = (st.st_dev, st.st_ino)
         if st.st_nlink > 1 and link_key in self._hardlinks:
             entry.kind = HARDLINK
@@ -435,6 +532,11 @@ class FileStage:
             self._hardlinks[link_key] = entry.path
             return _Queued(entry, cache_key=outcome.cache_key, chunks=outcome.chunks)
         self._to_read += st.st_size
+        if in_order:  # (spooling: the open batch is the walk's) a task of its own
+            assert self._readers is not None
+            alone = _Batch(files=[(entry, st)], size=st.st_size)
+            alone.job = self._readers.submit(self._read_batch, alone.files)
+            return _Queued(entry, batch=alone)
         if st.st_size >= BATCH_BYTES:  # a large file: a task of its own, read at once
             self._submit()
             self._batch.files.append((entry, st))
@@ -488,15 +590,36 @@ class FileStage:
             self.writer.reuse_listed(b"".join(self._hits))
             self._hits, self._hits_bytes = [], 0
 
-    def _claim_read(self, batch: _Batch, queued: _WorkerFile) -> FileDone:
+    @staticmethod
+    def _follow(batch: _Batch, index: int) -> tuple[_Batch, int]:
+        """Where the ``index``-th file of ``batch`` is read: its batch or the one its
+        unread files were handed to again."""
+        while batch.again is not None and index >= batch.again_from:
+            batch, index = batch.again, index - batch.again_from
+        return batch, index
+
+    def _claim_read(self, batch: _Batch, index: int) -> FileDone | None:
         """A file a content worker finished; the first of its batch claims the batch's
-        chunks (new ones packed as the worker encoded them)."""
+        chunks (new ones packed as the worker encoded them), and hands the files it
+        did not read (the batch's bytes were read) to a worker again: None if this
+        file is one of them."""
         assert batch.remote is not None
         if batch.done is None:
             result = batch.remote.result()
             self.writer.add_encoded_many(result.pieces)
             batch.done = result.files
-        done = batch.done[queued.index]
+            last = result.files[-1].back if result.files else None
+            unread = None if last is None or last.st is not None else next(
+                i for i, done in enumerate(result.files)
+                if done.back is not None and done.back.st is None)
+            if unread is not None:  # (the rest of the batch: a worker reads in order)
+                again = _Batch(walked=batch.walked[unread:])
+                batch.again, batch.again_from = again, unread
+                batch.left -= len(again.walked)
+                self._send(again)  # (one batch over the bound, until this one is spooled)
+                if index >= unread:
+                    return None
+        done = batch.done[index]
         batch.left -= 1
         if batch.left == 0:  # every file of the batch is spooled: let its bytes go
             batch.remote = batch.done = None

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from s3archive.archive.sources import walker
 from s3archive.archive.sources.walker import CACHEDIR_SIGNATURE, Walker, WalkOptions
 
 
@@ -73,3 +76,90 @@ def test_other_filesystems_are_mount_points_only_unless_picked(tmp_path: Path) -
     picked, _ = walk([b"/proc/self/status"])  # picked explicitly: included (self resolved)
     me = b"/proc/%d" % os.getpid()
     assert picked == [b"/", b"/proc", me, me + b"/status"]
+
+
+def test_without_stat_files_listed_regular_files_come_by_name_in_the_same_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same paths, in the same order, with the same excludes and cache tags as a
+    walk that stats everything; only the regular files come without a stat (here in
+    every directory, however few its entries and none sampled)."""
+    import socket
+
+    monkeypatch.setattr(walker, "BY_NAME_ENTRIES", 0)
+    monkeypatch.setattr(walker, "SAMPLED_FILES", 0)
+
+    for name in ("a/f", "a/x.log", "b", "c/d/e"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    os.mkfifo(tmp_path / "a" / "fifo")
+    os.symlink("f", tmp_path / "a" / "link")
+    os.link(tmp_path / "b", tmp_path / "a" / "b-link")
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind(str(tmp_path / "a" / "sock"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "CACHEDIR.TAG").write_bytes(CACHEDIR_SIGNATURE)
+    (cache / "blob").write_text("regenerable")
+    warnings: list = []
+    stated = list(Walker(WalkOptions(exclude=("*.log",)), warnings.append).walk(
+        [os.fsencode(tmp_path)]))
+    named = list(Walker(WalkOptions(exclude=("*.log",)), warnings.append,
+                        stat_files=False).walk([os.fsencode(tmp_path)]))
+    listening.close()
+    assert warnings == []
+    assert [item.path for item in named] == [item.path for item in stated]
+    regular = {item.path for item in stated if item.st is not None
+               and item.st.st_mode & 0o170000 == 0o100000}
+    assert rel(tmp_path, sorted(regular)) == ["/a/b-link", "/a/f", "/b", "/c/d/e",
+                                              "/cache/CACHEDIR.TAG"]
+    for item in named:
+        if item.path in regular and item.path != os.fsencode(tmp_path):
+            assert item.st is None, item.path
+        else:
+            assert item.st is not None, item.path  # directories, fifo, symlink, socket
+
+
+def _named_and_stated(root: Path) -> tuple[list[str], list[str]]:
+    """The regular files a walk without ``stat_files`` gives by name, and stat'ed."""
+    named, stated = [], []
+    for item in Walker(WalkOptions(), pytest.fail, stat_files=False).walk([os.fsencode(root)]):
+        if item.path.startswith(os.fsencode(root) + b"/"):
+            name = os.fsdecode(item.path[len(os.fsencode(root)) + 1:])
+            if item.st is None:
+                named.append(name)
+            elif item.st.st_mode & 0o170000 == 0o100000:
+                stated.append(name)
+    return named, stated
+
+
+def test_only_a_large_directory_of_small_files_goes_by_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory of fewer than BY_NAME_ENTRIES names is stat'ed whole; in a larger
+    one the first SAMPLED_FILES regular files are, and the rest go by name if those
+    averaged below SMALL_MEAN bytes — a directory of large files is stat'ed whole
+    (its files would be handed back one by one); a large file after the sample still
+    comes by name (the worker hands it back)."""
+    monkeypatch.setattr(walker, "BY_NAME_ENTRIES", 10)
+    monkeypatch.setattr(walker, "SAMPLED_FILES", 4)
+    monkeypatch.setattr(walker, "SMALL_MEAN", 100)
+    few, small, large, mixed = (tmp_path / n for n in ("few", "small", "large", "mixed"))
+    for directory in (few, small, large, mixed):
+        directory.mkdir()
+    for number in range(9):
+        (few / f"f{number}").write_bytes(b"x")
+    for number in range(12):
+        (small / f"f{number:02d}").write_bytes(b"x" * 99)
+        (large / f"f{number:02d}").write_bytes(b"x" * (100 if number == 0 else 101))
+    (small / "sub").mkdir()  # (a name, not a regular file: never sampled, never by name)
+    for number in range(12):  # sampled: 3 x 10 bytes + 1 x 360 bytes, mean 97.5
+        (mixed / f"f{number:02d}").write_bytes(b"y" * (360 if number in (3, 7) else 10))
+
+    named, stated = _named_and_stated(few)
+    assert (named, len(stated)) == ([], 9)
+    named, stated = _named_and_stated(small)
+    assert stated == ["f00", "f01", "f02", "f03"]
+    assert named == [f"f{number:02d}" for number in range(4, 12)]
+    named, stated = _named_and_stated(large)  # sampled mean 100.75: not small
+    assert (named, len(stated)) == ([], 12)
+    named, stated = _named_and_stated(mixed)
+    assert stated == ["f00", "f01", "f02", "f03"] and "f07" in named and len(named) == 8

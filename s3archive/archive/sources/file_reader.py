@@ -117,7 +117,7 @@ def open_checked(path: bytes, expected_ino: int) -> Opened:
     """The file open for reading, still the regular file the walk saw (inode);
     Unreadable (its warning) when it is not."""
     try:
-        fd = _open_for_reading(path)
+        fd = open_for_reading(path)
     except FileNotFoundError:
         raise Unreadable("vanished before it could be read") from None
     except OSError as err:
@@ -218,7 +218,9 @@ def clip_extents(extents: list[tuple[int, int]], total: int) -> list[tuple[int, 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _open_for_reading(path: bytes) -> int:
+def open_for_reading(path: bytes) -> int:
+    """The file's descriptor, opened without following a symlink, without blocking
+    (a fifo), without updating its atime where allowed."""
     try:
         return os.open(path, _OPEN_FLAGS | os.O_NOATIME)
     except PermissionError:

@@ -6,6 +6,19 @@ gets their owners and modes back).  Below a picked directory everything is
 included except excluded names, the contents of directories tagged with
 ``CACHEDIR.TAG``, and — with ``one_file_system`` — other filesystems (a mount
 point is recorded as an empty directory unless it is picked itself).
+
+Every entry is ``lstat``'ed here, except, when the walker is told not to
+(``stat_files`` False: a run without a file cache to consult, whose content
+workers open and ``fstat`` each file anyway), the entries a directory listing
+says are regular files (``d_type``: no system call on ext4, xfs, btrfs; where
+the file system does not say, the listing stats the entry): those are yielded
+with no stat, by name only — in a directory of many small files only.  A
+directory of fewer than ``BY_NAME_ENTRIES`` names is stat'ed whole; in a larger
+one the first ``SAMPLED_FILES`` regular files are stat'ed, and the rest go by
+name only if those were small (``SMALL_MEAN``, a mean size).  A file read by
+name that turns out large is handed back by the worker and read at its turn, one
+batch's latency each: where files are large, their stat costs nothing beside
+reading them, and where there are few, nothing at all.
 """
 
 from __future__ import annotations
@@ -19,12 +32,24 @@ from typing import Callable, Iterator, NamedTuple
 from s3archive.format.model import Warning_
 
 CACHEDIR_TAG = b"CACHEDIR.TAG"
+BY_NAME_ENTRIES = 256  # (stat_files off) a directory with fewer names: every entry stat'ed
+SAMPLED_FILES = 64  # ... with more: its first regular files stat'ed, and if their mean
+SMALL_MEAN = 32 << 10  # size is below this, its other regular files go by name
 CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 
 class WalkItem(NamedTuple):
     path: bytes
-    st: os.stat_result
+    st: os.stat_result | None  # None: a regular file as listed, not stat'ed (stat_files off)
+
+
+def listed_regular(entry: os.DirEntry[bytes]) -> bool:
+    """Whether a directory listing says ``entry`` is a regular file (its ``d_type``;
+    an unknown one is looked up with ``lstat``, by ``DirEntry`` itself)."""
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:  # the lookup failed: the walk's own lstat says why
+        return False
 
 
 @dataclass
@@ -66,9 +91,11 @@ def _join(parent: bytes, name: bytes) -> bytes:
 
 
 class Walker:
-    def __init__(self, options: WalkOptions, warn: Callable[[Warning_], None]):
+    def __init__(self, options: WalkOptions, warn: Callable[[Warning_], None],
+                 stat_files: bool = True):
         self.options = options
         self.warn = warn
+        self.stat_files = stat_files
         self._patterns = [(p.encode("utf-8", "surrogateescape"), "/" in p) for p in options.exclude]
 
     def excluded(self, path: bytes, name: bytes) -> bool:
@@ -92,7 +119,8 @@ class Walker:
             return
         yield from self._visit(b"/", roots, full=b"/" in roots.roots, root_dev=None)
 
-    def _lstat(self, path: bytes) -> os.stat_result | None:
+    def lstat(self, path: bytes) -> os.stat_result | None:
+        """The entry's stat; None (and the warning) when it cannot be had."""
         try:
             return os.lstat(path)
         except FileNotFoundError:
@@ -103,7 +131,7 @@ class Walker:
 
     def _visit(self, path: bytes, roots: _Roots, full: bool,
                root_dev: int | None) -> Iterator[WalkItem]:
-        st = self._lstat(path)
+        st = self.lstat(path)
         if st is not None:
             yield from self._stated(path, st, roots, full, root_dev)
 
@@ -122,37 +150,62 @@ class Walker:
         crosses = (full and self.options.one_file_system and root_dev is not None
                    and st.st_dev != root_dev)
         wanted = roots.needed.get(path, set())
+        regular: set[bytes] | None = None  # names listed as regular files, not to be stat'ed
         if full and not crosses:
-            names = self._list(path)
+            names, regular = self._list(path)
             if names is None:
                 names = sorted(wanted)
             elif CACHEDIR_TAG in names and self._is_cachedir(path):
                 names = sorted({CACHEDIR_TAG} | wanted)
+            if regular is not None:
+                regular -= wanted  # a picked root (or a path above one) is stat'ed
         else:
             names = sorted(wanted)
         below = full and not crosses
         prefix = path if path == b"/" else path + b"/"
+        sampled = sampled_bytes = 0  # its regular files stat'ed so far, and their bytes
         for name in names:
             child = prefix + name
             if name not in wanted and self.excluded(child, name):
                 continue
-            child_st = self._lstat(child)
+            if regular is not None and name in regular and sampled >= SAMPLED_FILES:
+                yield WalkItem(child, None)
+                continue
+            child_st = self.lstat(child)
             if child_st is None:
                 continue
+            if regular is not None and sampled < SAMPLED_FILES \
+                    and stat.S_ISREG(child_st.st_mode):
+                sampled += 1
+                sampled_bytes += child_st.st_size
+                if sampled == SAMPLED_FILES and sampled_bytes >= SAMPLED_FILES * SMALL_MEAN:
+                    regular = None  # large files: each stat'ed, as in a directory of few
             if stat.S_ISDIR(child_st.st_mode):
                 yield from self._stated(child, child_st, roots, below or child in roots.roots,
                                         root_dev)
             else:
                 yield WalkItem(child, child_st)
 
-    def _list(self, path: bytes) -> list[bytes] | None:
+    def _list(self, path: bytes) -> tuple[list[bytes] | None, set[bytes] | None]:
+        """The directory's names, sorted, and (``stat_files`` off) those listed as
+        regular files."""
         try:
-            return sorted(os.listdir(path))
+            if self.stat_files:
+                return sorted(os.listdir(path)), None
+            names: list[bytes] = []
+            regular: set[bytes] = set()
+            with os.scandir(path) as listing:
+                for entry in listing:
+                    names.append(entry.name)
+                    if listed_regular(entry):
+                        regular.add(entry.name)
+            names.sort()
+            return names, (regular if len(names) >= BY_NAME_ENTRIES else None)
         except FileNotFoundError:
             self.warn(Warning_("file", "directory vanished during the walk", path))
         except OSError as err:
             self.warn(Warning_("file", f"cannot list directory: {err.strerror}", path))
-        return None
+        return None, None
 
     @staticmethod
     def _is_cachedir(path: bytes) -> bool:
