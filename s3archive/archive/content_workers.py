@@ -31,6 +31,7 @@ did not stat it): the worker opens it and its ``fstat`` is the walk's stat; one 
 does not read (more than one link, as large as a batch or larger, not a regular
 file, not opened) it hands back with its stat (:class:`HandedBack`), and once a
 batch has read its bytes the rest of it is handed back unread.
+A worker runs nicer than the main process, as a batch job (:func:`_step_aside`).
 A worker ignores SIGINT (the main process stops it) and exits at the end of
 its stdin: when the main process ends, however it ends, its workers end too.
 A worker that dies fails the run (:class:`ContentWorkerFailed`), never hangs it.
@@ -72,6 +73,7 @@ _HEAD = struct.Struct(">II")  # pickle length, number of out-of-band buffers
 _SIZE = struct.Struct(">Q")
 MAX_FRAME = 1 << 30  # a frame longer than this is a broken worker, not a batch
 MAX_BUFFERS = 1 << 20
+WORKER_NICE = 10  # a worker's nice value above the main process's (_step_aside)
 # a chunk smaller than this crosses inside the pickle (one copy there and one back, like
 # the block's; a buffer of its own costs a size, a write, a view and a slot more: most
 # chunks of small files), a larger one (or a view) out of band
@@ -373,9 +375,31 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _step_aside() -> None:
+    """Run below the main process: ``WORKER_NICE`` nicer and as a batch job
+    (``SCHED_BATCH``: a woken worker does not preempt a running thread).
+
+    The main process walks, claims, packs and spools for every worker, its
+    threads sharing one GIL: a thread of it the kernel deschedules for a worker
+    while it holds the GIL stalls all the others, and the workers then wait for
+    batches.  A worker has slack (it waits for batches most of a small-file run),
+    the main process has none.  On a host whose cores are all busy the workers get
+    less of them, as a backup's bulk work should; on an idle one nothing changes.
+    (1M small files, 2 cores: 71.5-73.0 s -> 64.2-65.8 s.)"""
+    try:
+        os.nice(WORKER_NICE)
+    except OSError:
+        pass
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (OSError, AttributeError):  # (not Linux)
+        pass
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops us
     _die_with_parent(int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid())
+    _step_aside()
     out = sys.stdout.buffer
     try:
         serve(sys.stdin.buffer, out)
@@ -513,6 +537,7 @@ def _serve_forked(worker_in: int, worker_out: int, parent: int) -> NoReturn:
         _name_process(WORKER_NAME)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops us
         _die_with_parent(parent)
+        _step_aside()
         out = os.fdopen(1, "wb")
         try:
             serve(os.fdopen(0, "rb"), out)

@@ -144,3 +144,30 @@ print(json.dumps({"faults": after - before}))
 """, tmp_path)
     # 11 files of 3 MiB: ~17,000 pages (read block and zstd frame each) if mapped afresh
     assert seen["faults"] < 3000, seen
+
+
+def test_workers_forked_or_spawned_run_nicer_than_the_main_process_as_batch_jobs(
+        tmp_path: Path) -> None:
+    """The main process keeps its priority; each worker (forked, or spawned when none
+    is) runs WORKER_NICE nicer and under SCHED_BATCH, by the time it reads a file."""
+    (tmp_path / "file").write_bytes(b"x" * 100)
+    seen, _ = _run("""
+tmp = sys.argv[1]
+def priority(pid):
+    return [os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid)]
+parent = priority(0)
+cw.fork_workers(1)
+with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:
+    read_one(workers, tmp + "/file")
+    forked = [priority(pid) for pid in workers.pids]
+cw.release_forked()
+with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:  # none forked: spawned
+    read_one(workers, tmp + "/file")
+    spawned = [priority(pid) for pid in workers.pids]
+print(json.dumps({"parent": parent, "after": priority(0), "forked": forked,
+                  "spawned": spawned, "nice": cw.WORKER_NICE, "batch": os.SCHED_BATCH}))
+""", tmp_path)
+    nice, policy = seen["parent"]
+    assert seen["after"] == seen["parent"], "the main process keeps its priority"
+    worker = [min(nice + seen["nice"], 19), seen["batch"]]
+    assert seen["forked"] == [worker] and seen["spawned"] == [worker]
