@@ -632,9 +632,9 @@ class _Worker:
         self._on_dead = on_dead
         self.closing = False
         self.broken: str | None = None  # what was wrong with a frame it sent
-        # the chunk bytes of its results: the frames of the batches in flight (two,
+        # the chunk bytes of its results: the frames of the batches in flight (four,
         # file_stage.BATCHES_PER_WORKER) and the one being read
-        self._blocks = FrameBlocks(keep=3)
+        self._blocks = FrameBlocks(keep=5)
         self._send(settings)
         self._collector = threading.Thread(target=self._collect, daemon=True,
                                            name=f"content-worker-{self.process.pid}")

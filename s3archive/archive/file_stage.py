@@ -12,7 +12,8 @@ reading it); entries wait in a bounded queue for their file.
 With content workers (archive/content_workers.py, ``[content] workers``) the
 batches of small files are described, read, chunked, hashed and compressed by
 worker processes instead, which also make each file's spool line and file-cache
-row; at most ``BATCHES_PER_WORKER`` per worker are in flight.  The main process
+row; at most ``BATCHES_PER_WORKER`` per worker are in flight, of
+``BYTES_PER_WORKER`` bytes.  The main process
 claims a batch's chunk ids at once, packs the new chunks as encoded, and spools
 the lines and writes the rows as they came.
 The workers are started once the walk has handed ``WORKERS_AFTER_FILES``
@@ -73,7 +74,11 @@ BATCH_FILES = 64  # small files read by one task, at most ...
 BATCH_BYTES = 4 << 20  # ... and bytes; a file this large or larger is a task of its own
 FILE_ROWS_BATCH = 512  # file-cache rows written at once
 SPOOLED_EVERY = 512  # entries walked between calls of FileStage.run's ``spooled``
-BATCHES_PER_WORKER = 2  # batches handed to content workers and not yet spooled, per worker
+# batches handed to content workers and not yet spooled, per worker, and their files'
+# bytes (a named file's guessed): four batches of small files keep a worker fed while
+# the main thread waits for the GIL, their bytes bounded as two full batches were
+BATCHES_PER_WORKER = 4
+BYTES_PER_WORKER = 2 * BATCH_BYTES
 WORKERS_AFTER_FILES = 256  # content workers start once this many files are to be read ...
 WORKERS_AFTER_BYTES = 16 << 20  # ... or this many bytes (threads read the first ones)
 HIT_CHUNKS_BYTES = 64 << 10  # file-cache hits' chunk lists handed to the writer at once
@@ -220,6 +225,7 @@ class FileStage:
         self._readers: ThreadPoolExecutor | None = None
         self._cache_has_files = True
         self._remote_batches = 0  # handed to content workers, not all spooled yet
+        self._remote_bytes = 0  # ... and their files' bytes (BYTES_PER_WORKER)
         self._pending: deque[_Pending] = deque()
         self._walker: Walker | None = None
         self._links_in_order = False  # settle hardlink groups at spool time (files by name)
@@ -290,9 +296,12 @@ class FileStage:
             return
         assert self.workers is not None
         limit = BATCHES_PER_WORKER * self.workers.count
-        while self._remote_batches >= limit:  # bounded: spool what the workers returned
-            assert self._spool is not None
-            self._spool_ready(self._pending, self._spool, wait=True, until_batches=limit - 1)
+        byte_limit = BYTES_PER_WORKER * self.workers.count
+        while self._remote_batches and (self._remote_batches >= limit
+                                        or self._remote_bytes + batch.size > byte_limit):
+            assert self._spool is not None  # bounded: spool what the workers returned
+            self._spool_ready(self._pending, self._spool, wait=True,
+                              until_batches=self._remote_batches - 1)
         self._send(batch)
 
     def _send(self, batch: _Batch) -> None:
@@ -300,6 +309,7 @@ class FileStage:
         batch.left = len(batch.walked)
         batch.remote = self.workers.submit(batch.walked, BATCH_BYTES)
         self._remote_batches += 1
+        self._remote_bytes += batch.size
 
     def _to_workers(self, st: os.stat_result) -> bool:
         """Whether a file goes to a content worker (started here once the run reads
@@ -624,6 +634,7 @@ class FileStage:
         if batch.left == 0:  # every file of the batch is spooled: let its bytes go
             batch.remote = batch.done = None
             self._remote_batches -= 1
+            self._remote_bytes -= batch.size
         return done
 
     def _read(self, entry: Entry, st: os.stat_result) -> _ReadOutcome:

@@ -20,6 +20,7 @@ from s3archive.archive import content_workers
 from s3archive.archive.content_workers import (ContentWorkerFailed, ContentWorkers, FileToRead,
                                                 Walked, WorkerSettings)
 from s3archive.archive.local_cache import pack_chunk_list
+from s3archive.archive.sources import walker
 from s3archive.config import ContentSettings, load_config
 from s3archive.errors import ConfigError
 from s3archive.repo.catalog import list_runs
@@ -56,6 +57,9 @@ def test_workers_read_batches_in_walk_order_keep_holes_and_name_a_vanished_file(
     monkeypatch.setattr(file_stage, "BATCH_FILES", 8)
     monkeypatch.setattr(file_stage, "BATCH_BYTES", 64 * 1024)
     monkeypatch.setattr(file_stage, "BATCHES_PER_WORKER", 1)  # the bound is reached often
+    # a small directory, walked by name as a large one of small files is
+    monkeypatch.setattr(walker, "BY_NAME_ENTRIES", 0)
+    monkeypatch.setattr(walker, "SAMPLED_FILES", 0)
     rng = random.Random(15)
     contents = {}
     for number in range(60):
