@@ -31,7 +31,8 @@ did not stat it): the worker opens it and its ``fstat`` is the walk's stat; one 
 does not read (more than one link, as large as a batch or larger, not a regular
 file, not opened) it hands back with its stat (:class:`HandedBack`), and once a
 batch has read its bytes the rest of it is handed back unread.
-A worker runs nicer than the main process, as a batch job (:func:`_step_aside`).
+A worker runs nicer than the main process, as a batch job, or as an idle one
+where the main process is too nice to leave room below it (:func:`_step_aside`).
 A worker ignores SIGINT (the main process stops it) and exits at the end of
 its stdin: when the main process ends, however it ends, its workers end too.
 A worker that dies fails the run (:class:`ContentWorkerFailed`), never hangs it.
@@ -385,13 +386,17 @@ def _step_aside() -> None:
     batches.  A worker has slack (it waits for batches most of a small-file run),
     the main process has none.  On a host whose cores are all busy the workers get
     less of them, as a backup's bulk work should; on an idle one nothing changes.
-    (1M small files, 2 cores: 71.5-73.0 s -> 64.2-65.8 s.)"""
+    (1M small files, 2 cores: 71.5-73.0 s -> 64.2-65.8 s.)  A main process too nice
+    already to leave room below it (the shipped unit runs at ``Nice=19``) gets
+    ``SCHED_IDLE`` workers instead: below every nice value."""
     try:
-        os.nice(WORKER_NICE)
+        before = os.getpriority(os.PRIO_PROCESS, 0)  # (the main process's, forked or spawned)
+        after = os.nice(WORKER_NICE)
     except OSError:
-        pass
+        before = after = 0
     try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        policy = os.SCHED_BATCH if after - before >= WORKER_NICE // 2 else os.SCHED_IDLE
+        os.sched_setscheduler(0, policy, os.sched_param(0))
     except (OSError, AttributeError):  # (not Linux)
         pass
 

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 _PRELUDE = """
 import atexit, json, os, sys, threading, time
 from s3archive.archive import content_workers as cw
@@ -146,12 +148,14 @@ print(json.dumps({"faults": after - before}))
     assert seen["faults"] < 3000, seen
 
 
-def test_workers_forked_or_spawned_run_nicer_than_the_main_process_as_batch_jobs(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize("main_nice", [0, 19])
+def test_workers_forked_or_spawned_run_below_the_main_process(
+        tmp_path: Path, main_nice: int) -> None:
     """The main process keeps its priority; each worker (forked, or spawned when none
-    is) runs WORKER_NICE nicer and under SCHED_BATCH, by the time it reads a file."""
+    is) runs WORKER_NICE nicer and under SCHED_BATCH, by the time it reads a file —
+    or, below a main process at nice 19 (the shipped unit's), under SCHED_IDLE."""
     (tmp_path / "file").write_bytes(b"x" * 100)
-    seen, _ = _run("""
+    seen, _ = _run(f"os.nice({main_nice})\n" + """
 tmp = sys.argv[1]
 def priority(pid):
     return [os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid)]
@@ -165,9 +169,13 @@ with ContentWorkers(1, WorkerSettings(3, 0.03, 2.0)) as workers:  # none forked:
     read_one(workers, tmp + "/file")
     spawned = [priority(pid) for pid in workers.pids]
 print(json.dumps({"parent": parent, "after": priority(0), "forked": forked,
-                  "spawned": spawned, "nice": cw.WORKER_NICE, "batch": os.SCHED_BATCH}))
+                  "spawned": spawned, "nice": cw.WORKER_NICE, "batch": os.SCHED_BATCH,
+                  "idle": os.SCHED_IDLE}))
 """, tmp_path)
     nice, policy = seen["parent"]
     assert seen["after"] == seen["parent"], "the main process keeps its priority"
-    worker = [min(nice + seen["nice"], 19), seen["batch"]]
+    after = min(nice + seen["nice"], 19)  # (nice values stop at 19)
+    worker = [after, seen["batch"] if after - nice >= seen["nice"] // 2 else seen["idle"]]
     assert seen["forked"] == [worker] and seen["spawned"] == [worker]
+    if main_nice == 19:  # no room below it: idle
+        assert worker == [19, seen["idle"]]
