@@ -106,6 +106,9 @@ class DirCache:
         self.remember_rows = remember
         self._pending: list[tuple[bytes, bytes, bytes]] = []
         self._kept: list[bytes] = []
+        # a cache with no rows (a first run's) is not asked once a directory: each ask
+        # waited for the cache's lock, held by an upload thread recording a pack
+        self._none_remembered = False
 
     def _name(self, path: bytes) -> bytes:
         if self._mac is None:
@@ -121,8 +124,11 @@ class DirCache:
         """A build starts (again): rows of an earlier pass of this run are void."""
         self._pending, self._kept = [], []
         self.cache.discard_pending_dirs()
+        self._none_remembered = not self.cache.has_dirs()
 
     def lookup(self, path: bytes, digest: bytes) -> DirRow | None:
+        if self._none_remembered:
+            return None
         found = self.cache.get_dir(self._name(path))
         if found is None or not hmac.compare_digest(found[0], self._keyed(digest)):
             return None

@@ -356,6 +356,12 @@ class LocalCache:
         return self.db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is not None
 
     @_locked
+    def has_dirs(self) -> bool:
+        """Whether any directory's tree is remembered (a first run's cache has none;
+        during a run rows are only dropped, never added: they are added at commit)."""
+        return self.db.execute("SELECT 1 FROM dir_trees LIMIT 1").fetchone() is not None
+
+    @_locked
     def is_empty(self) -> bool:
         return self.db.execute("SELECT 1 FROM packs LIMIT 1").fetchone() is None
 
@@ -787,6 +793,24 @@ class LocalCache:
         """``put_files`` of rows split already: (path, (dev, ino, size, mtime_ns,
         ctime_ns), :func:`split_line` of its line, :func:`pack_chunk_list` of its
         chunks) each (as a content worker returns them)."""
+        self._put_split_files(rows, pending)
+
+    def try_put_split_files(self, rows: list[tuple[bytes, tuple[int, int, int, int, int],
+                                                   bytes, bytes]], pending: bool = False
+                            ) -> bool:
+        """:meth:`put_split_files` if no other thread uses the cache now; False (nothing
+        written) if one does: an upload thread joining staged chunk rows holds it for
+        a while, and the walk need not wait for it to keep rows."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._put_split_files(rows, pending)
+        finally:
+            self._lock.release()
+        return True
+
+    def _put_split_files(self, rows: list[tuple[bytes, tuple[int, int, int, int, int], bytes,
+                                                bytes]], pending: bool) -> None:
         table = "files_pending" if pending else "files"
         cipher = self._cipher
         values = []

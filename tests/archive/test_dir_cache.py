@@ -230,3 +230,26 @@ def test_the_rows_are_the_directories_of_the_last_committed_run(tmp_path: Path) 
     assert os.fsencode(gone) not in names
     assert names == ancestors(host.tree) | {os.fsencode(host.tree)} | {
         os.fsencode(Path(d)) for d, _, _ in os.walk(host.tree) if d != str(host.tree)}
+
+
+def test_a_first_run_does_not_ask_a_cache_that_remembers_no_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first run's cache has no directory rows: no directory is looked up (each
+    lookup waited for the cache's lock); the next run looks up its directories and
+    reuses them."""
+    asked: list[bytes] = []
+    original = LocalCache.get_dir
+
+    def counting(self: LocalCache, name: bytes) -> Any:
+        asked.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(LocalCache, "get_dir", counting)
+    host = Host(tmp_path)
+    fill(host.tree)
+    host.archive()
+    assert asked == []
+    again = host.attempt()
+    assert again.exit_code == 0, again.warnings
+    assert os.fsencode(host.tree / "top1" / "sub2") in asked
+    assert again.trees_new <= len(ancestors(host.tree)) + 2
