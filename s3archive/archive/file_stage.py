@@ -72,8 +72,7 @@ MAX_QUEUED_HIT_BYTES = 8 << 20
 HIT_OVERHEAD = 140
 BATCH_FILES = 64  # small files read by one task, at most ...
 BATCH_BYTES = 4 << 20  # ... and bytes; a file this large or larger is a task of its own
-FILE_ROWS_BATCH = 512  # file-cache rows written at once, once the cache is free; when an
-FILE_ROWS_HELD = 8 * FILE_ROWS_BATCH  # upload thread holds it, kept until this many
+FILE_ROWS_BATCH = 512  # file-cache rows written at once
 SPOOLED_EVERY = 512  # entries walked between calls of FileStage.run's ``spooled``
 # batches handed to content workers and not yet spooled, per worker, and their files'
 # bytes (a named file's guessed): four batches of small files keep a worker fed while
@@ -218,7 +217,6 @@ class FileStage:
         self._chunkers = ThreadChunkers()
         # split as the cache keeps them (LocalCache.put_split_files)
         self._file_rows: list[tuple[bytes, tuple[int, int, int, int, int], bytes, bytes]] = []
-        self._rows_try_at = FILE_ROWS_BATCH  # rows kept when the cache is next asked
         self._hardlinks: dict[tuple[int, int], bytes] = {}
         self._to_read = 0  # bytes of the files the walk handed to be read (progress totals)
         self._files_to_read = 0  # small files (and their bytes below), for the workers' start
@@ -454,17 +452,10 @@ class FileStage:
 
     def _add_row(self, row: tuple[bytes, tuple[int, int, int, int, int], bytes, bytes]
                  ) -> None:
-        rows = self._file_rows
-        rows.append(row)
-        if len(rows) >= self._rows_try_at:
-            if len(rows) >= FILE_ROWS_HELD:
-                self.cache.put_split_files(rows, pending=True)
-            elif not self.cache.try_put_split_files(rows, pending=True):
-                # the cache is busy: kept, tried again an eighth of a batch later
-                self._rows_try_at = len(rows) + max(FILE_ROWS_BATCH // 8, 1)
-                return
+        self._file_rows.append(row)
+        if len(self._file_rows) >= FILE_ROWS_BATCH:
+            self.cache.put_split_files(self._file_rows, pending=True)
             self._file_rows = []
-            self._rows_try_at = FILE_ROWS_BATCH
 
     def _entry(self, item: WalkItem) -> _Pending | None:
         path, st = item

@@ -793,24 +793,6 @@ class LocalCache:
         """``put_files`` of rows split already: (path, (dev, ino, size, mtime_ns,
         ctime_ns), :func:`split_line` of its line, :func:`pack_chunk_list` of its
         chunks) each (as a content worker returns them)."""
-        self._put_split_files(rows, pending)
-
-    def try_put_split_files(self, rows: list[tuple[bytes, tuple[int, int, int, int, int],
-                                                   bytes, bytes]], pending: bool = False
-                            ) -> bool:
-        """:meth:`put_split_files` if no other thread uses the cache now; False (nothing
-        written) if one does: an upload thread joining staged chunk rows holds it for
-        a while, and the walk need not wait for it to keep rows."""
-        if not self._lock.acquire(blocking=False):
-            return False
-        try:
-            self._put_split_files(rows, pending)
-        finally:
-            self._lock.release()
-        return True
-
-    def _put_split_files(self, rows: list[tuple[bytes, tuple[int, int, int, int, int], bytes,
-                                                bytes]], pending: bool) -> None:
         table = "files_pending" if pending else "files"
         cipher = self._cipher
         values = []

@@ -259,39 +259,3 @@ def test_hits_queued_behind_a_large_file_are_bounded(host: MemoryHost, monkeypat
     assert read == [True], "the walk never waited"
     assert summary.exit_code == 0 and summary.files == 121 and summary.files_unchanged == 120
     assert 3000 < max(queued) <= 3000 + longest[0] + file_stage.HIT_OVERHEAD
-
-
-@pytest.mark.parametrize("busy", [False, True])
-def test_file_rows_wait_while_the_cache_is_busy_up_to_a_bound(
-        host: MemoryHost, monkeypatch, busy: bool) -> None:
-    """Rows are written a batch at a time when the cache is free; while another thread
-    holds it (an upload thread joining chunk rows) the walk keeps them, asking again
-    an eighth of a batch later, and waits for the cache only at FILE_ROWS_HELD rows.
-    Every row is written either way: the next run finds every file unchanged."""
-    monkeypatch.setattr(file_stage, "FILE_ROWS_BATCH", 8)
-    monkeypatch.setattr(file_stage, "FILE_ROWS_HELD", 32)
-    for number in range(100):
-        (host.tree / f"f{number:03d}").write_bytes(b"%d" % number)
-    tried: list[int] = []
-    waited: list[int] = []
-    real_try, real_put = LocalCache.try_put_split_files, LocalCache.put_split_files
-
-    def trying(self, rows, pending=False):
-        tried.append(len(rows))
-        return False if busy else real_try(self, rows, pending)
-
-    def putting(self, rows, pending=False):
-        waited.append(len(rows))
-        return real_put(self, rows, pending)
-
-    monkeypatch.setattr(LocalCache, "try_put_split_files", trying)
-    monkeypatch.setattr(LocalCache, "put_split_files", putting)
-    first = host.attempt()
-    assert first.exit_code == 0, first.warnings
-    if busy:
-        assert tried[:4] == [8, 9, 10, 11] and max(tried) == 31
-        assert waited[:3] == [32, 32, 32] and waited[3] == 100 - 96  # (the rest: walk's end)
-    else:
-        assert tried == [8] * 12 and waited == [100 - 96]
-    monkeypatch.setattr(LocalCache, "try_put_split_files", real_try)
-    assert host.attempt().files_unchanged == 100

@@ -481,34 +481,3 @@ def test_a_plain_file_line_made_as_bytes_is_the_encoded_and_split_line() -> None
             assert json.loads(joined) == json.loads(line)
             assert joined == line or (key.size, key.ctime_ns) != (entry.size, entry.ctime_ns)
     assert taken > 500 and declined > 1000
-
-
-def test_file_rows_are_put_without_waiting_only_when_the_cache_is_free(
-        cache: LocalCache) -> None:
-    """try_put_split_files writes nothing, and says so, while another thread uses the
-    cache; once it is free, it writes as put_split_files does."""
-    import threading
-
-    key = FileKey(1, 3, 5, 6, 7)
-    row = (b"/d/f", (1, 3, 5, 6, 7), local_cache.split_line(b"/d/f", key, b'{"line":3}'),
-           local_cache.pack_chunk_list([(digest(3), 5)]))
-    holding, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with cache._lock:
-            holding.set()
-            done.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    holding.wait(10)
-    try:
-        assert cache.try_put_split_files([row], pending=True) is False
-    finally:
-        done.set()
-        holder.join()
-    assert cache.db.execute("SELECT count(*) FROM files_pending").fetchone()[0] == 0
-    assert cache.try_put_split_files([row], pending=True) is True
-    cache.commit_pending_files()
-    hit = cache.get_file(b"/d/f", key)
-    assert hit is not None and hit.line == b'{"line":3}' and hit.chunks == [(digest(3), 5)]
