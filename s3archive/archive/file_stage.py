@@ -26,7 +26,8 @@ A file of ``BATCH_BYTES`` or more is still read by a thread here (its work is
 per byte, in C, without the GIL), streamed chunk by chunk.
 
 A run without a file cache to consult (a first run, a lost cache) does not stat
-the regular files the directory listings name once the workers run: a worker
+the regular files the listings of large directories of small files name (the
+walker's rule: archive/sources/walker.py) once the workers run: a worker
 gets such a file by name, opens it and takes its ``fstat`` as the walk's stat.
 A file that is not one a worker reads (more than one link, ``BATCH_BYTES`` or
 larger, not a regular file any more, one that did not open) it hands back with

@@ -32,10 +32,10 @@ from typing import Callable, Iterator, NamedTuple
 from s3archive.format.model import Warning_
 
 CACHEDIR_TAG = b"CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 BY_NAME_ENTRIES = 256  # (stat_files off) a directory with fewer names: every entry stat'ed
 SAMPLED_FILES = 64  # ... with more: its first regular files stat'ed, and if their mean
 SMALL_MEAN = 32 << 10  # size is below this, its other regular files go by name
-CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 
 class WalkItem(NamedTuple):
