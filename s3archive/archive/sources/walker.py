@@ -187,20 +187,17 @@ class Walker:
                 yield WalkItem(child, child_st)
 
     def _list(self, path: bytes) -> tuple[list[bytes] | None, set[bytes] | None]:
-        """The directory's names, sorted, and (``stat_files`` off) those listed as
-        regular files."""
+        """The directory's names, sorted, and (``stat_files`` off, a directory of
+        ``BY_NAME_ENTRIES`` names or more) those listed as regular files."""
         try:
             if self.stat_files:
                 return sorted(os.listdir(path)), None
-            names: list[bytes] = []
-            regular: set[bytes] = set()
             with os.scandir(path) as listing:
-                for entry in listing:
-                    names.append(entry.name)
-                    if listed_regular(entry):
-                        regular.add(entry.name)
-            names.sort()
-            return names, (regular if len(names) >= BY_NAME_ENTRIES else None)
+                entries = list(listing)
+            names = sorted(entry.name for entry in entries)
+            if len(names) < BY_NAME_ENTRIES:  # (every entry stat'ed: no type asked)
+                return names, None
+            return names, {entry.name for entry in entries if listed_regular(entry)}
         except FileNotFoundError:
             self.warn(Warning_("file", "directory vanished during the walk", path))
         except OSError as err:
