@@ -382,7 +382,8 @@ class FileStage:
                     self._submit()
                 job = batch.job or batch.remote
                 assert job is not None
-                if not (wait or job.done()):
+                # (a claimed batch is done: each of its files asks no Future, and its lock)
+                if not (wait or batch.done is not None or job.done()):
                     return
                 if type(queued) is _WorkerFile:  # a content worker's: finished there
                     done = self._claim_read(batch, index)

@@ -149,15 +149,22 @@ class DigestFilter:
         self._count = count
 
     def may_contain(self, digest: str) -> bool:
+        """(The probes unrolled as :meth:`add_numbers`'s: a third cheaper, and a new
+        chunk of a run of a million asks all five layers.)"""
+        assert self.PROBES == 4
         first, step = int(digest[:16], 16), int(digest[16:32], 16) | 1
         for bits, mask, _ in self._layers:
-            position = first
-            for _ in range(self.PROBES):
-                position &= mask
-                if not bits[position >> 3] & (1 << (position & 7)):
-                    break
-                position += step
-            else:
+            position = first & mask
+            if not bits[position >> 3] >> (position & 7) & 1:
+                continue
+            position = (position + step) & mask
+            if not bits[position >> 3] >> (position & 7) & 1:
+                continue
+            position = (position + step) & mask
+            if not bits[position >> 3] >> (position & 7) & 1:
+                continue
+            position = (position + step) & mask
+            if bits[position >> 3] >> (position & 7) & 1:
                 return True
         return False
 
