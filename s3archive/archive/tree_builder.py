@@ -387,36 +387,9 @@ class TreeBuilder:
                                      if split is not None and split[2]
                                      for item in split[2].split(b",") if item])
         located_get = located.get
-        cut_after, leaf_max, target = tc.cut_after, tc.LEAF_MAX, tc.NODE_TARGET_BYTES
         for (index, _), split in zip(block, parts):
             chunks = lists = None
             tree = trees_get(index)
-            if split is not None and tree is None and split[1] and split[2] \
-                    and b"," not in split[2] and (usual := usual_line(split[0])) is not None:
-                # most entries: a file of one chunk on the usual line (_append_encoded's
-                # work inlined; a directory has a tree, so this is not one)
-                line, _, listed = split
-                name = usual.group(1).rpartition(b"/")[2]
-                digest, size = listed.split(b":")
-                hex_id = digest.decode("ascii")
-                location = located_get(hex_id)
-                if location is None:
-                    location = locate(ChunkId(hex_id, int(size)))
-                packs_add(location.pack)
-                data_add(location.pack)
-                encoded = b'{"name":"' + name + b'",' + line[usual.end(1) + 2:]
-                leaf = encoding.leaf
-                if leaf and (len(leaf) >= leaf_max or cut_after(encoding.last_name, len(leaf))):
-                    self._flush_leaf(encoding)
-                    leaf = encoding.leaf
-                sized = len(encoded) + 81  # (as _append_encoded sizes it: one reference)
-                if leaf and encoding.leaf_bytes + sized > target:
-                    self._flush_leaf(encoding)
-                    leaf = encoding.leaf
-                leaf.append(_new_tuple(LeafEntry, (name, encoded, [location], None, None, None)))
-                encoding.leaf_bytes += sized
-                encoding.last_name = name
-                continue
             if split is None:
                 name = directory.synthetic[index]
                 self._append(encoding, name, _synthetic_dir(), None, None, tree)
