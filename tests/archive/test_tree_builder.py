@@ -5,6 +5,7 @@ codec's (format/tree_codec.py ``encode_leaf``, as the builder wrote them before:
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 from typing import Any
 
@@ -317,3 +318,61 @@ def test_trees_built_while_spooling_are_the_trees_built_at_once(
         assert fed.blobs == meta.blobs
         assert builder.entries == at_once.entries == len(ends)
         assert encoded_early > 10
+
+
+def _plain_spool() -> tuple[bytes, dict[str, ChunkLocation]]:
+    """A spool whose names need no escaping: a directory not recorded whose first
+    entry is a file, a file whose name extends a directory's, a symlink."""
+    from s3archive.archive.file_stage import spool_file_line
+    from s3archive.format.model import Entry
+
+    located: dict[str, ChunkLocation] = {}
+    out = []
+    for number, (path, kind) in enumerate([
+            (b"/", "dir"), (b"/a", "dir"), (b"/a/f", "file"), (b"/a/u/g", "file"),
+            (b"/a/u/h", "symlink"), (b"/a/z", "file"), (b"/b", "dir"), (b"/b/x", "file"),
+            (b"/b-c", "file"), (b"/c/d/e", "file"), (b"/c/d/f", "file")]):
+        entry = Entry(path, kind, 0o644, 0, 0, number)
+        if kind == "symlink":
+            entry.target = b"g"
+        line = manifest_codec.dumps(manifest_codec.encode_entry(entry, with_chunks=False))
+        if kind != "file":
+            out.append(line)
+            continue
+        location = ChunkLocation(hashlib.sha256(path).hexdigest(), "data/0", number, 10, 20,
+                                 "zstd")
+        located[location.hash] = location
+        out.append(spool_file_line(line[:-1], [(location.hash, location.size)]))
+    return b"".join(out), located
+
+
+@pytest.mark.parametrize("seed", [None, 5, 6])
+def test_lines_taken_inline_are_taken_as_take_takes_them(tmp_path: Any,
+                                                         seed: int | None) -> None:
+    """``feed`` takes most lines itself (an entry of the directory taken last, its
+    path unescaped): the same directories, digests and blobs as ``_take`` of every
+    line, over spools of nested directories, escaped and non-UTF-8 names, and
+    directories not recorded."""
+    spooled, located = _plain_spool() if seed is None else _tree_spool(seed)
+
+    def locate(chunk: Any) -> ChunkLocation:
+        return located[chunk.hash]
+
+    with open(tmp_path / "spool", "w+b") as spool:
+        spool.write(spooled)
+        meta = _Meta()
+        fed = tree_builder.TreeBuilder(meta, locate=locate)  # type: ignore[arg-type]
+        expected = fed.build(spool)
+        one_by_one = _Meta()
+        taken = tree_builder.TreeBuilder(one_by_one, locate=locate)  # type: ignore[arg-type]
+        spool.seek(0)
+        taken.start(spool)
+        start = 0
+        for raw in io.BytesIO(spooled):
+            taken._take(start, raw)
+            start += len(raw)
+        taken._taken = start
+        assert taken.finish() == expected
+        assert one_by_one.blobs == meta.blobs
+        assert taken.entries == fed.entries == spooled.count(b"\n")
+        assert taken.dirs_encoded == fed.dirs_encoded > (5 if seed is None else 20)
