@@ -818,16 +818,31 @@ class _Run:
             for ref in table:
                 ctx.store.set_legal_hold(ref.key, ref.version_id, True)
         group = _group_index(cfg, ctx.store, plan.encryption is not None)
+        publishing = None
         if group is not None and ctx.uploaded is not None and \
                 (ctx.uploaded.counts or data_lease.extended):
             # the data this run uploaded and the locks it extended, for its group (FORMAT2 16)
-            try:
-                group.publish(ctx.store, plan.run_id, ctx.clock(), table, ctx.uploaded,
-                              pack_lock)
-            except StoreError as err:  # an optimisation for the group, never the run's data
-                log.warning("could not write the group index of this run: %s", err)
-        commit_manifest(ctx.store, key, blob, lock, hold)
-        ctx.cache.commit_pending_files()
+            uploaded, written = ctx.uploaded, ctx.clock()
+            publishing = _Background(lambda: group.publish(
+                ctx.store, plan.run_id, written, table, uploaded, pack_lock), name="group-index")
+        # meanwhile the file rows are copied (SQL), to count once the root is written
+        staged = False
+        try:
+            ctx.cache.stage_pending_files()
+            staged = True
+            if publishing is not None:
+                try:
+                    publishing.result()
+                except StoreError as err:  # an optimisation for the group, never the run's
+                    log.warning("could not write the group index of this run: %s", err)
+            commit_manifest(ctx.store, key, blob, lock, hold)
+        except BaseException:
+            if publishing is not None:
+                publishing.wait()  # (nothing is written for the run once it has failed)
+            if staged:
+                ctx.cache.unstage_pending_files()
+            raise
+        ctx.cache.keep_pending_files()
         ctx.cache.set_meta("last_run_id", plan.run_id)
         return key, lease
 

@@ -814,6 +814,37 @@ class LocalCache:
         """The run's manifest is written: its files' rows become the file cache (every
         chunk they list in the chunk index first)."""
         self._join_staged()
+        self._copy_pending()
+
+    @_locked
+    def stage_pending_files(self) -> None:
+        """:meth:`commit_pending_files`' work done before the run's root object is
+        written (while its group index is), inside a savepoint: the rows count once
+        :meth:`keep_pending_files` releases it, after the root is written, and
+        :meth:`unstage_pending_files` undoes them (a run whose root was not written).
+        Until the cache's transaction commits, a crash keeps none of it either."""
+        self._join_staged()  # (the stored packs' chunks: kept whether the run commits or not)
+        self.db.execute("SAVEPOINT pending_files")
+        try:
+            self._copy_pending()
+        except BaseException:
+            self._rollback_pending()
+            raise
+
+    @_locked
+    def keep_pending_files(self) -> None:
+        self.db.execute("RELEASE pending_files")
+
+    @_locked
+    def unstage_pending_files(self) -> None:
+        self._rollback_pending()
+
+    def _rollback_pending(self) -> None:
+        self.db.execute("ROLLBACK TO pending_files")
+        self.db.execute("RELEASE pending_files")
+        self._file_pages.clear()
+
+    def _copy_pending(self) -> None:
         # in key order (an encrypting host's row names are HMACs: 200k rows in random
         # order took 4.3 s of CPU, sorted 1.1 s); a path put twice: the later row wins
         self.db.execute("INSERT OR REPLACE INTO files SELECT * FROM files_pending "
