@@ -44,9 +44,10 @@ class ChunkId(NamedTuple):
     size: int
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkLocation:
-    """Where a chunk's stored bytes are: ``stored`` bytes at ``offset`` of pack ``pack``."""
+class ChunkLocation(NamedTuple):
+    """Where a chunk's stored bytes are: ``stored`` bytes at ``offset`` of pack ``pack``.
+    (A tuple: made for every chunk a run stores and every one its trees locate, three
+    times cheaper than a frozen dataclass: 0.24 vs 0.71 us.)"""
 
     hash: str
     pack: str  # the pack's key
