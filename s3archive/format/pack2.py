@@ -64,7 +64,7 @@ def preamble(pack_id: bytes, key_block: bytes = b"") -> bytes:
 
 
 class IndexItem(NamedTuple):
-    """(A tuple: one a blob packed, 0.49 us cheaper than a frozen dataclass.)"""
+    """(A tuple: one is made for every blob packed, 0.24 us; a frozen dataclass, 0.49.)"""
 
     kind: bytes
     encoding: str
