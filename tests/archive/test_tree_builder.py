@@ -281,6 +281,13 @@ def _tree_spool(seed: int) -> tuple[bytes, dict[str, ChunkLocation]]:
     return b"".join(out), located
 
 
+def _builder(located: dict[str, ChunkLocation]) -> tuple[_Meta, tree_builder.TreeBuilder]:
+    """A builder whose chunks are in ``located``, and the metadata writer it stores to."""
+    meta = _Meta()
+    return meta, tree_builder.TreeBuilder(
+        meta, locate=lambda chunk: located[chunk.hash])  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("seed", [3, 4])
 def test_trees_built_while_spooling_are_the_trees_built_at_once(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
@@ -291,21 +298,15 @@ def test_trees_built_while_spooling_are_the_trees_built_at_once(
     spooled, located = _tree_spool(seed)
     ends = [at + 1 for at, byte in enumerate(spooled) if byte == 10]
     assert len(ends) > 200
-
-    def locate(chunk: Any) -> ChunkLocation:
-        return located[chunk.hash]
-
     with open(tmp_path / "spool", "w+b") as spool:
         spool.write(spooled)
-        meta = _Meta()
-        at_once = tree_builder.TreeBuilder(meta, locate=locate)  # type: ignore[arg-type]
+        meta, at_once = _builder(located)
         expected = at_once.build(spool)
         assert at_once.dirs_encoded > 20
         rng = random.Random(seed)
         spool.seek(0)
         spool.truncate()
-        fed = _Meta()
-        builder = tree_builder.TreeBuilder(fed, locate=locate)  # type: ignore[arg-type]
+        fed, builder = _builder(located)
         builder.start(spool)
         written = 0
         for end in sorted(rng.sample(ends, 60)) + [ends[-1]]:
@@ -354,17 +355,11 @@ def test_lines_taken_inline_are_taken_as_take_takes_them(tmp_path: Any,
     line, over spools of nested directories, escaped and non-UTF-8 names, and
     directories not recorded."""
     spooled, located = _plain_spool() if seed is None else _tree_spool(seed)
-
-    def locate(chunk: Any) -> ChunkLocation:
-        return located[chunk.hash]
-
     with open(tmp_path / "spool", "w+b") as spool:
         spool.write(spooled)
-        meta = _Meta()
-        fed = tree_builder.TreeBuilder(meta, locate=locate)  # type: ignore[arg-type]
+        meta, fed = _builder(located)
         expected = fed.build(spool)
-        one_by_one = _Meta()
-        taken = tree_builder.TreeBuilder(one_by_one, locate=locate)  # type: ignore[arg-type]
+        one_by_one, taken = _builder(located)
         spool.seek(0)
         taken.start(spool)
         start = 0
