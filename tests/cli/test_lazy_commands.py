@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from s3archive.cli.main import COMMAND_MODULES, cli
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,3 +104,36 @@ def test_archive_makes_its_s3_client_uncollected_then_freezes_it(monkeypatch) ->
     finally:
         gc.unfreeze()  # (this test process collects as before)
         gc.enable()
+
+
+def test_archive_runs_with_fewer_young_collections_and_restores_the_collector(
+        monkeypatch) -> None:
+    """The run (here: one that fails) sees the youngest generation's threshold raised,
+    the others as they were; the collector is as before once the command is done."""
+    import gc
+    from types import SimpleNamespace
+
+    from s3archive.cli import archive as archive_cli
+
+    seen: list[tuple[int, ...]] = []
+
+    class Failed(Exception):
+        pass
+
+    class Archiver:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def run(self) -> None:
+            seen.append(gc.get_threshold())
+            raise Failed()
+
+    monkeypatch.setattr(archive_cli, "Archiver", Archiver)
+    monkeypatch.setattr(archive_cli, "_open_store_uncollected", lambda config: None)
+    before = gc.get_threshold()
+    assert before[0] != archive_cli.YOUNG_COLLECTION_AFTER
+    with pytest.raises(Failed):
+        archive_cli._archive(SimpleNamespace(verbosity=-1), None,  # type: ignore[arg-type]
+                             as_json=True, dry_run=True, start_encryption=False)
+    assert seen == [(archive_cli.YOUNG_COLLECTION_AFTER, *before[1:])]
+    assert gc.get_threshold() == before
