@@ -323,8 +323,19 @@ class ChunkWriter:
     def add_encoded_many(self, pieces: Sequence[EncodedChunk]) -> None:
         """:meth:`add_encoded` of a content worker's batch of chunks, claimed at once."""
         self._raise_failure()
-        for encoded in self._claim_many(pieces):
-            self._store_encoded(encoded, encoded.size)
+        new = self._claim_many(pieces)
+        if not new:
+            return
+        locations = self.packer.add_many(new)
+        with self._lock:  # (as _store_encoded does for each)
+            self._unplaced -= len(new)
+            if self.prefix is not None:
+                reserved, pending = self._reserved, self._pending
+                for location in locations:
+                    if location.hash in reserved:
+                        pending[location.hash] = location
+            self.stats.chunks_new += len(new)
+            self.stats.bytes_new += sum([encoded.size for encoded in new])
 
     def add_blob(self, plain: bytes, kind: bytes) -> ChunkLocation:
         """Store a metadata blob once and return where it is, at once (format 2:

@@ -15,12 +15,14 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol, Sequence
 
 from s3archive.archive.fresh_memory import release_tail, unzeroed
 from s3archive.format import pack2
 from s3archive.format.chunk_codec import EncodedChunk
 from s3archive.format.model import pack_key
+
+_new_tuple = tuple.__new__
 
 if TYPE_CHECKING:  # (a content worker imports the file rows' codec, not the crypto)
     from s3archive.crypto.blob import BlobSealer
@@ -185,27 +187,78 @@ class Packer:
             pack = self._open
             if pack is None:
                 pack = self._open = self._new_pack()
-            offset = pack.fill
-            blob_id = bytes.fromhex(chunk.hash) if self.prefix is not None else b""
-            if pack.sealer is not None:
-                stored = pack.sealer.seal_at(pack.buffer, offset, kind,
-                                             pack2.ENCODING_BYTE[chunk.encoding], blob_id,
-                                             chunk.data)
-                pack.fill = offset + stored
-            else:
-                pack.write(chunk.data)
-                stored = len(chunk.data)
-            location = ChunkLocation(chunk.hash, pack.key or "", offset, stored,
-                                     chunk.size, chunk.encoding)
-            pack.chunks.append(location)
-            pack.blobs += 1
-            if self.prefix is not None:
-                pack.index.append(pack2.IndexItem(kind, chunk.encoding, stored, blob_id))
+            location = self._add_locked(pack, chunk, kind)
             if pack.fill >= self._target(pack.number):
                 full = self._take_locked()
         if full is not None:
             self._seal(full)
         return location
+
+    def _add_locked(self, pack: Pack, chunk: EncodedChunk, kind: bytes) -> ChunkLocation:
+        offset = pack.fill
+        blob_id = bytes.fromhex(chunk.hash) if self.prefix is not None else b""
+        if pack.sealer is not None:
+            stored = pack.sealer.seal_at(pack.buffer, offset, kind,
+                                         pack2.ENCODING_BYTE[chunk.encoding], blob_id,
+                                         chunk.data)
+            pack.fill = offset + stored
+        else:
+            pack.write(chunk.data)
+            stored = len(chunk.data)
+        location = ChunkLocation(chunk.hash, pack.key or "", offset, stored,
+                                 chunk.size, chunk.encoding)
+        pack.chunks.append(location)
+        pack.blobs += 1
+        if self.prefix is not None:
+            pack.index.append(pack2.IndexItem(kind, chunk.encoding, stored, blob_id))
+        return location
+
+    def add_many(self, chunks: Sequence[EncodedChunk], kind: bytes = pack2.KIND_DATA
+                 ) -> list[ChunkLocation]:
+        """:meth:`add` of each chunk in order, the lock taken once a pack rather than a
+        chunk: their locations.  (A content worker's batch, 64 small files' chunks: 1.7
+        rather than 3.1 µs a chunk, on the main thread.)"""
+        if self.sealer is not None:  # (each blob sealed in place: add's own way)
+            return [self.add(chunk, kind) for chunk in chunks]
+        locations: list[ChunkLocation] = []
+        format2 = self.prefix is not None
+        at, count = 0, len(chunks)
+        while at < count:
+            full = None
+            with self._lock:
+                pack = self._open
+                if pack is None:
+                    pack = self._open = self._new_pack()
+                key, target, placed = pack.key or "", self._target(pack.number), pack.chunks
+                index, first, fill, room = pack.index, at, pack.fill, len(pack.buffer)
+                with memoryview(pack.buffer) as view:  # (Pack.write's copy, in its room)
+                    while at < count and fill < target:
+                        chunk = chunks[at]
+                        data = chunk.data
+                        stored = len(data)
+                        if fill + stored > room:
+                            break  # (past the buffer: Pack.write's own way, below)
+                        view[fill:fill + stored] = data
+                        at += 1
+                        # (tuple.__new__: a NamedTuple's own __new__ is a Python call)
+                        location = _new_tuple(ChunkLocation, (chunk.hash, key, fill, stored,
+                                                              chunk.size, chunk.encoding))
+                        placed.append(location)
+                        locations.append(location)
+                        if format2:
+                            index.append(_new_tuple(pack2.IndexItem, (
+                                kind, chunk.encoding, stored, bytes.fromhex(chunk.hash))))
+                        fill += stored
+                pack.fill = fill
+                pack.blobs += at - first
+                if at < count and fill < target:  # the next chunk is past the buffer's room
+                    locations.append(self._add_locked(pack, chunks[at], kind))
+                    at += 1
+                if pack.fill >= target:
+                    full = self._take_locked()
+            if full is not None:
+                self._seal(full)
+        return locations
 
     def _take_locked(self) -> Pack | None:
         pack = self._open

@@ -173,3 +173,40 @@ def test_a_packers_first_packs_are_smaller_up_to_its_target(target_mib: int,
     assert [count for count, _ in sealed] == blobs
     for count, length in sealed:  # (the preamble and the index tail besides the blobs)
         assert count * mib < length < count * mib + 4096
+
+
+@pytest.mark.parametrize("prefix", [None, "data"])
+def test_adding_a_batch_places_each_chunk_as_adding_it_alone_does(prefix: str | None) -> None:
+    # add_many (a content worker's batch, the lock taken once a pack) against add of
+    # each chunk: the same packs, each blob at the same offset, the same index; blobs
+    # past a buffer's room, across a pack's end, and a batch that seals several packs
+    rng = random.Random(7)
+    sizes = [rng.choice([1, 30, 99, 100, 150, 260, 700, 1500, 2500]) for _ in range(300)]
+    chunks = [encoded(bytes([n % 251]) * size + n.to_bytes(2, "big"),
+                      rng.choice(["raw", "zstd"])) for n, size in enumerate(sizes)]
+    alone, batched = Sealed(), Sealed()
+    one_by_one, many = Packer(1000, alone, prefix=prefix), Packer(1000, batched, prefix=prefix)
+    expected = [one_by_one.add(chunk) for chunk in chunks]
+    got, at = [], 0
+    while at < len(chunks):
+        count = rng.choice([1, 2, 5, 64, 200])
+        got += many.add_many(chunks[at:at + count])
+        at += count
+    one_by_one.flush()
+    many.flush()
+    assert len(batched.packs) == len(alone.packs) > 5
+
+    def placed(sealed: Sealed) -> list[tuple[object, ...]]:
+        return [(location.hash, location.offset, location.stored, location.size,
+                 location.encoding, body[location.offset:location.offset + location.stored])
+                for pack, body in sealed.packs for location in pack.located()]
+
+    assert placed(batched) == placed(alone)
+    assert [location[:1] + location[2:] for location in got] == \
+        [location[:1] + location[2:] for location in expected]
+    for (pack, body), (pack_alone, body_alone) in zip(batched.packs, alone.packs):
+        assert pack.size == len(body) and pack.blobs == pack_alone.blobs
+        assert pack.index == pack_alone.index
+        assert [location.pack for location in pack.located()] == [pack.key] * pack.blobs
+        if prefix is None:  # (format 2: each pack's id is its own)
+            assert (pack.key, body) == (pack_alone.key, body_alone)
