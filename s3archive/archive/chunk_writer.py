@@ -324,18 +324,8 @@ class ChunkWriter:
         """:meth:`add_encoded` of a content worker's batch of chunks, claimed at once."""
         self._raise_failure()
         new = self._claim_many(pieces)
-        if not new:
-            return
-        locations = self.packer.add_many(new)
-        with self._lock:  # (as _store_encoded does for each)
-            self._unplaced -= len(new)
-            if self.prefix is not None:
-                reserved, pending = self._reserved, self._pending
-                for location in locations:
-                    if location.hash in reserved:
-                        pending[location.hash] = location
-            self.stats.chunks_new += len(new)
-            self.stats.bytes_new += sum([encoded.size for encoded in new])
+        if new:
+            self._placed(self.packer.add_many(new), sum([encoded.size for encoded in new]))
 
     def add_blob(self, plain: bytes, kind: bytes) -> ChunkLocation:
         """Store a metadata blob once and return where it is, at once (format 2:
@@ -556,15 +546,21 @@ class ChunkWriter:
         return unknown
 
     def _store_encoded(self, encoded: EncodedChunk, plain_size: int) -> None:
-        location = self.packer.add(encoded)
+        self._placed([self.packer.add(encoded)], plain_size)
+
+    def _placed(self, locations: list[ChunkLocation], plain_bytes: int) -> None:
+        """Claimed chunks now packed at ``locations`` (of ``plain_bytes`` in all)."""
         with self._lock:
-            self._unplaced -= 1
-            if self.prefix is not None and encoded.hash in self._reserved:
-                # (not stored yet, or just now: then _upload found nothing to drop
-                # and this entry says what the index says)
-                self._pending[encoded.hash] = location
-            self.stats.chunks_new += 1
-            self.stats.bytes_new += plain_size
+            self._unplaced -= len(locations)
+            if self.prefix is not None:
+                reserved, pending = self._reserved, self._pending
+                for location in locations:
+                    # (not stored yet, or just now: then _upload found nothing to drop
+                    # and this entry says what the index says)
+                    if location.hash in reserved:
+                        pending[location.hash] = location
+            self.stats.chunks_new += len(locations)
+            self.stats.bytes_new += plain_bytes
 
     def _encode(self, plain: bytes, digest: str) -> None:
         try:
