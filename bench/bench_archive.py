@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE))
 
 from dataset import make_tree, mutate  # noqa: E402
 from harness import (BUSY, CORES, CountingRGW, Restic, S3Archive, Step,  # noqa: E402
+                     median_runs, repeats,
                      fresh_cluster as _fresh_cluster, log as _log, prepare, profile_args,
                      warm_page_cache)
 
@@ -141,26 +142,6 @@ def targets(results: list[Step]) -> list[tuple[str, bool | None, str]]:
                        f"{100 * ours.cpu_util:.0f} % of {CORES} cores, all cores >=75 % in "
                        f"{100 * ours.both_cores_busy_share:.0f} % of samples"))
     return checks
-
-
-def median_runs(results: list[Step]) -> list[Step]:
-    """Of each tool's step, the repetition of median wall time (all of it, one real run)."""
-    chosen: list[Step] = []
-    for key in dict.fromkeys((r.tool, r.step) for r in results):
-        runs = sorted((r for r in results if (r.tool, r.step) == key), key=lambda r: r.wall_s)
-        chosen.append(runs[(len(runs) - 1) // 2])
-    return chosen
-
-
-def repeats(results: list[Step]) -> str:
-    """One line per run: wall, CPU (user/sys), busy shares, the noise, the load."""
-    lines = []
-    for r in results:
-        lines.append(f"  {r.tool:13s} {r.step:9s} #{r.repeat + 1}: {r.wall_s:6.2f}s wall, "
-                     f"{r.cpu_s:6.2f}s CPU ({r.user_s:.2f} user, {r.sys_s:.2f} sys), RGW "
-                     f"{r.rgw_cpu_s:.2f}s, tool+RGW >=75 % in {100 * r.own_busy_share:.0f} % "
-                     f"of samples, other CPU {r.other_cpu_s:.1f}s, load {r.load_before:.1f}")
-    return "\n".join(lines)
 
 
 WALL_RATIO = 0.7  # issue 15 item 1: initial archive at most 0.7x restic's wall time ...

@@ -1,7 +1,7 @@
 """Scale benchmark: many small files, s3archive against restic, on RGW.
 
     python bench/bench_scale.py [--files 1000000] [--per-dir 1000] [--workdir DIR]
-                                [--no-restic] [--keep] [--json OUT]
+                                [--no-restic] [--keep] [--json OUT] [--repeat N]
 
 Builds a deterministic tree of ``--files`` small text files (200 B - 3.2 KiB,
 ~1.7 KB on average, ``--per-dir`` to a directory: the shape of issue 10's
@@ -23,7 +23,11 @@ sampled peak of the summed PSS of the tool's processes (s3archive's content
 workers are processes of their own); the tools are compared on the larger of
 the two (``Step.peak_mib``: for restic, one process, its peak RSS).  Targets (issue 10, "Speed at scale" and "Random access") are
 printed as PASS/FAIL.  The numbers scale with ``--files``; the same ratios are
-meant to hold at 20 000, 200 000 and 1 000 000 files.
+meant to hold at 20 000, 200 000 and 1 000 000 files.  ``--repeat N`` runs the
+steps N times (fresh buckets, caches and RGWs each time, the tools taking turns
+going first) and judges each step by its run of median wall time, printing every
+repetition's ratio too: on a machine whose speed drifts, one pair of runs is a
+sample, not a measurement.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from harness import (CORES, REPO, CountingRGW, Restic, S3Archive, Step, Target,  # noqa: E402
-                     fresh_cluster as _fresh_cluster, log as _log, measure, prepare,
+                     fresh_cluster as _fresh_cluster, log as _log, measure, median_runs,
+                     prepare, repeats,
                      stored_by_prefix, warm_page_cache)
 from dataset import _Text  # noqa: E402
 from profile_run import report as profile_report  # noqa: E402
@@ -322,6 +327,23 @@ def _fmt_prefixes(stored: dict[str, int]) -> str:
     return ", ".join(f"{k}/ {v / 1e3:.1f} kB" for k, v in stored.items()) or "nothing"
 
 
+def each_repetition(results: list[Step]) -> list[tuple[str, bool | None, str]]:
+    """With ``--repeat``: the wall ratio of every repetition of each step both ran."""
+    checks: list[tuple[str, bool | None, str]] = []
+    repetitions = sorted({r.repeat for r in results})
+    if len(repetitions) < 2:
+        return checks
+    by = {(r.tool, r.step, r.repeat): r for r in results}
+    for step in dict.fromkeys(r.step for r in results):
+        ratios = [by[("s3archive", step, n)].wall_s / by[("restic", step, n)].wall_s
+                  for n in repetitions
+                  if ("s3archive", step, n) in by and ("restic", step, n) in by]
+        if ratios:
+            checks.append((f"{step}: wall vs restic, each repetition", None,
+                           ", ".join(f"{ratio:.2f}x" for ratio in ratios)))
+    return checks
+
+
 def table(results: list[Step]) -> str:
     lines = [f"{'tool':<10} {'step':<14} {'wall s':>8} {'CPU s':>8} {'user s':>7} "
              f"{'sys s':>6} {'RSS MiB':>8} {'PSS sum':>8} {'peak MiB':>8} {'other CPU':>9} "
@@ -389,6 +411,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="restore into the workdir's filesystem instead of a fresh "
                              "loop-mounted ext4 per restore (the default when root)")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the steps N times, each from empty buckets and caches, the "
+                             "tools taking turns going first; targets use each step's run of "
+                             "median wall time (this machine's speed drifts by up to 40 %%)")
     args = parser.parse_args(argv)
     args.steps = [step.strip() for step in args.steps.split(",") if step.strip()]
     unknown = sorted(set(args.steps) - set(STEPS))
@@ -396,6 +422,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--steps: unknown {', '.join(unknown)} (known: {', '.join(STEPS)})")
     if "initial" not in args.steps:
         args.steps.insert(0, "initial")
+    if args.repeat < 1:
+        parser.error("--repeat: at least 1")
+    if args.repeat > 1 and "mutation" in args.steps:
+        parser.error("--repeat: not with the mutation step (it changes the tree for good)")
     return args
 
 
@@ -447,82 +477,103 @@ def main(argv: list[str] | None = None) -> int:
         fresh_fs = (not args.same_fs and os.geteuid() == 0
                     and shutil.which("mkfs.ext4") is not None)
         report["fresh_fs"] = fresh_fs
-        tools: list[Any] = []
-        for name in ("s3archive", "restic") if use_restic else ("s3archive",):
-            cluster = _fresh_cluster(workdir, name, size)
-            clusters.append(cluster)
-            if name == "s3archive":
-                tools.append(ScaleS3Archive(workdir, tree, cluster, encrypt=args.encrypt,
-                                            profile=args.profile, timeline=args.timeline,
-                                            content_workers=args.content_workers))
-            else:
-                tools.append(ScaleRestic(workdir, tree, cluster))
         middle = f"{tree}/d{report['dataset']['dirs'] // 2:05d}"
         one_file = f"{middle}/f{(report['dataset']['dirs'] // 2) * args.per_dir + 7:07d}.txt"
-        for step in args.steps:
-            if step == "mutation":
-                made.unlink(missing_ok=True)  # (no longer the tree made: never reused)
-                report["mutation"] = mutate_dirs(tree, MUTATION_SHARE, args.seed + 1000)
-                os.sync()
-                report["dataset"]["dirs_changed"] = report["mutation"]["dirs_changed"]
-                _log(f"mutated: {report['mutation']}")
-            for tool in tools:
-                _log(f"{tool.name} {step} ...")
-                if step in ARCHIVE_STEPS:
-                    if step == "cache-rebuild":
-                        tool.lose_cache()
-                    warm_page_cache(tree)
-                    before = stored_by_prefix(tool.cluster, tool.bucket)
-                    result = tool.run(step, logdir)
-                    result.summary["stored"] = _delta(before,
-                                                      stored_by_prefix(tool.cluster, tool.bucket))
-                    runs.setdefault(tool.name, []).append(tool.run_id(result))
-                elif step == "ls-dir":
-                    result = tool.ls_dir(middle, logdir)
-                elif step == "diff":
-                    result = tool.diff(runs[tool.name][0], runs[tool.name][-1], logdir)
-                elif step == "verify-all":
-                    result = tool.verify_all(logdir)
+        for repeat in range(args.repeat):
+            for cluster in clusters:  # every repetition starts from empty buckets and caches
+                cluster.stop()
+            clusters.clear()
+            runs.clear()
+            # logs (and timelines) of each repetition apart: DIR, DIR/repeat-2, ...
+            logdir = workdir / "logs" / (f"repeat-{repeat + 1}" if repeat else "")
+            logdir.mkdir(parents=True, exist_ok=True)
+            timeline = args.timeline and args.timeline / (f"repeat-{repeat + 1}" if repeat
+                                                          else "")
+            if timeline:
+                timeline.mkdir(parents=True, exist_ok=True)
+            tools: list[Any] = []
+            for name in ("s3archive", "restic") if use_restic else ("s3archive",):
+                cluster = _fresh_cluster(workdir, name, size)
+                clusters.append(cluster)
+                if name == "s3archive":
+                    tools.append(ScaleS3Archive(workdir, tree, cluster, encrypt=args.encrypt,
+                                                profile=args.profile, timeline=timeline,
+                                                content_workers=args.content_workers))
                 else:
-                    place = Target(workdir / f"{step}-{tool.name}", fresh_fs, size, args.files)
-                    place.prepare()
-                    target = place.path
-                    paths = [one_file] if step == "restore-one" else []
-                    result = tool.restore(step, paths, target, logdir)
-                    if step == "restore-one":
-                        restored = target / one_file.lstrip("/")
-                        if restored.read_bytes() != Path(one_file).read_bytes():
-                            raise RuntimeError(f"{tool.name} restored {one_file} wrongly")
+                    tools.append(ScaleRestic(workdir, tree, cluster))
+            if repeat % 2:  # the tools take turns going first
+                tools.reverse()
+            for step in args.steps:
+                if step == "mutation":
+                    made.unlink(missing_ok=True)  # (no longer the tree made: never reused)
+                    report["mutation"] = mutate_dirs(tree, MUTATION_SHARE, args.seed + 1000)
+                    os.sync()
+                    report["dataset"]["dirs_changed"] = report["mutation"]["dirs_changed"]
+                    _log(f"mutated: {report['mutation']}")
+                for tool in tools:
+                    _log(f"{tool.name} {step} ...")
+                    if step in ARCHIVE_STEPS:
+                        if step == "cache-rebuild":
+                            tool.lose_cache()
+                        warm_page_cache(tree)
+                        before = stored_by_prefix(tool.cluster, tool.bucket)
+                        result = tool.run(step, logdir)
+                        result.summary["stored"] = _delta(
+                            before, stored_by_prefix(tool.cluster, tool.bucket))
+                        runs.setdefault(tool.name, []).append(tool.run_id(result))
+                    elif step == "ls-dir":
+                        result = tool.ls_dir(middle, logdir)
+                    elif step == "diff":
+                        result = tool.diff(runs[tool.name][0], runs[tool.name][-1], logdir)
+                    elif step == "verify-all":
+                        result = tool.verify_all(logdir)
                     else:
-                        check_restored(target, tree, args.files, rng)
-                    place.cleanup()
-                results.append(result)
-                if step == "no-change":
-                    cache[tool.name] = tree_size(tool.cache_dir())
-                if args.json:  # after every step: a long run stopped early keeps its numbers
-                    save(args.json, report, results, cache)
-                _log(f"{tool.name} {step}: {result.wall_s:.2f}s wall, {result.cpu_s:.2f}s CPU, "
-                     f"{result.peak_mib:.0f} MiB (largest process {result.peak_rss_mib:.0f}, "
-                     f"PSS summed {result.peak_pss_all_mib:.0f} over {result.processes}), "
-                     f"{result.bytes_received_rgw / 1e6:.3f} MB "
-                     f"received, {result.requests_total_rgw} requests, other processes "
-                     f"{result.other_cpu_s:.1f}s CPU")
+                        place = Target(workdir / f"{step}-{tool.name}", fresh_fs, size,
+                                       args.files)
+                        place.prepare()
+                        target = place.path
+                        paths = [one_file] if step == "restore-one" else []
+                        result = tool.restore(step, paths, target, logdir)
+                        if step == "restore-one":
+                            restored = target / one_file.lstrip("/")
+                            if restored.read_bytes() != Path(one_file).read_bytes():
+                                raise RuntimeError(f"{tool.name} restored {one_file} wrongly")
+                        else:
+                            check_restored(target, tree, args.files, rng)
+                        place.cleanup()
+                    result.repeat = repeat
+                    results.append(result)
+                    if step == "no-change":
+                        cache[tool.name] = tree_size(tool.cache_dir())  # (the last repetition's)
+                    if args.json:  # after every step: a long run stopped early keeps its numbers
+                        save(args.json, report, results, cache)
+                    _log(f"{f'repeat {repeat + 1}/{args.repeat} ' if args.repeat > 1 else ''}"
+                         f"{tool.name} {step}: {result.wall_s:.2f}s wall, {result.cpu_s:.2f}s CPU, "
+                         f"{result.peak_mib:.0f} MiB (largest process {result.peak_rss_mib:.0f}, "
+                         f"PSS summed {result.peak_pss_all_mib:.0f} over {result.processes}), "
+                         f"{result.bytes_received_rgw / 1e6:.3f} MB "
+                         f"received, {result.requests_total_rgw} requests, other processes "
+                         f"{result.other_cpu_s:.1f}s CPU")
     finally:
         for cluster in clusters:
             cluster.stop()
         if temporary and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    by = {(r.tool, r.step): r for r in results}
+    chosen = median_runs(results)  # (with one repetition: every run)
+    by = {(r.tool, r.step): r for r in chosen}
     print(f"\n{args.files} files, {args.per_dir} per directory, "
           f"{report['dataset']['bytes'] / 1e6:.0f} MB; {CORES} cores; s3archive "
           f"{'encrypted' if args.encrypt else 'plain'}; restores into "
           f"{'a fresh ext4 each' if report.get('fresh_fs') else 'the same filesystem'}; load at start "
           f"{report['load_at_start'][0]:.2f}; local cache after no-change: "
           + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in cache.items()) + "\n")
-    print(table(results))
+    if args.repeat > 1:
+        print(repeats(results) + "\n")
+        print(f"the run of median wall time of each step, of {args.repeat}:")
+    print(table(chosen))
     print("\nRSS MiB: the largest process's peak (wait4); PSS sum: the sampled peak of the "
           "process tree's summed PSS; peak MiB, compared: the larger of the two")
-    checks = targets(by, cache, report["dataset"])
+    checks = targets(by, cache, report["dataset"]) + each_repetition(results)
     print("\ntargets:")
     for label, ok, detail in checks:
         print(f"  [{'INFO' if ok is None else 'PASS' if ok else 'FAIL'}] {label}: {detail}")

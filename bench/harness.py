@@ -472,6 +472,26 @@ def _is_put(category: str) -> bool:
                                 "post_", "copy_obj"))
 
 
+def median_runs(results: list[Step]) -> list[Step]:
+    """Of each tool's step, the repetition of median wall time (all of it, one real run)."""
+    chosen: list[Step] = []
+    for key in dict.fromkeys((r.tool, r.step) for r in results):
+        runs = sorted((r for r in results if (r.tool, r.step) == key), key=lambda r: r.wall_s)
+        chosen.append(runs[(len(runs) - 1) // 2])
+    return chosen
+
+
+def repeats(results: list[Step]) -> str:
+    """One line per run: wall, CPU (user/sys), busy shares, the noise, the load."""
+    lines = []
+    for r in results:
+        lines.append(f"  {r.tool:13s} {r.step:9s} #{r.repeat + 1}: {r.wall_s:6.2f}s wall, "
+                     f"{r.cpu_s:6.2f}s CPU ({r.user_s:.2f} user, {r.sys_s:.2f} sys), RGW "
+                     f"{r.rgw_cpu_s:.2f}s, tool+RGW >=75 % in {100 * r.own_busy_share:.0f} % "
+                     f"of samples, other CPU {r.other_cpu_s:.1f}s, load {r.load_before:.1f}")
+    return "\n".join(lines)
+
+
 def warm_page_cache(tree: Path) -> None:
     """Read every file once, so neither tool pays for the other's cold cache."""
     buffer = bytearray(1 << 20)
