@@ -31,7 +31,7 @@ import os
 import re
 from array import array
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterator, Mapping, NamedTuple
+from typing import IO, Any, Callable, Iterator, Mapping
 
 from s3archive.archive.chunk_writer import ChunkWriter
 from s3archive.archive.dir_cache import DirCache, DirRow, new_digest, ref_line
@@ -43,21 +43,6 @@ from s3archive.format import tree_codec as tc
 log = logging.getLogger(__name__)
 
 
-class LeafEntry(NamedTuple):
-    """An entry of a leaf being filled: its node object encoded once, which sizes the
-    leaf and goes into it as it is (:func:`encode_leaf`).  (A tuple: one an entry of
-    every directory encoded, made a third faster than a frozen dataclass.)"""
-
-    name: bytes
-    encoded: bytes  # tc.dumps(node object), without the references added below
-    # its data chunks: references, or (a line read undecoded, its chunks located in a
-    # block) the chunk writer's locations, which make the same references
-    chunks: list[tc.BlobRef] | list[ChunkLocation] | None
-    lists: list[tc.BlobRef] | None
-    tree: tc.BlobRef | None
-    obj: dict[str, Any] | None = None  # set only when the object has a reference's key
-
-
 # an entry object holding one of these keys (an unknown key of a spooled line) is
 # encoded as tc.encode_leaf does it: the reference replaces the key's value in place
 _REF_KEYS = ("tree", "chunk_lists", "chunks")
@@ -65,7 +50,6 @@ _REF_KEYS = ("tree", "chunk_lists", "chunks")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _decode = json.JSONDecoder().decode
 
-_new_tuple = tuple.__new__
 READ_BYTES = 1 << 20  # a changed directory's lines are read again in runs of up to this
 FEED_BYTES = 1 << 16  # the spool is read in runs of this many bytes (or a whole line)
 SPOOL_BLOCK = 1024  # entries of a changed directory encoded at once: their chunks located at once
@@ -127,10 +111,14 @@ class _Encoding:
     """A directory being encoded: its current leaf and the leaves already written."""
 
     path: bytes
-    leaf: list[LeafEntry] = field(default_factory=list)
-    leaf_bytes: int = 0
-    leaves: list[tuple[bytes, int, tc.BlobRef]] = field(default_factory=list)
+    # the current leaf: its entries' JSON, each made as it joins the leaf (its
+    # references index the leaf's packs, in order of first use: tc.PackList's)
+    leaf: list[bytes] = field(default_factory=list)
+    packs: dict[str, int] = field(default_factory=dict)
+    leaf_bytes: int = 0  # (the size that cuts it: each entry's object and references)
+    first_name: bytes = b""
     last_name: bytes = b""
+    leaves: list[tuple[bytes, int, tc.BlobRef]] = field(default_factory=list)
 
 
 @dataclass
@@ -430,8 +418,8 @@ class TreeBuilder:
     def _close_encoding(self, directory: _Dir, encoding: _Encoding) -> tc.BlobRef:
         if encoding.leaf or not encoding.leaves:
             if not encoding.leaves:  # one leaf (perhaps empty) is the whole directory
-                return self.store_blob(encode_leaf(encoding.leaf), pack2.KIND_TREE,
-                                       directory.path)
+                return self.store_blob(encode_leaf(encoding.leaf, encoding.packs),
+                                       pack2.KIND_TREE, directory.path)
             self._flush_leaf(encoding)
         level = encoding.leaves
         height = 0
@@ -485,28 +473,58 @@ class TreeBuilder:
                              lists, tree)
 
     def _append_encoded(self, encoding: _Encoding, name: bytes, encoded: bytes,
-                        odd: dict[str, Any] | None, chunks: list[tc.BlobRef] | None,
+                        odd: dict[str, Any] | None,
+                        chunks: list[tc.BlobRef] | list[ChunkLocation] | None,
                         lists: list[tc.BlobRef] | None, tree: tc.BlobRef | None) -> None:
         """Add an entry whose node object is ``encoded`` (``odd``: the object, when it
-        has a reference's key)."""
-        if encoding.leaf and (len(encoding.leaf) >= tc.LEAF_MAX
-                              or tc.cut_after(encoding.last_name, len(encoding.leaf))):
+        has a reference's key) and whose data is ``chunks`` (references, or the chunk
+        writer's locations, which make the same references) or ``lists``.
+
+        The entry goes into the leaf as ``tc.encode_leaf`` writes it, byte for byte:
+        its references spliced in before the object's closing brace, where
+        ``json.dumps`` writes keys added last (an entry object is never empty: it has
+        a name)."""
+        count = len(encoding.leaf)
+        if count and (count >= tc.LEAF_MAX or tc.cut_after(encoding.last_name, count)):
             self._flush_leaf(encoding)
         # sized by the entry's line (+1: its newline) and its references
         size = (len(encoded) + 1 + 80 * len(chunks or lists or ())
                 + (80 if tree is not None else 0))
         if encoding.leaf and encoding.leaf_bytes + size > tc.NODE_TARGET_BYTES:
             self._flush_leaf(encoding)
-        # (tuple.__new__: a NamedTuple's own __new__ is a Python call an entry)
-        encoding.leaf.append(_new_tuple(LeafEntry, (name, encoded, chunks, lists, tree, odd)))
+        leaf, packs = encoding.leaf, encoding.packs
+        if not leaf:
+            encoding.first_name = name
         encoding.leaf_bytes += size
         encoding.last_name = name
+        if odd is not None:
+            listed = tc.PackList()
+            listed.keys = packs
+            # (an odd entry's chunks are references: only a usual line's are locations)
+            leaf.append(tc.dumps(tc.leaf_item(odd, chunks, lists, tree,  # type: ignore[arg-type]
+                                              listed)))
+            return
+        if tree is None and chunks is None and lists is None:
+            leaf.append(encoded)
+            return
+        refs = []
+        if tree is not None:
+            refs.append('"tree":' + _ref_json(tree, packs))
+        if lists is not None:
+            refs.append('"chunk_lists":[' + ",".join([_ref_json(r, packs) for r in lists])
+                        + "]")
+        elif chunks is not None:
+            refs.append('"chunks":[' + ",".join([
+                _location_json(r, packs) if type(r) is ChunkLocation else _ref_json(r, packs)
+                for r in chunks]) + "]")
+        leaf.append(encoded[:-1] + b"," + ",".join(refs).encode("utf-8") + b"}")
 
     def _flush_leaf(self, encoding: _Encoding) -> None:
-        first = encoding.leaf[0].name
-        ref = self.store_blob(encode_leaf(encoding.leaf), pack2.KIND_TREE, encoding.path)
-        encoding.leaves.append((first, len(encoding.leaf), ref))
+        ref = self.store_blob(encode_leaf(encoding.leaf, encoding.packs), pack2.KIND_TREE,
+                              encoding.path)
+        encoding.leaves.append((encoding.first_name, len(encoding.leaf), ref))
         encoding.leaf = []
+        encoding.packs = {}
         encoding.leaf_bytes = 0
 
     def _inner(self, height: int, group: list[tuple[bytes, int, tc.BlobRef]],
@@ -515,36 +533,11 @@ class TreeBuilder:
         return group[0][0], sum(count for _, count, _ in group), ref
 
 
-def encode_leaf(entries: list[LeafEntry]) -> bytes:
-    """``tc.encode_leaf`` of the same entries, byte for byte, from each entry's object
-    encoded once: its references are spliced in before its closing brace, where
-    ``json.dumps`` writes keys added last (an entry object is never empty: it has a
-    name)."""
-    packs: dict[str, int] = {}  # as tc.PackList's: in order of first use
-    parts = []
-    for entry in entries:
-        if entry.obj is not None:
-            listed = tc.PackList()
-            listed.keys = packs
-            parts.append(tc.dumps(tc.leaf_item(entry.obj, entry.chunks, entry.lists,
-                                               entry.tree, listed)))
-            continue
-        if entry.tree is None and entry.chunks is None and entry.lists is None:
-            parts.append(entry.encoded)
-            continue
-        refs = []
-        if entry.tree is not None:
-            refs.append('"tree":' + _ref_json(entry.tree, packs))
-        if entry.lists is not None:
-            refs.append('"chunk_lists":[' + ",".join([_ref_json(r, packs) for r in entry.lists])
-                        + "]")
-        elif entry.chunks is not None:
-            refs.append('"chunks":[' + ",".join([
-                _location_json(r, packs) if type(r) is ChunkLocation else _ref_json(r, packs)
-                for r in entry.chunks]) + "]")
-        parts.append(entry.encoded[:-1] + b"," + ",".join(refs).encode("utf-8") + b"}")
+def encode_leaf(entries: list[bytes], packs: dict[str, int]) -> bytes:
+    """``tc.encode_leaf``'s bytes of a leaf whose entries are encoded already (their
+    references indexing ``packs``)."""
     return (b'{"node":"leaf","packs":' + tc.dumps(list(packs)) + b',"entries":['
-            + b",".join(parts) + b"]}")
+            + b",".join(entries) + b"]}")
 
 
 def _ref_json(ref: tc.BlobRef, packs: dict[str, int]) -> str:
