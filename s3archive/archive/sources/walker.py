@@ -52,6 +52,15 @@ def listed_regular(entry: os.DirEntry[bytes]) -> bool:
         return False
 
 
+class _Descend(NamedTuple):
+    """A subdirectory the walk enters (:meth:`Walker._children`'s arguments)."""
+
+    path: bytes
+    st: os.stat_result
+    full: bool  # taken whole (below a picked root, on its file system)
+    root_dev: int | None
+
+
 @dataclass
 class WalkOptions:
     one_file_system: bool = True
@@ -131,20 +140,33 @@ class Walker:
 
     def _visit(self, path: bytes, roots: _Roots, full: bool,
                root_dev: int | None) -> Iterator[WalkItem]:
-        st = self.lstat(path)
-        if st is not None:
-            yield from self._stated(path, st, roots, full, root_dev)
-
-    def _stated(self, path: bytes, st: os.stat_result, roots: _Roots, full: bool,
-                root_dev: int | None) -> Iterator[WalkItem]:
         """``path`` and, if it is a directory, what the walk takes below it.
 
-        Each child is stat'ed once, here; only a directory gets a generator of
-        its own (a file is yielded by its parent's).
-        """
+        The directories being walked are a stack of :meth:`_children`, driven
+        here: an entry passes through two generators whatever its depth (nested
+        generators would pass each through one per directory above it)."""
+        st = self.lstat(path)
+        if st is None:
+            return
         yield WalkItem(path, st)
         if not stat.S_ISDIR(st.st_mode):
             return
+        stack = [self._children(path, st, full, root_dev, roots)]
+        while stack:
+            for item in stack[-1]:
+                if type(item) is _Descend:  # a subdirectory: its entries next
+                    yield WalkItem(item.path, item.st)
+                    stack.append(self._children(*item, roots))
+                    break
+                yield item
+            else:
+                stack.pop()
+
+    def _children(self, path: bytes, st: os.stat_result, full: bool, root_dev: int | None,
+                  roots: _Roots) -> Iterator[WalkItem | _Descend]:
+        """What the walk takes in directory ``path``: its entries, each child
+        stat'ed once here, and a subdirectory as a :class:`_Descend` (its own
+        entries are taken before the next name's)."""
         if path in roots.roots:
             full, root_dev = True, st.st_dev
         crosses = (full and self.options.one_file_system and root_dev is not None
@@ -181,8 +203,7 @@ class Walker:
                 if sampled == SAMPLED_FILES and sampled_bytes >= SAMPLED_FILES * SMALL_MEAN:
                     regular = None  # large files: each stat'ed, as in a directory of few
             if stat.S_ISDIR(child_st.st_mode):
-                yield from self._stated(child, child_st, roots, below or child in roots.roots,
-                                        root_dev)
+                yield _Descend(child, child_st, below or child in roots.roots, root_dev)
             else:
                 yield WalkItem(child, child_st)
 
