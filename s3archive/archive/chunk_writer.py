@@ -21,7 +21,7 @@ import os
 import tempfile
 import threading
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from pathlib import Path
@@ -276,6 +276,11 @@ class ChunkWriter:
         self._reused_bytes = 0
         self._unknown: set[str] = set()  # file-cache hits nothing knows (few, or a bug)
         self._excluded: set[str] = set()  # packs whose blobs are not reused (add_blob)
+        # file-cache hits' chunks are located by a thread of their own: the run index's
+        # SQL (RunIndex.put_listed_from_cache) runs without the GIL, beside the walk;
+        # one batch at a time (the next waits for it)
+        self._locate_pool = ThreadPoolExecutor(1, thread_name_prefix="locate")
+        self._locating: Future[None] | None = None
         self._encode_pool = ThreadPoolExecutor(self.encoders, thread_name_prefix="encode")
         self._upload_pool = ThreadPoolExecutor(self.uploaders, thread_name_prefix="upload")
         self._budget = _Budget(self.inflight_bytes)
@@ -493,8 +498,8 @@ class ChunkWriter:
 
     def reuse_listed(self, listed: bytes) -> None:
         """Reference the chunks of file cache hits, as their rows list them (the
-        local cache's packed chunk lists): located later, in batches, in SQL
-        (``resolve_reused`` locates the last ones)."""
+        local cache's packed chunk lists): located later, in batches, in SQL, by the
+        locating thread (``resolve_reused`` waits for it and locates the last ones)."""
         item = CHUNK_ITEM.size
         with self._lock:
             self.stats.chunks_reused += len(listed) // item
@@ -503,7 +508,14 @@ class ChunkWriter:
             if self._reused_bytes < REUSE_BATCH * item:
                 return
             batch, self._reused, self._reused_bytes = b"".join(self._reused), [], 0
-        self._locate_reused(batch)
+        self._located()
+        self._locating = self._locate_pool.submit(self._locate_reused, batch)
+
+    def _located(self) -> None:
+        """Wait for the batch being located, if any (its error raised here)."""
+        locating, self._locating = self._locating, None
+        if locating is not None:
+            locating.result()
 
     def _locate_reused(self, listed: bytes) -> None:
         item = CHUNK_ITEM.size
@@ -524,7 +536,9 @@ class ChunkWriter:
             return
         # being stored by this run (indexed when its pack is), stored by it since, or
         # unknown (a cache that contradicts itself); reserved ones are taken first: a
-        # chunk leaves the reserved set only once the index has it
+        # chunk leaves the reserved set only once the index has it.  (Run by the
+        # locating thread, a chunk may be claimed between the two looks: it is then
+        # unknown, as it was when claimed after a batch located on the walk's thread)
         with self._lock:
             missing -= self._reserved
         missing -= self.index.get_many(missing).keys()
@@ -535,6 +549,7 @@ class ChunkWriter:
                        | None = None) -> set[str]:
         """Locate the chunks referenced through the file cache not located yet;
         returns those nothing knows (the file cache contradicts the chunk index)."""
+        self._located()
         if lookup_many is not None and self.lookup_many is None:
             self.lookup_many = lambda digests: lookup_many(set(digests))
         with self._lock:
@@ -712,6 +727,7 @@ class ChunkWriter:
                 self._abandoned = True
                 self._spilled = []
                 self._may_upload.set()
+        self._locate_pool.shutdown(wait=True, cancel_futures=True)
         self._encode_pool.shutdown(wait=True, cancel_futures=True)
         self._upload_pool.shutdown(wait=True, cancel_futures=True)
         self._spill.close()
