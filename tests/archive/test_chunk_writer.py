@@ -303,6 +303,38 @@ def test_a_hit_on_a_chunk_this_run_is_still_storing_is_not_unknown(store: Memory
         writer.close()
 
 
+def test_file_cache_hits_are_located_beside_the_walk_and_its_errors_reach_the_run(
+        store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full batch of hits is located by the locating thread, not the caller's; a
+    failure there is raised to the run when it next hands over a batch or resolves."""
+    monkeypatch.setattr(chunk_writer, "REUSE_BATCH", 2)
+    known = {digest: ChunkLocation(digest, f"data/aa/{'a' * 64}", i, 10, 20, "raw")
+             for i, digest in enumerate(chunk_hash(b"%d" % i) for i in range(4))}
+    threads: list[str] = []
+    failing = threading.Event()
+
+    def lookup_many(digests):
+        threads.append(threading.current_thread().name)
+        if failing.is_set():
+            raise OSError("the cache's disk failed")
+        return {d: known[d] for d in digests if d in known}
+
+    writer, _ = make_writer(store, cached=known, lookup_many=lookup_many)
+    try:
+        first, second, third, fourth = known
+        writer.reuse_listed(pack_chunk_list([(first, 20), (second, 20)]))  # a full batch
+        assert writer.resolve_reused() == set()
+        assert threads and all(name.startswith("locate") for name in threads), threads
+        assert writer.locations[first] == known[first]
+        failing.set()
+        writer.reuse_listed(pack_chunk_list([(third, 20), (fourth, 20)]))
+        with pytest.raises(OSError, match="disk failed"):
+            writer.resolve_reused()
+    finally:
+        writer.close()
+        writer.release()
+
+
 def test_file_cache_hits_are_located_in_batches_and_unknown_ones_reported(
         store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(chunk_writer, "REUSE_BATCH", 2048)
