@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,31 @@ def test_only_a_large_directory_of_small_files_goes_by_name(
     assert (named, len(stated)) == ([], 12)
     named, stated = _named_and_stated(mixed)
     assert stated == ["f00", "f01", "f02", "f03"] and "f07" in named and len(named) == 8
+
+
+def test_a_tree_deeper_than_the_recursion_limit_is_walked_whole_in_order(
+        tmp_path: Path) -> None:
+    """The walk keeps its directories on a stack of its own, not Python's: a chain
+    of directories deeper than the recursion limit (nested generators failed with
+    RecursionError).  The limit is lowered for the walk, so the tree stays shallow
+    enough for shutil.rmtree (pytest's cleanup) at the usual limit."""
+    depth = 600
+    chain = [tmp_path / "top"]
+    chain[0].mkdir()
+    for _ in range(depth):
+        chain.append(chain[-1] / "d")
+        chain[-1].mkdir()
+    (chain[-1] / "f").write_bytes(b"at the bottom")
+    (tmp_path / "top" / "z").write_bytes(b"after the chain")
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth // 2)
+    try:
+        paths, warnings = walk([tmp_path / "top"])
+    finally:
+        sys.setrecursionlimit(limit)
+    assert warnings == []
+    got = rel(tmp_path, paths)
+    bottom = "/" + str((chain[-1] / "f").relative_to(tmp_path))
+    assert got[-2:] == [bottom, "/top/z"]
+    assert got[got.index("/top") + 1:-1] == [
+        "/" + str(directory.relative_to(tmp_path)) for directory in chain[1:]] + [bottom]
