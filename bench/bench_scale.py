@@ -442,7 +442,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeline:
         args.timeline = args.timeline.resolve()
         args.timeline.mkdir(parents=True, exist_ok=True)
-    logdir = workdir / "logs"
     tree = workdir / "tree"
     made = workdir / "tree.json"  # (beside the tree: inside, it would be archived)
     wanted = {"files": args.files, "per_dir": args.per_dir, "seed": args.seed}
@@ -485,10 +484,10 @@ def main(argv: list[str] | None = None) -> int:
             clusters.clear()
             runs.clear()
             # logs (and timelines) of each repetition apart: DIR, DIR/repeat-2, ...
-            logdir = workdir / "logs" / (f"repeat-{repeat + 1}" if repeat else "")
+            apart = f"repeat-{repeat + 1}" if repeat else ""
+            logdir = workdir / "logs" / apart
             logdir.mkdir(parents=True, exist_ok=True)
-            timeline = args.timeline and args.timeline / (f"repeat-{repeat + 1}" if repeat
-                                                          else "")
+            timeline = args.timeline and args.timeline / apart
             if timeline:
                 timeline.mkdir(parents=True, exist_ok=True)
             tools: list[Any] = []
